@@ -1,0 +1,300 @@
+//! Typed settings: `config/default.toml`, then an optional `--config` file, then `SFBULK__SECTION__KEY`
+//! environment variables; every problem is reported at once before anything serves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::origin::AllowList;
+
+/// The defaults, compiled in so the binary runs from any directory; `config/default.toml` is this file.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub salesforce: SalesforceSettings,
+    pub registry: RegistrySettings,
+    pub log: LogSettings,
+    pub emulator: EmulatorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SalesforceSettings {
+    pub allowed_origins: Vec<String>,
+    pub token_endpoint_hostname: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryBackend {
+    File,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistrySettings {
+    pub backend: RegistryBackend,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmulatorSettings {
+    pub listen: String,
+    pub instance_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    pub access_token: String,
+    pub session_ttl_secs: u64,
+    pub rotate_refresh_tokens: bool,
+}
+
+/// Configuration that cannot be used; the message lists every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let env: config::Map<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SFBULK__"))
+            .collect();
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("SFBULK")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("salesforce.allowed_origins")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The demo: the emulator is the Salesforce org, so its origin is allowed and is the login host.
+    pub fn for_demo(mut self) -> Result<Settings, ConfigError> {
+        let origin = format!("http://{}", self.emulator_listen_origin());
+        self.salesforce.allowed_origins.push(origin.clone());
+        self.salesforce.token_endpoint_hostname = origin;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// `host:port` at which the emulator can be reached on this machine.
+    pub fn emulator_listen_origin(&self) -> String {
+        let mut addr = self.emulator_listen();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr.to_string()
+    }
+
+    /// Every problem at once, so an operator fixes the file in one pass.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+            problems.push(format!("server.listen {:?}: {e}", self.server.listen));
+        }
+        if self.server.max_body_bytes == 0 {
+            problems.push("server.max_body_bytes must be above 0".into());
+        }
+        match self.allow_list() {
+            Ok(allow) => {
+                if let Err(e) = allow.admit_host(&self.salesforce.token_endpoint_hostname) {
+                    problems.push(format!("salesforce.token_endpoint_hostname: {e}"));
+                }
+            }
+            Err(e) => problems.extend(e),
+        }
+        for (key, value) in [
+            (
+                "salesforce.connect_timeout_ms",
+                self.salesforce.connect_timeout_ms,
+            ),
+            (
+                "salesforce.response_timeout_secs",
+                self.salesforce.response_timeout_secs,
+            ),
+            (
+                "salesforce.read_timeout_secs",
+                self.salesforce.read_timeout_secs,
+            ),
+            ("emulator.session_ttl_secs", self.emulator.session_ttl_secs),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} must be above 0"));
+            }
+        }
+        if self.registry.backend == RegistryBackend::File
+            && self.registry.dir.as_os_str().is_empty()
+        {
+            problems.push("registry.dir must be set for the file backend".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level {:?}: {e}", self.log.level));
+        }
+        if let Err(e) = self.emulator.listen.parse::<SocketAddr>() {
+            problems.push(format!("emulator.listen {:?}: {e}", self.emulator.listen));
+        }
+        if !self.emulator.instance_url.is_empty() {
+            if let Err(e) = AllowList::parse(std::slice::from_ref(&self.emulator.instance_url)) {
+                problems.push(format!("emulator.instance_url: {}", e.join("; ")));
+            }
+        }
+        for (key, value) in [
+            ("emulator.client_id", &self.emulator.client_id),
+            ("emulator.refresh_token", &self.emulator.refresh_token),
+            ("emulator.access_token", &self.emulator.access_token),
+        ] {
+            if value.is_empty() {
+                problems.push(format!("{key} must not be empty"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// The Salesforce origins the proxy may contact, parsed.
+    pub fn allow_list(&self) -> Result<AllowList, Vec<String>> {
+        AllowList::parse(&self.salesforce.allowed_origins)
+    }
+
+    pub fn server_listen(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated at load")
+    }
+
+    pub fn emulator_listen(&self) -> SocketAddr {
+        self.emulator.listen.parse().expect("validated at load")
+    }
+}
+
+impl SalesforceSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(self.response_timeout_secs)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_are_valid() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:8280");
+        assert_eq!(
+            s.salesforce.token_endpoint_hostname,
+            "https://login.salesforce.com"
+        );
+        assert_eq!(s.registry.backend, RegistryBackend::File);
+        assert!(s
+            .allow_list()
+            .unwrap()
+            .admit("https://ap2.salesforce.com")
+            .is_ok());
+    }
+
+    #[test]
+    fn environment_overrides_use_double_underscores_and_comma_lists() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__SERVER__LISTEN", "127.0.0.1:9000"),
+                (
+                    "SFBULK__SALESFORCE__ALLOWED_ORIGINS",
+                    "http://127.0.0.1:9999,https://*.salesforce.com",
+                ),
+                ("SFBULK__REGISTRY__BACKEND", "memory"),
+                ("SFBULK__EMULATOR__ROTATE_REFRESH_TOKENS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:9000");
+        assert_eq!(
+            s.salesforce.allowed_origins,
+            ["http://127.0.0.1:9999", "https://*.salesforce.com"]
+        );
+        assert_eq!(s.registry.backend, RegistryBackend::Memory);
+        assert!(s.emulator.rotate_refresh_tokens);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__SERVER__LISTEN", "nowhere"),
+                ("SFBULK__SALESFORCE__ALLOWED_ORIGINS", "ftp://x.example"),
+                ("SFBULK__SALESFORCE__CONNECT_TIMEOUT_MS", "0"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(text.contains("server.listen"), "{text}");
+        assert!(text.contains("ftp://x.example"), "{text}");
+        assert!(text.contains("salesforce.connect_timeout_ms"), "{text}");
+    }
+}

@@ -1,0 +1,165 @@
+//! The connection fields every envelope carries, parsed into where to call and with which
+//! credentials. Secrets stay [`Secret`]s from here on.
+
+use crate::domain::{ApiVersion, IntervalTime};
+use crate::envelope::Envelope;
+use crate::fault::Fault;
+use crate::origin::{AllowList, Origin};
+use crate::secret::Secret;
+
+/// The registry path WSO2's samples use, for envelopes that leave it out.
+pub const DEFAULT_REGISTRY_PATH: &str = "connectors/SalesforceBulk";
+
+/// Where and as whom to call Salesforce.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub api_version: ApiVersion,
+    /// `apiUrl`: the instance the caller believes its token belongs to.
+    pub instance: Origin,
+    pub access_token: Secret,
+    /// Present when the caller gave what a refresh needs; then the token lives in the registry.
+    pub grant: Option<RefreshGrant>,
+}
+
+/// What the OAuth refresh-token flow needs, plus where its result is kept.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    pub registry_path: String,
+    pub refresh_token: Secret,
+    pub client_id: String,
+    /// Optional in OAuth unless the connected app requires it.
+    pub client_secret: Option<Secret>,
+    pub token_endpoint: Origin,
+    pub interval: IntervalTime,
+}
+
+impl Connection {
+    /// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`.
+    pub fn from_envelope(
+        envelope: &Envelope,
+        allow: &AllowList,
+        default_token_endpoint: &str,
+    ) -> Result<Connection, Fault> {
+        let api_version =
+            ApiVersion::parse(envelope.required("apiVersion")?).map_err(|reason| {
+                Fault::InvalidField {
+                    field: "apiVersion",
+                    reason,
+                }
+            })?;
+        let instance = admit(allow, "apiUrl", envelope.required("apiUrl")?, false)?;
+        let access_token = Secret::new(envelope.required("accessToken")?);
+        let grant = match envelope.optional("refreshToken") {
+            None => None,
+            Some(refresh_token) => Some(RefreshGrant {
+                registry_path: envelope
+                    .optional("registryPath")
+                    .unwrap_or(DEFAULT_REGISTRY_PATH)
+                    .to_string(),
+                refresh_token: Secret::new(refresh_token),
+                client_id: envelope.required("clientId")?.to_string(),
+                client_secret: envelope.optional("clientSecret").map(Secret::new),
+                token_endpoint: match envelope.optional("tokenEndpointHostname") {
+                    Some(host) => admit(allow, "tokenEndpointHostname", host, true)?,
+                    None => admit(allow, "tokenEndpointHostname", default_token_endpoint, true)?,
+                },
+                interval: match envelope.optional("intervalTime") {
+                    Some(raw) => {
+                        IntervalTime::parse(raw).map_err(|reason| Fault::InvalidField {
+                            field: "intervalTime",
+                            reason,
+                        })?
+                    }
+                    None => IntervalTime::DEFAULT,
+                },
+            }),
+        };
+        Ok(Connection {
+            api_version,
+            instance,
+            access_token,
+            grant,
+        })
+    }
+}
+
+fn admit(
+    allow: &AllowList,
+    field: &'static str,
+    raw: &str,
+    bare_host_allowed: bool,
+) -> Result<Origin, Fault> {
+    let admitted = if bare_host_allowed {
+        allow.admit_host(raw)
+    } else {
+        allow.admit(raw)
+    };
+    admitted.map_err(|e| Fault::OriginRefused {
+        field,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn allow() -> AllowList {
+        AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap()
+    }
+
+    fn parse(body: &str) -> Result<Connection, Fault> {
+        let envelope = Envelope::parse(&HeaderMap::new(), body.as_bytes()).unwrap();
+        Connection::from_envelope(&envelope, &allow(), "https://login.salesforce.com")
+    }
+
+    #[test]
+    fn full_credentials_make_a_refresh_grant_and_debug_hides_secrets() {
+        let conn = parse(
+            "<getJob><apiVersion>34</apiVersion><apiUrl>https://ap2.salesforce.com</apiUrl>\
+             <accessToken>AT-SECRET</accessToken><refreshToken>RT-SECRET</refreshToken>\
+             <clientId>cid</clientId><clientSecret>CS-SECRET</clientSecret>\
+             <intervalTime>1000</intervalTime></getJob>",
+        )
+        .unwrap();
+        assert_eq!(conn.api_version.as_str(), "34.0");
+        let grant = conn.grant.as_ref().unwrap();
+        assert_eq!(grant.registry_path, DEFAULT_REGISTRY_PATH);
+        assert_eq!(
+            grant.token_endpoint.as_str(),
+            "https://login.salesforce.com"
+        );
+        assert_eq!(grant.interval.as_duration().as_millis(), 1000);
+        let debug = format!("{conn:?}");
+        for secret in ["AT-SECRET", "RT-SECRET", "CS-SECRET"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
+
+    #[test]
+    fn an_access_token_alone_passes_through_without_a_grant() {
+        let conn = parse(
+            "<getJob><apiVersion>34.0</apiVersion><apiUrl>https://ap2.salesforce.com</apiUrl>\
+             <accessToken>t</accessToken></getJob>",
+        )
+        .unwrap();
+        assert!(conn.grant.is_none());
+    }
+
+    #[test]
+    fn origins_outside_the_allow_list_are_refused() {
+        let err = parse(
+            "<getJob><apiVersion>34.0</apiVersion><apiUrl>https://evil.example</apiUrl>\
+             <accessToken>t</accessToken></getJob>",
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Fault::OriginRefused {
+                field: "apiUrl",
+                ..
+            }
+        ));
+    }
+}

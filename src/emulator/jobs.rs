@@ -1,0 +1,451 @@
+//! The fake org's jobs: create, read, close and abort, with Salesforce's validation, state machine
+//! and error messages (see the reference page for which are recorded and which inferred).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::ids;
+use super::wire::{format_date, now_secs, ApiError, Document, Format, Value};
+use super::Org;
+use crate::xml::read_document;
+
+/// Versions the fake org serves: 21.0–30.0 are retired, 31.0 and later work.
+const OLDEST_LIVE_VERSION: u32 = 31;
+const NEWEST_VERSION: u32 = 64;
+/// `queryAll` jobs exist from this version on.
+const QUERY_ALL_SINCE: u32 = 39;
+
+const OPERATIONS: &[&str] = &[
+    "insert",
+    "update",
+    "upsert",
+    "delete",
+    "hardDelete",
+    "query",
+    "queryAll",
+];
+const CONTENT_TYPES: &[&str] = &["CSV", "JSON", "XML", "ZIP_CSV", "ZIP_JSON", "ZIP_XML"];
+const CONCURRENCY_MODES: &[&str] = &["Parallel", "Serial"];
+/// Fields a caller may set when creating a job; every other jobInfo field is the system's.
+const CREATE_FIELDS: &[&str] = &[
+    "operation",
+    "object",
+    "externalIdFieldName",
+    "concurrencyMode",
+    "contentType",
+    "assignmentRuleId",
+];
+/// Every jobInfo field, so an unknown element can be told from a system field.
+const JOB_INFO_FIELDS: &[&str] = &[
+    "id",
+    "operation",
+    "object",
+    "createdById",
+    "createdDate",
+    "systemModstamp",
+    "state",
+    "externalIdFieldName",
+    "concurrencyMode",
+    "contentType",
+    "numberBatchesQueued",
+    "numberBatchesInProgress",
+    "numberBatchesCompleted",
+    "numberBatchesFailed",
+    "numberBatchesTotal",
+    "numberRecordsProcessed",
+    "numberRetries",
+    "apiVersion",
+    "assignmentRuleId",
+    "numberRecordsFailed",
+    "totalProcessingTime",
+    "apiActiveProcessingTime",
+    "apexProcessingTime",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Open,
+    Closed,
+    Aborted,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Open => "Open",
+            JobState::Closed => "Closed",
+            JobState::Aborted => "Aborted",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    operation: String,
+    object: String,
+    created_by: String,
+    created_secs: u64,
+    modstamp_secs: u64,
+    pub state: JobState,
+    external_id_field: Option<String>,
+    concurrency_mode: String,
+    content_type: String,
+    api_version: String,
+    assignment_rule_id: Option<String>,
+    /// The format the job answers in: JSON jobs in JSON, the rest in XML.
+    format: Format,
+}
+
+impl Job {
+    fn document(&self, format: Format) -> Document {
+        let text = |s: &str| Value::Text(s.to_string());
+        let zero = || Value::Number("0".into());
+        let mut fields = vec![
+            ("id", text(&self.id)),
+            ("operation", text(&self.operation)),
+            ("object", text(&self.object)),
+            ("createdById", text(&self.created_by)),
+            (
+                "createdDate",
+                Value::Text(format_date(self.created_secs, format)),
+            ),
+            (
+                "systemModstamp",
+                Value::Text(format_date(self.modstamp_secs, format)),
+            ),
+            ("state", text(self.state.as_str())),
+        ];
+        if let Some(field) = &self.external_id_field {
+            fields.push(("externalIdFieldName", text(field)));
+        }
+        fields.extend([
+            ("concurrencyMode", text(&self.concurrency_mode)),
+            ("contentType", text(&self.content_type)),
+            ("numberBatchesQueued", zero()),
+            ("numberBatchesInProgress", zero()),
+            ("numberBatchesCompleted", zero()),
+            ("numberBatchesFailed", zero()),
+            ("numberBatchesTotal", zero()),
+            ("numberRecordsProcessed", zero()),
+            ("numberRetries", zero()),
+            ("apiVersion", Value::Number(self.api_version.clone())),
+        ]);
+        if let Some(rule) = &self.assignment_rule_id {
+            fields.push(("assignmentRuleId", text(rule)));
+        }
+        fields.extend([
+            ("numberRecordsFailed", zero()),
+            ("totalProcessingTime", zero()),
+            ("apiActiveProcessingTime", zero()),
+            ("apexProcessingTime", zero()),
+        ]);
+        Document {
+            root: "jobInfo",
+            fields,
+        }
+    }
+
+    /// An existing job answers in its own format.
+    fn respond(&self, status: StatusCode) -> Response {
+        self.document(self.format).respond(status, self.format)
+    }
+}
+
+/// The checks every Bulk API call starts with: a live session, then a served version.
+fn admit(org: &Org, headers: &HeaderMap, version: &str, format: Format) -> Result<u32, ApiError> {
+    org.auth
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check_session(headers, format)?;
+    let major = version
+        .strip_suffix(".0")
+        .and_then(|m| m.parse::<u32>().ok())
+        .filter(|m| (OLDEST_LIVE_VERSION..=NEWEST_VERSION).contains(m));
+    major.ok_or_else(|| {
+        ApiError::new(
+            "InvalidVersion",
+            format!("Invalid Api version specified on URL: {version}"),
+        )
+        .in_format(format)
+    })
+}
+
+/// POST bodies must be XML or JSON, as the request says.
+fn check_content_type(headers: &HeaderMap, format: Format) -> Result<(), ApiError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(essence.as_str(), "application/xml" | "application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            "UnsupportedContentType",
+            format!("Unsupported content type: {raw}"),
+        )
+        .in_format(format))
+    }
+}
+
+/// A jobInfo request body as (field, value) pairs, XML or JSON.
+fn read_job_info(body: &[u8], format: Format) -> Result<Vec<(String, String)>, ApiError> {
+    let unparsable = || ApiError::new("InvalidJob", "Unable to parse Job").in_format(format);
+    match format {
+        Format::Json => {
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(body).map_err(|_| unparsable())?;
+            Ok(object
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect())
+        }
+        Format::Xml => {
+            let doc = read_document(body, false).map_err(|e| {
+                ApiError::new("InvalidXML", format!("Failed to parse XML: {e}")).in_format(format)
+            })?;
+            if doc.root != "jobInfo" {
+                return Err(unparsable());
+            }
+            Ok(doc
+                .children
+                .into_iter()
+                .map(|c| (c.name, c.text.trim().to_string()))
+                .collect())
+        }
+    }
+}
+
+/// Rejects fields the caller may not set: system fields by name, as Salesforce words it.
+fn refuse_fields(
+    fields: &[(String, String)],
+    allowed: &[&str],
+    format: Format,
+) -> Result<(), ApiError> {
+    for (name, _) in fields {
+        if allowed.contains(&name.as_str()) {
+            continue;
+        }
+        if JOB_INFO_FIELDS.contains(&name.as_str()) {
+            let mut label = name.clone();
+            label[..1].make_ascii_uppercase();
+            return Err(
+                ApiError::new("InvalidJob", format!("{label} cannot be specified"))
+                    .in_format(format),
+            );
+        }
+        return Err(ApiError::new("InvalidJob", "Unable to parse Job").in_format(format));
+    }
+    Ok(())
+}
+
+/// `POST /services/async/{version}/job`.
+pub async fn create(
+    State(org): State<Arc<Org>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let format = Format::of_request(&headers);
+    let major = admit(&org, &headers, &version, format)?;
+    check_content_type(&headers, format)?;
+    let fields = read_job_info(&body, format)?;
+    refuse_fields(&fields, CREATE_FIELDS, format)?;
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let unparsable = || ApiError::new("InvalidJob", "Unable to parse Job").in_format(format);
+    let operation = get("operation")
+        .filter(|op| OPERATIONS.contains(op))
+        .filter(|op| *op != "queryAll" || major >= QUERY_ALL_SINCE)
+        .ok_or_else(unparsable)?;
+    let object = get("object").ok_or_else(unparsable)?;
+    let content_type = get("contentType").unwrap_or("XML");
+    let concurrency_mode = get("concurrencyMode").unwrap_or("Parallel");
+    if !CONTENT_TYPES.contains(&content_type) || !CONCURRENCY_MODES.contains(&concurrency_mode) {
+        return Err(unparsable());
+    }
+    let Some(object) = org.known_object(object) else {
+        return Err(
+            ApiError::new("InvalidJob", format!("Unable to find object: {object}"))
+                .in_format(format),
+        );
+    };
+    let external_id_field = match (operation, get("externalIdFieldName")) {
+        ("upsert", None) => return Err(ApiError::new(
+            "InvalidJob",
+            format!(
+                "External ID was blank for {object}. An External ID must be specified for upsert."
+            ),
+        )
+        .in_format(format)),
+        ("upsert", Some(field)) => Some(field.to_string()),
+        _ => None,
+    };
+    let now = now_secs();
+    let job = Job {
+        id: org.ids.next(ids::JOB),
+        operation: operation.to_string(),
+        object,
+        created_by: org.user_id.clone(),
+        created_secs: now,
+        modstamp_secs: now,
+        state: JobState::Open,
+        external_id_field,
+        concurrency_mode: concurrency_mode.to_string(),
+        content_type: content_type.to_string(),
+        api_version: version.clone(),
+        assignment_rule_id: get("assignmentRuleId").map(str::to_string),
+        format: if content_type.ends_with("JSON") {
+            Format::Json
+        } else {
+            Format::Xml
+        },
+    };
+    // A new job answers in the format of the request that created it.
+    let mut response = job.document(format).respond(StatusCode::CREATED, format);
+    let location = format!("/services/async/{version}/job/{}", job.id);
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ids and versions are header-safe"),
+    );
+    org.jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job.id.clone(), job);
+    Ok(response)
+}
+
+/// `GET /services/async/{version}/job/{jobId}`.
+pub async fn get(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = Format::of_request(&headers);
+    admit(&org, &headers, &version, format)?;
+    let job = find_job(
+        &org.jobs.lock().unwrap_or_else(|e| e.into_inner()),
+        &job_id,
+        format,
+    )?
+    .clone();
+    Ok(job.respond(StatusCode::OK))
+}
+
+/// `POST /services/async/{version}/job/{jobId}`: close or abort.
+pub async fn update(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request_format = Format::of_request(&headers);
+    admit(&org, &headers, &version, request_format)?;
+    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let job = find_job_mut(&mut jobs, &job_id, request_format)?;
+    let format = job.format;
+    check_content_type(&headers, format)?;
+    let fields = read_job_info(&body, format)?;
+    // Salesforce's own Java client sends the id along with the state.
+    refuse_fields(&fields, &["state", "id"], format)?;
+    let wanted = fields
+        .iter()
+        .find(|(n, _)| n == "state")
+        .map(|(_, v)| v.as_str());
+    let next = match wanted {
+        Some("Closed") => JobState::Closed,
+        Some("Aborted") => JobState::Aborted,
+        _ => return Err(ApiError::new("InvalidJob", "Unable to parse Job").in_format(format)),
+    };
+    transition(job.state, next)
+        .map_err(|message| ApiError::new("InvalidJobState", message).in_format(format))?;
+    job.state = next;
+    // Timestamps have whole seconds; a change must still move systemModstamp.
+    job.modstamp_secs = now_secs().max(job.modstamp_secs + 1);
+    Ok(job.respond(StatusCode::OK))
+}
+
+/// The job state machine of the reference page.
+fn transition(from: JobState, to: JobState) -> Result<(), &'static str> {
+    match (from, to) {
+        (JobState::Open, _) | (JobState::Closed, JobState::Aborted) => Ok(()),
+        (JobState::Closed, _) => Err("Closing already closed Job not allowed"),
+        (JobState::Aborted, JobState::Aborted) => Err("Aborting already aborted Job not allowed"),
+        (JobState::Aborted, _) => Err("Closing already aborted Job not allowed"),
+    }
+}
+
+fn unknown_job(job_id: &str, format: Format) -> ApiError {
+    ApiError::new("InvalidJob", format!("Invalid job id: {job_id}")).in_format(format)
+}
+
+fn find_job<'a>(
+    jobs: &'a HashMap<String, Job>,
+    job_id: &str,
+    format: Format,
+) -> Result<&'a Job, ApiError> {
+    jobs.get(job_id).ok_or_else(|| unknown_job(job_id, format))
+}
+
+fn find_job_mut<'a>(
+    jobs: &'a mut HashMap<String, Job>,
+    job_id: &str,
+    format: Format,
+) -> Result<&'a mut Job, ApiError> {
+    jobs.get_mut(job_id)
+        .ok_or_else(|| unknown_job(job_id, format))
+}
+
+/// Any other method on a job resource: Bulk API 1.0 updates jobs with POST, never PATCH.
+pub async fn method_not_allowed() -> impl IntoResponse {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "InvalidUrl",
+        message: "HTTP method not allowed; jobs are updated with POST".into(),
+        format: Format::Xml,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_machine_follows_salesforce() {
+        use JobState::*;
+        assert!(transition(Open, Closed).is_ok());
+        assert!(transition(Open, Aborted).is_ok());
+        assert!(transition(Closed, Aborted).is_ok());
+        assert_eq!(
+            transition(Closed, Closed),
+            Err("Closing already closed Job not allowed")
+        );
+        assert_eq!(
+            transition(Aborted, Closed),
+            Err("Closing already aborted Job not allowed")
+        );
+        assert_eq!(
+            transition(Aborted, Aborted),
+            Err("Aborting already aborted Job not allowed")
+        );
+    }
+}

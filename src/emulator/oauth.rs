@@ -1,0 +1,155 @@
+//! The fake org's login side: the refresh-token grant at `/services/oauth2/token`, the sessions it
+//! issues, their expiry, and optional refresh-token rotation.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::wire::{ApiError, Format};
+use super::Org;
+
+/// Sessions and refresh tokens, under one lock.
+pub struct Auth {
+    /// Access token → when it was issued.
+    sessions: HashMap<String, Instant>,
+    /// Refresh tokens that work now.
+    refresh_tokens: HashSet<String>,
+    /// Refresh tokens replaced by rotation; presenting one revokes the whole grant.
+    retired_refresh_tokens: HashSet<String>,
+    ttl: Duration,
+}
+
+impl Auth {
+    pub fn new(access_token: &str, refresh_token: &str, ttl: Duration) -> Auth {
+        Auth {
+            sessions: HashMap::from([(access_token.to_string(), Instant::now())]),
+            refresh_tokens: HashSet::from([refresh_token.to_string()]),
+            retired_refresh_tokens: HashSet::new(),
+            ttl,
+        }
+    }
+
+    /// Checks the `X-SFDC-Session` header (name in any case) as the Bulk API does.
+    pub fn check_session(&self, headers: &HeaderMap, format: Format) -> Result<(), ApiError> {
+        let Some(token) = headers.get("x-sfdc-session").and_then(|v| v.to_str().ok()) else {
+            return Err(
+                ApiError::new("InvalidSessionId", "Unable to find session id").in_format(format),
+            );
+        };
+        match self.sessions.get(token.trim()) {
+            Some(issued) if issued.elapsed() < self.ttl => Ok(()),
+            _ => Err(ApiError::new("InvalidSessionId", "Invalid session id").in_format(format)),
+        }
+    }
+
+    /// Ends every session, as an org's session timeout or a logout would.
+    pub fn expire_sessions(&mut self) {
+        self.sessions.clear();
+    }
+
+    fn issue_session(&mut self, token: String) {
+        self.sessions
+            .retain(|_, issued| issued.elapsed() < self.ttl);
+        self.sessions.insert(token, Instant::now());
+    }
+}
+
+/// An OAuth error answer: HTTP 400 with `error` and `error_description`.
+fn oauth_error(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// `POST /services/oauth2/token`.
+pub async fn token(
+    State(org): State<Arc<Org>>,
+    form: Result<axum::Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(axum::Form(form)) = form else {
+        return oauth_error(
+            "invalid_request",
+            "body must be application/x-www-form-urlencoded",
+        );
+    };
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("grant_type") != "refresh_token" {
+        return oauth_error("unsupported_grant_type", "grant type not supported");
+    }
+    if field("client_id") != org.settings.client_id {
+        return oauth_error("invalid_client_id", "client identifier invalid");
+    }
+    if !org.settings.client_secret.is_empty()
+        && field("client_secret") != org.settings.client_secret
+    {
+        return oauth_error("invalid_client", "invalid client credentials");
+    }
+    org.refresh_attempts
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+
+    let presented = field("refresh_token");
+    let mut auth = org.auth.lock().unwrap_or_else(|e| e.into_inner());
+    if auth.retired_refresh_tokens.contains(presented) {
+        // Reuse of a rotated-out token: Salesforce revokes the grant and its sessions.
+        auth.refresh_tokens.clear();
+        auth.sessions.clear();
+        return oauth_error("invalid_grant", "expired access/refresh token");
+    }
+    if !auth.refresh_tokens.contains(presented) {
+        return oauth_error("invalid_grant", "expired access/refresh token");
+    }
+    let access_token = format!("{}!{}", org.org_id, random_token(96));
+    auth.issue_session(access_token.clone());
+    let rotated = org.settings.rotate_refresh_tokens.then(|| {
+        let next = random_token(64);
+        auth.refresh_tokens.remove(presented);
+        auth.retired_refresh_tokens.insert(presented.to_string());
+        auth.refresh_tokens.insert(next.clone());
+        next
+    });
+    drop(auth);
+
+    let issued_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+        .to_string();
+    let instance_url = org.instance_url();
+    let id = format!("{instance_url}/id/{}/{}", org.org_id, org.user_id);
+    let mut mac = Hmac::<Sha256>::new_from_slice(org.settings.client_secret.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(format!("{id}{issued_at}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+
+    let mut answer = serde_json::json!({
+        "access_token": access_token,
+        "signature": signature,
+        "scope": "refresh_token full",
+        "instance_url": instance_url,
+        "id": id,
+        "token_type": "Bearer",
+        "issued_at": issued_at,
+    });
+    if let Some(next) = rotated {
+        answer["refresh_token"] = next.into();
+    }
+    Json(answer).into_response()
+}
+
+/// Letters, digits and the punctuation Salesforce session ids use.
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._";
+    (0..len)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}

@@ -1,0 +1,190 @@
+//! How the fake org writes its answers: Salesforce's exact XML layout (one space of indent per
+//! child, no newline at the end) or JSON, and its date formats.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::operation::ASYNC_API_NAMESPACE;
+use crate::xml::escape;
+
+/// The two answer formats of Bulk API 1.0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Xml,
+    Json,
+}
+
+impl Format {
+    /// For create calls and unknown jobs, the request's content type decides.
+    pub fn of_request(headers: &HeaderMap) -> Format {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if json {
+            Format::Json
+        } else {
+            Format::Xml
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Xml => "application/xml",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// One value of a document: JSON writes numbers bare.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Number(String),
+}
+
+/// A flat document in schema order.
+pub struct Document {
+    pub root: &'static str,
+    pub fields: Vec<(&'static str, Value)>,
+}
+
+impl Document {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Xml => {
+                let mut out = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{}\n   xmlns=\"{ASYNC_API_NAMESPACE}\">\n",
+                    self.root
+                );
+                for (name, value) in &self.fields {
+                    let (Value::Text(v) | Value::Number(v)) = value;
+                    out.push_str(&format!(" <{name}>{}</{name}>\n", escape(v)));
+                }
+                out.push_str(&format!("</{}>", self.root));
+                out
+            }
+            Format::Json => {
+                let members: Vec<String> = self
+                    .fields
+                    .iter()
+                    .map(|(name, value)| match value {
+                        Value::Text(v) => {
+                            format!("\"{name}\":{}", serde_json::Value::from(v.as_str()))
+                        }
+                        Value::Number(v) => format!("\"{name}\":{v}"),
+                    })
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            }
+        }
+    }
+
+    pub fn respond(&self, status: StatusCode, format: Format) -> Response {
+        let mut response = (status, self.render(format)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        response
+    }
+}
+
+/// A Bulk API error answer: HTTP 400 with an `<error>` document, as Salesforce sends them.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub format: Format,
+}
+
+impl ApiError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+            format: Format::Xml,
+        }
+    }
+
+    pub fn in_format(mut self, format: Format) -> ApiError {
+        self.format = format;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        Document {
+            root: "error",
+            fields: vec![
+                ("exceptionCode", Value::Text(self.code.into())),
+                ("exceptionMessage", Value::Text(self.message)),
+            ],
+        }
+        .respond(self.status, self.format)
+    }
+}
+
+/// Seconds since the Unix epoch (Salesforce's timestamps have whole seconds).
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// `2012-05-29T21:50:47.000Z` in XML, `2012-05-29T21:50:47.000+0000` in JSON.
+pub fn format_date(secs: u64, format: Format) -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(secs);
+    let base = humantime::format_rfc3339_seconds(time).to_string();
+    let base = base.trim_end_matches('Z');
+    match format {
+        Format::Xml => format!("{base}.000Z"),
+        Format::Json => format!("{base}.000+0000"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_render_byte_for_byte_like_salesforce() {
+        let doc = Document {
+            root: "error",
+            fields: vec![
+                ("exceptionCode", Value::Text("InvalidSessionId".into())),
+                ("exceptionMessage", Value::Text("Invalid session id".into())),
+            ],
+        };
+        assert_eq!(
+            doc.render(Format::Xml),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <exceptionCode>InvalidSessionId</exceptionCode>\n <exceptionMessage>Invalid session id</exceptionMessage>\n</error>"
+        );
+        assert_eq!(
+            doc.render(Format::Json),
+            r#"{"exceptionCode":"InvalidSessionId","exceptionMessage":"Invalid session id"}"#
+        );
+    }
+
+    #[test]
+    fn dates_have_milliseconds_and_the_zone_of_each_format() {
+        assert_eq!(
+            format_date(1338328247, Format::Xml),
+            "2012-05-29T21:50:47.000Z"
+        );
+        assert_eq!(
+            format_date(1338328247, Format::Json),
+            "2012-05-29T21:50:47.000+0000"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The proxy's own errors, and the XML answers they become. Salesforce's answers never pass through
+//! here: they are relayed as they came (see `relay.rs`).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::xml::escape;
+
+/// Marks an answer the proxy made itself; its value is the fault's code.
+pub const FAULT_HEADER: &str = "x-sfbulk-proxy-fault";
+
+/// Same namespace as Salesforce's `<error>`, so a flow's existing fault handling reads ours too;
+/// our codes all start with `SFBULK_`, which no Salesforce code does.
+const ERROR_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+
+/// Everything the proxy itself can answer with. The status says whose fault it was: 4xx the
+/// caller's, 502 Salesforce's (or the path to it), 504 a Salesforce that did not answer in time.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// 404: no such connector operation.
+    #[error("unknown operation {0:?}")]
+    UnknownOperation(String),
+    /// 415: the body is labelled as something other than XML.
+    #[error("unsupported content type {0:?}: send text/xml or application/xml")]
+    UnsupportedMediaType(String),
+    /// 413: the body is larger than `server.max_body_bytes`.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// 400: the body cannot be read as an envelope.
+    #[error("invalid envelope: {0}")]
+    InvalidEnvelope(String),
+    /// 400: the envelope's root names another operation than the endpoint.
+    #[error("this endpoint takes <{expected}>, the envelope is <{found}>")]
+    WrongOperation { expected: String, found: String },
+    /// 400: a required field is absent or empty.
+    #[error("missing field <{0}>")]
+    MissingField(&'static str),
+    /// 400: a field's value cannot be used; the reason never quotes a secret.
+    #[error("invalid <{field}>: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    /// 403: a URL the proxy was asked to contact is not on the allow-list.
+    #[error("<{field}>: {reason}")]
+    OriginRefused { field: &'static str, reason: String },
+    /// 401: Salesforce refused to refresh the session with the caller's credentials.
+    #[error("token refresh refused by Salesforce: {error}: {description}")]
+    RefreshRejected { error: String, description: String },
+    /// 502: the token endpoint answered something that is not a usable token.
+    #[error("token refresh failed: {0}")]
+    RefreshFailed(String),
+    /// 502: Salesforce could not be reached or broke off the exchange.
+    #[error("Salesforce unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// 504: Salesforce did not answer within the configured time.
+    #[error("Salesforce did not answer within {0} seconds")]
+    UpstreamTimeout(u64),
+    /// 500: the token registry could not be read or written.
+    #[error("token registry failure: {0}")]
+    Registry(String),
+}
+
+impl Fault {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Fault::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            Fault::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Fault::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Fault::InvalidEnvelope(_)
+            | Fault::WrongOperation { .. }
+            | Fault::MissingField(_)
+            | Fault::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Fault::OriginRefused { .. } => StatusCode::FORBIDDEN,
+            Fault::RefreshRejected { .. } => StatusCode::UNAUTHORIZED,
+            Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Fault::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `exceptionCode` callers match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Fault::UnknownOperation(_) => "SFBULK_UNKNOWN_OPERATION",
+            Fault::UnsupportedMediaType(_) => "SFBULK_UNSUPPORTED_MEDIA_TYPE",
+            Fault::BodyTooLarge { .. } => "SFBULK_BODY_TOO_LARGE",
+            Fault::InvalidEnvelope(_) => "SFBULK_INVALID_ENVELOPE",
+            Fault::WrongOperation { .. } => "SFBULK_WRONG_OPERATION",
+            Fault::MissingField(_) => "SFBULK_MISSING_FIELD",
+            Fault::InvalidField { .. } => "SFBULK_INVALID_FIELD",
+            Fault::OriginRefused { .. } => "SFBULK_ORIGIN_NOT_ALLOWED",
+            Fault::RefreshRejected { .. } => "SFBULK_REFRESH_REJECTED",
+            Fault::RefreshFailed(_) => "SFBULK_REFRESH_FAILED",
+            Fault::UpstreamUnavailable(_) => "SFBULK_UPSTREAM_UNAVAILABLE",
+            Fault::UpstreamTimeout(_) => "SFBULK_UPSTREAM_TIMEOUT",
+            Fault::Registry(_) => "SFBULK_REGISTRY_FAILURE",
+        }
+    }
+}
+
+/// Put on a fault's response so the logging middleware can tell what happened without the
+/// response builder logging anything itself.
+#[derive(Debug, Clone)]
+pub struct FaultRecord {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"{ERROR_NAMESPACE}\">\n <exceptionCode>{}</exceptionCode>\n <exceptionMessage>{}</exceptionMessage>\n</error>",
+            self.code(),
+            escape(&message)
+        );
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
+        response.extensions_mut().insert(FaultRecord {
+            code: self.code(),
+            message,
+        });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fault_is_an_xml_error_document_marked_as_ours() {
+        let response = Fault::MissingField("jobId").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[FAULT_HEADER], "SFBULK_MISSING_FIELD");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <exceptionCode>SFBULK_MISSING_FIELD</exceptionCode>\n <exceptionMessage>missing field &lt;jobId&gt;</exceptionMessage>\n</error>"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! sfbulk-proxy: a drop-in replacement for the WSO2 ESB Salesforce Bulk connector proxy.
+//!
+//! A request reads top to bottom through these modules:
+//! [`envelope`] turns the WSO2 XML body into named fields; [`operation`] turns the operation's
+//! fields into a Salesforce call; [`connection`] reads where and as whom to call, admitting URLs
+//! only through the [`origin`] allow-list; [`session`] picks the token (WSO2's `init`), keeping it
+//! in the [`registry`] and refreshing it once for all waiting requests; [`salesforce`] makes the
+//! call; [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
+//! together for one request and [`server`] serves it. The proxy's own errors are [`fault`]s.
+//!
+//! [`emulator`] is a fake Salesforce org for tests, the demo and benchmarks. [`config`] holds the
+//! settings, [`telemetry`] the logging setup; [`domain`], [`secret`] and [`xml`] are the small
+//! types and helpers the rest share.
+
+pub mod config;
+pub mod connection;
+pub mod domain;
+pub mod emulator;
+pub mod envelope;
+pub mod fault;
+pub mod operation;
+pub mod origin;
+pub mod proxy;
+pub mod registry;
+pub mod relay;
+pub mod salesforce;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+pub mod xml;

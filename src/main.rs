@@ -1,0 +1,102 @@
+//! Command line: `serve` (the default), `emulator`, `demo`, `healthcheck`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sfbulk_proxy::config::Settings;
+use sfbulk_proxy::emulator::Emulator;
+use sfbulk_proxy::server::{shutdown_signal, Application};
+use sfbulk_proxy::telemetry;
+
+#[derive(Parser)]
+#[command(version, about = "WSO2 Salesforce Bulk connector proxy, rebuilt")]
+struct Cli {
+    /// A settings file layered over config/default.toml (environment variables still win).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy on server.listen.
+    Serve,
+    /// Run the Salesforce emulator alone on emulator.listen.
+    Emulator,
+    /// Run the proxy and the emulator together, the emulator standing in for Salesforce.
+    Demo,
+    /// Exit 0 if the service at URL answers 200 (for container health checks).
+    Healthcheck {
+        #[arg(default_value = "http://127.0.0.1:8280/healthz")]
+        url: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck { url } = &command {
+        return healthcheck(url).await;
+    }
+    let settings = Settings::load(cli.config.as_deref()).and_then(|s| match command {
+        Command::Demo => s.for_demo(),
+        _ => Ok(s),
+    });
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match run(command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve_proxy(&settings).await,
+        Command::Emulator => serve_emulator(&settings).await,
+        Command::Demo => {
+            let (proxy, emulator) = tokio::join!(serve_proxy(&settings), serve_emulator(&settings));
+            proxy.and(emulator)
+        }
+        Command::Healthcheck { .. } => unreachable!("handled before settings load"),
+    }
+}
+
+async fn serve_proxy(settings: &Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    tracing::info!(address = %app.local_addr(), "proxy listening");
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn serve_emulator(settings: &Settings) -> anyhow::Result<()> {
+    let emulator = Emulator::bind(&settings.emulator).await?;
+    tracing::info!(address = %emulator.local_addr(), instance_url = %emulator.org().instance_url(), "Salesforce emulator listening");
+    emulator.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    match client {
+        Ok(client) => match client.get(url).send().await {
+            Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        },
+        Err(_) => ExitCode::FAILURE,
+    }
+}

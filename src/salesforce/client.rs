@@ -1,0 +1,186 @@
+//! The Bulk API 1.0 client: sends an [`UpstreamCall`] with a session token and hands back the
+//! answer, noting whether it says the session expired.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use futures_util::StreamExt;
+
+use crate::config::SalesforceSettings;
+use crate::domain::ApiVersion;
+use crate::fault::Fault;
+use crate::operation::UpstreamCall;
+use crate::origin::Origin;
+use crate::secret::Secret;
+use crate::xml::read_document;
+
+/// The Bulk API's session header.
+const SESSION_HEADER: &str = "x-sfdc-session";
+
+/// Error documents are small; an answer larger than this is relayed without being inspected.
+const ERROR_PEEK_LIMIT: usize = 64 * 1024;
+
+/// Salesforce's answer, ready to relay.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// HTTP 400 with `InvalidSessionId`, or 401: the token is no longer good.
+    pub session_expired: bool,
+}
+
+/// One pooled HTTP client for every Salesforce host.
+#[derive(Clone)]
+pub struct SalesforceClient {
+    pub(super) http: reqwest::Client,
+    pub(super) response_timeout: Duration,
+}
+
+impl SalesforceClient {
+    pub fn new(settings: &SalesforceSettings) -> Result<SalesforceClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout())
+            .read_timeout(settings.read_timeout())
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sfbulk-proxy/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(SalesforceClient {
+            http,
+            response_timeout: settings.response_timeout(),
+        })
+    }
+
+    /// Sends `call` to `{instance}/services/async/{version}{path}`.
+    pub async fn send(
+        &self,
+        instance: &Origin,
+        version: &ApiVersion,
+        call: &UpstreamCall,
+        token: &Secret,
+    ) -> Result<Answer, Fault> {
+        let url = instance.url(&format!("/services/async/{version}{}", call.path));
+        let mut session =
+            HeaderValue::from_str(token.expose()).map_err(|_| Fault::InvalidField {
+                field: "accessToken",
+                reason: "not a valid header value".into(),
+            })?;
+        session.set_sensitive(true);
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .header(SESSION_HEADER, session);
+        if let Some(content_type) = call.content_type {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(call.body.clone());
+        }
+        let response = self.timed(request.send()).await?;
+        Answer::read(response).await
+    }
+
+    /// Waits for the status line and headers, at most `response_timeout`.
+    pub(super) async fn timed(
+        &self,
+        sending: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    ) -> Result<reqwest::Response, Fault> {
+        match tokio::time::timeout(self.response_timeout, sending).await {
+            Err(_) => Err(Fault::UpstreamTimeout(self.response_timeout.as_secs())),
+            Ok(result) => result.map_err(|e| upstream_fault(&e, self.response_timeout)),
+        }
+    }
+}
+
+/// A transport failure as the caller should see it.
+pub(super) fn upstream_fault(error: &reqwest::Error, timeout: Duration) -> Fault {
+    if error.is_timeout() {
+        return Fault::UpstreamTimeout(timeout.as_secs());
+    }
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
+    Fault::UpstreamUnavailable(reason)
+}
+
+impl Answer {
+    async fn read(response: reqwest::Response) -> Result<Answer, Fault> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let may_be_expiry = status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED;
+        if !may_be_expiry {
+            return Ok(Answer {
+                status,
+                headers,
+                body: Body::from_stream(response.bytes_stream()),
+                session_expired: false,
+            });
+        }
+        let mut stream = response.bytes_stream();
+        let mut peeked = Vec::new();
+        while peeked.len() <= ERROR_PEEK_LIMIT {
+            match stream.next().await {
+                Some(chunk) => {
+                    peeked.extend_from_slice(&chunk.map_err(|e| {
+                        Fault::UpstreamUnavailable(format!("reading the answer: {e}"))
+                    })?)
+                }
+                None => {
+                    let session_expired =
+                        status == StatusCode::UNAUTHORIZED || is_invalid_session(&peeked);
+                    return Ok(Answer {
+                        status,
+                        headers,
+                        body: Body::from(peeked),
+                        session_expired,
+                    });
+                }
+            }
+        }
+        let prefix = futures_util::stream::once(async move { Ok(Bytes::from(peeked)) });
+        Ok(Answer {
+            status,
+            headers,
+            body: Body::from_stream(prefix.chain(stream)),
+            session_expired: status == StatusCode::UNAUTHORIZED,
+        })
+    }
+}
+
+/// Whether an error body (XML `<error>` or JSON object) carries `exceptionCode` `InvalidSessionId`.
+fn is_invalid_session(body: &[u8]) -> bool {
+    const CODE: &str = "InvalidSessionId";
+    #[derive(serde::Deserialize)]
+    struct JsonError {
+        #[serde(rename = "exceptionCode")]
+        exception_code: String,
+    }
+    if let Ok(json) = serde_json::from_slice::<JsonError>(body) {
+        return json.exception_code == CODE;
+    }
+    read_document(body, false)
+        .ok()
+        .and_then(|doc| doc.child("exceptionCode").map(|c| c.text.trim() == CODE))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_invalid_session;
+
+    #[test]
+    fn session_expiry_is_read_from_xml_and_json_error_bodies() {
+        assert!(is_invalid_session(
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <exceptionCode>InvalidSessionId</exceptionCode>\n <exceptionMessage>Invalid session id</exceptionMessage>\n</error>"
+        ));
+        assert!(is_invalid_session(
+            br#"{"exceptionCode":"InvalidSessionId","exceptionMessage":"Invalid session id"}"#
+        ));
+        assert!(!is_invalid_session(
+            b"<error><exceptionCode>InvalidJob</exceptionCode><exceptionMessage>InvalidSessionId</exceptionMessage></error>"
+        ));
+        assert!(!is_invalid_session(b"InvalidSessionId"));
+    }
+}

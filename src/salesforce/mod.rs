@@ -1,0 +1,8 @@
+//! Talking to Salesforce: the Bulk API client and the OAuth token endpoint, over one shared
+//! connection pool.
+
+mod client;
+mod oauth;
+
+pub use client::{Answer, SalesforceClient};
+pub use oauth::TokenGrant;

@@ -1,0 +1,44 @@
+//! `Secret`: a credential that can be cloned cheaply and never prints itself.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A token, refresh token or client secret. `Debug` and `Display` print `[REDACTED]`; the value is
+/// reachable only through [`Secret::expose`], so every place that reveals it is easy to find.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value, for the one place that must send or store it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let secret = Secret::new("00Dxx!very-secret");
+        assert_eq!(format!("{secret:?} {secret}"), "[REDACTED] [REDACTED]");
+        assert_eq!(secret.expose(), "00Dxx!very-secret");
+    }
+}

@@ -1,0 +1,267 @@
+//! Reading and writing the flat XML documents both sides of the proxy speak: a root element whose
+//! children are named values (WSO2 envelopes, Salesforce `jobInfo` and `error` documents).
+
+use std::ops::Range;
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// Local names of the SOAP wrapper elements (SOAP 1.1 and 1.2 use the same names).
+const SOAP_ENVELOPE: &str = "Envelope";
+const SOAP_BODY: &str = "Body";
+
+/// A document read down to its root's children.
+#[derive(Debug)]
+pub struct Document {
+    /// The root element's local name (inside a SOAP body when the document was wrapped).
+    pub root: String,
+    pub children: Vec<Child>,
+}
+
+/// One child element of the root.
+#[derive(Debug)]
+pub struct Child {
+    /// Local name, without any namespace prefix.
+    pub name: String,
+    /// The child's own text, entities resolved; empty for `<x/>`.
+    pub text: String,
+    /// Whether the child holds elements of its own (then `text` is only its loose text).
+    pub has_elements: bool,
+    /// Byte range of everything between the child's start and end tags in the source.
+    pub inner: Range<usize>,
+}
+
+impl Document {
+    /// The first child with this local name.
+    pub fn child(&self, name: &str) -> Option<&Child> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum XmlError {
+    #[error("the body is not UTF-8")]
+    NotUtf8,
+    #[error("DTDs and entity declarations are not accepted")]
+    Dtd,
+    #[error("unknown entity &{0};")]
+    UnknownEntity(String),
+    #[error("no root element")]
+    NoRoot,
+    #[error("a SOAP envelope without a Body element holding the request")]
+    EmptySoapBody,
+    #[error("not well-formed XML: {0}")]
+    Malformed(String),
+}
+
+/// Reads `bytes` as XML and returns its root's children. With `unwrap_soap`, a SOAP envelope is
+/// looked through: the root is then the first element inside `Body`.
+pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlError> {
+    let source = std::str::from_utf8(bytes).map_err(|_| XmlError::NotUtf8)?;
+    let mut reader = Reader::from_str(source);
+    reader.config_mut().check_end_names = true;
+
+    // Depth of the element that is the document's root for our purposes (2 inside a SOAP body).
+    let mut root_depth: Option<usize> = None;
+    let mut root = String::new();
+    let mut in_soap = false;
+    let mut children: Vec<Child> = Vec::new();
+    let mut depth = 0usize;
+
+    loop {
+        let before = reader.buffer_position() as usize;
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        match event {
+            Event::DocType(_) => return Err(XmlError::Dtd),
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                let name = local_name(start.local_name().as_ref())?;
+                match root_depth {
+                    None if unwrap_soap && depth == 0 && name == SOAP_ENVELOPE => in_soap = true,
+                    None if in_soap && depth == 1 && name != SOAP_BODY => {
+                        if !is_empty {
+                            reader
+                                .read_to_end(start.name())
+                                .map_err(|e| XmlError::Malformed(e.to_string()))?;
+                        }
+                        continue;
+                    }
+                    None if in_soap && depth == 1 => {}
+                    None => {
+                        root_depth = Some(depth);
+                        root = name;
+                        if is_empty {
+                            break;
+                        }
+                    }
+                    Some(r) if depth == r + 1 => {
+                        let at = reader.buffer_position() as usize;
+                        children.push(Child {
+                            name,
+                            text: String::new(),
+                            has_elements: false,
+                            inner: at..at,
+                        });
+                        if is_empty {
+                            continue;
+                        }
+                    }
+                    Some(r) if depth > r + 1 => {
+                        if let Some(child) = children.last_mut() {
+                            child.has_elements = true;
+                        }
+                    }
+                    Some(_) => {}
+                }
+                if !is_empty {
+                    depth += 1;
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                match root_depth {
+                    Some(r) if depth == r => break,
+                    Some(r) if depth == r + 1 => {
+                        if let Some(child) = children.last_mut() {
+                            child.inner.end = before;
+                        }
+                    }
+                    None if in_soap && depth == 0 => return Err(XmlError::EmptySoapBody),
+                    _ => {}
+                }
+            }
+            Event::Text(ref text) => {
+                let decoded = text
+                    .decode()
+                    .map_err(|e| XmlError::Malformed(e.to_string()))?;
+                append_text(&mut children, root_depth, depth, &decoded);
+            }
+            Event::CData(ref data) => {
+                let decoded = data
+                    .decode()
+                    .map_err(|e| XmlError::Malformed(e.to_string()))?;
+                append_text(&mut children, root_depth, depth, &decoded);
+            }
+            Event::GeneralRef(ref reference) => {
+                let resolved = resolve_reference(reference)?;
+                append_text(&mut children, root_depth, depth, &resolved);
+            }
+            Event::Eof => {
+                return Err(match root_depth {
+                    Some(_) => XmlError::Malformed("the document ends inside an element".into()),
+                    None if in_soap => XmlError::EmptySoapBody,
+                    None => XmlError::NoRoot,
+                });
+            }
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+        }
+    }
+    Ok(Document { root, children })
+}
+
+/// Adds text to the current child when the reader stands directly inside one.
+fn append_text(children: &mut [Child], root_depth: Option<usize>, depth: usize, text: &str) {
+    if matches!(root_depth, Some(r) if depth == r + 2) {
+        if let Some(child) = children.last_mut() {
+            child.text.push_str(text);
+        }
+    }
+}
+
+fn local_name(raw: &[u8]) -> Result<String, XmlError> {
+    std::str::from_utf8(raw)
+        .map(str::to_owned)
+        .map_err(|_| XmlError::NotUtf8)
+}
+
+fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<String, XmlError> {
+    if reference.is_char_ref() {
+        return match reference.resolve_char_ref() {
+            Ok(Some(c)) => Ok(c.to_string()),
+            _ => Err(XmlError::Malformed("invalid character reference".into())),
+        };
+    }
+    let name = reference
+        .decode()
+        .map_err(|e| XmlError::Malformed(e.to_string()))?;
+    quick_xml::escape::resolve_predefined_entity(&name)
+        .map(str::to_owned)
+        .ok_or_else(|| XmlError::UnknownEntity(name.into_owned()))
+}
+
+/// Escapes text for use inside an element.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(doc: &Document) -> Vec<(&str, &str)> {
+        doc.children
+            .iter()
+            .map(|c| (c.name.as_str(), c.text.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_children_by_local_name_with_entities_resolved() {
+        let doc = read_document(
+            b"<?xml version=\"1.0\"?><a:getJob xmlns:a=\"urn:x\"><a:jobId>750</a:jobId><q>&lt;&amp;&#65;<![CDATA[<b>]]></q><e/></a:getJob>",
+            false,
+        )
+        .unwrap();
+        assert_eq!(doc.root, "getJob");
+        assert_eq!(texts(&doc), [("jobId", "750"), ("q", "<&A<b>"), ("e", "")]);
+    }
+
+    #[test]
+    fn soap_envelope_is_looked_through() {
+        let body = br#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">
+            <soapenv:Header><x>1</x></soapenv:Header>
+            <soapenv:Body><getJob><jobId>750</jobId></getJob></soapenv:Body></soapenv:Envelope>"#;
+        let doc = read_document(body, true).unwrap();
+        assert_eq!(doc.root, "getJob");
+        assert_eq!(texts(&doc)[0], ("jobId", "750"));
+    }
+
+    #[test]
+    fn nested_children_keep_their_inner_source_range() {
+        let body = "<addBatch><objects><values><sObject><Name>x</Name></sObject></values></objects></addBatch>";
+        let doc = read_document(body.as_bytes(), false).unwrap();
+        let objects = doc.child("objects").unwrap();
+        assert!(objects.has_elements);
+        assert_eq!(
+            &body[objects.inner.clone()],
+            "<values><sObject><Name>x</Name></sObject></values>"
+        );
+    }
+
+    #[test]
+    fn dtds_unknown_entities_and_broken_documents_are_refused() {
+        assert_eq!(
+            read_document(b"<!DOCTYPE x [<!ENTITY a \"b\">]><x>&a;</x>", false).unwrap_err(),
+            XmlError::Dtd
+        );
+        assert_eq!(
+            read_document(b"<x><y>&a;</y></x>", false).unwrap_err(),
+            XmlError::UnknownEntity("a".into())
+        );
+        assert!(matches!(
+            read_document(b"<x><y></x>", false),
+            Err(XmlError::Malformed(_))
+        ));
+        assert_eq!(read_document(b"   ", false).unwrap_err(), XmlError::NoRoot);
+        assert_eq!(
+            read_document(b"<Envelope><Body></Body></Envelope>", true).unwrap_err(),
+            XmlError::EmptySoapBody
+        );
+        assert_eq!(
+            read_document(b"\xff<x/>", false).unwrap_err(),
+            XmlError::NotUtf8
+        );
+    }
+}
