@@ -56,9 +56,9 @@ pub async fn handle(
     if !answer.session_expired {
         return Ok(relay(answer));
     }
+    tracing::info!("Salesforce says the session expired");
     match state.sessions.renew(&connection, &session).await? {
         Some(renewed) => {
-            tracing::info!("session expired; retrying once with the refreshed session");
             let retried = state
                 .salesforce
                 .send(

@@ -82,7 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                     |response: &Response<Body>, latency: Duration, _span: &tracing::Span| {
                         tracing::info!(
                             status = response.status().as_u16(),
-                            duration_ms = latency.as_secs_f64() * 1000.0,
+                            duration_us = latency.as_micros() as u64,
                             "answered"
                         );
                     },

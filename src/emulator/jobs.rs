@@ -290,13 +290,15 @@ pub async fn create(
         );
     };
     let external_id_field = match (operation, get("externalIdFieldName")) {
-        ("upsert", None) => return Err(ApiError::new(
-            "InvalidJob",
-            format!(
+        ("upsert", None) => {
+            return Err(ApiError::new(
+                "InvalidJob",
+                format!(
                 "External ID was blank for {object}. An External ID must be specified for upsert."
             ),
-        )
-        .in_format(format)),
+            )
+            .in_format(format))
+        }
         ("upsert", Some(field)) => Some(field.to_string()),
         _ => None,
     };

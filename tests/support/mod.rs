@@ -1,0 +1,167 @@
+//! Spawns the real proxy and the emulator on port 0, and builds envelopes, for integration tests.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sfbulk_proxy::config::{RegistryBackend, Settings};
+use sfbulk_proxy::emulator::{Emulator, Org, RecordedRequest};
+use sfbulk_proxy::server::Application;
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the proxy.
+    pub proxy: String,
+    /// `http://127.0.0.1:PORT` of the emulator.
+    pub emulator: String,
+    pub emulator_port: u16,
+    pub org: Arc<Org>,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+}
+
+/// Settings as the tests run them: defaults, memory registry, everything on loopback port 0.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::load_from(None, Vec::new()).expect("defaults load");
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.emulator.listen = "127.0.0.1:0".into();
+    settings.registry.backend = RegistryBackend::Memory;
+    settings
+}
+
+/// A fresh directory for a file registry.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sfbulk-{name}-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns emulator and proxy; `tweak` adjusts settings before either starts. The emulator is
+/// allowed both as 127.0.0.1 and as localhost, and is the token endpoint.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    tweak(&mut settings);
+    let emulator = Emulator::bind(&settings.emulator)
+        .await
+        .expect("emulator binds");
+    let port = emulator.local_addr().port();
+    let origin = format!("http://127.0.0.1:{port}");
+    settings.salesforce.allowed_origins.push(origin.clone());
+    settings
+        .salesforce
+        .allowed_origins
+        .push(format!("http://localhost:{port}"));
+    settings.salesforce.token_endpoint_hostname = origin.clone();
+    let org = emulator.org();
+    tokio::spawn(emulator.run_until(std::future::pending()));
+    let proxy = spawn_proxy(&settings).await;
+    TestApp {
+        proxy,
+        emulator: origin,
+        emulator_port: port,
+        org,
+        settings,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Another proxy process-alike on the same settings (e.g. the same registry directory).
+pub async fn spawn_proxy(settings: &Settings) -> String {
+    let app = Application::build(settings).await.expect("proxy builds");
+    let url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    url
+}
+
+/// A WSO2 envelope with root `operation` and the given fields, pretty-printed as flows send them.
+pub fn envelope(operation: &str, fields: &[(&str, &str)]) -> String {
+    let mut xml = format!("<{operation}>\n");
+    for (name, value) in fields {
+        xml.push_str(&format!("   <{name}>{value}</{name}>\n"));
+    }
+    xml.push_str(&format!("</{operation}>"));
+    xml
+}
+
+impl TestApp {
+    /// Connection fields with the emulator's demo credentials and the emulator as apiUrl.
+    pub fn credentials(&self) -> Vec<(&'static str, String)> {
+        let e = &self.settings.emulator;
+        vec![
+            ("apiVersion", "34.0".into()),
+            ("accessToken", e.access_token.clone()),
+            ("apiUrl", self.emulator.clone()),
+            ("refreshToken", e.refresh_token.clone()),
+            ("clientId", e.client_id.clone()),
+            ("clientSecret", e.client_secret.clone()),
+            ("intervalTime", "3000000".into()),
+            ("registryPath", "connectors/SalesforceBulk".into()),
+        ]
+    }
+
+    /// An envelope for `operation` with full credentials plus `fields` (which win over them).
+    pub fn envelope(&self, operation: &str, fields: &[(&str, &str)]) -> String {
+        let mut all: Vec<(&str, String)> = self
+            .credentials()
+            .into_iter()
+            .filter(|(name, _)| !fields.iter().any(|(n, _)| n == name))
+            .collect();
+        all.extend(fields.iter().map(|(n, v)| (*n, v.to_string())));
+        let borrowed: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        envelope(operation, &borrowed)
+    }
+
+    /// POSTs `body` to the proxy's `salesforcebulk_<operation>` service as text/xml.
+    pub async fn call(&self, operation: &str, body: String) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/services/salesforcebulk_{operation}",
+                self.proxy
+            ))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .expect("proxy answers")
+    }
+
+    /// Creates an insert job on Contact through the proxy; returns its id.
+    pub async fn create_job(&self) -> String {
+        let response = self
+            .call(
+                "createJob",
+                self.envelope(
+                    "createJob",
+                    &[
+                        ("operation", "insert"),
+                        ("object", "Contact"),
+                        ("contentType", "CSV"),
+                    ],
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let body = response.text().await.unwrap();
+        element(&body, "id").expect("jobInfo has an id")
+    }
+
+    /// Requests the emulator received, oldest first, excluding the token endpoint.
+    pub fn bulk_requests(&self) -> Vec<RecordedRequest> {
+        self.org
+            .recorded_requests()
+            .into_iter()
+            .filter(|r| r.uri.starts_with("/services/async/"))
+            .collect()
+    }
+}
+
+/// The text of the first `<name>` element in `xml`.
+pub fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].to_string())
+}

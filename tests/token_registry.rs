@@ -1,0 +1,189 @@
+//! WSO2's init, done right: the registry's token replaces the caller's, only for callers holding
+//! the same credentials; intervalTime triggers a refresh before the call; the file registry
+//! survives a restart.
+
+mod support;
+
+use sfbulk_proxy::config::RegistryBackend;
+use sfbulk_proxy::connection::RefreshGrant;
+use sfbulk_proxy::domain::IntervalTime;
+use sfbulk_proxy::registry::{now_ms, Entry, FileRegistry, RegistryKey, TokenRegistry};
+use sfbulk_proxy::secret::Secret;
+use support::{element, spawn_app, spawn_app_with, spawn_proxy, temp_dir, TestApp};
+
+#[tokio::test]
+async fn the_stored_token_replaces_the_callers_token() {
+    let app = spawn_app().await;
+    let job_id = app.create_job().await;
+
+    let response = app
+        .call(
+            "getJob",
+            app.envelope(
+                "getJob",
+                &[
+                    ("jobId", &job_id),
+                    ("accessToken", "stale-token-from-the-flow"),
+                ],
+            ),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(
+        sent.session.as_deref(),
+        Some(app.settings.emulator.access_token.as_str())
+    );
+    assert_eq!(app.org.refresh_attempts(), 0);
+}
+
+#[tokio::test]
+async fn knowing_the_registry_path_is_not_enough_to_use_the_stored_token() {
+    let app = spawn_app().await;
+    let job_id = app.create_job().await;
+
+    let intruder = app
+        .call(
+            "getJob",
+            app.envelope(
+                "getJob",
+                &[
+                    ("jobId", &job_id),
+                    ("accessToken", "intruder-token"),
+                    ("refreshToken", "intruder-refresh-token"),
+                ],
+            ),
+        )
+        .await;
+
+    assert_eq!(
+        intruder.status(),
+        401,
+        "its own token failed and its refresh was refused"
+    );
+    let sessions_sent: Vec<_> = app
+        .bulk_requests()
+        .into_iter()
+        .skip(1)
+        .map(|r| r.session)
+        .collect();
+    assert_eq!(sessions_sent, [Some("intruder-token".to_string())]);
+}
+
+/// Writes an entry for the app's credentials as if stored `age_ms` ago.
+async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_ms: &str) {
+    let allow = app.settings.allow_list().unwrap();
+    let e = &app.settings.emulator;
+    let grant = RefreshGrant {
+        registry_path: "connectors/SalesforceBulk".into(),
+        refresh_token: Secret::new(e.refresh_token.as_str()),
+        client_id: e.client_id.clone(),
+        client_secret: Some(Secret::new(e.client_secret.as_str())),
+        token_endpoint: allow.admit(&app.emulator).unwrap(),
+        interval: IntervalTime::parse(interval_ms).unwrap(),
+    };
+    let entry = Entry {
+        access_token: Secret::new(e.access_token.as_str()),
+        instance_url: app.emulator.clone(),
+        stored_at_ms: now_ms() - age_ms,
+        refresh_token: None,
+    };
+    FileRegistry::open(dir)
+        .unwrap()
+        .put(&RegistryKey::for_grant(&grant), entry)
+        .await
+        .unwrap();
+}
+
+async fn app_on_file_registry(dir: &std::path::Path) -> TestApp {
+    let dir = dir.to_path_buf();
+    spawn_app_with(move |s| {
+        s.registry.backend = RegistryBackend::File;
+        s.registry.dir = dir;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_token_older_than_interval_time_is_refreshed_before_the_call() {
+    let dir = temp_dir("interval-old");
+    let app = app_on_file_registry(&dir).await;
+    seed_entry(&app, &dir, 10 * 60 * 1000, "60000").await;
+
+    let response = app
+        .call(
+            "createJob",
+            app.envelope(
+                "createJob",
+                &[
+                    ("intervalTime", "60000"),
+                    ("operation", "insert"),
+                    ("object", "Lead"),
+                ],
+            ),
+        )
+        .await;
+
+    assert_eq!(response.status(), 201);
+    assert_eq!(app.org.refresh_attempts(), 1);
+    let sent = app.bulk_requests();
+    assert_eq!(
+        sent.len(),
+        1,
+        "refreshed before the call, not after a failure"
+    );
+    assert_ne!(
+        sent[0].session.as_deref(),
+        Some(app.settings.emulator.access_token.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_token_younger_than_interval_time_is_used_as_is() {
+    let dir = temp_dir("interval-young");
+    let app = app_on_file_registry(&dir).await;
+    seed_entry(&app, &dir, 10 * 60 * 1000, "3000000").await;
+
+    let response = app
+        .call(
+            "createJob",
+            app.envelope("createJob", &[("operation", "insert"), ("object", "Lead")]),
+        )
+        .await;
+
+    assert_eq!(response.status(), 201);
+    assert_eq!(app.org.refresh_attempts(), 0);
+}
+
+#[tokio::test]
+async fn the_file_registry_survives_a_restart() {
+    let dir = temp_dir("restart");
+    let app = app_on_file_registry(&dir).await;
+    let job_id = app.create_job().await;
+    app.org.expire_sessions();
+    assert_eq!(
+        app.call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
+            .await
+            .status(),
+        200
+    );
+    let refreshed = app.bulk_requests().pop().unwrap().session;
+
+    let restarted = spawn_proxy(&app.settings).await;
+    let response = app
+        .http
+        .post(format!("{restarted}/services/salesforcebulk_getJob"))
+        .body(app.envelope("getJob", &[("jobId", &job_id)]))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(element(&response.text().await.unwrap(), "id"), Some(job_id));
+    assert_eq!(app.bulk_requests().pop().unwrap().session, refreshed);
+    assert_eq!(app.org.refresh_attempts(), 1);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
