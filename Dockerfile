@@ -1,0 +1,25 @@
+# Build: the release binary, against the locked dependency versions.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY config ./config
+COPY src ./src
+RUN cargo build --release --locked
+
+# Run: a small Debian base, a non-root user, the binary and nothing else.
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/sfbulk sfbulk \
+    && mkdir -p /var/lib/sfbulk/registry \
+    && chown -R sfbulk /var/lib/sfbulk \
+    && chmod 700 /var/lib/sfbulk/registry
+COPY --from=build /src/target/release/sfbulk-proxy /usr/local/bin/sfbulk-proxy
+USER sfbulk
+WORKDIR /var/lib/sfbulk
+ENV SFBULK__REGISTRY__DIR=/var/lib/sfbulk/registry \
+    SFBULK__LOG__FORMAT=json
+VOLUME ["/var/lib/sfbulk/registry"]
+EXPOSE 8280
+HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
+    CMD ["sfbulk-proxy", "healthcheck", "http://127.0.0.1:8280/healthz"]
+ENTRYPOINT ["sfbulk-proxy"]
+CMD ["serve"]

@@ -1,0 +1,445 @@
+//! The emulator speaks Bulk API 1.0 and the OAuth refresh grant as the reference page records
+//! them: status codes, byte-exact documents, messages, ids and the job state machine.
+
+mod support;
+
+use sfbulk_proxy::emulator::with_checksum;
+use support::{element, spawn_app, TestApp};
+
+const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+
+fn error_document(code: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"{NS}\">\n <exceptionCode>{code}</exceptionCode>\n <exceptionMessage>{message}</exceptionMessage>\n</error>"
+    )
+}
+
+fn job_info(fields: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"{NS}\">{fields}</jobInfo>")
+}
+
+impl TestApp {
+    async fn bulk(&self, method: &str, path: &str, body: Option<String>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}/services/async{path}", self.emulator),
+            )
+            .header("X-SFDC-Session", &self.settings.emulator.access_token);
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/xml; charset=UTF-8")
+                .body(body);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+async fn status_and_text(response: reqwest::Response) -> (u16, String) {
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn create_job_answers_201_with_a_relative_location_and_the_recorded_layout() {
+    let app = spawn_app().await;
+    let response = app
+        .bulk(
+            "POST",
+            "/34.0/job",
+            Some(job_info("<operation>insert</operation><object>contact</object><contentType>CSV</contentType>")),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["content-type"], "application/xml");
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let body = response.text().await.unwrap();
+
+    let id = element(&body, "id").unwrap();
+    assert_eq!(id.len(), 18);
+    assert!(id.starts_with("750"));
+    assert_eq!(with_checksum(&id[..15]), id);
+    assert_eq!(location, format!("/services/async/34.0/job/{id}"));
+    let created = element(&body, "createdDate").unwrap();
+    assert!(
+        created.ends_with(".000Z") && created.len() == 24,
+        "{created}"
+    );
+    let expected_tail = " <state>Open</state>\n <concurrencyMode>Parallel</concurrencyMode>\n <contentType>CSV</contentType>\n <numberBatchesQueued>0</numberBatchesQueued>\n <numberBatchesInProgress>0</numberBatchesInProgress>\n <numberBatchesCompleted>0</numberBatchesCompleted>\n <numberBatchesFailed>0</numberBatchesFailed>\n <numberBatchesTotal>0</numberBatchesTotal>\n <numberRecordsProcessed>0</numberRecordsProcessed>\n <numberRetries>0</numberRetries>\n <apiVersion>34.0</apiVersion>\n <numberRecordsFailed>0</numberRecordsFailed>\n <totalProcessingTime>0</totalProcessingTime>\n <apiActiveProcessingTime>0</apiActiveProcessingTime>\n <apexProcessingTime>0</apexProcessingTime>\n</jobInfo>";
+    assert!(body.ends_with(expected_tail), "{body}");
+    assert!(body.starts_with(&format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo\n   xmlns=\"{NS}\">\n <id>{id}</id>\n <operation>insert</operation>\n <object>Contact</object>\n <createdById>005"
+    )));
+}
+
+#[tokio::test]
+async fn sessions_are_checked_like_salesforce() {
+    let app = spawn_app().await;
+    let url = format!(
+        "{}/services/async/34.0/job/750000000000000AAA",
+        app.emulator
+    );
+    let missing = app.http.get(&url).send().await.unwrap();
+    assert_eq!(
+        status_and_text(missing).await,
+        (
+            400,
+            error_document("InvalidSessionId", "Unable to find session id")
+        )
+    );
+    let wrong = app
+        .http
+        .get(&url)
+        .header("x-sfdc-session", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_text(wrong).await,
+        (
+            400,
+            error_document("InvalidSessionId", "Invalid session id")
+        )
+    );
+    let json = app
+        .http
+        .get(&url)
+        .header("x-sfdc-session", "nope")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_text(json).await.1,
+        r#"{"exceptionCode":"InvalidSessionId","exceptionMessage":"Invalid session id"}"#
+    );
+}
+
+#[tokio::test]
+async fn create_job_validation_uses_salesforces_messages() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "<operation>upsert</operation><object>Contact</object>",
+            "InvalidJob",
+            "External ID was blank for Contact. An External ID must be specified for upsert.",
+        ),
+        (
+            "<operation>insert</operation><object>Video__c</object>",
+            "InvalidJob",
+            "Unable to find object: Video__c",
+        ),
+        (
+            "<operation>Insert</operation><object>Contact</object>",
+            "InvalidJob",
+            "Unable to parse Job",
+        ),
+        (
+            "<operation>insert</operation><object>Contact</object><createdById>005x</createdById>",
+            "InvalidJob",
+            "CreatedById cannot be specified",
+        ),
+        (
+            "<operation>queryAll</operation><object>Contact</object>",
+            "InvalidJob",
+            "Unable to parse Job",
+        ),
+    ];
+    for (fields, code, message) in cases {
+        let response = app.bulk("POST", "/34.0/job", Some(job_info(fields))).await;
+        assert_eq!(
+            status_and_text(response).await,
+            (400, error_document(code, message)),
+            "{fields}"
+        );
+    }
+    let retired = app
+        .bulk(
+            "POST",
+            "/30.0/job",
+            Some(job_info(
+                "<operation>insert</operation><object>Contact</object>",
+            )),
+        )
+        .await;
+    assert_eq!(
+        element(&retired.text().await.unwrap(), "exceptionCode").as_deref(),
+        Some("InvalidVersion")
+    );
+    let bad_type = app
+        .http
+        .post(format!("{}/services/async/34.0/job", app.emulator))
+        .header("X-SFDC-Session", &app.settings.emulator.access_token)
+        .header("Content-Type", "text/cs; charset=UTF-8")
+        .body(job_info(
+            "<operation>insert</operation><object>Contact</object>",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_text(bad_type).await,
+        (
+            400,
+            error_document(
+                "UnsupportedContentType",
+                "Unsupported content type: text/cs; charset=UTF-8"
+            )
+        )
+    );
+}
+
+#[tokio::test]
+async fn jobs_follow_the_salesforce_state_machine() {
+    let app = spawn_app().await;
+    let created = app
+        .bulk(
+            "POST",
+            "/34.0/job/",
+            Some(job_info(
+                "<operation>insert</operation><object>Contact</object>",
+            )),
+        )
+        .await;
+    let created = created.text().await.unwrap();
+    let id = element(&created, "id").unwrap();
+    let path = format!("/34.0/job/{id}");
+
+    let close = job_info(&format!("<id>{id}</id><state>Closed</state>"));
+    let closed = app
+        .bulk("POST", &path, Some(close.clone()))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(element(&closed, "state").as_deref(), Some("Closed"));
+    assert!(element(&closed, "systemModstamp") > element(&created, "systemModstamp"));
+
+    let again = app.bulk("POST", &path, Some(close)).await;
+    assert_eq!(
+        status_and_text(again).await,
+        (
+            400,
+            error_document("InvalidJobState", "Closing already closed Job not allowed")
+        )
+    );
+    let abort = job_info("<state>Aborted</state>");
+    let aborted = app.bulk("POST", &path, Some(abort.clone())).await;
+    assert_eq!(aborted.status(), 200);
+    let again = app.bulk("POST", &path, Some(abort)).await;
+    assert_eq!(
+        status_and_text(again).await,
+        (
+            400,
+            error_document(
+                "InvalidJobState",
+                "Aborting already aborted Job not allowed"
+            )
+        )
+    );
+    let reopen = app
+        .bulk("POST", &path, Some(job_info("<state>Closed</state>")))
+        .await;
+    assert_eq!(
+        status_and_text(reopen).await,
+        (
+            400,
+            error_document("InvalidJobState", "Closing already aborted Job not allowed")
+        )
+    );
+    let system_field = app
+        .bulk(
+            "POST",
+            &path,
+            Some(job_info(
+                "<state>Closed</state><numberRetries>0</numberRetries>",
+            )),
+        )
+        .await;
+    assert_eq!(
+        status_and_text(system_field).await.1,
+        error_document("InvalidJob", "NumberRetries cannot be specified")
+    );
+
+    let fetched = app.bulk("GET", &format!("{path}/"), None).await;
+    assert_eq!(
+        element(&fetched.text().await.unwrap(), "state").as_deref(),
+        Some("Aborted")
+    );
+    let patch = app
+        .bulk("PATCH", &path, Some(job_info("<state>Closed</state>")))
+        .await;
+    assert_eq!(patch.status(), 405);
+}
+
+#[tokio::test]
+async fn json_jobs_answer_in_json() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/services/async/34.0/job", app.emulator))
+        .header("X-SFDC-Session", &app.settings.emulator.access_token)
+        .header("Content-Type", "application/json")
+        .body(r#"{"operation":"insert","object":"Account","contentType":"JSON"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let job: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(job["state"], "Open");
+    assert_eq!(job["apiVersion"], 34.0);
+    assert_eq!(job["numberBatchesTotal"], 0);
+    assert!(job["createdDate"].as_str().unwrap().ends_with(".000+0000"));
+    let fetched = app
+        .bulk(
+            "GET",
+            &format!("/34.0/job/{}", job["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(fetched.headers()["content-type"], "application/json");
+}
+
+async fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let response = app
+        .http
+        .post(format!("{}/services/oauth2/token", app.emulator))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_refresh_grant_answers_like_salesforce() {
+    let app = spawn_app().await;
+    let e = &app.settings.emulator;
+    let (status, token) = token_request(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &e.refresh_token),
+            ("client_id", &e.client_id),
+            ("client_secret", &e.client_secret),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let keys: Vec<&str> = token
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "id",
+            "instance_url",
+            "issued_at",
+            "scope",
+            "signature",
+            "token_type"
+        ]
+    );
+    assert_eq!(token["instance_url"], app.emulator);
+    assert_eq!(token["token_type"], "Bearer");
+    assert!(token["access_token"].as_str().unwrap().starts_with("00D"));
+    let fresh = token["access_token"].as_str().unwrap();
+    let works = app
+        .http
+        .get(format!(
+            "{}/services/async/34.0/job/750000000000000AAA",
+            app.emulator
+        ))
+        .header("X-SFDC-Session", fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        element(&works.text().await.unwrap(), "exceptionCode").as_deref(),
+        Some("InvalidJob")
+    );
+
+    for (form, error, description) in [
+        (
+            vec![("client_id", e.client_id.as_str()), ("refresh_token", "x")],
+            "unsupported_grant_type",
+            "grant type not supported",
+        ),
+        (
+            vec![("grant_type", "refresh_token"), ("client_id", "other")],
+            "invalid_client_id",
+            "client identifier invalid",
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", e.client_id.as_str()),
+                ("client_secret", "wrong"),
+            ],
+            "invalid_client",
+            "invalid client credentials",
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", e.client_id.as_str()),
+                ("client_secret", e.client_secret.as_str()),
+                ("refresh_token", "expired"),
+            ],
+            "invalid_grant",
+            "expired access/refresh token",
+        ),
+    ] {
+        let (status, answer) = token_request(&app, &form).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            answer,
+            serde_json::json!({"error": error, "error_description": description})
+        );
+    }
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_grant() {
+    let app = support::spawn_app_with(|s| s.emulator.rotate_refresh_tokens = true).await;
+    let e = app.settings.emulator.clone();
+    let grant = |token: String| {
+        vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", token),
+            ("client_id", e.client_id.clone()),
+            ("client_secret", e.client_secret.clone()),
+        ]
+    };
+    let ask = |form: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            token_request(app, &form).await
+        }
+    };
+    let (_, first) = ask(grant(e.refresh_token.clone())).await;
+    let rotated = first["refresh_token"]
+        .as_str()
+        .expect("a new refresh token")
+        .to_string();
+    assert_ne!(rotated, e.refresh_token);
+
+    let (status, _) = ask(grant(e.refresh_token.clone())).await;
+    assert_eq!(status, 400, "the old token is spent");
+    let (status, answer) = ask(grant(rotated)).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the grant is revoked"
+    );
+}
