@@ -15,6 +15,17 @@ pub const ASYNC_API_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dat
 /// Bulk API XML bodies are labelled with their charset, as Salesforce's own clients do.
 const XML_CONTENT_TYPE: &str = "application/xml; charset=UTF-8";
 
+/// The `jobInfo` fields a client may set when creating a job, in schema order; every other field
+/// is the system's, and Salesforce refuses it.
+pub const JOB_CREATE_FIELDS: &[&str] = &[
+    "operation",
+    "object",
+    "externalIdFieldName",
+    "concurrencyMode",
+    "contentType",
+    "assignmentRuleId",
+];
+
 /// A request to Salesforce, relative to `{instance}/services/async/{version}`.
 #[derive(Debug, Clone)]
 pub struct UpstreamCall {
@@ -64,15 +75,10 @@ pub fn lookup(name: &str) -> Option<&'static Operation> {
 fn create_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
     envelope.required("operation")?;
     envelope.required("object")?;
-    let fields = [
-        "operation",
-        "object",
-        "externalIdFieldName",
-        "concurrencyMode",
-        "contentType",
-        "assignmentRuleId",
-    ]
-    .map(|name| (name, envelope.optional(name)));
+    let fields: Vec<_> = JOB_CREATE_FIELDS
+        .iter()
+        .map(|&name| (name, envelope.optional(name)))
+        .collect();
     Ok(post_xml("/job".into(), job_info(&fields)))
 }
 

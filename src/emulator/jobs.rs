@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::ids;
 use super::wire::{format_date, now_secs, ApiError, Document, Format, Value};
 use super::Org;
+use crate::operation::JOB_CREATE_FIELDS;
 use crate::xml::read_document;
 
 /// Versions the fake org serves: 21.0–30.0 are retired, 31.0 and later work.
@@ -31,15 +32,6 @@ const OPERATIONS: &[&str] = &[
 ];
 const CONTENT_TYPES: &[&str] = &["CSV", "JSON", "XML", "ZIP_CSV", "ZIP_JSON", "ZIP_XML"];
 const CONCURRENCY_MODES: &[&str] = &["Parallel", "Serial"];
-/// Fields a caller may set when creating a job; every other jobInfo field is the system's.
-const CREATE_FIELDS: &[&str] = &[
-    "operation",
-    "object",
-    "externalIdFieldName",
-    "concurrencyMode",
-    "contentType",
-    "assignmentRuleId",
-];
 /// Every jobInfo field, so an unknown element can be told from a system field.
 const JOB_INFO_FIELDS: &[&str] = &[
     "id",
@@ -264,7 +256,7 @@ pub async fn create(
     let major = admit(&org, &headers, &version, format)?;
     check_content_type(&headers, format)?;
     let fields = read_job_info(&body, format)?;
-    refuse_fields(&fields, CREATE_FIELDS, format)?;
+    refuse_fields(&fields, JOB_CREATE_FIELDS, format)?;
     let get = |name: &str| {
         fields
             .iter()
