@@ -50,9 +50,10 @@ pub enum Fault {
     /// 502: Salesforce could not be reached or broke off the exchange.
     #[error("Salesforce unavailable: {0}")]
     UpstreamUnavailable(String),
-    /// 504: Salesforce did not answer within the configured time.
-    #[error("Salesforce did not answer within {0} seconds")]
-    UpstreamTimeout(u64),
+    /// 504: Salesforce did not connect, answer, or go on sending within the configured time;
+    /// the text says which.
+    #[error("Salesforce timed out: {0}")]
+    UpstreamTimeout(String),
     /// 500: the token registry could not be read or written.
     #[error("token registry failure: {0}")]
     Registry(String),

@@ -35,6 +35,8 @@ pub struct Answer {
 pub struct SalesforceClient {
     pub(super) http: reqwest::Client,
     pub(super) response_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) read_timeout: Duration,
 }
 
 impl SalesforceClient {
@@ -48,6 +50,8 @@ impl SalesforceClient {
         Ok(SalesforceClient {
             http,
             response_timeout: settings.response_timeout(),
+            connect_timeout: settings.connect_timeout(),
+            read_timeout: settings.read_timeout(),
         })
     }
 
@@ -85,17 +89,34 @@ impl SalesforceClient {
         sending: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
     ) -> Result<reqwest::Response, Fault> {
         match tokio::time::timeout(self.response_timeout, sending).await {
-            Err(_) => Err(Fault::UpstreamTimeout(self.response_timeout.as_secs())),
-            Ok(result) => result.map_err(|e| upstream_fault(&e, self.response_timeout)),
+            Err(_) => Err(Fault::UpstreamTimeout(format!(
+                "no answer within {} s",
+                self.response_timeout.as_secs()
+            ))),
+            Ok(result) => result.map_err(|e| self.upstream_fault(&e)),
         }
+    }
+
+    /// A transport failure as the caller should see it.
+    pub(super) fn upstream_fault(&self, error: &reqwest::Error) -> Fault {
+        if error.is_timeout() && error.is_connect() {
+            return Fault::UpstreamTimeout(format!(
+                "no connection within {} ms",
+                self.connect_timeout.as_millis()
+            ));
+        }
+        if error.is_timeout() {
+            return Fault::UpstreamTimeout(format!(
+                "silent for {} s while sending its answer",
+                self.read_timeout.as_secs()
+            ));
+        }
+        transport_fault(error)
     }
 }
 
-/// A transport failure as the caller should see it.
-pub(super) fn upstream_fault(error: &reqwest::Error, timeout: Duration) -> Fault {
-    if error.is_timeout() {
-        return Fault::UpstreamTimeout(timeout.as_secs());
-    }
+/// A failure to reach or talk to Salesforce, with its causes spelled out.
+fn transport_fault(error: &reqwest::Error) -> Fault {
     let mut reason = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

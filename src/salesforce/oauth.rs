@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::client::{upstream_fault, SalesforceClient};
+use super::client::SalesforceClient;
 use crate::connection::RefreshGrant;
 use crate::fault::Fault;
 use crate::origin::Origin;
@@ -62,7 +62,7 @@ impl SalesforceClient {
         let body = response
             .bytes()
             .await
-            .map_err(|e| upstream_fault(&e, self.response_timeout))?;
+            .map_err(|e| self.upstream_fault(&e))?;
         if body.len() > TOKEN_ANSWER_LIMIT {
             return Err(Fault::RefreshFailed(format!(
                 "the token endpoint answered {} bytes",
