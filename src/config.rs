@@ -25,6 +25,7 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: String,
     pub max_body_bytes: usize,
+    pub replay_buffer_bytes: usize,
     pub shutdown_grace_secs: u64,
 }
 
@@ -35,6 +36,7 @@ pub struct SalesforceSettings {
     pub connect_timeout_ms: u64,
     pub response_timeout_secs: u64,
     pub read_timeout_secs: u64,
+    pub read_retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,6 +75,8 @@ pub struct EmulatorSettings {
     pub access_token: String,
     pub session_ttl_secs: u64,
     pub rotate_refresh_tokens: bool,
+    pub batch_processing_ms: u64,
+    pub generated_contacts: u64,
 }
 
 /// Configuration that cannot be used; the message lists every problem found.

@@ -2,7 +2,7 @@
 //! credentials. Secrets stay [`Secret`]s from here on.
 
 use crate::domain::{ApiVersion, IntervalTime};
-use crate::envelope::Envelope;
+use crate::envelope::Fields;
 use crate::fault::Fault;
 use crate::origin::{AllowList, Origin};
 use crate::secret::Secret;
@@ -35,8 +35,8 @@ pub struct RefreshGrant {
 
 impl Connection {
     /// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`.
-    pub fn from_envelope(
-        envelope: &Envelope,
+    pub fn from_fields(
+        envelope: &dyn Fields,
         allow: &AllowList,
         default_token_endpoint: &str,
     ) -> Result<Connection, Fault> {
@@ -103,15 +103,17 @@ fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::Envelope;
     use axum::http::HeaderMap;
 
     fn allow() -> AllowList {
         AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap()
     }
 
-    fn parse(body: &str) -> Result<Connection, Fault> {
-        let envelope = Envelope::parse(&HeaderMap::new(), body.as_bytes()).unwrap();
-        Connection::from_envelope(&envelope, &allow(), "https://login.salesforce.com")
+    fn parse(body: &'static str) -> Result<Connection, Fault> {
+        let envelope =
+            Envelope::parse(&HeaderMap::new(), body.as_bytes().to_vec().into(), "getJob").unwrap();
+        Connection::from_fields(&envelope, &allow(), "https://login.salesforce.com")
     }
 
     #[test]

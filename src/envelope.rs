@@ -1,73 +1,234 @@
-//! The WSO2 envelope: a size-limited XML body (optionally SOAP-wrapped) whose root names the
-//! operation and whose children are the fields, read by name in any order.
+//! The caller's request as named fields: a WSO2 envelope (XML, optionally SOAP-wrapped, or its
+//! JSON flavour) read by element name in any order, or the URL query of the upload operations.
+
+use std::collections::HashMap;
+use std::ops::Range;
 
 use axum::body::{Body, Bytes};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 
 use crate::fault::Fault;
 use crate::xml::{read_document, Document};
 
+/// The two envelope flavours; the proxy speaks the same one to Salesforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Xml,
+    Json,
+}
+
+/// Named values, wherever they came from.
+pub trait Fields {
+    /// A field's text, trimmed; `None` when absent or empty.
+    fn optional(&self, name: &'static str) -> Option<&str>;
+
+    /// A field's text, trimmed; absent or empty is the caller's error.
+    fn required(&self, name: &'static str) -> Result<&str, Fault> {
+        self.optional(name).ok_or(Fault::MissingField(name))
+    }
+}
+
 /// A parsed envelope.
 #[derive(Debug)]
 pub struct Envelope {
-    document: Document,
+    operation: String,
+    format: Format,
+    source: Bytes,
+    fields: Vec<Field>,
+}
+
+#[derive(Debug)]
+struct Field {
+    name: String,
+    /// Text of a leaf (XML) or the string form of a JSON scalar.
+    text: String,
+    /// XML: the source range inside the element, when it holds elements.
+    inner: Option<Range<usize>>,
+    /// JSON: the value itself, when it is an array or object.
+    json: Option<serde_json::Value>,
 }
 
 impl Envelope {
     /// Checks the content type, then parses. WSO2 callers send `text/xml`, `application/xml`, or
-    /// nothing at all (curl's `-d` default is form-encoded, which they sent XML under too).
-    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Envelope, Fault> {
-        if let Some(content_type) = headers.get(axum::http::header::CONTENT_TYPE) {
-            let essence = content_type
-                .to_str()
-                .unwrap_or_default()
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            let accepted = matches!(
-                essence.as_str(),
-                "text/xml"
-                    | "application/xml"
-                    | "application/soap+xml"
-                    | "application/x-www-form-urlencoded"
-                    | ""
-            );
-            if !accepted {
-                return Err(Fault::UnsupportedMediaType(essence));
-            }
+    /// nothing at all (curl's `-d` labels XML as a form); `application/json` selects the JSON
+    /// flavour, in which `operation` (the endpoint's) names the root when the body has none.
+    pub fn parse(headers: &HeaderMap, body: Bytes, operation: &str) -> Result<Envelope, Fault> {
+        let essence = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| media_type(v.to_str().unwrap_or_default()))
+            .unwrap_or_default();
+        match essence.as_str() {
+            "application/json" => Self::parse_json(body, operation),
+            ""
+            | "text/xml"
+            | "application/xml"
+            | "application/soap+xml"
+            | "application/x-www-form-urlencoded" => Self::parse_xml(body),
+            other => Err(Fault::UnsupportedMediaType(other.to_string())),
         }
+    }
+
+    fn parse_xml(source: Bytes) -> Result<Envelope, Fault> {
         let document =
-            read_document(body, true).map_err(|e| Fault::InvalidEnvelope(e.to_string()))?;
-        for (i, child) in document.children.iter().enumerate() {
-            if document.children[..i].iter().any(|c| c.name == child.name) {
+            read_document(&source, true).map_err(|e| Fault::InvalidEnvelope(e.to_string()))?;
+        let fields = document
+            .children
+            .into_iter()
+            .map(|c| Field {
+                name: c.name,
+                text: c.text,
+                inner: c.has_elements.then_some(c.inner),
+                json: None,
+            })
+            .collect();
+        Self::checked(document.root, Format::Xml, source, fields)
+    }
+
+    fn parse_json(source: Bytes, operation: &str) -> Result<Envelope, Fault> {
+        let value: serde_json::Value = serde_json::from_slice(&source)
+            .map_err(|e| Fault::InvalidEnvelope(format!("not JSON: {e}")))?;
+        let serde_json::Value::Object(mut object) = value else {
+            return Err(Fault::InvalidEnvelope(
+                "the JSON body is not an object".into(),
+            ));
+        };
+        // `{"getJob": {...}}` names its operation; a flat object is the endpoint's.
+        let (root, members) = match object.len() {
+            1 if object.values().all(|v| v.is_object()) => {
+                let (root, inner) = object.into_iter().next().expect("one member");
+                let serde_json::Value::Object(inner) = inner else {
+                    unreachable!("checked to be an object")
+                };
+                (root, inner)
+            }
+            _ => (operation.to_string(), std::mem::take(&mut object)),
+        };
+        let fields = members
+            .into_iter()
+            .map(|(name, value)| match value {
+                serde_json::Value::String(text) => Field {
+                    name,
+                    text,
+                    inner: None,
+                    json: None,
+                },
+                serde_json::Value::Null => Field {
+                    name,
+                    text: String::new(),
+                    inner: None,
+                    json: None,
+                },
+                v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => Field {
+                    name,
+                    text: v.to_string(),
+                    inner: None,
+                    json: None,
+                },
+                v => Field {
+                    name,
+                    text: String::new(),
+                    inner: None,
+                    json: Some(v),
+                },
+            })
+            .collect();
+        Self::checked(root, Format::Json, source, fields)
+    }
+
+    fn checked(
+        operation: String,
+        format: Format,
+        source: Bytes,
+        fields: Vec<Field>,
+    ) -> Result<Envelope, Fault> {
+        for (i, field) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|f| f.name == field.name) {
                 return Err(Fault::InvalidEnvelope(format!(
                     "<{}> appears more than once",
-                    child.name
+                    field.name
                 )));
             }
         }
-        Ok(Envelope { document })
+        Ok(Envelope {
+            operation,
+            format,
+            source,
+            fields,
+        })
     }
 
     /// The root element's name, which is the operation the caller asked for.
     pub fn operation(&self) -> &str {
-        &self.document.root
+        &self.operation
     }
 
-    /// A field's text, trimmed; `None` when absent or empty.
-    pub fn optional(&self, name: &'static str) -> Option<&str> {
-        self.document
-            .child(name)
-            .map(|c| c.text.trim())
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// XML: the document inside element `name` (e.g. `<values>` inside `<objects>`), with its
+    /// source, so its text and raw markup can both be read.
+    pub fn nested_xml(&self, name: &'static str) -> Result<Option<(Document, &str)>, Fault> {
+        let Some(range) = self.field(name).and_then(|f| f.inner.clone()) else {
+            return Ok(None);
+        };
+        let inner = std::str::from_utf8(&self.source[range])
+            .map_err(|_| Fault::InvalidEnvelope("the body is not UTF-8".into()))?;
+        let document = read_document(inner.as_bytes(), false)
+            .map_err(|e| Fault::InvalidEnvelope(format!("<{name}>: {e}")))?;
+        Ok(Some((document, inner)))
+    }
+
+    /// JSON: a field holding an array or object.
+    pub fn json(&self, name: &'static str) -> Option<&serde_json::Value> {
+        self.field(name).and_then(|f| f.json.as_ref())
+    }
+}
+
+impl Fields for Envelope {
+    fn optional(&self, name: &'static str) -> Option<&str> {
+        self.field(name)
+            .map(|f| f.text.trim())
             .filter(|t| !t.is_empty())
     }
+}
 
-    /// A field's text, trimmed; absent or empty is the caller's error.
-    pub fn required(&self, name: &'static str) -> Result<&str, Fault> {
-        self.optional(name).ok_or(Fault::MissingField(name))
+/// Fields from a URL query string (the upload operations take their connection this way).
+#[derive(Debug, Default)]
+pub struct QueryFields(HashMap<String, String>);
+
+impl QueryFields {
+    pub fn parse(query: Option<&str>) -> Result<QueryFields, Fault> {
+        let mut fields = HashMap::new();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if fields.insert(name.to_string(), value.to_string()).is_some() {
+                return Err(Fault::InvalidEnvelope(format!(
+                    "query parameter {name} appears more than once"
+                )));
+            }
+        }
+        Ok(QueryFields(fields))
     }
+}
+
+impl Fields for QueryFields {
+    fn optional(&self, name: &'static str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+}
+
+/// `text/csv; charset=UTF-8` → `text/csv`.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Reads the whole request body, refusing it once it passes `limit` bytes.
@@ -88,13 +249,17 @@ mod tests {
         h
     }
 
+    fn xml(body: &'static str) -> Result<Envelope, Fault> {
+        Envelope::parse(
+            &HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+            "getJob",
+        )
+    }
+
     #[test]
     fn fields_are_trimmed_and_empty_means_absent() {
-        let env = Envelope::parse(
-            &HeaderMap::new(),
-            b"<getJob>\n  <jobId> 750x </jobId>\n  <registryPath/></getJob>",
-        )
-        .unwrap();
+        let env = xml("<getJob>\n  <jobId> 750x </jobId>\n  <registryPath/></getJob>").unwrap();
         assert_eq!(env.operation(), "getJob");
         assert_eq!(env.required("jobId").unwrap(), "750x");
         assert_eq!(env.optional("registryPath"), None);
@@ -107,21 +272,65 @@ mod tests {
     #[test]
     fn xml_content_types_are_accepted_and_others_refused() {
         for ok in ["text/xml", "application/xml; charset=UTF-8", "Text/XML"] {
-            assert!(Envelope::parse(&headers(ok), b"<getJob/>").is_ok(), "{ok}");
+            let parsed = Envelope::parse(&headers(ok), Bytes::from_static(b"<getJob/>"), "getJob");
+            assert!(parsed.is_ok(), "{ok}");
         }
         assert!(matches!(
-            Envelope::parse(&headers("application/pdf"), b"<getJob/>"),
+            Envelope::parse(
+                &headers("application/pdf"),
+                Bytes::from_static(b"<getJob/>"),
+                "getJob"
+            ),
             Err(Fault::UnsupportedMediaType(_))
         ));
     }
 
     #[test]
     fn repeated_fields_are_ambiguous_and_refused() {
-        let err = Envelope::parse(
-            &HeaderMap::new(),
-            b"<getJob><jobId>1</jobId><jobId>2</jobId></getJob>",
-        )
-        .unwrap_err();
+        let err = xml("<getJob><jobId>1</jobId><jobId>2</jobId></getJob>").unwrap_err();
         assert!(err.to_string().contains("<jobId> appears more than once"));
+    }
+
+    #[test]
+    fn json_envelopes_may_name_their_operation_or_be_flat() {
+        let json = headers("application/json");
+        let named = Envelope::parse(
+            &json,
+            Bytes::from_static(br#"{"createJob":{"object":"Account","intervalTime":1000}}"#),
+            "getJob",
+        )
+        .unwrap();
+        assert_eq!(named.operation(), "createJob");
+        assert_eq!(named.format(), Format::Json);
+        assert_eq!(named.optional("intervalTime"), Some("1000"));
+        let flat = Envelope::parse(
+            &json,
+            Bytes::from_static(br#"{"jobId":"750","objects":[{"Name":"x"}]}"#),
+            "addBatch",
+        )
+        .unwrap();
+        assert_eq!(flat.operation(), "addBatch");
+        assert_eq!(
+            flat.json("objects"),
+            Some(&serde_json::json!([{"Name": "x"}]))
+        );
+    }
+
+    #[test]
+    fn nested_xml_gives_the_inner_document_and_its_source() {
+        let env =
+            xml("<addBatch><objects>\n <values>a,b\n1,2</values>\n</objects></addBatch>").unwrap();
+        let (values, source) = env.nested_xml("objects").unwrap().unwrap();
+        assert_eq!(values.root, "values");
+        assert_eq!(values.text, "a,b\n1,2");
+        assert_eq!(&source[values.inner.clone()], "a,b\n1,2");
+    }
+
+    #[test]
+    fn query_fields_are_decoded() {
+        let q =
+            QueryFields::parse(Some("apiUrl=https%3A%2F%2Fx.salesforce.com&jobId=750")).unwrap();
+        assert_eq!(q.optional("apiUrl"), Some("https://x.salesforce.com"));
+        assert!(QueryFields::parse(Some("a=1&a=2")).is_err());
     }
 }

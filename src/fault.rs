@@ -54,6 +54,10 @@ pub enum Fault {
     /// the text says which.
     #[error("Salesforce timed out: {0}")]
     UpstreamTimeout(String),
+    /// 503: the session expired while a streamed upload (too large to keep for a second try) was
+    /// being sent. The session has been refreshed; the caller sends the upload again.
+    #[error("the Salesforce session expired during an upload larger than server.replay_buffer_bytes ({limit} bytes), which cannot be sent twice; the session has been refreshed: send the upload again")]
+    UploadNotReplayable { limit: usize },
     /// 500: the token registry could not be read or written.
     #[error("token registry failure: {0}")]
     Registry(String),
@@ -73,6 +77,7 @@ impl Fault {
             Fault::RefreshRejected { .. } => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Fault::UploadNotReplayable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Fault::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +97,7 @@ impl Fault {
             Fault::RefreshFailed(_) => "SFBULK_REFRESH_FAILED",
             Fault::UpstreamUnavailable(_) => "SFBULK_UPSTREAM_UNAVAILABLE",
             Fault::UpstreamTimeout(_) => "SFBULK_UPSTREAM_TIMEOUT",
+            Fault::UploadNotReplayable { .. } => "SFBULK_UPLOAD_NOT_REPLAYABLE",
             Fault::Registry(_) => "SFBULK_REGISTRY_FAILURE",
         }
     }

@@ -1,19 +1,18 @@
 //! Each connector operation, and the Salesforce request it becomes. Adding an operation is one
-//! entry in [`OPERATIONS`] and one small function building its [`UpstreamCall`].
+//! entry in [`OPERATIONS`] and, for most, one small function building its [`UpstreamCall`].
 
-use axum::body::Bytes;
+use std::sync::Mutex;
+
+use axum::body::{Body, Bytes};
 use axum::http::Method;
 
 use crate::domain::RecordId;
-use crate::envelope::Envelope;
+use crate::envelope::{media_type, Envelope, Fields, Format};
 use crate::fault::Fault;
 use crate::xml::escape;
 
 /// The namespace of every Bulk API 1.0 document.
 pub const ASYNC_API_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dataload";
-
-/// Bulk API XML bodies are labelled with their charset, as Salesforce's own clients do.
-const XML_CONTENT_TYPE: &str = "application/xml; charset=UTF-8";
 
 /// The `jobInfo` fields a client may set when creating a job, in schema order; every other field
 /// is the system's, and Salesforce refuses it.
@@ -26,43 +25,121 @@ pub const JOB_CREATE_FIELDS: &[&str] = &[
     "assignmentRuleId",
 ];
 
+/// Bodies are labelled with their charset, as Salesforce's own clients do.
+const XML_CONTENT_TYPE: &str = "application/xml; charset=UTF-8";
+const JSON_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
+const CSV_CONTENT_TYPE: &str = "text/csv; charset=UTF-8";
+
 /// A request to Salesforce, relative to `{instance}/services/async/{version}`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct UpstreamCall {
     pub method: Method,
     /// Starts with `/`, e.g. `/job/750...`.
     pub path: String,
-    pub content_type: Option<&'static str>,
-    /// Kept whole so the call can be sent again after a session refresh.
-    pub body: Bytes,
+    pub content_type: Option<String>,
+    pub payload: Payload,
 }
 
-/// A connector operation: its envelope root name and how it becomes a Salesforce call.
-pub struct Operation {
-    pub name: &'static str,
-    build: fn(&Envelope) -> Result<UpstreamCall, Fault>,
+/// What a call sends: nothing, a body kept whole (so the call can be repeated after a session
+/// refresh), or a body streamed from the caller, which can be sent only once.
+pub enum Payload {
+    Empty,
+    Whole(Bytes),
+    Streamed(Mutex<Option<Body>>),
 }
 
-impl Operation {
-    /// The Salesforce call for this envelope; invalid fields are refused here, before any I/O.
-    pub fn upstream_call(&self, envelope: &Envelope) -> Result<UpstreamCall, Fault> {
-        (self.build)(envelope)
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Empty => f.write_str("Empty"),
+            Payload::Whole(bytes) => write!(f, "Whole({} bytes)", bytes.len()),
+            Payload::Streamed(_) => f.write_str("Streamed"),
+        }
     }
 }
 
-/// Every operation the proxy serves, by the name WSO2 flows use.
+impl Payload {
+    /// The body for one attempt; `None` once a streamed body has been sent.
+    pub fn for_attempt(&self) -> Option<reqwest::Body> {
+        match self {
+            Payload::Empty => Some(reqwest::Body::from(Bytes::new())),
+            Payload::Whole(bytes) => Some(reqwest::Body::from(bytes.clone())),
+            Payload::Streamed(body) => body
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map(|body| reqwest::Body::wrap_stream(body.into_data_stream())),
+        }
+    }
+
+    pub fn is_replayable(&self) -> bool {
+        !matches!(self, Payload::Streamed(_))
+    }
+}
+
+/// How an operation reads its request.
+pub enum Input {
+    /// An envelope whose fields become the call.
+    Envelope(fn(&Envelope) -> Result<UpstreamCall, Fault>),
+    /// Connection fields in the URL query; the request body is sent as it is, to the `POST`
+    /// path this function gives.
+    Upload(fn(&dyn Fields) -> Result<String, Fault>),
+}
+
+/// A connector operation, by the name WSO2 flows use.
+pub struct Operation {
+    pub name: &'static str,
+    pub input: Input,
+}
+
+/// Every operation the proxy serves.
 pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "createJob",
-        build: create_job,
+        input: Input::Envelope(create_job),
     },
     Operation {
         name: "updateJob",
-        build: update_job,
+        input: Input::Envelope(update_job),
     },
     Operation {
         name: "getJob",
-        build: get_job,
+        input: Input::Envelope(|e| Ok(get(format!("/job/{}", id(e, "jobId")?)))),
+    },
+    Operation {
+        name: "addBatch",
+        input: Input::Envelope(add_batch),
+    },
+    Operation {
+        name: "listBatches",
+        input: Input::Envelope(|e| Ok(get(format!("/job/{}/batch", id(e, "jobId")?)))),
+    },
+    Operation {
+        name: "getBatchStatus",
+        input: Input::Envelope(|e| Ok(get(batch_path(e, "")?))),
+    },
+    Operation {
+        name: "getBatchResults",
+        input: Input::Envelope(|e| Ok(get(batch_path(e, "/result")?))),
+    },
+    Operation {
+        name: "getBatchRequest",
+        input: Input::Envelope(|e| Ok(get(batch_path(e, "/request")?))),
+    },
+    Operation {
+        name: "getBulkQueryResults",
+        input: Input::Envelope(|e| {
+            let result = id(e, "resultId")?;
+            Ok(get(batch_path(e, &format!("/result/{result}"))?))
+        }),
+    },
+    Operation {
+        name: "createJobToUploadBatchFile",
+        input: Input::Upload(|_| Ok("/job".into())),
+    },
+    Operation {
+        name: "uploadBatchFile",
+        input: Input::Upload(|fields| Ok(format!("/job/{}/batch", id(fields, "jobId")?))),
     },
 ];
 
@@ -79,27 +156,125 @@ fn create_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
         .iter()
         .map(|&name| (name, envelope.optional(name)))
         .collect();
-    Ok(post_xml("/job".into(), job_info(&fields)))
+    Ok(post_job_info("/job".into(), envelope.format(), &fields))
 }
 
 /// `updateJob` → `POST /job/{jobId}` with only `<state>`: Salesforce refuses system fields.
 fn update_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
-    let job_id = record_id(envelope, "jobId")?;
+    let path = format!("/job/{}", id(envelope, "jobId")?);
     let state = envelope.required("state")?;
-    Ok(post_xml(
-        format!("/job/{job_id}"),
-        job_info(&[("state", Some(state))]),
+    Ok(post_job_info(
+        path,
+        envelope.format(),
+        &[("state", Some(state))],
     ))
 }
 
-/// `getJob` → `GET /job/{jobId}`.
-fn get_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
-    Ok(get(format!("/job/{}", record_id(envelope, "jobId")?)))
+/// `addBatch` → `POST /job/{jobId}/batch`. CSV rows, a query, or JSON records go as the text of
+/// `<objects><values>`; otherwise the `<sObject>` elements inside `<values>` go wrapped in
+/// `<sObjects>`.
+fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
+    let path = format!("/job/{}/batch", id(envelope, "jobId")?);
+    let is_query = envelope
+        .optional("isQuery")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let declared = envelope.optional("contentType");
+    let kind = declared.map(media_type);
+    let (content_type, body) = match envelope.format() {
+        Format::Json => {
+            let body = match envelope.json("objects") {
+                Some(records) => records.to_string(),
+                None => envelope.required("objects")?.to_string(),
+            };
+            let default = if is_query {
+                CSV_CONTENT_TYPE
+            } else {
+                JSON_CONTENT_TYPE
+            };
+            (declared.unwrap_or(default).to_string(), body)
+        }
+        Format::Xml => {
+            let (values, source) = envelope
+                .nested_xml("objects")?
+                .filter(|(doc, _)| doc.root == "values")
+                .ok_or(Fault::MissingField("objects><values"))?;
+            match kind.as_deref() {
+                _ if is_query => (
+                    declared.unwrap_or(CSV_CONTENT_TYPE).to_string(),
+                    values.text.trim().to_string(),
+                ),
+                Some("text/csv") => (CSV_CONTENT_TYPE.to_string(), unindent_csv(&values.text)),
+                Some("application/json") => (JSON_CONTENT_TYPE.to_string(), values.text.trim().to_string()),
+                None | Some("application/xml") => (
+                    XML_CONTENT_TYPE.to_string(),
+                    format!(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><sObjects xmlns=\"{ASYNC_API_NAMESPACE}\">{}</sObjects>",
+                        &source[values.inner.clone()]
+                    ),
+                ),
+                Some(other) => {
+                    return Err(Fault::InvalidField {
+                        field: "contentType",
+                        reason: format!(
+                            "{other}: addBatch sends text/csv, application/xml or application/json; \
+                             send files with uploadBatchFile"
+                        ),
+                    })
+                }
+            }
+        }
+    };
+    Ok(UpstreamCall {
+        method: Method::POST,
+        path,
+        content_type: Some(content_type),
+        payload: Payload::Whole(Bytes::from(body)),
+    })
 }
 
-fn record_id(envelope: &Envelope, field: &'static str) -> Result<RecordId, Fault> {
-    RecordId::parse(envelope.required(field)?)
-        .map_err(|reason| Fault::InvalidField { field, reason })
+/// Undoes the indentation that pretty-printing an envelope adds around CSV in `<values>`:
+/// a first line holding only white space (the break after `<values>`) and a last line holding
+/// only white space (the indentation before `</values>`) are dropped, and the indentation of the
+/// first row is removed from every row that starts with it. Lines that continue a quoted field
+/// are kept exactly, as are line breaks (LF or CRLF) and everything else.
+pub fn unindent_csv(text: &str) -> String {
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    if lines.first().is_some_and(|l| l.trim().is_empty()) {
+        lines.remove(0);
+    }
+    if lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    let indent = lines.first().map_or("", |first| {
+        &first[..first.len() - first.trim_start_matches([' ', '\t']).len()]
+    });
+    let mut csv = String::with_capacity(text.len());
+    let mut in_quoted_field = false;
+    for line in lines {
+        let line = if in_quoted_field {
+            line
+        } else {
+            line.strip_prefix(indent).unwrap_or(line)
+        };
+        if line.matches('"').count() % 2 == 1 {
+            in_quoted_field = !in_quoted_field;
+        }
+        csv.push_str(line);
+    }
+    csv
+}
+
+/// `/job/{jobId}/batch/{batchId}{rest}`.
+fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, Fault> {
+    Ok(format!(
+        "/job/{}/batch/{}{rest}",
+        id(fields, "jobId")?,
+        id(fields, "batchId")?
+    ))
+}
+
+fn id(fields: &dyn Fields, field: &'static str) -> Result<RecordId, Fault> {
+    RecordId::parse(fields.required(field)?).map_err(|reason| Fault::InvalidField { field, reason })
 }
 
 fn get(path: String) -> UpstreamCall {
@@ -107,41 +282,65 @@ fn get(path: String) -> UpstreamCall {
         method: Method::GET,
         path,
         content_type: None,
-        body: Bytes::new(),
+        payload: Payload::Empty,
     }
 }
 
-fn post_xml(path: String, body: String) -> UpstreamCall {
+/// A `jobInfo` request holding the fields that have a value, in the order given, in `format`.
+fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) -> UpstreamCall {
+    let present = fields.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
+    let (content_type, body) = match format {
+        Format::Xml => {
+            let mut xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"{ASYNC_API_NAMESPACE}\">"
+            );
+            for (name, value) in present {
+                xml.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+            }
+            xml.push_str("</jobInfo>");
+            (XML_CONTENT_TYPE, xml)
+        }
+        Format::Json => {
+            let members: Vec<String> = present
+                .map(|(name, value)| format!("\"{name}\":{}", serde_json::Value::from(value)))
+                .collect();
+            (JSON_CONTENT_TYPE, format!("{{{}}}", members.join(",")))
+        }
+    };
     UpstreamCall {
         method: Method::POST,
         path,
-        content_type: Some(XML_CONTENT_TYPE),
-        body: Bytes::from(body),
+        content_type: Some(content_type.to_string()),
+        payload: Payload::Whole(Bytes::from(body)),
     }
-}
-
-/// A `jobInfo` request document holding the fields that have a value, in the order given.
-fn job_info(fields: &[(&str, Option<&str>)]) -> String {
-    let mut xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"{ASYNC_API_NAMESPACE}\">"
-    );
-    for (name, value) in fields {
-        if let Some(value) = value {
-            xml.push_str(&format!("<{name}>{}</{name}>", escape(value)));
-        }
-    }
-    xml.push_str("</jobInfo>");
-    xml
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderMap;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn call_with(op: &str, content_type: Option<&str>, body: &str) -> Result<UpstreamCall, Fault> {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type {
+            headers.insert("content-type", HeaderValue::from_str(ct).unwrap());
+        }
+        let envelope = Envelope::parse(&headers, Bytes::from(body.to_string()), op).unwrap();
+        match lookup(op).unwrap().input {
+            Input::Envelope(build) => build(&envelope),
+            Input::Upload(_) => unreachable!(),
+        }
+    }
 
     fn call(op: &str, body: &str) -> Result<UpstreamCall, Fault> {
-        let envelope = Envelope::parse(&HeaderMap::new(), body.as_bytes()).unwrap();
-        lookup(op).unwrap().upstream_call(&envelope)
+        call_with(op, None, body)
+    }
+
+    fn body_of(call: &UpstreamCall) -> String {
+        match &call.payload {
+            Payload::Whole(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -155,9 +354,27 @@ mod tests {
         assert_eq!(c.method, Method::POST);
         assert_eq!(c.path, "/job");
         assert_eq!(
-            std::str::from_utf8(&c.body).unwrap(),
+            body_of(&c),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\
              <operation>insert</operation><object>A&amp;B</object><contentType>CSV</contentType></jobInfo>"
+        );
+    }
+
+    #[test]
+    fn a_json_envelope_makes_a_json_job_request() {
+        let c = call_with(
+            "createJob",
+            Some("application/json"),
+            r#"{"createJob":{"object":"Account","operation":"insert","contentType":"JSON"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.content_type.as_deref(),
+            Some("application/json; charset=UTF-8")
+        );
+        assert_eq!(
+            body_of(&c),
+            r#"{"operation":"insert","object":"Account","contentType":"JSON"}"#
         );
     }
 
@@ -165,6 +382,18 @@ mod tests {
     fn ids_that_could_change_the_path_are_refused() {
         let err = call("getJob", "<getJob><jobId>../x</jobId></getJob>").unwrap_err();
         assert!(matches!(err, Fault::InvalidField { field: "jobId", .. }));
+        let err = call(
+            "getBulkQueryResults",
+            "<getBulkQueryResults><jobId>750</jobId><batchId>751</batchId><resultId>7/2</resultId></getBulkQueryResults>",
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Fault::InvalidField {
+                field: "resultId",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -175,8 +404,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.path, "/job/750x");
-        assert!(std::str::from_utf8(&c.body)
-            .unwrap()
-            .ends_with("><state>Closed</state></jobInfo>"));
+        assert!(body_of(&c).ends_with("><state>Closed</state></jobInfo>"));
+    }
+
+    #[test]
+    fn pretty_printing_indentation_is_removed_from_csv_but_quoted_lines_are_kept() {
+        let text = "\n            Name,Description\n            \"Smith, J\",\"line one\n  indented line two\"\n            Lee,plain\n        ";
+        assert_eq!(
+            unindent_csv(text),
+            "Name,Description\n\"Smith, J\",\"line one\n  indented line two\"\nLee,plain\n"
+        );
+        assert_eq!(unindent_csv("a,b\r\n1,2"), "a,b\r\n1,2");
+    }
+
+    #[test]
+    fn add_batch_wraps_sobjects_and_sends_csv_and_queries_as_text() {
+        let xml = call(
+            "addBatch",
+            "<addBatch><jobId>750</jobId><objects><values><sObject><Name>x</Name></sObject></values></objects></addBatch>",
+        )
+        .unwrap();
+        assert_eq!(xml.path, "/job/750/batch");
+        assert_eq!(
+            xml.content_type.as_deref(),
+            Some("application/xml; charset=UTF-8")
+        );
+        assert_eq!(
+            body_of(&xml),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><sObjects xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><sObject><Name>x</Name></sObject></sObjects>"
+        );
+        let csv = call(
+            "addBatch",
+            "<addBatch><jobId>750</jobId><contentType>TEXT/CSV; charset=utf-8</contentType><objects><values>\n  a,b\n  1,&quot;2&quot;\n</values></objects></addBatch>",
+        )
+        .unwrap();
+        assert_eq!(csv.content_type.as_deref(), Some("text/csv; charset=UTF-8"));
+        assert_eq!(body_of(&csv), "a,b\n1,\"2\"\n");
+        let query = call(
+            "addBatch",
+            "<addBatch><jobId>750</jobId><isQuery>true</isQuery><objects><values>\n SELECT Id FROM Contact\n</values></objects></addBatch>",
+        )
+        .unwrap();
+        assert_eq!(body_of(&query), "SELECT Id FROM Contact");
+        assert_eq!(
+            query.content_type.as_deref(),
+            Some("text/csv; charset=UTF-8")
+        );
     }
 }

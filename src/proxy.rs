@@ -1,17 +1,18 @@
-//! One connector request, stage by stage: envelope → operation → connection → session →
-//! Salesforce call (once more after a refresh) → relay.
+//! One connector request, stage by stage: operation → request fields (envelope or upload) →
+//! Salesforce call → connection → session → call (once more after a refresh) → relay.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use futures_util::StreamExt;
 
 use crate::connection::Connection;
-use crate::envelope::{read_body, Envelope};
+use crate::envelope::{read_body, Envelope, Fields, QueryFields};
 use crate::fault::Fault;
-use crate::operation;
+use crate::operation::{self, Input, Operation, Payload, UpstreamCall};
 use crate::relay::relay;
 use crate::server::AppState;
 
@@ -19,9 +20,10 @@ use crate::server::AppState;
 const SERVICE_PREFIX: &str = "salesforcebulk_";
 
 /// `POST /services/salesforcebulk_<operation>`.
-pub async fn handle(
+pub async fn by_service(
     State(state): State<Arc<AppState>>,
     Path(service): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Fault> {
@@ -29,47 +31,132 @@ pub async fn handle(
         .strip_prefix(SERVICE_PREFIX)
         .and_then(operation::lookup)
         .ok_or_else(|| Fault::UnknownOperation(service.clone()))?;
+    handle(&state, operation, query, headers, body).await
+}
+
+/// `POST /services/salesforcebulk` with the operation in an `Action: urn:<operation>` or
+/// `SOAPAction: "urn:<operation>"` header, as WSO2's own test proxy was called.
+pub async fn by_action(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Fault> {
+    let action = ["action", "soapaction"]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .ok_or(Fault::MissingField("Action header"))?;
+    let name = action.trim().trim_matches('"');
+    let name = name.strip_prefix("urn:").unwrap_or(name);
+    let operation =
+        operation::lookup(name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))?;
+    handle(&state, operation, query, headers, body).await
+}
+
+async fn handle(
+    state: &AppState,
+    operation: &'static Operation,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Fault> {
     tracing::Span::current().record("operation", operation.name);
+    let (connection, call) = match operation.input {
+        Input::Envelope(build) => {
+            let bytes = read_body(body, state.max_body_bytes).await?;
+            let envelope = Envelope::parse(&headers, bytes, operation.name)?;
+            if envelope.operation() != operation.name {
+                return Err(Fault::WrongOperation {
+                    expected: operation.name.into(),
+                    found: envelope.operation().into(),
+                });
+            }
+            let call = build(&envelope)?;
+            (state.connection(&envelope)?, call)
+        }
+        Input::Upload(path) => {
+            let fields = QueryFields::parse(query.as_deref())?;
+            let path = path(&fields)?;
+            let connection = state.connection(&fields)?;
+            let call = UpstreamCall {
+                method: axum::http::Method::POST,
+                path,
+                content_type: headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                payload: spool(body, state.replay_buffer_bytes).await?,
+            };
+            (connection, call)
+        }
+    };
+    call_salesforce(state, &connection, &call).await
+}
 
-    let bytes = read_body(body, state.max_body_bytes).await?;
-    let envelope = Envelope::parse(&headers, &bytes)?;
-    if envelope.operation() != operation.name {
-        return Err(Fault::WrongOperation {
-            expected: operation.name.into(),
-            found: envelope.operation().into(),
-        });
-    }
-    let call = operation.upstream_call(&envelope)?;
-    let connection =
-        Connection::from_envelope(&envelope, &state.allow, &state.default_token_endpoint)?;
-
-    let session = state.sessions.open(&connection).await?;
+/// Calls Salesforce with the session's token; after an expired-session answer, refreshes once
+/// and calls once more.
+async fn call_salesforce(
+    state: &AppState,
+    connection: &Connection,
+    call: &UpstreamCall,
+) -> Result<Response, Fault> {
+    let session = state.sessions.open(connection).await?;
     let answer = state
         .salesforce
         .send(
             &session.instance,
             &connection.api_version,
-            &call,
+            call,
             &session.token,
         )
-        .await?;
+        .await?
+        .ok_or(Fault::UploadNotReplayable {
+            limit: state.replay_buffer_bytes,
+        })?;
     if !answer.session_expired {
         return Ok(relay(answer));
     }
     tracing::info!("Salesforce says the session expired");
-    match state.sessions.renew(&connection, &session).await? {
-        Some(renewed) => {
-            let retried = state
-                .salesforce
-                .send(
-                    &renewed.instance,
-                    &connection.api_version,
-                    &call,
-                    &renewed.token,
-                )
-                .await?;
-            Ok(relay(retried))
+    let Some(renewed) = state.sessions.renew(connection, &session).await? else {
+        return Ok(relay(answer));
+    };
+    match state
+        .salesforce
+        .send(
+            &renewed.instance,
+            &connection.api_version,
+            call,
+            &renewed.token,
+        )
+        .await?
+    {
+        Some(retried) => Ok(relay(retried)),
+        None => Err(Fault::UploadNotReplayable {
+            limit: state.replay_buffer_bytes,
+        }),
+    }
+}
+
+/// Keeps an upload whole when it fits in `limit` bytes, so it can be sent again; otherwise
+/// streams it on from where it got to.
+async fn spool(body: Body, limit: usize) -> Result<Payload, Fault> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| Fault::InvalidEnvelope(format!("reading the upload: {e}")))?;
+        kept.extend_from_slice(&chunk);
+        if kept.len() > limit {
+            let head = futures_util::stream::once(async move { Ok(Bytes::from(kept)) });
+            let rest = Body::from_stream(head.chain(stream));
+            return Ok(Payload::Streamed(Mutex::new(Some(rest))));
         }
-        None => Ok(relay(answer)),
+    }
+    Ok(Payload::Whole(Bytes::from(kept)))
+}
+
+impl AppState {
+    fn connection(&self, fields: &dyn Fields) -> Result<Connection, Fault> {
+        Connection::from_fields(fields, &self.allow, &self.default_token_endpoint)
     }
 }

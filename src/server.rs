@@ -32,6 +32,8 @@ pub struct AppState {
     /// `salesforce.token_endpoint_hostname`, for envelopes without `tokenEndpointHostname`.
     pub default_token_endpoint: String,
     pub max_body_bytes: usize,
+    /// Uploads up to this size are kept so they can be sent again after a session refresh.
+    pub replay_buffer_bytes: usize,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             allow,
             default_token_endpoint: settings.salesforce.token_endpoint_hostname.clone(),
             max_body_bytes: settings.server.max_body_bytes,
+            replay_buffer_bytes: settings.server.replay_buffer_bytes,
         })
     }
 }
@@ -57,7 +60,8 @@ impl AppState {
 /// The whole app. Layers, outermost first: request id, request span and latency log, fault log.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/services/{service}", post(proxy::handle))
+        .route("/services/salesforcebulk", post(proxy::by_action))
+        .route("/services/{service}", post(proxy::by_service))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
         .layer(axum::middleware::map_response(log_fault))

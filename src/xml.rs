@@ -15,6 +15,10 @@ const SOAP_BODY: &str = "Body";
 pub struct Document {
     /// The root element's local name (inside a SOAP body when the document was wrapped).
     pub root: String,
+    /// The root's own text (not its children's), entities resolved, whitespace kept.
+    pub text: String,
+    /// Byte range of everything between the root's start and end tags in the source.
+    pub inner: Range<usize>,
     pub children: Vec<Child>,
 }
 
@@ -64,6 +68,8 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
     // Depth of the element that is the document's root for our purposes (2 inside a SOAP body).
     let mut root_depth: Option<usize> = None;
     let mut root = String::new();
+    let mut root_text = String::new();
+    let mut root_inner = 0..0;
     let mut in_soap = false;
     let mut children: Vec<Child> = Vec::new();
     let mut depth = 0usize;
@@ -92,6 +98,8 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
                     None => {
                         root_depth = Some(depth);
                         root = name;
+                        let at = reader.buffer_position() as usize;
+                        root_inner = at..at;
                         if is_empty {
                             break;
                         }
@@ -122,7 +130,10 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
                 match root_depth {
-                    Some(r) if depth == r => break,
+                    Some(r) if depth == r => {
+                        root_inner.end = before;
+                        break;
+                    }
                     Some(r) if depth == r + 1 => {
                         if let Some(child) = children.last_mut() {
                             child.inner.end = before;
@@ -136,17 +147,17 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
                 let decoded = text
                     .decode()
                     .map_err(|e| XmlError::Malformed(e.to_string()))?;
-                append_text(&mut children, root_depth, depth, &decoded);
+                append_text(&mut root_text, &mut children, root_depth, depth, &decoded);
             }
             Event::CData(ref data) => {
                 let decoded = data
                     .decode()
                     .map_err(|e| XmlError::Malformed(e.to_string()))?;
-                append_text(&mut children, root_depth, depth, &decoded);
+                append_text(&mut root_text, &mut children, root_depth, depth, &decoded);
             }
             Event::GeneralRef(ref reference) => {
                 let resolved = resolve_reference(reference)?;
-                append_text(&mut children, root_depth, depth, &resolved);
+                append_text(&mut root_text, &mut children, root_depth, depth, &resolved);
             }
             Event::Eof => {
                 return Err(match root_depth {
@@ -158,15 +169,30 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
         }
     }
-    Ok(Document { root, children })
+    Ok(Document {
+        root,
+        text: root_text,
+        inner: root_inner,
+        children,
+    })
 }
 
-/// Adds text to the current child when the reader stands directly inside one.
-fn append_text(children: &mut [Child], root_depth: Option<usize>, depth: usize, text: &str) {
-    if matches!(root_depth, Some(r) if depth == r + 2) {
-        if let Some(child) = children.last_mut() {
-            child.text.push_str(text);
+/// Adds text to the root's or the current child's text when the reader stands directly inside.
+fn append_text(
+    root_text: &mut String,
+    children: &mut [Child],
+    root_depth: Option<usize>,
+    depth: usize,
+    text: &str,
+) {
+    match root_depth {
+        Some(r) if depth == r + 1 => root_text.push_str(text),
+        Some(r) if depth == r + 2 => {
+            if let Some(child) = children.last_mut() {
+                child.text.push_str(text);
+            }
         }
+        _ => {}
     }
 }
 
@@ -226,6 +252,17 @@ mod tests {
         let doc = read_document(body, true).unwrap();
         assert_eq!(doc.root, "getJob");
         assert_eq!(texts(&doc)[0], ("jobId", "750"));
+    }
+
+    #[test]
+    fn the_roots_own_text_keeps_its_whitespace() {
+        let body = "<values>\n  a,b\n  &quot;x&quot;,<![CDATA[<y>]]>\n</values>";
+        let doc = read_document(body.as_bytes(), false).unwrap();
+        assert_eq!(doc.text, "\n  a,b\n  \"x\",<y>\n");
+        assert_eq!(
+            &body[doc.inner.clone()],
+            "\n  a,b\n  &quot;x&quot;,<![CDATA[<y>]]>\n"
+        );
     }
 
     #[test]

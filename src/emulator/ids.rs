@@ -8,6 +8,8 @@ const CHECKSUM_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
 
 /// Key prefixes of the objects the emulator makes.
 pub const JOB: &str = "750";
+pub const BATCH: &str = "751";
+pub const QUERY_RESULT: &str = "752";
 pub const ORG: &str = "00D";
 pub const USER: &str = "005";
 

@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::batches::{Batch, BatchState};
 use super::ids;
 use super::wire::{format_date, now_secs, ApiError, Document, Format, Value};
 use super::Org;
@@ -67,7 +68,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             JobState::Open => "Open",
             JobState::Closed => "Closed",
@@ -79,25 +80,35 @@ impl JobState {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: String,
-    operation: String,
-    object: String,
+    pub(super) operation: String,
+    pub(super) object: String,
     created_by: String,
     created_secs: u64,
     modstamp_secs: u64,
-    pub state: JobState,
-    external_id_field: Option<String>,
+    pub(super) state: JobState,
+    pub(super) external_id_field: Option<String>,
     concurrency_mode: String,
-    content_type: String,
-    api_version: String,
+    pub(super) content_type: String,
+    pub(super) api_version: String,
     assignment_rule_id: Option<String>,
     /// The format the job answers in: JSON jobs in JSON, the rest in XML.
-    format: Format,
+    pub(super) format: Format,
+    pub(super) batches: Vec<Batch>,
 }
 
 impl Job {
     fn document(&self, format: Format) -> Document {
         let text = |s: &str| Value::Text(s.to_string());
         let zero = || Value::Number("0".into());
+        let count = |n: u64| Value::Number(n.to_string());
+        let states: Vec<BatchState> = self.batches.iter().map(Batch::state).collect();
+        let in_state =
+            |wanted: BatchState| count(states.iter().filter(|s| **s == wanted).count() as u64);
+        let (processed, failed) = self
+            .batches
+            .iter()
+            .map(Batch::record_counts)
+            .fold((0, 0), |(p, f), (bp, bf)| (p + bp, f + bf));
         let mut fields = vec![
             ("id", text(&self.id)),
             ("operation", text(&self.operation)),
@@ -119,12 +130,12 @@ impl Job {
         fields.extend([
             ("concurrencyMode", text(&self.concurrency_mode)),
             ("contentType", text(&self.content_type)),
-            ("numberBatchesQueued", zero()),
-            ("numberBatchesInProgress", zero()),
-            ("numberBatchesCompleted", zero()),
-            ("numberBatchesFailed", zero()),
-            ("numberBatchesTotal", zero()),
-            ("numberRecordsProcessed", zero()),
+            ("numberBatchesQueued", in_state(BatchState::Queued)),
+            ("numberBatchesInProgress", in_state(BatchState::InProgress)),
+            ("numberBatchesCompleted", in_state(BatchState::Completed)),
+            ("numberBatchesFailed", in_state(BatchState::Failed)),
+            ("numberBatchesTotal", count(self.batches.len() as u64)),
+            ("numberRecordsProcessed", count(processed)),
             ("numberRetries", zero()),
             ("apiVersion", Value::Number(self.api_version.clone())),
         ]);
@@ -132,7 +143,7 @@ impl Job {
             fields.push(("assignmentRuleId", text(rule)));
         }
         fields.extend([
-            ("numberRecordsFailed", zero()),
+            ("numberRecordsFailed", count(failed)),
             ("totalProcessingTime", zero()),
             ("apiActiveProcessingTime", zero()),
             ("apexProcessingTime", zero()),
@@ -150,7 +161,12 @@ impl Job {
 }
 
 /// The checks every Bulk API call starts with: a live session, then a served version.
-fn admit(org: &Org, headers: &HeaderMap, version: &str, format: Format) -> Result<u32, ApiError> {
+pub(super) fn admit(
+    org: &Org,
+    headers: &HeaderMap,
+    version: &str,
+    format: Format,
+) -> Result<u32, ApiError> {
     org.auth
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -313,6 +329,7 @@ pub async fn create(
         } else {
             Format::Xml
         },
+        batches: Vec::new(),
     };
     // A new job answers in the format of the request that created it.
     let mut response = job.document(format).respond(StatusCode::CREATED, format);
@@ -336,13 +353,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let format = Format::of_request(&headers);
     admit(&org, &headers, &version, format)?;
-    let job = find_job(
-        &org.jobs.lock().unwrap_or_else(|e| e.into_inner()),
-        &job_id,
-        format,
-    )?
-    .clone();
-    Ok(job.respond(StatusCode::OK))
+    let jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(find_job(&jobs, &job_id, format)?.respond(StatusCode::OK))
 }
 
 /// `POST /services/async/{version}/job/{jobId}`: close or abort.
@@ -388,7 +400,7 @@ fn transition(from: JobState, to: JobState) -> Result<(), &'static str> {
     }
 }
 
-fn unknown_job(job_id: &str, format: Format) -> ApiError {
+pub(super) fn unknown_job(job_id: &str, format: Format) -> ApiError {
     ApiError::new("InvalidJob", format!("Invalid job id: {job_id}")).in_format(format)
 }
 

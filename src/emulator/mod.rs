@@ -2,9 +2,11 @@
 //! grant, faithful to the recorded behaviour on the reference page. Tests, the demo and the
 //! benchmarks run against it; it also records what it was sent, so tests can check the wire.
 
+mod batches;
 mod ids;
 mod jobs;
 mod oauth;
+mod records;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -17,8 +19,8 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
-use axum::routing::{any, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -26,6 +28,8 @@ pub use ids::with_checksum;
 
 use crate::config::EmulatorSettings;
 
+/// Largest request body the emulator takes (Salesforce's own batch limit is 10 MB).
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// How many requests the emulator remembers for inspection; older ones are dropped.
 const RECORDED_REQUESTS: usize = 1000;
 /// Request bodies larger than this are not recorded (only their size is).
@@ -71,6 +75,7 @@ pub struct Org {
     ids: ids::IdGenerator,
     auth: Mutex<oauth::Auth>,
     jobs: Mutex<HashMap<String, jobs::Job>>,
+    records: Mutex<records::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     refresh_attempts: AtomicUsize,
 }
@@ -89,6 +94,7 @@ impl Org {
             ids,
             instance_url: RwLock::new(instance_url),
             jobs: Mutex::new(HashMap::new()),
+            records: Mutex::new(records::Store::default()),
             recorded: Mutex::new(VecDeque::new()),
             refresh_attempts: AtomicUsize::new(0),
             settings,
@@ -143,7 +149,7 @@ impl Org {
 /// The emulator's routes.
 pub fn router(org: Arc<Org>) -> Router {
     let job_collection = post(jobs::create).fallback(jobs::method_not_allowed);
-    let job = axum::routing::get(jobs::get)
+    let job = get(jobs::get)
         .post(jobs::update)
         .fallback(jobs::method_not_allowed);
     Router::new()
@@ -152,6 +158,31 @@ pub fn router(org: Arc<Org>) -> Router {
         .route("/services/async/{version}/job/", job_collection)
         .route("/services/async/{version}/job/{job_id}", job.clone())
         .route("/services/async/{version}/job/{job_id}/", job)
+        .route(
+            "/services/async/{version}/job/{job_id}/batch",
+            get(batches::list).post(batches::add),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/",
+            get(batches::list).post(batches::add),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}",
+            get(batches::get),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}/request",
+            get(batches::request),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}/result",
+            get(batches::result),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}/result/{result_id}",
+            get(batches::query_result),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .route("/healthz", any(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(org.clone(), record))
         .with_state(org)
@@ -167,9 +198,14 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => bytes,
-        Err(_) => Bytes::new(),
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
+        return wire::ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            code: "ExceededQuota",
+            message: format!("Request body larger than {MAX_REQUEST_BYTES} bytes"),
+            format: wire::Format::Xml,
+        }
+        .into_response();
     };
     let recorded = RecordedRequest {
         method: parts.method.to_string(),

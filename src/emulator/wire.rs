@@ -87,13 +87,54 @@ impl Document {
     }
 
     pub fn respond(&self, status: StatusCode, format: Format) -> Response {
-        let mut response = (status, self.render(format)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        );
-        response
+        respond(status, format, self.render(format))
     }
+
+    /// XML children of a list item, indented one more level than a flat document's.
+    fn render_item_xml(&self, out: &mut String) {
+        out.push_str(&format!(" <{}>\n", self.root));
+        for (name, value) in &self.fields {
+            let (Value::Text(v) | Value::Number(v)) = value;
+            out.push_str(&format!("  <{name}>{}</{name}>\n", escape(v)));
+        }
+        out.push_str(&format!(" </{}>\n", self.root));
+    }
+}
+
+/// A list document such as `batchInfoList`: in XML the items nest under `root`; in JSON it is
+/// `{"<item root>": [...]}`.
+pub fn render_list(
+    root: &'static str,
+    item: &'static str,
+    items: &[Document],
+    format: Format,
+) -> String {
+    match format {
+        Format::Xml => {
+            let mut out = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{root}\n   xmlns=\"{ASYNC_API_NAMESPACE}\">\n"
+            );
+            for doc in items {
+                doc.render_item_xml(&mut out);
+            }
+            out.push_str(&format!("</{root}>"));
+            out
+        }
+        Format::Json => {
+            let rendered: Vec<String> = items.iter().map(|d| d.render(Format::Json)).collect();
+            format!("{{\"{item}\":[{}]}}", rendered.join(","))
+        }
+    }
+}
+
+/// An answer with `body` labelled in `format`.
+pub fn respond(status: StatusCode, format: Format, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    response
 }
 
 /// A Bulk API error answer: HTTP 400 with an `<error>` document, as Salesforce sends them.

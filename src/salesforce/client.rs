@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use futures_util::StreamExt;
 
 use crate::config::SalesforceSettings;
@@ -20,6 +20,9 @@ const SESSION_HEADER: &str = "x-sfdc-session";
 
 /// Error documents are small; an answer larger than this is relayed without being inspected.
 const ERROR_PEEK_LIMIT: usize = 64 * 1024;
+
+/// The first wait before repeating a failed read; it doubles with each further try.
+const READ_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Salesforce's answer, ready to relay.
 pub struct Answer {
@@ -37,6 +40,7 @@ pub struct SalesforceClient {
     pub(super) response_timeout: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) read_timeout: Duration,
+    read_retries: u32,
 }
 
 impl SalesforceClient {
@@ -52,17 +56,20 @@ impl SalesforceClient {
             response_timeout: settings.response_timeout(),
             connect_timeout: settings.connect_timeout(),
             read_timeout: settings.read_timeout(),
+            read_retries: settings.read_retries,
         })
     }
 
-    /// Sends `call` to `{instance}/services/async/{version}{path}`.
+    /// Sends `call` to `{instance}/services/async/{version}{path}`. Reads (GET) are repeated after
+    /// a failed connection or a 502/503/504, up to `salesforce.read_retries` times; nothing else is.
+    /// `None` when the call's streamed body was already sent once.
     pub async fn send(
         &self,
         instance: &Origin,
         version: &ApiVersion,
         call: &UpstreamCall,
         token: &Secret,
-    ) -> Result<Answer, Fault> {
+    ) -> Result<Option<Answer>, Fault> {
         let url = instance.url(&format!("/services/async/{version}{}", call.path));
         let mut session =
             HeaderValue::from_str(token.expose()).map_err(|_| Fault::InvalidField {
@@ -70,17 +77,39 @@ impl SalesforceClient {
                 reason: "not a valid header value".into(),
             })?;
         session.set_sensitive(true);
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .header(SESSION_HEADER, session);
-        if let Some(content_type) = call.content_type {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(call.body.clone());
+        let retries = if call.method == Method::GET {
+            self.read_retries
+        } else {
+            0
+        };
+        let mut attempt = 0;
+        loop {
+            let Some(body) = call.payload.for_attempt() else {
+                return Ok(None);
+            };
+            let mut request = self
+                .http
+                .request(call.method.clone(), url.as_str())
+                .header(SESSION_HEADER, session.clone());
+            if let Some(content_type) = &call.content_type {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                    .body(body);
+            }
+            let outcome = self.timed(request.send()).await;
+            let retry = attempt < retries
+                && match &outcome {
+                    Ok(response) => matches!(response.status().as_u16(), 502..=504),
+                    Err(Fault::UpstreamUnavailable(_)) => true,
+                    Err(_) => false,
+                };
+            if !retry {
+                return Answer::read(outcome?).await.map(Some);
+            }
+            tracing::debug!(attempt, "repeating a read after a failure");
+            tokio::time::sleep(READ_RETRY_BACKOFF * 2u32.pow(attempt)).await;
+            attempt += 1;
         }
-        let response = self.timed(request.send()).await?;
-        Answer::read(response).await
     }
 
     /// Waits for the status line and headers, at most `response_timeout`.

@@ -25,6 +25,7 @@ pub fn test_settings() -> Settings {
     settings.server.listen = "127.0.0.1:0".into();
     settings.emulator.listen = "127.0.0.1:0".into();
     settings.registry.backend = RegistryBackend::Memory;
+    settings.emulator.batch_processing_ms = 0;
     settings
 }
 

@@ -1,0 +1,689 @@
+//! The fake org's batches: added to an open job, processed on a configurable clock
+//! (`Queued` → `InProgress` → `Completed`/`Failed`), with per-record results, the request echo,
+//! and query results streamed however large they are.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+
+use super::ids;
+use super::jobs::{admit, unknown_job, Job, JobState};
+use super::records::{
+    csv_records, field, generated_record, json_records, xml_records, Query, Record, RecordResult,
+    GENERATED_OBJECT,
+};
+use super::wire::{format_date, now_secs, render_list, respond, ApiError, Document, Format, Value};
+use super::Org;
+use crate::operation::ASYNC_API_NAMESPACE;
+
+/// Salesforce's limit on records in one batch.
+const MAX_RECORDS_PER_BATCH: usize = 10_000;
+/// Rows of a query result sent per chunk while streaming.
+const ROWS_PER_CHUNK: u64 = 1_000;
+
+/// What processing a batch came to. It is decided when the batch arrives and revealed as the
+/// processing clock runs.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Ingest(Vec<RecordResult>),
+    Query {
+        result_id: String,
+        query: Query,
+        /// Stored records matching the query when the batch ran.
+        stored: Arc<Vec<Record>>,
+        /// Generated records that follow the stored ones.
+        generated: u64,
+    },
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub id: String,
+    job_id: String,
+    created_secs: u64,
+    created_at: Instant,
+    processing: Duration,
+    request: Bytes,
+    request_content_type: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl BatchState {
+    fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Queued => "Queued",
+            BatchState::InProgress => "InProgress",
+            BatchState::Completed => "Completed",
+            BatchState::Failed => "Failed",
+        }
+    }
+}
+
+impl Batch {
+    pub fn state(&self) -> BatchState {
+        let elapsed = self.created_at.elapsed();
+        if elapsed < self.processing / 2 {
+            BatchState::Queued
+        } else if elapsed < self.processing {
+            BatchState::InProgress
+        } else if matches!(self.outcome, Outcome::Failed(_)) {
+            BatchState::Failed
+        } else {
+            BatchState::Completed
+        }
+    }
+
+    /// (records processed, records failed), counted once the batch is done.
+    pub fn record_counts(&self) -> (u64, u64) {
+        if self.state() != BatchState::Completed {
+            return (0, 0);
+        }
+        match &self.outcome {
+            Outcome::Ingest(results) => (
+                results.len() as u64,
+                results.iter().filter(|r| !r.success).count() as u64,
+            ),
+            Outcome::Query { .. } => (self.query_rows(), 0),
+            Outcome::Failed(_) => (0, 0),
+        }
+    }
+
+    fn query_rows(&self) -> u64 {
+        match &self.outcome {
+            Outcome::Query {
+                query,
+                stored,
+                generated,
+                ..
+            } => {
+                let all = stored.len() as u64 + generated;
+                query.limit.map_or(all, |limit| all.min(limit))
+            }
+            _ => 0,
+        }
+    }
+
+    fn document(&self, format: Format, state: Option<BatchState>) -> Document {
+        let state = state.unwrap_or_else(|| self.state());
+        let (processed, failed) = self.record_counts();
+        let mut fields = vec![
+            ("id", Value::Text(self.id.clone())),
+            ("jobId", Value::Text(self.job_id.clone())),
+            ("state", Value::Text(state.as_str().into())),
+        ];
+        if let (BatchState::Failed, Outcome::Failed(message)) = (state, &self.outcome) {
+            fields.push(("stateMessage", Value::Text(message.clone())));
+        }
+        fields.extend([
+            (
+                "createdDate",
+                Value::Text(format_date(self.created_secs, format)),
+            ),
+            (
+                "systemModstamp",
+                Value::Text(format_date(self.created_secs, format)),
+            ),
+            (
+                "numberRecordsProcessed",
+                Value::Number(processed.to_string()),
+            ),
+            ("numberRecordsFailed", Value::Number(failed.to_string())),
+            ("totalProcessingTime", Value::Number("0".into())),
+            ("apiActiveProcessingTime", Value::Number("0".into())),
+            ("apexProcessingTime", Value::Number("0".into())),
+        ]);
+        Document {
+            root: "batchInfo",
+            fields,
+        }
+    }
+}
+
+/// The batch content type a job takes, by its `contentType`.
+fn batch_content_type(job_content_type: &str) -> &'static str {
+    match job_content_type {
+        "CSV" => "text/csv",
+        "JSON" => "application/json",
+        "ZIP_CSV" => "zip/csv",
+        "ZIP_XML" => "zip/xml",
+        "ZIP_JSON" => "zip/json",
+        _ => "application/xml",
+    }
+}
+
+const BATCH_CONTENT_TYPES: &[&str] = &[
+    "text/csv",
+    "application/xml",
+    "application/json",
+    "zip/csv",
+    "zip/xml",
+    "zip/json",
+];
+
+/// The job a batch call names, checked against the URL's version.
+fn job_for_batch<'a>(
+    jobs: &'a mut std::collections::HashMap<String, Job>,
+    job_id: &str,
+    version: &str,
+    format: Format,
+) -> Result<&'a mut Job, ApiError> {
+    let job = jobs
+        .get_mut(job_id)
+        .ok_or_else(|| unknown_job(job_id, format))?;
+    if job.api_version != version {
+        return Err(ApiError::new(
+            "InvalidVersion",
+            format!(
+                "The API version in the URL ({version}) does not match the job's ({})",
+                job.api_version
+            ),
+        )
+        .in_format(job.format));
+    }
+    Ok(job)
+}
+
+/// `POST /services/async/{version}/job/{jobId}/batch`.
+pub async fn add(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request_format = Format::of_request(&headers);
+    admit(&org, &headers, &version, request_format)?;
+    let raw_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let essence = raw_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let job = job_for_batch(&mut jobs, &job_id, &version, request_format)?;
+    let format = job.format;
+    if !BATCH_CONTENT_TYPES.contains(&essence.as_str()) {
+        return Err(ApiError::new(
+            "UnsupportedContentType",
+            format!("Unsupported content type: {raw_type}"),
+        )
+        .in_format(format));
+    }
+    let expected = batch_content_type(&job.content_type);
+    if essence != expected {
+        return Err(ApiError::new(
+            "InvalidBatch",
+            format!(
+                "Batch content type {essence} does not match the job's content type {}",
+                job.content_type
+            ),
+        )
+        .in_format(format));
+    }
+    if job.state != JobState::Open {
+        return Err(ApiError::new(
+            "InvalidJobState",
+            format!(
+                "Failed to create batch, since the Job is not Open. Current job state is '{}'",
+                job.state.as_str()
+            ),
+        )
+        .in_format(format));
+    }
+    let outcome = process(&org, job, &essence, &body);
+    let batch = Batch {
+        id: org.ids.next(ids::BATCH),
+        job_id: job.id.clone(),
+        created_secs: now_secs(),
+        created_at: Instant::now(),
+        processing: Duration::from_millis(org.settings.batch_processing_ms),
+        request: body,
+        request_content_type: raw_type,
+        outcome,
+    };
+    // Salesforce answers a new batch as Queued, however fast it will run.
+    let response = batch
+        .document(format, Some(BatchState::Queued))
+        .respond(StatusCode::CREATED, format);
+    job.batches.push(batch);
+    Ok(response)
+}
+
+/// Runs a batch against the org's records.
+fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
+    if job.operation == "query" || job.operation == "queryAll" {
+        let soql = String::from_utf8_lossy(body);
+        let query = match Query::parse(&soql) {
+            Ok(q) if q.object.eq_ignore_ascii_case(&job.object) => q,
+            Ok(q) => {
+                return Outcome::Failed(format!(
+                    "InvalidBatch : The query is on {}, the job on {}",
+                    q.object, job.object
+                ))
+            }
+            Err(e) => {
+                return Outcome::Failed(format!("InvalidBatch : Failed to process query: {e}"))
+            }
+        };
+        let stored = org
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(&job.object);
+        let generated = if job.object == GENERATED_OBJECT {
+            org.settings.generated_contacts
+        } else {
+            0
+        };
+        return Outcome::Query {
+            result_id: org.ids.next(ids::QUERY_RESULT),
+            query,
+            stored: Arc::new(stored),
+            generated,
+        };
+    }
+    let records = match essence {
+        "text/csv" => std::str::from_utf8(body)
+            .map_err(|_| "the batch is not UTF-8".to_string())
+            .and_then(csv_records),
+        "application/xml" => xml_records(body),
+        "application/json" => json_records(body),
+        _ => Err("the emulator does not unpack zip batches".into()),
+    };
+    match records {
+        Err(e) => Outcome::Failed(format!("InvalidBatch : {e}")),
+        Ok(records) if records.is_empty() => {
+            Outcome::Failed("InvalidBatch : Records not found".into())
+        }
+        Ok(records) if records.len() > MAX_RECORDS_PER_BATCH => Outcome::Failed(format!(
+            "InvalidBatch : Exceeded max size limit of {MAX_RECORDS_PER_BATCH} records"
+        )),
+        Ok(records) => {
+            Outcome::Ingest(org.records.lock().unwrap_or_else(|e| e.into_inner()).apply(
+                &org.ids,
+                &job.object,
+                &job.operation,
+                job.external_id_field.as_deref(),
+                records,
+            ))
+        }
+    }
+}
+
+/// What answering about a batch needs to know of its job.
+struct JobView {
+    format: Format,
+    content_type: String,
+    object: String,
+}
+
+/// A batch of a job, as an owned copy (so no lock is held while answering).
+fn find_batch(
+    org: &Org,
+    version: &str,
+    job_id: &str,
+    batch_id: &str,
+    headers: &HeaderMap,
+) -> Result<(JobView, Batch), ApiError> {
+    let request_format = Format::of_request(headers);
+    admit(org, headers, version, request_format)?;
+    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let job = job_for_batch(&mut jobs, job_id, version, request_format)?;
+    let batch = job
+        .batches
+        .iter()
+        .find(|b| b.id == batch_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new("InvalidBatch", format!("Invalid batch id: {batch_id}"))
+                .in_format(job.format)
+        })?;
+    let view = JobView {
+        format: job.format,
+        content_type: job.content_type.clone(),
+        object: job.object.clone(),
+    };
+    Ok((view, batch))
+}
+
+/// `GET .../job/{jobId}/batch`.
+pub async fn list(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request_format = Format::of_request(&headers);
+    admit(&org, &headers, &version, request_format)?;
+    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let job = job_for_batch(&mut jobs, &job_id, &version, request_format)?;
+    let items: Vec<Document> = job
+        .batches
+        .iter()
+        .map(|b| b.document(job.format, None))
+        .collect();
+    Ok(respond(
+        StatusCode::OK,
+        job.format,
+        render_list("batchInfoList", "batchInfo", &items, job.format),
+    ))
+}
+
+/// `GET .../job/{jobId}/batch/{batchId}`.
+pub async fn get(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id, batch_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (job, batch) = find_batch(&org, &version, &job_id, &batch_id, &headers)?;
+    Ok(batch
+        .document(job.format, None)
+        .respond(StatusCode::OK, job.format))
+}
+
+/// `GET .../batch/{batchId}/request`: the batch as it was sent.
+pub async fn request(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id, batch_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, batch) = find_batch(&org, &version, &job_id, &batch_id, &headers)?;
+    let mut response = batch.request.clone().into_response();
+    if let Ok(value) = HeaderValue::from_str(&batch.request_content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+fn not_processed(format: Format) -> ApiError {
+    ApiError::new("InvalidBatch", "Records not processed").in_format(format)
+}
+
+/// `GET .../batch/{batchId}/result`: per-record results, or a query's result ids.
+pub async fn result(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id, batch_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (job, batch) = find_batch(&org, &version, &job_id, &batch_id, &headers)?;
+    if batch.state() != BatchState::Completed {
+        return Err(not_processed(job.format));
+    }
+    Ok(match (&batch.outcome, job.format) {
+        (Outcome::Query { result_id, .. }, Format::Json) => {
+            respond(StatusCode::OK, Format::Json, format!("[\"{}\"]", &result_id[..15]))
+        }
+        (Outcome::Query { result_id, .. }, _) => respond(
+            StatusCode::OK,
+            Format::Xml,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><result-list xmlns=\"{ASYNC_API_NAMESPACE}\"><result>{}</result></result-list>",
+                &result_id[..15]
+            ),
+        ),
+        (Outcome::Ingest(results), _) => ingest_results(&job, results),
+        (Outcome::Failed(_), _) => return Err(not_processed(job.format)),
+    })
+}
+
+fn ingest_results(job: &JobView, results: &[RecordResult]) -> Response {
+    match (job.content_type.as_str(), job.format) {
+        (_, Format::Json) => {
+            let rows: Vec<serde_json::Value> = results
+                .iter()
+                .map(|r| {
+                    let errors: Vec<serde_json::Value> = if r.success {
+                        Vec::new()
+                    } else {
+                        let (code, message) = split_error(&r.error);
+                        vec![serde_json::json!({"message": message, "statusCode": code, "fields": []})]
+                    };
+                    serde_json::json!({
+                        "success": r.success,
+                        "created": r.created,
+                        "id": if r.id.is_empty() { serde_json::Value::Null } else { r.id.clone().into() },
+                        "errors": errors,
+                    })
+                })
+                .collect();
+            respond(
+                StatusCode::OK,
+                Format::Json,
+                serde_json::Value::from(rows).to_string(),
+            )
+        }
+        ("CSV" | "ZIP_CSV", _) => {
+            let mut csv = String::from("\"Id\",\"Success\",\"Created\",\"Error\"\n");
+            for r in results {
+                csv.push_str(&format!(
+                    "{},{},{},{}\n",
+                    quote(&r.id),
+                    quote(&r.success.to_string()),
+                    quote(&r.created.to_string()),
+                    quote(&r.error)
+                ));
+            }
+            csv_response(csv)
+        }
+        _ => {
+            let mut xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><results xmlns=\"{ASYNC_API_NAMESPACE}\">"
+            );
+            for r in results {
+                xml.push_str("<result>");
+                if r.success {
+                    xml.push_str(&format!("<id>{}</id>", r.id));
+                } else {
+                    let (code, message) = split_error(&r.error);
+                    xml.push_str(&format!(
+                        "<errors><message>{}</message><statusCode>{}</statusCode></errors>",
+                        crate::xml::escape(message),
+                        crate::xml::escape(code)
+                    ));
+                }
+                xml.push_str(&format!(
+                    "<success>{}</success><created>{}</created></result>",
+                    r.success, r.created
+                ));
+            }
+            xml.push_str("</results>");
+            respond(StatusCode::OK, Format::Xml, xml)
+        }
+    }
+}
+
+/// `REQUIRED_FIELD_MISSING:Required fields are missing` → (code, message).
+fn split_error(error: &str) -> (&str, &str) {
+    error
+        .split_once(':')
+        .unwrap_or(("UNKNOWN_EXCEPTION", error))
+}
+
+/// A CSV field, always quoted, quotes doubled, as Salesforce writes results.
+fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('"', "\"\""))
+}
+
+fn csv_response(body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+    response
+}
+
+/// `GET .../batch/{batchId}/result/{resultId}`: a query's data, streamed in chunks of rows.
+pub async fn query_result(
+    State(org): State<Arc<Org>>,
+    Path((version, job_id, batch_id, result_id)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (job, batch) = find_batch(&org, &version, &job_id, &batch_id, &headers)?;
+    if batch.state() != BatchState::Completed {
+        return Err(not_processed(job.format));
+    }
+    let Outcome::Query {
+        result_id: own_id,
+        query,
+        stored,
+        generated,
+    } = batch.outcome.clone()
+    else {
+        return Err(
+            ApiError::new("InvalidBatch", "Batch is not a query batch").in_format(job.format)
+        );
+    };
+    if !own_id.starts_with(&result_id) || result_id.len() < 15 {
+        return Err(
+            ApiError::new("InvalidBatch", format!("Invalid result id: {result_id}"))
+                .in_format(job.format),
+        );
+    }
+    let total = batch.query_rows();
+    let stored_len = stored.len() as u64;
+    debug_assert!(total <= stored_len + generated);
+    let row = move |n: u64| -> Record {
+        if n < stored_len {
+            stored[n as usize].clone()
+        } else {
+            generated_record(n - stored_len)
+        }
+    };
+    let shape = ResultShape {
+        format: shape_format(&job),
+        fields: query.fields.clone(),
+        object: job.object.clone(),
+    };
+    let chunks = stream::unfold(0u64, move |start| {
+        let shape = shape.clone();
+        let row = row.clone();
+        async move {
+            if start > total {
+                return None;
+            }
+            let end = (start + ROWS_PER_CHUNK).min(total);
+            let mut chunk = String::new();
+            if start == 0 {
+                shape.open(&mut chunk);
+            }
+            for n in start..end {
+                shape.row(&mut chunk, n, &row(n));
+            }
+            if end == total {
+                shape.close(&mut chunk);
+            }
+            // Past the end by one marks the stream finished after the closing chunk.
+            let next = if end == total { total + 1 } else { end };
+            Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), next))
+        }
+    });
+    let content_type = match shape_format(&job) {
+        ResultFormat::Csv => "text/csv",
+        ResultFormat::Json => "application/json",
+        ResultFormat::Xml => "application/xml",
+    };
+    let mut response = Response::new(Body::from_stream(chunks));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+fn shape_format(job: &JobView) -> ResultFormat {
+    match job.content_type.as_str() {
+        "CSV" | "ZIP_CSV" => ResultFormat::Csv,
+        "JSON" | "ZIP_JSON" => ResultFormat::Json,
+        _ => ResultFormat::Xml,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ResultFormat {
+    Csv,
+    Xml,
+    Json,
+}
+
+/// How query rows are written in the job's format.
+#[derive(Debug, Clone)]
+struct ResultShape {
+    format: ResultFormat,
+    fields: Vec<String>,
+    object: String,
+}
+
+impl ResultShape {
+    fn open(&self, out: &mut String) {
+        match self.format {
+            ResultFormat::Csv => {
+                let header: Vec<String> = self.fields.iter().map(|f| quote(f)).collect();
+                out.push_str(&header.join(","));
+                out.push('\n');
+            }
+            ResultFormat::Xml => out.push_str(&format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><queryResult xmlns=\"{ASYNC_API_NAMESPACE}\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">"
+            )),
+            ResultFormat::Json => out.push('['),
+        }
+    }
+
+    fn row(&self, out: &mut String, n: u64, record: &Record) {
+        let value = |f: &str| field(record, f).unwrap_or_default().to_string();
+        match self.format {
+            ResultFormat::Csv => {
+                let cells: Vec<String> = self.fields.iter().map(|f| quote(&value(f))).collect();
+                out.push_str(&cells.join(","));
+                out.push('\n');
+            }
+            ResultFormat::Xml => {
+                out.push_str(&format!(
+                    "<records xsi:type=\"sObject\"><type>{}</type>",
+                    self.object
+                ));
+                for f in &self.fields {
+                    out.push_str(&format!("<{f}>{}</{f}>", crate::xml::escape(&value(f))));
+                }
+                out.push_str("</records>");
+            }
+            ResultFormat::Json => {
+                if n > 0 {
+                    out.push(',');
+                }
+                let mut object = serde_json::Map::new();
+                object.insert(
+                    "attributes".into(),
+                    serde_json::json!({"type": self.object, "url": format!("/services/data/v34.0/sobjects/{}/{}", self.object, value("Id"))}),
+                );
+                for f in &self.fields {
+                    object.insert(f.clone(), value(f).into());
+                }
+                out.push_str(&serde_json::Value::Object(object).to_string());
+            }
+        }
+    }
+
+    fn close(&self, out: &mut String) {
+        match self.format {
+            ResultFormat::Csv => {}
+            ResultFormat::Xml => out.push_str("</queryResult>"),
+            ResultFormat::Json => out.push(']'),
+        }
+    }
+}
