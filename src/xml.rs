@@ -217,9 +217,10 @@ fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<Stri
         .ok_or_else(|| XmlError::UnknownEntity(name.into_owned()))
 }
 
-/// Escapes text for use inside an element.
+/// Escapes text for use inside an element: `&`, `<` and `>` only, as Salesforce writes text
+/// (quotes and apostrophes stay as they are).
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    quick_xml::escape::escape(text)
+    quick_xml::escape::partial_escape(text)
 }
 
 #[cfg(test)]

@@ -1,0 +1,417 @@
+//! Batches through the proxy: the exact request each operation sends, and Salesforce's answers
+//! relayed unchanged, from adding data to reading query results.
+
+mod support;
+
+use support::{element, spawn_app, spawn_app_with, TestApp};
+
+const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+
+impl TestApp {
+    async fn create_job_with(&self, fields: &[(&str, &str)]) -> String {
+        let response = self
+            .call("createJob", self.envelope("createJob", fields))
+            .await;
+        assert_eq!(response.status(), 201);
+        element(&response.text().await.unwrap(), "id").unwrap()
+    }
+
+    async fn add_batch(&self, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.call("addBatch", self.envelope("addBatch", fields))
+            .await
+    }
+
+    async fn batch_call(&self, operation: &str, job: &str, batch: &str) -> reqwest::Response {
+        self.call(
+            operation,
+            self.envelope(operation, &[("jobId", job), ("batchId", batch)]),
+        )
+        .await
+    }
+}
+
+/// A pretty-printed envelope puts CSV rows on indented lines; the second row's quoted field runs
+/// over two lines, the second of which is not indented and must arrive as it is.
+const INDENTED_CSV: &str = "\n            FirstName,LastName,Description\n            Ada,Lovelace,\"Analyst, \"\"first\"\"\nprogrammer\"\n            Alan,Turing,plain\n      ";
+const SENT_CSV: &str = "FirstName,LastName,Description\nAda,Lovelace,\"Analyst, \"\"first\"\"\nprogrammer\"\nAlan,Turing,plain\n";
+
+#[tokio::test]
+async fn a_csv_batch_arrives_unindented_with_its_quoted_lines_intact_and_completes() {
+    let app = spawn_app().await;
+    let job = app
+        .create_job_with(&[
+            ("operation", "insert"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ])
+        .await;
+    let objects = format!("<values>{}</values>", INDENTED_CSV.replace('"', "&quot;"));
+
+    let added = app
+        .add_batch(&[
+            ("jobId", &job),
+            ("contentType", "text/csv"),
+            ("objects", &objects),
+        ])
+        .await;
+
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.uri, format!("/services/async/34.0/job/{job}/batch"));
+    assert_eq!(
+        sent.content_type.as_deref(),
+        Some("text/csv; charset=UTF-8")
+    );
+    assert_eq!(std::str::from_utf8(&sent.body).unwrap(), SENT_CSV);
+    assert_eq!(added.status(), 201);
+    let batch_info = added.text().await.unwrap();
+    assert!(batch_info.starts_with(&format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><batchInfo\n   xmlns=\"{NS}\">\n <id>751"
+    )));
+    assert_eq!(element(&batch_info, "state").as_deref(), Some("Queued"));
+    let batch = element(&batch_info, "id").unwrap();
+
+    let status = app
+        .batch_call("getBatchStatus", &job, &batch)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.bulk_requests().pop().unwrap().uri,
+        format!("/services/async/34.0/job/{job}/batch/{batch}")
+    );
+    assert_eq!(element(&status, "state").as_deref(), Some("Completed"));
+    assert_eq!(
+        element(&status, "numberRecordsProcessed").as_deref(),
+        Some("2")
+    );
+
+    let results = app.batch_call("getBatchResults", &job, &batch).await;
+    assert_eq!(results.headers()["content-type"], "text/csv");
+    let results = results.text().await.unwrap();
+    let lines: Vec<&str> = results.lines().collect();
+    assert_eq!(lines[0], "\"Id\",\"Success\",\"Created\",\"Error\"");
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[1].starts_with("\"003") && lines[1].ends_with("\",\"true\",\"true\",\"\""),
+        "{results}"
+    );
+
+    let echoed = app.batch_call("getBatchRequest", &job, &batch).await;
+    assert_eq!(
+        app.bulk_requests().pop().unwrap().uri,
+        format!("/services/async/34.0/job/{job}/batch/{batch}/request")
+    );
+    assert_eq!(echoed.text().await.unwrap(), SENT_CSV);
+
+    let list = app
+        .call(
+            "listBatches",
+            app.envelope("listBatches", &[("jobId", &job)]),
+        )
+        .await;
+    assert_eq!(
+        app.bulk_requests().pop().unwrap().uri,
+        format!("/services/async/34.0/job/{job}/batch")
+    );
+    let list = list.text().await.unwrap();
+    assert!(list.starts_with(&format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><batchInfoList\n   xmlns=\"{NS}\">\n <batchInfo>\n  <id>{batch}</id>\n")), "{list}");
+
+    let job_info = app
+        .call("getJob", app.envelope("getJob", &[("jobId", &job)]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        element(&job_info, "numberBatchesCompleted").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        element(&job_info, "numberRecordsProcessed").as_deref(),
+        Some("2")
+    );
+}
+
+#[tokio::test]
+async fn an_xml_batch_sends_the_sobjects_as_written_and_reports_record_errors() {
+    let app = spawn_app().await;
+    let job = app
+        .create_job_with(&[
+            ("operation", "insert"),
+            ("object", "Account"),
+            ("contentType", "XML"),
+        ])
+        .await;
+    let sobjects = "<sObject><Name>Acme &amp; Co</Name></sObject>\n      <sObject><Phone>555</Phone></sObject>";
+
+    let added = app
+        .add_batch(&[
+            ("jobId", &job),
+            ("objects", &format!("<values>{sobjects}</values>")),
+        ])
+        .await;
+
+    assert_eq!(added.status(), 201);
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(
+        sent.content_type.as_deref(),
+        Some("application/xml; charset=UTF-8")
+    );
+    assert_eq!(
+        std::str::from_utf8(&sent.body).unwrap(),
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><sObjects xmlns=\"{NS}\">{sobjects}</sObjects>")
+    );
+    let batch = element(&added.text().await.unwrap(), "id").unwrap();
+    let results = app
+        .batch_call("getBatchResults", &job, &batch)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        results.contains("<success>true</success><created>true</created>"),
+        "{results}"
+    );
+    assert!(
+        results.contains("<errors><message>Required fields are missing: [Name]:Name --</message><statusCode>REQUIRED_FIELD_MISSING</statusCode></errors>"),
+        "{results}"
+    );
+}
+
+#[tokio::test]
+async fn a_query_batch_runs_through_to_its_result_data() {
+    let app = spawn_app().await;
+    let load = app
+        .create_job_with(&[
+            ("operation", "insert"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ])
+        .await;
+    let rows =
+        "<values>LastName,Email\nHopper,grace@example.com\nLiskov,barbara@example.com\n</values>";
+    assert_eq!(
+        app.add_batch(&[
+            ("jobId", &load),
+            ("contentType", "text/csv"),
+            ("objects", rows)
+        ])
+        .await
+        .status(),
+        201
+    );
+    let query_job = app
+        .create_job_with(&[
+            ("operation", "query"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ])
+        .await;
+
+    let added = app
+        .add_batch(&[
+            ("jobId", &query_job),
+            ("isQuery", "true"),
+            (
+                "objects",
+                "<values>\n   SELECT LastName, Email FROM Contact\n</values>",
+            ),
+        ])
+        .await;
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&sent.body).unwrap(),
+        "SELECT LastName, Email FROM Contact"
+    );
+    assert_eq!(
+        sent.content_type.as_deref(),
+        Some("text/csv; charset=UTF-8")
+    );
+    let batch = element(&added.text().await.unwrap(), "id").unwrap();
+
+    let list = app
+        .batch_call("getBatchResults", &query_job, &batch)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.starts_with(&format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><result-list xmlns=\"{NS}\"><result>752"
+        )),
+        "{list}"
+    );
+    let result = element(&list, "result").unwrap();
+    assert_eq!(result.len(), 15);
+
+    let data = app
+        .call(
+            "getBulkQueryResults",
+            app.envelope(
+                "getBulkQueryResults",
+                &[
+                    ("jobId", &query_job),
+                    ("batchId", &batch),
+                    ("resultId", &result),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(
+        app.bulk_requests().pop().unwrap().uri,
+        format!("/services/async/34.0/job/{query_job}/batch/{batch}/result/{result}")
+    );
+    assert_eq!(data.headers()["content-type"], "text/csv");
+    assert_eq!(
+        data.text().await.unwrap(),
+        "\"LastName\",\"Email\"\n\"Hopper\",\"grace@example.com\"\n\"Liskov\",\"barbara@example.com\"\n"
+    );
+}
+
+#[tokio::test]
+async fn reading_results_too_early_and_adding_to_a_closed_job_relay_salesforces_errors() {
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = 600_000).await;
+    let job = app
+        .create_job_with(&[
+            ("operation", "insert"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ])
+        .await;
+    let added = app
+        .add_batch(&[
+            ("jobId", &job),
+            ("contentType", "text/csv"),
+            ("objects", "<values>LastName\nX\n</values>"),
+        ])
+        .await;
+    let batch = element(&added.text().await.unwrap(), "id").unwrap();
+
+    let early = app.batch_call("getBatchResults", &job, &batch).await;
+    assert_eq!(early.status(), 400);
+    assert!(early.headers().get("x-sfbulk-proxy-fault").is_none());
+    assert_eq!(
+        early.text().await.unwrap(),
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"{NS}\">\n <exceptionCode>InvalidBatch</exceptionCode>\n <exceptionMessage>Records not processed</exceptionMessage>\n</error>")
+    );
+
+    let close = app.envelope("updateJob", &[("jobId", &job), ("state", "Closed")]);
+    assert_eq!(app.call("updateJob", close).await.status(), 200);
+    let late = app
+        .add_batch(&[
+            ("jobId", &job),
+            ("contentType", "text/csv"),
+            ("objects", "<values>LastName\nY\n</values>"),
+        ])
+        .await;
+    assert_eq!(late.status(), 400);
+    assert_eq!(
+        element(&late.text().await.unwrap(), "exceptionMessage").as_deref(),
+        Some("Failed to create batch, since the Job is not Open. Current job state is 'Closed'")
+    );
+    assert_eq!(app.org.refresh_attempts(), 0);
+}
+
+#[tokio::test]
+async fn a_json_envelope_drives_a_json_job_end_to_end() {
+    let app = spawn_app().await;
+    let e = &app.settings.emulator;
+    let connection = serde_json::json!({
+        "apiVersion": "34.0",
+        "accessToken": e.access_token,
+        "apiUrl": app.emulator,
+        "refreshToken": e.refresh_token,
+        "clientId": e.client_id,
+        "clientSecret": e.client_secret,
+    });
+    let post = |operation: &'static str, mut fields: serde_json::Value| {
+        for (k, v) in connection.as_object().unwrap() {
+            fields[k] = v.clone();
+        }
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/services/salesforcebulk_{operation}", app.proxy))
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ operation: fields }).to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let created = post(
+        "createJob",
+        serde_json::json!({"operation": "insert", "object": "Account", "contentType": "JSON"}),
+    )
+    .await;
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(
+        sent.content_type.as_deref(),
+        Some("application/json; charset=UTF-8")
+    );
+    assert_eq!(
+        std::str::from_utf8(&sent.body).unwrap(),
+        r#"{"operation":"insert","object":"Account","contentType":"JSON"}"#
+    );
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["content-type"], "application/json");
+    let job: serde_json::Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let job_id = job["id"].as_str().unwrap().to_string();
+
+    let added = post(
+        "addBatch",
+        serde_json::json!({"jobId": job_id, "objects": [{"Name": "Initech"}, {"Name": "Globex"}]}),
+    )
+    .await;
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&sent.body).unwrap(),
+        r#"[{"Name":"Initech"},{"Name":"Globex"}]"#
+    );
+    assert_eq!(added.status(), 201);
+    let batch: serde_json::Value = serde_json::from_slice(&added.bytes().await.unwrap()).unwrap();
+
+    let results = post(
+        "getBatchResults",
+        serde_json::json!({"jobId": job_id, "batchId": batch["id"]}),
+    )
+    .await;
+    let results: serde_json::Value =
+        serde_json::from_slice(&results.bytes().await.unwrap()).unwrap();
+    assert_eq!(results.as_array().unwrap().len(), 2);
+    assert_eq!(results[0]["success"], true);
+}
+
+#[tokio::test]
+async fn the_action_header_endpoint_routes_by_operation_name() {
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    for (header, value) in [("Action", "urn:getJob"), ("SOAPAction", "\"urn:getJob\"")] {
+        let response = app
+            .http
+            .post(format!("{}/services/salesforcebulk", app.proxy))
+            .header(header, value)
+            .header("content-type", "text/xml")
+            .body(app.envelope("getJob", &[("jobId", &job)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{header}");
+        assert_eq!(
+            element(&response.text().await.unwrap(), "id"),
+            Some(job.clone())
+        );
+    }
+    let unknown = app
+        .http
+        .post(format!("{}/services/salesforcebulk", app.proxy))
+        .header("Action", "urn:dropTable")
+        .body("<dropTable/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
