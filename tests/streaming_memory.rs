@@ -73,23 +73,43 @@ async fn a_result_far_larger_than_the_buffer_streams_with_bounded_proxy_memory()
         let url = format!("{}/services/salesforcebulk_{operation}", proxy.url);
         async move {
             let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            app.http.post(url).body(app.envelope(operation, &fields)).send().await.unwrap()
+            app.http
+                .post(url)
+                .body(app.envelope(operation, &fields))
+                .send()
+                .await
+                .unwrap()
         }
     };
 
-    let job = call("createJob", vec![("operation", "query".into()), ("object", "Contact".into()), ("contentType", "CSV".into())]).await;
+    let job = call(
+        "createJob",
+        vec![
+            ("operation", "query".into()),
+            ("object", "Contact".into()),
+            ("contentType", "CSV".into()),
+        ],
+    )
+    .await;
     let job = element(&job.text().await.unwrap(), "id").unwrap();
     let batch = call(
         "addBatch",
         vec![
             ("jobId", job.clone()),
             ("isQuery", "true".into()),
-            ("objects", "<values>SELECT Id, FirstName, LastName, Email FROM Contact</values>".into()),
+            (
+                "objects",
+                "<values>SELECT Id, FirstName, LastName, Email FROM Contact</values>".into(),
+            ),
         ],
     )
     .await;
     let batch = element(&batch.text().await.unwrap(), "id").unwrap();
-    let list = call("getBatchResults", vec![("jobId", job.clone()), ("batchId", batch.clone())]).await;
+    let list = call(
+        "getBatchResults",
+        vec![("jobId", job.clone()), ("batchId", batch.clone())],
+    )
+    .await;
     let result = element(&list.text().await.unwrap(), "result").unwrap();
     let before_kb = peak_rss_kb(proxy.child.id());
 
@@ -109,7 +129,10 @@ async fn a_result_far_larger_than_the_buffer_streams_with_bounded_proxy_memory()
 
     let peak_kb = peak_rss_kb(proxy.child.id());
     assert_eq!(lines, ROWS + 1, "header and every row arrived");
-    assert!(bytes > 100_000_000, "{bytes} bytes is not far larger than any buffer");
+    assert!(
+        bytes > 100_000_000,
+        "{bytes} bytes is not far larger than any buffer"
+    );
     assert!(
         peak_kb < PEAK_RSS_LIMIT_KB,
         "proxy peak RSS {peak_kb} kB (before the result: {before_kb} kB) for {bytes} bytes relayed"

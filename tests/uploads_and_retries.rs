@@ -24,9 +24,18 @@ impl TestApp {
         query.finish()
     }
 
-    async fn upload(&self, operation: &str, query: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    async fn upload(
+        &self,
+        operation: &str,
+        query: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
         self.http
-            .post(format!("{}/services/salesforcebulk_{operation}?{query}", self.proxy))
+            .post(format!(
+                "{}/services/salesforcebulk_{operation}?{query}",
+                self.proxy
+            ))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -41,10 +50,18 @@ const JOB_FILE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<jobInfo xml
 async fn both_upload_operations_send_the_file_exactly_as_given() {
     let app = spawn_app().await;
     let created = app
-        .upload("createJobToUploadBatchFile", &app.upload_query(&[]), "application/xml", JOB_FILE.into())
+        .upload(
+            "createJobToUploadBatchFile",
+            &app.upload_query(&[]),
+            "application/xml",
+            JOB_FILE.into(),
+        )
         .await;
     let sent = app.bulk_requests().pop().unwrap();
-    assert_eq!((sent.method.as_str(), sent.uri.as_str()), ("POST", "/services/async/34.0/job"));
+    assert_eq!(
+        (sent.method.as_str(), sent.uri.as_str()),
+        ("POST", "/services/async/34.0/job")
+    );
     assert_eq!(sent.content_type.as_deref(), Some("application/xml"));
     assert_eq!(sent.body, JOB_FILE.as_bytes());
     assert_eq!(created.status(), 201);
@@ -52,7 +69,12 @@ async fn both_upload_operations_send_the_file_exactly_as_given() {
 
     let csv = "LastName,Note\r\n\"O'Brien\",\"two\r\nlines\"\r\n".repeat(50);
     let uploaded = app
-        .upload("uploadBatchFile", &app.upload_query(&[("jobId", &job)]), "text/csv", csv.clone().into())
+        .upload(
+            "uploadBatchFile",
+            &app.upload_query(&[("jobId", &job)]),
+            "text/csv",
+            csv.clone().into(),
+        )
         .await;
     let sent = app.bulk_requests().pop().unwrap();
     assert_eq!(sent.uri, format!("/services/async/34.0/job/{job}/batch"));
@@ -71,12 +93,20 @@ async fn a_large_upload_streams_through_unchanged() {
     }
     assert!(csv.len() > 4 * 64 * 1024);
     let uploaded = app
-        .upload("uploadBatchFile", &app.upload_query(&[("jobId", &job)]), "text/csv", csv.clone().into())
+        .upload(
+            "uploadBatchFile",
+            &app.upload_query(&[("jobId", &job)]),
+            "text/csv",
+            csv.clone().into(),
+        )
         .await;
     assert_eq!(uploaded.status(), 201);
     let batch = element(&uploaded.text().await.unwrap(), "id").unwrap();
     let echoed = app
-        .call("getBatchRequest", app.envelope("getBatchRequest", &[("jobId", &job), ("batchId", &batch)]))
+        .call(
+            "getBatchRequest",
+            app.envelope("getBatchRequest", &[("jobId", &job), ("batchId", &batch)]),
+        )
         .await;
     assert_eq!(echoed.text().await.unwrap(), csv);
 }
@@ -88,7 +118,12 @@ async fn an_expired_session_during_a_kept_upload_is_refreshed_and_the_upload_res
     app.org.expire_sessions();
     let csv = "LastName\nCurie\n";
     let uploaded = app
-        .upload("uploadBatchFile", &app.upload_query(&[("jobId", &job)]), "text/csv", csv.into())
+        .upload(
+            "uploadBatchFile",
+            &app.upload_query(&[("jobId", &job)]),
+            "text/csv",
+            csv.into(),
+        )
         .await;
     assert_eq!(uploaded.status(), 201);
     assert_eq!(app.org.refresh_attempts(), 1);
@@ -104,27 +139,54 @@ async fn an_expired_session_during_a_streamed_upload_asks_for_the_upload_again()
     let csv = format!("LastName\n{}", "Curie\n".repeat(1000));
     let query = app.upload_query(&[("jobId", &job)]);
 
-    let refused = app.upload("uploadBatchFile", &query, "text/csv", csv.clone().into()).await;
+    let refused = app
+        .upload("uploadBatchFile", &query, "text/csv", csv.clone().into())
+        .await;
     assert_eq!(refused.status(), 503);
-    assert_eq!(refused.headers()["x-sfbulk-proxy-fault"], "SFBULK_UPLOAD_NOT_REPLAYABLE");
-    assert!(refused.text().await.unwrap().contains("send the upload again"));
+    assert_eq!(
+        refused.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_UPLOAD_NOT_REPLAYABLE"
+    );
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("send the upload again"));
     assert_eq!(app.org.refresh_attempts(), 1);
 
-    let again = app.upload("uploadBatchFile", &query, "text/csv", csv.into()).await;
+    let again = app
+        .upload("uploadBatchFile", &query, "text/csv", csv.into())
+        .await;
     assert_eq!(again.status(), 201);
-    assert_eq!(app.org.refresh_attempts(), 1, "the refreshed session is used");
+    assert_eq!(
+        app.org.refresh_attempts(),
+        1,
+        "the refreshed session is used"
+    );
 }
 
 #[tokio::test]
 async fn upload_connection_fields_are_checked_like_envelope_fields() {
     let app = spawn_app().await;
-    let missing = app.upload("uploadBatchFile", &app.upload_query(&[]), "text/csv", b"a\n1\n".to_vec()).await;
+    let missing = app
+        .upload(
+            "uploadBatchFile",
+            &app.upload_query(&[]),
+            "text/csv",
+            b"a\n1\n".to_vec(),
+        )
+        .await;
     assert_eq!(missing.status(), 400);
-    assert!(missing.text().await.unwrap().contains("missing field &lt;jobId&gt;"));
+    assert!(missing
+        .text()
+        .await
+        .unwrap()
+        .contains("missing field &lt;jobId&gt;"));
     let elsewhere = app
         .upload(
             "createJobToUploadBatchFile",
-            &app.upload_query(&[]).replace("127.0.0.1", "169.254.169.254"),
+            &app.upload_query(&[])
+                .replace("127.0.0.1", "169.254.169.254"),
             "application/xml",
             JOB_FILE.into(),
         )
@@ -147,7 +209,10 @@ async fn flaky_upstream(failures: usize) -> (String, Arc<AtomicUsize>) {
             }
         }
     };
-    let router = Router::new().route("/services/async/34.0/job/{id}", get(answer.clone()).post(answer));
+    let router = Router::new().route(
+        "/services/async/34.0/job/{id}",
+        get(answer.clone()).post(answer),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -159,7 +224,11 @@ async fn reads_are_retried_after_a_503_and_writes_are_not() {
     let (origin, seen) = flaky_upstream(2).await;
     let allowed = origin.clone();
     let app = spawn_app_with(move |s| s.salesforce.allowed_origins.push(allowed)).await;
-    let connection = [("apiVersion", "34.0"), ("accessToken", "t"), ("apiUrl", origin.as_str())];
+    let connection = [
+        ("apiVersion", "34.0"),
+        ("accessToken", "t"),
+        ("apiUrl", origin.as_str()),
+    ];
 
     let mut read = connection.to_vec();
     read.push(("jobId", "750"));
