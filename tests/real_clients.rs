@@ -1,6 +1,7 @@
 //! Clients written against Salesforce work against the emulator unchanged: Python's
-//! `salesforce-bulk` (installed into a virtualenv under the target directory on first run) loads
-//! records, waits for its batch, reads the results, and queries them back.
+//! `salesforce-bulk` and Node's `jsforce` (installed under the target directory on first run, from
+//! PyPI and the npm registry) load records, wait for their batch, read the results, and query
+//! them back.
 
 mod support;
 
@@ -9,8 +10,9 @@ use std::process::Command;
 
 use support::spawn_app_with;
 
-/// The client version the emulator is checked against.
+/// The client versions the emulator is checked against.
 const SALESFORCE_BULK: &str = "salesforce-bulk==2.2.0";
+const JSFORCE: &str = "jsforce@1.11.1";
 
 /// A Python with `salesforce-bulk`, made once per target directory.
 fn python_with_salesforce_bulk() -> PathBuf {
@@ -48,19 +50,37 @@ fn python_with_salesforce_bulk() -> PathBuf {
     python
 }
 
-#[tokio::test]
-async fn pythons_salesforce_bulk_loads_and_queries_against_the_emulator() {
-    let python = python_with_salesforce_bulk();
-    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = 500).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/salesforce_bulk_flow.py"
+/// `node_modules` holding `jsforce`, made once per target directory.
+fn node_modules_with_jsforce() -> PathBuf {
+    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jsforce");
+    let modules = prefix.join("node_modules");
+    if modules.join("jsforce/package.json").exists() {
+        return modules;
+    }
+    let installed = Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(JSFORCE)
+        .status();
+    assert!(
+        installed.is_ok_and(|s| s.success()),
+        "could not install {JSFORCE} from the npm registry"
     );
+    modules
+}
 
-    let output = tokio::process::Command::new(python)
-        .arg(script)
+/// Runs a client script against a fresh emulator whose batches take half a second, so the
+/// client has to poll; checks the steps it reports and that it did poll.
+async fn run_client(program: PathBuf, script: &str, env: &[(&str, String)], steps: &[&str]) {
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = 500).await;
+    let output = tokio::process::Command::new(program)
+        .arg(format!(
+            "{}/tests/clients/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
         .env("SFBULK_SESSION", &app.settings.emulator.access_token)
         .env("SFBULK_INSTANCE", &app.emulator)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .await
         .unwrap();
@@ -71,7 +91,7 @@ async fn pythons_salesforce_bulk_loads_and_queries_against_the_emulator() {
         output.status.success(),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    for step in ["load ok 003", "query ok 1", "closed job refused ok"] {
+    for step in steps {
         assert!(stdout.contains(step), "{step} missing from:\n{stdout}");
     }
     let polls = app
@@ -84,4 +104,27 @@ async fn pythons_salesforce_bulk_loads_and_queries_against_the_emulator() {
         polls >= 2,
         "the client polled the batch state ({polls} reads)"
     );
+}
+
+#[tokio::test]
+async fn pythons_salesforce_bulk_loads_and_queries_against_the_emulator() {
+    run_client(
+        python_with_salesforce_bulk(),
+        "salesforce_bulk_flow.py",
+        &[],
+        &["load ok 003", "query ok 1", "closed job refused ok"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn jsforce_loads_and_queries_against_the_emulator() {
+    let modules = node_modules_with_jsforce();
+    run_client(
+        PathBuf::from("node"),
+        "jsforce_flow.js",
+        &[("NODE_PATH", modules.display().to_string())],
+        &["load ok 003", "query ok 1"],
+    )
+    .await;
 }
