@@ -1,5 +1,5 @@
 //! A query result far larger than any buffer passes through the proxy (a separate process, so its
-//! own peak memory can be read) while that memory stays bounded.
+//! own peak memory can be read) while that memory stays bounded, also while the caller pauses.
 
 mod support;
 
@@ -121,9 +121,16 @@ async fn a_result_far_larger_than_the_buffer_streams_with_bounded_proxy_memory()
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let (mut bytes, mut lines) = (0u64, 0u64);
+    let mut paused = false;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.unwrap();
         bytes += chunk.len() as u64;
+        if !paused && bytes > 1_000_000 {
+            // A caller that stops reading: without backpressure the proxy would go on reading from
+            // the emulator into memory meanwhile, and its peak would show it.
+            paused = true;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
     }
 
