@@ -8,14 +8,6 @@ use support::{element, spawn_app, spawn_app_with, TestApp};
 const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 
 impl TestApp {
-    async fn create_job_with(&self, fields: &[(&str, &str)]) -> String {
-        let response = self
-            .call("createJob", self.envelope("createJob", fields))
-            .await;
-        assert_eq!(response.status(), 201);
-        element(&response.text().await.unwrap(), "id").unwrap()
-    }
-
     async fn add_batch(&self, fields: &[(&str, &str)]) -> reqwest::Response {
         self.call("addBatch", self.envelope("addBatch", fields))
             .await

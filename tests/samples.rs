@@ -113,37 +113,19 @@ async fn the_demo_samples_run_end_to_end() {
 #[tokio::test]
 async fn the_upload_samples_run_end_to_end() {
     let app = spawn_app().await;
-    let query = |job: Option<&str>| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (name, value) in app.credentials() {
-            q.append_pair(name, &value);
-        }
-        if let Some(job) = job {
-            q.append_pair("jobId", job);
-        }
-        q.finish()
-    };
     let upload =
         |operation: &'static str, query: String, file: &'static str, content_type: &'static str| {
             let app = &app;
             async move {
                 let response = app
-                    .http
-                    .post(format!(
-                        "{}/services/salesforcebulk_{operation}?{query}",
-                        app.proxy
-                    ))
-                    .header("content-type", content_type)
-                    .body(app.sample(file, &[]))
-                    .send()
-                    .await
-                    .unwrap();
+                    .upload(operation, &query, content_type, app.sample(file, &[]))
+                    .await;
                 (response.status().as_u16(), response.text().await.unwrap())
             }
         };
     let (status, job) = upload(
         "createJobToUploadBatchFile",
-        query(None),
+        app.upload_query(&[]),
         "jobInfo.xml",
         "application/xml",
     )
@@ -152,7 +134,7 @@ async fn the_upload_samples_run_end_to_end() {
     let job = element(&job, "id").unwrap();
     let (status, batch) = upload(
         "uploadBatchFile",
-        query(Some(&job)),
+        app.upload_query(&[("jobId", &job)]),
         "contacts.csv",
         "text/csv",
     )

@@ -9,40 +9,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use support::{element, envelope, spawn_app, spawn_app_with, TestApp};
-
-impl TestApp {
-    /// The connection fields as a URL query, as WSO2's upload operations took them.
-    fn upload_query(&self, extra: &[(&str, &str)]) -> String {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        for (name, value) in self.credentials() {
-            query.append_pair(name, &value);
-        }
-        for (name, value) in extra {
-            query.append_pair(name, value);
-        }
-        query.finish()
-    }
-
-    async fn upload(
-        &self,
-        operation: &str,
-        query: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> reqwest::Response {
-        self.http
-            .post(format!(
-                "{}/services/salesforcebulk_{operation}?{query}",
-                self.proxy
-            ))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-}
+use support::{element, envelope, spawn_app, spawn_app_with};
 
 const JOB_FILE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n    <operation>insert</operation>\n    <object>Contact</object>\n    <contentType>CSV</contentType>\n</jobInfo>\n";
 
@@ -54,7 +21,7 @@ async fn both_upload_operations_send_the_file_exactly_as_given() {
             "createJobToUploadBatchFile",
             &app.upload_query(&[]),
             "application/xml",
-            JOB_FILE.into(),
+            JOB_FILE,
         )
         .await;
     let sent = app.bulk_requests().pop().unwrap();
@@ -73,7 +40,7 @@ async fn both_upload_operations_send_the_file_exactly_as_given() {
             "uploadBatchFile",
             &app.upload_query(&[("jobId", &job)]),
             "text/csv",
-            csv.clone().into(),
+            csv.clone(),
         )
         .await;
     let sent = app.bulk_requests().pop().unwrap();
@@ -97,7 +64,7 @@ async fn a_large_upload_streams_through_unchanged() {
             "uploadBatchFile",
             &app.upload_query(&[("jobId", &job)]),
             "text/csv",
-            csv.clone().into(),
+            csv.clone(),
         )
         .await;
     assert_eq!(uploaded.status(), 201);
@@ -122,7 +89,7 @@ async fn an_expired_session_during_a_kept_upload_is_refreshed_and_the_upload_res
             "uploadBatchFile",
             &app.upload_query(&[("jobId", &job)]),
             "text/csv",
-            csv.into(),
+            csv,
         )
         .await;
     assert_eq!(uploaded.status(), 201);
@@ -140,7 +107,7 @@ async fn an_expired_session_during_a_streamed_upload_asks_for_the_upload_again()
     let query = app.upload_query(&[("jobId", &job)]);
 
     let refused = app
-        .upload("uploadBatchFile", &query, "text/csv", csv.clone().into())
+        .upload("uploadBatchFile", &query, "text/csv", csv.clone())
         .await;
     assert_eq!(refused.status(), 503);
     assert_eq!(
@@ -154,9 +121,7 @@ async fn an_expired_session_during_a_streamed_upload_asks_for_the_upload_again()
         .contains("send the upload again"));
     assert_eq!(app.org.refresh_attempts(), 1);
 
-    let again = app
-        .upload("uploadBatchFile", &query, "text/csv", csv.into())
-        .await;
+    let again = app.upload("uploadBatchFile", &query, "text/csv", csv).await;
     assert_eq!(again.status(), 201);
     assert_eq!(
         app.org.refresh_attempts(),
@@ -173,7 +138,7 @@ async fn upload_connection_fields_are_checked_like_envelope_fields() {
             "uploadBatchFile",
             &app.upload_query(&[]),
             "text/csv",
-            b"a\n1\n".to_vec(),
+            &b"a\n1\n"[..],
         )
         .await;
     assert_eq!(missing.status(), 400);
@@ -188,7 +153,7 @@ async fn upload_connection_fields_are_checked_like_envelope_fields() {
             &app.upload_query(&[])
                 .replace("127.0.0.1", "169.254.169.254"),
             "application/xml",
-            JOB_FILE.into(),
+            JOB_FILE,
         )
         .await;
     assert_eq!(elsewhere.status(), 403);

@@ -129,24 +129,56 @@ impl TestApp {
             .expect("proxy answers")
     }
 
-    /// Creates an insert job on Contact through the proxy; returns its id.
+    /// Creates a CSV insert job on Contact through the proxy; returns its id.
     pub async fn create_job(&self) -> String {
+        self.create_job_with(&[
+            ("operation", "insert"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ])
+        .await
+    }
+
+    /// Creates a job with these fields through the proxy; returns its id.
+    pub async fn create_job_with(&self, fields: &[(&str, &str)]) -> String {
         let response = self
-            .call(
-                "createJob",
-                self.envelope(
-                    "createJob",
-                    &[
-                        ("operation", "insert"),
-                        ("object", "Contact"),
-                        ("contentType", "CSV"),
-                    ],
-                ),
-            )
+            .call("createJob", self.envelope("createJob", fields))
             .await;
         assert_eq!(response.status(), 201);
         let body = response.text().await.unwrap();
         element(&body, "id").expect("jobInfo has an id")
+    }
+
+    /// The connection fields as a URL query, as WSO2's upload operations took them.
+    pub fn upload_query(&self, extra: &[(&str, &str)]) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in self.credentials() {
+            query.append_pair(name, &value);
+        }
+        for (name, value) in extra {
+            query.append_pair(name, value);
+        }
+        query.finish()
+    }
+
+    /// POSTs `body` to an upload operation with the connection in `query`.
+    pub async fn upload(
+        &self,
+        operation: &str,
+        query: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/services/salesforcebulk_{operation}?{query}",
+                self.proxy
+            ))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Requests the emulator received, oldest first, excluding the token endpoint.
