@@ -1,0 +1,310 @@
+"""The end-to-end benchmark behind BENCHMARKS.md. Run it through benches/e2e.sh, which installs
+wrk and nginx and builds the release binary first.
+
+On this 2-core machine the hop under test (nothing, nginx, or sfbulk-proxy) and the upstream (the
+emulator) share core 0, and the load generator (wrk, or curl for streaming) has core 1, so every
+case gets the same CPU. Everything listens on loopback and stops by itself."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "sfbulk-proxy")
+DURATION = int(os.environ.get("DURATION", "10"))
+CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1 32 256").split()]
+STREAM_ROWS = int(os.environ.get("STREAM_ROWS", "13000000"))
+HOP_CORE, LOAD_CORE = "0", "1"
+
+EMULATOR = "127.0.0.1:18281"
+NGINX = "127.0.0.1:18282"
+PROXY = "127.0.0.1:18280"
+TOKEN = "00DBENCHMARK001!benchmark-session"
+NS = "http://www.force.com/2009/06/asyncapi/dataload"
+
+work = tempfile.mkdtemp(prefix="sfbulk-bench-")
+processes = []
+
+
+def start(args, env=None, core=HOP_CORE, log="log"):
+    out = open(os.path.join(work, log), "ab")
+    process = subprocess.Popen(
+        ["taskset", "-c", core] + args,
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    processes.append(process)
+    return process
+
+
+def stop_all():
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    processes.clear()
+
+
+def wait_ready(address, path="/healthz", timeout=10.0):
+    """Seconds until `address` answers `path` with 200."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            host, port = address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=0.2) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.001)
+    raise RuntimeError(f"{address} did not become ready")
+
+
+def http(method, url, body=None, headers=None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    with urllib.request.urlopen(request) as response:
+        return response.read().decode()
+
+
+def element(text, name):
+    match = re.search(f"<{name}>([^<]*)</{name}>", text)
+    return match.group(1) if match else None
+
+
+def peak_rss_mb(process):
+    with open(f"/proc/{process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def envelope(operation, fields):
+    connection = {
+        "apiVersion": "34.0",
+        "accessToken": TOKEN,
+        "apiUrl": f"http://{EMULATOR}",
+        "refreshToken": "sfbulk-demo-refresh-token",
+        "clientId": "sfbulk-demo-client-id",
+        "clientSecret": "sfbulk-demo-client-secret",
+        "intervalTime": "86400000",
+        "registryPath": "connectors/SalesforceBulk",
+    }
+    connection.update(fields)
+    inner = "".join(f"<{k}>{v}</{k}>" for k, v in connection.items())
+    return f"<{operation}>{inner}</{operation}>"
+
+
+def wrk(url, connections, body=None, headers=()):
+    """Requests/s, p50 ms, p99 ms and errors for one wrk run."""
+    script = os.path.join(work, "request.lua")
+    with open(script, "w") as lua:
+        lua.write('wrk.method = "%s"\n' % ("POST" if body else "GET"))
+        if body:
+            lua.write("wrk.body = %s\n" % json.dumps(body))
+            lua.write('wrk.headers["Content-Type"] = "text/xml"\n')
+        for name, value in headers:
+            lua.write('wrk.headers["%s"] = "%s"\n' % (name, value))
+    threads = max(1, min(connections, 2))
+    output = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
+         "-d", f"{DURATION}s", "--latency", "-s", script, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+    def latency(percent):
+        value, unit = re.search(rf"\s{percent}%\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors}
+
+
+def nginx_config():
+    path = os.path.join(work, "nginx.conf")
+    with open(path, "w") as conf:
+        conf.write(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {work}/nginx-access.log;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    upstream salesforce {{ server {EMULATOR}; keepalive 128; }}
+    server {{
+        listen {NGINX};
+        location / {{
+            proxy_pass http://salesforce;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+    return path
+
+
+def proxy_env():
+    return {
+        "SFBULK__SERVER__LISTEN": PROXY,
+        "SFBULK__SALESFORCE__ALLOWED_ORIGINS": f"http://{EMULATOR}",
+        "SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME": f"http://{EMULATOR}",
+        "SFBULK__REGISTRY__DIR": os.path.join(work, "registry"),
+    }
+
+
+def start_proxy():
+    proxy = start([BIN, "serve"], proxy_env(), log="proxy.log")
+    wait_ready(PROXY)
+    return proxy
+
+
+def start_to_ready(runs=5):
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proxy = start([BIN, "serve"], proxy_env(), log="proxy-start.log")
+        wait_ready(PROXY, timeout=5)
+        times.append((time.perf_counter() - started) * 1000)
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait()
+        processes.remove(proxy)
+    return statistics.median(times)
+
+
+def stream(url, body=None, headers=()):
+    """MB/s and bytes for one curl download discarded as it arrives."""
+    args = ["taskset", "-c", LOAD_CORE, "curl", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]
+    for name, value in headers:
+        args += ["-H", f"{name}: {value}"]
+    if body:
+        args += ["-H", "Content-Type: text/xml", "--data-binary", body]
+    size, seconds = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout.split()
+    return int(size) / float(seconds) / 1e6, int(size)
+
+
+def main():
+    emulator_env = {
+        "SFBULK__EMULATOR__LISTEN": EMULATOR,
+        "SFBULK__EMULATOR__ACCESS_TOKEN": TOKEN,
+        "SFBULK__EMULATOR__SESSION_TTL_SECS": "86400",
+        "SFBULK__EMULATOR__BATCH_PROCESSING_MS": "0",
+        "SFBULK__EMULATOR__GENERATED_CONTACTS": str(STREAM_ROWS),
+        "SFBULK__LOG__LEVEL": "warn",
+    }
+    start([BIN, "emulator"], emulator_env, log="emulator.log")
+    wait_ready(EMULATOR)
+    session = {"X-SFDC-Session": TOKEN}
+    job_info = f'<jobInfo xmlns="{NS}"><operation>insert</operation><object>Contact</object><contentType>CSV</contentType></jobInfo>'
+    job = element(http("POST", f"http://{EMULATOR}/services/async/34.0/job", job_info.encode(),
+                       {**session, "Content-Type": "application/xml"}), "id")
+    job_path = f"/services/async/34.0/job/{job}"
+
+    rows = []
+    def record(case, connections, result, rss=None):
+        rows.append({"case": case, "connections": connections, **result, "rss": rss})
+        print(f"{case:>14} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  "
+              f"p99 {result['p99']:.3f} ms  errors {result['errors']}" + (f"  peak RSS {rss:.1f} MB" if rss else ""),
+              flush=True)
+
+    for c in CONNECTIONS:
+        record("direct", c, wrk(f"http://{EMULATOR}{job_path}", c, headers=session.items()))
+
+    start(["nginx", "-c", nginx_config()], log="nginx.log")
+    wait_ready(NGINX)  # nginx passes /healthz on to the emulator
+    for c in CONNECTIONS:
+        record("nginx", c, wrk(f"http://{NGINX}{job_path}", c, headers=session.items()))
+
+    proxy = start_proxy()
+    get_job = envelope("getJob", {"jobId": job})
+    # One call first, so the registry holds the token (every measured call is a registry hit).
+    http("POST", f"http://{PROXY}/services/salesforcebulk_getJob", get_job.encode(), {"Content-Type": "text/xml"})
+    for c in CONNECTIONS:
+        record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job), peak_rss_mb(proxy))
+    create_direct = job_info
+    create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
+    for c in CONNECTIONS:
+        record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=create_direct,
+                                       headers=[*session.items(), ("Content-Type", "application/xml")]))
+        record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c, body=create_proxy),
+               peak_rss_mb(proxy))
+    rss_after_load = peak_rss_mb(proxy)
+    stop_proxy = processes.pop(processes.index(proxy))
+    stop_proxy.send_signal(signal.SIGTERM)
+    stop_proxy.wait()
+
+    # Streaming: a query over the generated records, read directly and through a fresh proxy.
+    query_job = element(http("POST", f"http://{EMULATOR}/services/async/34.0/job",
+                             f'<jobInfo xmlns="{NS}"><operation>query</operation><object>Contact</object><contentType>CSV</contentType></jobInfo>'.encode(),
+                             {**session, "Content-Type": "application/xml"}), "id")
+    batch = element(http("POST", f"http://{EMULATOR}/services/async/34.0/job/{query_job}/batch",
+                         b"SELECT Id, FirstName, LastName, Email FROM Contact",
+                         {**session, "Content-Type": "text/csv"}), "id")
+    result = element(http("GET", f"http://{EMULATOR}/services/async/34.0/job/{query_job}/batch/{batch}/result",
+                          headers=session), "result")
+    direct_mbps, size = stream(f"http://{EMULATOR}/services/async/34.0/job/{query_job}/batch/{batch}/result/{result}",
+                               headers=session.items())
+    proxy = start_proxy()
+    proxy_mbps, proxy_size = stream(f"http://{PROXY}/services/salesforcebulk_getBulkQueryResults",
+                                    body=envelope("getBulkQueryResults", {"jobId": query_job, "batchId": batch, "resultId": result}))
+    stream_rss = peak_rss_mb(proxy)
+    assert proxy_size == size, (proxy_size, size)
+    stop_all()
+
+    ready_ms = start_to_ready()
+    print(f"stream: {size / 1e9:.2f} GB, direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s, proxy peak RSS {stream_rss:.1f} MB")
+    print(f"start to ready: {ready_ms:.1f} ms (median of 5)")
+    report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms)
+
+
+def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms):
+    by = {(r["case"], r["connections"]): r for r in rows}
+    lines = ["", "| case | conns | req/s | p50 ms | p99 ms | errors | proxy peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rss = f"{r['rss']:.1f}" if r["rss"] else ""
+        lines.append(f"| {r['case']} | {r['connections']} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} | {rss} |")
+    lines += ["", "| conns | getJob proxy/nginx | getJob proxy/direct | p99 added over direct (ms) | createJob proxy/direct |", "|---|---|---|---|---|"]
+    for c in CONNECTIONS:
+        proxy, nginx, direct = by[("proxy getJob", c)], by[("nginx", c)], by[("direct", c)]
+        create, direct_create = by[("proxy createJob", c)], by[("direct create", c)]
+        lines.append(f"| {c} | {proxy['rps'] / nginx['rps']:.2f} | {proxy['rps'] / direct['rps']:.2f} | "
+                     f"{proxy['p99'] - direct['p99']:.3f} | {create['rps'] / direct_create['rps']:.2f} |")
+    lines += ["", f"Streaming {size / 1e9:.2f} GB: direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
+              f"({proxy_mbps / direct_mbps:.2f} of direct), proxy peak RSS {stream_rss:.1f} MB.",
+              f"Proxy peak RSS over all load runs: {rss_after_load:.1f} MB. Start to ready: {ready_ms:.1f} ms (median of 5).",
+              f"Machine: {os.cpu_count()} cores; hop and upstream on core {HOP_CORE}, load generator on core {LOAD_CORE}; "
+              f"{DURATION} s per run."]
+    text = "\n".join(lines)
+    print(text)
+    out = os.path.join(ROOT, "target", "bench-report.md")
+    with open(out, "w") as f:
+        f.write(text + "\n")
+    print(f"\n(report written to {out}; logs in {work})")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
