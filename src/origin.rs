@@ -1,15 +1,22 @@
 //! The allow-list of Salesforce origins: a URL becomes an [`Origin`] only by passing it, so code that
 //! holds an `Origin` can connect without checking again.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use reqwest::Url;
+
+/// How many admitted origins the allow-list remembers, so a busy proxy parses each once.
+const ADMITTED_CACHE_LIMIT: usize = 1024;
 
 /// An `http`/`https` scheme, host and port that the allow-list admitted.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// `scheme://host[:port]`, lower case, default port left out; no trailing slash.
     serialized: String,
+    /// The same, parsed, so building a request URL parses only its path.
+    base: Url,
 }
 
 impl Origin {
@@ -18,8 +25,10 @@ impl Origin {
     }
 
     /// An absolute URL of `path` (which starts with `/`) on this origin.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.serialized, path)
+    pub fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        url
     }
 }
 
@@ -48,6 +57,8 @@ pub enum OriginRefused {
 #[derive(Debug, Clone)]
 pub struct AllowList {
     patterns: Vec<Pattern>,
+    /// Raw URL → admitted origin, for URLs seen before (refusals are not kept).
+    admitted: Arc<RwLock<HashMap<String, Origin>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,23 +92,40 @@ impl AllowList {
             }
         }
         if problems.is_empty() {
-            Ok(AllowList { patterns })
+            Ok(AllowList {
+                patterns,
+                admitted: Arc::default(),
+            })
         } else {
             Err(problems)
         }
     }
 
-    /// Adds an exact origin (the demo allows its own emulator this way).
-    pub fn allow(&mut self, origin: &str) -> Result<(), String> {
-        self.patterns.push(Pattern::parse(origin)?);
-        Ok(())
-    }
-
     /// `raw` as an origin, if it is well formed and allowed.
     pub fn admit(&self, raw: &str) -> Result<Origin, OriginRefused> {
+        let cached = self
+            .admitted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(raw)
+            .cloned();
+        if let Some(origin) = cached {
+            return Ok(origin);
+        }
+        let origin = self.admit_uncached(raw)?;
+        let mut admitted = self.admitted.write().unwrap_or_else(|e| e.into_inner());
+        if admitted.len() < ADMITTED_CACHE_LIMIT {
+            admitted.insert(raw.to_string(), origin.clone());
+        }
+        Ok(origin)
+    }
+
+    fn admit_uncached(&self, raw: &str) -> Result<Origin, OriginRefused> {
         let url = parse_origin_url(raw).map_err(|why| OriginRefused::Malformed(raw.into(), why))?;
+        let serialized = serialize(&url);
         let origin = Origin {
-            serialized: serialize(&url),
+            base: Url::parse(&serialized).expect("a serialized origin parses"),
+            serialized,
         };
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();

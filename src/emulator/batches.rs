@@ -14,8 +14,8 @@ use futures_util::stream;
 use super::ids;
 use super::jobs::{admit, unknown_job, Job, JobState};
 use super::records::{
-    csv_records, field, generated_record, json_records, xml_records, Query, Record, RecordResult,
-    GENERATED_OBJECT,
+    csv_records, field, json_records, xml_records, GeneratedContact, Query, Record, RecordResult,
+    GENERATED_FIELDS, GENERATED_OBJECT,
 };
 use super::wire::{format_date, now_secs, render_list, respond, ApiError, Document, Format, Value};
 use super::Org;
@@ -518,7 +518,19 @@ fn split_error(error: &str) -> (&str, &str) {
 
 /// A CSV field, always quoted, quotes doubled, as Salesforce writes results.
 fn quote(value: &str) -> String {
-    format!("\"{}\"", value.replace('"', "\"\""))
+    let mut quoted = String::with_capacity(value.len() + 2);
+    push_quoted(&mut quoted, value);
+    quoted
+}
+
+fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    if value.contains('"') {
+        out.push_str(&value.replace('"', "\"\""));
+    } else {
+        out.push_str(value);
+    }
+    out.push('"');
 }
 
 fn csv_response(body: impl Into<Body>) -> Response {
@@ -559,32 +571,46 @@ pub async fn query_result(
     let total = batch.query_rows();
     let stored_len = stored.len() as u64;
     debug_assert!(total <= stored_len + generated);
-    let row = move |n: u64| -> Record {
-        if n < stored_len {
-            stored[n as usize].clone()
-        } else {
-            generated_record(n - stored_len)
-        }
-    };
     let shape = ResultShape {
         format: shape_format(&job),
+        generated_columns: query
+            .fields
+            .iter()
+            .map(|f| {
+                GENERATED_FIELDS
+                    .iter()
+                    .position(|g| g.eq_ignore_ascii_case(f))
+            })
+            .collect(),
         fields: query.fields.clone(),
         object: job.object.clone(),
     };
     let chunks = stream::unfold(0u64, move |start| {
         let shape = shape.clone();
-        let row = row.clone();
+        let stored = stored.clone();
         async move {
             if start > total {
                 return None;
             }
             let end = (start + ROWS_PER_CHUNK).min(total);
-            let mut chunk = String::new();
+            let mut chunk = String::with_capacity(ROWS_PER_CHUNK as usize * 128);
             if start == 0 {
                 shape.open(&mut chunk);
             }
+            let mut generated = GeneratedContact::default();
             for n in start..end {
-                shape.row(&mut chunk, n, &row(n));
+                if n < stored_len {
+                    let record = &stored[n as usize];
+                    shape.row(&mut chunk, n, |i| {
+                        field(record, &shape.fields[i]).unwrap_or_default()
+                    });
+                } else {
+                    generated.fill(n - stored_len);
+                    let values = generated.values();
+                    shape.row(&mut chunk, n, |i| {
+                        shape.generated_columns[i].map_or("", |column| values[column])
+                    });
+                }
             }
             if end == total {
                 shape.close(&mut chunk);
@@ -626,6 +652,8 @@ enum ResultFormat {
 struct ResultShape {
     format: ResultFormat,
     fields: Vec<String>,
+    /// For each queried field, its place among a generated Contact's values (looked up once).
+    generated_columns: Vec<Option<usize>>,
     object: String,
 }
 
@@ -644,12 +672,16 @@ impl ResultShape {
         }
     }
 
-    fn row(&self, out: &mut String, n: u64, record: &Record) {
-        let value = |f: &str| field(record, f).unwrap_or_default().to_string();
+    /// Writes row `n`; `value(i)` is the value of the `i`th queried field.
+    fn row<'r>(&self, out: &mut String, n: u64, value: impl Fn(usize) -> &'r str) {
         match self.format {
             ResultFormat::Csv => {
-                let cells: Vec<String> = self.fields.iter().map(|f| quote(&value(f))).collect();
-                out.push_str(&cells.join(","));
+                for i in 0..self.fields.len() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_quoted(out, value(i));
+                }
                 out.push('\n');
             }
             ResultFormat::Xml => {
@@ -657,8 +689,8 @@ impl ResultShape {
                     "<records xsi:type=\"sObject\"><type>{}</type>",
                     self.object
                 ));
-                for f in &self.fields {
-                    out.push_str(&format!("<{f}>{}</{f}>", crate::xml::escape(&value(f))));
+                for (i, f) in self.fields.iter().enumerate() {
+                    out.push_str(&format!("<{f}>{}</{f}>", crate::xml::escape(value(i))));
                 }
                 out.push_str("</records>");
             }
@@ -667,12 +699,17 @@ impl ResultShape {
                     out.push(',');
                 }
                 let mut object = serde_json::Map::new();
+                let id = self
+                    .fields
+                    .iter()
+                    .position(|f| f.eq_ignore_ascii_case("Id"))
+                    .map_or("", &value);
                 object.insert(
                     "attributes".into(),
-                    serde_json::json!({"type": self.object, "url": format!("/services/data/v34.0/sobjects/{}/{}", self.object, value("Id"))}),
+                    serde_json::json!({"type": self.object, "url": format!("/services/data/v34.0/sobjects/{}/{id}", self.object)}),
                 );
-                for f in &self.fields {
-                    object.insert(f.clone(), value(f).into());
+                for (i, f) in self.fields.iter().enumerate() {
+                    object.insert(f.clone(), value(i).into());
                 }
                 out.push_str(&serde_json::Value::Object(object).to_string());
             }

@@ -46,17 +46,25 @@ fn base62(mut n: u64, width: usize) -> String {
 
 /// The 18-character form of a 15-character id.
 pub fn with_checksum(id15: &str) -> String {
-    debug_assert_eq!(id15.len(), 15);
     let mut id = id15.to_string();
-    for chunk in id15.as_bytes().chunks(5) {
+    id.extend(checksum(id15.as_bytes()).map(char::from));
+    id
+}
+
+/// The 3 characters that follow a 15-character id: one for each 5-character chunk, whose bit i is
+/// set when character i is an upper-case letter.
+pub fn checksum(id15: &[u8]) -> [u8; 3] {
+    debug_assert_eq!(id15.len(), 15);
+    let mut sum = [0u8; 3];
+    for (slot, chunk) in sum.iter_mut().zip(id15.chunks(5)) {
         let bits = chunk
             .iter()
             .enumerate()
             .filter(|(_, c)| c.is_ascii_uppercase())
             .fold(0usize, |acc, (i, _)| acc | (1 << i));
-        id.push(CHECKSUM_ALPHABET[bits] as char);
+        *slot = CHECKSUM_ALPHABET[bits];
     }
-    id
+    sum
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl SalesforceClient {
             };
             let mut request = self
                 .http
-                .request(call.method.clone(), url.as_str())
+                .request(call.method.clone(), url.clone())
                 .header(SESSION_HEADER, session.clone());
             if let Some(content_type) = &call.content_type {
                 request = request
