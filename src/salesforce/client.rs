@@ -156,9 +156,9 @@ fn transport_fault(error: &reqwest::Error) -> Fault {
 }
 
 impl Answer {
-    async fn read(response: reqwest::Response) -> Result<Answer, Fault> {
+    async fn read(mut response: reqwest::Response) -> Result<Answer, Fault> {
         let status = response.status();
-        let headers = response.headers().clone();
+        let headers = std::mem::take(response.headers_mut());
         let may_be_expiry = status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED;
         if !may_be_expiry {
             return Ok(Answer {
