@@ -20,7 +20,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "sfbulk-proxy")
+# Another build (say, of an earlier commit) can be measured with SFBULK_BENCH_BIN=path.
+BIN = os.environ.get("SFBULK_BENCH_BIN", os.path.join(ROOT, "target", "release", "sfbulk-proxy"))
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1 32 256").split()]
 # Generated Contacts in the streamed result: about 250 bytes each, so 4.5 million is about 1.1 GB.
