@@ -172,7 +172,7 @@ fn update_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
 
 /// `addBatch` → `POST /job/{jobId}/batch`. CSV rows, a query, or JSON records go as the text of
 /// `<objects><values>`; otherwise the `<sObject>` elements inside `<values>` go wrapped in
-/// `<sObjects>`.
+/// `<sObjects>`. An `<objects>` without `<values>` counts as missing.
 fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
     let path = format!("/job/{}/batch", id(envelope, "jobId")?);
     let is_query = envelope
@@ -197,7 +197,7 @@ fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
             let (values, source) = envelope
                 .nested_xml("objects")?
                 .filter(|(doc, _)| doc.root == "values")
-                .ok_or(Fault::MissingField("objects><values"))?;
+                .ok_or(Fault::MissingField("objects"))?;
             match kind.as_deref() {
                 _ if is_query => (
                     declared.unwrap_or(CSV_CONTENT_TYPE).to_string(),

@@ -45,7 +45,9 @@ pub async fn by_action(
     let action = ["action", "soapaction"]
         .iter()
         .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
-        .ok_or(Fault::MissingField("Action header"))?;
+        .ok_or_else(|| {
+            Fault::InvalidEnvelope("no Action or SOAPAction header names the operation".into())
+        })?;
     let name = action.trim().trim_matches('"');
     let name = name.strip_prefix("urn:").unwrap_or(name);
     let operation =

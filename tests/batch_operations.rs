@@ -407,3 +407,39 @@ async fn the_action_header_endpoint_routes_by_operation_name() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test]
+async fn batches_without_values_and_calls_without_an_action_are_refused_locally() {
+    let app = spawn_app().await;
+    let no_values = app
+        .add_batch(&[
+            ("jobId", "750000000000000AAA"),
+            ("objects", "<sObject><Name>x</Name></sObject>"),
+        ])
+        .await;
+    assert_eq!(no_values.status(), 400);
+    assert_eq!(
+        no_values.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_MISSING_FIELD"
+    );
+    assert!(no_values
+        .text()
+        .await
+        .unwrap()
+        .contains("missing field &lt;objects&gt;"));
+
+    let no_action = app
+        .http
+        .post(format!("{}/services/salesforcebulk", app.proxy))
+        .body(app.envelope("getJob", &[("jobId", "750")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_action.status(), 400);
+    assert!(no_action
+        .text()
+        .await
+        .unwrap()
+        .contains("no Action or SOAPAction header"));
+    assert!(app.org.recorded_requests().is_empty());
+}
