@@ -30,13 +30,7 @@ const SENT_CSV: &str = "FirstName,LastName,Description\nAda,Lovelace,\"Analyst, 
 #[tokio::test]
 async fn a_csv_batch_arrives_unindented_with_its_quoted_lines_intact_and_completes() {
     let app = spawn_app().await;
-    let job = app
-        .create_job_with(&[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ])
-        .await;
+    let job = app.create_job().await;
     let objects = format!("<values>{}</values>", INDENTED_CSV.replace('"', "&quot;"));
 
     let added = app
@@ -175,13 +169,7 @@ async fn an_xml_batch_sends_the_sobjects_as_written_and_reports_record_errors() 
 #[tokio::test]
 async fn a_query_batch_runs_through_to_its_result_data() {
     let app = spawn_app().await;
-    let load = app
-        .create_job_with(&[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ])
-        .await;
+    let load = app.create_job().await;
     let rows =
         "<values>LastName,Email\nHopper,grace@example.com\nLiskov,barbara@example.com\n</values>";
     assert_eq!(
@@ -265,13 +253,7 @@ async fn a_query_batch_runs_through_to_its_result_data() {
 #[tokio::test]
 async fn reading_results_too_early_and_adding_to_a_closed_job_relay_salesforces_errors() {
     let app = spawn_app_with(|s| s.emulator.batch_processing_ms = 600_000).await;
-    let job = app
-        .create_job_with(&[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ])
-        .await;
+    let job = app.create_job().await;
     let added = app
         .add_batch(&[
             ("jobId", &job),
