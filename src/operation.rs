@@ -58,22 +58,23 @@ impl std::fmt::Debug for Payload {
     }
 }
 
+/// A streamed body that was already sent once.
+#[derive(Debug)]
+pub struct BodySpent;
+
 impl Payload {
-    /// The body for one attempt; `None` once a streamed body has been sent.
-    pub fn for_attempt(&self) -> Option<reqwest::Body> {
+    /// The body for one attempt (`None` when the call has none); a streamed body can be had once.
+    pub fn for_attempt(&self) -> Result<Option<reqwest::Body>, BodySpent> {
         match self {
-            Payload::Empty => Some(reqwest::Body::from(Bytes::new())),
-            Payload::Whole(bytes) => Some(reqwest::Body::from(bytes.clone())),
+            Payload::Empty => Ok(None),
+            Payload::Whole(bytes) => Ok(Some(reqwest::Body::from(bytes.clone()))),
             Payload::Streamed(body) => body
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
-                .map(|body| reqwest::Body::wrap_stream(body.into_data_stream())),
+                .map(|body| Some(reqwest::Body::wrap_stream(body.into_data_stream())))
+                .ok_or(BodySpent),
         }
-    }
-
-    pub fn is_replayable(&self) -> bool {
-        !matches!(self, Payload::Streamed(_))
     }
 }
 

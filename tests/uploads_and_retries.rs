@@ -216,3 +216,28 @@ async fn reads_are_retried_after_a_503_and_writes_are_not() {
     assert_eq!(response.text().await.unwrap(), "busy");
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_upload_without_a_content_type_still_sends_its_body() {
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    let response = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulk_uploadBatchFile?{}",
+            app.proxy,
+            app.upload_query(&[("jobId", &job)])
+        ))
+        .body("LastName\nNoType\n")
+        .send()
+        .await
+        .unwrap();
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(sent.content_type, None);
+    assert_eq!(sent.body, "LastName\nNoType\n".as_bytes());
+    assert_eq!(
+        response.status(),
+        400,
+        "Salesforce's own refusal of a batch without a type"
+    );
+}

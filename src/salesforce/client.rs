@@ -84,7 +84,7 @@ impl SalesforceClient {
         };
         let mut attempt = 0;
         loop {
-            let Some(body) = call.payload.for_attempt() else {
+            let Ok(body) = call.payload.for_attempt() else {
                 return Ok(None);
             };
             let mut request = self
@@ -92,9 +92,10 @@ impl SalesforceClient {
                 .request(call.method.clone(), url.clone())
                 .header(SESSION_HEADER, session.clone());
             if let Some(content_type) = &call.content_type {
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
-                    .body(body);
+                request = request.header(reqwest::header::CONTENT_TYPE, content_type.as_str());
+            }
+            if let Some(body) = body {
+                request = request.body(body);
             }
             let outcome = self.timed(request.send()).await;
             let retry = attempt < retries
