@@ -12,12 +12,15 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 
 use super::ids;
-use super::jobs::{admit, unknown_job, Job, JobState};
+use super::jobs::{admit, find_job, Job, JobState};
 use super::records::{
     csv_records, field, json_records, xml_records, GeneratedContact, Query, Record, RecordResult,
     GENERATED_FIELDS, GENERATED_OBJECT,
 };
-use super::wire::{format_date, now_secs, render_list, respond, ApiError, Document, Format, Value};
+use super::wire::{
+    format_date, now_secs, render_list, request_content_type, respond, ApiError, Document, Format,
+    Value,
+};
 use super::Org;
 use crate::operation::ASYNC_API_NAMESPACE;
 
@@ -174,29 +177,6 @@ const BATCH_CONTENT_TYPES: &[&str] = &[
     "zip/json",
 ];
 
-/// The job a batch call names, checked against the URL's version.
-fn job_for_batch<'a>(
-    jobs: &'a mut std::collections::HashMap<String, Job>,
-    job_id: &str,
-    version: &str,
-    format: Format,
-) -> Result<&'a mut Job, ApiError> {
-    let job = jobs
-        .get_mut(job_id)
-        .ok_or_else(|| unknown_job(job_id, format))?;
-    if job.api_version != version {
-        return Err(ApiError::new(
-            "InvalidVersion",
-            format!(
-                "The API version in the URL ({version}) does not match the job's ({})",
-                job.api_version
-            ),
-        )
-        .in_format(job.format));
-    }
-    Ok(job)
-}
-
 /// `POST /services/async/{version}/job/{jobId}/batch`.
 pub async fn add(
     State(org): State<Arc<Org>>,
@@ -206,19 +186,9 @@ pub async fn add(
 ) -> Result<Response, ApiError> {
     let request_format = Format::of_request(&headers);
     admit(&org, &headers, &version, request_format)?;
-    let raw_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let essence = raw_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let (raw_type, essence) = request_content_type(&headers);
     let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    let job = job_for_batch(&mut jobs, &job_id, &version, request_format)?;
+    let job = find_job(&mut jobs, &job_id, Some(&version), request_format)?;
     let format = job.format;
     if !BATCH_CONTENT_TYPES.contains(&essence.as_str()) {
         return Err(ApiError::new(
@@ -256,7 +226,7 @@ pub async fn add(
         created_at: Instant::now(),
         processing: Duration::from_millis(org.settings.batch_processing_ms),
         request: body,
-        request_content_type: raw_type,
+        request_content_type: raw_type.to_string(),
         outcome,
     };
     // Salesforce answers a new batch as Queued, however fast it will run.
@@ -346,7 +316,7 @@ fn find_batch(
     let request_format = Format::of_request(headers);
     admit(org, headers, version, request_format)?;
     let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    let job = job_for_batch(&mut jobs, job_id, version, request_format)?;
+    let job = find_job(&mut jobs, job_id, Some(version), request_format)?;
     let batch = job
         .batches
         .iter()
@@ -373,7 +343,7 @@ pub async fn list(
     let request_format = Format::of_request(&headers);
     admit(&org, &headers, &version, request_format)?;
     let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    let job = job_for_batch(&mut jobs, &job_id, &version, request_format)?;
+    let job = find_job(&mut jobs, &job_id, Some(&version), request_format)?;
     let items: Vec<Document> = job
         .batches
         .iter()

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::batches::{Batch, BatchState};
 use super::ids;
-use super::wire::{format_date, now_secs, ApiError, Document, Format, Value};
+use super::wire::{format_date, now_secs, request_content_type, ApiError, Document, Format, Value};
 use super::Org;
 use crate::operation::JOB_CREATE_FIELDS;
 use crate::xml::read_document;
@@ -186,16 +186,7 @@ pub(super) fn admit(
 
 /// POST bodies must be XML or JSON, as the request says.
 fn check_content_type(headers: &HeaderMap, format: Format) -> Result<(), ApiError> {
-    let raw = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let essence = raw
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let (raw, essence) = request_content_type(headers);
     if matches!(essence.as_str(), "application/xml" | "application/json") {
         Ok(())
     } else {
@@ -353,8 +344,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let format = Format::of_request(&headers);
     admit(&org, &headers, &version, format)?;
-    let jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(find_job(&jobs, &job_id, format)?.respond(StatusCode::OK))
+    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(find_job(&mut jobs, &job_id, None, format)?.respond(StatusCode::OK))
 }
 
 /// `POST /services/async/{version}/job/{jobId}`: close or abort.
@@ -367,7 +358,7 @@ pub async fn update(
     let request_format = Format::of_request(&headers);
     admit(&org, &headers, &version, request_format)?;
     let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    let job = find_job_mut(&mut jobs, &job_id, request_format)?;
+    let job = find_job(&mut jobs, &job_id, None, request_format)?;
     let format = job.format;
     check_content_type(&headers, format)?;
     let fields = read_job_info(&body, format)?;
@@ -400,25 +391,31 @@ fn transition(from: JobState, to: JobState) -> Result<(), &'static str> {
     }
 }
 
-pub(super) fn unknown_job(job_id: &str, format: Format) -> ApiError {
+fn unknown_job(job_id: &str, format: Format) -> ApiError {
     ApiError::new("InvalidJob", format!("Invalid job id: {job_id}")).in_format(format)
 }
 
-fn find_job<'a>(
-    jobs: &'a HashMap<String, Job>,
-    job_id: &str,
-    format: Format,
-) -> Result<&'a Job, ApiError> {
-    jobs.get(job_id).ok_or_else(|| unknown_job(job_id, format))
-}
-
-fn find_job_mut<'a>(
+/// The job a call names. Batch calls give the URL's version, which must be the job's own.
+pub(super) fn find_job<'a>(
     jobs: &'a mut HashMap<String, Job>,
     job_id: &str,
+    batch_call_version: Option<&str>,
     format: Format,
 ) -> Result<&'a mut Job, ApiError> {
-    jobs.get_mut(job_id)
-        .ok_or_else(|| unknown_job(job_id, format))
+    let job = jobs
+        .get_mut(job_id)
+        .ok_or_else(|| unknown_job(job_id, format))?;
+    match batch_call_version {
+        Some(version) if version != job.api_version => Err(ApiError::new(
+            "InvalidVersion",
+            format!(
+                "The API version in the URL ({version}) does not match the job's ({})",
+                job.api_version
+            ),
+        )
+        .in_format(job.format)),
+        _ => Ok(job),
+    }
 }
 
 /// Any other method on a job resource: Bulk API 1.0 updates jobs with POST, never PATCH.

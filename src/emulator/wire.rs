@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::envelope::media_type;
 use crate::operation::ASYNC_API_NAMESPACE;
 use crate::xml::escape;
 
@@ -19,15 +20,7 @@ pub enum Format {
 impl Format {
     /// For create calls and unknown jobs, the request's content type decides.
     pub fn of_request(headers: &HeaderMap) -> Format {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        if json {
+        if request_content_type(headers).1 == "application/json" {
             Format::Json
         } else {
             Format::Xml
@@ -40,6 +33,15 @@ impl Format {
             Format::Json => "application/json",
         }
     }
+}
+
+/// The request's `Content-Type` as sent, and its media type (`text/csv; charset=UTF-8` → `text/csv`).
+pub fn request_content_type(headers: &HeaderMap) -> (&str, String) {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    (raw, media_type(raw))
 }
 
 /// One value of a document: JSON writes numbers bare.
