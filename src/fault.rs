@@ -4,14 +4,10 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::xml::escape;
+use crate::xml;
 
 /// Marks an answer the proxy made itself; its value is the fault's code.
 pub const FAULT_HEADER: &str = "x-sfbulk-proxy-fault";
-
-/// Same namespace as Salesforce's `<error>`, so a flow's existing fault handling reads ours too;
-/// our codes all start with `SFBULK_`, which no Salesforce code does.
-const ERROR_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 
 /// Everything the proxy itself can answer with. The status says whose fault it was: 4xx the
 /// caller's, 502 Salesforce's (or the path to it), 504 a Salesforce that did not answer in time.
@@ -114,11 +110,12 @@ pub struct FaultRecord {
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
         let message = self.to_string();
-        let body = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"{ERROR_NAMESPACE}\">\n <exceptionCode>{}</exceptionCode>\n <exceptionMessage>{}</exceptionMessage>\n</error>",
-            self.code(),
-            escape(&message)
-        );
+        // Salesforce's own `<error>` layout and namespace, so a flow's fault handling reads ours
+        // too; our codes all start with `SFBULK_`, which no Salesforce code does.
+        let mut body = xml::start_document("error");
+        xml::push_element(&mut body, 1, "exceptionCode", self.code());
+        xml::push_element(&mut body, 1, "exceptionMessage", &message);
+        xml::end_document(&mut body, "error");
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(

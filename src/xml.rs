@@ -217,6 +217,33 @@ fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<Stri
         .ok_or_else(|| XmlError::UnknownEntity(name.into_owned()))
 }
 
+/// Starts a document in the layout Salesforce writes, byte for byte as recorded: the declaration
+/// and the root's name on one line, its namespace on the next. Children go on lines of their own
+/// ([`push_element`], [`push_line`]), indented one space per level; [`end_document`] closes the
+/// root with no line break after it.
+pub fn start_document(root: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{root}\n   xmlns=\"{}\">\n",
+        crate::operation::ASYNC_API_NAMESPACE
+    )
+}
+
+/// A line `<name>text</name>` at `depth`, the text escaped.
+pub fn push_element(out: &mut String, depth: usize, name: &str, text: &str) {
+    push_line(out, depth, &format!("<{name}>{}</{name}>", escape(text)));
+}
+
+/// A line of markup at `depth`.
+pub fn push_line(out: &mut String, depth: usize, markup: &str) {
+    out.extend(std::iter::repeat_n(' ', depth));
+    out.push_str(markup);
+    out.push('\n');
+}
+
+pub fn end_document(out: &mut String, root: &str) {
+    out.push_str(&format!("</{root}>"));
+}
+
 /// Escapes text for use inside an element: `&`, `<` and `>` only, as Salesforce writes text
 /// (quotes and apostrophes stay as they are).
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {

@@ -7,8 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::envelope::media_type;
-use crate::operation::ASYNC_API_NAMESPACE;
-use crate::xml::escape;
+use crate::xml;
 
 /// The two answer formats of Bulk API 1.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +60,9 @@ impl Document {
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Xml => {
-                let mut out = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{}\n   xmlns=\"{ASYNC_API_NAMESPACE}\">\n",
-                    self.root
-                );
-                for (name, value) in &self.fields {
-                    let (Value::Text(v) | Value::Number(v)) = value;
-                    out.push_str(&format!(" <{name}>{}</{name}>\n", escape(v)));
-                }
-                out.push_str(&format!("</{}>", self.root));
+                let mut out = xml::start_document(self.root);
+                self.push_fields(&mut out, 1);
+                xml::end_document(&mut out, self.root);
                 out
             }
             Format::Json => {
@@ -92,14 +85,11 @@ impl Document {
         respond(status, format, self.render(format))
     }
 
-    /// XML children of a list item, indented one more level than a flat document's.
-    fn render_item_xml(&self, out: &mut String) {
-        out.push_str(&format!(" <{}>\n", self.root));
+    fn push_fields(&self, out: &mut String, depth: usize) {
         for (name, value) in &self.fields {
             let (Value::Text(v) | Value::Number(v)) = value;
-            out.push_str(&format!("  <{name}>{}</{name}>\n", escape(v)));
+            xml::push_element(out, depth, name, v);
         }
-        out.push_str(&format!(" </{}>\n", self.root));
     }
 }
 
@@ -113,13 +103,13 @@ pub fn render_list(
 ) -> String {
     match format {
         Format::Xml => {
-            let mut out = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{root}\n   xmlns=\"{ASYNC_API_NAMESPACE}\">\n"
-            );
+            let mut out = xml::start_document(root);
             for doc in items {
-                doc.render_item_xml(&mut out);
+                xml::push_line(&mut out, 1, &format!("<{}>", doc.root));
+                doc.push_fields(&mut out, 2);
+                xml::push_line(&mut out, 1, &format!("</{}>", doc.root));
             }
-            out.push_str(&format!("</{root}>"));
+            xml::end_document(&mut out, root);
             out
         }
         Format::Json => {
