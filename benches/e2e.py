@@ -245,10 +245,9 @@ def main():
     http("POST", f"http://{PROXY}/services/salesforcebulk_getJob", get_job.encode(), {"Content-Type": "text/xml"})
     for c in CONNECTIONS:
         record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job), peak_rss_mb(proxy))
-    create_direct = job_info
     create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
     for c in CONNECTIONS:
-        record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=create_direct,
+        record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=job_info,
                                        headers=[*session.items(), ("Content-Type", "application/xml")]))
         record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c, body=create_proxy),
                peak_rss_mb(proxy))

@@ -194,3 +194,21 @@ async fn health_endpoint_answers_200() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_callers_request_id_or_a_new_one() {
+    let app = spawn_app().await;
+    let relayed = app
+        .http
+        .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
+        .header("x-request-id", "flow-42")
+        .body(app.envelope("getJob", &[("jobId", "750000000000000AAA")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relayed.headers()["x-request-id"], "flow-42");
+    let fault = app.call("getJob", "not xml".into()).await;
+    let first = fault.headers()["x-request-id"].clone();
+    let second = app.call("getJob", "not xml".into()).await.headers()["x-request-id"].clone();
+    assert_ne!(first, second, "each request gets its own id");
+}
