@@ -116,14 +116,35 @@ async fn serve_emulator(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn healthcheck(url: &str) -> ExitCode {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build();
-    match client {
-        Ok(client) => match client.get(url).send().await {
-            Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
-            _ => ExitCode::FAILURE,
-        },
-        Err(_) => ExitCode::FAILURE,
+    match tokio::time::timeout(std::time::Duration::from_secs(3), probe(url)).await {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => ExitCode::FAILURE,
+        Ok(Err(error)) => {
+            eprintln!("healthcheck: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("healthcheck: no answer within 3 s");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// Whether a plain-http `GET url` answers 2xx.
+async fn probe(url: &str) -> anyhow::Result<bool> {
+    let url = url::Url::parse(url)?;
+    anyhow::ensure!(url.scheme() == "http", "only http:// URLs can be checked");
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let request = axum::http::Request::get(&url[url::Position::BeforePath..])
+        .header(
+            axum::http::header::HOST,
+            &url[url::Position::BeforeHost..url::Position::AfterPort],
+        )
+        .body(axum::body::Body::empty())?;
+    Ok(sender.send_request(request).await?.status().is_success())
 }

@@ -64,15 +64,15 @@ pub struct BodySpent;
 
 impl Payload {
     /// The body for one attempt (`None` when the call has none); a streamed body can be had once.
-    pub fn for_attempt(&self) -> Result<Option<reqwest::Body>, BodySpent> {
+    pub fn for_attempt(&self) -> Result<Option<Body>, BodySpent> {
         match self {
             Payload::Empty => Ok(None),
-            Payload::Whole(bytes) => Ok(Some(reqwest::Body::from(bytes.clone()))),
+            Payload::Whole(bytes) => Ok(Some(Body::from(bytes.clone()))),
             Payload::Streamed(body) => body
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
-                .map(|body| Some(reqwest::Body::wrap_stream(body.into_data_stream())))
+                .map(Some)
                 .ok_or(BodySpent),
         }
     }

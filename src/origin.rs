@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use reqwest::Url;
+use url::Url;
 
 /// How many admitted origins the allow-list remembers, so a busy proxy parses each once.
 const ADMITTED_CACHE_LIMIT: usize = 1024;
@@ -15,8 +15,11 @@ const ADMITTED_CACHE_LIMIT: usize = 1024;
 pub struct Origin {
     /// `scheme://host[:port]`, lower case, default port left out; no trailing slash.
     serialized: String,
-    /// The same, parsed, so building a request URL parses only its path.
-    base: Url,
+    /// Where `host[:port]` starts in `serialized`.
+    authority_at: usize,
+    /// The host to connect to (an IPv6 address without its brackets) and the port.
+    host: String,
+    port: u16,
 }
 
 impl Origin {
@@ -24,11 +27,21 @@ impl Origin {
         &self.serialized
     }
 
-    /// An absolute URL of `path` (which starts with `/`) on this origin.
-    pub fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        url.set_path(path);
-        url
+    pub fn is_https(&self) -> bool {
+        self.serialized.starts_with("https:")
+    }
+
+    /// `host[:port]`, as a `Host` header gives it.
+    pub fn authority(&self) -> &str {
+        &self.serialized[self.authority_at..]
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 
@@ -123,12 +136,17 @@ impl AllowList {
     fn admit_uncached(&self, raw: &str) -> Result<Origin, OriginRefused> {
         let url = parse_origin_url(raw).map_err(|why| OriginRefused::Malformed(raw.into(), why))?;
         let serialized = serialize(&url);
-        let origin = Origin {
-            base: Url::parse(&serialized).expect("a serialized origin parses"),
-            serialized,
-        };
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();
+        let origin = Origin {
+            authority_at: url.scheme().len() + "://".len(),
+            host: match url.host() {
+                Some(url::Host::Ipv6(address)) => address.to_string(),
+                _ => host.to_string(),
+            },
+            port,
+            serialized,
+        };
         let is_domain = matches!(url.host(), Some(url::Host::Domain(_)));
         let allowed = self.patterns.iter().any(|p| {
             p.scheme == url.scheme()

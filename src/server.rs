@@ -49,7 +49,7 @@ impl AppState {
             RegistryBackend::File => Arc::new(FileRegistry::open(&settings.registry.dir)?),
             RegistryBackend::Memory => Arc::new(MemoryRegistry::new()),
         };
-        let salesforce = SalesforceClient::new(&settings.salesforce)?;
+        let salesforce = SalesforceClient::new(&settings.salesforce);
         Ok(AppState {
             sessions: Sessions::new(registry, salesforce.clone(), allow.clone()),
             salesforce,

@@ -1,12 +1,15 @@
 //! The Bulk API 1.0 client: sends an [`UpstreamCall`] with a session token and hands back the
 //! answer, noting whether it says the session expired.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use futures_util::StreamExt;
+use http_body_util::BodyExt;
 
+use super::http::{Http, HttpError, UpstreamBody};
 use crate::config::SalesforceSettings;
 use crate::domain::ApiVersion;
 use crate::fault::Fault;
@@ -36,28 +39,21 @@ pub struct Answer {
 /// One pooled HTTP client for every Salesforce host.
 #[derive(Clone)]
 pub struct SalesforceClient {
-    pub(super) http: reqwest::Client,
-    pub(super) response_timeout: Duration,
-    pub(super) connect_timeout: Duration,
-    pub(super) read_timeout: Duration,
+    http: Arc<Http>,
+    response_timeout: Duration,
     read_retries: u32,
 }
 
 impl SalesforceClient {
-    pub fn new(settings: &SalesforceSettings) -> Result<SalesforceClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout())
-            .read_timeout(settings.read_timeout())
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sfbulk-proxy/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(SalesforceClient {
-            http,
+    pub fn new(settings: &SalesforceSettings) -> SalesforceClient {
+        SalesforceClient {
+            http: Arc::new(Http::new(
+                settings.connect_timeout(),
+                settings.read_timeout(),
+            )),
             response_timeout: settings.response_timeout(),
-            connect_timeout: settings.connect_timeout(),
-            read_timeout: settings.read_timeout(),
             read_retries: settings.read_retries,
-        })
+        }
     }
 
     /// Sends `call` to `{instance}/services/async/{version}{path}`. Reads (GET) are repeated after
@@ -70,13 +66,28 @@ impl SalesforceClient {
         call: &UpstreamCall,
         token: &Secret,
     ) -> Result<Option<Answer>, Fault> {
-        let url = instance.url(&format!("/services/async/{version}{}", call.path));
+        let uri =
+            Uri::try_from(format!("/services/async/{version}{}", call.path)).map_err(|e| {
+                Fault::InvalidField {
+                    field: "jobId",
+                    reason: format!("does not make a URL path: {e}"),
+                }
+            })?;
         let mut session =
             HeaderValue::from_str(token.expose()).map_err(|_| Fault::InvalidField {
                 field: "accessToken",
                 reason: "not a valid header value".into(),
             })?;
         session.set_sensitive(true);
+        let content_type = call
+            .content_type
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| Fault::InvalidField {
+                field: "contentType",
+                reason: "not a valid header value".into(),
+            })?;
         let retries = if call.method == Method::GET {
             self.read_retries
         } else {
@@ -87,17 +98,15 @@ impl SalesforceClient {
             let Ok(body) = call.payload.for_attempt() else {
                 return Ok(None);
             };
-            let mut request = self
-                .http
-                .request(call.method.clone(), url.clone())
-                .header(SESSION_HEADER, session.clone());
-            if let Some(content_type) = &call.content_type {
-                request = request.header(reqwest::header::CONTENT_TYPE, content_type.as_str());
+            let mut request = Request::new(body.unwrap_or_else(Body::empty));
+            *request.method_mut() = call.method.clone();
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(SESSION_HEADER, session.clone());
+            if let Some(content_type) = &content_type {
+                headers.insert(header::CONTENT_TYPE, content_type.clone());
             }
-            if let Some(body) = body {
-                request = request.body(body);
-            }
-            let outcome = self.timed(request.send()).await;
+            let outcome = self.timed(self.http.send(instance, request)).await;
             let retry = attempt < retries
                 && match &outcome {
                     Ok(response) => matches!(response.status().as_u16(), 502..=504),
@@ -113,70 +122,66 @@ impl SalesforceClient {
         }
     }
 
-    /// Waits for the status line and headers, at most `response_timeout`.
-    pub(super) async fn timed(
+    /// Sends `request` to `origin`, waiting for the status line and headers at most
+    /// `response_timeout`.
+    pub(super) async fn exchange(
         &self,
-        sending: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
-    ) -> Result<reqwest::Response, Fault> {
+        origin: &Origin,
+        request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Fault> {
+        self.timed(self.http.send(origin, request)).await
+    }
+
+    async fn timed(
+        &self,
+        sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
+    ) -> Result<Response<UpstreamBody>, Fault> {
         match tokio::time::timeout(self.response_timeout, sending).await {
             Err(_) => Err(Fault::UpstreamTimeout(format!(
                 "no answer within {} s",
                 self.response_timeout.as_secs()
             ))),
-            Ok(result) => result.map_err(|e| self.upstream_fault(&e)),
+            Ok(result) => result.map_err(upstream_fault),
         }
-    }
-
-    /// A transport failure as the caller should see it.
-    pub(super) fn upstream_fault(&self, error: &reqwest::Error) -> Fault {
-        if error.is_timeout() && error.is_connect() {
-            return Fault::UpstreamTimeout(format!(
-                "no connection within {} ms",
-                self.connect_timeout.as_millis()
-            ));
-        }
-        if error.is_timeout() {
-            return Fault::UpstreamTimeout(format!(
-                "silent for {} s while sending its answer",
-                self.read_timeout.as_secs()
-            ));
-        }
-        transport_fault(error)
     }
 }
 
-/// A failure to reach or talk to Salesforce, with its causes spelled out.
-fn transport_fault(error: &reqwest::Error) -> Fault {
-    let mut reason = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        reason = format!("{reason}: {cause}");
-        source = cause.source();
+/// A transport failure as the caller should see it.
+pub(super) fn upstream_fault(error: HttpError) -> Fault {
+    match error {
+        HttpError::ConnectTimeout(_) | HttpError::ReadTimeout(_) => {
+            Fault::UpstreamTimeout(error.to_string())
+        }
+        HttpError::Connect { .. } | HttpError::Exchange(_) => {
+            Fault::UpstreamUnavailable(error.to_string())
+        }
     }
-    Fault::UpstreamUnavailable(reason)
 }
 
 impl Answer {
-    async fn read(mut response: reqwest::Response) -> Result<Answer, Fault> {
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
+    pub(super) async fn read(response: Response<UpstreamBody>) -> Result<Answer, Fault> {
+        let (head, mut body) = response.into_parts();
+        let status = head.status;
+        let headers = head.headers;
         let may_be_expiry = status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED;
         if !may_be_expiry {
             return Ok(Answer {
                 status,
                 headers,
-                body: Body::from_stream(response.bytes_stream()),
+                body: Body::new(body),
                 session_expired: false,
             });
         }
-        let mut stream = response.bytes_stream();
         let mut peeked = Vec::new();
         while peeked.len() <= ERROR_PEEK_LIMIT {
-            match stream.next().await {
-                Some(chunk) => {
-                    peeked.extend_from_slice(&chunk.map_err(|e| {
+            match body.frame().await {
+                Some(frame) => {
+                    let frame = frame.map_err(|e| {
                         Fault::UpstreamUnavailable(format!("reading the answer: {e}"))
-                    })?)
+                    })?;
+                    if let Some(data) = frame.data_ref() {
+                        peeked.extend_from_slice(data);
+                    }
                 }
                 None => {
                     let session_expired =
@@ -194,7 +199,7 @@ impl Answer {
         Ok(Answer {
             status,
             headers,
-            body: Body::from_stream(prefix.chain(stream)),
+            body: Body::from_stream(prefix.chain(body.into_data_stream())),
             session_expired: status == StatusCode::UNAUTHORIZED,
         })
     }

@@ -2,6 +2,7 @@
 //! connection pool.
 
 mod client;
+mod http;
 mod oauth;
 
 pub use client::{Answer, SalesforceClient};

@@ -1,5 +1,8 @@
 //! The OAuth 2.0 refresh-token grant against `{login host}/services/oauth2/token`.
 
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use super::client::SalesforceClient;
@@ -43,32 +46,38 @@ impl SalesforceClient {
         grant: &RefreshGrant,
         refresh_token: &Secret,
     ) -> Result<TokenGrant, Fault> {
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
-            ("client_id", grant.client_id.as_str()),
-            ("format", "json"),
-        ];
-        if let Some(secret) = &grant.client_secret {
-            form.push(("client_secret", secret.expose()));
-        }
-        let request = self
-            .http
-            .post(endpoint.url("/services/oauth2/token"))
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&form);
-        let response = self.timed(request.send()).await?;
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", refresh_token.expose())
+                .append_pair("client_id", &grant.client_id)
+                .append_pair("format", "json");
+            if let Some(secret) = &grant.client_secret {
+                form.append_pair("client_secret", secret.expose());
+            }
+            form.finish()
+        };
+        let mut request = Request::new(Body::from(form));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = axum::http::Uri::from_static("/services/oauth2/token");
+        let headers = request.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let response = self.exchange(endpoint, request).await?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = Limited::new(response.into_body(), TOKEN_ANSWER_LIMIT)
+            .collect()
             .await
-            .map_err(|e| self.upstream_fault(&e))?;
-        if body.len() > TOKEN_ANSWER_LIMIT {
-            return Err(Fault::RefreshFailed(format!(
-                "the token endpoint answered {} bytes",
-                body.len()
-            )));
-        }
+            .map_err(|e| match e.downcast::<super::http::HttpError>() {
+                Ok(transport) => super::client::upstream_fault(*transport),
+                Err(_) => Fault::RefreshFailed(format!(
+                    "the token endpoint answered more than {TOKEN_ANSWER_LIMIT} bytes"
+                )),
+            })?
+            .to_bytes();
         if status.is_success() {
             let success: Success = serde_json::from_slice(&body).map_err(|_| {
                 Fault::RefreshFailed(format!(

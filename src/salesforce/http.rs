@@ -1,0 +1,305 @@
+//! HTTP/1.1 to Salesforce: kept-alive connections pooled per origin, TLS by rustls with the
+//! webpki roots, and the connect and read timeouts.
+//!
+//! A connection goes back to the pool when its answer's body has been read to the end, so a
+//! long download never holds up another request, and an answer dropped half-read closes its
+//! connection instead of leaving unread bytes for the next request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue, Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::origin::Origin;
+
+/// Idle connections kept per origin; more than this are closed when their answer is read.
+const IDLE_PER_ORIGIN: usize = 32;
+
+/// An idle connection older than this is not reused: servers (Salesforce's included) close idle
+/// keep-alive connections, and a request sent just as they do fails.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Why an exchange with Salesforce failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("no connection within {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    #[error("cannot connect to {origin}: {source}")]
+    Connect {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Exchange(String),
+    #[error("silent for {} s while sending its answer", .0.as_secs())]
+    ReadTimeout(Duration),
+}
+
+impl HttpError {
+    fn exchange(error: &hyper::Error) -> HttpError {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            reason = format!("{reason}: {cause}");
+            source = cause.source();
+        }
+        HttpError::Exchange(reason)
+    }
+}
+
+/// The client: one pool of connections for every origin.
+pub struct Http {
+    pool: Arc<Pool>,
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Http {
+    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Http {
+        let roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Http {
+            pool: Arc::default(),
+            tls: TlsConnector::from(Arc::new(config)),
+            connect_timeout,
+            read_timeout,
+            user_agent: HeaderValue::from_static(concat!(
+                "sfbulk-proxy/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+
+    /// Sends `request` (its URI a path and query) to `origin`, on an idle connection when there
+    /// is one. A request an idle connection could not take (Salesforce had just closed it) is
+    /// sent once more on a new connection; nothing that may have reached Salesforce is resent.
+    pub async fn send(
+        &self,
+        origin: &Origin,
+        mut request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, HttpError> {
+        let headers = request.headers_mut();
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(origin.authority()).expect("an origin is a valid Host"),
+        );
+        headers.insert(header::USER_AGENT, self.user_agent.clone());
+        headers
+            .entry(header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let (mut sender, reused) = match self.checkout(origin).await {
+            Some(sender) => (sender, true),
+            None => (self.connect(origin).await?, false),
+        };
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut refused) => match refused.take_message() {
+                Some(request) if reused => {
+                    tracing::debug!(%origin, "an idle connection was closed; using a new one");
+                    sender = self.connect(origin).await?;
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|e| HttpError::exchange(&e))?
+                }
+                _ => return Err(HttpError::exchange(refused.error())),
+            },
+        };
+        let (head, body) = response.into_parts();
+        let mut body = UpstreamBody {
+            inner: body,
+            keep: Some(Checkin {
+                pool: self.pool.clone(),
+                origin: origin.as_str().to_string(),
+                sender,
+            }),
+            read_timeout: self.read_timeout,
+            silence: None,
+        };
+        if hyper::body::Body::is_end_stream(&body.inner) {
+            body.check_in();
+        }
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// The most recently used idle connection to `origin` that can take a request.
+    async fn checkout(&self, origin: &Origin) -> Option<SendRequest<Body>> {
+        loop {
+            let idle = self
+                .pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(origin.as_str())
+                .and_then(Vec::pop)?;
+            if idle.sender.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Ready at once, unless the connection is still finishing the answer it was
+            // given back after.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<SendRequest<Body>, HttpError> {
+        let connecting = async {
+            let connect_error = |source| HttpError::Connect {
+                origin: origin.to_string(),
+                source,
+            };
+            let tcp = TcpStream::connect((origin.host(), origin.port()))
+                .await
+                .map_err(connect_error)?;
+            let _ = tcp.set_nodelay(true);
+            if !origin.is_https() {
+                return handshake(tcp).await;
+            }
+            let name = ServerName::try_from(origin.host().to_string()).map_err(|e| {
+                connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            })?;
+            let tls = self.tls.connect(name, tcp).await.map_err(connect_error)?;
+            handshake(tls).await
+        };
+        tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| HttpError::ConnectTimeout(self.connect_timeout))?
+    }
+}
+
+async fn handshake<T>(io: T) -> Result<SendRequest<Body>, HttpError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| HttpError::exchange(&e))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "Salesforce connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// A connection to give back to the pool once its answer has been read.
+struct Checkin {
+    pool: Arc<Pool>,
+    origin: String,
+    sender: SendRequest<Body>,
+}
+
+/// An answer's body: gives its connection back to the pool at its end, and fails if Salesforce
+/// is silent for longer than the read timeout.
+pub struct UpstreamBody {
+    inner: Incoming,
+    keep: Option<Checkin>,
+    read_timeout: Duration,
+    /// Started when a read has to wait; restarted after every frame.
+    silence: Option<Pin<Box<Sleep>>>,
+}
+
+impl UpstreamBody {
+    fn check_in(&mut self) {
+        let Some(checkin) = self.keep.take() else {
+            return;
+        };
+        let mut idle = checkin.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = match idle.get_mut(&checkin.origin) {
+            Some(list) => list,
+            None => idle.entry(checkin.origin).or_default(),
+        };
+        if list.len() < IDLE_PER_ORIGIN {
+            list.push(Idle {
+                sender: checkin.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(silence) = &mut this.silence {
+                    silence
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.read_timeout);
+                }
+                if hyper::body::Body::is_end_stream(&this.inner) {
+                    this.check_in();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.keep = None;
+                Poll::Ready(Some(Err(HttpError::exchange(&error))))
+            }
+            Poll::Ready(None) => {
+                this.check_in();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let silence = this
+                    .silence
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(silence.as_mut().poll(cx));
+                this.keep = None;
+                Poll::Ready(Some(Err(HttpError::ReadTimeout(timeout))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
+}
