@@ -6,12 +6,14 @@
 //! only through the [`origin`] allow-list; [`session`] picks the token (WSO2's `init`), keeping it
 //! in the [`registry`] and refreshing it once for all waiting requests; [`salesforce`] makes the
 //! call; [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
-//! together for one request and [`server`] serves it. The proxy's own errors are [`fault`]s.
+//! together for one request and [`server`] serves it, writing one [`access_log`] line per request.
+//! The proxy's own errors are [`fault`]s.
 //!
 //! [`emulator`] is a fake Salesforce org for tests, the demo and benchmarks. [`config`] holds the
 //! settings, [`telemetry`] the logging setup; [`domain`], [`secret`] and [`xml`] are the small
 //! types and helpers the rest share.
 
+pub mod access_log;
 pub mod config;
 pub mod connection;
 pub mod domain;

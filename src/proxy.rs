@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use crate::access_log::{current_request_id, OperationName};
 use crate::connection::Connection;
 use crate::envelope::{read_body, Envelope, Fields, QueryFields};
 use crate::fault::Fault;
@@ -31,7 +32,10 @@ pub async fn by_service(
         .strip_prefix(SERVICE_PREFIX)
         .and_then(operation::lookup)
         .ok_or_else(|| Fault::UnknownOperation(service.clone()))?;
-    handle(&state, operation, query, headers, body).await
+    Ok(answer(
+        operation,
+        handle(&state, operation, query, headers, body).await,
+    ))
 }
 
 /// `POST /services/salesforcebulk` with the operation in an `Action: urn:<operation>` or
@@ -52,7 +56,19 @@ pub async fn by_action(
     let name = name.strip_prefix("urn:").unwrap_or(name);
     let operation =
         operation::lookup(name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))?;
-    handle(&state, operation, query, headers, body).await
+    Ok(answer(
+        operation,
+        handle(&state, operation, query, headers, body).await,
+    ))
+}
+
+/// The caller's answer, marked with the operation for the access log.
+fn answer(operation: &'static Operation, outcome: Result<Response, Fault>) -> Response {
+    let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
+    response
+        .extensions_mut()
+        .insert(OperationName(operation.name));
+    response
 }
 
 async fn handle(
@@ -62,7 +78,6 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Fault> {
-    tracing::Span::current().record("operation", operation.name);
     let (connection, call) = match operation.input {
         Input::Envelope(build) => {
             let bytes = read_body(body, state.max_body_bytes).await?;
@@ -118,7 +133,10 @@ async fn call_salesforce(
     if !answer.session_expired {
         return Ok(relay(answer));
     }
-    tracing::info!("Salesforce says the session expired");
+    tracing::info!(
+        request_id = current_request_id().as_deref(),
+        "Salesforce says the session expired"
+    );
     let Some(renewed) = state.sessions.renew(connection, &session).await? else {
         return Ok(relay(answer));
     };

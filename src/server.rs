@@ -3,30 +3,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
 
+use crate::access_log::{access_log, RequestIds};
 use crate::config::{RegistryBackend, Settings};
-use crate::fault::FaultRecord;
 use crate::origin::AllowList;
 use crate::proxy;
 use crate::registry::{FileRegistry, MemoryRegistry, TokenRegistry};
 use crate::salesforce::SalesforceClient;
 use crate::session::Sessions;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every request handler shares.
 pub struct AppState {
@@ -61,82 +52,17 @@ impl AppState {
     }
 }
 
-/// The whole app. Layers, outermost first: request id, request span and latency log, fault log.
+/// The whole app, with one access-log line per request.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/services/salesforcebulk", post(proxy::by_action))
         .route("/services/{service}", post(proxy::by_service))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
-        .layer(axum::middleware::map_response(log_fault))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<Body>| {
-                    // The path only: query strings may carry credentials.
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = request
-                            .headers()
-                            .get(&REQUEST_ID)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default(),
-                        operation = tracing::field::Empty,
-                    )
-                })
-                .on_request(())
-                .on_response(
-                    |response: &Response<Body>, latency: Duration, _span: &tracing::Span| {
-                        tracing::info!(
-                            status = response.status().as_u16(),
-                            duration_us = latency.as_micros() as u64,
-                            "answered"
-                        );
-                    },
-                ),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()))
-}
-
-/// Request ids unique to this process run: a random prefix chosen at start and a counter.
-/// (A UUID per request cost a `getrandom` system call on every request.)
-#[derive(Clone)]
-struct RequestIds {
-    prefix: u32,
-    next: Arc<AtomicU64>,
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        RequestIds {
-            prefix: fastrand::u32(..),
-            next: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}-{n:012x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
-}
-
-/// Logs each fault once, where the response leaves; building the response logs nothing.
-async fn log_fault(response: Response<Body>) -> Response<Body> {
-    if let Some(fault) = response.extensions().get::<FaultRecord>() {
-        if response.status().is_server_error() {
-            tracing::error!(fault.code = fault.code, fault.message = %fault.message, "request failed");
-        } else {
-            tracing::warn!(fault.code = fault.code, fault.message = %fault.message, "request refused");
-        }
-    } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        tracing::warn!("method not allowed");
-    }
-    response
+        .layer(axum::middleware::from_fn_with_state(
+            RequestIds::default(),
+            access_log,
+        ))
 }
 
 /// A bound, ready-to-serve proxy.

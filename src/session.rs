@@ -173,6 +173,7 @@ impl Sessions {
             .await
             .map_err(registry_fault)?;
         tracing::info!(
+            request_id = crate::access_log::current_request_id().as_deref(),
             registry.path = %grant.registry_path,
             instance = %instance,
             duration_ms = started.elapsed().as_millis() as u64,

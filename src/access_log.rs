@@ -1,0 +1,110 @@
+//! One log line per request, written when its answer's head leaves: method, path (never the
+//! query string, which may carry credentials), request id, operation, status, duration, and the
+//! fault when the proxy refused or failed the request. Each request also gets an `x-request-id`:
+//! the caller's, or a new one; the answer carries it back.
+//!
+//! No tracing span is kept per request (formatting and entering one cost more than the line
+//! itself); the few events logged while a request runs add its id with [`current_request_id`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::fault::FaultRecord;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static CURRENT: HeaderValue;
+}
+
+/// The operation a request asked for, put on its answer by the handler for the log line.
+#[derive(Debug, Clone, Copy)]
+pub struct OperationName(pub &'static str);
+
+/// Request ids unique to this process run: a random prefix chosen at start and a counter.
+/// (A UUID per request cost a `getrandom` system call on every request.)
+#[derive(Clone)]
+pub struct RequestIds {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds {
+            prefix: fastrand::u32(..),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl RequestIds {
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::try_from(format!("{:08x}-{n:012x}", self.prefix))
+            .expect("hex digits are a header value")
+    }
+}
+
+/// The middleware: `axum::middleware::from_fn_with_state(RequestIds::default(), access_log)`.
+pub async fn access_log(
+    State(ids): State<RequestIds>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let id = match request.headers().get(&REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = ids.next();
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    let status = response.status();
+    let operation = response.extensions().get::<OperationName>().map(|o| o.0);
+    let fault = response.extensions().get::<FaultRecord>();
+    macro_rules! line {
+        ($level:expr, $message:literal) => {
+            tracing::event!(
+                $level,
+                method = %method,
+                path = uri.path(),
+                request_id = id.to_str().unwrap_or_default(),
+                operation,
+                status = status.as_u16(),
+                duration_us = started.elapsed().as_micros() as u64,
+                fault.code = fault.map(|f| f.code),
+                fault.message = fault.map(|f| f.message.as_str()),
+                $message
+            )
+        };
+    }
+    match fault {
+        Some(_) if status.is_server_error() => line!(tracing::Level::ERROR, "request failed"),
+        Some(_) => line!(tracing::Level::WARN, "request refused"),
+        None if status == StatusCode::METHOD_NOT_ALLOWED => {
+            line!(tracing::Level::WARN, "method not allowed")
+        }
+        None => line!(tracing::Level::INFO, "answered"),
+    }
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// The id of the request being served, for log events made while it runs.
+pub fn current_request_id() -> Option<String> {
+    CURRENT
+        .try_with(|id| id.to_str().ok().map(str::to_string))
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,144 @@
+//! One access-log line per request, with what an operator needs to find it: method, path without
+//! the query, request id, operation, status and duration, plus the fault when the proxy refused
+//! or failed; events logged while a request runs carry its id too.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use support::spawn_app;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The lines that mention `request_id`.
+    fn lines_of(&self, request_id: &str) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let needle = format!("request_id={request_id:?}");
+        text.lines()
+            .filter(|line| line.split(' ').any(|word| word == needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn assert_has(line: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(line.contains(part), "{part:?} missing from {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    let send = |id: &'static str, operation: &'static str, body: String| {
+        app.http
+            .post(format!("{}/services/salesforcebulk_{operation}", app.proxy))
+            .header("x-request-id", id)
+            .body(body)
+            .send()
+    };
+
+    let ok = send(
+        "flow-1",
+        "getJob",
+        app.envelope("getJob", &[("jobId", &job)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    let lines = captured.lines_of("flow-1");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_has(
+        &lines[0],
+        &[
+            "INFO",
+            "answered",
+            "method=POST",
+            "path=\"/services/salesforcebulk_getJob\"",
+            "operation=\"getJob\"",
+            "status=200",
+            "duration_us=",
+        ],
+    );
+    assert!(!lines[0].contains("fault"), "{}", lines[0]);
+
+    let refused = send("flow-2", "getJob", app.envelope("getJob", &[]))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let lines = captured.lines_of("flow-2");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_has(
+        &lines[0],
+        &[
+            "WARN",
+            "request refused",
+            "status=400",
+            "fault.code=\"SFBULK_MISSING_FIELD\"",
+            "fault.message=\"missing field <jobId>\"",
+        ],
+    );
+
+    // The query string of an upload carries credentials: the line names the path only.
+    let upload = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulk_uploadBatchFile?{}",
+            app.proxy,
+            app.upload_query(&[("jobId", &job)])
+        ))
+        .header("x-request-id", "flow-3")
+        .header("content-type", "text/csv")
+        .body("LastName\nHopper\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let lines = captured.lines_of("flow-3");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_has(
+        &lines[0],
+        &[
+            "path=\"/services/salesforcebulk_uploadBatchFile\" ",
+            "status=201",
+        ],
+    );
+    assert!(!lines[0].contains('?'), "{}", lines[0]);
+
+    // A refresh made for a request is logged with that request's id.
+    app.org.expire_sessions();
+    let refreshed = send(
+        "flow-4",
+        "getJob",
+        app.envelope("getJob", &[("jobId", &job)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let lines = captured.lines_of("flow-4");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_has(&lines[0], &["Salesforce says the session expired"]);
+    assert_has(&lines[1], &["session refreshed"]);
+    assert_has(&lines[2], &["answered", "status=200"]);
+}
