@@ -41,7 +41,13 @@ impl RegistryKey {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }
-        let id = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let id = hash
+            .finalize()
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+            .map(char::from)
+            .collect();
         RegistryKey {
             registry_path: grant.registry_path.clone(),
             id,
@@ -124,7 +130,12 @@ mod tests {
             a,
             RegistryKey::for_grant(&grant("connectors/salesforcebulk", "rt-1"))
         );
-        assert_eq!(a.id().len(), 64);
         assert!(!a.id().contains("rt-1"));
+        // Entries stored by earlier versions keep their names: SHA-256 over length-prefixed
+        // fields, in lower-case hex.
+        assert_eq!(
+            a.id(),
+            "4bce13cee4cf2dcd65bc37cb96627206713412ca72ba7bb60d9038ad615e9774"
+        );
     }
 }
