@@ -37,6 +37,7 @@ pub struct SalesforceSettings {
     pub response_timeout_secs: u64,
     pub read_timeout_secs: u64,
     pub read_retries: u32,
+    pub idle_connections_per_origin: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

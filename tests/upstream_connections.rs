@@ -261,3 +261,19 @@ async fn an_https_origin_is_spoken_to_with_tls_only() {
         "a request reached the emulator in the clear"
     );
 }
+
+#[tokio::test]
+async fn with_no_idle_connections_allowed_every_call_opens_its_own() {
+    let (app, relay) = app_behind_relay(None, |s| {
+        s.salesforce.idle_connections_per_origin = 0;
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, text) = app
+            .call_via(&relay.origin, "getJob", &[("jobId", "750000000000001AAA")])
+            .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("InvalidJob"), "{text}");
+    }
+    assert_eq!(relay.connections(), 3);
+}

@@ -47,10 +47,7 @@ pub struct SalesforceClient {
 impl SalesforceClient {
     pub fn new(settings: &SalesforceSettings) -> SalesforceClient {
         SalesforceClient {
-            http: Arc::new(Http::new(
-                settings.connect_timeout(),
-                settings.read_timeout(),
-            )),
+            http: Arc::new(Http::new(settings)),
             response_timeout: settings.response_timeout(),
             read_retries: settings.read_retries,
         }

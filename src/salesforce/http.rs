@@ -24,10 +24,8 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use crate::config::SalesforceSettings;
 use crate::origin::Origin;
-
-/// Idle connections kept per origin; more than this are closed when their answer is read.
-const IDLE_PER_ORIGIN: usize = 32;
 
 /// An idle connection older than this is not reused: servers (Salesforce's included) close idle
 /// keep-alive connections, and a request sent just as they do fails.
@@ -70,9 +68,10 @@ pub struct Http {
     user_agent: HeaderValue,
 }
 
-#[derive(Default)]
 struct Pool {
     idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// Idle connections kept per origin; one given back beyond this is closed.
+    per_origin: usize,
 }
 
 struct Idle {
@@ -81,7 +80,7 @@ struct Idle {
 }
 
 impl Http {
-    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Http {
+    pub fn new(settings: &SalesforceSettings) -> Http {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -93,10 +92,13 @@ impl Http {
                 .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Http {
-            pool: Arc::default(),
+            pool: Arc::new(Pool {
+                idle: Mutex::default(),
+                per_origin: settings.idle_connections_per_origin,
+            }),
             tls: TlsConnector::from(Arc::new(config)),
-            connect_timeout,
-            read_timeout,
+            connect_timeout: settings.connect_timeout(),
+            read_timeout: settings.read_timeout(),
             user_agent: HeaderValue::from_static(concat!(
                 "sfbulk-proxy/",
                 env!("CARGO_PKG_VERSION")
@@ -245,7 +247,7 @@ impl UpstreamBody {
             Some(list) => list,
             None => idle.entry(checkin.origin).or_default(),
         };
-        if list.len() < IDLE_PER_ORIGIN {
+        if list.len() < checkin.pool.per_origin {
             list.push(Idle {
                 sender: checkin.sender,
                 since: Instant::now(),
