@@ -27,6 +27,7 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub replay_buffer_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +159,10 @@ impl Settings {
             Err(e) => problems.extend(e),
         }
         for (key, value) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
             (
                 "salesforce.connect_timeout_ms",
                 self.salesforce.connect_timeout_ms,

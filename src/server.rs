@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::access_log::{access_log, RequestIds};
@@ -69,7 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    shutdown_grace: Duration,
+    limits: ServeLimits,
 }
 
 impl Application {
@@ -80,7 +82,10 @@ impl Application {
         Ok(Application {
             listener,
             router: router(state),
-            shutdown_grace: Duration::from_secs(settings.server.shutdown_grace_secs),
+            limits: ServeLimits {
+                grace: Duration::from_secs(settings.server.shutdown_grace_secs),
+                header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+            },
         })
     }
 
@@ -93,40 +98,78 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve(self.listener, self.router, shutdown, self.shutdown_grace).await
+        serve(self.listener, self.router, shutdown, self.limits).await
     }
 }
 
-/// Serves `router` with graceful shutdown bounded by `grace`; shared by the proxy and the emulator.
+/// How a listener is served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// After the shutdown signal, how long connections may take to finish their requests.
+    pub grace: Duration,
+    /// How long a client may take to send a request's headers (a slow client holds a
+    /// connection open no longer).
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `router` over HTTP/1.1 until `shutdown` completes, then lets connections finish the
+/// requests they have (idle ones close at once) for at most `limits.grace`. Shared by the proxy
+/// and the emulator.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    limits: ServeLimits,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    // Answers go out whole in one write; Nagle's algorithm would only hold them back.
-    let listener = listener.tap_io(|tcp| {
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: give connections time to close.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        // Answers go out whole in one write; Nagle's algorithm would only hold them back.
         let _ = tcp.set_nodelay(true);
-    });
-    let serving = axum::serve(listener, router).with_graceful_shutdown(signal);
-    tokio::select! {
-        result = serving => result,
-        _ = async {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
+        let service = TowerToHyperService::new(router.clone());
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(tcp), service);
+            let mut connection = std::pin::pin!(connection);
+            let outcome = tokio::select! {
+                outcome = connection.as_mut() => outcome,
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::debug!(%error, "connection ended with an error");
             }
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; exiting");
-            Ok(())
-        }
+        });
     }
+    drop(listener);
+    let _ = closing.send(true);
+    let finishing = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.grace, finishing).await.is_err() {
+        tracing::warn!(
+            grace_secs = limits.grace.as_secs(),
+            "requests still in flight after the grace period; exiting"
+        );
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

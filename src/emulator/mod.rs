@@ -277,7 +277,10 @@ impl Emulator {
             self.listener,
             router(self.org),
             shutdown,
-            Duration::from_secs(5),
+            crate::server::ServeLimits {
+                grace: Duration::from_secs(5),
+                header_read_timeout: Duration::from_secs(30),
+            },
         )
         .await
     }
