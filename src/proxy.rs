@@ -137,6 +137,18 @@ async fn call_salesforce(
         request_id = current_request_id().as_deref(),
         "Salesforce says the session expired"
     );
+    Box::pin(call_again(state, connection, call, session, answer)).await
+}
+
+/// After an expired-session answer: the renewed session's call, boxed so the rare path does
+/// not make every request's future larger.
+async fn call_again(
+    state: &AppState,
+    connection: &Connection,
+    call: &UpstreamCall,
+    session: crate::session::Session,
+    answer: crate::salesforce::Answer,
+) -> Result<Response, Fault> {
     let Some(renewed) = state.sessions.renew(connection, &session).await? else {
         return Ok(relay(answer));
     };

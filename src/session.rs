@@ -77,7 +77,8 @@ impl Sessions {
                 token.age_ms = age_ms,
                 "stored token is older than intervalTime"
             );
-            return self.refresh(grant, key, entry.stored_at_ms, None).await;
+            // Boxed, as every refresh below: a refresh is a large future and a rare one.
+            return Box::pin(self.refresh(grant, key, entry.stored_at_ms, None)).await;
         }
         self.session_from(key, entry)
     }
@@ -92,7 +93,7 @@ impl Sessions {
         let (Some(grant), Some((key, stored_at_ms))) = (&connection.grant, &session.origin) else {
             return Ok(None);
         };
-        self.refresh(grant, key.clone(), *stored_at_ms, Some(&session.token))
+        Box::pin(self.refresh(grant, key.clone(), *stored_at_ms, Some(&session.token)))
             .await
             .map(Some)
     }

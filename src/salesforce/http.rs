@@ -125,14 +125,15 @@ impl Http {
             .or_insert(HeaderValue::from_static("*/*"));
         let (mut sender, reused) = match self.checkout(origin).await {
             Some(sender) => (sender, true),
-            None => (self.connect(origin).await?, false),
+            // Boxed: connecting (with TLS) is a large future, and most requests reuse a connection.
+            None => (Box::pin(self.connect(origin)).await?, false),
         };
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut refused) => match refused.take_message() {
                 Some(request) if reused => {
                     tracing::debug!(%origin, "an idle connection was closed; using a new one");
-                    sender = self.connect(origin).await?;
+                    sender = Box::pin(self.connect(origin)).await?;
                     sender
                         .send_request(request)
                         .await
