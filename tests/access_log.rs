@@ -48,6 +48,7 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
         .with_max_level(tracing::Level::INFO)
         .with_writer(move || writer.clone())
         .with_ansi(false)
+        .event_format(sfbulk_proxy::telemetry::TextLine)
         .init();
     let app = spawn_app().await;
     let job = app.create_job().await;
