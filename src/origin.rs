@@ -5,18 +5,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use axum::http::HeaderValue;
 use url::Url;
 
 /// How many admitted origins the allow-list remembers, so a busy proxy parses each once.
 const ADMITTED_CACHE_LIMIT: usize = 1024;
 
-/// An `http`/`https` scheme, host and port that the allow-list admitted.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
+/// An `http`/`https` scheme, host and port that the allow-list admitted. Cloning one is a
+/// reference count; two are equal when their serialized forms are.
+#[derive(Clone)]
+pub struct Origin(Arc<Parts>);
+
+struct Parts {
     /// `scheme://host[:port]`, lower case, default port left out; no trailing slash.
     serialized: String,
-    /// Where `host[:port]` starts in `serialized`.
-    authority_at: usize,
+    /// `host[:port]`, as a `Host` header gives it.
+    host_header: HeaderValue,
     /// The host to connect to (an IPv6 address without its brackets) and the port.
     host: String,
     port: u16,
@@ -24,36 +28,50 @@ pub struct Origin {
 
 impl Origin {
     pub fn as_str(&self) -> &str {
-        &self.serialized
+        &self.0.serialized
     }
 
     pub fn is_https(&self) -> bool {
-        self.serialized.starts_with("https:")
+        self.0.serialized.starts_with("https:")
     }
 
     /// `host[:port]`, as a `Host` header gives it.
-    pub fn authority(&self) -> &str {
-        &self.serialized[self.authority_at..]
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.0.host_header
     }
 
     pub fn host(&self) -> &str {
-        &self.host
+        &self.0.host
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
+    }
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.serialized == other.0.serialized
+    }
+}
+
+impl Eq for Origin {}
+
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.serialized.hash(state);
     }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.serialized)
+        f.write_str(&self.0.serialized)
     }
 }
 
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Origin({})", self.serialized)
+        write!(f, "Origin({})", self.0.serialized)
     }
 }
 
@@ -138,15 +156,18 @@ impl AllowList {
         let serialized = serialize(&url);
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();
-        let origin = Origin {
-            authority_at: url.scheme().len() + "://".len(),
+        let authority = &serialized[url.scheme().len() + "://".len()..];
+        let host_header = HeaderValue::from_str(authority)
+            .map_err(|e| OriginRefused::Malformed(raw.into(), e.to_string()))?;
+        let origin = Origin(Arc::new(Parts {
+            host_header,
             host: match url.host() {
                 Some(url::Host::Ipv6(address)) => address.to_string(),
                 _ => host.to_string(),
             },
             port,
             serialized,
-        };
+        }));
         let is_domain = matches!(url.host(), Some(url::Host::Domain(_)));
         let allowed = self.patterns.iter().any(|p| {
             p.scheme == url.scheme()
@@ -161,7 +182,7 @@ impl AllowList {
         if allowed {
             Ok(origin)
         } else {
-            Err(OriginRefused::NotAllowed(origin.serialized))
+            Err(OriginRefused::NotAllowed(origin.0.serialized.clone()))
         }
     }
 

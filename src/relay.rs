@@ -24,10 +24,54 @@ pub fn relay(answer: Answer) -> Response<Body> {
     let mut response = Response::new(answer.body);
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
-    for name in RELAYED_HEADERS {
-        for value in answer.headers.get_all(*name) {
-            headers.append(HeaderName::from_static(name), value.clone());
+    // Salesforce's few headers are walked once, rather than looked up name by name. A name comes
+    // only with its first value; the values after it until the next name are its own.
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in answer.headers {
+        if let Some(name) = name {
+            current = RELAYED_HEADERS.contains(&name.as_str()).then_some(name);
+        }
+        if let Some(name) = &current {
+            headers.append(name.clone(), value);
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+
+    use super::*;
+
+    #[test]
+    fn every_value_of_a_relayed_header_is_kept_in_order_and_others_dropped() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("set-cookie", "a=1"),
+            ("warning", "199 - first"),
+            ("set-cookie", "b=2"),
+            ("content-type", "application/xml"),
+            ("warning", "199 - second"),
+            ("sforce-limit-info", "api-usage=1/15000"),
+            ("x-internal", "secret"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        let response = relay(Answer {
+            status: StatusCode::CREATED,
+            headers,
+            body: Body::empty(),
+            session_expired: false,
+        });
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let kept = response.headers();
+        assert_eq!(
+            kept.get_all("warning").iter().collect::<Vec<_>>(),
+            ["199 - first", "199 - second"]
+        );
+        assert_eq!(kept["content-type"], "application/xml");
+        assert_eq!(kept["sforce-limit-info"], "api-usage=1/15000");
+        assert_eq!(kept.len(), 4, "{kept:?}");
+    }
 }

@@ -69,7 +69,7 @@ pub struct Http {
 }
 
 struct Pool {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
     /// Idle connections kept per origin; one given back beyond this is closed.
     per_origin: usize,
 }
@@ -115,10 +115,7 @@ impl Http {
         mut request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, HttpError> {
         let headers = request.headers_mut();
-        headers.insert(
-            header::HOST,
-            HeaderValue::from_str(origin.authority()).expect("an origin is a valid Host"),
-        );
+        headers.insert(header::HOST, origin.host_header().clone());
         headers.insert(header::USER_AGENT, self.user_agent.clone());
         headers
             .entry(header::ACCEPT)
@@ -147,7 +144,7 @@ impl Http {
             inner: body,
             keep: Some(Checkin {
                 pool: self.pool.clone(),
-                origin: origin.as_str().to_string(),
+                origin: origin.clone(),
                 sender,
             }),
             read_timeout: self.read_timeout,
@@ -167,7 +164,7 @@ impl Http {
                 .idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .get_mut(origin.as_str())
+                .get_mut(origin)
                 .and_then(Vec::pop)?;
             if idle.sender.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
                 continue;
@@ -224,7 +221,7 @@ where
 /// A connection to give back to the pool once its answer has been read.
 struct Checkin {
     pool: Arc<Pool>,
-    origin: String,
+    origin: Origin,
     sender: SendRequest<Body>,
 }
 
