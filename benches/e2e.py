@@ -22,7 +22,10 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Another build (say, of an earlier commit) can be measured with SFBULK_BENCH_BIN=path.
 BIN = os.environ.get("SFBULK_BENCH_BIN", os.path.join(ROOT, "target", "release", "sfbulk-proxy"))
-DURATION = int(os.environ.get("DURATION", "10"))
+DURATION = int(os.environ.get("DURATION", "5"))
+# Each comparison is run this many times, the cases taking turns, so that a slow spell of this
+# shared machine hits every case alike; the report gives medians and per-round ratios.
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1 32 256").split()]
 # Generated Contacts in the streamed result: about 250 bytes each, so 4.5 million is about 1.1 GB.
 STREAM_ROWS = int(os.environ.get("STREAM_ROWS", "4500000"))
@@ -227,30 +230,29 @@ def main():
     rows = []
     def record(case, connections, result, rss=None):
         rows.append({"case": case, "connections": connections, **result, "rss": rss})
-        print(f"{case:>14} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  "
+        print(f"{case:>15} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  "
               f"p99 {result['p99']:.3f} ms  errors {result['errors']}" + (f"  peak RSS {rss:.1f} MB" if rss else ""),
               flush=True)
 
-    for c in CONNECTIONS:
-        record("direct", c, wrk(f"http://{EMULATOR}{job_path}", c, headers=session.items()))
-
     start(["nginx", "-c", nginx_config()], log="nginx.log")
     wait_ready(NGINX)  # nginx passes /healthz on to the emulator
-    for c in CONNECTIONS:
-        record("nginx", c, wrk(f"http://{NGINX}{job_path}", c, headers=session.items()))
-
     proxy = start_proxy()
     get_job = envelope("getJob", {"jobId": job})
     # One call first, so the registry holds the token (every measured call is a registry hit).
     http("POST", f"http://{PROXY}/services/salesforcebulk_getJob", get_job.encode(), {"Content-Type": "text/xml"})
     for c in CONNECTIONS:
-        record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job), peak_rss_mb(proxy))
+        for _ in range(ROUNDS):
+            record("direct", c, wrk(f"http://{EMULATOR}{job_path}", c, headers=session.items()))
+            record("nginx", c, wrk(f"http://{NGINX}{job_path}", c, headers=session.items()))
+            record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job),
+                   peak_rss_mb(proxy))
     create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
     for c in CONNECTIONS:
-        record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=job_info,
-                                       headers=[*session.items(), ("Content-Type", "application/xml")]))
-        record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c, body=create_proxy),
-               peak_rss_mb(proxy))
+        for _ in range(ROUNDS):
+            record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=job_info,
+                                           headers=[*session.items(), ("Content-Type", "application/xml")]))
+            record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c, body=create_proxy),
+                   peak_rss_mb(proxy))
     rss_after_load = peak_rss_mb(proxy)
     stop_proxy = processes.pop(processes.index(proxy))
     stop_proxy.send_signal(signal.SIGTERM)
@@ -282,22 +284,43 @@ def main():
 
 
 def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms):
-    by = {(r["case"], r["connections"]): r for r in rows}
-    lines = ["", "| case | conns | req/s | p50 ms | p99 ms | errors | proxy peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    median = statistics.median
+    runs = {}
     for r in rows:
-        rss = f"{r['rss']:.1f}" if r["rss"] else ""
-        lines.append(f"| {r['case']} | {r['connections']} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} | {rss} |")
-    lines += ["", "| conns | getJob proxy/nginx | getJob proxy/direct | p99 added over direct (ms) | createJob proxy/direct |", "|---|---|---|---|---|"]
+        runs.setdefault((r["case"], r["connections"]), []).append(r)
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    lines = ["", f"Medians of {ROUNDS} runs per row; errors are summed, peak RSS is the largest.", "",
+             "| case | conns | req/s | p50 ms | p99 ms | errors | proxy peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        for c in CONNECTIONS:
+            rs = runs[(case, c)]
+            rss = max((r["rss"] for r in rs if r["rss"]), default=None)
+            lines.append(f"| {case} | {c} | {median(r['rps'] for r in rs):.0f} | {median(r['p50'] for r in rs):.3f} | "
+                         f"{median(r['p99'] for r in rs):.3f} | {sum(r['errors'] for r in rs)} | "
+                         f"{f'{rss:.1f}' if rss else ''} |")
+
+    def ratios(case, baseline, c, key="rps", difference=False):
+        """Per-round ratios (or differences) of `case` to `baseline`, which ran side by side."""
+        pairs = zip(runs[(case, c)], runs[(baseline, c)])
+        return sorted((a[key] - b[key]) if difference else (a[key] / b[key]) for a, b in pairs)
+
+    def cell(values, digits):
+        return f"{median(values):.{digits}f} ({values[0]:.{digits}f}–{values[-1]:.{digits}f})"
+
+    lines += ["", "Ratios are taken within each round (the cases ran one after another), then the median, with the "
+              "range over rounds in brackets.", "",
+              "| conns | getJob proxy/nginx | getJob proxy/direct | p99 added over direct (ms) | createJob proxy/direct |",
+              "|---|---|---|---|---|"]
     for c in CONNECTIONS:
-        proxy, nginx, direct = by[("proxy getJob", c)], by[("nginx", c)], by[("direct", c)]
-        create, direct_create = by[("proxy createJob", c)], by[("direct create", c)]
-        lines.append(f"| {c} | {proxy['rps'] / nginx['rps']:.2f} | {proxy['rps'] / direct['rps']:.2f} | "
-                     f"{proxy['p99'] - direct['p99']:.3f} | {create['rps'] / direct_create['rps']:.2f} |")
+        lines.append(f"| {c} | {cell(ratios('proxy getJob', 'nginx', c), 2)} | {cell(ratios('proxy getJob', 'direct', c), 2)} | "
+                     f"{cell(ratios('proxy getJob', 'direct', c, 'p99', True), 3)} | "
+                     f"{cell(ratios('proxy createJob', 'direct create', c), 2)} |")
     lines += ["", f"Streaming {size / 1e9:.2f} GB: direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
               f"({proxy_mbps / direct_mbps:.2f} of direct), proxy peak RSS {stream_rss:.1f} MB.",
               f"Proxy peak RSS over all load runs: {rss_after_load:.1f} MB. Start to ready: {ready_ms:.1f} ms (median of 5).",
               f"Machine: {os.cpu_count()} cores; hop and upstream on core {HOP_CORE}, load generator on core {LOAD_CORE} "
-              f"(streaming: proxy on core {HOP_CORE}, emulator and curl on core {LOAD_CORE}); {DURATION} s per run."]
+              f"(streaming: proxy on core {HOP_CORE}, emulator and curl on core {LOAD_CORE}); "
+              f"{ROUNDS} rounds of {DURATION} s runs."]
     text = "\n".join(lines)
     print(text)
     out = os.path.join(ROOT, "target", "bench-report.md")
