@@ -116,8 +116,16 @@ def envelope(operation, fields):
     return f"<{operation}>{inner}</{operation}>"
 
 
-def wrk(url, connections, body=None, headers=()):
-    """Requests/s, p50 ms, p99 ms and errors for one wrk run."""
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, connections, body=None, headers=(), hop=None):
+    """Requests/s, p50 ms, p99 ms and errors for one wrk run; with `hop` (a pid), also the CPU
+    time that process spent per request, in microseconds."""
     script = os.path.join(work, "request.lua")
     with open(script, "w") as lua:
         lua.write('wrk.method = "%s"\n' % ("POST" if body else "GET"))
@@ -127,6 +135,7 @@ def wrk(url, connections, body=None, headers=()):
         for name, value in headers:
             lua.write('wrk.headers["%s"] = "%s"\n' % (name, value))
     threads = max(1, min(connections, 2))
+    cpu_before = cpu_seconds(hop) if hop else 0.0
     output = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{DURATION}s", "--latency", "-s", script, url],
@@ -141,7 +150,9 @@ def wrk(url, connections, body=None, headers=()):
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors += int(non_2xx.group(1)) if non_2xx else 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors}
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    cpu_us = (cpu_seconds(hop) - cpu_before) * 1e6 / requests if hop else None
+    return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors, "cpu_us": cpu_us}
 
 
 def nginx_config():
@@ -210,7 +221,21 @@ def stream(url, body=None, headers=()):
     return int(size) / float(seconds) / 1e6, int(size)
 
 
+def check_ports_free():
+    """A leftover server on one of our ports would answer for the one we start, so refuse to run."""
+    for address in (EMULATOR, NGINX, PROXY):
+        host, port = address.rsplit(":", 1)
+        with socket.socket() as s:
+            # As servers do: closed connections' TIME_WAIT must not count, only a listener.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, int(port)))
+            except OSError:
+                sys.exit(f"{address} is in use: stop whatever listens there (a previous run?) and start again")
+
+
 def main():
+    check_ports_free()
     emulator_env = {
         "SFBULK__EMULATOR__LISTEN": EMULATOR,
         "SFBULK__EMULATOR__ACCESS_TOKEN": TOKEN,
@@ -231,11 +256,14 @@ def main():
     def record(case, connections, result, rss=None):
         rows.append({"case": case, "connections": connections, **result, "rss": rss})
         print(f"{case:>15} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  "
-              f"p99 {result['p99']:.3f} ms  errors {result['errors']}" + (f"  peak RSS {rss:.1f} MB" if rss else ""),
+              f"p99 {result['p99']:.3f} ms  errors {result['errors']}"
+              + (f"  hop CPU {result['cpu_us']:.1f} us/request" if result["cpu_us"] else "")
+              + (f"  peak RSS {rss:.1f} MB" if rss else ""),
               flush=True)
 
-    start(["nginx", "-c", nginx_config()], log="nginx.log")
+    nginx = start(["nginx", "-c", nginx_config()], log="nginx.log")
     wait_ready(NGINX)  # nginx passes /healthz on to the emulator
+    nginx_worker = int(subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()[0])
     proxy = start_proxy()
     get_job = envelope("getJob", {"jobId": job})
     # One call first, so the registry holds the token (every measured call is a registry hit).
@@ -243,16 +271,16 @@ def main():
     for c in CONNECTIONS:
         for _ in range(ROUNDS):
             record("direct", c, wrk(f"http://{EMULATOR}{job_path}", c, headers=session.items()))
-            record("nginx", c, wrk(f"http://{NGINX}{job_path}", c, headers=session.items()))
-            record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job),
-                   peak_rss_mb(proxy))
+            record("nginx", c, wrk(f"http://{NGINX}{job_path}", c, headers=session.items(), hop=nginx_worker))
+            record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job,
+                                          hop=proxy.pid), peak_rss_mb(proxy))
     create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
     for c in CONNECTIONS:
         for _ in range(ROUNDS):
             record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=job_info,
                                            headers=[*session.items(), ("Content-Type", "application/xml")]))
-            record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c, body=create_proxy),
-                   peak_rss_mb(proxy))
+            record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c,
+                                             body=create_proxy, hop=proxy.pid), peak_rss_mb(proxy))
     rss_after_load = peak_rss_mb(proxy)
     stop_proxy = processes.pop(processes.index(proxy))
     stop_proxy.send_signal(signal.SIGTERM)
@@ -290,14 +318,16 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
         runs.setdefault((r["case"], r["connections"]), []).append(r)
     cases = list(dict.fromkeys(r["case"] for r in rows))
     lines = ["", f"Medians of {ROUNDS} runs per row; errors are summed, peak RSS is the largest.", "",
-             "| case | conns | req/s | p50 ms | p99 ms | errors | proxy peak RSS MB |", "|---|---|---|---|---|---|---|"]
+             "| case | conns | req/s | p50 ms | p99 ms | errors | hop CPU µs/request | proxy peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for case in cases:
         for c in CONNECTIONS:
             rs = runs[(case, c)]
             rss = max((r["rss"] for r in rs if r["rss"]), default=None)
+            cpu = median(r["cpu_us"] for r in rs) if rs[0]["cpu_us"] else None
             lines.append(f"| {case} | {c} | {median(r['rps'] for r in rs):.0f} | {median(r['p50'] for r in rs):.3f} | "
                          f"{median(r['p99'] for r in rs):.3f} | {sum(r['errors'] for r in rs)} | "
-                         f"{f'{rss:.1f}' if rss else ''} |")
+                         f"{f'{cpu:.1f}' if cpu else ''} | {f'{rss:.1f}' if rss else ''} |")
 
     def ratios(case, baseline, c, key="rps", difference=False):
         """Per-round ratios (or differences) of `case` to `baseline`, which ran side by side."""
@@ -309,10 +339,11 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
 
     lines += ["", "Ratios are taken within each round (the cases ran one after another), then the median, with the "
               "range over rounds in brackets.", "",
-              "| conns | getJob proxy/nginx | getJob proxy/direct | p99 added over direct (ms) | createJob proxy/direct |",
-              "|---|---|---|---|---|"]
+              "| conns | getJob proxy/nginx | CPU per request proxy/nginx | getJob proxy/direct | p99 added over direct (ms) | createJob proxy/direct |",
+              "|---|---|---|---|---|---|"]
     for c in CONNECTIONS:
-        lines.append(f"| {c} | {cell(ratios('proxy getJob', 'nginx', c), 2)} | {cell(ratios('proxy getJob', 'direct', c), 2)} | "
+        lines.append(f"| {c} | {cell(ratios('proxy getJob', 'nginx', c), 2)} | {cell(ratios('proxy getJob', 'nginx', c, 'cpu_us'), 2)} | "
+                     f"{cell(ratios('proxy getJob', 'direct', c), 2)} | "
                      f"{cell(ratios('proxy getJob', 'direct', c, 'p99', True), 3)} | "
                      f"{cell(ratios('proxy createJob', 'direct create', c), 2)} |")
     lines += ["", f"Streaming {size / 1e9:.2f} GB: direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
