@@ -4,34 +4,16 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use support::{spawn_app, LogCapture};
 
-use support::spawn_app;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The lines that mention `request_id`.
-    fn lines_of(&self, request_id: &str) -> Vec<String> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        let needle = format!("request_id={request_id:?}");
-        text.lines()
-            .filter(|line| line.split(' ').any(|word| word == needle))
-            .map(str::to_string)
-            .collect()
-    }
+/// The lines of `logs` that mention `request_id`.
+fn lines_of(logs: &LogCapture, request_id: &str) -> Vec<String> {
+    let needle = format!("request_id={request_id:?}");
+    logs.text()
+        .lines()
+        .filter(|line| line.split(' ').any(|word| word == needle))
+        .map(str::to_string)
+        .collect()
 }
 
 fn assert_has(line: &str, parts: &[&str]) {
@@ -42,14 +24,7 @@ fn assert_has(line: &str, parts: &[&str]) {
 
 #[tokio::test]
 async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .event_format(sfbulk_proxy::telemetry::TextLine)
-        .init();
+    let captured = LogCapture::install(tracing::Level::INFO);
     let app = spawn_app().await;
     let job = app.create_job().await;
     let send = |id: &'static str, operation: &'static str, body: String| {
@@ -68,7 +43,7 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
     .await
     .unwrap();
     assert_eq!(ok.status(), 200);
-    let lines = captured.lines_of("flow-1");
+    let lines = lines_of(&captured, "flow-1");
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_has(
         &lines[0],
@@ -88,7 +63,7 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
-    let lines = captured.lines_of("flow-2");
+    let lines = lines_of(&captured, "flow-2");
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_has(
         &lines[0],
@@ -116,7 +91,7 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
         .await
         .unwrap();
     assert_eq!(upload.status(), 201);
-    let lines = captured.lines_of("flow-3");
+    let lines = lines_of(&captured, "flow-3");
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_has(
         &lines[0],
@@ -137,7 +112,7 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
     .await
     .unwrap();
     assert_eq!(refreshed.status(), 200);
-    let lines = captured.lines_of("flow-4");
+    let lines = lines_of(&captured, "flow-4");
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert_has(&lines[0], &["Salesforce says the session expired"]);
     assert_has(&lines[1], &["session refreshed"]);

@@ -3,33 +3,11 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use support::spawn_app;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::{spawn_app, LogCapture};
 
 #[tokio::test]
 async fn no_token_or_credential_appears_in_trace_level_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = LogCapture::install(tracing::Level::TRACE);
 
     let app = spawn_app().await;
     let job_id = app.create_job().await;
@@ -55,7 +33,7 @@ async fn no_token_or_credential_appears_in_trace_level_logs() {
         .clone()
         .expect("retried with a token");
     let e = &app.settings.emulator;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("session refreshed"), "the refresh is logged");
     assert!(
         logs.contains("SFBULK_REFRESH_REJECTED"),

@@ -89,20 +89,25 @@ impl TestApp {
             .await;
         (response.status().as_u16(), response.text().await.unwrap())
     }
+
+    /// Creates an insert job through `origin`; its id.
+    async fn create_job_via(&self, origin: &str) -> String {
+        let (status, created) = self
+            .call_via(
+                origin,
+                "createJob",
+                &[("operation", "insert"), ("object", "Contact")],
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        element(&created, "id").unwrap()
+    }
 }
 
 #[tokio::test]
 async fn calls_share_kept_alive_connections() {
     let (app, relay) = app_behind_relay(None, |_| {}).await;
-    let (status, created) = app
-        .call_via(
-            &relay.origin,
-            "createJob",
-            &[("operation", "insert"), ("object", "Contact")],
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let job = element(&created, "id").unwrap();
+    let job = app.create_job_via(&relay.origin).await;
     for _ in 0..10 {
         let (status, text) = app
             .call_via(&relay.origin, "getJob", &[("jobId", &job)])
@@ -148,15 +153,7 @@ async fn calls_share_kept_alive_connections() {
 #[tokio::test]
 async fn a_connection_salesforce_closed_while_idle_is_replaced_without_an_error() {
     let (app, relay) = app_behind_relay(Some(Duration::from_millis(300)), |_| {}).await;
-    let (status, created) = app
-        .call_via(
-            &relay.origin,
-            "createJob",
-            &[("operation", "insert"), ("object", "Contact")],
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let job = element(&created, "id").unwrap();
+    let job = app.create_job_via(&relay.origin).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (status, text) = app
         .call_via(&relay.origin, "getJob", &[("jobId", &job)])

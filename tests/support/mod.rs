@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sfbulk_proxy::config::{RegistryBackend, Settings};
 use sfbulk_proxy::emulator::{Emulator, Org, RecordedRequest};
@@ -197,4 +197,37 @@ pub fn element(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_string())
+}
+
+/// Everything logged, kept in memory, in the proxy's own text format.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs the capture as this test process's global subscriber, at `level` and above.
+    pub fn install(level: tracing::Level) -> LogCapture {
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .event_format(sfbulk_proxy::telemetry::TextLine)
+            .init();
+        capture
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
