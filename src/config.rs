@@ -39,6 +39,7 @@ pub struct SalesforceSettings {
     pub read_timeout_secs: u64,
     pub read_retries: u32,
     pub idle_connections_per_origin: usize,
+    pub https_proxy: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -181,6 +182,9 @@ impl Settings {
                 problems.push(format!("{key} must be above 0"));
             }
         }
+        if let Err(e) = self.salesforce.https_proxy() {
+            problems.push(format!("salesforce.https_proxy (or HTTPS_PROXY): {e}"));
+        }
         if self.registry.backend == RegistryBackend::File
             && self.registry.dir.as_os_str().is_empty()
         {
@@ -237,6 +241,43 @@ impl SalesforceSettings {
     pub fn read_timeout(&self) -> Duration {
         Duration::from_secs(self.read_timeout_secs)
     }
+
+    /// The HTTP proxy that https origins are reached through with `CONNECT`, as host and port:
+    /// `salesforce.https_proxy`, or else the `HTTPS_PROXY` (or `https_proxy`) environment
+    /// variable; `None` when neither is set.
+    pub fn https_proxy(&self) -> Result<Option<(String, u16)>, String> {
+        let raw = if self.https_proxy.is_empty() {
+            match std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy")) {
+                Ok(raw) if !raw.trim().is_empty() => raw,
+                _ => return Ok(None),
+            }
+        } else {
+            self.https_proxy.clone()
+        };
+        let raw = raw.trim();
+        let with_scheme = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("http://{raw}")
+        };
+        // The text is never quoted back: it may hold a password.
+        let url = url::Url::parse(&with_scheme).map_err(|e| format!("not a proxy URL: {e}"))?;
+        if url.scheme() != "http" {
+            return Err("only http:// proxies are supported".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "{:?}: proxy credentials are not supported",
+                url.host_str().unwrap_or_default()
+            ));
+        }
+        let host = match url.host() {
+            Some(url::Host::Ipv6(address)) => address.to_string(),
+            Some(host) => host.to_string(),
+            None => return Err("the proxy URL has no host".into()),
+        };
+        Ok(Some((host, url.port_or_known_default().unwrap_or(80))))
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +305,33 @@ mod tests {
             .unwrap()
             .admit("https://ap2.salesforce.com")
             .is_ok());
+    }
+
+    #[test]
+    fn an_https_proxy_is_host_and_port_and_anything_else_is_refused() {
+        let with = |raw: &str| {
+            let mut s = Settings::load_from(None, env(&[])).unwrap();
+            s.salesforce.https_proxy = raw.into();
+            s.salesforce.https_proxy()
+        };
+        assert_eq!(
+            with("http://egress.corp.example:3128"),
+            Ok(Some(("egress.corp.example".into(), 3128)))
+        );
+        assert_eq!(
+            with("egress.corp.example"),
+            Ok(Some(("egress.corp.example".into(), 80)))
+        );
+        assert_eq!(with("http://[::1]:8080"), Ok(Some(("::1".into(), 8080))));
+        assert!(with("https://egress.corp.example")
+            .unwrap_err()
+            .contains("only http://"));
+        let refused = with("http://user:hunter2@egress.corp.example:3128").unwrap_err();
+        assert!(
+            refused.contains("credentials are not supported"),
+            "{refused}"
+        );
+        assert!(!refused.contains("hunter2"), "{refused}");
     }
 
     #[test]

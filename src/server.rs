@@ -42,7 +42,8 @@ impl AppState {
             RegistryBackend::File => Arc::new(FileRegistry::open(&settings.registry.dir)?),
             RegistryBackend::Memory => Arc::new(MemoryRegistry::new()),
         };
-        let salesforce = SalesforceClient::new(&settings.salesforce);
+        let salesforce = SalesforceClient::new(&settings.salesforce)
+            .map_err(|e| anyhow::anyhow!("salesforce.https_proxy: {e}"))?;
         Ok(AppState {
             sessions: Sessions::new(registry, salesforce.clone(), allow.clone()),
             salesforce,

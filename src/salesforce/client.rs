@@ -45,12 +45,12 @@ pub struct SalesforceClient {
 }
 
 impl SalesforceClient {
-    pub fn new(settings: &SalesforceSettings) -> SalesforceClient {
-        SalesforceClient {
-            http: Arc::new(Http::new(settings)),
+    pub fn new(settings: &SalesforceSettings) -> Result<SalesforceClient, String> {
+        Ok(SalesforceClient {
+            http: Arc::new(Http::new(settings)?),
             response_timeout: settings.response_timeout(),
             read_retries: settings.read_retries,
-        }
+        })
     }
 
     /// Sends `call` to `{instance}/services/async/{version}{path}`. Reads (GET) are repeated after

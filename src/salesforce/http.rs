@@ -66,6 +66,8 @@ pub struct Http {
     connect_timeout: Duration,
     read_timeout: Duration,
     user_agent: HeaderValue,
+    /// The proxy https origins are tunnelled through, if any.
+    https_proxy: Option<(String, u16)>,
 }
 
 struct Pool {
@@ -80,7 +82,7 @@ struct Idle {
 }
 
 impl Http {
-    pub fn new(settings: &SalesforceSettings) -> Http {
+    pub fn new(settings: &SalesforceSettings) -> Result<Http, String> {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -91,7 +93,8 @@ impl Http {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Http {
+        Ok(Http {
+            https_proxy: settings.https_proxy()?,
             pool: Arc::new(Pool {
                 idle: Mutex::default(),
                 per_origin: settings.idle_connections_per_origin,
@@ -103,7 +106,7 @@ impl Http {
                 "sfbulk-proxy/",
                 env!("CARGO_PKG_VERSION")
             )),
-        }
+        })
     }
 
     /// Sends `request` (its URI a path and query) to `origin`, on an idle connection when there
@@ -184,13 +187,19 @@ impl Http {
                 origin: origin.to_string(),
                 source,
             };
-            let tcp = TcpStream::connect((origin.host(), origin.port()))
-                .await
-                .map_err(connect_error)?;
-            let _ = tcp.set_nodelay(true);
             if !origin.is_https() {
+                let tcp = TcpStream::connect((origin.host(), origin.port()))
+                    .await
+                    .map_err(connect_error)?;
+                let _ = tcp.set_nodelay(true);
                 return handshake(tcp).await;
             }
+            let tcp = match &self.https_proxy {
+                None => TcpStream::connect((origin.host(), origin.port())).await,
+                Some(proxy) => tunnel(proxy, origin).await,
+            }
+            .map_err(connect_error)?;
+            let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(origin.host().to_string()).map_err(|e| {
                 connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
             })?;
@@ -201,6 +210,46 @@ impl Http {
             .await
             .map_err(|_| HttpError::ConnectTimeout(self.connect_timeout))?
     }
+}
+
+/// A connection to `origin` through an HTTP proxy's `CONNECT` tunnel.
+async fn tunnel(proxy: &(String, u16), origin: &Origin) -> std::io::Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, port) = (proxy.0.as_str(), proxy.1);
+    let mut tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("the proxy {host}:{port}: {e}")))?;
+    let target = if origin.host().contains(':') {
+        format!("[{}]:{}", origin.host(), origin.port())
+    } else {
+        format!("{}:{}", origin.host(), origin.port())
+    };
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    // The proxy's answer head, read a byte at a time so nothing after it is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8 * 1024 {
+            return Err(std::io::Error::other(
+                "the proxy's answer to CONNECT is too long",
+            ));
+        }
+        let mut byte = [0u8];
+        if tcp.read(&mut byte).await? == 0 {
+            return Err(std::io::Error::other(
+                "the proxy closed the connection during CONNECT",
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.split(' ').nth(1) != Some("200") {
+        return Err(std::io::Error::other(format!(
+            "the proxy {host}:{port} refused CONNECT {target}: {status_line}"
+        )));
+    }
+    Ok(tcp)
 }
 
 async fn handshake<T>(io: T) -> Result<SendRequest<Body>, HttpError>
