@@ -39,6 +39,7 @@ pub struct SalesforceSettings {
     pub read_timeout_secs: u64,
     pub read_retries: u32,
     pub idle_connections_per_origin: usize,
+    pub idle_timeout_secs: u64,
     pub https_proxy: String,
 }
 
@@ -240,6 +241,9 @@ impl SalesforceSettings {
     }
     pub fn read_timeout(&self) -> Duration {
         Duration::from_secs(self.read_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 
     /// The HTTP proxy that https origins are reached through with `CONNECT`, as host and port:

@@ -17,6 +17,8 @@ struct Relay {
     origin: String,
     listener: Option<TcpListener>,
     connections: Arc<AtomicUsize>,
+    /// Connections the proxy (or the relay) has closed.
+    closed: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -26,15 +28,18 @@ impl Relay {
             origin: format!("http://{}", listener.local_addr().unwrap()),
             listener: Some(listener),
             connections: Arc::default(),
+            closed: Arc::default(),
         }
     }
 
     fn start(&mut self, target_port: u16, close_after: Option<Duration>) {
         let listener = self.listener.take().unwrap();
         let connections = self.connections.clone();
+        let closed = self.closed.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 connections.fetch_add(1, Ordering::SeqCst);
+                let closed = closed.clone();
                 tokio::spawn(async move {
                     let mut outbound = TcpStream::connect(("127.0.0.1", target_port))
                         .await
@@ -48,6 +53,7 @@ impl Relay {
                             let _ = copying.await;
                         }
                     }
+                    closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -273,4 +279,35 @@ async fn with_no_idle_connections_allowed_every_call_opens_its_own() {
         assert!(text.contains("InvalidJob"), "{text}");
     }
     assert_eq!(relay.connections(), 3);
+}
+
+#[tokio::test]
+async fn connections_idle_longer_than_the_idle_timeout_are_closed() {
+    let (app, relay) = app_behind_relay(None, |s| s.salesforce.idle_timeout_secs = 1).await;
+    let job = app.create_job_via(&relay.origin).await;
+    let fields = [("jobId", job.as_str())];
+    let burst = futures_util::future::join_all(
+        (0..8).map(|_| app.call_via(&relay.origin, "getJob", &fields)),
+    )
+    .await;
+    assert!(burst.iter().all(|(status, _)| *status == 200), "{burst:?}");
+    let opened = relay.connections();
+    assert!(
+        opened >= 2,
+        "the burst used {opened} connection(s); the test needs several"
+    );
+
+    // One connection stays in use; the others sit idle past the timeout and are closed.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1600) {
+        assert_eq!(app.call_via(&relay.origin, "getJob", &fields).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        relay.connections(),
+        opened,
+        "a fresh connection was not reused"
+    );
+    assert_eq!(relay.closed.load(Ordering::SeqCst), opened - 1);
 }

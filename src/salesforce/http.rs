@@ -27,10 +27,6 @@ use tokio_rustls::TlsConnector;
 use crate::config::SalesforceSettings;
 use crate::origin::Origin;
 
-/// An idle connection older than this is not reused: servers (Salesforce's included) close idle
-/// keep-alive connections, and a request sent just as they do fails.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
 /// Why an exchange with Salesforce failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -74,6 +70,15 @@ struct Pool {
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
     /// Idle connections kept per origin; one given back beyond this is closed.
     per_origin: usize,
+    /// An idle connection older than this is closed, not reused: servers (Salesforce's
+    /// included) close idle keep-alive connections, and a request sent just as they do fails.
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    fn is_stale(&self, idle: &Idle) -> bool {
+        idle.sender.is_closed() || idle.since.elapsed() > self.idle_timeout
+    }
 }
 
 struct Idle {
@@ -98,6 +103,7 @@ impl Http {
             pool: Arc::new(Pool {
                 idle: Mutex::default(),
                 per_origin: settings.idle_connections_per_origin,
+                idle_timeout: settings.idle_timeout(),
             }),
             tls: TlsConnector::from(Arc::new(config)),
             connect_timeout: settings.connect_timeout(),
@@ -169,7 +175,7 @@ impl Http {
                 .unwrap_or_else(|e| e.into_inner())
                 .get_mut(origin)
                 .and_then(Vec::pop)?;
-            if idle.sender.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
+            if self.pool.is_stale(&idle) {
                 continue;
             }
             let mut sender = idle.sender;
@@ -294,6 +300,14 @@ impl UpstreamBody {
             Some(list) => list,
             None => idle.entry(checkin.origin).or_default(),
         };
+        // The most recently used connections are taken first, so the oldest wait at the bottom:
+        // once the oldest is stale, the stale ones are closed.
+        if list
+            .first()
+            .is_some_and(|oldest| checkin.pool.is_stale(oldest))
+        {
+            list.retain(|idle| !checkin.pool.is_stale(idle));
+        }
         if list.len() < checkin.pool.per_origin {
             list.push(Idle {
                 sender: checkin.sender,
