@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 
 use super::ids;
-use super::jobs::{admit, find_job, Job, JobState};
+use super::jobs::{admitted_jobs, find_job, Job, JobState};
 use super::records::{
     csv_records, field, json_records, xml_records, GeneratedContact, Query, Record, RecordResult,
     GENERATED_FIELDS, GENERATED_OBJECT,
@@ -184,10 +184,8 @@ pub async fn add(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request_format = Format::of_request(&headers);
-    admit(&org, &headers, &version, request_format)?;
     let (raw_type, essence) = request_content_type(&headers);
-    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let (request_format, mut jobs) = admitted_jobs(&org, &headers, &version)?;
     let job = find_job(&mut jobs, &job_id, Some(&version), request_format)?;
     let format = job.format;
     if !BATCH_CONTENT_TYPES.contains(&essence.as_str()) {
@@ -313,9 +311,7 @@ fn find_batch(
     batch_id: &str,
     headers: &HeaderMap,
 ) -> Result<(JobView, Batch), ApiError> {
-    let request_format = Format::of_request(headers);
-    admit(org, headers, version, request_format)?;
-    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let (request_format, mut jobs) = admitted_jobs(org, headers, version)?;
     let job = find_job(&mut jobs, job_id, Some(version), request_format)?;
     let batch = job
         .batches
@@ -340,9 +336,7 @@ pub async fn list(
     Path((version, job_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request_format = Format::of_request(&headers);
-    admit(&org, &headers, &version, request_format)?;
-    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let (request_format, mut jobs) = admitted_jobs(&org, &headers, &version)?;
     let job = find_job(&mut jobs, &job_id, Some(&version), request_format)?;
     let items: Vec<Document> = job
         .batches

@@ -2,7 +2,7 @@
 //! and error messages (see the reference page for which are recorded and which inferred).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -161,12 +161,19 @@ impl Job {
 }
 
 /// The checks every Bulk API call starts with: a live session, then a served version.
-pub(super) fn admit(
-    org: &Org,
+/// The org's jobs, locked, for a request whose session and API version pass [`admit`]; with the
+/// format the request was made in.
+pub(super) fn admitted_jobs<'o>(
+    org: &'o Org,
     headers: &HeaderMap,
     version: &str,
-    format: Format,
-) -> Result<u32, ApiError> {
+) -> Result<(Format, MutexGuard<'o, HashMap<String, Job>>), ApiError> {
+    let format = Format::of_request(headers);
+    admit(org, headers, version, format)?;
+    Ok((format, org.jobs.lock().unwrap_or_else(|e| e.into_inner())))
+}
+
+fn admit(org: &Org, headers: &HeaderMap, version: &str, format: Format) -> Result<u32, ApiError> {
     org.auth
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -342,9 +349,7 @@ pub async fn get(
     Path((version, job_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let format = Format::of_request(&headers);
-    admit(&org, &headers, &version, format)?;
-    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let (format, mut jobs) = admitted_jobs(&org, &headers, &version)?;
     Ok(find_job(&mut jobs, &job_id, None, format)?.respond(StatusCode::OK))
 }
 
@@ -355,9 +360,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request_format = Format::of_request(&headers);
-    admit(&org, &headers, &version, request_format)?;
-    let mut jobs = org.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let (request_format, mut jobs) = admitted_jobs(&org, &headers, &version)?;
     let job = find_job(&mut jobs, &job_id, None, request_format)?;
     let format = job.format;
     check_content_type(&headers, format)?;
