@@ -3,38 +3,18 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use support::{element, spawn_app_with};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// A proxy that notes each request line it is sent and refuses it with a 403.
-async fn refusing_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let noted = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut head = vec![0; 4096];
-            let read = socket.read(&mut head).await.unwrap_or(0);
-            let text = String::from_utf8_lossy(&head[..read]).to_string();
-            noted
-                .lock()
-                .unwrap()
-                .push(text.lines().next().unwrap_or_default().to_string());
-            let _ = socket
-                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                .await;
-        }
-    });
-    (address, seen)
-}
+use support::{canned_server, element, spawn_app_with};
 
 #[tokio::test]
 async fn https_origins_go_through_the_proxy_and_http_origins_do_not() {
-    let (proxy, seen) = refusing_proxy().await;
+    // A proxy that refuses every CONNECT.
+    let (proxy, seen) = canned_server(
+        "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into(),
+        Duration::ZERO,
+    )
+    .await;
     let app = spawn_app_with(|s| {
         s.salesforce.https_proxy = format!("http://{proxy}");
         s.salesforce

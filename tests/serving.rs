@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use sfbulk_proxy::server::Application;
-use support::{envelope, spawn_app_with, test_settings};
+use support::{canned_server, envelope, spawn_app_with, test_settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_disconnected() {
@@ -34,31 +34,18 @@ async fn a_client_that_stalls_in_its_headers_is_disconnected() {
     assert_eq!(health.status(), 200, "other clients are still served");
 }
 
-/// A stand-in Salesforce that answers every request after `delay`.
-async fn slow_salesforce(delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = vec![0; 64 * 1024];
-                let _ = socket.read(&mut request).await;
-                tokio::time::sleep(delay).await;
-                let body = "<jobInfo><id>750000000000001AAA</id></jobInfo>";
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    origin
-}
-
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
-    let salesforce = slow_salesforce(Duration::from_millis(800)).await;
+    let body = "<jobInfo><id>750000000000001AAA</id></jobInfo>";
+    let (salesforce, _) = canned_server(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        Duration::from_millis(800),
+    )
+    .await;
+    let salesforce = format!("http://{salesforce}");
     let mut settings = test_settings();
     settings.salesforce.allowed_origins.push(salesforce.clone());
     settings.server.shutdown_grace_secs = 10;
