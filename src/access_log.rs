@@ -73,7 +73,7 @@ pub async fn access_log(
     let status = response.status();
     let operation = response.extensions().get::<OperationName>().map(|o| o.0);
     let fault = response.extensions().get::<FaultRecord>();
-    macro_rules! line {
+    macro_rules! access_line {
         ($level:expr, $message:literal) => {
             tracing::event!(
                 $level,
@@ -90,12 +90,14 @@ pub async fn access_log(
         };
     }
     match fault {
-        Some(_) if status.is_server_error() => line!(tracing::Level::ERROR, "request failed"),
-        Some(_) => line!(tracing::Level::WARN, "request refused"),
-        None if status == StatusCode::METHOD_NOT_ALLOWED => {
-            line!(tracing::Level::WARN, "method not allowed")
+        Some(_) if status.is_server_error() => {
+            access_line!(tracing::Level::ERROR, "request failed")
         }
-        None => line!(tracing::Level::INFO, "answered"),
+        Some(_) => access_line!(tracing::Level::WARN, "request refused"),
+        None if status == StatusCode::METHOD_NOT_ALLOWED => {
+            access_line!(tracing::Level::WARN, "method not allowed")
+        }
+        None => access_line!(tracing::Level::INFO, "answered"),
     }
     response.headers_mut().insert(REQUEST_ID, id);
     response

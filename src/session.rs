@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::BoxFuture;
+
 use crate::connection::{Connection, RefreshGrant};
 use crate::fault::Fault;
 use crate::origin::{AllowList, Origin};
@@ -77,8 +79,7 @@ impl Sessions {
                 token.age_ms = age_ms,
                 "stored token is older than intervalTime"
             );
-            // Boxed, as every refresh below: a refresh is a large future and a rare one.
-            return Box::pin(self.refresh(grant, key, entry.stored_at_ms, None)).await;
+            return self.refresh(grant, key, entry.stored_at_ms, None).await;
         }
         self.session_from(key, entry)
     }
@@ -93,42 +94,45 @@ impl Sessions {
         let (Some(grant), Some((key, stored_at_ms))) = (&connection.grant, &session.origin) else {
             return Ok(None);
         };
-        Box::pin(self.refresh(grant, key.clone(), *stored_at_ms, Some(&session.token)))
+        self.refresh(grant, key.clone(), *stored_at_ms, Some(&session.token))
             .await
             .map(Some)
     }
 
     /// Refreshes the entry stored at `seen_stored_at_ms`, unless it was replaced meanwhile (by a
     /// token other than `failed_token`, the one Salesforce just refused), in which case the
-    /// replacement is used. One refresh per key at a time.
-    async fn refresh(
-        &self,
-        grant: &RefreshGrant,
+    /// replacement is used. One refresh per key at a time. Boxed: a refresh is a large future and
+    /// a rare one, which the requests that need none should not carry.
+    fn refresh<'a>(
+        &'a self,
+        grant: &'a RefreshGrant,
         key: RegistryKey,
         seen_stored_at_ms: u64,
-        failed_token: Option<&Secret>,
-    ) -> Result<Session, Fault> {
-        let lock = self
-            .refreshing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let result = {
-            let _turn = lock.lock().await;
-            self.refresh_in_turn(grant, &key, seen_stored_at_ms, failed_token)
-                .await
-        };
-        drop(lock);
-        let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
-        if refreshing
-            .get(&key)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            refreshing.remove(&key);
-        }
-        result
+        failed_token: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<Session, Fault>> {
+        Box::pin(async move {
+            let lock = self
+                .refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.clone())
+                .or_default()
+                .clone();
+            let result = {
+                let _turn = lock.lock().await;
+                self.refresh_in_turn(grant, &key, seen_stored_at_ms, failed_token)
+                    .await
+            };
+            drop(lock);
+            let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+            if refreshing
+                .get(&key)
+                .is_some_and(|l| Arc::strong_count(l) == 1)
+            {
+                refreshing.remove(&key);
+            }
+            result
+        })
     }
 
     async fn refresh_in_turn(

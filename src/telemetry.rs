@@ -133,16 +133,18 @@ fn write_quoted(w: &mut Writer<'_>, value: &str) -> fmt::Result {
     }
 }
 
-fn write_decimal(w: &mut Writer<'_>, mut value: u64) -> fmt::Result {
-    let mut digits = [0u8; 20];
+fn write_decimal(w: &mut Writer<'_>, value: u64) -> fmt::Result {
+    write_digits(w, value, 1)
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn write_digits(w: &mut Writer<'_>, mut value: u64, width: usize) -> fmt::Result {
+    let mut digits = [b'0'; 20];
     let mut at = digits.len();
-    loop {
+    while value > 0 || digits.len() - at < width {
         at -= 1;
         digits[at] = b'0' + (value % 10) as u8;
         value /= 10;
-        if value == 0 {
-            break;
-        }
     }
     w.write_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"))
 }
@@ -164,15 +166,8 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         }
         w.write_str(&second.1)
     })?;
-    let micros = since_epoch.subsec_micros();
     w.write_char('.')?;
-    let mut digits = [b'0'; 6];
-    let mut rest = micros;
-    for digit in digits.iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    w.write_str(std::str::from_utf8(&digits).expect("ASCII digits"))?;
+    write_digits(w, u64::from(since_epoch.subsec_micros()), 6)?;
     w.write_char('Z')
 }
 

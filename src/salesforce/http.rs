@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Request, Response};
+use futures_util::future::BoxFuture;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -76,8 +77,8 @@ struct Pool {
 }
 
 impl Pool {
-    fn is_stale(&self, idle: &Idle) -> bool {
-        idle.sender.is_closed() || idle.since.elapsed() > self.idle_timeout
+    fn is_stale(&self, idle: &Idle, now: Instant) -> bool {
+        idle.sender.is_closed() || now.saturating_duration_since(idle.since) > self.idle_timeout
     }
 }
 
@@ -131,15 +132,14 @@ impl Http {
             .or_insert(HeaderValue::from_static("*/*"));
         let (mut sender, reused) = match self.checkout(origin).await {
             Some(sender) => (sender, true),
-            // Boxed: connecting (with TLS) is a large future, and most requests reuse a connection.
-            None => (Box::pin(self.connect(origin)).await?, false),
+            None => (self.connect(origin).await?, false),
         };
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut refused) => match refused.take_message() {
                 Some(request) if reused => {
                     tracing::debug!(%origin, "an idle connection was closed; using a new one");
-                    sender = Box::pin(self.connect(origin)).await?;
+                    sender = self.connect(origin).await?;
                     sender
                         .send_request(request)
                         .await
@@ -175,7 +175,7 @@ impl Http {
                 .unwrap_or_else(|e| e.into_inner())
                 .get_mut(origin)
                 .and_then(Vec::pop)?;
-            if self.pool.is_stale(&idle) {
+            if self.pool.is_stale(&idle, Instant::now()) {
                 continue;
             }
             let mut sender = idle.sender;
@@ -187,34 +187,41 @@ impl Http {
         }
     }
 
-    async fn connect(&self, origin: &Origin) -> Result<SendRequest<Body>, HttpError> {
-        let connecting = async {
-            let connect_error = |source| HttpError::Connect {
-                origin: origin.to_string(),
-                source,
-            };
-            if !origin.is_https() {
-                let tcp = TcpStream::connect((origin.host(), origin.port()))
-                    .await
-                    .map_err(connect_error)?;
+    /// A new connection to `origin`. Boxed: connecting (with TLS) is a large future, and a
+    /// request that reuses a connection should not carry it.
+    fn connect<'a>(
+        &'a self,
+        origin: &'a Origin,
+    ) -> BoxFuture<'a, Result<SendRequest<Body>, HttpError>> {
+        Box::pin(async move {
+            let connecting = async {
+                let connect_error = |source| HttpError::Connect {
+                    origin: origin.to_string(),
+                    source,
+                };
+                if !origin.is_https() {
+                    let tcp = TcpStream::connect((origin.host(), origin.port()))
+                        .await
+                        .map_err(connect_error)?;
+                    let _ = tcp.set_nodelay(true);
+                    return handshake(tcp).await;
+                }
+                let tcp = match &self.https_proxy {
+                    None => TcpStream::connect((origin.host(), origin.port())).await,
+                    Some(proxy) => tunnel(proxy, origin).await,
+                }
+                .map_err(connect_error)?;
                 let _ = tcp.set_nodelay(true);
-                return handshake(tcp).await;
-            }
-            let tcp = match &self.https_proxy {
-                None => TcpStream::connect((origin.host(), origin.port())).await,
-                Some(proxy) => tunnel(proxy, origin).await,
-            }
-            .map_err(connect_error)?;
-            let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(origin.host().to_string()).map_err(|e| {
-                connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-            })?;
-            let tls = self.tls.connect(name, tcp).await.map_err(connect_error)?;
-            handshake(tls).await
-        };
-        tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| HttpError::ConnectTimeout(self.connect_timeout))?
+                let name = ServerName::try_from(origin.host().to_string()).map_err(|e| {
+                    connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+                let tls = self.tls.connect(name, tcp).await.map_err(connect_error)?;
+                handshake(tls).await
+            };
+            tokio::time::timeout(self.connect_timeout, connecting)
+                .await
+                .map_err(|_| HttpError::ConnectTimeout(self.connect_timeout))?
+        })
     }
 }
 
@@ -295,23 +302,21 @@ impl UpstreamBody {
         let Some(checkin) = self.keep.take() else {
             return;
         };
+        let now = Instant::now();
         let mut idle = checkin.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = match idle.get_mut(&checkin.origin) {
-            Some(list) => list,
-            None => idle.entry(checkin.origin).or_default(),
-        };
+        let list = idle.entry(checkin.origin).or_default();
         // The most recently used connections are taken first, so the oldest wait at the bottom:
         // once the oldest is stale, the stale ones are closed.
         if list
             .first()
-            .is_some_and(|oldest| checkin.pool.is_stale(oldest))
+            .is_some_and(|oldest| checkin.pool.is_stale(oldest, now))
         {
-            list.retain(|idle| !checkin.pool.is_stale(idle));
+            list.retain(|idle| !checkin.pool.is_stale(idle, now));
         }
         if list.len() < checkin.pool.per_origin {
             list.push(Idle {
                 sender: checkin.sender,
-                since: Instant::now(),
+                since: now,
             });
         }
     }
