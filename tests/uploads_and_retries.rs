@@ -35,14 +35,7 @@ async fn both_upload_operations_send_the_file_exactly_as_given() {
     let job = element(&created.text().await.unwrap(), "id").unwrap();
 
     let csv = "LastName,Note\r\n\"O'Brien\",\"two\r\nlines\"\r\n".repeat(50);
-    let uploaded = app
-        .upload(
-            "uploadBatchFile",
-            &app.upload_query(&[("jobId", &job)]),
-            "text/csv",
-            csv.clone(),
-        )
-        .await;
+    let uploaded = app.upload_csv_batch(&job, csv.clone()).await;
     let sent = app.bulk_requests().pop().unwrap();
     assert_eq!(sent.uri, format!("/services/async/34.0/job/{job}/batch"));
     assert_eq!(sent.content_type.as_deref(), Some("text/csv"));
@@ -59,14 +52,7 @@ async fn a_large_upload_streams_through_unchanged() {
         csv.push_str(&format!("Name{n},person{n}@example.com\n"));
     }
     assert!(csv.len() > 4 * 64 * 1024);
-    let uploaded = app
-        .upload(
-            "uploadBatchFile",
-            &app.upload_query(&[("jobId", &job)]),
-            "text/csv",
-            csv.clone(),
-        )
-        .await;
+    let uploaded = app.upload_csv_batch(&job, csv.clone()).await;
     assert_eq!(uploaded.status(), 201);
     let batch = element(&uploaded.text().await.unwrap(), "id").unwrap();
     let echoed = app
@@ -84,14 +70,7 @@ async fn an_expired_session_during_a_kept_upload_is_refreshed_and_the_upload_res
     let job = app.create_job().await;
     app.org.expire_sessions();
     let csv = "LastName\nCurie\n";
-    let uploaded = app
-        .upload(
-            "uploadBatchFile",
-            &app.upload_query(&[("jobId", &job)]),
-            "text/csv",
-            csv,
-        )
-        .await;
+    let uploaded = app.upload_csv_batch(&job, csv).await;
     assert_eq!(uploaded.status(), 201);
     assert_eq!(app.org.refresh_attempts(), 1);
     let sent = app.bulk_requests();

@@ -161,6 +161,17 @@ impl TestApp {
         query.finish()
     }
 
+    /// Uploads `csv` as a new batch of `job` through `uploadBatchFile`, with full credentials.
+    pub async fn upload_csv_batch(&self, job: &str, csv: impl Into<String>) -> reqwest::Response {
+        self.upload(
+            "uploadBatchFile",
+            &self.upload_query(&[("jobId", job)]),
+            "text/csv",
+            csv.into(),
+        )
+        .await
+    }
+
     /// POSTs `body` to an upload operation with the connection in `query`.
     pub async fn upload(
         &self,
