@@ -125,6 +125,7 @@ pub async fn serve(
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let _tick = TimerTick::start();
     loop {
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -171,6 +172,36 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// A task that wakes once a second while the server runs, so the runtime's timer driver always
+/// plans to wake within a second.
+///
+/// Every connection arms a header-read timeout each time it waits for a request. Tokio wakes its
+/// driver through an eventfd (a `write` system call, and an extra turn of `epoll_wait`) whenever
+/// a new timer is due sooner than the driver planned to wake. When the only timers left were the
+/// 60 s response timeouts of the requests in flight, a new 30 s header timeout was sooner: at 32
+/// connections that cost 0.55 eventfd writes per request (5.70 system calls per request in all,
+/// `benches/per_request.sh`). With the tick no 30 s timeout is sooner, and the writes are gone
+/// (5.13 system calls per request).
+struct TimerTick(tokio::task::JoinHandle<()>);
+
+impl TimerTick {
+    fn start() -> TimerTick {
+        TimerTick(tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+            }
+        }))
+    }
+}
+
+impl Drop for TimerTick {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
