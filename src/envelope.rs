@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
 
 use crate::fault::Fault;
-use crate::xml::{read_document, Document};
+use crate::xml::{read_str, span_in, Document, XmlError};
 
 /// The two envelope flavours; the proxy speaks the same one to Salesforce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +31,24 @@ pub trait Fields {
 /// A parsed envelope.
 #[derive(Debug)]
 pub struct Envelope {
-    operation: String,
+    operation: Text,
     format: Format,
-    source: Bytes,
+    source: String,
     fields: Vec<Field>,
+}
+
+/// A name or value: where it lies in the source, or (resolved entities, JSON) its own string.
+#[derive(Debug)]
+enum Text {
+    Source(Range<usize>),
+    Own(String),
 }
 
 #[derive(Debug)]
 struct Field {
-    name: String,
+    name: Text,
     /// Text of a leaf (XML) or the string form of a JSON scalar.
-    text: String,
+    text: Text,
     /// XML: the source range inside the element, when it holds elements.
     inner: Option<Range<usize>>,
     /// JSON: the value itself, when it is an array or object.
@@ -69,19 +76,27 @@ impl Envelope {
     }
 
     fn parse_xml(source: Bytes) -> Result<Envelope, Fault> {
+        let source = String::from_utf8(source.into())
+            .map_err(|_| Fault::InvalidEnvelope(XmlError::NotUtf8.to_string()))?;
         let document =
-            read_document(&source, true).map_err(|e| Fault::InvalidEnvelope(e.to_string()))?;
+            read_str(&source, true).map_err(|e| Fault::InvalidEnvelope(e.to_string()))?;
+        let text = |part: &str| match span_in(&source, part) {
+            Some(span) => Text::Source(span),
+            None => Text::Own(part.to_string()),
+        };
+        let operation = text(document.root);
         let fields = document
             .children
-            .into_iter()
+            .iter()
             .map(|c| Field {
-                name: c.name,
-                text: c.text,
-                inner: c.has_elements.then_some(c.inner),
+                name: text(c.name),
+                text: text(&c.text),
+                inner: c.has_elements.then(|| c.inner.clone()),
                 json: None,
             })
             .collect();
-        Self::checked(document.root, Format::Xml, source, fields)
+        drop(document);
+        Self::checked(operation, Format::Xml, source, fields)
     }
 
     fn parse_json(source: Bytes, operation: &str) -> Result<Envelope, Fault> {
@@ -107,59 +122,69 @@ impl Envelope {
             .into_iter()
             .map(|(name, value)| match value {
                 serde_json::Value::String(text) => Field {
-                    name,
-                    text,
+                    name: Text::Own(name),
+                    text: Text::Own(text),
                     inner: None,
                     json: None,
                 },
                 serde_json::Value::Null => Field {
-                    name,
-                    text: String::new(),
+                    name: Text::Own(name),
+                    text: Text::Own(String::new()),
                     inner: None,
                     json: None,
                 },
                 v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => Field {
-                    name,
-                    text: v.to_string(),
+                    name: Text::Own(name),
+                    text: Text::Own(v.to_string()),
                     inner: None,
                     json: None,
                 },
                 v => Field {
-                    name,
-                    text: String::new(),
+                    name: Text::Own(name),
+                    text: Text::Own(String::new()),
                     inner: None,
                     json: Some(v),
                 },
             })
             .collect();
-        Self::checked(root, Format::Json, source, fields)
+        // The JSON source is not read again; it is not kept.
+        Self::checked(Text::Own(root), Format::Json, String::new(), fields)
     }
 
     fn checked(
-        operation: String,
+        operation: Text,
         format: Format,
-        source: Bytes,
+        source: String,
         fields: Vec<Field>,
     ) -> Result<Envelope, Fault> {
-        for (i, field) in fields.iter().enumerate() {
-            if fields[..i].iter().any(|f| f.name == field.name) {
-                return Err(Fault::InvalidEnvelope(format!(
-                    "<{}> appears more than once",
-                    field.name
-                )));
-            }
-        }
-        Ok(Envelope {
+        let envelope = Envelope {
             operation,
             format,
             source,
             fields,
-        })
+        };
+        let fields = &envelope.fields;
+        for (i, field) in fields.iter().enumerate() {
+            let name = envelope.str(&field.name);
+            if fields[..i].iter().any(|f| envelope.str(&f.name) == name) {
+                return Err(Fault::InvalidEnvelope(format!(
+                    "<{name}> appears more than once"
+                )));
+            }
+        }
+        Ok(envelope)
+    }
+
+    fn str<'s>(&'s self, text: &'s Text) -> &'s str {
+        match text {
+            Text::Source(span) => &self.source[span.clone()],
+            Text::Own(text) => text,
+        }
     }
 
     /// The root element's name, which is the operation the caller asked for.
     pub fn operation(&self) -> &str {
-        &self.operation
+        self.str(&self.operation)
     }
 
     pub fn format(&self) -> Format {
@@ -167,19 +192,18 @@ impl Envelope {
     }
 
     fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name == name)
+        self.fields.iter().find(|f| self.str(&f.name) == name)
     }
 
     /// XML: the document inside element `name` (e.g. `<values>` inside `<objects>`), with its
     /// source, so its text and raw markup can both be read.
-    pub fn nested_xml(&self, name: &'static str) -> Result<Option<(Document, &str)>, Fault> {
+    pub fn nested_xml(&self, name: &'static str) -> Result<Option<(Document<'_>, &str)>, Fault> {
         let Some(range) = self.field(name).and_then(|f| f.inner.clone()) else {
             return Ok(None);
         };
-        let inner = std::str::from_utf8(&self.source[range])
-            .map_err(|_| Fault::InvalidEnvelope("the body is not UTF-8".into()))?;
-        let document = read_document(inner.as_bytes(), false)
-            .map_err(|e| Fault::InvalidEnvelope(format!("<{name}>: {e}")))?;
+        let inner = &self.source[range];
+        let document =
+            read_str(inner, false).map_err(|e| Fault::InvalidEnvelope(format!("<{name}>: {e}")))?;
         Ok(Some((document, inner)))
     }
 
@@ -192,7 +216,7 @@ impl Envelope {
 impl Fields for Envelope {
     fn optional(&self, name: &'static str) -> Option<&str> {
         self.field(name)
-            .map(|f| f.text.trim())
+            .map(|f| self.str(&f.text).trim())
             .filter(|t| !t.is_empty())
     }
 }
@@ -266,6 +290,23 @@ mod tests {
         assert!(matches!(
             env.required("apiUrl"),
             Err(Fault::MissingField("apiUrl"))
+        ));
+    }
+
+    #[test]
+    fn plain_texts_are_read_in_place_and_the_others_put_together() {
+        let env = xml(concat!(
+            "<a:getJob xmlns:a=\"urn:x\"><a:jobId>750</a:jobId>",
+            "<clientSecret>p&amp;ss<![CDATA[<w>]]>&#33;</clientSecret></a:getJob>"
+        ))
+        .unwrap();
+        assert_eq!(env.operation(), "getJob");
+        assert_eq!(env.required("jobId").unwrap(), "750");
+        assert_eq!(env.required("clientSecret").unwrap(), "p&ss<w>!");
+        assert!(matches!(
+            xml("<getJob><jobId>\u{e9}</jobId></getJob>")
+                .map(|e| e.optional("jobId").map(str::len)),
+            Ok(Some(2))
         ));
     }
 

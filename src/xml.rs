@@ -1,6 +1,7 @@
 //! Reading and writing the flat XML documents both sides of the proxy speak: a root element whose
 //! children are named values (WSO2 envelopes, Salesforce `jobInfo` and `error` documents).
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use quick_xml::events::Event;
@@ -10,34 +11,35 @@ use quick_xml::Reader;
 const SOAP_ENVELOPE: &str = "Envelope";
 const SOAP_BODY: &str = "Body";
 
-/// A document read down to its root's children.
+/// A document read down to its root's children. Names and texts borrow from the source; only a
+/// text with entities, CDATA or comments in it is put together in a `String` of its own.
 #[derive(Debug)]
-pub struct Document {
+pub struct Document<'a> {
     /// The root element's local name (inside a SOAP body when the document was wrapped).
-    pub root: String,
+    pub root: &'a str,
     /// The root's own text (not its children's), entities resolved, whitespace kept.
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// Byte range of everything between the root's start and end tags in the source.
     pub inner: Range<usize>,
-    pub children: Vec<Child>,
+    pub children: Vec<Child<'a>>,
 }
 
 /// One child element of the root.
 #[derive(Debug)]
-pub struct Child {
+pub struct Child<'a> {
     /// Local name, without any namespace prefix.
-    pub name: String,
+    pub name: &'a str,
     /// The child's own text, entities resolved; empty for `<x/>`.
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// Whether the child holds elements of its own (then `text` is only its loose text).
     pub has_elements: bool,
     /// Byte range of everything between the child's start and end tags in the source.
     pub inner: Range<usize>,
 }
 
-impl Document {
+impl<'a> Document<'a> {
     /// The first child with this local name.
-    pub fn child(&self, name: &str) -> Option<&Child> {
+    pub fn child(&self, name: &str) -> Option<&Child<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 }
@@ -60,18 +62,23 @@ pub enum XmlError {
 
 /// Reads `bytes` as XML and returns its root's children. With `unwrap_soap`, a SOAP envelope is
 /// looked through: the root is then the first element inside `Body`.
-pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlError> {
+pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document<'_>, XmlError> {
     let source = std::str::from_utf8(bytes).map_err(|_| XmlError::NotUtf8)?;
+    read_str(source, unwrap_soap)
+}
+
+/// [`read_document`] for a source already known to be UTF-8.
+pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlError> {
     let mut reader = Reader::from_str(source);
     reader.config_mut().check_end_names = true;
 
     // Depth of the element that is the document's root for our purposes (2 inside a SOAP body).
     let mut root_depth: Option<usize> = None;
-    let mut root = String::new();
-    let mut root_text = String::new();
+    let mut root = "";
+    let mut root_text = Cow::Borrowed("");
     let mut root_inner = 0..0;
     let mut in_soap = false;
-    let mut children: Vec<Child> = Vec::new();
+    let mut children: Vec<Child> = Vec::with_capacity(16);
     let mut depth = 0usize;
 
     loop {
@@ -83,7 +90,7 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let is_empty = matches!(event, Event::Empty(_));
-                let name = local_name(start.local_name().as_ref())?;
+                let name = borrowed(source, start.local_name().as_ref())?;
                 match root_depth {
                     None if unwrap_soap && depth == 0 && name == SOAP_ENVELOPE => in_soap = true,
                     None if in_soap && depth == 1 && name != SOAP_BODY => {
@@ -108,7 +115,7 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
                         let at = reader.buffer_position() as usize;
                         children.push(Child {
                             name,
-                            text: String::new(),
+                            text: Cow::Borrowed(""),
                             has_elements: false,
                             inner: at..at,
                         });
@@ -144,20 +151,16 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
                 }
             }
             Event::Text(ref text) => {
-                let decoded = text
-                    .decode()
-                    .map_err(|e| XmlError::Malformed(e.to_string()))?;
-                append_text(&mut root_text, &mut children, root_depth, depth, &decoded);
+                let text = Cow::Borrowed(borrowed(source, text)?);
+                append_text(&mut root_text, &mut children, root_depth, depth, text);
             }
             Event::CData(ref data) => {
-                let decoded = data
-                    .decode()
-                    .map_err(|e| XmlError::Malformed(e.to_string()))?;
-                append_text(&mut root_text, &mut children, root_depth, depth, &decoded);
+                let text = Cow::Borrowed(borrowed(source, data)?);
+                append_text(&mut root_text, &mut children, root_depth, depth, text);
             }
             Event::GeneralRef(ref reference) => {
                 let resolved = resolve_reference(reference)?;
-                append_text(&mut root_text, &mut children, root_depth, depth, &resolved);
+                append_text(&mut root_text, &mut children, root_depth, depth, resolved);
             }
             Event::Eof => {
                 return Err(match root_depth {
@@ -178,34 +181,51 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document, XmlErr
 }
 
 /// Adds text to the root's or the current child's text when the reader stands directly inside.
-fn append_text(
-    root_text: &mut String,
-    children: &mut [Child],
+fn append_text<'a>(
+    root_text: &mut Cow<'a, str>,
+    children: &mut [Child<'a>],
     root_depth: Option<usize>,
     depth: usize,
-    text: &str,
+    text: Cow<'a, str>,
 ) {
-    match root_depth {
-        Some(r) if depth == r + 1 => root_text.push_str(text),
-        Some(r) if depth == r + 2 => {
-            if let Some(child) = children.last_mut() {
-                child.text.push_str(text);
-            }
-        }
-        _ => {}
+    let into = match root_depth {
+        Some(r) if depth == r + 1 => root_text,
+        Some(r) if depth == r + 2 => match children.last_mut() {
+            Some(child) => &mut child.text,
+            None => return,
+        },
+        _ => return,
+    };
+    if into.is_empty() {
+        *into = text;
+    } else {
+        into.to_mut().push_str(&text);
     }
 }
 
-fn local_name(raw: &[u8]) -> Result<String, XmlError> {
-    std::str::from_utf8(raw)
-        .map(str::to_owned)
-        .map_err(|_| XmlError::NotUtf8)
+/// Where `part` lies in `source`, when it is a slice of it.
+pub fn span_in(source: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= source.len()).then_some(start..end)
 }
 
-fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<String, XmlError> {
+/// `part`, a slice of `source` that the reader lends (a name, a text), as the `&str` it is in
+/// `source`: no copy, and no second UTF-8 check.
+fn borrowed<'a>(source: &'a str, part: &[u8]) -> Result<&'a str, XmlError> {
+    let start = (part.as_ptr() as usize).wrapping_sub(source.as_ptr() as usize);
+    source
+        .get(start..start.wrapping_add(part.len()))
+        .filter(|s| s.as_ptr() == part.as_ptr())
+        .ok_or_else(|| XmlError::Malformed("the reader lent text from outside the source".into()))
+}
+
+fn resolve_reference<'a>(
+    reference: &quick_xml::events::BytesRef<'_>,
+) -> Result<Cow<'a, str>, XmlError> {
     if reference.is_char_ref() {
         return match reference.resolve_char_ref() {
-            Ok(Some(c)) => Ok(c.to_string()),
+            Ok(Some(c)) => Ok(Cow::Owned(c.to_string())),
             _ => Err(XmlError::Malformed("invalid character reference".into())),
         };
     }
@@ -213,7 +233,7 @@ fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<Stri
         .decode()
         .map_err(|e| XmlError::Malformed(e.to_string()))?;
     quick_xml::escape::resolve_predefined_entity(&name)
-        .map(str::to_owned)
+        .map(Cow::Borrowed)
         .ok_or_else(|| XmlError::UnknownEntity(name.into_owned()))
 }
 
@@ -254,10 +274,10 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
-    fn texts(doc: &Document) -> Vec<(&str, &str)> {
+    fn texts<'d>(doc: &'d Document) -> Vec<(&'d str, &'d str)> {
         doc.children
             .iter()
-            .map(|c| (c.name.as_str(), c.text.as_str()))
+            .map(|c| (c.name, c.text.as_ref()))
             .collect()
     }
 

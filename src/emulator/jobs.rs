@@ -230,7 +230,7 @@ fn read_job_info(body: &[u8], format: Format) -> Result<Vec<(String, String)>, A
             Ok(doc
                 .children
                 .into_iter()
-                .map(|c| (c.name, c.text.trim().to_string()))
+                .map(|c| (c.name.to_string(), c.text.trim().to_string()))
                 .collect())
         }
     }

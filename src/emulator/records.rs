@@ -383,7 +383,7 @@ pub fn xml_records(body: &[u8]) -> Result<Vec<Record>, String> {
             Ok(record
                 .children
                 .into_iter()
-                .map(|f| (f.name, f.text))
+                .map(|f| (f.name.to_string(), f.text.into_owned()))
                 .collect())
         })
         .collect()
