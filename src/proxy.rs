@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -24,31 +24,24 @@ const SERVICE_PREFIX: &str = "salesforcebulk_";
 pub async fn by_service(
     State(state): State<Arc<AppState>>,
     Path(service): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, Fault> {
     let operation = service
         .strip_prefix(SERVICE_PREFIX)
         .and_then(operation::lookup)
         .ok_or_else(|| Fault::UnknownOperation(service.clone()))?;
-    Ok(answer(
-        operation,
-        handle(&state, operation, query, headers, body).await,
-    ))
+    Ok(answer(operation, handle(&state, operation, request).await))
 }
 
 /// `POST /services/salesforcebulk` with the operation in an `Action: urn:<operation>` or
 /// `SOAPAction: "urn:<operation>"` header, as WSO2's own test proxy was called.
 pub async fn by_action(
     State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, Fault> {
     let action = ["action", "soapaction"]
         .iter()
-        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .find_map(|name| request.headers().get(*name).and_then(|v| v.to_str().ok()))
         .ok_or_else(|| {
             Fault::InvalidEnvelope("no Action or SOAPAction header names the operation".into())
         })?;
@@ -56,10 +49,7 @@ pub async fn by_action(
     let name = name.strip_prefix("urn:").unwrap_or(name);
     let operation =
         operation::lookup(name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))?;
-    Ok(answer(
-        operation,
-        handle(&state, operation, query, headers, body).await,
-    ))
+    Ok(answer(operation, handle(&state, operation, request).await))
 }
 
 /// The caller's answer, marked with the operation for the access log.
@@ -71,17 +61,19 @@ fn answer(operation: &'static Operation, outcome: Result<Response, Fault>) -> Re
     response
 }
 
+/// The request is taken whole, not through the header-map extractor, which would copy the
+/// headers.
 async fn handle(
     state: &AppState,
     operation: &'static Operation,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, Fault> {
+    let (parts, body) = request.into_parts();
+    let headers: &HeaderMap = &parts.headers;
     let (connection, call) = match operation.input {
         Input::Envelope(build) => {
             let bytes = read_body(body, state.max_body_bytes).await?;
-            let envelope = Envelope::parse(&headers, bytes, operation.name)?;
+            let envelope = Envelope::parse(headers, bytes, operation.name)?;
             if envelope.operation() != operation.name {
                 return Err(Fault::WrongOperation {
                     expected: operation.name.into(),
@@ -92,7 +84,7 @@ async fn handle(
             (state.connection(&envelope)?, call)
         }
         Input::Upload(path) => {
-            let fields = QueryFields::parse(query.as_deref())?;
+            let fields = QueryFields::parse(parts.uri.query())?;
             let path = path(&fields)?;
             let connection = state.connection(&fields)?;
             let call = UpstreamCall {
