@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The proxy's work per getJob request (registry hit), in two counts that do not move with the
-# load of this shared machine, for comparing two builds:
+# The proxy's work per getJob request (registry hit; OPERATION=createJob for createJob), in two
+# counts that do not move with the load of this shared machine, for comparing two builds:
 #   - instructions, counted by callgrind (the proxy's own CPU work; kernel work is not counted).
 #     Each binary serves wrk (8 connections) twice under callgrind, for 2 s and for 8 s; the
 #     difference between the two runs, divided by the difference in requests, cancels start-up
@@ -11,7 +11,8 @@
 #     core 0 (so the proxy runs its one-core runtime), wrk on core 1. strace would slow the proxy
 #     enough to change which system calls it makes.
 #
-#   bash benches/per_request.sh [BINARY ...]     (default: target/release/sfbulk-proxy, built)
+#   [OPERATION=createJob] bash benches/per_request.sh [BINARY ...]
+#                                   (default binary: target/release/sfbulk-proxy, built)
 #
 # The emulator runs natively as the upstream.
 set -euo pipefail
@@ -50,9 +51,15 @@ start_proxy() {
   wait_ready $proxy
 }
 
-# Prints the number of getJob requests wrk made in the given seconds with the given connections.
+OPERATION=${OPERATION:-getJob}
+case $OPERATION in
+  getJob | createJob) ;;
+  *) echo "OPERATION is getJob or createJob" >&2; exit 2 ;;
+esac
+
+# Prints the number of requests wrk made in the given seconds with the given connections.
 load() {
-  ${LOAD:-} wrk -t1 -c"$2" -d"$1s" -s "$work/request.lua" "http://$proxy/services/salesforcebulk_getJob" |
+  ${LOAD:-} wrk -t1 -c"$2" -d"$1s" -s "$work/request.lua" "http://$proxy/services/salesforcebulk_$OPERATION" |
     sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'
 }
 
@@ -96,12 +103,17 @@ for binary in "$@"; do
   job=$(curl -s -X POST -H "X-SFDC-Session: $token" -H 'Content-Type: application/xml' \
     -d '<jobInfo xmlns="http://www.force.com/2009/06/asyncapi/dataload"><operation>insert</operation><object>Contact</object></jobInfo>' \
     "http://$emulator/services/async/34.0/job" | sed -n 's|.*<id>\(.*\)</id>.*|\1|p')
-  body="<getJob><apiVersion>34.0</apiVersion><accessToken>$token</accessToken><apiUrl>http://$emulator</apiUrl><refreshToken>sfbulk-demo-refresh-token</refreshToken><clientId>sfbulk-demo-client-id</clientId><clientSecret>sfbulk-demo-client-secret</clientSecret><intervalTime>86400000</intervalTime><registryPath>connectors/SalesforceBulk</registryPath><jobId>$job</jobId></getJob>"
+  body="<apiVersion>34.0</apiVersion><accessToken>$token</accessToken><apiUrl>http://$emulator</apiUrl><refreshToken>sfbulk-demo-refresh-token</refreshToken><clientId>sfbulk-demo-client-id</clientId><clientSecret>sfbulk-demo-client-secret</clientSecret><intervalTime>86400000</intervalTime><registryPath>connectors/SalesforceBulk</registryPath>"
+  if [ "$OPERATION" = getJob ]; then
+    body="<getJob>$body<jobId>$job</jobId></getJob>"
+  else
+    body="<createJob>$body<operation>insert</operation><object>Contact</object><contentType>CSV</contentType></createJob>"
+  fi
   printf 'wrk.method = "POST"\nwrk.body = "%s"\nwrk.headers["Content-Type"] = "text/xml"\n' "$body" >"$work/request.lua"
   read -r short_requests short_instructions < <(instructions "$binary" 2)
   read -r long_requests long_instructions < <(instructions "$binary" 8)
   per_request=$(( (long_instructions - short_instructions) / (long_requests - short_requests) ))
-  echo "$binary: $per_request instructions per getJob request ($short_requests and $long_requests requests)"
+  echo "$binary: $per_request instructions per $OPERATION request ($short_requests and $long_requests requests)"
   echo "$binary: $(system_calls "$binary")"
   kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 done
