@@ -166,7 +166,7 @@ impl Envelope {
         let fields = &envelope.fields;
         for (i, field) in fields.iter().enumerate() {
             let name = envelope.str(&field.name);
-            if fields[..i].iter().any(|f| envelope.str(&f.name) == name) {
+            if fields[..i].iter().any(|f| envelope.is(&f.name, name)) {
                 return Err(Fault::InvalidEnvelope(format!(
                     "<{name}> appears more than once"
                 )));
@@ -182,6 +182,18 @@ impl Envelope {
         }
     }
 
+    /// Whether `text` is `name`: lengths first, since most names looked at are not the one
+    /// looked for.
+    fn is(&self, text: &Text, name: &str) -> bool {
+        match text {
+            Text::Source(span) => {
+                span.len() == name.len()
+                    && self.source.as_bytes().get(span.clone()) == Some(name.as_bytes())
+            }
+            Text::Own(text) => text == name,
+        }
+    }
+
     /// The root element's name, which is the operation the caller asked for.
     pub fn operation(&self) -> &str {
         self.str(&self.operation)
@@ -192,7 +204,7 @@ impl Envelope {
     }
 
     fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| self.str(&f.name) == name)
+        self.fields.iter().find(|f| self.is(&f.name, name))
     }
 
     /// XML: the document inside element `name` (e.g. `<values>` inside `<objects>`), with its

@@ -292,11 +292,14 @@ fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) 
     let present = fields.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
     let (content_type, body) = match format {
         Format::Xml => {
-            let mut xml = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"{ASYNC_API_NAMESPACE}\">"
-            );
+            let mut xml = String::with_capacity(512);
+            xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"");
+            xml.push_str(ASYNC_API_NAMESPACE);
+            xml.push_str("\">");
             for (name, value) in present {
-                xml.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+                for part in ["<", name, ">", &escape(value), "</", name, ">"] {
+                    xml.push_str(part);
+                }
             }
             xml.push_str("</jobInfo>");
             (XML_CONTENT_TYPE, xml)
