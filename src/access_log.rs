@@ -6,13 +6,12 @@
 //! No tracing span is kept per request (formatting and entering one cost more than the line
 //! itself); the few events logged while a request runs add its id with [`current_request_id`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::fault::FaultRecord;
@@ -29,17 +28,16 @@ pub struct OperationName(pub &'static str);
 
 /// Request ids unique to this process run: a random prefix chosen at start and a counter.
 /// (A UUID per request cost a `getrandom` system call on every request.)
-#[derive(Clone)]
 pub struct RequestIds {
     prefix: u32,
-    next: Arc<AtomicU64>,
+    next: AtomicU64,
 }
 
 impl Default for RequestIds {
     fn default() -> Self {
         RequestIds {
             prefix: fastrand::u32(..),
-            next: Arc::new(AtomicU64::new(0)),
+            next: AtomicU64::new(0),
         }
     }
 }
@@ -52,12 +50,12 @@ impl RequestIds {
     }
 }
 
-/// The middleware: `axum::middleware::from_fn_with_state(RequestIds::default(), access_log)`.
-pub async fn access_log(
-    State(ids): State<RequestIds>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Answers `request` with `handler`, giving it a request id and logging its line.
+pub async fn logged<F, A>(ids: &RequestIds, mut request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> A,
+    A: Future<Output = Response>,
+{
     let started = Instant::now();
     let id = match request.headers().get(&REQUEST_ID) {
         Some(id) => id.clone(),
@@ -69,7 +67,7 @@ pub async fn access_log(
     };
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    let mut response = CURRENT.scope(id.clone(), handler(request)).await;
     let status = response.status();
     let operation = response.extensions().get::<OperationName>().map(|o| o.0);
     let fault = response.extensions().get::<FaultRecord>();

@@ -25,6 +25,7 @@ pub mod origin;
 pub mod proxy;
 pub mod registry;
 pub mod relay;
+pub mod routes;
 pub mod salesforce;
 pub mod secret;
 pub mod server;

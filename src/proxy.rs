@@ -1,10 +1,10 @@
 //! One connector request, stage by stage: operation → request fields (envelope or upload) →
 //! Salesforce call → connection → session → call (once more after a refresh) → relay.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -20,40 +20,32 @@ use crate::server::AppState;
 /// WSO2 exposed each operation as a proxy service named `salesforcebulk_<operation>`.
 const SERVICE_PREFIX: &str = "salesforcebulk_";
 
-/// `POST /services/salesforcebulk_<operation>`.
-pub async fn by_service(
-    State(state): State<Arc<AppState>>,
-    Path(service): Path<String>,
-    request: Request,
-) -> Result<Response, Fault> {
-    let operation = service
+/// The operation of `POST /services/salesforcebulk_<operation>`.
+pub fn service_operation(service: &str) -> Result<&'static Operation, Fault> {
+    service
         .strip_prefix(SERVICE_PREFIX)
         .and_then(operation::lookup)
-        .ok_or_else(|| Fault::UnknownOperation(service.clone()))?;
-    Ok(answer(operation, handle(&state, operation, request).await))
+        .ok_or_else(|| Fault::UnknownOperation(service.to_string()))
 }
 
-/// `POST /services/salesforcebulk` with the operation in an `Action: urn:<operation>` or
+/// The operation of `POST /services/salesforcebulk`, named in an `Action: urn:<operation>` or
 /// `SOAPAction: "urn:<operation>"` header, as WSO2's own test proxy was called.
-pub async fn by_action(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Result<Response, Fault> {
+pub fn action_operation(headers: &HeaderMap) -> Result<&'static Operation, Fault> {
     let action = ["action", "soapaction"]
         .iter()
-        .find_map(|name| request.headers().get(*name).and_then(|v| v.to_str().ok()))
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
         .ok_or_else(|| {
             Fault::InvalidEnvelope("no Action or SOAPAction header names the operation".into())
         })?;
     let name = action.trim().trim_matches('"');
     let name = name.strip_prefix("urn:").unwrap_or(name);
-    let operation =
-        operation::lookup(name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))?;
-    Ok(answer(operation, handle(&state, operation, request).await))
+    operation::lookup(name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))
 }
 
-/// The caller's answer, marked with the operation for the access log.
-fn answer(operation: &'static Operation, outcome: Result<Response, Fault>) -> Response {
+/// Carries out `operation` for the caller; the answer is marked with the operation for the
+/// access log.
+pub async fn call(state: &AppState, operation: &'static Operation, request: Request) -> Response {
+    let outcome = handle(state, operation, request).await;
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
     response
         .extensions_mut()

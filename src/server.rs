@@ -1,23 +1,22 @@
-//! The HTTP service: `router(state)` builds the whole app; [`Application`] binds it and serves
-//! until a shutdown signal, letting requests in flight finish.
+//! Serving HTTP/1.1: [`Application`] binds the proxy ([`crate::routes::Proxy`]) and serves it
+//! until a shutdown signal, letting requests in flight finish; [`serve`] is shared with the
+//! emulator.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
-use axum::Router;
+use axum::body::Bytes;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::access_log::{access_log, RequestIds};
 use crate::config::{RegistryBackend, Settings};
 use crate::origin::AllowList;
-use crate::proxy;
 use crate::registry::{FileRegistry, MemoryRegistry, TokenRegistry};
+use crate::routes::Proxy;
 use crate::salesforce::SalesforceClient;
 use crate::session::Sessions;
 
@@ -55,23 +54,10 @@ impl AppState {
     }
 }
 
-/// The whole app, with one access-log line per request.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/services/salesforcebulk", post(proxy::by_action))
-        .route("/services/{service}", post(proxy::by_service))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            RequestIds::default(),
-            access_log,
-        ))
-}
-
 /// A bound, ready-to-serve proxy.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    proxy: Arc<Proxy>,
     limits: ServeLimits,
 }
 
@@ -82,7 +68,7 @@ impl Application {
         let listener = TcpListener::bind(settings.server_listen()).await?;
         Ok(Application {
             listener,
-            router: router(state),
+            proxy: Proxy::new(state),
             limits: ServeLimits {
                 grace: Duration::from_secs(settings.server.shutdown_grace_secs),
                 header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
@@ -99,7 +85,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve(self.listener, self.router, shutdown, self.limits).await
+        serve(self.listener, self.proxy.service(), shutdown, self.limits).await
     }
 }
 
@@ -113,15 +99,25 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
 }
 
-/// Serves `router` over HTTP/1.1 until `shutdown` completes, then lets connections finish the
+/// Serves `service` over HTTP/1.1 until `shutdown` completes, then lets connections finish the
 /// requests they have (idle ones close at once) for at most `limits.grace`. Shared by the proxy
 /// and the emulator.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -142,7 +138,7 @@ pub async fn serve(
         };
         // Answers go out whole in one write; Nagle's algorithm would only hold them back.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = service.clone();
         let mut closing = closing_rx.clone();
         connections.spawn(async move {
             let connection = http1::Builder::new()

@@ -275,7 +275,7 @@ impl Emulator {
     ) -> std::io::Result<()> {
         crate::server::serve(
             self.listener,
-            router(self.org),
+            hyper_util::service::TowerToHyperService::new(router(self.org)),
             shutdown,
             crate::server::ServeLimits {
                 grace: Duration::from_secs(5),

@@ -1,0 +1,107 @@
+//! The proxy's routes, matched by method and path:
+//!
+//! | method | path | answered by |
+//! |---|---|---|
+//! | POST | `/services/salesforcebulk_<operation>` | [`proxy::call`] |
+//! | POST | `/services/salesforcebulk`, the operation in `Action` or `SOAPAction` | [`proxy::call`] |
+//! | GET, HEAD | `/healthz` | `ok` |
+//!
+//! Another method on one of these paths is answered 405 with an `Allow` header; any other path,
+//! 404. Every request goes through the access log first.
+//!
+//! A `match` rather than axum's `Router` (which the emulator uses): for three fixed paths, the
+//! router and its middleware cloned boxed services and boxed futures on every request, about 7%
+//! of the proxy's instructions per getJob request (`benches/per_request.sh`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::access_log::{self, RequestIds};
+use crate::proxy;
+use crate::server::AppState;
+
+const SERVICES: &str = "/services/";
+const BY_ACTION: &str = "/services/salesforcebulk";
+const HEALTH: &str = "/healthz";
+
+/// The proxy as an HTTP service.
+pub struct Proxy {
+    state: Arc<AppState>,
+    ids: RequestIds,
+}
+
+impl Proxy {
+    pub fn new(state: Arc<AppState>) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            state,
+            ids: RequestIds::default(),
+        })
+    }
+
+    /// The service hyper serves connections with.
+    pub fn service(
+        self: Arc<Proxy>,
+    ) -> impl hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response, Infallible>> + Send,
+    > + Clone
+           + Send
+           + 'static {
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let proxy = self.clone();
+            async move { Ok(proxy.answer(request.map(Body::new)).await) }
+        })
+    }
+
+    /// Answers one request, logging it.
+    pub async fn answer(&self, request: Request) -> Response {
+        access_log::logged(&self.ids, request, |request| self.route(request)).await
+    }
+
+    async fn route(&self, request: Request) -> Response {
+        let path = request.uri().path();
+        let method = request.method();
+        if path == HEALTH {
+            return match *method {
+                Method::GET | Method::HEAD => "ok".into_response(),
+                _ => not_allowed("GET,HEAD"),
+            };
+        }
+        let operation = if path == BY_ACTION {
+            proxy::action_operation(request.headers())
+        } else {
+            match path.strip_prefix(SERVICES) {
+                // The service name as the caller meant it: a client may percent-encode it.
+                Some(service) if !service.is_empty() && !service.contains('/') => {
+                    proxy::service_operation(
+                        &percent_encoding::percent_decode_str(service).decode_utf8_lossy(),
+                    )
+                }
+                _ => return StatusCode::NOT_FOUND.into_response(),
+            }
+        };
+        if *method != Method::POST {
+            return not_allowed("POST");
+        }
+        match operation {
+            Ok(operation) => proxy::call(&self.state, operation, request).await,
+            Err(fault) => fault.into_response(),
+        }
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
