@@ -15,7 +15,7 @@ impl ApiVersion {
         if !digits(major) || !digits(minor) {
             return Err(format!("{raw:?} is not a version like 34.0"));
         }
-        Ok(ApiVersion(format!("{major}.{minor}")))
+        Ok(ApiVersion([major, ".", minor].concat()))
     }
 
     pub fn as_str(&self) -> &str {

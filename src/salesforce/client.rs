@@ -63,12 +63,10 @@ impl SalesforceClient {
         call: &UpstreamCall,
         token: &Secret,
     ) -> Result<Option<Answer>, Fault> {
-        let uri =
-            Uri::try_from(format!("/services/async/{version}{}", call.path)).map_err(|e| {
-                Fault::InvalidField {
-                    field: "jobId",
-                    reason: format!("does not make a URL path: {e}"),
-                }
+        let uri = Uri::try_from(["/services/async/", version.as_str(), &call.path].concat())
+            .map_err(|e| Fault::InvalidField {
+                field: "jobId",
+                reason: format!("does not make a URL path: {e}"),
             })?;
         let mut session =
             HeaderValue::from_str(token.expose()).map_err(|_| Fault::InvalidField {
