@@ -22,6 +22,10 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Another build (say, of an earlier commit) can be measured with SFBULK_BENCH_BIN=path.
 BIN = os.environ.get("SFBULK_BENCH_BIN", os.path.join(ROOT, "target", "release", "sfbulk-proxy"))
+# With SFBULK_BENCH_BASELINE=path, a second build (say, of the commit before a change) serves
+# beside it, and its getJob and createJob take their turns in the same rounds, so the two builds
+# are compared within one run rather than across runs an unknown load apart.
+BASELINE = os.environ.get("SFBULK_BENCH_BASELINE")
 DURATION = int(os.environ.get("DURATION", "5"))
 # Each comparison is run this many times, the cases taking turns, so that a slow spell of this
 # shared machine hits every case alike; the report gives medians and per-round ratios.
@@ -34,6 +38,7 @@ HOP_CORE, LOAD_CORE = "0", "1"
 EMULATOR = "127.0.0.1:18281"
 NGINX = "127.0.0.1:18282"
 PROXY = "127.0.0.1:18280"
+BASELINE_PROXY = "127.0.0.1:18283"
 TOKEN = "00DBENCHMARK001!benchmark-session"
 NS = "http://www.force.com/2009/06/asyncapi/dataload"
 
@@ -182,18 +187,18 @@ http {{
     return path
 
 
-def proxy_env():
+def proxy_env(listen=PROXY):
     return {
-        "SFBULK__SERVER__LISTEN": PROXY,
+        "SFBULK__SERVER__LISTEN": listen,
         "SFBULK__SALESFORCE__ALLOWED_ORIGINS": f"http://{EMULATOR}",
         "SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME": f"http://{EMULATOR}",
-        "SFBULK__REGISTRY__DIR": os.path.join(work, "registry"),
+        "SFBULK__REGISTRY__DIR": os.path.join(work, f"registry-{listen.rsplit(':', 1)[1]}"),
     }
 
 
-def start_proxy():
-    proxy = start([BIN, "serve"], proxy_env(), log="proxy.log")
-    wait_ready(PROXY)
+def start_proxy(binary=BIN, listen=PROXY):
+    proxy = start([binary, "serve"], proxy_env(listen), log=f"proxy-{listen.rsplit(':', 1)[1]}.log")
+    wait_ready(listen)
     return proxy
 
 
@@ -223,7 +228,7 @@ def stream(url, body=None, headers=()):
 
 def check_ports_free():
     """A leftover server on one of our ports would answer for the one we start, so refuse to run."""
-    for address in (EMULATOR, NGINX, PROXY):
+    for address in (EMULATOR, NGINX, PROXY) + ((BASELINE_PROXY,) if BASELINE else ()):
         host, port = address.rsplit(":", 1)
         with socket.socket() as s:
             # As servers do: closed connections' TIME_WAIT must not count, only a listener.
@@ -264,27 +269,33 @@ def main():
     nginx = start(["nginx", "-c", nginx_config()], log="nginx.log")
     wait_ready(NGINX)  # nginx passes /healthz on to the emulator
     nginx_worker = int(subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()[0])
-    proxy = start_proxy()
     get_job = envelope("getJob", {"jobId": job})
-    # One call first, so the registry holds the token (every measured call is a registry hit).
-    http("POST", f"http://{PROXY}/services/salesforcebulk_getJob", get_job.encode(), {"Content-Type": "text/xml"})
+    proxies = [("proxy", start_proxy(), PROXY)]
+    if BASELINE:
+        proxies.append(("baseline", start_proxy(BASELINE, BASELINE_PROXY), BASELINE_PROXY))
+    for _, _, address in proxies:
+        # One call first, so the registry holds the token (every measured call is a registry hit).
+        http("POST", f"http://{address}/services/salesforcebulk_getJob", get_job.encode(), {"Content-Type": "text/xml"})
     for c in CONNECTIONS:
         for _ in range(ROUNDS):
             record("direct", c, wrk(f"http://{EMULATOR}{job_path}", c, headers=session.items()))
             record("nginx", c, wrk(f"http://{NGINX}{job_path}", c, headers=session.items(), hop=nginx_worker))
-            record("proxy getJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_getJob", c, body=get_job,
-                                          hop=proxy.pid), peak_rss_mb(proxy))
+            for name, process, address in proxies:
+                record(f"{name} getJob", c, wrk(f"http://{address}/services/salesforcebulk_getJob", c,
+                                                body=get_job, hop=process.pid), peak_rss_mb(process))
     create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
     for c in CONNECTIONS:
         for _ in range(ROUNDS):
             record("direct create", c, wrk(f"http://{EMULATOR}/services/async/34.0/job", c, body=job_info,
                                            headers=[*session.items(), ("Content-Type", "application/xml")]))
-            record("proxy createJob", c, wrk(f"http://{PROXY}/services/salesforcebulk_createJob", c,
-                                             body=create_proxy, hop=proxy.pid), peak_rss_mb(proxy))
-    rss_after_load = peak_rss_mb(proxy)
-    stop_proxy = processes.pop(processes.index(proxy))
-    stop_proxy.send_signal(signal.SIGTERM)
-    stop_proxy.wait()
+            for name, process, address in proxies:
+                record(f"{name} createJob", c, wrk(f"http://{address}/services/salesforcebulk_createJob", c,
+                                                   body=create_proxy, hop=process.pid), peak_rss_mb(process))
+    rss_after_load = peak_rss_mb(proxies[0][1])
+    for _, process, _ in proxies:
+        processes.remove(process)
+        process.send_signal(signal.SIGTERM)
+        process.wait()
 
     # Streaming: a query over the generated records, read directly and through a fresh proxy.
     query_job = element(http("POST", f"http://{EMULATOR}/services/async/34.0/job",
@@ -346,6 +357,15 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
                      f"{cell(ratios('proxy getJob', 'direct', c), 2)} | "
                      f"{cell(ratios('proxy getJob', 'direct', c, 'p99', True), 3)} | "
                      f"{cell(ratios('proxy createJob', 'direct create', c), 2)} |")
+    if BASELINE:
+        lines += ["", f"This build against the baseline (`{BASELINE}`), per round, then the median and range:", "",
+                  "| conns | getJob req/s this/baseline | CPU per getJob request this/baseline | createJob req/s this/baseline | CPU per createJob request this/baseline |",
+                  "|---|---|---|---|---|"]
+        for c in CONNECTIONS:
+            lines.append(f"| {c} | {cell(ratios('proxy getJob', 'baseline getJob', c), 2)} | "
+                         f"{cell(ratios('proxy getJob', 'baseline getJob', c, 'cpu_us'), 2)} | "
+                         f"{cell(ratios('proxy createJob', 'baseline createJob', c), 2)} | "
+                         f"{cell(ratios('proxy createJob', 'baseline createJob', c, 'cpu_us'), 2)} |")
     lines += ["", f"Streaming {size / 1e9:.2f} GB: direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
               f"({proxy_mbps / direct_mbps:.2f} of direct), proxy peak RSS {stream_rss:.1f} MB.",
               f"Proxy peak RSS over all load runs: {rss_after_load:.1f} MB. Start to ready: {ready_ms:.1f} ms (median of 5).",
