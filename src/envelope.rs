@@ -80,7 +80,7 @@ impl Envelope {
             .map_err(|_| Fault::InvalidEnvelope(XmlError::NotUtf8.to_string()))?;
         let document =
             read_str(&source, true).map_err(|e| Fault::InvalidEnvelope(e.to_string()))?;
-        let text = |part: &str| match span_in(&source, part) {
+        let text = |part: &str| match span_in(&source, part.as_bytes()) {
             Some(span) => Text::Source(span),
             None => Text::Own(part.to_string()),
         };

@@ -203,8 +203,9 @@ fn append_text<'a>(
     }
 }
 
-/// Where `part` lies in `source`, when it is a slice of it.
-pub fn span_in(source: &str, part: &str) -> Option<Range<usize>> {
+/// Where `part` lies in `source`, when it is a slice of it (the reader lends names and texts that
+/// are; so do [`Document`]'s borrowed strings).
+pub fn span_in(source: &str, part: &[u8]) -> Option<Range<usize>> {
     let start = (part.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
     let end = start.checked_add(part.len())?;
     (end <= source.len()).then_some(start..end)
@@ -213,10 +214,8 @@ pub fn span_in(source: &str, part: &str) -> Option<Range<usize>> {
 /// `part`, a slice of `source` that the reader lends (a name, a text), as the `&str` it is in
 /// `source`: no copy, and no second UTF-8 check.
 fn borrowed<'a>(source: &'a str, part: &[u8]) -> Result<&'a str, XmlError> {
-    let start = (part.as_ptr() as usize).wrapping_sub(source.as_ptr() as usize);
-    source
-        .get(start..start.wrapping_add(part.len()))
-        .filter(|s| s.as_ptr() == part.as_ptr())
+    span_in(source, part)
+        .and_then(|span| source.get(span))
         .ok_or_else(|| XmlError::Malformed("the reader lent text from outside the source".into()))
 }
 
