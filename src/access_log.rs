@@ -15,6 +15,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::fault::FaultRecord;
+use crate::hex;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,19 +48,10 @@ impl RequestIds {
     fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut id = [b'-'; 21];
-        write_hex(&mut id[..8], u64::from(self.prefix));
-        // 12 digits count 2^48 requests before they wrap.
-        write_hex(&mut id[9..], n);
+        hex::encode_into(&self.prefix.to_be_bytes(), &mut id[..8]);
+        // The counter's low 6 bytes, 12 digits: 2^48 requests before they wrap.
+        hex::encode_into(&n.to_be_bytes()[2..], &mut id[9..]);
         HeaderValue::from_bytes(&id).expect("hex digits are a header value")
-    }
-}
-
-/// `value`'s low digits in lower-case hex, filling `out`.
-fn write_hex(out: &mut [u8], mut value: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for digit in out.iter_mut().rev() {
-        *digit = HEX[(value & 15) as usize];
-        value >>= 4;
     }
 }
 

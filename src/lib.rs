@@ -20,6 +20,7 @@ pub mod domain;
 pub mod emulator;
 pub mod envelope;
 pub mod fault;
+pub mod hex;
 pub mod operation;
 pub mod origin;
 pub mod proxy;

@@ -41,16 +41,9 @@ impl RegistryKey {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let id = hash
-            .finalize()
-            .iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-            .map(char::from)
-            .collect();
         RegistryKey {
             registry_path: grant.registry_path.clone(),
-            id,
+            id: crate::hex::encode(&hash.finalize()),
         }
     }
 
