@@ -3,40 +3,35 @@
 
 mod support;
 
-use support::spawn_app;
+use reqwest::Method;
+use support::{spawn_app, TestApp};
+
+async fn send(app: &TestApp, method: Method, path: &str) -> reqwest::Response {
+    app.http
+        .request(method, format!("{}{path}", app.proxy))
+        .body("<getJob/>")
+        .send()
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn operation_paths_take_post_and_say_so_to_other_methods() {
     let app = spawn_app().await;
-    for path in [
-        "/services/salesforcebulk_getJob",
-        "/services/salesforcebulk",
+    for (method, path, allow) in [
+        (Method::GET, "/services/salesforcebulk_getJob", "POST"),
+        (Method::PUT, "/services/salesforcebulk", "POST"),
+        (Method::POST, "/healthz", "GET,HEAD"),
     ] {
-        let get = app
-            .http
-            .get(format!("{}{path}", app.proxy))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(get.status(), 405, "GET {path}");
-        assert_eq!(get.headers()["allow"], "POST", "GET {path}");
-        assert!(get.headers().contains_key("x-request-id"), "GET {path}");
+        let response = send(&app, method.clone(), path).await;
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{method} {path}"
+        );
     }
-    let post_health = app
-        .http
-        .post(format!("{}/healthz", app.proxy))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(post_health.status(), 405);
-    assert_eq!(post_health.headers()["allow"], "GET,HEAD");
-    let head_health = app
-        .http
-        .head(format!("{}/healthz", app.proxy))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head_health.status(), 200);
+    assert_eq!(send(&app, Method::HEAD, "/healthz").await.status(), 200);
 }
 
 #[tokio::test]
@@ -50,14 +45,11 @@ async fn other_paths_are_not_found() {
         "/services/salesforcebulk/",
         "/healthz/",
     ] {
-        let response = app
-            .http
-            .post(format!("{}{path}", app.proxy))
-            .body("<getJob/>")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 404, "POST {path}");
+        assert_eq!(
+            send(&app, Method::POST, path).await.status(),
+            404,
+            "POST {path}"
+        );
     }
 }
 
