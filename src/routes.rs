@@ -75,22 +75,25 @@ impl Proxy {
                 _ => not_allowed("GET,HEAD"),
             };
         }
-        let operation = if path == BY_ACTION {
-            proxy::action_operation(request.headers())
+        // `None`: the operation is named in a header, on the Action path.
+        let service = if path == BY_ACTION {
+            None
         } else {
             match path.strip_prefix(SERVICES) {
-                // The service name as the caller meant it: a client may percent-encode it.
-                Some(service) if !service.is_empty() && !service.contains('/') => {
-                    proxy::service_operation(
-                        &percent_encoding::percent_decode_str(service).decode_utf8_lossy(),
-                    )
-                }
+                Some(service) if !service.is_empty() && !service.contains('/') => Some(service),
                 _ => return StatusCode::NOT_FOUND.into_response(),
             }
         };
         if *method != Method::POST {
             return not_allowed("POST");
         }
+        let operation = match service {
+            None => proxy::action_operation(request.headers()),
+            // The service name as the caller meant it: a client may percent-encode it.
+            Some(service) => proxy::service_operation(
+                &percent_encoding::percent_decode_str(service).decode_utf8_lossy(),
+            ),
+        };
         match operation {
             Ok(operation) => proxy::call(&self.state, operation, request).await,
             Err(fault) => fault.into_response(),
