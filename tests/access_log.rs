@@ -16,6 +16,14 @@ fn lines_of(logs: &LogCapture, request_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The one line of `logs` for `request_id`, holding each of `parts`.
+fn only_line_has(logs: &LogCapture, request_id: &str, parts: &[&str]) -> String {
+    let lines = lines_of(logs, request_id);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_has(&lines[0], parts);
+    lines[0].clone()
+}
+
 fn assert_has(line: &str, parts: &[&str]) {
     for part in parts {
         assert!(line.contains(part), "{part:?} missing from {line:?}");
@@ -43,10 +51,9 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
     .await
     .unwrap();
     assert_eq!(ok.status(), 200);
-    let lines = lines_of(&captured, "flow-1");
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_has(
-        &lines[0],
+    let line = only_line_has(
+        &captured,
+        "flow-1",
         &[
             "INFO",
             "answered",
@@ -57,16 +64,15 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
             "duration_us=",
         ],
     );
-    assert!(!lines[0].contains("fault"), "{}", lines[0]);
+    assert!(!line.contains("fault"), "{line}");
 
     let refused = send("flow-2", "getJob", app.envelope("getJob", &[]))
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
-    let lines = lines_of(&captured, "flow-2");
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_has(
-        &lines[0],
+    only_line_has(
+        &captured,
+        "flow-2",
         &[
             "WARN",
             "request refused",
@@ -91,16 +97,15 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
         .await
         .unwrap();
     assert_eq!(upload.status(), 201);
-    let lines = lines_of(&captured, "flow-3");
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_has(
-        &lines[0],
+    let line = only_line_has(
+        &captured,
+        "flow-3",
         &[
             "path=\"/services/salesforcebulk_uploadBatchFile\" ",
             "status=201",
         ],
     );
-    assert!(!lines[0].contains('?'), "{}", lines[0]);
+    assert!(!line.contains('?'), "{line}");
 
     // A refresh made for a request is logged with that request's id.
     app.org.expire_sessions();
