@@ -122,15 +122,16 @@ def envelope(operation, fields):
 
 
 def cpu_seconds(pid):
-    """User plus system CPU time a process has used."""
+    """User and system CPU time a process has used."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def wrk(url, connections, body=None, headers=(), hop=None):
     """Requests/s, p50 ms, p99 ms and errors for one wrk run; with `hop` (a pid), also the CPU
-    time that process spent per request, in microseconds."""
+    time that process spent per request, in microseconds, in all and in user space."""
     script = os.path.join(work, "request.lua")
     with open(script, "w") as lua:
         lua.write('wrk.method = "%s"\n' % ("POST" if body else "GET"))
@@ -140,7 +141,7 @@ def wrk(url, connections, body=None, headers=(), hop=None):
         for name, value in headers:
             lua.write('wrk.headers["%s"] = "%s"\n' % (name, value))
     threads = max(1, min(connections, 2))
-    cpu_before = cpu_seconds(hop) if hop else 0.0
+    cpu_before = cpu_seconds(hop) if hop else (0.0, 0.0)
     output = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{DURATION}s", "--latency", "-s", script, url],
@@ -156,8 +157,13 @@ def wrk(url, connections, body=None, headers=(), hop=None):
     errors += int(non_2xx.group(1)) if non_2xx else 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     requests = int(re.search(r"(\d+) requests in", output).group(1))
-    cpu_us = (cpu_seconds(hop) - cpu_before) * 1e6 / requests if hop else None
-    return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors, "cpu_us": cpu_us}
+    cpu_us = user_us = None
+    if hop:
+        (user, system), (user_before, system_before) = cpu_seconds(hop), cpu_before
+        cpu_us = (user + system - user_before - system_before) * 1e6 / requests
+        user_us = (user - user_before) * 1e6 / requests
+    return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors, "cpu_us": cpu_us,
+            "user_us": user_us}
 
 
 def nginx_config():
@@ -262,7 +268,7 @@ def main():
         rows.append({"case": case, "connections": connections, **result, "rss": rss})
         print(f"{case:>15} c={connections:<4} {result['rps']:>10.0f} req/s  p50 {result['p50']:.3f} ms  "
               f"p99 {result['p99']:.3f} ms  errors {result['errors']}"
-              + (f"  hop CPU {result['cpu_us']:.1f} us/request" if result["cpu_us"] else "")
+              + (f"  CPU {result['cpu_us']:.1f} us/request ({result['user_us']:.1f} user)" if result["cpu_us"] else "")
               + (f"  peak RSS {rss:.1f} MB" if rss else ""),
               flush=True)
 
@@ -333,16 +339,18 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
         runs.setdefault((r["case"], r["connections"]), []).append(r)
     cases = list(dict.fromkeys(r["case"] for r in rows))
     lines = ["", f"Medians of {ROUNDS} runs per row; errors are summed, peak RSS is the largest.", "",
-             "| case | conns | req/s | p50 ms | p99 ms | errors | CPU µs/request (hop; direct: the emulator) | proxy peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| case | conns | req/s | p50 ms | p99 ms | errors | CPU µs/request (hop; direct: the emulator) | of which user space | proxy peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for case in cases:
         for c in CONNECTIONS:
             rs = runs[(case, c)]
             rss = max((r["rss"] for r in rs if r["rss"]), default=None)
             cpu = median(r["cpu_us"] for r in rs) if rs[0]["cpu_us"] else None
+            user = median(r["user_us"] for r in rs) if rs[0]["user_us"] is not None else None
             lines.append(f"| {case} | {c} | {median(r['rps'] for r in rs):.0f} | {median(r['p50'] for r in rs):.3f} | "
                          f"{median(r['p99'] for r in rs):.3f} | {sum(r['errors'] for r in rs)} | "
-                         f"{f'{cpu:.1f}' if cpu else ''} | {f'{rss:.1f}' if rss else ''} |")
+                         f"{f'{cpu:.1f}' if cpu else ''} | {f'{user:.1f}' if user is not None else ''} | "
+                         f"{f'{rss:.1f}' if rss else ''} |")
 
     def ratios(case, baseline, c, key="rps", difference=False):
         """Per-round ratios (or differences) of `case` to `baseline`, which ran side by side."""
@@ -364,12 +372,13 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
     lines += ["", "What a hop costs on this machine, per round: nginx's own p99 added over direct, and the CPU per "
               "request of the proxy's front half alone (`GET /healthz`: hyper's server, request id, access line) "
               "and of the emulator (a hyper server answering from memory), each over nginx's whole hop.", "",
-              "| conns | nginx p99 added over direct (ms) | CPU per request proxy healthz/nginx | CPU per request emulator/nginx |",
-              "|---|---|---|---|"]
+              "| conns | nginx p99 added over direct (ms) | CPU per request proxy healthz/nginx | CPU per request emulator/nginx | user-space CPU per request proxy getJob/nginx |",
+              "|---|---|---|---|---|"]
     for c in CONNECTIONS:
         lines.append(f"| {c} | {cell(ratios('nginx', 'direct', c, 'p99', True), 3)} | "
                      f"{cell(ratios('proxy healthz', 'nginx', c, 'cpu_us'), 2)} | "
-                     f"{cell(ratios('direct', 'nginx', c, 'cpu_us'), 2)} |")
+                     f"{cell(ratios('direct', 'nginx', c, 'cpu_us'), 2)} | "
+                     f"{cell(ratios('proxy getJob', 'nginx', c, 'user_us'), 2)} |")
     if BASELINE:
         lines += ["", f"This build against the baseline (`{BASELINE}`), per round, then the median and range:", "",
                   "| conns | getJob req/s this/baseline | CPU per getJob request this/baseline | createJob req/s this/baseline | CPU per createJob request this/baseline |",
