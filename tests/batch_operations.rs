@@ -9,16 +9,12 @@ const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 
 impl TestApp {
     async fn add_batch(&self, fields: &[(&str, &str)]) -> reqwest::Response {
-        self.call("addBatch", self.envelope("addBatch", fields))
-            .await
+        self.call_with("addBatch", fields).await
     }
 
     async fn batch_call(&self, operation: &str, job: &str, batch: &str) -> reqwest::Response {
-        self.call(
-            operation,
-            self.envelope(operation, &[("jobId", job), ("batchId", batch)]),
-        )
-        .await
+        self.call_with(operation, &[("jobId", job), ("batchId", batch)])
+            .await
     }
 }
 
@@ -91,12 +87,7 @@ async fn a_csv_batch_arrives_unindented_with_its_quoted_lines_intact_and_complet
     );
     assert_eq!(echoed.text().await.unwrap(), SENT_CSV);
 
-    let list = app
-        .call(
-            "listBatches",
-            app.envelope("listBatches", &[("jobId", &job)]),
-        )
-        .await;
+    let list = app.call_with("listBatches", &[("jobId", &job)]).await;
     assert_eq!(
         app.bulk_requests().pop().unwrap().uri,
         format!("/services/async/34.0/job/{job}/batch")
@@ -105,7 +96,7 @@ async fn a_csv_batch_arrives_unindented_with_its_quoted_lines_intact_and_complet
     assert!(list.starts_with(&format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><batchInfoList\n   xmlns=\"{NS}\">\n <batchInfo>\n  <id>{batch}</id>\n")), "{list}");
 
     let job_info = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job)]))
+        .call_with("getJob", &[("jobId", &job)])
         .await
         .text()
         .await
@@ -227,16 +218,13 @@ async fn a_query_batch_runs_through_to_its_result_data() {
     assert_eq!(result.len(), 15);
 
     let data = app
-        .call(
+        .call_with(
             "getBulkQueryResults",
-            app.envelope(
-                "getBulkQueryResults",
-                &[
-                    ("jobId", &query_job),
-                    ("batchId", &batch),
-                    ("resultId", &result),
-                ],
-            ),
+            &[
+                ("jobId", &query_job),
+                ("batchId", &batch),
+                ("resultId", &result),
+            ],
         )
         .await;
     assert_eq!(

@@ -47,16 +47,11 @@ async fn dtds_and_entities_are_refused() {
 #[tokio::test]
 async fn a_missing_field_is_named() {
     let app = spawn_app().await;
-    let response = app.call("getJob", app.envelope("getJob", &[])).await;
+    let response = app.call_with("getJob", &[]).await;
     let text = assert_refused(&app, response, 400, "SFBULK_MISSING_FIELD").await;
     assert!(text.contains("missing field &lt;jobId&gt;"), "{text}");
 
-    let response = app
-        .call(
-            "createJob",
-            app.envelope("createJob", &[("operation", "insert")]),
-        )
-        .await;
+    let response = app.call_with("createJob", &[("operation", "insert")]).await;
     let text = assert_refused(&app, response, 400, "SFBULK_MISSING_FIELD").await;
     assert!(text.contains("&lt;object&gt;"), "{text}");
 }
@@ -82,10 +77,7 @@ async fn an_oversized_body_is_refused() {
     let app = spawn_app_with(|s| s.server.max_body_bytes = 2048).await;
     let padding = "x".repeat(4096);
     let response = app
-        .call(
-            "getJob",
-            app.envelope("getJob", &[("jobId", "750"), ("padding", &padding)]),
-        )
+        .call_with("getJob", &[("jobId", "750"), ("padding", &padding)])
         .await;
     assert_refused(&app, response, 413, "SFBULK_BODY_TOO_LARGE").await;
 }
@@ -111,9 +103,7 @@ async fn unknown_operations_and_non_xml_content_types_are_refused() {
 async fn ids_with_anything_but_letters_and_digits_are_refused_locally() {
     let app = spawn_app().await;
     for bad in ["../../oauth2/token", "750%2F..", "750 x", "750?x=1"] {
-        let response = app
-            .call("getJob", app.envelope("getJob", &[("jobId", bad)]))
-            .await;
+        let response = app.call_with("getJob", &[("jobId", bad)]).await;
         assert_refused(&app, response, 400, "SFBULK_INVALID_FIELD").await;
     }
 }
@@ -122,20 +112,14 @@ async fn ids_with_anything_but_letters_and_digits_are_refused_locally() {
 async fn bad_versions_and_interval_times_are_refused() {
     let app = spawn_app().await;
     let response = app
-        .call(
+        .call_with(
             "getJob",
-            app.envelope(
-                "getJob",
-                &[("jobId", "750"), ("apiVersion", "34.0/../../x")],
-            ),
+            &[("jobId", "750"), ("apiVersion", "34.0/../../x")],
         )
         .await;
     assert_refused(&app, response, 400, "SFBULK_INVALID_FIELD").await;
     let response = app
-        .call(
-            "getJob",
-            app.envelope("getJob", &[("jobId", "750"), ("intervalTime", "soon")]),
-        )
+        .call_with("getJob", &[("jobId", "750"), ("intervalTime", "soon")])
         .await;
     assert_refused(&app, response, 400, "SFBULK_INVALID_FIELD").await;
 }
@@ -149,10 +133,7 @@ async fn an_origin_outside_the_allow_list_is_refused_before_any_connection() {
 
     for field in ["apiUrl", "tokenEndpointHostname"] {
         let response = app
-            .call(
-                "getJob",
-                app.envelope("getJob", &[("jobId", "750"), (field, &trap_origin)]),
-            )
+            .call_with("getJob", &[("jobId", "750"), (field, &trap_origin)])
             .await;
         let text = assert_refused(&app, response, 403, "SFBULK_ORIGIN_NOT_ALLOWED").await;
         assert!(text.contains(field), "{text}");

@@ -10,18 +10,15 @@ const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 async fn create_job_posts_a_jobinfo_in_schema_order_and_relays_the_201() {
     let app = spawn_app().await;
     let response = app
-        .call(
+        .call_with(
             "createJob",
-            app.envelope(
-                "createJob",
-                &[
-                    ("contentType", "CSV"),
-                    ("object", "Contact"),
-                    ("operation", "upsert"),
-                    ("externalIdFieldName", "Languages__c"),
-                    ("concurrencyMode", "Serial"),
-                ],
-            ),
+            &[
+                ("contentType", "CSV"),
+                ("object", "Contact"),
+                ("operation", "upsert"),
+                ("externalIdFieldName", "Languages__c"),
+                ("concurrencyMode", "Serial"),
+            ],
         )
         .await;
 
@@ -67,16 +64,13 @@ async fn create_job_posts_a_jobinfo_in_schema_order_and_relays_the_201() {
 async fn api_version_34_is_sent_as_34_0() {
     let app = spawn_app().await;
     let response = app
-        .call(
+        .call_with(
             "createJob",
-            app.envelope(
-                "createJob",
-                &[
-                    ("apiVersion", "34"),
-                    ("operation", "insert"),
-                    ("object", "Account"),
-                ],
-            ),
+            &[
+                ("apiVersion", "34"),
+                ("operation", "insert"),
+                ("object", "Account"),
+            ],
         )
         .await;
     assert_eq!(response.status(), 201);
@@ -88,9 +82,7 @@ async fn get_job_relays_exactly_what_salesforce_answers() {
     let app = spawn_app().await;
     let job_id = app.create_job().await;
 
-    let through_proxy = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
-        .await;
+    let through_proxy = app.call_with("getJob", &[("jobId", &job_id)]).await;
     let sent = app.bulk_requests().pop().unwrap();
     assert_eq!(sent.method, "GET");
     assert_eq!(sent.uri, format!("/services/async/34.0/job/{job_id}"));
@@ -168,10 +160,7 @@ async fn a_soap_wrapped_envelope_works_like_a_bare_one() {
 async fn an_unknown_job_id_is_salesforces_error_to_give() {
     let app = spawn_app().await;
     let response = app
-        .call(
-            "getJob",
-            app.envelope("getJob", &[("jobId", "750000000000000AAA")]),
-        )
+        .call_with("getJob", &[("jobId", "750000000000000AAA")])
         .await;
     assert_eq!(response.status(), 400);
     assert!(response.headers().get("x-sfbulk-proxy-fault").is_none());

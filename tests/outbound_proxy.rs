@@ -24,16 +24,13 @@ async fn https_origins_go_through_the_proxy_and_http_origins_do_not() {
     .await;
 
     let response = app
-        .call(
+        .call_with(
             "getJob",
-            app.envelope(
-                "getJob",
-                &[
-                    ("apiUrl", "https://sfbulk-test.my.salesforce.com"),
-                    ("jobId", "750000000000001AAA"),
-                    ("registryPath", "connectors/ThroughTheProxy"),
-                ],
-            ),
+            &[
+                ("apiUrl", "https://sfbulk-test.my.salesforce.com"),
+                ("jobId", "750000000000001AAA"),
+                ("registryPath", "connectors/ThroughTheProxy"),
+            ],
         )
         .await;
     assert_eq!(response.status(), 502);
@@ -50,9 +47,7 @@ async fn https_origins_go_through_the_proxy_and_http_origins_do_not() {
 
     // The emulator is an http origin: reached directly, past the proxy.
     let job = app.create_job().await;
-    let read = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job)]))
-        .await;
+    let read = app.call_with("getJob", &[("jobId", &job)]).await;
     assert_eq!(read.status(), 200);
     assert_eq!(element(&read.text().await.unwrap(), "id"), Some(job));
     assert_eq!(

@@ -12,18 +12,13 @@ async fn no_token_or_credential_appears_in_trace_level_logs() {
     let app = spawn_app().await;
     let job_id = app.create_job().await;
     app.org.expire_sessions();
-    let refreshed = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
-        .await;
+    let refreshed = app.call_with("getJob", &[("jobId", &job_id)]).await;
     assert_eq!(refreshed.status(), 200);
     app.org.expire_sessions();
     let refused = app
-        .call(
+        .call_with(
             "getJob",
-            app.envelope(
-                "getJob",
-                &[("jobId", &job_id), ("refreshToken", "other-refresh-secret")],
-            ),
+            &[("jobId", &job_id), ("refreshToken", "other-refresh-secret")],
         )
         .await;
     assert_eq!(refused.status(), 401);

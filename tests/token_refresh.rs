@@ -14,9 +14,7 @@ async fn an_expired_session_is_refreshed_and_the_call_retried_on_the_new_instanc
     app.org.set_instance_url(&new_instance);
     app.org.expire_sessions();
 
-    let response = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
-        .await;
+    let response = app.call_with("getJob", &[("jobId", &job_id)]).await;
 
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -42,9 +40,7 @@ async fn an_expired_session_is_refreshed_and_the_call_retried_on_the_new_instanc
     assert_ne!(retried.session, refused.session);
 
     // The refreshed session is kept: the next call uses it at once, without another refresh.
-    let next = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
-        .await;
+    let next = app.call_with("getJob", &[("jobId", &job_id)]).await;
     assert_eq!(next.status(), 200);
     assert_eq!(app.org.refresh_attempts(), 1);
     let last = app.bulk_requests().pop().unwrap();
@@ -58,10 +54,7 @@ async fn the_retry_repeats_the_same_body() {
     let job_id = app.create_job().await;
     app.org.expire_sessions();
     let response = app
-        .call(
-            "updateJob",
-            app.envelope("updateJob", &[("jobId", &job_id), ("state", "Aborted")]),
-        )
+        .call_with("updateJob", &[("jobId", &job_id), ("state", "Aborted")])
         .await;
     assert_eq!(response.status(), 200);
     let sent = app.bulk_requests();
@@ -80,12 +73,9 @@ async fn other_salesforce_errors_are_relayed_without_a_refresh() {
 
     let invalid_state = app.call("updateJob", close).await;
     let unknown_object = app
-        .call(
+        .call_with(
             "createJob",
-            app.envelope(
-                "createJob",
-                &[("operation", "insert"), ("object", "Video__c")],
-            ),
+            &[("operation", "insert"), ("object", "Video__c")],
         )
         .await;
 
@@ -144,12 +134,9 @@ async fn a_refused_refresh_is_a_clear_error_and_good_credentials_still_work() {
     app.org.expire_sessions();
 
     let bad = app
-        .call(
+        .call_with(
             "getJob",
-            app.envelope(
-                "getJob",
-                &[("jobId", &job_id), ("refreshToken", "revoked-token")],
-            ),
+            &[("jobId", &job_id), ("refreshToken", "revoked-token")],
         )
         .await;
     assert_eq!(bad.status(), 401);
@@ -162,9 +149,7 @@ async fn a_refused_refresh_is_a_clear_error_and_good_credentials_still_work() {
     assert!(text.contains("expired access/refresh token"), "{text}");
     assert!(!text.contains("revoked-token"), "{text}");
 
-    let good = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
-        .await;
+    let good = app.call_with("getJob", &[("jobId", &job_id)]).await;
     assert_eq!(good.status(), 200);
 }
 
@@ -174,10 +159,7 @@ async fn wrong_client_credentials_carry_salesforces_error() {
     let job_id = app.create_job().await;
     app.org.expire_sessions();
     let response = app
-        .call(
-            "getJob",
-            app.envelope("getJob", &[("jobId", &job_id), ("clientId", "not-our-app")]),
-        )
+        .call_with("getJob", &[("jobId", &job_id), ("clientId", "not-our-app")])
         .await;
     assert_eq!(response.status(), 401);
     let text = response.text().await.unwrap();
@@ -209,9 +191,7 @@ async fn a_refresh_answer_pointing_outside_the_allow_list_is_refused() {
     app.org.expire_sessions();
     let before = app.bulk_requests().len();
 
-    let response = app
-        .call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
-        .await;
+    let response = app.call_with("getJob", &[("jobId", &job_id)]).await;
     assert_eq!(response.status(), 502);
     assert_eq!(
         response.headers()["x-sfbulk-proxy-fault"],

@@ -17,15 +17,12 @@ async fn the_stored_token_replaces_the_callers_token() {
     let job_id = app.create_job().await;
 
     let response = app
-        .call(
+        .call_with(
             "getJob",
-            app.envelope(
-                "getJob",
-                &[
-                    ("jobId", &job_id),
-                    ("accessToken", "stale-token-from-the-flow"),
-                ],
-            ),
+            &[
+                ("jobId", &job_id),
+                ("accessToken", "stale-token-from-the-flow"),
+            ],
         )
         .await;
 
@@ -44,16 +41,13 @@ async fn knowing_the_registry_path_is_not_enough_to_use_the_stored_token() {
     let job_id = app.create_job().await;
 
     let intruder = app
-        .call(
+        .call_with(
             "getJob",
-            app.envelope(
-                "getJob",
-                &[
-                    ("jobId", &job_id),
-                    ("accessToken", "intruder-token"),
-                    ("refreshToken", "intruder-refresh-token"),
-                ],
-            ),
+            &[
+                ("jobId", &job_id),
+                ("accessToken", "intruder-token"),
+                ("refreshToken", "intruder-refresh-token"),
+            ],
         )
         .await;
 
@@ -112,16 +106,13 @@ async fn a_token_older_than_interval_time_is_refreshed_before_the_call() {
     seed_entry(&app, &dir, 10 * 60 * 1000, "60000").await;
 
     let response = app
-        .call(
+        .call_with(
             "createJob",
-            app.envelope(
-                "createJob",
-                &[
-                    ("intervalTime", "60000"),
-                    ("operation", "insert"),
-                    ("object", "Lead"),
-                ],
-            ),
+            &[
+                ("intervalTime", "60000"),
+                ("operation", "insert"),
+                ("object", "Lead"),
+            ],
         )
         .await;
 
@@ -146,10 +137,7 @@ async fn a_token_younger_than_interval_time_is_used_as_is() {
     seed_entry(&app, &dir, 10 * 60 * 1000, "3000000").await;
 
     let response = app
-        .call(
-            "createJob",
-            app.envelope("createJob", &[("operation", "insert"), ("object", "Lead")]),
-        )
+        .call_with("createJob", &[("operation", "insert"), ("object", "Lead")])
         .await;
 
     assert_eq!(response.status(), 201);
@@ -163,7 +151,7 @@ async fn the_file_registry_survives_a_restart() {
     let job_id = app.create_job().await;
     app.org.expire_sessions();
     assert_eq!(
-        app.call("getJob", app.envelope("getJob", &[("jobId", &job_id)]))
+        app.call_with("getJob", &[("jobId", &job_id)])
             .await
             .status(),
         200

@@ -56,10 +56,7 @@ async fn a_large_upload_streams_through_unchanged() {
     assert_eq!(uploaded.status(), 201);
     let batch = element(&uploaded.text().await.unwrap(), "id").unwrap();
     let echoed = app
-        .call(
-            "getBatchRequest",
-            app.envelope("getBatchRequest", &[("jobId", &job), ("batchId", &batch)]),
-        )
+        .call_with("getBatchRequest", &[("jobId", &job), ("batchId", &batch)])
         .await;
     assert_eq!(echoed.text().await.unwrap(), csv);
 }

@@ -215,12 +215,7 @@ async fn an_answer_dropped_half_read_does_not_leave_its_bytes_to_the_next_call()
         ("resultId", &result),
     ];
     fields.push(("apiUrl", via));
-    let response = app
-        .call(
-            "getBulkQueryResults",
-            app.envelope("getBulkQueryResults", &fields),
-        )
-        .await;
+    let response = app.call_with("getBulkQueryResults", &fields).await;
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();

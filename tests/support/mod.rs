@@ -129,6 +129,11 @@ impl TestApp {
             .expect("proxy answers")
     }
 
+    /// Calls `operation` with an envelope of full credentials plus `fields`.
+    pub async fn call_with(&self, operation: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.call(operation, self.envelope(operation, fields)).await
+    }
+
     /// Creates a CSV insert job on Contact through the proxy; returns its id.
     pub async fn create_job(&self) -> String {
         self.create_job_with(&[
@@ -141,9 +146,7 @@ impl TestApp {
 
     /// Creates a job with these fields through the proxy; returns its id.
     pub async fn create_job_with(&self, fields: &[(&str, &str)]) -> String {
-        let response = self
-            .call("createJob", self.envelope("createJob", fields))
-            .await;
+        let response = self.call_with("createJob", fields).await;
         assert_eq!(response.status(), 201);
         let body = response.text().await.unwrap();
         element(&body, "id").expect("jobInfo has an id")
