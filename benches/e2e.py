@@ -276,7 +276,8 @@ def main():
     wait_ready(NGINX)  # nginx passes /healthz on to the emulator
     nginx_worker = int(subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()[0])
     get_job = envelope("getJob", {"jobId": job})
-    proxies = [("proxy", start_proxy(), PROXY)]
+    proxy = start_proxy()
+    proxies = [("proxy", proxy, PROXY)]
     if BASELINE:
         proxies.append(("baseline", start_proxy(BASELINE, BASELINE_PROXY), BASELINE_PROXY))
     for _, _, address in proxies:
@@ -292,7 +293,7 @@ def main():
                                                 body=get_job, hop=process.pid), peak_rss_mb(process))
             # The proxy's front half alone: hyper's server, routing, request id and access line,
             # with no envelope and no call upstream.
-            record("proxy healthz", c, wrk(f"http://{PROXY}/healthz", c, hop=proxies[0][1].pid))
+            record("proxy healthz", c, wrk(f"http://{PROXY}/healthz", c, hop=proxy.pid))
     create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
     for c in CONNECTIONS:
         for _ in range(ROUNDS):
@@ -301,7 +302,7 @@ def main():
             for name, process, address in proxies:
                 record(f"{name} createJob", c, wrk(f"http://{address}/services/salesforcebulk_createJob", c,
                                                    body=create_proxy, hop=process.pid), peak_rss_mb(process))
-    rss_after_load = peak_rss_mb(proxies[0][1])
+    rss_after_load = peak_rss_mb(proxy)
     for _, process, _ in proxies:
         processes.remove(process)
         process.send_signal(signal.SIGTERM)
