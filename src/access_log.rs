@@ -55,6 +55,19 @@ impl RequestIds {
     }
 }
 
+/// The longest caller's request id kept; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a caller's `X-Request-Id` is kept: short, and visible ASCII only (no space, no
+/// control character), so it reads the same in every log and answer. Otherwise the request gets
+/// a new id.
+fn is_acceptable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 /// Answers `request` with `handler`, giving it a request id and logging its line.
 pub async fn logged<F, A>(ids: &RequestIds, mut request: Request, handler: F) -> Response
 where
@@ -63,8 +76,8 @@ where
 {
     let started = Instant::now();
     let id = match request.headers().get(&REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
+        Some(id) if is_acceptable_request_id(id) => id.clone(),
+        _ => {
             let id = ids.next();
             request.headers_mut().insert(REQUEST_ID, id.clone());
             id
@@ -117,6 +130,30 @@ pub fn current_request_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_short_visible_request_ids_are_kept() {
+        for kept in ["flow-42", "a", &"x".repeat(MAX_REQUEST_ID_LEN)] {
+            assert!(
+                is_acceptable_request_id(&HeaderValue::from_str(kept).unwrap()),
+                "{kept}"
+            );
+        }
+        for replaced in [
+            "",
+            "two words",
+            "tab\there",
+            &"x".repeat(MAX_REQUEST_ID_LEN + 1),
+        ] {
+            assert!(
+                !is_acceptable_request_id(&HeaderValue::from_str(replaced).unwrap()),
+                "{replaced:?}"
+            );
+        }
+        assert!(!is_acceptable_request_id(
+            &HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()
+        ));
+    }
 
     #[test]
     fn request_ids_are_the_prefix_and_a_counter_in_hex() {

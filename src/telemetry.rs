@@ -1,39 +1,103 @@
 //! Logging setup. What is logged is decided where it happens; nothing logged carries a token,
 //! a credential, a query string or a body.
 //!
-//! The text format is written by [`TextLine`]: `2026-11-28T14:10:05.123456Z  INFO target: message
-//! name="text" number=12`, one line per event. tracing-subscriber's own text format spent more
-//! on formatting the per-request line than the proxy spent on parsing the request; this one
-//! writes strings and numbers straight into the line. JSON is tracing-subscriber's.
+//! Both formats are written here, by [`TextLine`] and [`JsonLine`], and this is the one place
+//! where field values are made safe: every value is cut to [`MAX_FIELD_BYTES`] and escaped for
+//! its format (no raw control character, no unescaped quote), so a value a caller sent (a
+//! registry path, a request id, an error quoting input) can forge neither a field nor a line,
+//! and a field added later gets the same treatment without asking for it.
+//!
+//! The text format is `2026-11-28T14:10:05.123456Z  INFO target: message name="text" number=12`,
+//! one line per event. tracing-subscriber's own text format spent more on formatting the
+//! per-request line than the proxy spent on parsing the request; this one writes strings and
+//! numbers straight into the line. The JSON format has tracing-subscriber's layout:
+//! `{"timestamp":…,"level":…,"fields":{"message":…,…},"target":…}`.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// The longest field value written, in bytes; a longer one is cut at a character boundary and
+/// ends in `…`. Long enough for any URL path or error the proxy makes, short enough that a caller
+/// cannot fill the log with one request.
+pub const MAX_FIELD_BYTES: usize = 512;
+
 /// Installs the global subscriber, writing to stdout. `RUST_LOG`, when set, wins over `log.level`.
 pub fn init(settings: &LogSettings) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    install(filter, settings.format, std::io::stdout);
+}
+
+/// Installs the global subscriber with `filter`, writing lines in `format` to `writer`.
+pub fn install<W>(filter: EnvFilter, format: LogFormat, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(false);
-    match settings.format {
-        LogFormat::Json => builder.json().init(),
+    match format {
+        LogFormat::Json => builder.event_format(JsonLine).init(),
         LogFormat::Text => builder.event_format(TextLine).init(),
     }
 }
 
+/// `value` cut to [`MAX_FIELD_BYTES`], at a character boundary.
+pub fn capped(value: &str) -> Cow<'_, str> {
+    if value.len() <= MAX_FIELD_BYTES {
+        return Cow::Borrowed(value);
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned([&value[..end], "…"].concat())
+}
+
+thread_local! {
+    /// Where `Debug` and `Display` values are formatted before they are escaped, reused from
+    /// line to line.
+    static FORMATTED: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Formats `value` and hands its text to `write`.
+fn with_formatted<R>(value: &dyn fmt::Debug, write: impl FnOnce(&str) -> R) -> R {
+    FORMATTED.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            let _ = write!(buffer, "{value:?}");
+            write(&buffer)
+        }
+        // A value whose Debug logs: format it on its own.
+        Err(_) => write(&format!("{value:?}")),
+    })
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARN",
+        Level::INFO => "INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    }
+}
+
 /// The text format: UTC timestamp to the microsecond, level, target, message, then the fields
-/// as `name=value`, strings quoted (and escaped, so no value can forge a field or a line).
+/// as `name=value`. A value is written bare when it is visible ASCII with no quote, backslash or
+/// `=`; otherwise it is quoted and escaped as Rust's `Debug` escapes strings.
 pub struct TextLine;
 
 impl<S, N> FormatEvent<S, N> for TextLine
@@ -49,16 +113,13 @@ where
     ) -> fmt::Result {
         write_timestamp(&mut writer, SystemTime::now())?;
         let meta = event.metadata();
-        writer.write_str(match *meta.level() {
-            Level::ERROR => " ERROR ",
-            Level::WARN => "  WARN ",
-            Level::INFO => "  INFO ",
-            Level::DEBUG => " DEBUG ",
-            Level::TRACE => " TRACE ",
-        })?;
+        let level = level_name(*meta.level());
+        writer.write_str(&"      "[level.len()..])?;
+        writer.write_str(level)?;
+        writer.write_char(' ')?;
         writer.write_str(meta.target())?;
         writer.write_char(':')?;
-        let mut fields = Fields {
+        let mut fields = TextFields {
             writer: &mut writer,
             result: Ok(()),
         };
@@ -68,12 +129,12 @@ where
     }
 }
 
-struct Fields<'a, 'w> {
+struct TextFields<'a, 'w> {
     writer: &'a mut Writer<'w>,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl TextFields<'_, '_> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
@@ -87,14 +148,19 @@ impl Fields<'_, '_> {
             value(self.writer)
         })();
     }
+
+    fn text(&mut self, field: &Field, value: &str, quote_always: bool) {
+        let value = capped(value);
+        if field.name() == "message" {
+            return self.field(field, |w| write_unquoted_message(w, &value));
+        }
+        self.field(field, |w| write_text_value(w, &value, quote_always));
+    }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for TextFields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            return self.field(field, |w| w.write_str(value));
-        }
-        self.field(field, |w| write_quoted(w, value));
+        self.text(field, value, true);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -115,12 +181,25 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |w| write!(w, "{value:?}"));
+        with_formatted(value, |text| self.text(field, text, false));
     }
 }
 
-/// `"value"`, escaped as Rust's `Debug` does when it holds anything that needs it.
-fn write_quoted(w: &mut Writer<'_>, value: &str) -> fmt::Result {
+/// Whether `value` can stand bare after `name=`: visible ASCII, nothing that quotes, escapes or
+/// starts another field.
+fn is_bare(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && b != b'"' && b != b'\\' && b != b'=')
+}
+
+/// A string field: always quoted; escaped as Rust's `Debug` does when it holds anything that
+/// needs it. A formatted value (`quote_always` false) is bare when [`is_bare`].
+fn write_text_value(w: &mut Writer<'_>, value: &str, quote_always: bool) -> fmt::Result {
+    if !quote_always && is_bare(value) {
+        return w.write_str(value);
+    }
     let plain = value
         .bytes()
         .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
@@ -131,6 +210,113 @@ fn write_quoted(w: &mut Writer<'_>, value: &str) -> fmt::Result {
     } else {
         write!(w, "{value:?}")
     }
+}
+
+/// The message, unquoted as it reads best, but with control characters escaped so that even a
+/// message built from input cannot break the line.
+fn write_unquoted_message(w: &mut Writer<'_>, message: &str) -> fmt::Result {
+    if !message.chars().any(char::is_control) {
+        return w.write_str(message);
+    }
+    for c in message.chars() {
+        if c.is_control() {
+            write!(w, "{}", c.escape_default())?;
+        } else {
+            w.write_char(c)?;
+        }
+    }
+    Ok(())
+}
+
+/// The JSON format, one object per line, in tracing-subscriber's layout. Strings are escaped by
+/// serde_json, after [`capped`].
+pub struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        write_timestamp(&mut writer, SystemTime::now())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(level_name(*meta.level()))?;
+        writer.write_str("\",\"fields\":{")?;
+        let mut fields = JsonFields {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str("},\"target\":")?;
+        write_json_string(&mut writer, meta.target())?;
+        writer.write_str("}\n")
+    }
+}
+
+struct JsonFields<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl JsonFields<'_, '_> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let first = std::mem::replace(&mut self.first, false);
+        self.result = (|| {
+            if !first {
+                self.writer.write_char(',')?;
+            }
+            write_json_string(self.writer, field.name())?;
+            self.writer.write_char(':')?;
+            value(self.writer)
+        })();
+    }
+}
+
+impl Visit for JsonFields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |w| write_json_string(w, &capped(value)));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |w| write_decimal(w, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |w| {
+            if value < 0 {
+                w.write_char('-')?;
+            }
+            write_decimal(w, value.unsigned_abs())
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        with_formatted(value, |text| {
+            self.field(field, |w| write_json_string(w, &capped(text)))
+        });
+    }
+}
+
+fn write_json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
+    let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
+    w.write_str(&quoted)
 }
 
 fn write_decimal(w: &mut Writer<'_>, value: u64) -> fmt::Result {
@@ -261,7 +447,94 @@ mod tests {
             "  WARN sfbulk_proxy::access_log: request refused \
              path=\"/services/salesforcebulk_getJob\" \
              request_id=\"id\\\" forged=\\\"1\\nnext\" status=400 offset=-3 cached=true \
-             operation=\"getJob\" debug=[1, 2]\n"
+             operation=\"getJob\" debug=\"[1, 2]\"\n"
         );
+    }
+
+    /// The lines `log` writes in `format`.
+    fn lines_of(format: LogFormat, log: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false);
+        match format {
+            LogFormat::Text => {
+                tracing::subscriber::with_default(builder.event_format(TextLine).finish(), log)
+            }
+            LogFormat::Json => {
+                tracing::subscriber::with_default(builder.event_format(JsonLine).finish(), log)
+            }
+        }
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn displayed_and_debug_values_are_escaped_too_and_long_values_cut() {
+        let forged =
+            "a/b\n2026-11-28T14:03:24.524544Z  INFO sfbulk_proxy::access_log: forged x=\"1\"";
+        let long = "x".repeat(MAX_FIELD_BYTES * 4);
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let text = lines_of(format, || {
+                tracing::info!(registry.path = %forged, error = ?forged, long = long.as_str(), "msg\nforged");
+            });
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(!text.contains(&long), "{text}");
+            assert!(text.contains(&"x".repeat(MAX_FIELD_BYTES)), "{text}");
+            assert!(!text.contains("forged x=\"1\""), "{text}");
+        }
+        let text = lines_of(LogFormat::Text, || {
+            tracing::info!(registry.path = %forged, origin = %"https://na1.salesforce.com", "m");
+        });
+        assert!(
+            text.contains("registry.path=\"a/b\\n2026-11-28T14:03:24.524544Z  INFO sfbulk_proxy::access_log: forged x=\\\"1\\\"\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(" origin=https://na1.salesforce.com"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_json_line_is_one_object_in_tracing_subscribers_layout() {
+        let text = lines_of(LogFormat::Json, || {
+            tracing::warn!(
+                target: "sfbulk_proxy::access_log",
+                path = "/services/x\u{7}\"",
+                status = 400u64,
+                offset = -3i64,
+                cached = false,
+                fault.code = Some("SFBULK_X"),
+                method = %"POST",
+                "request refused"
+            );
+        });
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], "sfbulk_proxy::access_log");
+        assert_eq!(
+            line["fields"],
+            serde_json::json!({
+                "message": "request refused",
+                "path": "/services/x\u{7}\"",
+                "status": 400,
+                "offset": -3,
+                "cached": false,
+                "fault.code": "SFBULK_X",
+                "method": "POST",
+            })
+        );
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn values_are_cut_at_a_character_boundary() {
+        let value = "é".repeat(MAX_FIELD_BYTES);
+        let cut = capped(&value);
+        assert!(cut.len() <= MAX_FIELD_BYTES + "…".len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(capped("short"), "short");
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use sfbulk_proxy::config::{RegistryBackend, Settings};
+use sfbulk_proxy::config::{LogFormat, RegistryBackend, Settings};
 use sfbulk_proxy::emulator::{Emulator, Org, RecordedRequest};
 use sfbulk_proxy::server::Application;
 
@@ -218,16 +218,21 @@ pub fn element(xml: &str, name: &str) -> Option<String> {
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
 impl LogCapture {
-    /// Installs the capture as this test process's global subscriber, at `level` and above.
+    /// Installs the capture as this test process's global subscriber, at `level` and above, in
+    /// the text format.
     pub fn install(level: tracing::Level) -> LogCapture {
+        Self::install_as(level, LogFormat::Text)
+    }
+
+    /// As [`LogCapture::install`], in `format`.
+    pub fn install_as(level: tracing::Level, format: LogFormat) -> LogCapture {
         let capture = LogCapture::default();
         let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .event_format(sfbulk_proxy::telemetry::TextLine)
-            .init();
+        sfbulk_proxy::telemetry::install(
+            tracing_subscriber::EnvFilter::new(level.as_str().to_lowercase()),
+            format,
+            move || writer.clone(),
+        );
         capture
     }
 
