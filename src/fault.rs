@@ -109,7 +109,8 @@ pub struct FaultRecord {
 
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
-        let message = self.to_string();
+        // Messages may quote what the caller sent: never a URL's userinfo, never at length.
+        let message = crate::redact::quotable(&self.to_string());
         // Salesforce's own `<error>` layout and namespace, so a flow's fault handling reads ours
         // too; our codes all start with `SFBULK_`, which no Salesforce code does.
         let mut body = xml::start_document("error");

@@ -10,8 +10,8 @@
 //! The proxy's own errors are [`fault`]s.
 //!
 //! [`emulator`] is a fake Salesforce org for tests, the demo and benchmarks. [`config`] holds the
-//! settings, [`telemetry`] the logging setup; [`domain`], [`secret`] and [`xml`] are the small
-//! types and helpers the rest share.
+//! settings, [`telemetry`] the logging setup; [`domain`], [`secret`], [`redact`] and [`xml`] are
+//! the small types and helpers the rest share.
 
 pub mod access_log;
 pub mod config;
@@ -24,6 +24,7 @@ pub mod hex;
 pub mod operation;
 pub mod origin;
 pub mod proxy;
+pub mod redact;
 pub mod registry;
 pub mod relay;
 pub mod routes;

@@ -146,6 +146,26 @@ async fn an_origin_outside_the_allow_list_is_refused_before_any_connection() {
 }
 
 #[tokio::test]
+async fn a_password_in_a_refused_url_is_never_quoted_back() {
+    let app = spawn_app().await;
+    let response = app
+        .call_with(
+            "getJob",
+            &[
+                ("jobId", "750"),
+                ("apiUrl", "https://user:hunter2@na1.salesforce.com"),
+            ],
+        )
+        .await;
+    let text = assert_refused(&app, response, 403, "SFBULK_ORIGIN_NOT_ALLOWED").await;
+    assert!(text.contains("https://na1.salesforce.com"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("user:"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_salesforce_is_a_502() {
     let closed_port = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -14,6 +14,9 @@ use crate::secret::Secret;
 /// A token answers are at most a few hundred bytes; more is not a token answer.
 const TOKEN_ANSWER_LIMIT: usize = 64 * 1024;
 
+/// The most of the token endpoint's `error` and `error_description` passed on to the caller.
+const REFUSAL_TEXT_LIMIT: usize = 256;
+
 /// A successful refresh.
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
@@ -91,13 +94,55 @@ impl SalesforceClient {
             });
         }
         match serde_json::from_slice::<Refusal>(&body) {
-            Ok(refusal) if status.is_client_error() => Err(Fault::RefreshRejected {
-                error: refusal.error,
-                description: refusal.error_description,
-            }),
+            Ok(refusal) if status.is_client_error() => {
+                let sent = [Some(refresh_token), grant.client_secret.as_ref()];
+                Err(Fault::RefreshRejected {
+                    error: refusal_text(refusal.error, &sent),
+                    description: refusal_text(refusal.error_description, &sent),
+                })
+            }
             _ => Err(Fault::RefreshFailed(format!(
                 "the token endpoint answered {status}"
             ))),
         }
+    }
+}
+
+/// A refusal's text as the caller may see it: cut short, and withheld whole when it quotes a
+/// secret the request sent (an endpoint that echoes its form would otherwise hand the refresh
+/// token or client secret to whoever reads the answer or the log).
+fn refusal_text(text: String, sent: &[Option<&Secret>]) -> String {
+    let quotes_secret = sent.iter().flatten().any(|secret| {
+        let plain = secret.expose();
+        let encoded: String = url::form_urlencoded::byte_serialize(plain.as_bytes()).collect();
+        !plain.is_empty() && (text.contains(plain) || text.contains(&encoded))
+    });
+    if quotes_secret {
+        return "[withheld: it quoted the request]".into();
+    }
+    crate::redact::cut(text, REFUSAL_TEXT_LIMIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_texts_are_cut_and_withheld_when_they_quote_a_secret() {
+        let secret = Secret::new("rt-secret");
+        let sent = [Some(&secret), None];
+        assert_eq!(
+            refusal_text("expired access/refresh token".into(), &sent),
+            "expired access/refresh token"
+        );
+        assert_eq!(
+            refusal_text(
+                "bad form: grant_type=refresh_token&refresh_token=rt-secret".into(),
+                &sent
+            ),
+            "[withheld: it quoted the request]"
+        );
+        let long = refusal_text("x".repeat(10_000), &sent);
+        assert!(long.len() <= REFUSAL_TEXT_LIMIT + '…'.len_utf8());
     }
 }
