@@ -26,8 +26,8 @@ pub struct ServerSettings {
     pub listen: String,
     pub max_body_bytes: usize,
     pub replay_buffer_bytes: usize,
-    pub shutdown_grace_secs: u64,
-    pub header_read_timeout_secs: u64,
+    pub shutdown_grace_secs: f64,
+    pub header_read_timeout_secs: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,11 +35,11 @@ pub struct SalesforceSettings {
     pub allowed_origins: Vec<String>,
     pub token_endpoint_hostname: String,
     pub connect_timeout_ms: u64,
-    pub response_timeout_secs: u64,
-    pub read_timeout_secs: u64,
+    pub response_timeout_secs: f64,
+    pub read_timeout_secs: f64,
     pub read_retries: u32,
     pub idle_connections_per_origin: usize,
-    pub idle_timeout_secs: u64,
+    pub idle_timeout_secs: f64,
     pub https_proxy: String,
 }
 
@@ -77,7 +77,7 @@ pub struct EmulatorSettings {
     pub client_secret: String,
     pub refresh_token: String,
     pub access_token: String,
-    pub session_ttl_secs: u64,
+    pub session_ttl_secs: f64,
     pub rotate_refresh_tokens: bool,
     pub batch_processing_ms: u64,
     pub generated_contacts: u64,
@@ -160,27 +160,43 @@ impl Settings {
             }
             Err(e) => problems.extend(e),
         }
-        for (key, value) in [
+        if self.salesforce.connect_timeout_ms == 0 {
+            problems.push("salesforce.connect_timeout_ms must be above 0".into());
+        }
+        for (key, value, zero_allowed) in [
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+                true,
+            ),
             (
                 "server.header_read_timeout_secs",
                 self.server.header_read_timeout_secs,
-            ),
-            (
-                "salesforce.connect_timeout_ms",
-                self.salesforce.connect_timeout_ms,
+                false,
             ),
             (
                 "salesforce.response_timeout_secs",
                 self.salesforce.response_timeout_secs,
+                false,
             ),
             (
                 "salesforce.read_timeout_secs",
                 self.salesforce.read_timeout_secs,
+                false,
             ),
-            ("emulator.session_ttl_secs", self.emulator.session_ttl_secs),
+            (
+                "salesforce.idle_timeout_secs",
+                self.salesforce.idle_timeout_secs,
+                true,
+            ),
+            (
+                "emulator.session_ttl_secs",
+                self.emulator.session_ttl_secs,
+                false,
+            ),
         ] {
-            if value == 0 {
-                problems.push(format!("{key} must be above 0"));
+            if let Err(e) = check_seconds(value, zero_allowed) {
+                problems.push(format!("{key} {e}"));
             }
         }
         if let Err(e) = self.salesforce.https_proxy() {
@@ -232,18 +248,49 @@ impl Settings {
     }
 }
 
+/// The longest time a `*_secs` setting may give: a year, far beyond any useful timeout, and far
+/// from the overflow of the timer's arithmetic.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Whether a `*_secs` value can be used: a number of seconds, fractions allowed (`0.05`).
+fn check_seconds(value: f64, zero_allowed: bool) -> Result<(), String> {
+    if !(0.0..=MAX_SECONDS).contains(&value) {
+        return Err(format!(
+            "must be a number of seconds from 0 to {MAX_SECONDS}"
+        ));
+    }
+    if value == 0.0 && !zero_allowed {
+        return Err("must be above 0".into());
+    }
+    Ok(())
+}
+
+/// A validated `*_secs` value as a duration.
+pub fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.clamp(0.0, MAX_SECONDS)).unwrap_or_default()
+}
+
+impl ServerSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        seconds(self.shutdown_grace_secs)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        seconds(self.header_read_timeout_secs)
+    }
+}
+
 impl SalesforceSettings {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
     pub fn response_timeout(&self) -> Duration {
-        Duration::from_secs(self.response_timeout_secs)
+        seconds(self.response_timeout_secs)
     }
     pub fn read_timeout(&self) -> Duration {
-        Duration::from_secs(self.read_timeout_secs)
+        seconds(self.read_timeout_secs)
     }
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs)
+        seconds(self.idle_timeout_secs)
     }
 
     /// The HTTP proxy that https origins are reached through with `CONNECT`, as host and port:
@@ -360,6 +407,30 @@ mod tests {
         );
         assert_eq!(s.registry.backend, RegistryBackend::Memory);
         assert!(s.emulator.rotate_refresh_tokens);
+    }
+
+    #[test]
+    fn seconds_may_be_fractions_but_not_negative_or_endless() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__SALESFORCE__RESPONSE_TIMEOUT_SECS", "0.05"),
+                ("SFBULK__SERVER__HEADER_READ_TIMEOUT_SECS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.salesforce.response_timeout(), Duration::from_millis(50));
+        assert_eq!(s.server.header_read_timeout(), Duration::from_secs(2));
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__SALESFORCE__READ_TIMEOUT_SECS", "-1"),
+                ("SFBULK__SERVER__HEADER_READ_TIMEOUT_SECS", "0"),
+                ("SFBULK__SALESFORCE__IDLE_TIMEOUT_SECS", "1e30"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
     }
 
     #[test]

@@ -70,8 +70,8 @@ impl Application {
             listener,
             proxy: Proxy::new(state),
             limits: ServeLimits {
-                grace: Duration::from_secs(settings.server.shutdown_grace_secs),
-                header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+                grace: settings.server.shutdown_grace(),
+                header_read_timeout: settings.server.header_read_timeout(),
             },
         })
     }
@@ -163,7 +163,7 @@ where
     let finishing = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(limits.grace, finishing).await.is_err() {
         tracing::warn!(
-            grace_secs = limits.grace.as_secs(),
+            grace_secs = limits.grace.as_secs_f64(),
             "requests still in flight after the grace period; exiting"
         );
     }

@@ -204,7 +204,7 @@ async fn a_salesforce_that_never_answers_is_a_504_after_the_response_timeout() {
     let allowed = origin.clone();
     let app = spawn_app_with(move |s| {
         s.salesforce.allowed_origins.push(allowed);
-        s.salesforce.response_timeout_secs = 1;
+        s.salesforce.response_timeout_secs = 1.0;
     })
     .await;
     let body = envelope(

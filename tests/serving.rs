@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_disconnected() {
-    let app = spawn_app_with(|s| s.server.header_read_timeout_secs = 1).await;
+    let app = spawn_app_with(|s| s.server.header_read_timeout_secs = 1.0).await;
     let address = app.proxy.trim_start_matches("http://").to_string();
     let mut slow = TcpStream::connect(&address).await.unwrap();
     slow.write_all(b"POST /services/salesforcebulk_getJob HTTP/1.1\r\nHost: proxy\r\n")
@@ -48,7 +48,7 @@ async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
     let salesforce = format!("http://{salesforce}");
     let mut settings = test_settings();
     settings.salesforce.allowed_origins.push(salesforce.clone());
-    settings.server.shutdown_grace_secs = 10;
+    settings.server.shutdown_grace_secs = 10.0;
     let app = Application::build(&settings).await.unwrap();
     let proxy = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -278,7 +278,7 @@ async fn with_no_idle_connections_allowed_every_call_opens_its_own() {
 
 #[tokio::test]
 async fn connections_idle_longer_than_the_idle_timeout_are_closed() {
-    let (app, relay) = app_behind_relay(None, |s| s.salesforce.idle_timeout_secs = 1).await;
+    let (app, relay) = app_behind_relay(None, |s| s.salesforce.idle_timeout_secs = 1.0).await;
     let job = app.create_job_via(&relay.origin).await;
     let fields = [("jobId", job.as_str())];
     let burst = futures_util::future::join_all(

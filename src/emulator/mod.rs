@@ -87,7 +87,7 @@ impl Org {
             auth: Mutex::new(oauth::Auth::new(
                 &settings.access_token,
                 &settings.refresh_token,
-                Duration::from_secs(settings.session_ttl_secs),
+                crate::config::seconds(settings.session_ttl_secs),
             )),
             org_id: ids.next(ids::ORG),
             user_id: ids.next(ids::USER),

@@ -134,7 +134,7 @@ impl SalesforceClient {
         match tokio::time::timeout(self.response_timeout, sending).await {
             Err(_) => Err(Fault::UpstreamTimeout(format!(
                 "no answer within {} s",
-                self.response_timeout.as_secs()
+                self.response_timeout.as_secs_f64()
             ))),
             Ok(result) => result.map_err(upstream_fault),
         }

@@ -40,7 +40,7 @@ pub enum HttpError {
     },
     #[error("{0}")]
     Exchange(String),
-    #[error("silent for {} s while sending its answer", .0.as_secs())]
+    #[error("silent for {} s while sending its answer", .0.as_secs_f64())]
     ReadTimeout(Duration),
 }
 
