@@ -14,7 +14,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use crate::fault::FaultRecord;
+use crate::fault::{Fault, FaultRecord};
 use crate::hex;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -106,6 +106,9 @@ where
         };
     }
     match fault {
+        Some(f) if f.code == Fault::CLIENT_ABORTED => {
+            access_line!(tracing::Level::WARN, "request aborted by the caller")
+        }
         Some(_) if status.is_server_error() => {
             access_line!(tracing::Level::ERROR, "request failed")
         }

@@ -28,6 +28,8 @@ pub struct ServerSettings {
     pub replay_buffer_bytes: usize,
     pub shutdown_grace_secs: f64,
     pub header_read_timeout_secs: f64,
+    pub body_read_timeout_secs: f64,
+    pub max_buffered_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +177,11 @@ impl Settings {
                 false,
             ),
             (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+                false,
+            ),
+            (
                 "salesforce.response_timeout_secs",
                 self.salesforce.response_timeout_secs,
                 false,
@@ -276,6 +283,9 @@ impl ServerSettings {
     }
     pub fn header_read_timeout(&self) -> Duration {
         seconds(self.header_read_timeout_secs)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        seconds(self.body_read_timeout_secs)
     }
 }
 

@@ -104,15 +104,13 @@ fn admit(
 mod tests {
     use super::*;
     use crate::envelope::Envelope;
-    use axum::http::HeaderMap;
 
     fn allow() -> AllowList {
         AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap()
     }
 
     fn parse(body: &'static str) -> Result<Connection, Fault> {
-        let envelope =
-            Envelope::parse(&HeaderMap::new(), body.as_bytes().to_vec().into(), "getJob").unwrap();
+        let envelope = Envelope::parse(None, body.as_bytes().to_vec().into(), "getJob").unwrap();
         Connection::from_fields(&envelope, &allow(), "https://login.salesforce.com")
     }
 

@@ -9,6 +9,23 @@ use crate::xml;
 /// Marks an answer the proxy made itself; its value is the fault's code.
 pub const FAULT_HEADER: &str = "x-sfbulk-proxy-fault";
 
+/// `Retry-After` on an overloaded answer: a second is long enough for a burst to pass.
+const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
+
+impl From<crate::body::BodyError> for Fault {
+    fn from(error: crate::body::BodyError) -> Fault {
+        use crate::body::BodyError;
+        match error {
+            BodyError::TooLarge { limit } => Fault::BodyTooLarge { limit },
+            BodyError::EnvelopeTimeout(_) | BodyError::UploadStalled(_) => {
+                Fault::RequestTimeout(error.to_string())
+            }
+            BodyError::Aborted(_) => Fault::ClientAborted(error.to_string()),
+            BodyError::OverBudget => Fault::Overloaded("server.max_buffered_bytes"),
+        }
+    }
+}
+
 /// Everything the proxy itself can answer with. The status says whose fault it was: 4xx the
 /// caller's, 502 Salesforce's (or the path to it), 504 a Salesforce that did not answer in time.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +39,18 @@ pub enum Fault {
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// 408: the envelope did not arrive whole within `server.body_read_timeout_secs`, or an
+    /// upload was silent for longer; nothing (or nothing complete) was sent to Salesforce.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// 400: the caller broke off while sending its body (it will not read this answer; the
+    /// access line says what happened).
+    #[error("{0}")]
+    ClientAborted(String),
+    /// 503: the proxy is at `server.max_in_flight` requests or `server.max_buffered_bytes`; the
+    /// answer carries `Retry-After`. Nothing was sent to Salesforce.
+    #[error("the proxy is overloaded ({0}); try again shortly")]
+    Overloaded(&'static str),
     /// 400: the body cannot be read as an envelope.
     #[error("invalid envelope: {0}")]
     InvalidEnvelope(String),
@@ -54,17 +83,26 @@ pub enum Fault {
     /// being sent. The session has been refreshed; the caller sends the upload again.
     #[error("the Salesforce session expired during an upload larger than server.replay_buffer_bytes ({limit} bytes), which cannot be sent twice; the session has been refreshed: send the upload again")]
     UploadNotReplayable { limit: usize },
+    /// 500: something in the proxy itself failed (a task that panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// 500: the token registry could not be read or written.
     #[error("token registry failure: {0}")]
     Registry(String),
 }
 
 impl Fault {
+    /// The code of [`Fault::ClientAborted`], which the access log tells apart.
+    pub const CLIENT_ABORTED: &'static str = "SFBULK_CLIENT_ABORTED";
+
     pub fn status(&self) -> StatusCode {
         match self {
             Fault::UnknownOperation(_) => StatusCode::NOT_FOUND,
             Fault::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Fault::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Fault::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Fault::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            Fault::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Fault::InvalidEnvelope(_)
             | Fault::WrongOperation { .. }
             | Fault::MissingField(_)
@@ -74,7 +112,7 @@ impl Fault {
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Fault::UploadNotReplayable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Fault::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -84,6 +122,9 @@ impl Fault {
             Fault::UnknownOperation(_) => "SFBULK_UNKNOWN_OPERATION",
             Fault::UnsupportedMediaType(_) => "SFBULK_UNSUPPORTED_MEDIA_TYPE",
             Fault::BodyTooLarge { .. } => "SFBULK_BODY_TOO_LARGE",
+            Fault::RequestTimeout(_) => "SFBULK_REQUEST_TIMEOUT",
+            Fault::ClientAborted(_) => Self::CLIENT_ABORTED,
+            Fault::Overloaded(_) => "SFBULK_OVERLOADED",
             Fault::InvalidEnvelope(_) => "SFBULK_INVALID_ENVELOPE",
             Fault::WrongOperation { .. } => "SFBULK_WRONG_OPERATION",
             Fault::MissingField(_) => "SFBULK_MISSING_FIELD",
@@ -95,6 +136,7 @@ impl Fault {
             Fault::UpstreamTimeout(_) => "SFBULK_UPSTREAM_TIMEOUT",
             Fault::UploadNotReplayable { .. } => "SFBULK_UPLOAD_NOT_REPLAYABLE",
             Fault::Registry(_) => "SFBULK_REGISTRY_FAILURE",
+            Fault::Internal(_) => "SFBULK_INTERNAL_ERROR",
         }
     }
 }
@@ -124,6 +166,12 @@ impl IntoResponse for Fault {
             HeaderValue::from_static("application/xml"),
         );
         headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
+        if let Fault::Overloaded(_) = self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
+            );
+        }
         response.extensions_mut().insert(FaultRecord {
             code: self.code(),
             message,

@@ -58,6 +58,12 @@ impl std::fmt::Debug for Payload {
     }
 }
 
+/// The caller went silent for longer than `server.body_read_timeout_secs` while its upload
+/// streamed to Salesforce; the stream fails with this, which aborts the request to Salesforce.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload was silent for more than {} s", .0.as_secs_f64())]
+pub struct UploadStalled(pub std::time::Duration);
+
 /// A streamed body that was already sent once.
 #[derive(Debug)]
 pub struct BodySpent;
@@ -322,14 +328,9 @@ fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
 
     fn call_with(op: &str, content_type: Option<&str>, body: &str) -> Result<UpstreamCall, Fault> {
-        let mut headers = HeaderMap::new();
-        if let Some(ct) = content_type {
-            headers.insert("content-type", HeaderValue::from_str(ct).unwrap());
-        }
-        let envelope = Envelope::parse(&headers, Bytes::from(body.to_string()), op).unwrap();
+        let envelope = Envelope::parse(content_type, Bytes::from(body.to_string()), op).unwrap();
         match lookup(op).unwrap().input {
             Input::Envelope(build) => build(&envelope),
             Input::Upload(_) => unreachable!(),

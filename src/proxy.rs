@@ -1,19 +1,17 @@
 //! One connector request, stage by stage: operation → request fields (envelope or upload) →
 //! Salesforce call → connection → session → call (once more after a refresh) → relay.
 
-use std::sync::Mutex;
-
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 
 use crate::access_log::{current_request_id, OperationName};
+use crate::body;
 use crate::connection::Connection;
-use crate::envelope::{read_body, Envelope, Fields, QueryFields};
+use crate::envelope::{Envelope, Fields, QueryFields};
 use crate::fault::Fault;
-use crate::operation::{self, Input, Operation, Payload, UpstreamCall};
+use crate::operation::{self, Input, Operation, UpstreamCall};
 use crate::relay::relay;
 use crate::server::AppState;
 
@@ -53,8 +51,13 @@ pub async fn call(state: &AppState, operation: &'static Operation, request: Requ
     response
 }
 
+/// Envelopes larger than this are parsed on a blocking thread, so a large one does not hold up
+/// the other requests of its runtime thread while it is read.
+const OFF_THREAD_ENVELOPE_BYTES: usize = 64 * 1024;
+
 /// The request is taken whole, not through the header-map extractor, which would copy the
-/// headers.
+/// headers. What its body keeps in memory is counted against `server.max_buffered_bytes` until
+/// Salesforce has answered.
 async fn handle(
     state: &AppState,
     operation: &'static Operation,
@@ -62,17 +65,29 @@ async fn handle(
 ) -> Result<Response, Fault> {
     let (parts, body) = request.into_parts();
     let headers: &HeaderMap = &parts.headers;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let mut lease = state.buffers.lease();
     let (connection, call) = match operation.input {
         Input::Envelope(build) => {
-            let bytes = read_body(body, state.max_body_bytes).await?;
-            let envelope = Envelope::parse(headers, bytes, operation.name)?;
-            if envelope.operation() != operation.name {
-                return Err(Fault::WrongOperation {
-                    expected: operation.name.into(),
-                    found: envelope.operation().into(),
-                });
-            }
-            let call = build(&envelope)?;
+            let bytes = body::read_envelope(
+                body,
+                state.max_body_bytes,
+                state.body_read_timeout,
+                &mut lease,
+            )
+            .await?;
+            let (envelope, call) = if bytes.len() > OFF_THREAD_ENVELOPE_BYTES {
+                let content_type = content_type.map(str::to_string);
+                tokio::task::spawn_blocking(move || {
+                    read_envelope(content_type.as_deref(), bytes, operation, build)
+                })
+                .await
+                .map_err(|e| Fault::Internal(format!("reading the envelope: {e}")))??
+            } else {
+                read_envelope(content_type, bytes, operation, build)?
+            };
             (state.connection(&envelope)?, call)
         }
         Input::Upload(path) => {
@@ -82,16 +97,39 @@ async fn handle(
             let call = UpstreamCall {
                 method: axum::http::Method::POST,
                 path,
-                content_type: headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                payload: spool(body, state.replay_buffer_bytes).await?,
+                content_type: content_type.map(str::to_string),
+                payload: body::spool(
+                    body,
+                    state.replay_buffer_bytes,
+                    state.body_read_timeout,
+                    &mut lease,
+                )
+                .await?,
             };
             (connection, call)
         }
     };
-    call_salesforce(state, &connection, &call).await
+    let answer = call_salesforce(state, &connection, &call).await;
+    drop(lease);
+    answer
+}
+
+/// The envelope and the call it makes.
+fn read_envelope(
+    content_type: Option<&str>,
+    bytes: Bytes,
+    operation: &'static Operation,
+    build: fn(&Envelope) -> Result<UpstreamCall, Fault>,
+) -> Result<(Envelope, UpstreamCall), Fault> {
+    let envelope = Envelope::parse(content_type, bytes, operation.name)?;
+    if envelope.operation() != operation.name {
+        return Err(Fault::WrongOperation {
+            expected: operation.name.into(),
+            found: envelope.operation().into(),
+        });
+    }
+    let call = build(&envelope)?;
+    Ok((envelope, call))
 }
 
 /// Calls Salesforce with the session's token; after an expired-session answer, refreshes once
@@ -151,24 +189,6 @@ async fn call_again(
             limit: state.replay_buffer_bytes,
         }),
     }
-}
-
-/// Keeps an upload whole when it fits in `limit` bytes, so it can be sent again; otherwise
-/// streams it on from where it got to.
-async fn spool(body: Body, limit: usize) -> Result<Payload, Fault> {
-    let mut stream = body.into_data_stream();
-    let mut kept = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Fault::InvalidEnvelope(format!("reading the upload: {e}")))?;
-        kept.extend_from_slice(&chunk);
-        if kept.len() > limit {
-            let head = futures_util::stream::once(async move { Ok(Bytes::from(kept)) });
-            let rest = Body::from_stream(head.chain(stream));
-            return Ok(Payload::Streamed(Mutex::new(Some(rest))));
-        }
-    }
-    Ok(Payload::Whole(Bytes::from(kept)))
 }
 
 impl AppState {

@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::body::BufferBudget;
 use crate::config::{RegistryBackend, Settings};
 use crate::origin::AllowList;
 use crate::registry::{FileRegistry, MemoryRegistry, TokenRegistry};
@@ -30,6 +31,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Uploads up to this size are kept so they can be sent again after a session refresh.
     pub replay_buffer_bytes: usize,
+    /// `server.body_read_timeout_secs`: an envelope's deadline, an upload's longest silence.
+    pub body_read_timeout: Duration,
+    /// `server.max_buffered_bytes`, shared by every request.
+    pub buffers: Arc<BufferBudget>,
 }
 
 impl AppState {
@@ -50,6 +55,8 @@ impl AppState {
             default_token_endpoint: settings.salesforce.token_endpoint_hostname.clone(),
             max_body_bytes: settings.server.max_body_bytes,
             replay_buffer_bytes: settings.server.replay_buffer_bytes,
+            body_read_timeout: settings.server.body_read_timeout(),
+            buffers: BufferBudget::new(settings.server.max_buffered_bytes),
         })
     }
 }

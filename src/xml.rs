@@ -7,6 +7,15 @@ use std::ops::Range;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+/// The most children the root may have: an envelope has a few dozen fields at most, and a
+/// document with more is not one.
+pub const MAX_FIELDS: usize = 256;
+/// The most elements a document may hold, nested ones included (an `addBatch` of XML records
+/// holds many); at the envelope size limit a document of empty elements comes near it.
+pub const MAX_ELEMENTS: usize = 4_000_000;
+/// The deepest nesting accepted; records are a few levels deep.
+pub const MAX_DEPTH: usize = 64;
+
 /// Local names of the SOAP wrapper elements (SOAP 1.1 and 1.2 use the same names).
 const SOAP_ENVELOPE: &str = "Envelope";
 const SOAP_BODY: &str = "Body";
@@ -58,10 +67,22 @@ pub enum XmlError {
     EmptySoapBody,
     #[error("not well-formed XML: {0}")]
     Malformed(String),
+    #[error("more than {MAX_FIELDS} fields")]
+    TooManyFields,
+    #[error("more than {MAX_ELEMENTS} elements")]
+    TooManyElements,
+    #[error("elements nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    #[error("the SOAP Body holds more than one operation")]
+    SeveralOperations,
+    #[error("content after the root element")]
+    AfterRoot,
 }
 
 /// Reads `bytes` as XML and returns its root's children. With `unwrap_soap`, a SOAP envelope is
-/// looked through: the root is then the first element inside `Body`.
+/// looked through: the root is then the element inside `Body`, which must hold only that one.
+/// After the root, only white space, comments and processing instructions may follow. Linear
+/// in the document's size, and bounded by [`MAX_FIELDS`], [`MAX_ELEMENTS`] and [`MAX_DEPTH`].
 pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document<'_>, XmlError> {
     let source = std::str::from_utf8(bytes).map_err(|_| XmlError::NotUtf8)?;
     read_str(source, unwrap_soap)
@@ -80,6 +101,7 @@ pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlErro
     let mut in_soap = false;
     let mut children: Vec<Child> = Vec::with_capacity(16);
     let mut depth = 0usize;
+    let mut elements = 0usize;
 
     loop {
         let before = reader.buffer_position() as usize;
@@ -90,6 +112,13 @@ pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlErro
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let is_empty = matches!(event, Event::Empty(_));
+                elements += 1;
+                if elements > MAX_ELEMENTS {
+                    return Err(XmlError::TooManyElements);
+                }
+                if depth >= MAX_DEPTH {
+                    return Err(XmlError::TooDeep);
+                }
                 let name = borrowed(source, start.local_name().as_ref())?;
                 match root_depth {
                     None if unwrap_soap && depth == 0 && name == SOAP_ENVELOPE => in_soap = true,
@@ -112,6 +141,9 @@ pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlErro
                         }
                     }
                     Some(r) if depth == r + 1 => {
+                        if children.len() == MAX_FIELDS {
+                            return Err(XmlError::TooManyFields);
+                        }
                         let at = reader.buffer_position() as usize;
                         children.push(Child {
                             name,
@@ -172,12 +204,46 @@ pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlErro
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
         }
     }
+    let root_depth = root_depth.unwrap_or_default();
+    read_after_root(&mut reader, source, root_depth)?;
     Ok(Document {
         root,
         text: root_text,
         inner: root_inner,
         children,
     })
+}
+
+/// Reads what follows the root element (at `depth`, 1 in a SOAP Body) to the end: white space,
+/// comments and processing instructions, and the end tags of the SOAP wrapper. Another element
+/// or text would be read differently by whoever looks at the document next.
+fn read_after_root(reader: &mut Reader<&[u8]>, source: &str, depth: usize) -> Result<(), XmlError> {
+    let mut depth = depth;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        match event {
+            Event::Start(_) | Event::Empty(_) if depth == 2 => {
+                return Err(XmlError::SeveralOperations)
+            }
+            Event::Start(_) | Event::Empty(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                return Err(XmlError::AfterRoot)
+            }
+            Event::Text(ref text) if !borrowed(source, text)?.trim().is_empty() => {
+                return Err(XmlError::AfterRoot)
+            }
+            Event::DocType(_) => return Err(XmlError::Dtd),
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Eof if depth == 0 => return Ok(()),
+            Event::Eof => {
+                return Err(XmlError::Malformed(
+                    "the document ends inside an element".into(),
+                ))
+            }
+            Event::Text(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+        }
+    }
 }
 
 /// Adds text to the root's or the current child's text when the reader stands directly inside.
@@ -321,6 +387,62 @@ mod tests {
         assert_eq!(
             &body[objects.inner.clone()],
             "<values><sObject><Name>x</Name></sObject></values>"
+        );
+    }
+
+    #[test]
+    fn only_white_space_comments_and_instructions_may_follow_the_root() {
+        assert!(read_document(b"<x/> \n<!-- c --><?pi x?>\n", false).is_ok());
+        for trailing in [
+            &b"<x/><y/>"[..],
+            b"<x/>text",
+            b"<x></x>&amp;",
+            b"<x/><![CDATA[a]]>",
+        ] {
+            assert_eq!(
+                read_document(trailing, false).unwrap_err(),
+                XmlError::AfterRoot
+            );
+        }
+    }
+
+    #[test]
+    fn a_soap_body_holds_one_operation() {
+        let two = b"<Envelope><Body><getJob/><updateJob/></Body></Envelope>";
+        assert_eq!(
+            read_document(two, true).unwrap_err(),
+            XmlError::SeveralOperations
+        );
+        let one =
+            b"<Envelope><Body> <getJob><jobId>1</jobId></getJob> <!-- c --> </Body></Envelope>\n";
+        assert_eq!(read_document(one, true).unwrap().root, "getJob");
+        let after = b"<Envelope><Body><getJob/></Body></Envelope><x/>";
+        assert_eq!(read_document(after, true).unwrap_err(), XmlError::AfterRoot);
+    }
+
+    #[test]
+    fn fields_elements_and_depth_are_bounded() {
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("<f{i}/>")).collect();
+        assert_eq!(
+            read_document(format!("<x>{many}</x>").as_bytes(), false).unwrap_err(),
+            XmlError::TooManyFields
+        );
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
+        assert_eq!(
+            read_document(deep.as_bytes(), false).unwrap_err(),
+            XmlError::TooDeep
+        );
+        let nested = format!("<x><objects>{}</objects></x>", "<r/>".repeat(100_000));
+        assert_eq!(
+            read_document(nested.as_bytes(), false)
+                .unwrap()
+                .children
+                .len(),
+            1
         );
     }
 

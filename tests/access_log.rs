@@ -123,3 +123,39 @@ async fn each_request_is_one_line_with_its_id_operation_status_and_fault() {
     assert_has(&lines[1], &["session refreshed"]);
     assert_has(&lines[2], &["answered", "status=200"]);
 }
+
+#[tokio::test]
+async fn a_caller_that_breaks_off_while_sending_is_logged_as_an_abort_not_a_413() {
+    use tokio::io::AsyncWriteExt;
+    let captured = LogCapture::install(tracing::Level::INFO);
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.proxy.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"POST /services/salesforcebulk_getJob HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-1\r\n\
+          Content-Length: 1000\r\n\r\n<getJob>",
+    )
+    .await
+    .unwrap();
+    drop(tcp);
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(line) = lines_of(&captured, "gone-1").pop() {
+                return line;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the abort is logged");
+    assert_has(
+        &line,
+        &[
+            "WARN",
+            "request aborted by the caller",
+            "fault.code=\"SFBULK_CLIENT_ABORTED\"",
+        ],
+    );
+    assert!(!line.contains("413"), "{line}");
+}

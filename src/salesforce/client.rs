@@ -1,6 +1,7 @@
 //! The Bulk API 1.0 client: sends an [`UpstreamCall`] with a session token and hands back the
 //! answer, noting whether it says the session expired.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +42,82 @@ pub struct Answer {
 pub struct SalesforceClient {
     http: Arc<Http>,
     response_timeout: Duration,
+    read_timeout: Duration,
     read_retries: u32,
+}
+
+/// How far a request's body has been taken: woken at every chunk and at its end.
+#[derive(Clone, Default)]
+struct Progress(Arc<ProgressState>);
+
+#[derive(Default)]
+struct ProgressState {
+    moved: tokio::sync::Notify,
+    done: AtomicBool,
+}
+
+impl Progress {
+    /// `body`, reporting its progress to the returned [`Progress`].
+    fn watch(body: Body) -> (Body, Progress) {
+        let progress = Progress::default();
+        if http_body::Body::is_end_stream(&body) {
+            progress.0.done.store(true, Ordering::Release);
+            return (body, progress);
+        }
+        let watched = Watched {
+            inner: body,
+            progress: progress.clone(),
+        };
+        (Body::new(watched), progress)
+    }
+
+    fn finish(&self) {
+        self.0.done.store(true, Ordering::Release);
+        self.0.moved.notify_one();
+    }
+}
+
+/// A request body that reports its progress.
+struct Watched {
+    inner: Body,
+    progress: Progress,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => {
+                self.progress.finish()
+            }
+            std::task::Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
+                self.progress.finish()
+            }
+            std::task::Poll::Ready(Some(Ok(_))) => self.progress.0.moved.notify_one(),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.progress.finish();
+    }
 }
 
 impl SalesforceClient {
@@ -49,6 +125,7 @@ impl SalesforceClient {
         Ok(SalesforceClient {
             http: Arc::new(Http::new(settings)?),
             response_timeout: settings.response_timeout(),
+            read_timeout: settings.read_timeout(),
             read_retries: settings.read_retries,
         })
     }
@@ -93,7 +170,8 @@ impl SalesforceClient {
             let Ok(body) = call.payload.for_attempt() else {
                 return Ok(None);
             };
-            let mut request = Request::new(body.unwrap_or_else(Body::empty));
+            let (body, progress) = Progress::watch(body.unwrap_or_else(Body::empty));
+            let mut request = Request::new(body);
             *request.method_mut() = call.method.clone();
             *request.uri_mut() = uri.clone();
             let headers = request.headers_mut();
@@ -101,7 +179,9 @@ impl SalesforceClient {
             if let Some(content_type) = &content_type {
                 headers.insert(header::CONTENT_TYPE, content_type.clone());
             }
-            let outcome = self.timed(self.http.send(instance, request)).await;
+            let outcome = self
+                .timed_after_body(self.http.send(instance, request), &progress)
+                .await;
             let retry = attempt < retries
                 && match &outcome {
                     Ok(response) => matches!(response.status().as_u16(), 502..=504),
@@ -127,6 +207,32 @@ impl SalesforceClient {
         self.timed(self.http.send(origin, request)).await
     }
 
+    /// The answer to a request whose body is being sent: the response timeout starts once the
+    /// body is sent (an upload may take long); until then Salesforce must go on taking the body,
+    /// with no pause longer than the read timeout.
+    async fn timed_after_body(
+        &self,
+        sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
+        progress: &Progress,
+    ) -> Result<Response<UpstreamBody>, Fault> {
+        let mut sending = std::pin::pin!(sending);
+        while !progress.0.done.load(Ordering::Acquire) {
+            tokio::select! {
+                biased;
+                outcome = &mut sending => return outcome.map_err(upstream_fault),
+                moved = tokio::time::timeout(self.read_timeout, progress.0.moved.notified()) => {
+                    if moved.is_err() {
+                        return Err(Fault::UpstreamTimeout(format!(
+                            "Salesforce took none of the request body for {} s",
+                            self.read_timeout.as_secs_f64()
+                        )));
+                    }
+                }
+            }
+        }
+        self.timed(sending).await
+    }
+
     async fn timed(
         &self,
         sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
@@ -150,6 +256,7 @@ pub(super) fn upstream_fault(error: HttpError) -> Fault {
         HttpError::Connect { .. } | HttpError::Exchange(_) => {
             Fault::UpstreamUnavailable(error.to_string())
         }
+        HttpError::UploadStalled(stalled) => Fault::RequestTimeout(stalled.to_string()),
     }
 }
 

@@ -26,6 +26,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use crate::config::SalesforceSettings;
+use crate::operation::UploadStalled;
 use crate::origin::Origin;
 
 /// Why an exchange with Salesforce failed.
@@ -42,6 +43,9 @@ pub enum HttpError {
     Exchange(String),
     #[error("silent for {} s while sending its answer", .0.as_secs_f64())]
     ReadTimeout(Duration),
+    /// The caller's upload went silent, so the request was aborted.
+    #[error("{0}")]
+    UploadStalled(#[from] UploadStalled),
 }
 
 impl HttpError {
@@ -49,6 +53,9 @@ impl HttpError {
         let mut reason = error.to_string();
         let mut source = std::error::Error::source(error);
         while let Some(cause) = source {
+            if let Some(stalled) = cause.downcast_ref::<UploadStalled>() {
+                return HttpError::UploadStalled(UploadStalled(stalled.0));
+            }
             reason = format!("{reason}: {cause}");
             source = cause.source();
         }

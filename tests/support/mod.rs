@@ -1,6 +1,8 @@
 //! Spawns the real proxy and the emulator on port 0, and builds envelopes, for integration tests.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -224,16 +226,22 @@ impl LogCapture {
         Self::install_as(level, LogFormat::Text)
     }
 
-    /// As [`LogCapture::install`], in `format`.
+    /// As [`LogCapture::install`], in `format`. A test process has one global subscriber, so
+    /// the first call installs it and later ones share its capture (and its level and format).
     pub fn install_as(level: tracing::Level, format: LogFormat) -> LogCapture {
-        let capture = LogCapture::default();
-        let writer = capture.clone();
-        sfbulk_proxy::telemetry::install(
-            tracing_subscriber::EnvFilter::new(level.as_str().to_lowercase()),
-            format,
-            move || writer.clone(),
-        );
-        capture
+        static INSTALLED: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        INSTALLED
+            .get_or_init(|| {
+                let capture = LogCapture::default();
+                let writer = capture.clone();
+                sfbulk_proxy::telemetry::install(
+                    tracing_subscriber::EnvFilter::new(level.as_str().to_lowercase()),
+                    format,
+                    move || writer.clone(),
+                );
+                capture
+            })
+            .clone()
     }
 
     pub fn text(&self) -> String {
