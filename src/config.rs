@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::origin::AllowList;
+use crate::secret::Secret;
 
 /// The defaults, compiled in so the binary runs from any directory; `config/default.toml` is this file.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -30,6 +31,10 @@ pub struct ServerSettings {
     pub header_read_timeout_secs: f64,
     pub body_read_timeout_secs: f64,
     pub max_buffered_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_connections: usize,
+    pub auth_tokens: Vec<Secret>,
+    pub auth_tokens_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +122,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("salesforce.allowed_origins")
+                    .with_list_parse_key("server.auth_tokens")
                     .try_parsing(true)
                     .source(Some(env)),
             )
@@ -151,8 +157,18 @@ impl Settings {
         if let Err(e) = self.server.listen.parse::<SocketAddr>() {
             problems.push(format!("server.listen {:?}: {e}", self.server.listen));
         }
-        if self.server.max_body_bytes == 0 {
-            problems.push("server.max_body_bytes must be above 0".into());
+        for (key, value) in [
+            ("server.max_body_bytes", self.server.max_body_bytes),
+            ("server.max_in_flight", self.server.max_in_flight),
+            ("server.max_connections", self.server.max_connections),
+            ("server.max_buffered_bytes", self.server.max_buffered_bytes),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} must be above 0"));
+            }
+        }
+        if let Err(e) = self.server.auth_tokens() {
+            problems.push(e);
         }
         match self.allow_list() {
             Ok(allow) => {
@@ -278,6 +294,32 @@ pub fn seconds(value: f64) -> Duration {
 }
 
 impl ServerSettings {
+    /// `auth_tokens` and the lines of `auth_tokens_file` (blank lines and `#` comments
+    /// skipped), together.
+    pub fn auth_tokens(&self) -> Result<Vec<Secret>, String> {
+        let mut tokens: Vec<Secret> = self
+            .auth_tokens
+            .iter()
+            .filter(|t| !t.expose().trim().is_empty())
+            .map(|t| Secret::new(t.expose().trim()))
+            .collect();
+        if !self.auth_tokens_file.as_os_str().is_empty() {
+            let text = std::fs::read_to_string(&self.auth_tokens_file).map_err(|e| {
+                format!(
+                    "server.auth_tokens_file {}: {e}",
+                    self.auth_tokens_file.display()
+                )
+            })?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(Secret::new),
+            );
+        }
+        Ok(tokens)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         seconds(self.shutdown_grace_secs)
     }

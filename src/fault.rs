@@ -66,6 +66,10 @@ pub enum Fault {
     /// 403: a URL the proxy was asked to contact is not on the allow-list.
     #[error("<{field}>: {reason}")]
     OriginRefused { field: &'static str, reason: String },
+    /// 401: `server.auth_tokens` is set and the request has no `Authorization: Bearer` with one
+    /// of them; the answer carries `WWW-Authenticate: Bearer`.
+    #[error("this proxy needs Authorization: Bearer with one of its tokens")]
+    Unauthorized,
     /// 401: Salesforce refused to refresh the session with the caller's credentials.
     #[error("token refresh refused by Salesforce: {error}: {description}")]
     RefreshRejected { error: String, description: String },
@@ -108,7 +112,7 @@ impl Fault {
             | Fault::MissingField(_)
             | Fault::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Fault::OriginRefused { .. } => StatusCode::FORBIDDEN,
-            Fault::RefreshRejected { .. } => StatusCode::UNAUTHORIZED,
+            Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Fault::UploadNotReplayable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +135,7 @@ impl Fault {
             Fault::InvalidField { .. } => "SFBULK_INVALID_FIELD",
             Fault::OriginRefused { .. } => "SFBULK_ORIGIN_NOT_ALLOWED",
             Fault::RefreshRejected { .. } => "SFBULK_REFRESH_REJECTED",
+            Fault::Unauthorized => "SFBULK_UNAUTHORIZED",
             Fault::RefreshFailed(_) => "SFBULK_REFRESH_FAILED",
             Fault::UpstreamUnavailable(_) => "SFBULK_UPSTREAM_UNAVAILABLE",
             Fault::UpstreamTimeout(_) => "SFBULK_UPSTREAM_TIMEOUT",
@@ -166,11 +171,17 @@ impl IntoResponse for Fault {
             HeaderValue::from_static("application/xml"),
         );
         headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
-        if let Fault::Overloaded(_) = self {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
-            );
+        match self {
+            Fault::Overloaded(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
+                );
+            }
+            Fault::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(FaultRecord {
             code: self.code(),

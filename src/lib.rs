@@ -1,6 +1,7 @@
 //! sfbulk-proxy: a drop-in replacement for the WSO2 ESB Salesforce Bulk connector proxy.
 //!
-//! A request reads top to bottom through these modules: [`body`] reads the request's body
+//! A request reads top to bottom through these modules: [`admission`] decides whether it may
+//! come in at all (bearer tokens, requests in flight, connections); [`body`] reads the request's body
 //! within its limits; [`envelope`] turns the WSO2 XML body into named fields; [`operation`] turns the operation's
 //! fields into a Salesforce call; [`connection`] reads where and as whom to call, admitting URLs
 //! only through the [`origin`] allow-list; [`session`] picks the token (WSO2's `init`), keeping it
@@ -14,6 +15,7 @@
 //! the small types and helpers the rest share.
 
 pub mod access_log;
+pub mod admission;
 pub mod body;
 pub mod config;
 pub mod connection;

@@ -7,7 +7,9 @@
 //! | GET, HEAD | `/healthz` | `ok` |
 //!
 //! Another method on one of these paths is answered 405 with an `Allow` header; any other path,
-//! 404. Every request goes through the access log first.
+//! 404. Every request goes through the access log first. A `/services/` request must then show
+//! a bearer token when `server.auth_tokens` is set (401), and find a place under
+//! `server.max_in_flight` (503), before its body is read.
 //!
 //! A `match` rather than axum's `Router` (which the emulator uses): for three fixed paths, the
 //! router and its middleware cloned boxed services and boxed futures on every request, about 7%
@@ -23,6 +25,8 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::access_log::{self, RequestIds};
+use crate::admission::{BearerTokens, Limit};
+use crate::fault::Fault;
 use crate::proxy;
 use crate::server::AppState;
 
@@ -34,13 +38,19 @@ const HEALTH: &str = "/healthz";
 pub struct Proxy {
     state: Arc<AppState>,
     ids: RequestIds,
+    /// `server.auth_tokens`, checked before anything else of a `/services/` request.
+    bearer: BearerTokens,
+    /// `server.max_in_flight`.
+    in_flight: Limit,
 }
 
 impl Proxy {
-    pub fn new(state: Arc<AppState>) -> Arc<Proxy> {
+    pub fn new(state: Arc<AppState>, bearer: BearerTokens, max_in_flight: usize) -> Arc<Proxy> {
         Arc::new(Proxy {
             state,
             ids: RequestIds::default(),
+            bearer,
+            in_flight: Limit::new("server.max_in_flight", max_in_flight),
         })
     }
 
@@ -87,6 +97,13 @@ impl Proxy {
         if *method != Method::POST {
             return not_allowed("POST");
         }
+        // Before the body is read and before anything goes upstream.
+        if !self.bearer.admit(request.headers()) {
+            return Fault::Unauthorized.into_response();
+        }
+        let Some(_in_flight) = self.in_flight.try_enter() else {
+            return Fault::Overloaded(self.in_flight.setting()).into_response();
+        };
         let operation = match service {
             None => proxy::action_operation(request.headers()),
             // The service name as the caller meant it: a client may percent-encode it.

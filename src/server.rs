@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::admission::{BearerTokens, BurstLog};
 use crate::body::BufferBudget;
 use crate::config::{RegistryBackend, Settings};
 use crate::origin::AllowList;
@@ -72,13 +73,30 @@ impl Application {
     /// Builds the state and binds `server.listen` (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let state = Arc::new(AppState::from_settings(settings)?);
+        let tokens = settings
+            .server
+            .auth_tokens()
+            .map_err(|e| anyhow::anyhow!(e))?;
         let listener = TcpListener::bind(settings.server_listen()).await?;
+        let address = listener.local_addr()?;
+        if !address.ip().is_loopback() && tokens.is_empty() {
+            tracing::warn!(
+                %address,
+                "listening beyond loopback with neither server.auth_tokens nor client certificates: \
+                 anyone who reaches this port can use the proxy"
+            );
+        }
         Ok(Application {
             listener,
-            proxy: Proxy::new(state),
+            proxy: Proxy::new(
+                state,
+                BearerTokens::new(&tokens),
+                settings.server.max_in_flight,
+            ),
             limits: ServeLimits {
                 grace: settings.server.shutdown_grace(),
                 header_read_timeout: settings.server.header_read_timeout(),
+                max_connections: settings.server.max_connections,
             },
         })
     }
@@ -104,6 +122,8 @@ pub struct ServeLimits {
     /// How long a client may take to send a request's headers (a slow client holds a
     /// connection open no longer).
     pub header_read_timeout: Duration,
+    /// Open connections at most; one accepted beyond it is closed at once.
+    pub max_connections: usize,
 }
 
 /// Serves `service` over HTTP/1.1 until `shutdown` completes, then lets connections finish the
@@ -127,6 +147,7 @@ where
 {
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let refused = BurstLog::new("server.max_connections");
     let mut shutdown = std::pin::pin!(shutdown);
     let _tick = TimerTick::start();
     loop {
@@ -143,6 +164,12 @@ where
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
         };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= limits.max_connections {
+            refused.note();
+            drop(tcp);
+            continue;
+        }
         // Answers go out whole in one write; Nagle's algorithm would only hold them back.
         let _ = tcp.set_nodelay(true);
         let service = service.clone();

@@ -280,6 +280,7 @@ impl Emulator {
             crate::server::ServeLimits {
                 grace: Duration::from_secs(5),
                 header_read_timeout: Duration::from_secs(30),
+                max_connections: usize::MAX,
             },
         )
         .await

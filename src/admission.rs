@@ -1,0 +1,194 @@
+//! Who gets in, and how many at once: the bearer tokens a caller must show
+//! (`server.auth_tokens`), and the limits on requests in flight and on connections, beyond which
+//! the proxy sheds load at once. Shedding is logged once per burst, with a count, never a line
+//! per request: a flood must not become a flood of log lines too.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap};
+use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
+
+/// How long a burst of shedding is counted before its one log line is written.
+const BURST_WINDOW: Duration = Duration::from_secs(1);
+
+/// A limit on how many of something are under way at once.
+#[derive(Debug)]
+pub struct Limit {
+    /// The setting that sets it, for the log line.
+    setting: &'static str,
+    max: usize,
+    current: AtomicUsize,
+    shed: BurstLog,
+}
+
+impl Limit {
+    pub fn new(setting: &'static str, max: usize) -> Limit {
+        Limit {
+            setting,
+            max,
+            current: AtomicUsize::new(0),
+            shed: BurstLog::new(setting),
+        }
+    }
+
+    /// A place under the limit, or `None` (and the refusal counted for the burst's log line).
+    pub fn try_enter(&self) -> Option<Permit<'_>> {
+        let entered = self
+            .current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        if entered {
+            Some(Permit(self))
+        } else {
+            self.shed.note();
+            None
+        }
+    }
+
+    /// The setting this limit comes from.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+/// One place under a [`Limit`], given back when dropped.
+#[derive(Debug)]
+pub struct Permit<'a>(&'a Limit);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts refusals and writes one warning per burst: the first refusal starts a window, and
+/// at its end the count is logged and reset.
+#[derive(Debug)]
+pub struct BurstLog {
+    setting: &'static str,
+    count: Arc<AtomicU64>,
+}
+
+impl BurstLog {
+    pub fn new(setting: &'static str) -> BurstLog {
+        BurstLog {
+            setting,
+            count: Arc::default(),
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn note(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) != 0 {
+            return;
+        }
+        let (count, setting) = (self.count.clone(), self.setting);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(BURST_WINDOW).await;
+            let shed = count.swap(0, Ordering::AcqRel);
+            tracing::warn!(
+                shed,
+                limit = setting,
+                window_ms = BURST_WINDOW.as_millis() as u64,
+                "shedding load: refused what came beyond the limit"
+            );
+        });
+    }
+}
+
+/// The bearer tokens callers must show; none means every caller may call.
+#[derive(Default)]
+pub struct BearerTokens {
+    /// SHA-256 of each token: comparing digests of equal length leaks neither a token's bytes nor
+    /// its length through timing.
+    digests: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for BearerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BearerTokens({} tokens)", self.digests.len())
+    }
+}
+
+impl BearerTokens {
+    pub fn new(tokens: &[Secret]) -> BearerTokens {
+        BearerTokens {
+            digests: tokens
+                .iter()
+                .map(|t| Sha256::digest(t.expose().as_bytes()).into())
+                .collect(),
+        }
+    }
+
+    pub fn is_required(&self) -> bool {
+        !self.digests.is_empty()
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <one of the tokens>` (always, when no
+    /// token is configured). Every token is compared, in constant time.
+    pub fn admit(&self, headers: &HeaderMap) -> bool {
+        if !self.is_required() {
+            return true;
+        }
+        let Some(presented) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+        else {
+            return false;
+        };
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.digests.iter().fold(false, |found, digest| {
+            let differing = digest
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found | (differing == 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[tokio::test]
+    async fn a_limit_admits_up_to_its_maximum_and_frees_places_on_drop() {
+        let limit = Limit::new("server.max_in_flight", 2);
+        let a = limit.try_enter().unwrap();
+        let _b = limit.try_enter().unwrap();
+        assert!(limit.try_enter().is_none());
+        drop(a);
+        assert!(limit.try_enter().is_some());
+    }
+
+    #[test]
+    fn only_a_configured_bearer_token_is_admitted() {
+        let tokens = BearerTokens::new(&[Secret::new("alpha"), Secret::new("beta")]);
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            tokens.admit(&headers)
+        };
+        assert!(with("Bearer beta"));
+        assert!(with("bearer alpha"));
+        assert!(!with("Bearer gamma"));
+        assert!(!with("Bearer alph"));
+        assert!(!with("Basic YWxwaGE="));
+        assert!(!tokens.admit(&HeaderMap::new()));
+        assert!(BearerTokens::default().admit(&HeaderMap::new()));
+    }
+}

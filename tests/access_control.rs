@@ -1,0 +1,161 @@
+//! Who may call, and how many at once: bearer tokens before anything is read or sent, requests
+//! in flight and open connections bounded, the excess refused at once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{canned_server, envelope, spawn_app_with, temp_dir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CEILING: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
+    let dir = temp_dir("tokens");
+    let file = dir.join("tokens");
+    std::fs::write(&file, "# flows\nfrom-file-token\n\n").unwrap();
+    let app = spawn_app_with(|s| {
+        s.server.auth_tokens = vec![sfbulk_proxy::secret::Secret::new("listed-token")];
+        s.server.auth_tokens_file = file.clone();
+    })
+    .await;
+    let url = format!("{}/services/salesforcebulk_createJob", app.proxy);
+    let body = app.envelope(
+        "createJob",
+        &[
+            ("operation", "insert"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ],
+    );
+    for authorization in [
+        None,
+        Some("Bearer wrong-token"),
+        Some("Basic bGlzdGVkLXRva2Vu"),
+    ] {
+        let mut request = app.http.post(&url).body(body.clone());
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            response.headers()["x-sfbulk-proxy-fault"],
+            "SFBULK_UNAUTHORIZED"
+        );
+    }
+    assert!(
+        app.org.recorded_requests().is_empty(),
+        "nothing went upstream"
+    );
+    for token in ["listed-token", "from-file-token"] {
+        let response = app
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "/healthz stays open");
+}
+
+#[tokio::test]
+async fn beyond_max_in_flight_requests_are_shed_and_salesforce_sees_no_more_than_the_limit() {
+    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    let (slow, seen) = canned_server(answer.into(), Duration::from_millis(1500)).await;
+    let slow = format!("http://{slow}");
+    let allowed = slow.clone();
+    let app = spawn_app_with(move |s| {
+        s.server.max_in_flight = 3;
+        s.salesforce.allowed_origins.push(allowed);
+    })
+    .await;
+    let body = envelope(
+        "getJob",
+        &[
+            ("apiVersion", "34.0"),
+            ("apiUrl", &slow),
+            ("accessToken", "t"),
+            ("jobId", "750x"),
+        ],
+    );
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let request = app
+                .http
+                .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
+                .body(body.clone());
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let response = tokio::time::timeout(CEILING, call).await.unwrap().unwrap();
+        if response.status() == 503 {
+            assert_eq!(
+                response.headers()["x-sfbulk-proxy-fault"],
+                "SFBULK_OVERLOADED"
+            );
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        statuses.push(response.status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503, 503, 503, 503, 503]);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "Salesforce saw only the admitted requests"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_accept() {
+    let app = spawn_app_with(|s| s.server.max_connections = 2).await;
+    let address = app.proxy.trim_start_matches("http://").to_string();
+    let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let open = |address: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        tcp.write_all(health).await.unwrap();
+        let mut answer = vec![0; 1024];
+        let read = tokio::time::timeout(CEILING, tcp.read(&mut answer))
+            .await
+            .expect("answered or closed")
+            .unwrap_or(0);
+        (tcp, String::from_utf8_lossy(&answer[..read]).to_string())
+    };
+    let (first, a) = open(address.clone()).await;
+    let (_second, b) = open(address.clone()).await;
+    assert!(
+        a.starts_with("HTTP/1.1 200") && b.starts_with("HTTP/1.1 200"),
+        "{a} {b}"
+    );
+    let (_third, c) = open(address.clone()).await;
+    assert_eq!(c, "", "the third connection is closed without an answer");
+    drop(first);
+    let admitted = tokio::time::timeout(CEILING, async {
+        loop {
+            let (_tcp, answer) = open(address.clone()).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        admitted.is_ok(),
+        "a place freed by a closed connection is used again"
+    );
+}
