@@ -61,6 +61,7 @@ pub enum RegistryBackend {
 pub struct RegistrySettings {
     pub backend: RegistryBackend,
     pub dir: PathBuf,
+    pub max_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -162,6 +163,7 @@ impl Settings {
             ("server.max_in_flight", self.server.max_in_flight),
             ("server.max_connections", self.server.max_connections),
             ("server.max_buffered_bytes", self.server.max_buffered_bytes),
+            ("registry.max_entries", self.registry.max_entries),
         ] {
             if value == 0 {
                 problems.push(format!("{key} must be above 0"));

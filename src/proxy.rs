@@ -153,6 +153,7 @@ async fn call_salesforce(
             limit: state.replay_buffer_bytes,
         })?;
     if !answer.session_expired {
+        state.sessions.accepted(&session).await;
         return Ok(relay(answer));
     }
     tracing::info!(

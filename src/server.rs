@@ -44,8 +44,11 @@ impl AppState {
             .allow_list()
             .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
         let registry: Arc<dyn TokenRegistry> = match settings.registry.backend {
-            RegistryBackend::File => Arc::new(FileRegistry::open(&settings.registry.dir)?),
-            RegistryBackend::Memory => Arc::new(MemoryRegistry::new()),
+            RegistryBackend::File => Arc::new(FileRegistry::open(
+                &settings.registry.dir,
+                settings.registry.max_entries,
+            )?),
+            RegistryBackend::Memory => Arc::new(MemoryRegistry::new(settings.registry.max_entries)),
         };
         let salesforce = SalesforceClient::new(&settings.salesforce)
             .map_err(|e| anyhow::anyhow!("salesforce.https_proxy: {e}"))?;

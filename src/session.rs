@@ -20,6 +20,9 @@ pub struct Session {
     pub instance: Origin,
     /// The registry entry this came from (its key and storage time); `None` for pass-through callers.
     origin: Option<(RegistryKey, u64)>,
+    /// The caller's own token, to be stored once Salesforce has accepted it
+    /// ([`Sessions::accepted`]): a stranger's made-up credentials leave nothing behind.
+    unstored: Option<Entry>,
 }
 
 /// Hands out sessions and refreshes them.
@@ -46,31 +49,29 @@ impl Sessions {
     }
 
     /// The session for a call: the registry's (refreshed first if older than `intervalTime`), or
-    /// the caller's own token, which is stored when the registry has none yet.
+    /// the caller's own token when the registry has none yet; that one is stored only once
+    /// Salesforce has accepted it ([`Sessions::accepted`]).
     pub async fn open(&self, connection: &Connection) -> Result<Session, Fault> {
         let Some(grant) = &connection.grant else {
             return Ok(Session {
                 token: connection.access_token.clone(),
                 instance: connection.instance.clone(),
                 origin: None,
+                unstored: None,
             });
         };
         let key = RegistryKey::for_grant(grant);
-        let entry = match self.registry.get(&key).await.map_err(registry_fault)? {
-            Some(entry) => entry,
-            None => {
-                let entry = Entry {
+        let (entry, unstored) = match self.registry.get(&key).await.map_err(registry_fault)? {
+            Some(entry) => (entry, false),
+            None => (
+                Entry {
                     access_token: connection.access_token.clone(),
                     instance_url: connection.instance.to_string(),
                     stored_at_ms: now_ms(),
                     refresh_token: None,
-                };
-                self.registry
-                    .put(&key, entry.clone())
-                    .await
-                    .map_err(registry_fault)?;
-                entry
-            }
+                },
+                true,
+            ),
         };
         let age_ms = now_ms().saturating_sub(entry.stored_at_ms);
         if u128::from(age_ms) > grant.interval.as_duration().as_millis() {
@@ -81,7 +82,25 @@ impl Sessions {
             );
             return self.refresh(grant, key, entry.stored_at_ms, None).await;
         }
-        self.session_from(key, entry)
+        let mut session = self.session_from(key, entry.clone())?;
+        session.unstored = unstored.then_some(entry);
+        Ok(session)
+    }
+
+    /// Salesforce answered `session`'s call with something other than an expired session, which
+    /// proves the token good: a caller's own token is stored now. A failure to store it is
+    /// logged, not answered: the caller's answer is already here.
+    pub async fn accepted(&self, session: &Session) {
+        let (Some(entry), Some((key, _))) = (&session.unstored, &session.origin) else {
+            return;
+        };
+        if let Err(error) = self.registry.put(key, entry.clone()).await {
+            tracing::warn!(
+                request_id = crate::access_log::current_request_id().as_deref(),
+                %error,
+                "the accepted token could not be stored"
+            );
+        }
     }
 
     /// After Salesforce said `session`'s token expired: a fresh session, refreshing only if no
@@ -188,6 +207,7 @@ impl Sessions {
             token: entry.access_token,
             instance,
             origin: Some((key.clone(), entry.stored_at_ms)),
+            unstored: None,
         })
     }
 
@@ -204,6 +224,7 @@ impl Sessions {
             token: entry.access_token,
             instance,
             origin: Some((key, entry.stored_at_ms)),
+            unstored: None,
         })
     }
 }

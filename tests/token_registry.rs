@@ -83,7 +83,7 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
         stored_at_ms: now_ms() - age_ms,
         refresh_token: None,
     };
-    FileRegistry::open(dir)
+    FileRegistry::open(dir, 10_000)
         .unwrap()
         .put(&RegistryKey::for_grant(&grant), entry)
         .await
@@ -174,4 +174,104 @@ async fn the_file_registry_survives_a_restart() {
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(files.len(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The registry paths of the entries in a file registry's directory.
+fn stored_paths(dir: &std::path::Path) -> Vec<String> {
+    let mut paths: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|file| {
+            let entry: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
+            entry["registry_path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[tokio::test]
+async fn callers_whose_credentials_salesforce_refuses_leave_no_entry() {
+    let dir = temp_dir("refused-callers");
+    let app = app_on_file_registry(&dir).await;
+    for i in 0..20 {
+        let response = app
+            .call_with(
+                "getJob",
+                &[
+                    ("jobId", "750x"),
+                    ("accessToken", &format!("made-up-token-{i}")),
+                    ("refreshToken", &format!("made-up-refresh-{i}")),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(stored_paths(&dir), Vec::<String>::new());
+    let job = app.create_job().await;
+    assert!(!job.is_empty());
+    assert_eq!(
+        stored_paths(&dir),
+        ["connectors/SalesforceBulk"],
+        "an accepted token is stored"
+    );
+}
+
+#[tokio::test]
+async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays() {
+    let dir = temp_dir("max-entries");
+    let app = spawn_app_with({
+        let dir = dir.clone();
+        move |s| {
+            s.registry.backend = RegistryBackend::File;
+            s.registry.dir = dir;
+            s.registry.max_entries = 2;
+        }
+    })
+    .await;
+    // An entry holding a rotated refresh token, the only copy of its grant.
+    let e = &app.settings.emulator;
+    let allow = app.settings.allow_list().unwrap();
+    let grant = RefreshGrant {
+        registry_path: "flows/rotated".into(),
+        refresh_token: Secret::new("rotated-away-original"),
+        client_id: e.client_id.clone(),
+        client_secret: Some(Secret::new(e.client_secret.as_str())),
+        token_endpoint: allow.admit(&app.emulator).unwrap(),
+        interval: IntervalTime::DEFAULT,
+    };
+    FileRegistry::open(&dir, 2)
+        .unwrap()
+        .put(
+            &RegistryKey::for_grant(&grant),
+            Entry {
+                access_token: Secret::new(e.access_token.as_str()),
+                instance_url: app.emulator.clone(),
+                stored_at_ms: now_ms() - 1000,
+                refresh_token: Some(Secret::new("the-newest-refresh-token")),
+            },
+        )
+        .await
+        .unwrap();
+    // A proxy started now reads the directory, the rotated entry with it.
+    let proxy = spawn_proxy(&app.settings).await;
+    for path in ["flows/a", "flows/b", "flows/c"] {
+        let response = app
+            .http
+            .post(format!("{proxy}/services/salesforcebulk_createJob"))
+            .body(app.envelope(
+                "createJob",
+                &[
+                    ("registryPath", path),
+                    ("operation", "insert"),
+                    ("object", "Contact"),
+                    ("contentType", "CSV"),
+                ],
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    assert_eq!(stored_paths(&dir), ["flows/c", "flows/rotated"]);
 }

@@ -1,6 +1,8 @@
 //! The file registry: one JSON file per entry under `registry.dir`, readable only by the owner,
-//! replaced atomically (write a temporary file, then rename). Entries read once are cached in
-//! memory; this process is the directory's only writer.
+//! replaced atomically (write a temporary file, then rename). Every entry is cached in memory,
+//! read at start; this process is the directory's only writer. At most `registry.max_entries`
+//! are kept, evicted as the memory registry evicts them (never one holding a rotated refresh
+//! token), and an evicted entry's file is removed.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -29,21 +31,56 @@ struct StoredEntry {
 }
 
 impl FileRegistry {
-    /// Opens (creating, owner-only) the directory.
-    pub fn open(dir: &Path) -> Result<FileRegistry, RegistryError> {
+    /// Opens (creating, owner-only) the directory and reads the entries in it, oldest first,
+    /// removing those beyond `max_entries` and temporary files a crash left behind.
+    pub fn open(dir: &Path, max_entries: usize) -> Result<FileRegistry, RegistryError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| RegistryError(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(FileRegistry {
+        let registry = FileRegistry {
             dir: dir.to_path_buf(),
-            cache: MemoryRegistry::new(),
-        })
+            cache: MemoryRegistry::new(max_entries),
+        };
+        let listing = std::fs::read_dir(dir)
+            .map_err(|e| RegistryError(format!("cannot list {}: {e}", dir.display())))?;
+        let mut found = Vec::new();
+        for file in listing.flatten() {
+            let path = file.path();
+            let name = file.file_name();
+            let name = name.to_string_lossy();
+            match name.strip_suffix(".json") {
+                Some(id) if is_entry_id(id) => match read_entry(&path) {
+                    Ok(Some(entry)) => found.push((id.to_string(), entry)),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "skipping an unreadable registry entry"),
+                },
+                _ if name.contains(".tmp") => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+        found.sort_by_key(|(_, entry)| entry.stored_at_ms);
+        for (id, entry) in found {
+            let evicted = registry.cache.put_id(&id, entry);
+            registry.remove_files(&evicted);
+        }
+        Ok(registry)
     }
 
     fn path_of(&self, key: &RegistryKey) -> PathBuf {
         self.dir.join(format!("{}.json", key.id()))
+    }
+
+    fn remove_files(&self, ids: &[String]) {
+        for id in ids {
+            let path = self.dir.join(format!("{id}.json"));
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(%error, "an evicted registry entry's file could not be removed");
+            }
+        }
     }
 }
 
@@ -61,7 +98,8 @@ impl TokenRegistry for FileRegistry {
                 .await
                 .map_err(|e| RegistryError(e.to_string()))??;
             if let Some(entry) = &loaded {
-                self.cache.put_now(key, entry.clone());
+                let evicted = self.cache.put_now(key, entry.clone());
+                self.remove_files(&evicted);
             }
             Ok(loaded)
         })
@@ -84,10 +122,17 @@ impl TokenRegistry for FileRegistry {
             tokio::task::spawn_blocking(move || write_entry(&path, &stored))
                 .await
                 .map_err(|e| RegistryError(e.to_string()))??;
-            self.cache.put_now(key, entry);
+            let evicted = self.cache.put_now(key, entry);
+            self.remove_files(&evicted);
             Ok(())
         })
     }
+}
+
+/// Whether a file name's stem is an entry id (64 lower-case hex digits), not something else an
+/// operator left in the directory.
+fn is_entry_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn read_entry(path: &Path) -> Result<Option<Entry>, RegistryError> {
@@ -161,13 +206,13 @@ mod tests {
             stored_at_ms: 42,
             refresh_token: Some(Secret::new("rt-2")),
         };
-        FileRegistry::open(&dir)
+        FileRegistry::open(&dir, 10)
             .unwrap()
             .put(&key(), entry.clone())
             .await
             .unwrap();
 
-        let reopened = FileRegistry::open(&dir).unwrap();
+        let reopened = FileRegistry::open(&dir, 10).unwrap();
         assert_eq!(reopened.get(&key()).await.unwrap(), Some(entry));
         let file = dir.join(format!("{}.json", key().id()));
         assert_eq!(
