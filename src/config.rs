@@ -35,6 +35,10 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub auth_tokens: Vec<Secret>,
     pub auth_tokens_file: PathBuf,
+    pub tls_listen: String,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub tls_client_ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,8 +159,27 @@ impl Settings {
     /// Every problem at once, so an operator fixes the file in one pass.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
-            problems.push(format!("server.listen {:?}: {e}", self.server.listen));
+        for (key, value) in [
+            ("server.listen", &self.server.listen),
+            ("server.tls_listen", &self.server.tls_listen),
+        ] {
+            if let Err(e) = optional_address(value) {
+                problems.push(format!("{key} {value:?}: {e}"));
+            }
+        }
+        if self.server.listen.trim().is_empty() && self.server.tls_listen.trim().is_empty() {
+            problems.push("server.listen and server.tls_listen are both off".into());
+        }
+        match self.server.tls_files() {
+            Some(files) => {
+                if let Err(e) = crate::tls::ServerTls::load(files) {
+                    problems.push(e);
+                }
+            }
+            None if !self.server.tls_listen.trim().is_empty() => problems.push(
+                "server.tls_listen needs server.tls_cert_file and server.tls_key_file".into(),
+            ),
+            None => {}
         }
         for (key, value) in [
             ("server.max_body_bytes", self.server.max_body_bytes),
@@ -264,13 +287,28 @@ impl Settings {
         AllowList::parse(&self.salesforce.allowed_origins)
     }
 
-    pub fn server_listen(&self) -> SocketAddr {
-        self.server.listen.parse().expect("validated at load")
+    /// `server.listen`; `None` when off.
+    pub fn server_listen(&self) -> Option<SocketAddr> {
+        optional_address(&self.server.listen).ok().flatten()
+    }
+
+    /// `server.tls_listen`; `None` when off.
+    pub fn server_tls_listen(&self) -> Option<SocketAddr> {
+        optional_address(&self.server.tls_listen).ok().flatten()
     }
 
     pub fn emulator_listen(&self) -> SocketAddr {
         self.emulator.listen.parse().expect("validated at load")
     }
+}
+
+/// An address setting that may be empty (off).
+fn optional_address(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some)
 }
 
 /// The longest time a `*_secs` setting may give: a year, far beyond any useful timeout, and far
@@ -296,6 +334,22 @@ pub fn seconds(value: f64) -> Duration {
 }
 
 impl ServerSettings {
+    /// The TLS files, when `tls_listen` is on and both the certificate and key are named.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        let named = |p: &PathBuf| !p.as_os_str().is_empty();
+        if self.tls_listen.trim().is_empty()
+            || !named(&self.tls_cert_file)
+            || !named(&self.tls_key_file)
+        {
+            return None;
+        }
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert_file.clone(),
+            key: self.tls_key_file.clone(),
+            client_ca: named(&self.tls_client_ca_file).then(|| self.tls_client_ca_file.clone()),
+        })
+    }
+
     /// `auth_tokens` and the lines of `auth_tokens_file` (blank lines and `#` comments
     /// skipped), together.
     pub fn auth_tokens(&self) -> Result<Vec<Secret>, String> {

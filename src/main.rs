@@ -103,7 +103,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 
 async fn serve_proxy(settings: &Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
-    tracing::info!(address = %app.local_addr(), "proxy listening");
+    if let Some(address) = app.local_addr() {
+        tracing::info!(%address, "proxy listening");
+    }
+    if let Some(address) = app.tls_local_addr() {
+        tracing::info!(%address, "proxy listening for HTTPS");
+    }
     app.run_until(shutdown_signal()).await?;
     Ok(())
 }

@@ -21,6 +21,7 @@ use crate::registry::{FileRegistry, MemoryRegistry, TokenRegistry};
 use crate::routes::Proxy;
 use crate::salesforce::SalesforceClient;
 use crate::session::Sessions;
+use crate::tls::ServerTls;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -65,32 +66,63 @@ impl AppState {
     }
 }
 
-/// A bound, ready-to-serve proxy.
+/// A bound, ready-to-serve proxy: plain HTTP on `server.listen`, HTTPS on `server.tls_listen`,
+/// either of them or both.
 pub struct Application {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
+    tls: Option<(TcpListener, Arc<ServerTls>)>,
     proxy: Arc<Proxy>,
     limits: ServeLimits,
+    /// Registered at build, so a SIGHUP that arrives before serving starts reloads too (and
+    /// never takes the process's default action, which would end it).
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Application {
-    /// Builds the state and binds `server.listen` (port 0 picks a free port).
+    /// Builds the state and binds the listeners (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let state = Arc::new(AppState::from_settings(settings)?);
         let tokens = settings
             .server
             .auth_tokens()
             .map_err(|e| anyhow::anyhow!(e))?;
-        let listener = TcpListener::bind(settings.server_listen()).await?;
-        let address = listener.local_addr()?;
-        if !address.ip().is_loopback() && tokens.is_empty() {
-            tracing::warn!(
-                %address,
-                "listening beyond loopback with neither server.auth_tokens nor client certificates: \
-                 anyone who reaches this port can use the proxy"
-            );
+        let listener = match settings.server_listen() {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
+        let tls = match (settings.server_tls_listen(), settings.server.tls_files()) {
+            (Some(address), Some(files)) => {
+                let tls = ServerTls::load(files).map_err(|e| anyhow::anyhow!(e))?;
+                Some((TcpListener::bind(address).await?, tls))
+            }
+            _ => None,
+        };
+        let client_certificates = !settings.server.tls_client_ca_file.as_os_str().is_empty();
+        let open_addresses = listener
+            .iter()
+            .chain(tls.iter().map(|(l, _)| l))
+            .filter_map(|l| l.local_addr().ok())
+            .filter(|a| !a.ip().is_loopback());
+        for address in open_addresses {
+            if tokens.is_empty() && !client_certificates {
+                tracing::warn!(
+                    %address,
+                    "listening beyond loopback with neither server.auth_tokens nor client \
+                     certificates: anyone who reaches this port can use the proxy"
+                );
+            }
         }
+        #[cfg(unix)]
+        let hangup = match &tls {
+            Some(_) => Some(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::hangup(),
+            )?),
+            None => None,
+        };
         Ok(Application {
             listener,
+            tls,
             proxy: Proxy::new(
                 state,
                 BearerTokens::new(&tokens),
@@ -101,19 +133,91 @@ impl Application {
                 header_read_timeout: settings.server.header_read_timeout(),
                 max_connections: settings.server.max_connections,
             },
+            #[cfg(unix)]
+            hangup,
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+    /// The plain HTTP address, when `server.listen` is on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The HTTPS address, when `server.tls_listen` is on.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The HTTPS configuration, when `server.tls_listen` is on (to reload it, or see how often it
+    /// was).
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.as_ref().map(|(_, tls)| tls.clone())
     }
 
     /// Serves until `shutdown` completes, then gives requests in flight `shutdown_grace_secs`.
+    /// On SIGHUP the TLS certificate and key are read again.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve(self.listener, self.proxy.service(), shutdown, self.limits).await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let signal = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        #[cfg(unix)]
+        if let (Some(mut hangup), Some((_, tls))) = (self.hangup, &self.tls) {
+            let tls = tls.clone();
+            let stop = signal();
+            tokio::spawn(async move {
+                let mut stop = std::pin::pin!(stop);
+                loop {
+                    tokio::select! {
+                        Some(()) = hangup.recv() => tls.reload(),
+                        () = &mut stop => break,
+                    }
+                }
+            });
+        }
+        let plain = self.listener.map(|listener| {
+            serve(
+                listener,
+                self.proxy.clone().service(),
+                signal(),
+                self.limits,
+                None,
+            )
+        });
+        let secure = self.tls.map(|(listener, tls)| {
+            serve(
+                listener,
+                self.proxy.clone().service(),
+                signal(),
+                self.limits,
+                Some(tls),
+            )
+        });
+        let (plain, secure) = tokio::join!(
+            async {
+                match plain {
+                    Some(serving) => serving.await,
+                    None => Ok(()),
+                }
+            },
+            async {
+                match secure {
+                    Some(serving) => serving.await,
+                    None => Ok(()),
+                }
+            }
+        );
+        plain.and(secure)
     }
 }
 
@@ -129,14 +233,15 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
-/// Serves `service` over HTTP/1.1 until `shutdown` completes, then lets connections finish the
-/// requests they have (idle ones close at once) for at most `limits.grace`. Shared by the proxy
-/// and the emulator.
+/// Serves `service` over HTTP/1.1 (inside TLS when `tls` is given) until `shutdown` completes,
+/// then lets connections finish the requests they have (idle ones close at once) for at most
+/// `limits.grace`. Shared by the proxy and the emulator.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
+    tls: Option<Arc<ServerTls>>,
 ) -> std::io::Result<()>
 where
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
@@ -176,22 +281,21 @@ where
         // Answers go out whole in one write; Nagle's algorithm would only hold them back.
         let _ = tcp.set_nodelay(true);
         let service = service.clone();
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(tcp), service);
-            let mut connection = std::pin::pin!(connection);
-            let outcome = tokio::select! {
-                outcome = connection.as_mut() => outcome,
-                _ = closing.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(TokioIo::new(tcp), service, closing, limits).await;
             };
-            if let Err(error) = outcome {
-                tracing::debug!(%error, "connection ended with an error");
+            // A handshake has the same time as a request's headers to arrive.
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(tcp)).await;
+            match handshake {
+                Ok(Ok(stream)) => {
+                    serve_connection(TokioIo::new(stream), service, closing, limits).await
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });
     }
@@ -205,6 +309,38 @@ where
         );
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, or until `closing` changes (then it finishes the
+/// request it has).
+async fn serve_connection<I, S, B>(
+    io: I,
+    service: S,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+    limits: ServeLimits,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        _ = closing.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = outcome {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 /// A task that wakes once a second while the server runs, so the runtime's timer driver always

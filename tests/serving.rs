@@ -50,7 +50,7 @@ async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
     settings.salesforce.allowed_origins.push(salesforce.clone());
     settings.server.shutdown_grace_secs = 10.0;
     let app = Application::build(&settings).await.unwrap();
-    let proxy = format!("http://{}", app.local_addr());
+    let proxy = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(app.run_until(async {
         let _ = stopped.await;

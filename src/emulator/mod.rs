@@ -282,6 +282,7 @@ impl Emulator {
                 header_read_timeout: Duration::from_secs(30),
                 max_connections: usize::MAX,
             },
+            None,
         )
         .await
     }

@@ -74,7 +74,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 /// Another proxy process-alike on the same settings (e.g. the same registry directory).
 pub async fn spawn_proxy(settings: &Settings) -> String {
     let app = Application::build(settings).await.expect("proxy builds");
-    let url = format!("http://{}", app.local_addr());
+    let url = format!("http://{}", app.local_addr().expect("plain HTTP is on"));
     tokio::spawn(app.run_until(std::future::pending()));
     url
 }
