@@ -2,6 +2,8 @@
 //! (`https://user:secret@host` → `https://host`) is removed, and it is cut to a bounded length.
 //! Linear in the text's length.
 
+use std::borrow::Cow;
+
 /// The longest quoted text, in bytes; the rest is cut and marked with `…`.
 pub const MAX_QUOTED_BYTES: usize = 1024;
 
@@ -30,20 +32,19 @@ pub fn quotable(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    cut(out, MAX_QUOTED_BYTES)
+    cut(&out, MAX_QUOTED_BYTES).into_owned()
 }
 
 /// `text` cut to at most `limit` bytes at a character boundary, marked with `…` when cut.
-pub fn cut(mut text: String, limit: usize) -> String {
-    if text.len() > limit {
-        let mut end = limit;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
+pub fn cut(text: &str, limit: usize) -> Cow<'_, str> {
+    if text.len() <= limit {
+        return Cow::Borrowed(text);
     }
-    text
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned([&text[..end], "…"].concat())
 }
 
 #[cfg(test)]

@@ -56,14 +56,7 @@ where
 
 /// `value` cut to [`MAX_FIELD_BYTES`], at a character boundary.
 pub fn capped(value: &str) -> Cow<'_, str> {
-    if value.len() <= MAX_FIELD_BYTES {
-        return Cow::Borrowed(value);
-    }
-    let mut end = MAX_FIELD_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned([&value[..end], "…"].concat())
+    crate::redact::cut(value, MAX_FIELD_BYTES)
 }
 
 thread_local! {
@@ -168,16 +161,11 @@ impl Visit for TextFields<'_, '_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| {
-            if value < 0 {
-                w.write_char('-')?;
-            }
-            write_decimal(w, value.unsigned_abs())
-        });
+        self.field(field, |w| write_signed(w, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.field(field, |w| write_bool(w, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -295,16 +283,11 @@ impl Visit for JsonFields<'_, '_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| {
-            if value < 0 {
-                w.write_char('-')?;
-            }
-            write_decimal(w, value.unsigned_abs())
-        });
+        self.field(field, |w| write_signed(w, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.field(field, |w| write_bool(w, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -317,6 +300,18 @@ impl Visit for JsonFields<'_, '_> {
 fn write_json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
     let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
     w.write_str(&quoted)
+}
+
+/// Numbers and booleans read the same in both formats.
+fn write_signed(w: &mut Writer<'_>, value: i64) -> fmt::Result {
+    if value < 0 {
+        w.write_char('-')?;
+    }
+    write_decimal(w, value.unsigned_abs())
+}
+
+fn write_bool(w: &mut Writer<'_>, value: bool) -> fmt::Result {
+    w.write_str(if value { "true" } else { "false" })
 }
 
 fn write_decimal(w: &mut Writer<'_>, value: u64) -> fmt::Result {

@@ -120,7 +120,7 @@ fn refusal_text(text: String, sent: &[Option<&Secret>]) -> String {
     if quotes_secret {
         return "[withheld: it quoted the request]".into();
     }
-    crate::redact::cut(text, REFUSAL_TEXT_LIMIT)
+    crate::redact::cut(&text, REFUSAL_TEXT_LIMIT).into_owned()
 }
 
 #[cfg(test)]
