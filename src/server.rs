@@ -98,14 +98,20 @@ impl Application {
             }
             _ => None,
         };
+        // Client certificates guard the HTTPS listener only; bearer tokens guard both.
         let client_certificates = !settings.server.tls_client_ca_file.as_os_str().is_empty();
-        let open_addresses = listener
-            .iter()
-            .chain(tls.iter().map(|(l, _)| l))
-            .filter_map(|l| l.local_addr().ok())
-            .filter(|a| !a.ip().is_loopback());
-        for address in open_addresses {
-            if tokens.is_empty() && !client_certificates {
+        let guarded = [
+            (listener.as_ref(), !tokens.is_empty()),
+            (
+                tls.as_ref().map(|(l, _)| l),
+                !tokens.is_empty() || client_certificates,
+            ),
+        ];
+        for (listener, guarded) in guarded {
+            let Some(address) = listener.and_then(|l| l.local_addr().ok()) else {
+                continue;
+            };
+            if !guarded && !address.ip().is_loopback() {
                 tracing::warn!(
                     %address,
                     "listening beyond loopback with neither server.auth_tokens nor client \

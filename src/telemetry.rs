@@ -112,48 +112,83 @@ where
         writer.write_char(' ')?;
         writer.write_str(meta.target())?;
         writer.write_char(':')?;
-        let mut fields = TextFields {
-            writer: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
+        FieldWriter::write_all(&mut writer, event, Layout::Text)?;
         writer.write_char('\n')
     }
 }
 
-struct TextFields<'a, 'w> {
+/// The two line layouts' ways of writing a field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// ` name=value`; the message bare, without a name.
+    Text,
+    /// `"name":value`, comma-separated.
+    Json,
+}
+
+/// Writes an event's fields in one [`Layout`]. Every value goes through [`capped`] and is
+/// escaped for its layout here, so no field can be written unescaped.
+struct FieldWriter<'a, 'w> {
     writer: &'a mut Writer<'w>,
+    layout: Layout,
+    first: bool,
     result: fmt::Result,
 }
 
-impl TextFields<'_, '_> {
+impl<'a, 'w> FieldWriter<'a, 'w> {
+    fn write_all(writer: &'a mut Writer<'w>, event: &Event<'_>, layout: Layout) -> fmt::Result {
+        let mut fields = FieldWriter {
+            writer,
+            layout,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result
+    }
+
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
+        let first = std::mem::replace(&mut self.first, false);
         self.result = (|| {
-            self.writer.write_char(' ')?;
-            if field.name() != "message" {
-                self.writer.write_str(field.name())?;
-                self.writer.write_char('=')?;
+            match self.layout {
+                Layout::Text => {
+                    self.writer.write_char(' ')?;
+                    if field.name() != "message" {
+                        self.writer.write_str(field.name())?;
+                        self.writer.write_char('=')?;
+                    }
+                }
+                Layout::Json => {
+                    if !first {
+                        self.writer.write_char(',')?;
+                    }
+                    write_json_string(self.writer, field.name())?;
+                    self.writer.write_char(':')?;
+                }
             }
             value(self.writer)
         })();
     }
 
-    fn text(&mut self, field: &Field, value: &str, quote_always: bool) {
+    /// A string (`formatted` false) or a formatted `Debug`/`Display` value.
+    fn text(&mut self, field: &Field, value: &str, formatted: bool) {
         let value = capped(value);
-        if field.name() == "message" {
-            return self.field(field, |w| write_unquoted_message(w, &value));
+        match self.layout {
+            Layout::Json => self.field(field, |w| write_json_string(w, &value)),
+            Layout::Text if field.name() == "message" => {
+                self.field(field, |w| write_unquoted_message(w, &value))
+            }
+            Layout::Text => self.field(field, |w| write_text_value(w, &value, !formatted)),
         }
-        self.field(field, |w| write_text_value(w, &value, quote_always));
     }
 }
 
-impl Visit for TextFields<'_, '_> {
+impl Visit for FieldWriter<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value, true);
+        self.text(field, value, false);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -161,15 +196,20 @@ impl Visit for TextFields<'_, '_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| write_signed(w, value));
+        self.field(field, |w| {
+            if value < 0 {
+                w.write_char('-')?;
+            }
+            write_decimal(w, value.unsigned_abs())
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w| write_bool(w, value));
+        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        with_formatted(value, |text| self.text(field, text, false));
+        with_formatted(value, |text| self.text(field, text, true));
     }
 }
 
@@ -237,81 +277,16 @@ where
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(level_name(*meta.level()))?;
         writer.write_str("\",\"fields\":{")?;
-        let mut fields = JsonFields {
-            writer: &mut writer,
-            first: true,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
+        FieldWriter::write_all(&mut writer, event, Layout::Json)?;
         writer.write_str("},\"target\":")?;
         write_json_string(&mut writer, meta.target())?;
         writer.write_str("}\n")
     }
 }
 
-struct JsonFields<'a, 'w> {
-    writer: &'a mut Writer<'w>,
-    first: bool,
-    result: fmt::Result,
-}
-
-impl JsonFields<'_, '_> {
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        let first = std::mem::replace(&mut self.first, false);
-        self.result = (|| {
-            if !first {
-                self.writer.write_char(',')?;
-            }
-            write_json_string(self.writer, field.name())?;
-            self.writer.write_char(':')?;
-            value(self.writer)
-        })();
-    }
-}
-
-impl Visit for JsonFields<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |w| write_json_string(w, &capped(value)));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w| write_decimal(w, value));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| write_signed(w, value));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w| write_bool(w, value));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        with_formatted(value, |text| {
-            self.field(field, |w| write_json_string(w, &capped(text)))
-        });
-    }
-}
-
 fn write_json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
     let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
     w.write_str(&quoted)
-}
-
-/// Numbers and booleans read the same in both formats.
-fn write_signed(w: &mut Writer<'_>, value: i64) -> fmt::Result {
-    if value < 0 {
-        w.write_char('-')?;
-    }
-    write_decimal(w, value.unsigned_abs())
-}
-
-fn write_bool(w: &mut Writer<'_>, value: bool) -> fmt::Result {
-    w.write_str(if value { "true" } else { "false" })
 }
 
 fn write_decimal(w: &mut Writer<'_>, value: u64) -> fmt::Result {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{canned_server, envelope, spawn_app_with, temp_dir};
+use support::{canned_server, envelope, spawn_app_with, temp_dir, LogCapture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CEILING: Duration = Duration::from_secs(20);
@@ -21,14 +21,7 @@ async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
     })
     .await;
     let url = format!("{}/services/salesforcebulk_createJob", app.proxy);
-    let body = app.envelope(
-        "createJob",
-        &[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ],
-    );
+    let body = app.envelope("createJob", support::CSV_INSERT_JOB);
     for authorization in [
         None,
         Some("Bearer wrong-token"),
@@ -72,6 +65,7 @@ async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
 
 #[tokio::test]
 async fn beyond_max_in_flight_requests_are_shed_and_salesforce_sees_no_more_than_the_limit() {
+    let logs = LogCapture::install(tracing::Level::INFO);
     let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
     let (slow, seen) = canned_server(answer.into(), Duration::from_millis(1500)).await;
     let slow = format!("http://{slow}");
@@ -117,6 +111,30 @@ async fn beyond_max_in_flight_requests_are_shed_and_salesforce_sees_no_more_than
         seen.lock().unwrap().len(),
         3,
         "Salesforce saw only the admitted requests"
+    );
+    // The burst is one line with its count, not a line per shed request.
+    let shed_lines = tokio::time::timeout(CEILING, async {
+        loop {
+            let lines: Vec<String> = logs
+                .text()
+                .lines()
+                .filter(|l| l.contains("shedding load"))
+                .map(str::to_string)
+                .collect();
+            if !lines.is_empty() {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the shedding is logged");
+    assert_eq!(shed_lines.len(), 1, "{shed_lines:#?}");
+    assert!(
+        shed_lines[0].contains("shed=7")
+            && shed_lines[0].contains("limit=\"server.max_in_flight\""),
+        "{}",
+        shed_lines[0]
     );
 }
 

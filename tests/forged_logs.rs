@@ -43,13 +43,7 @@ async fn caller_text_never_starts_a_line_or_a_field_in_either_format() {
         ("intervalTime", "1"),
     ];
     let job = app
-        .create_job_with(&[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-            fields[0],
-            fields[1],
-        ])
+        .create_job_with(&[support::CSV_INSERT_JOB, &fields].concat())
         .await;
     // The second call finds the stored token older than intervalTime, refreshes and logs it.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -87,14 +87,7 @@ async fn calls_go_through_https_and_sighup_loads_a_new_certificate_but_not_a_bro
     let first = client(&first_ca, None);
     let created = first
         .post(format!("{url}/services/salesforcebulk_createJob"))
-        .body(app.envelope(
-            "createJob",
-            &[
-                ("operation", "insert"),
-                ("object", "Contact"),
-                ("contentType", "CSV"),
-            ],
-        ))
+        .body(app.envelope("createJob", support::CSV_INSERT_JOB))
         .send()
         .await
         .unwrap();
@@ -156,14 +149,7 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_through() {
         proxy.tls_local_addr().unwrap().port()
     );
     tokio::spawn(proxy.run_until(std::future::pending()));
-    let body = app.envelope(
-        "createJob",
-        &[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ],
-    );
+    let body = app.envelope("createJob", support::CSV_INSERT_JOB);
     let stranger = leaf(&stranger_ca, ExtendedKeyUsagePurpose::ClientAuth);
     for refused in [
         client(&server_ca, None),

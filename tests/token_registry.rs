@@ -261,12 +261,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
             .post(format!("{proxy}/services/salesforcebulk_createJob"))
             .body(app.envelope(
                 "createJob",
-                &[
-                    ("registryPath", path),
-                    ("operation", "insert"),
-                    ("object", "Contact"),
-                    ("contentType", "CSV"),
-                ],
+                &[support::CSV_INSERT_JOB, &[("registryPath", path)]].concat(),
             ))
             .send()
             .await

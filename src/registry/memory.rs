@@ -33,8 +33,9 @@ impl Entries {
         self.clock += 1;
         let clock = self.clock;
         let (entry, used) = self.by_id.get_mut(id)?;
-        if self.evictable.remove(used).is_some() {
-            self.evictable.insert(clock, id.to_string());
+        // The id moves to its new place in the recency order; no new string per use.
+        if let Some(id) = self.evictable.remove(used) {
+            self.evictable.insert(clock, id);
         }
         *used = clock;
         Some(entry.clone())

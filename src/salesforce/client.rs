@@ -64,7 +64,7 @@ impl Progress {
             progress.0.done.store(true, Ordering::Release);
             return (body, progress);
         }
-        let watched = Watched {
+        let watched = ProgressBody {
             inner: body,
             progress: progress.clone(),
         };
@@ -78,12 +78,12 @@ impl Progress {
 }
 
 /// A request body that reports its progress.
-struct Watched {
+struct ProgressBody {
     inner: Body,
     progress: Progress,
 }
 
-impl http_body::Body for Watched {
+impl http_body::Body for ProgressBody {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -114,7 +114,7 @@ impl http_body::Body for Watched {
     }
 }
 
-impl Drop for Watched {
+impl Drop for ProgressBody {
     fn drop(&mut self) {
         self.progress.finish();
     }

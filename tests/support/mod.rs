@@ -79,6 +79,13 @@ pub async fn spawn_proxy(settings: &Settings) -> String {
     url
 }
 
+/// The `createJob` fields of a CSV insert job on Contact.
+pub const CSV_INSERT_JOB: &[(&str, &str)] = &[
+    ("operation", "insert"),
+    ("object", "Contact"),
+    ("contentType", "CSV"),
+];
+
 /// A WSO2 envelope with root `operation` and the given fields, pretty-printed as flows send them.
 pub fn envelope(operation: &str, fields: &[(&str, &str)]) -> String {
     let mut xml = format!("<{operation}>\n");
@@ -138,12 +145,7 @@ impl TestApp {
 
     /// Creates a CSV insert job on Contact through the proxy; returns its id.
     pub async fn create_job(&self) -> String {
-        self.create_job_with(&[
-            ("operation", "insert"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ])
-        .await
+        self.create_job_with(CSV_INSERT_JOB).await
     }
 
     /// Creates a job with these fields through the proxy; returns its id.
