@@ -30,6 +30,7 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: f64,
     pub header_read_timeout_secs: f64,
     pub body_read_timeout_secs: f64,
+    pub write_timeout_secs: f64,
     pub max_buffered_bytes: usize,
     pub max_in_flight: usize,
     pub max_connections: usize,
@@ -223,6 +224,11 @@ impl Settings {
                 false,
             ),
             (
+                "server.write_timeout_secs",
+                self.server.write_timeout_secs,
+                false,
+            ),
+            (
                 "salesforce.response_timeout_secs",
                 self.salesforce.response_timeout_secs,
                 false,
@@ -384,6 +390,9 @@ impl ServerSettings {
     }
     pub fn body_read_timeout(&self) -> Duration {
         seconds(self.body_read_timeout_secs)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        seconds(self.write_timeout_secs)
     }
 }
 

@@ -4,13 +4,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 use crate::admission::{BearerTokens, BurstLog};
@@ -138,6 +141,7 @@ impl Application {
                 grace: settings.server.shutdown_grace(),
                 header_read_timeout: settings.server.header_read_timeout(),
                 max_connections: settings.server.max_connections,
+                write_timeout: settings.server.write_timeout(),
             },
             #[cfg(unix)]
             hangup,
@@ -237,6 +241,95 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// Open connections at most; one accepted beyond it is closed at once.
     pub max_connections: usize,
+    /// How long a write to the caller may wait for it to read (`server.write_timeout_secs`).
+    pub write_timeout: Duration,
+}
+
+/// A connection whose writes fail once the caller has read nothing for `timeout`: a caller
+/// that stops reading an answer is cut off, and the answer's body (and with it the connection
+/// to Salesforce it streams from) is dropped, instead of being held for as long as the caller
+/// likes. No timer is armed until a write has to wait.
+struct WriteDeadline<T> {
+    inner: T,
+    timeout: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, timeout: Duration) -> WriteDeadline<T> {
+        WriteDeadline {
+            inner,
+            timeout,
+            waiting: None,
+        }
+    }
+
+    /// Passes a write's outcome on; a write that keeps waiting past the timeout fails.
+    fn watch<R>(
+        &mut self,
+        polled: Poll<std::io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.waiting = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match waiting.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the caller read nothing for server.write_timeout_secs",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(polled, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(polled, cx)
+    }
 }
 
 /// Serves `service` over HTTP/1.1 (inside TLS when `tls` is given) until `shutdown` completes,
@@ -289,6 +382,7 @@ where
         let service = service.clone();
         let closing = closing_rx.clone();
         let tls = tls.clone();
+        let tcp = WriteDeadline::new(tcp, limits.write_timeout);
         connections.spawn(async move {
             let Some(tls) = tls else {
                 return serve_connection(TokioIo::new(tcp), service, closing, limits).await;

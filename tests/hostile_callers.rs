@@ -280,3 +280,77 @@ async fn trickled_bodies_grow_memory_with_the_bytes_sent_not_the_segments() {
     );
     eprintln!("grew by {grown_kb} kB for 200 connections and 50,000 bytes");
 }
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_an_answer_is_cut_off() {
+    const ROWS: u64 = 400_000;
+    let app = spawn_app_with(|s| {
+        s.emulator.generated_contacts = ROWS;
+        s.server.write_timeout_secs = 0.3;
+    })
+    .await;
+    let job = app
+        .create_job_with(&[
+            ("operation", "query"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+        ])
+        .await;
+    let batch = app
+        .call_with(
+            "addBatch",
+            &[
+                ("jobId", &job),
+                ("isQuery", "true"),
+                (
+                    "objects",
+                    "<values>SELECT Id, LastName FROM Contact</values>",
+                ),
+            ],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let batch = support::element(&batch, "id").unwrap();
+    let list = app
+        .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let result = support::element(&list, "result").unwrap();
+    let envelope = app.envelope(
+        "getBulkQueryResults",
+        &[("jobId", &job), ("batchId", &batch), ("resultId", &result)],
+    );
+    let mut tcp = raw_request(
+        &app,
+        &format!(
+            "POST /services/salesforcebulk_getBulkQueryResults HTTP/1.1\r\nHost: x\r\n\
+             Content-Length: {}\r\n\r\n{envelope}",
+            envelope.len()
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&mut tcp).await, 200);
+    // The caller stops reading for far longer than the write timeout, then reads what is left.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut rest = Vec::new();
+    let mut chunk = vec![0; 64 * 1024];
+    let ended = tokio::time::timeout(CEILING, async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was closed");
+    let lines = rest.iter().filter(|b| **b == b'\n').count() as u64;
+    assert!(
+        lines < ROWS / 2,
+        "{lines} of {ROWS} rows arrived: the caller was not cut off"
+    );
+}

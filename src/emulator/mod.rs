@@ -281,6 +281,7 @@ impl Emulator {
                 grace: Duration::from_secs(5),
                 header_read_timeout: Duration::from_secs(30),
                 max_connections: usize::MAX,
+                write_timeout: Duration::from_secs(60),
             },
             None,
         )
