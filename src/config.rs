@@ -51,6 +51,7 @@ pub struct SalesforceSettings {
     pub read_timeout_secs: f64,
     pub read_retries: u32,
     pub idle_connections_per_origin: usize,
+    pub max_connections_per_origin: usize,
     pub idle_timeout_secs: f64,
     pub https_proxy: String,
 }
@@ -188,6 +189,10 @@ impl Settings {
             ("server.max_connections", self.server.max_connections),
             ("server.max_buffered_bytes", self.server.max_buffered_bytes),
             ("registry.max_entries", self.registry.max_entries),
+            (
+                "salesforce.max_connections_per_origin",
+                self.salesforce.max_connections_per_origin,
+            ),
         ] {
             if value == 0 {
                 problems.push(format!("{key} must be above 0"));

@@ -177,3 +177,63 @@ async fn connections_beyond_max_connections_are_closed_at_accept() {
         "a place freed by a closed connection is used again"
     );
 }
+
+#[tokio::test]
+async fn beyond_max_connections_per_origin_a_request_waits_briefly_then_is_refused() {
+    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    let (slow, seen) = canned_server(answer.into(), Duration::from_millis(1000)).await;
+    let slow = format!("http://{slow}");
+    let allowed = slow.clone();
+    let app = spawn_app_with(move |s| {
+        s.salesforce.max_connections_per_origin = 1;
+        s.salesforce.allowed_origins.push(allowed);
+    })
+    .await;
+    let body = envelope(
+        "getJob",
+        &[
+            ("apiVersion", "34.0"),
+            ("apiUrl", &slow),
+            ("accessToken", "t"),
+            ("jobId", "750x"),
+        ],
+    );
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let request = app
+                .http
+                .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
+                .body(body.clone());
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let response = tokio::time::timeout(CEILING, call).await.unwrap().unwrap();
+        let status = response.status().as_u16();
+        if status == 503 {
+            assert_eq!(
+                response.headers()["x-sfbulk-proxy-fault"],
+                "SFBULK_OVERLOADED"
+            );
+            let text = response.text().await.unwrap();
+            assert!(
+                text.contains("salesforce.max_connections_per_origin"),
+                "{text}"
+            );
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 503]);
+    assert_eq!(seen.lock().unwrap().len(), 1, "one connection at a time");
+    // The place comes back when the connection closes.
+    let again = app
+        .http
+        .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}

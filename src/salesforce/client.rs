@@ -257,6 +257,9 @@ pub(super) fn upstream_fault(error: HttpError) -> Fault {
             Fault::UpstreamUnavailable(error.to_string())
         }
         HttpError::UploadStalled(stalled) => Fault::RequestTimeout(stalled.to_string()),
+        HttpError::NoConnectionFree(_) => {
+            Fault::Overloaded("salesforce.max_connections_per_origin")
+        }
     }
 }
 

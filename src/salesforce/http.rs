@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -43,6 +44,11 @@ pub enum HttpError {
     Exchange(String),
     #[error("silent for {} s while sending its answer", .0.as_secs_f64())]
     ReadTimeout(Duration),
+    /// `salesforce.max_connections_per_origin` connections were busy for the whole wait.
+    #[error(
+        "all {0} connections to this origin (salesforce.max_connections_per_origin) stayed busy"
+    )]
+    NoConnectionFree(usize),
     /// The caller's upload went silent, so the request was aborted.
     #[error("{0}")]
     UploadStalled(#[from] UploadStalled),
@@ -76,6 +82,10 @@ pub struct Http {
 
 struct Pool {
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+    /// Connections open per origin, idle or busy: one place each.
+    places: Mutex<HashMap<Origin, Arc<Semaphore>>>,
+    /// `salesforce.max_connections_per_origin`.
+    max_per_origin: usize,
     /// Idle connections kept per origin; one given back beyond this is closed.
     per_origin: usize,
     /// An idle connection older than this is closed, not reused: servers (Salesforce's
@@ -85,12 +95,38 @@ struct Pool {
 
 impl Pool {
     fn is_stale(&self, idle: &Idle, now: Instant) -> bool {
-        idle.sender.is_closed() || now.saturating_duration_since(idle.since) > self.idle_timeout
+        idle.conn.sender.is_closed()
+            || now.saturating_duration_since(idle.since) > self.idle_timeout
+    }
+
+    /// A place for a new connection to `origin`, if one is free now.
+    fn try_place(&self, origin: &Origin) -> Option<OwnedSemaphorePermit> {
+        let places = self
+            .places
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(origin.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_origin)))
+            .clone();
+        places.try_acquire_owned().ok()
     }
 }
 
-struct Idle {
+/// How long a request waits for a connection to its origin when
+/// `salesforce.max_connections_per_origin` are open, before it is refused.
+const CONNECTION_WAIT: Duration = Duration::from_millis(100);
+/// How often a waiting request looks again for an idle connection or a free place.
+const CONNECTION_WAIT_STEP: Duration = Duration::from_millis(5);
+
+/// An open connection and the place under `salesforce.max_connections_per_origin` it holds
+/// until it is dropped.
+struct Conn {
     sender: SendRequest<Body>,
+    _place: OwnedSemaphorePermit,
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -110,6 +146,8 @@ impl Http {
             https_proxy: settings.https_proxy()?,
             pool: Arc::new(Pool {
                 idle: Mutex::default(),
+                places: Mutex::default(),
+                max_per_origin: settings.max_connections_per_origin,
                 per_origin: settings.idle_connections_per_origin,
                 idle_timeout: settings.idle_timeout(),
             }),
@@ -137,17 +175,15 @@ impl Http {
         headers
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
-        let (mut sender, reused) = match self.checkout(origin).await {
-            Some(sender) => (sender, true),
-            None => (self.connect(origin).await?, false),
-        };
-        let response = match sender.try_send_request(request).await {
+        let (mut conn, reused) = self.obtain(origin).await?;
+        let response = match conn.sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut refused) => match refused.take_message() {
                 Some(request) if reused => {
                     tracing::debug!(%origin, "an idle connection was closed; using a new one");
-                    sender = self.connect(origin).await?;
-                    sender
+                    drop(conn);
+                    conn = self.fresh(origin).await?;
+                    conn.sender
                         .send_request(request)
                         .await
                         .map_err(|e| HttpError::exchange(&e))?
@@ -161,7 +197,7 @@ impl Http {
             keep: Some(Checkin {
                 pool: self.pool.clone(),
                 origin: origin.clone(),
-                sender,
+                conn,
             }),
             read_timeout: self.read_timeout,
             silence: None,
@@ -172,8 +208,42 @@ impl Http {
         Ok(Response::from_parts(head, body))
     }
 
+    /// A connection for a request: an idle one (`true`), or a new one when a place is free. At
+    /// the limit, the request waits up to [`CONNECTION_WAIT`] for either.
+    async fn obtain(&self, origin: &Origin) -> Result<(Conn, bool), HttpError> {
+        let deadline = Instant::now() + CONNECTION_WAIT;
+        loop {
+            if let Some(conn) = self.checkout(origin).await {
+                return Ok((conn, true));
+            }
+            if let Some(place) = self.pool.try_place(origin) {
+                return Ok((self.connect(origin, place).await?, false));
+            }
+            self.wait_for_place(deadline).await?;
+        }
+    }
+
+    /// A new connection, waiting up to [`CONNECTION_WAIT`] for a place.
+    async fn fresh(&self, origin: &Origin) -> Result<Conn, HttpError> {
+        let deadline = Instant::now() + CONNECTION_WAIT;
+        loop {
+            if let Some(place) = self.pool.try_place(origin) {
+                return self.connect(origin, place).await;
+            }
+            self.wait_for_place(deadline).await?;
+        }
+    }
+
+    async fn wait_for_place(&self, deadline: Instant) -> Result<(), HttpError> {
+        if Instant::now() >= deadline {
+            return Err(HttpError::NoConnectionFree(self.pool.max_per_origin));
+        }
+        tokio::time::sleep(CONNECTION_WAIT_STEP).await;
+        Ok(())
+    }
+
     /// The most recently used idle connection to `origin` that can take a request.
-    async fn checkout(&self, origin: &Origin) -> Option<SendRequest<Body>> {
+    async fn checkout(&self, origin: &Origin) -> Option<Conn> {
         loop {
             let idle = self
                 .pool
@@ -185,11 +255,11 @@ impl Http {
             if self.pool.is_stale(&idle, Instant::now()) {
                 continue;
             }
-            let mut sender = idle.sender;
+            let mut conn = idle.conn;
             // Ready at once, unless the connection is still finishing the answer it was
             // given back after.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            if conn.sender.ready().await.is_ok() {
+                return Some(conn);
             }
         }
     }
@@ -199,7 +269,8 @@ impl Http {
     fn connect<'a>(
         &'a self,
         origin: &'a Origin,
-    ) -> BoxFuture<'a, Result<SendRequest<Body>, HttpError>> {
+        place: OwnedSemaphorePermit,
+    ) -> BoxFuture<'a, Result<Conn, HttpError>> {
         Box::pin(async move {
             let connecting = async {
                 let connect_error = |source| HttpError::Connect {
@@ -225,9 +296,13 @@ impl Http {
                 let tls = self.tls.connect(name, tcp).await.map_err(connect_error)?;
                 handshake(tls).await
             };
-            tokio::time::timeout(self.connect_timeout, connecting)
+            let sender = tokio::time::timeout(self.connect_timeout, connecting)
                 .await
-                .map_err(|_| HttpError::ConnectTimeout(self.connect_timeout))?
+                .map_err(|_| HttpError::ConnectTimeout(self.connect_timeout))??;
+            Ok(Conn {
+                sender,
+                _place: place,
+            })
         })
     }
 }
@@ -291,7 +366,7 @@ where
 struct Checkin {
     pool: Arc<Pool>,
     origin: Origin,
-    sender: SendRequest<Body>,
+    conn: Conn,
 }
 
 /// An answer's body: gives its connection back to the pool at its end, and fails if Salesforce
@@ -322,7 +397,7 @@ impl UpstreamBody {
         }
         if list.len() < checkin.pool.per_origin {
             list.push(Idle {
-                sender: checkin.sender,
+                conn: checkin.conn,
                 since: now,
             });
         }
