@@ -212,6 +212,11 @@ impl Envelope {
         self.format
     }
 
+    /// The names of the envelope's fields, in the order given.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| self.str(&f.name))
+    }
+
     fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| self.is(&f.name, name))
     }

@@ -31,6 +31,9 @@ pub struct Document<'a> {
     /// Byte range of everything between the root's start and end tags in the source.
     pub inner: Range<usize>,
     pub children: Vec<Child<'a>>,
+    /// How many reader events reading it took: the measure of its cost, which stays within the
+    /// source's length (the fuzzed-parser tests hold it to that).
+    pub events: usize,
 }
 
 /// One child element of the root.
@@ -102,12 +105,14 @@ pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlErro
     let mut children: Vec<Child> = Vec::with_capacity(16);
     let mut depth = 0usize;
     let mut elements = 0usize;
+    let mut events = 0usize;
 
     loop {
         let before = reader.buffer_position() as usize;
         let event = reader
             .read_event()
             .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        events += 1;
         match event {
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::Start(ref start) | Event::Empty(ref start) => {
@@ -205,24 +210,32 @@ pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlErro
         }
     }
     let root_depth = root_depth.unwrap_or_default();
-    read_after_root(&mut reader, source, root_depth)?;
+    events += read_after_root(&mut reader, source, root_depth)?;
     Ok(Document {
         root,
         text: root_text,
         inner: root_inner,
         children,
+        events,
     })
 }
 
 /// Reads what follows the root element (at `depth`, 1 in a SOAP Body) to the end: white space,
 /// comments and processing instructions, and the end tags of the SOAP wrapper. Another element
 /// or text would be read differently by whoever looks at the document next.
-fn read_after_root(reader: &mut Reader<&[u8]>, source: &str, depth: usize) -> Result<(), XmlError> {
+/// The events it read are counted.
+fn read_after_root(
+    reader: &mut Reader<&[u8]>,
+    source: &str,
+    depth: usize,
+) -> Result<usize, XmlError> {
     let mut depth = depth;
+    let mut events = 0;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        events += 1;
         match event {
             Event::Start(_) | Event::Empty(_) if depth == 2 => {
                 return Err(XmlError::SeveralOperations)
@@ -235,7 +248,7 @@ fn read_after_root(reader: &mut Reader<&[u8]>, source: &str, depth: usize) -> Re
             }
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::End(_) => depth = depth.saturating_sub(1),
-            Event::Eof if depth == 0 => return Ok(()),
+            Event::Eof if depth == 0 => return Ok(events),
             Event::Eof => {
                 return Err(XmlError::Malformed(
                     "the document ends inside an element".into(),
