@@ -124,7 +124,13 @@ pub async fn read_envelope(
 ) -> Result<Bytes, BodyError> {
     let reading = async {
         let mut body = body;
+        // The exact size when the caller gave a Content-Length, so one allocation fits it.
+        let expected = body.size_hint().exact().map_or(0, |n| n as usize);
         let mut kept = Vec::new();
+        if (1..=limit).contains(&expected) {
+            lease.hold(expected)?;
+            kept.reserve_exact(expected);
+        }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Aborted(e.to_string()))?;
             let Ok(data) = frame.into_data() else {
@@ -137,6 +143,13 @@ pub async fn read_envelope(
         }
         Ok(Bytes::from(kept))
     };
+    // Most envelopes have arrived with their headers: read without arming a timer when the
+    // body is there already.
+    let mut reading = std::pin::pin!(reading);
+    let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
+    if let Poll::Ready(read) = first {
+        return read;
+    }
     tokio::time::timeout(deadline, reading)
         .await
         .map_err(|_| BodyError::EnvelopeTimeout(deadline))?

@@ -1,7 +1,7 @@
 //! The caller's request as named fields: a WSO2 envelope (XML, optionally SOAP-wrapped, or its
 //! JSON flavour) read by element name in any order, or the URL query of the upload operations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -169,18 +169,19 @@ impl Envelope {
             source,
             fields,
         };
-        // A set, not a comparison with every earlier field: that was quadratic, and 80,000
-        // distinct empty elements kept a core busy for seconds.
-        let mut seen = HashSet::with_capacity(envelope.fields.len());
-        for field in &envelope.fields {
+        // Each field against the earlier ones, lengths first: for the dozen fields of an envelope
+        // that is cheaper than hashing them. The readers cap the fields at `MAX_FIELDS` (256),
+        // so this is at most 32,640 comparisons; without the cap, 80,000 distinct empty
+        // elements took 12 s of CPU here.
+        let fields = &envelope.fields;
+        for (i, field) in fields.iter().enumerate() {
             let name = envelope.str(&field.name);
-            if !seen.insert(name) {
+            if fields[..i].iter().any(|f| envelope.is(&f.name, name)) {
                 return Err(Fault::InvalidEnvelope(format!(
                     "<{name}> appears more than once"
                 )));
             }
         }
-        drop(seen);
         Ok(envelope)
     }
 

@@ -82,8 +82,11 @@ impl Sessions {
             );
             return self.refresh(grant, key, entry.stored_at_ms, None).await;
         }
+        if !unstored {
+            return self.session_from(key, entry);
+        }
         let mut session = self.session_from(key, entry.clone())?;
-        session.unstored = unstored.then_some(entry);
+        session.unstored = Some(entry);
         Ok(session)
     }
 
