@@ -63,19 +63,29 @@ async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
     assert_eq!(health.status(), 200, "/healthz stays open");
 }
 
-#[tokio::test]
-async fn beyond_max_in_flight_requests_are_shed_and_salesforce_sees_no_more_than_the_limit() {
-    let logs = LogCapture::install(tracing::Level::INFO);
+/// A stand-in Salesforce that answers each request after `delay`, once per connection; a proxy
+/// configured by `tweak` in front of it; and a pass-through getJob envelope for it.
+struct SlowSalesforce {
+    app: support::TestApp,
+    envelope: String,
+    /// The first line of each request it was sent.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn behind_slow_salesforce(
+    delay: Duration,
+    tweak: impl FnOnce(&mut sfbulk_proxy::config::Settings) + Send + 'static,
+) -> SlowSalesforce {
     let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-    let (slow, seen) = canned_server(answer.into(), Duration::from_millis(1500)).await;
+    let (slow, seen) = canned_server(answer.into(), delay).await;
     let slow = format!("http://{slow}");
     let allowed = slow.clone();
     let app = spawn_app_with(move |s| {
-        s.server.max_in_flight = 3;
+        tweak(s);
         s.salesforce.allowed_origins.push(allowed);
     })
     .await;
-    let body = envelope(
+    let envelope = envelope(
         "getJob",
         &[
             ("apiVersion", "34.0"),
@@ -84,31 +94,54 @@ async fn beyond_max_in_flight_requests_are_shed_and_salesforce_sees_no_more_than
             ("jobId", "750x"),
         ],
     );
-    let calls: Vec<_> = (0..10)
-        .map(|_| {
-            let request = app
-                .http
-                .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
-                .body(body.clone());
-            tokio::spawn(async move { request.send().await.unwrap() })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for call in calls {
-        let response = tokio::time::timeout(CEILING, call).await.unwrap().unwrap();
-        if response.status() == 503 {
-            assert_eq!(
-                response.headers()["x-sfbulk-proxy-fault"],
-                "SFBULK_OVERLOADED"
-            );
-            assert_eq!(response.headers()["retry-after"], "1");
-        }
-        statuses.push(response.status().as_u16());
+    SlowSalesforce {
+        app,
+        envelope,
+        seen,
     }
-    statuses.sort();
+}
+
+impl SlowSalesforce {
+    /// `n` getJob calls at once; each answer's status, headers and body, by status.
+    async fn at_once(&self, n: usize) -> Vec<(u16, reqwest::header::HeaderMap, String)> {
+        let calls: Vec<_> = (0..n)
+            .map(|_| {
+                let request = self
+                    .app
+                    .http
+                    .post(format!("{}/services/salesforcebulk_getJob", self.app.proxy))
+                    .body(self.envelope.clone());
+                tokio::spawn(async move {
+                    let response = request.send().await.unwrap();
+                    let (status, headers) =
+                        (response.status().as_u16(), response.headers().clone());
+                    (status, headers, response.text().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(tokio::time::timeout(CEILING, call).await.unwrap().unwrap());
+        }
+        answers.sort_by_key(|(status, _, _)| *status);
+        answers
+    }
+}
+
+#[tokio::test]
+async fn beyond_max_in_flight_requests_are_shed_and_salesforce_sees_no_more_than_the_limit() {
+    let logs = LogCapture::install(tracing::Level::INFO);
+    let slow =
+        behind_slow_salesforce(Duration::from_millis(1500), |s| s.server.max_in_flight = 3).await;
+    let answers = slow.at_once(10).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
     assert_eq!(statuses, [200, 200, 200, 503, 503, 503, 503, 503, 503, 503]);
+    for (_, headers, _) in &answers[3..] {
+        assert_eq!(headers["x-sfbulk-proxy-fault"], "SFBULK_OVERLOADED");
+        assert_eq!(headers["retry-after"], "1");
+    }
     assert_eq!(
-        seen.lock().unwrap().len(),
+        slow.seen.lock().unwrap().len(),
         3,
         "Salesforce saw only the admitted requests"
     );
@@ -180,60 +213,24 @@ async fn connections_beyond_max_connections_are_closed_at_accept() {
 
 #[tokio::test]
 async fn beyond_max_connections_per_origin_a_request_waits_briefly_then_is_refused() {
-    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-    let (slow, seen) = canned_server(answer.into(), Duration::from_millis(1000)).await;
-    let slow = format!("http://{slow}");
-    let allowed = slow.clone();
-    let app = spawn_app_with(move |s| {
-        s.salesforce.max_connections_per_origin = 1;
-        s.salesforce.allowed_origins.push(allowed);
+    let slow = behind_slow_salesforce(Duration::from_millis(1000), |s| {
+        s.salesforce.max_connections_per_origin = 1
     })
     .await;
-    let body = envelope(
-        "getJob",
-        &[
-            ("apiVersion", "34.0"),
-            ("apiUrl", &slow),
-            ("accessToken", "t"),
-            ("jobId", "750x"),
-        ],
-    );
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let request = app
-                .http
-                .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
-                .body(body.clone());
-            tokio::spawn(async move { request.send().await.unwrap() })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for call in calls {
-        let response = tokio::time::timeout(CEILING, call).await.unwrap().unwrap();
-        let status = response.status().as_u16();
-        if status == 503 {
-            assert_eq!(
-                response.headers()["x-sfbulk-proxy-fault"],
-                "SFBULK_OVERLOADED"
-            );
-            let text = response.text().await.unwrap();
-            assert!(
-                text.contains("salesforce.max_connections_per_origin"),
-                "{text}"
-            );
-        }
-        statuses.push(status);
-    }
-    statuses.sort();
+    let answers = slow.at_once(2).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
     assert_eq!(statuses, [200, 503]);
-    assert_eq!(seen.lock().unwrap().len(), 1, "one connection at a time");
+    let (_, headers, text) = &answers[1];
+    assert_eq!(headers["x-sfbulk-proxy-fault"], "SFBULK_OVERLOADED");
+    assert!(
+        text.contains("salesforce.max_connections_per_origin"),
+        "{text}"
+    );
+    assert_eq!(
+        slow.seen.lock().unwrap().len(),
+        1,
+        "one connection at a time"
+    );
     // The place comes back when the connection closes.
-    let again = app
-        .http
-        .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 200);
+    assert_eq!(slow.at_once(1).await[0].0, 200);
 }
