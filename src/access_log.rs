@@ -122,6 +122,17 @@ where
     response
 }
 
+/// `future` run with the current request's id, for work a request spawns off itself.
+pub fn with_current_request_id<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let id = CURRENT.try_with(HeaderValue::clone).ok();
+    async move {
+        match id {
+            Some(id) => CURRENT.scope(id, future).await,
+            None => future.await,
+        }
+    }
+}
+
 /// The id of the request being served, for log events made while it runs.
 pub fn current_request_id() -> Option<String> {
     CURRENT

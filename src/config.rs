@@ -61,6 +61,7 @@ pub struct SalesforceSettings {
 pub enum RegistryBackend {
     File,
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +69,16 @@ pub struct RegistrySettings {
     pub backend: RegistryBackend,
     pub dir: PathBuf,
     pub max_entries: usize,
+    /// May carry a password: a secret, never logged.
+    pub redis_url: Secret,
+    pub key_prefix: String,
+    pub entry_ttl_secs: f64,
+    pub timeout_ms: u64,
+    pub request_budget_ms: u64,
+    pub lock_lease_ms: u64,
+    /// Base64 of 32 bytes; empty leaves entries unsealed.
+    pub encryption_key: Secret,
+    pub encryption_previous_keys: Vec<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -130,6 +141,7 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("salesforce.allowed_origins")
                     .with_list_parse_key("server.auth_tokens")
+                    .with_list_parse_key("registry.encryption_previous_keys")
                     .try_parsing(true)
                     .source(Some(env)),
             )
@@ -253,6 +265,11 @@ impl Settings {
                 self.emulator.session_ttl_secs,
                 false,
             ),
+            (
+                "registry.entry_ttl_secs",
+                self.registry.entry_ttl_secs,
+                false,
+            ),
         ] {
             if let Err(e) = check_seconds(value, zero_allowed) {
                 problems.push(format!("{key} {e}"));
@@ -266,6 +283,7 @@ impl Settings {
         {
             problems.push("registry.dir must be set for the file backend".into());
         }
+        problems.extend(self.registry.problems());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level {:?}: {e}", self.log.level));
         }
@@ -310,6 +328,44 @@ impl Settings {
 
     pub fn emulator_listen(&self) -> SocketAddr {
         self.emulator.listen.parse().expect("validated at load")
+    }
+}
+
+impl RegistrySettings {
+    /// The registry's own problems: its URL, its limits and its keys.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.backend == RegistryBackend::Redis {
+            if let Err(e) = crate::registry::RedisRegistry::check_url(self.redis_url.expose()) {
+                problems.push(format!("registry.redis_url: {e}"));
+            }
+        }
+        for (key, value) in [
+            ("registry.timeout_ms", self.timeout_ms),
+            ("registry.request_budget_ms", self.request_budget_ms),
+            ("registry.lock_lease_ms", self.lock_lease_ms),
+        ] {
+            if value == 0 || value > 3_600_000 {
+                problems.push(format!("{key} must be above 0 and at most an hour"));
+            }
+        }
+        if self.key_prefix.len() > 64 || self.key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+            problems.push("registry.key_prefix must be at most 64 visible ASCII characters".into());
+        }
+        if let Err(e) = self.keys() {
+            problems.push(e);
+        }
+        problems
+    }
+
+    /// The sealing keys, current first; `None` when entries are stored unsealed.
+    pub fn keys(&self) -> Result<Option<crate::registry::Keys>, String> {
+        crate::registry::Keys::from_settings(&self.encryption_key, &self.encryption_previous_keys)
+    }
+
+    /// `registry.entry_ttl_secs` as a duration.
+    pub fn entry_ttl(&self) -> Duration {
+        seconds(self.entry_ttl_secs)
     }
 }
 

@@ -9,7 +9,8 @@ use crate::xml;
 /// Marks an answer the proxy made itself; its value is the fault's code.
 pub const FAULT_HEADER: &str = "x-sfbulk-proxy-fault";
 
-/// `Retry-After` on an overloaded answer: a second is long enough for a burst to pass.
+/// `Retry-After` on an overloaded answer (or an unreachable registry): a second is long enough
+/// for a burst to pass, or a Redis failover to begin.
 const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
 impl From<crate::body::BodyError> for Fault {
@@ -70,9 +71,14 @@ pub enum Fault {
     /// of them; the answer carries `WWW-Authenticate: Bearer`.
     #[error("this proxy needs Authorization: Bearer with one of its tokens")]
     Unauthorized,
-    /// 401: Salesforce refused to refresh the session with the caller's credentials.
-    #[error("token refresh refused by Salesforce: {error}: {description}")]
-    RefreshRejected { error: String, description: String },
+    /// 401: Salesforce refused to refresh the session with the caller's credentials; `advice`
+    /// (empty or a sentence starting with a space) says what to do when the grant is gone.
+    #[error("token refresh refused by Salesforce: {error}: {description}{advice}")]
+    RefreshRejected {
+        error: String,
+        description: String,
+        advice: String,
+    },
     /// 502: the token endpoint answered something that is not a usable token.
     #[error("token refresh failed: {0}")]
     RefreshFailed(String),
@@ -93,6 +99,23 @@ pub enum Fault {
     /// 500: the token registry could not be read or written.
     #[error("token registry failure: {0}")]
     Registry(String),
+    /// 503: the token registry (Redis) did not answer within its time, or another replica's
+    /// refresh did not finish in time; the answer carries `Retry-After`. Nothing was sent to
+    /// Salesforce with a token that might be stale.
+    #[error("{0}")]
+    RegistryUnavailable(String),
+}
+
+impl From<crate::registry::RegistryError> for Fault {
+    fn from(error: crate::registry::RegistryError) -> Fault {
+        use crate::registry::RegistryError;
+        match error {
+            RegistryError::Unavailable(_) => Fault::RegistryUnavailable(error.to_string()),
+            RegistryError::Failure(_) | RegistryError::Unreadable(_) => {
+                Fault::Registry(error.to_string())
+            }
+        }
+    }
 }
 
 impl Fault {
@@ -115,7 +138,9 @@ impl Fault {
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Fault::UploadNotReplayable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Fault::UploadNotReplayable { .. } | Fault::RegistryUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +166,7 @@ impl Fault {
             Fault::UpstreamTimeout(_) => "SFBULK_UPSTREAM_TIMEOUT",
             Fault::UploadNotReplayable { .. } => "SFBULK_UPLOAD_NOT_REPLAYABLE",
             Fault::Registry(_) => "SFBULK_REGISTRY_FAILURE",
+            Fault::RegistryUnavailable(_) => "SFBULK_REGISTRY_UNAVAILABLE",
             Fault::Internal(_) => "SFBULK_INTERNAL_ERROR",
         }
     }
@@ -172,7 +198,7 @@ impl IntoResponse for Fault {
         );
         headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
         match self {
-            Fault::Overloaded(_) => {
+            Fault::Overloaded(_) | Fault::RegistryUnavailable(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),

@@ -20,10 +20,10 @@ use crate::admission::{BearerTokens, BurstLog};
 use crate::body::BufferBudget;
 use crate::config::{RegistryBackend, Settings};
 use crate::origin::AllowList;
-use crate::registry::{FileRegistry, MemoryRegistry, TokenRegistry};
+use crate::registry::{FileRegistry, MemoryRegistry, RedisRegistry, TokenRegistry};
 use crate::routes::Proxy;
 use crate::salesforce::SalesforceClient;
-use crate::session::Sessions;
+use crate::session::{RegistryLimits, Sessions};
 use crate::tls::ServerTls;
 
 /// What every request handler shares.
@@ -47,17 +47,25 @@ impl AppState {
         let allow = settings
             .allow_list()
             .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-        let registry: Arc<dyn TokenRegistry> = match settings.registry.backend {
-            RegistryBackend::File => Arc::new(FileRegistry::open(
-                &settings.registry.dir,
-                settings.registry.max_entries,
-            )?),
-            RegistryBackend::Memory => Arc::new(MemoryRegistry::new(settings.registry.max_entries)),
+        let r = &settings.registry;
+        let keys = r.keys().map_err(|e| anyhow::anyhow!(e))?.map(Arc::new);
+        let registry: Arc<dyn TokenRegistry> = match r.backend {
+            RegistryBackend::File => Arc::new(FileRegistry::open(&r.dir, r.max_entries, keys)?),
+            RegistryBackend::Memory => Arc::new(MemoryRegistry::new(r.max_entries)),
+            RegistryBackend::Redis => Arc::new(RedisRegistry::connect(r, keys)?),
+        };
+        let limits = RegistryLimits {
+            operation: Duration::from_millis(r.timeout_ms),
+            budget: Duration::from_millis(r.request_budget_ms),
+            lease: Duration::from_millis(r.lock_lease_ms),
+            token_call: Duration::from_millis(settings.salesforce.connect_timeout_ms)
+                + crate::config::seconds(settings.salesforce.response_timeout_secs)
+                + crate::config::seconds(settings.salesforce.read_timeout_secs),
         };
         let salesforce = SalesforceClient::new(&settings.salesforce)
             .map_err(|e| anyhow::anyhow!("salesforce.https_proxy: {e}"))?;
         Ok(AppState {
-            sessions: Sessions::new(registry, salesforce.clone(), allow.clone()),
+            sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits),
             salesforce,
             allow,
             default_token_endpoint: settings.salesforce.token_endpoint_hostname.clone(),

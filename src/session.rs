@@ -1,15 +1,27 @@
-//! WSO2's `init`, done right: which token a call uses, when it is refreshed, and that concurrent
-//! requests needing a refresh share a single one.
+//! WSO2's `init`, done right: which token a call uses, when it is refreshed, and that requests
+//! needing a refresh share a single one, in this process and across every process sharing the
+//! registry.
+//!
+//! A refresh goes: one task per grant lineage in this process (the rest wait for it); that task
+//! reads the store afresh, and uses a token another request or replica refreshed meanwhile; else
+//! it takes the lineage's lock in the store, looks once more, and calls the token endpoint with
+//! the lineage's newest refresh token, renewing its lease while the call is under way. The
+//! answer is written to the store before the lock is released. A replica that finds the lock
+//! taken polls the store until the new token appears, or the holder's lease lapses and it takes
+//! over, or it has waited a lease plus a token call's time and answers 503.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
 use crate::connection::{Connection, RefreshGrant};
 use crate::fault::Fault;
 use crate::origin::{AllowList, Origin};
-use crate::registry::{now_ms, Entry, RegistryKey, TokenRegistry};
+use crate::registry::{
+    now_ms, secret_check, Entry, Lease, RegistryError, RegistryKey, TokenRegistry,
+};
 use crate::salesforce::SalesforceClient;
 use crate::secret::Secret;
 
@@ -18,20 +30,44 @@ use crate::secret::Secret;
 pub struct Session {
     pub token: Secret,
     pub instance: Origin,
-    /// The registry entry this came from (its key and storage time); `None` for pass-through callers.
-    origin: Option<(RegistryKey, u64)>,
+    /// The registry entry this came from (its key and what was seen of it); `None` for
+    /// pass-through callers.
+    origin: Option<(RegistryKey, Seen)>,
     /// The caller's own token, to be stored once Salesforce has accepted it
     /// ([`Sessions::accepted`]): a stranger's made-up credentials leave nothing behind.
     unstored: Option<Entry>,
 }
 
+/// What a request saw of its path entry, to tell whether it was replaced since.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    stored_at_ms: u64,
+    version: u64,
+}
+
+/// The registry's time limits (`registry.timeout_ms`, `request_budget_ms`, `lock_lease_ms`), and
+/// how long a token call may take (which bounds a wait for another replica's refresh).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryLimits {
+    pub operation: Duration,
+    pub budget: Duration,
+    pub lease: Duration,
+    pub token_call: Duration,
+}
+
 /// Hands out sessions and refreshes them.
 pub struct Sessions {
+    shared: Arc<Shared>,
+    /// One turn per lineage while a refresh may be under way; removed when unused.
+    refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What a refresh needs, shared with the task it runs in.
+struct Shared {
     registry: Arc<dyn TokenRegistry>,
     salesforce: SalesforceClient,
     allow: AllowList,
-    /// One lock per registry key while a refresh may be under way; removed when unused.
-    refreshing: Mutex<HashMap<RegistryKey, Arc<tokio::sync::Mutex<()>>>>,
+    limits: RegistryLimits,
 }
 
 impl Sessions {
@@ -39,11 +75,15 @@ impl Sessions {
         registry: Arc<dyn TokenRegistry>,
         salesforce: SalesforceClient,
         allow: AllowList,
+        limits: RegistryLimits,
     ) -> Sessions {
         Sessions {
-            registry,
-            salesforce,
-            allow,
+            shared: Arc::new(Shared {
+                registry,
+                salesforce,
+                allow,
+                limits,
+            }),
             refreshing: Mutex::new(HashMap::new()),
         }
     }
@@ -61,32 +101,34 @@ impl Sessions {
             });
         };
         let key = RegistryKey::for_grant(grant);
-        let (entry, unstored) = match self.registry.get(&key).await.map_err(registry_fault)? {
+        let mut budget = Budget::new(&self.shared.limits);
+        let found = absent_if_unreadable(budget.run(self.shared.registry.get(&key)).await)?;
+        let (entry, unstored) = match found {
             Some(entry) => (entry, false),
             None => (
-                Entry {
-                    access_token: connection.access_token.clone(),
-                    instance_url: connection.instance.to_string(),
-                    stored_at_ms: now_ms(),
-                    refresh_token: None,
-                },
+                Entry::callers(
+                    connection.access_token.clone(),
+                    connection.instance.to_string(),
+                ),
                 true,
             ),
         };
-        let age_ms = now_ms().saturating_sub(entry.stored_at_ms);
-        if u128::from(age_ms) > grant.interval.as_duration().as_millis() {
+        let seen = Seen {
+            stored_at_ms: entry.stored_at_ms,
+            version: entry.version,
+        };
+        if !fresh_enough(&entry, grant) {
             tracing::debug!(
                 registry.path = %grant.registry_path,
-                token.age_ms = age_ms,
+                token.age_ms = now_ms().saturating_sub(entry.stored_at_ms),
                 "stored token is older than intervalTime"
             );
-            return self.refresh(grant, key, entry.stored_at_ms, None).await;
+            return self.refresh(grant, key, seen, None).await;
         }
-        if !unstored {
-            return self.session_from(key, entry);
+        let mut session = self.shared.session_from(key, entry.clone())?;
+        if unstored {
+            session.unstored = Some(entry);
         }
-        let mut session = self.session_from(key, entry.clone())?;
-        session.unstored = Some(entry);
         Ok(session)
     }
 
@@ -97,7 +139,11 @@ impl Sessions {
         let (Some(entry), Some((key, _))) = (&session.unstored, &session.origin) else {
             return;
         };
-        if let Err(error) = self.registry.put(key, entry.clone()).await {
+        let mut budget = Budget::new(&self.shared.limits);
+        let stored = budget
+            .run(self.shared.registry.put(key, entry.clone()))
+            .await;
+        if let Err(error) = stored {
             tracing::warn!(
                 request_id = crate::access_log::current_request_id().as_deref(),
                 %error,
@@ -113,107 +159,65 @@ impl Sessions {
         connection: &Connection,
         session: &Session,
     ) -> Result<Option<Session>, Fault> {
-        let (Some(grant), Some((key, stored_at_ms))) = (&connection.grant, &session.origin) else {
+        let (Some(grant), Some((key, seen))) = (&connection.grant, &session.origin) else {
             return Ok(None);
         };
-        self.refresh(grant, key.clone(), *stored_at_ms, Some(&session.token))
+        self.refresh(grant, key.clone(), *seen, Some(&session.token))
             .await
             .map(Some)
     }
 
-    /// Refreshes the entry stored at `seen_stored_at_ms`, unless it was replaced meanwhile (by a
-    /// token other than `failed_token`, the one Salesforce just refused), in which case the
-    /// replacement is used. One refresh per key at a time. Boxed: a refresh is a large future and
-    /// a rare one, which the requests that need none should not carry.
+    /// Refreshes the path entry seen as `seen`, unless it was replaced meanwhile (by a token
+    /// other than `failed_token`, the one Salesforce just refused), in which case the
+    /// replacement is used. One task per lineage in this process at a time; it runs on its own,
+    /// so a caller that goes away never cuts a refresh short between Salesforce's answer and the
+    /// write. Boxed: a refresh is a large future and a rare one, which the requests that need
+    /// none should not carry.
     fn refresh<'a>(
         &'a self,
         grant: &'a RefreshGrant,
         key: RegistryKey,
-        seen_stored_at_ms: u64,
+        seen: Seen,
         failed_token: Option<&'a Secret>,
     ) -> BoxFuture<'a, Result<Session, Fault>> {
         Box::pin(async move {
-            let lock = self
+            let lineage = RegistryKey::for_lineage(grant);
+            let turn = self
                 .refreshing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(key.clone())
+                .entry(lineage.id().to_string())
                 .or_default()
                 .clone();
-            let result = {
-                let _turn = lock.lock().await;
-                self.refresh_in_turn(grant, &key, seen_stored_at_ms, failed_token)
-                    .await
+            let job = Refresh {
+                shared: self.shared.clone(),
+                grant: grant.clone(),
+                key,
+                lineage: lineage.clone(),
+                seen,
+                failed_token: failed_token.cloned(),
             };
-            drop(lock);
+            let held = turn.clone().lock_owned().await;
+            let result = tokio::spawn(crate::access_log::with_current_request_id(async move {
+                let _turn = held;
+                job.run().await
+            }))
+            .await
+            .unwrap_or_else(|e| Err(Fault::Internal(format!("a token refresh failed: {e}"))));
+            drop(turn);
             let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
             if refreshing
-                .get(&key)
+                .get(lineage.id())
                 .is_some_and(|l| Arc::strong_count(l) == 1)
             {
-                refreshing.remove(&key);
+                refreshing.remove(lineage.id());
             }
             result
         })
     }
+}
 
-    async fn refresh_in_turn(
-        &self,
-        grant: &RefreshGrant,
-        key: &RegistryKey,
-        seen_stored_at_ms: u64,
-        failed_token: Option<&Secret>,
-    ) -> Result<Session, Fault> {
-        let current = self.registry.get(key).await.map_err(registry_fault)?;
-        if let Some(entry) = &current {
-            let replaced = entry.stored_at_ms != seen_stored_at_ms
-                && failed_token.is_none_or(|failed| *failed != entry.access_token);
-            if replaced {
-                tracing::debug!(registry.path = %grant.registry_path, "token already refreshed by another request");
-                return self.session_from(key.clone(), entry.clone());
-            }
-        }
-        let refresh_token = current
-            .as_ref()
-            .and_then(|e| e.refresh_token.clone())
-            .unwrap_or_else(|| grant.refresh_token.clone());
-        let started = std::time::Instant::now();
-        let fresh = self
-            .salesforce
-            .refresh_session(&grant.token_endpoint, grant, &refresh_token)
-            .await?;
-        let instance = self
-            .allow
-            .admit(&fresh.instance_url)
-            .map_err(|e| Fault::RefreshFailed(format!("instance_url: {e}")))?;
-        let entry = Entry {
-            access_token: fresh.access_token,
-            instance_url: instance.to_string(),
-            // Never equal to the time of the entry it replaces, so waiting requests see the change.
-            stored_at_ms: now_ms().max(seen_stored_at_ms + 1),
-            refresh_token: fresh
-                .refresh_token
-                .or(current.and_then(|e| e.refresh_token)),
-        };
-        self.registry
-            .put(key, entry.clone())
-            .await
-            .map_err(registry_fault)?;
-        tracing::info!(
-            request_id = crate::access_log::current_request_id().as_deref(),
-            registry.path = %grant.registry_path,
-            instance = %instance,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "session refreshed"
-        );
-        Ok(Session {
-            token: entry.access_token,
-            instance,
-            origin: Some((key.clone(), entry.stored_at_ms)),
-            unstored: None,
-        })
-    }
-
+impl Shared {
     fn session_from(&self, key: RegistryKey, entry: Entry) -> Result<Session, Fault> {
         // The allow-list may have changed since the entry was stored.
         let instance = self
@@ -226,12 +230,362 @@ impl Sessions {
         Ok(Session {
             token: entry.access_token,
             instance,
-            origin: Some((key, entry.stored_at_ms)),
+            origin: Some((
+                key,
+                Seen {
+                    stored_at_ms: entry.stored_at_ms,
+                    version: entry.version,
+                },
+            )),
             unstored: None,
         })
     }
 }
 
-fn registry_fault(error: crate::registry::RegistryError) -> Fault {
-    Fault::Registry(error.0)
+/// Whether `entry`'s token is young enough for the grant's `intervalTime`.
+fn fresh_enough(entry: &Entry, grant: &RefreshGrant) -> bool {
+    let age_ms = now_ms().saturating_sub(entry.stored_at_ms);
+    u128::from(age_ms) <= grant.interval.as_duration().as_millis()
+}
+
+/// An entry that cannot be opened is handled as absent (the backend has logged it).
+fn absent_if_unreadable(
+    read: Result<Option<Entry>, RegistryError>,
+) -> Result<Option<Entry>, Fault> {
+    match read {
+        Ok(found) => Ok(found),
+        Err(RegistryError::Unreadable(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The time one request may still spend in registry operations, each at most
+/// `registry.timeout_ms`.
+struct Budget {
+    left: Duration,
+    operation: Duration,
+}
+
+impl Budget {
+    fn new(limits: &RegistryLimits) -> Budget {
+        Budget {
+            left: limits.budget,
+            operation: limits.operation,
+        }
+    }
+
+    async fn run<T>(
+        &mut self,
+        operation: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let limit = self.operation.min(self.left);
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, operation).await;
+        self.left = self.left.saturating_sub(started.elapsed());
+        result.unwrap_or_else(|_| {
+            Err(RegistryError::Unavailable(if limit < self.operation {
+                "registry.request_budget_ms was spent".into()
+            } else {
+                format!(
+                    "no answer within registry.timeout_ms ({} ms)",
+                    limit.as_millis()
+                )
+            }))
+        })
+    }
+}
+
+/// `operation`, given at most `limit` (for the steps a refresh must take whatever its budget).
+async fn within<T>(
+    limit: Duration,
+    operation: impl std::future::Future<Output = Result<T, RegistryError>>,
+) -> Result<T, RegistryError> {
+    tokio::time::timeout(limit, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RegistryError::Unavailable(format!(
+                "no answer within registry.timeout_ms ({} ms)",
+                limit.as_millis()
+            )))
+        })
+}
+
+/// Where the refresh token sent came from, to tell the caller what a refusal means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshTokenSource {
+    /// The lineage's newest, rotated one.
+    Rotated,
+    /// The envelope's, while the stored lineage could not be opened.
+    EnvelopeForLostLineage,
+    /// The envelope's.
+    Envelope,
+}
+
+/// One refresh, run as a task of its own.
+struct Refresh {
+    shared: Arc<Shared>,
+    grant: RefreshGrant,
+    key: RegistryKey,
+    lineage: RegistryKey,
+    seen: Seen,
+    failed_token: Option<Secret>,
+}
+
+impl Refresh {
+    async fn run(self) -> Result<Session, Fault> {
+        let limits = self.shared.limits;
+        let registry = &*self.shared.registry;
+        let mut budget = Budget::new(&limits);
+        let waiting_since = Instant::now();
+        let wait_limit = limits.lease + limits.token_call;
+        let mut lease: Option<Box<dyn Lease + '_>> = None;
+        let outcome = loop {
+            // Another request, here or on another replica, may have refreshed since.
+            let path = match budget.run(registry.get_fresh(&self.key)).await {
+                Ok(found) => found,
+                Err(RegistryError::Unreadable(_)) => None,
+                Err(error) => break Err(error.into()),
+            };
+            if let Some(entry) = path.as_ref().filter(|e| self.replaced(e)) {
+                tracing::debug!(registry.path = %self.grant.registry_path, "token already refreshed by another request");
+                break self.shared.session_from(self.key.clone(), entry.clone());
+            }
+            let (lineage, lost) = match budget.run(registry.get_fresh(&self.lineage)).await {
+                Ok(found) => (found, false),
+                Err(RegistryError::Unreadable(_)) => (None, true),
+                Err(error) => break Err(error.into()),
+            };
+            if let Some(entry) = lineage.as_ref().filter(|e| self.shareable(e)) {
+                tracing::debug!(registry.path = %self.grant.registry_path, "token already refreshed for this grant");
+                let copy = path_entry(entry);
+                if let Err(error) = budget.run(registry.put(&self.key, copy.clone())).await {
+                    break Err(error.into());
+                }
+                break self.shared.session_from(self.key.clone(), copy);
+            }
+            let Some(held) = lease.as_mut() else {
+                match budget.run(registry.lock(&self.lineage, limits.lease)).await {
+                    // Look once more, now that nobody else can refresh this grant.
+                    Ok(Some(taken)) => lease = Some(taken),
+                    Ok(None) if waiting_since.elapsed() >= wait_limit => {
+                        break Err(Fault::RegistryUnavailable(format!(
+                            "another process's refresh of this grant did not finish within \
+                             registry.lock_lease_ms plus the token call's timeouts ({} ms)",
+                            wait_limit.as_millis()
+                        )))
+                    }
+                    Ok(None) => tokio::time::sleep(poll_interval(limits.lease)).await,
+                    Err(error) => break Err(error.into()),
+                }
+                continue;
+            };
+            break self.call(held.as_mut(), path, lineage, lost).await;
+        };
+        if let Some(mut held) = lease {
+            if within(limits.operation, async {
+                held.release().await;
+                Ok(())
+            })
+            .await
+            .is_err()
+            {
+                tracing::warn!("a refresh lock could not be released in time; it lapses by itself");
+            }
+        }
+        outcome
+    }
+
+    /// Whether the path entry was replaced since the request saw it, by a usable token.
+    fn replaced(&self, entry: &Entry) -> bool {
+        (entry.stored_at_ms != self.seen.stored_at_ms || entry.version != self.seen.version)
+            && self
+                .failed_token
+                .as_ref()
+                .is_none_or(|failed| *failed != entry.access_token)
+            && fresh_enough(entry, &self.grant)
+    }
+
+    /// Whether the lineage holds a token this caller may use instead of refreshing: made with
+    /// the caller's client secret, not the one that just failed, young enough.
+    fn shareable(&self, lineage: &Entry) -> bool {
+        lineage.secret_check.as_deref()
+            == Some(&secret_check(
+                &self.lineage,
+                self.grant.client_secret.as_ref(),
+            ))
+            && self
+                .failed_token
+                .as_ref()
+                .is_none_or(|failed| *failed != lineage.access_token)
+            && fresh_enough(lineage, &self.grant)
+    }
+
+    /// The token call itself, holding the lineage's lock; the answer is stored before the lock
+    /// is given up.
+    async fn call(
+        &self,
+        lease: &mut (dyn Lease + '_),
+        path: Option<Entry>,
+        lineage: Option<Entry>,
+        lost: bool,
+    ) -> Result<Session, Fault> {
+        let limits = self.shared.limits;
+        let stored_refresh = lineage
+            .as_ref()
+            .and_then(|l| l.refresh_token.clone())
+            // Entries of earlier versions kept the rotated token beside the path's session.
+            .or_else(|| path.as_ref().and_then(|p| p.refresh_token.clone()));
+        let (refresh_token, source) = match stored_refresh.clone() {
+            Some(rotated) => (rotated, RefreshTokenSource::Rotated),
+            None if lost => {
+                tracing::warn!(
+                    registry.path = %self.grant.registry_path,
+                    entry.id = self.lineage.id(),
+                    "the stored grant cannot be opened; refreshing with the envelope's refresh \
+                     token, which rotation may have retired"
+                );
+                (
+                    self.grant.refresh_token.clone(),
+                    RefreshTokenSource::EnvelopeForLostLineage,
+                )
+            }
+            None => (
+                self.grant.refresh_token.clone(),
+                RefreshTokenSource::Envelope,
+            ),
+        };
+        let started = Instant::now();
+        let call = self.shared.salesforce.refresh_session(
+            &self.grant.token_endpoint,
+            &self.grant,
+            &refresh_token,
+        );
+        let fresh = renewing(lease, call, limits)
+            .await
+            .map_err(|fault| advise(fault, source))?;
+        let instance = self
+            .shared
+            .allow
+            .admit(&fresh.instance_url)
+            .map_err(|e| Fault::RefreshFailed(format!("instance_url: {e}")))?;
+        let last_version = lineage.as_ref().map_or(0, |l| l.version);
+        let next = Entry {
+            access_token: fresh.access_token,
+            instance_url: instance.to_string(),
+            // Never equal to the time of the entries it replaces, so waiting requests see it.
+            stored_at_ms: now_ms()
+                .max(self.seen.stored_at_ms + 1)
+                .max(lineage.as_ref().map_or(0, |l| l.stored_at_ms + 1)),
+            refresh_token: fresh.refresh_token.or(stored_refresh),
+            version: last_version.max(path.as_ref().map_or(0, |p| p.version)) + 1,
+            secret_check: Some(secret_check(
+                &self.lineage,
+                self.grant.client_secret.as_ref(),
+            )),
+        };
+        // Written first, logged after: a rotated refresh token exists nowhere else until then.
+        let seen_version = lineage.as_ref().map(|l| l.version);
+        if let Err(error) = within(limits.operation, lease.store(next.clone(), seen_version)).await
+        {
+            tracing::error!(
+                registry.path = %self.grant.registry_path,
+                %error,
+                rotated = next.refresh_token.is_some(),
+                "a refreshed session could not be stored; if Salesforce rotated the refresh \
+                 token, the grant must be re-authorised"
+            );
+            return Err(error.into());
+        }
+        let copy = path_entry(&next);
+        if let Err(error) = within(
+            limits.operation,
+            self.shared.registry.put(&self.key, copy.clone()),
+        )
+        .await
+        {
+            tracing::warn!(%error, "the refreshed session was stored for the grant but not for its registry path");
+        }
+        tracing::info!(
+            request_id = crate::access_log::current_request_id().as_deref(),
+            registry.path = %self.grant.registry_path,
+            instance = %instance,
+            lineage.version = next.version,
+            rotated = next.refresh_token.is_some(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "session refreshed"
+        );
+        self.shared.session_from(self.key.clone(), copy)
+    }
+}
+
+/// A path entry holding `lineage`'s session.
+fn path_entry(lineage: &Entry) -> Entry {
+    Entry {
+        access_token: lineage.access_token.clone(),
+        instance_url: lineage.instance_url.clone(),
+        stored_at_ms: lineage.stored_at_ms,
+        refresh_token: None,
+        version: lineage.version,
+        secret_check: None,
+    }
+}
+
+/// `call`, renewing `lease` every third of its length until it finishes, so a slow token
+/// endpoint never lets a second refresh in.
+async fn renewing<T>(
+    lease: &mut (dyn Lease + '_),
+    call: impl std::future::Future<Output = T>,
+    limits: RegistryLimits,
+) -> T {
+    tokio::pin!(call);
+    let period = limits.lease / 3;
+    loop {
+        tokio::select! {
+            done = &mut call => return done,
+            () = tokio::time::sleep(period) => match within(limits.operation, lease.renew()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("the refresh lock lapsed during the token call; another process may refresh too"),
+                Err(error) => tracing::warn!(%error, "the refresh lock could not be renewed"),
+            },
+        }
+    }
+}
+
+/// How long a waiter sleeps between looks at the store: a twentieth of the lease, between 5 and
+/// 100 ms, with jitter so waiters do not poll in step.
+fn poll_interval(lease: Duration) -> Duration {
+    let base = (lease / 20).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+/// A refusal of the refresh token, with what it means for the grant.
+fn advise(fault: Fault, source: RefreshTokenSource) -> Fault {
+    match fault {
+        Fault::RefreshRejected {
+            error,
+            description,
+            advice: _,
+        } if error == "invalid_grant" => {
+            let advice = match source {
+                RefreshTokenSource::Rotated => {
+                    "; the newest stored refresh token was refused: the grant must be \
+                     re-authorised (a new refresh token from the OAuth flow)"
+                }
+                RefreshTokenSource::EnvelopeForLostLineage => {
+                    "; the stored grant could not be opened (see the proxy's log), so the \
+                     envelope's refresh token was tried: the grant must be re-authorised"
+                }
+                RefreshTokenSource::Envelope => {
+                    "; the refresh token no longer works (revoked, expired or retired by \
+                     rotation): the grant must be re-authorised"
+                }
+            };
+            Fault::RefreshRejected {
+                error,
+                description,
+                advice: advice.to_string(),
+            }
+        }
+        other => other,
+    }
 }

@@ -82,8 +82,10 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
         instance_url: app.emulator.clone(),
         stored_at_ms: now_ms() - age_ms,
         refresh_token: None,
+        version: 0,
+        secret_check: None,
     };
-    FileRegistry::open(dir, 10_000)
+    FileRegistry::open(dir, 10_000, None)
         .unwrap()
         .put(&RegistryKey::for_grant(&grant), entry)
         .await
@@ -172,7 +174,11 @@ async fn the_file_registry_survives_a_restart() {
     assert_eq!(app.bulk_requests().pop().unwrap().session, refreshed);
     assert_eq!(app.org.refresh_attempts(), 1);
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files.len(),
+        2,
+        "the path's entry and the grant's lineage, no lock or temporary file: {files:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -240,7 +246,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
         token_endpoint: allow.admit(&app.emulator).unwrap(),
         interval: IntervalTime::DEFAULT,
     };
-    FileRegistry::open(&dir, 2)
+    FileRegistry::open(&dir, 2, None)
         .unwrap()
         .put(
             &RegistryKey::for_grant(&grant),
@@ -249,6 +255,8 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
                 instance_url: app.emulator.clone(),
                 stored_at_ms: now_ms() - 1000,
                 refresh_token: Some(Secret::new("the-newest-refresh-token")),
+                version: 0,
+                secret_check: None,
             },
         )
         .await

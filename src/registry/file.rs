@@ -1,62 +1,61 @@
 //! The file registry: one JSON file per entry under `registry.dir`, readable only by the owner,
-//! replaced atomically (write a temporary file, then rename). Every entry is cached in memory,
-//! read at start; this process is the directory's only writer. At most `registry.max_entries`
-//! are kept, evicted as the memory registry evicts them (never one holding a rotated refresh
-//! token), and an evicted entry's file is removed.
+//! replaced atomically (write a temporary file, then rename), sealed when a key is set. Entries
+//! are cached in memory, read at start. Several processes on one host may share the directory: a
+//! refresh holds an advisory lock (`flock`) on its lineage's `<id>.lock` file and reads the
+//! lineage from disk under it, so they make one refresh per expiry between them. At most
+//! `registry.max_entries` are cached, evicted as the memory registry evicts them (never one
+//! holding a rotated refresh token), and an evicted entry's file is removed.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use super::{Entry, MemoryRegistry, RegistryError, RegistryKey, TokenRegistry};
-use crate::secret::Secret;
+use super::seal::{self, Keys};
+use super::{Entry, Lease, MemoryRegistry, RegistryError, RegistryKey, TokenRegistry};
 
 #[derive(Debug)]
 pub struct FileRegistry {
     dir: PathBuf,
     cache: MemoryRegistry,
-}
-
-/// The file's layout; the registry path is kept so an operator can tell entries apart.
-#[derive(Serialize, Deserialize)]
-struct StoredEntry {
-    registry_path: String,
-    access_token: String,
-    instance_url: String,
-    stored_at_ms: u64,
-    refresh_token: Option<String>,
+    keys: Option<Arc<Keys>>,
 }
 
 impl FileRegistry {
     /// Opens (creating, owner-only) the directory and reads the entries in it, oldest first,
-    /// removing those beyond `max_entries` and temporary files a crash left behind.
-    pub fn open(dir: &Path, max_entries: usize) -> Result<FileRegistry, RegistryError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| RegistryError(format!("cannot create {}: {e}", dir.display())))?;
+    /// removing those beyond `max_entries` and temporary files an interrupted write left behind,
+    /// and setting aside entries that cannot be read.
+    pub fn open(
+        dir: &Path,
+        max_entries: usize,
+        keys: Option<Arc<Keys>>,
+    ) -> Result<FileRegistry, RegistryError> {
+        prepare_dir(dir)?;
         let registry = FileRegistry {
             dir: dir.to_path_buf(),
             cache: MemoryRegistry::new(max_entries),
+            keys,
         };
         let listing = std::fs::read_dir(dir)
-            .map_err(|e| RegistryError(format!("cannot list {}: {e}", dir.display())))?;
+            .map_err(|e| RegistryError::Failure(format!("cannot list {}: {e}", dir.display())))?;
         let mut found = Vec::new();
         for file in listing.flatten() {
             let path = file.path();
             let name = file.file_name();
             let name = name.to_string_lossy();
             match name.strip_suffix(".json") {
-                Some(id) if is_entry_id(id) => match read_entry(&path) {
-                    Ok(Some(entry)) => found.push((id.to_string(), entry)),
-                    Ok(None) => {}
-                    Err(error) => tracing::warn!(%error, "skipping an unreadable registry entry"),
-                },
+                Some(id) if is_entry_id(id) => {
+                    let key = RegistryKey::stored(id);
+                    match read_entry(dir, &key, registry.keys.as_deref()) {
+                        Ok(Some(entry)) => found.push((id.to_string(), entry)),
+                        Ok(None) | Err(RegistryError::Unreadable(_)) => {}
+                        Err(error) => tracing::warn!(%error, "skipping a registry entry"),
+                    }
+                }
                 _ if name.contains(".tmp") => {
+                    // A write that was interrupted: it may hold a token, and nothing reads it.
                     let _ = std::fs::remove_file(&path);
                 }
                 _ => {}
@@ -70,18 +69,112 @@ impl FileRegistry {
         Ok(registry)
     }
 
-    fn path_of(&self, key: &RegistryKey) -> PathBuf {
-        self.dir.join(format!("{}.json", key.id()))
+    fn path_of(&self, id: &str, extension: &str) -> PathBuf {
+        path_of(&self.dir, id, extension)
     }
 
     fn remove_files(&self, ids: &[String]) {
         for id in ids {
-            let path = self.dir.join(format!("{id}.json"));
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(%error, "an evicted registry entry's file could not be removed");
+            if let Err(error) = std::fs::remove_file(self.path_of(id, "json")) {
+                tracing::warn!(%error, entry.id = %id, "an evicted registry entry's file could not be removed");
             }
         }
     }
+
+    async fn read_fresh(&self, key: &RegistryKey) -> Result<Option<Entry>, RegistryError> {
+        let (dir, owned, keys) = (self.dir.clone(), key.clone(), self.keys.clone());
+        let loaded = tokio::task::spawn_blocking(move || read_entry(&dir, &owned, keys.as_deref()))
+            .await
+            .map_err(|e| RegistryError::Failure(e.to_string()))??;
+        if let Some(entry) = &loaded {
+            let evicted = self.cache.put_now(key, entry.clone());
+            self.remove_files(&evicted);
+        }
+        Ok(loaded)
+    }
+
+    async fn write(&self, key: &RegistryKey, entry: Entry) -> Result<(), RegistryError> {
+        let path = self.path_of(key.id(), "json");
+        let bytes = seal::encode(key, &entry, self.keys.as_deref());
+        let id = key.id().to_string();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| RegistryError::Failure(e.to_string()))?
+            .map_err(|e| {
+                RegistryError::Failure(format!("cannot write registry entry {id}: {e}"))
+            })?;
+        let evicted = self.cache.put_now(key, entry);
+        self.remove_files(&evicted);
+        Ok(())
+    }
+}
+
+/// The entry on disk. One that cannot be opened is logged, set aside (so the next refresh writes
+/// a good one) and reported [`RegistryError::Unreadable`].
+fn read_entry(
+    dir: &Path,
+    key: &RegistryKey,
+    keys: Option<&Keys>,
+) -> Result<Option<Entry>, RegistryError> {
+    let path = path_of(dir, key.id(), "json");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(RegistryError::Failure(format!(
+                "cannot read registry entry {}: {e}",
+                key.id()
+            )))
+        }
+    };
+    seal::decode(key, &bytes, keys).map(Some).map_err(|error| {
+        let aside = path_of(
+            dir,
+            key.id(),
+            &format!("unreadable-{}-{}", super::now_ms(), fastrand::u32(..)),
+        );
+        let moved = std::fs::rename(&path, &aside);
+        tracing::warn!(
+            entry.id = key.id(),
+            %error,
+            set_aside_as = %aside.display(),
+            set_aside = moved.is_ok(),
+            "a registry entry cannot be opened; it is set aside and treated as absent"
+        );
+        RegistryError::Unreadable(error.to_string())
+    })
+}
+
+fn path_of(dir: &Path, id: &str, extension: &str) -> PathBuf {
+    dir.join(format!("{id}.{extension}"))
+}
+
+/// Creates the directory owner-only, or tightens an existing one to 0700: entries are tokens.
+fn prepare_dir(dir: &Path) -> Result<(), RegistryError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| RegistryError::Failure(format!("cannot create {}: {e}", dir.display())))?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| RegistryError::Failure(format!("cannot read {}: {e}", dir.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            RegistryError::Failure(format!(
+                "{} is open to others (mode {:o}) and cannot be made owner-only: {e}",
+                dir.display(),
+                mode & 0o777
+            ))
+        })?;
+        tracing::warn!(
+            dir = %dir.display(),
+            was = format!("{:o}", mode & 0o777),
+            "the registry directory was open to others; it is now 0700"
+        );
+    }
+    Ok(())
 }
 
 impl TokenRegistry for FileRegistry {
@@ -93,16 +186,15 @@ impl TokenRegistry for FileRegistry {
             if let Some(entry) = self.cache.get_now(key) {
                 return Ok(Some(entry));
             }
-            let path = self.path_of(key);
-            let loaded = tokio::task::spawn_blocking(move || read_entry(&path))
-                .await
-                .map_err(|e| RegistryError(e.to_string()))??;
-            if let Some(entry) = &loaded {
-                let evicted = self.cache.put_now(key, entry.clone());
-                self.remove_files(&evicted);
-            }
-            Ok(loaded)
+            self.read_fresh(key).await
         })
+    }
+
+    fn get_fresh<'a>(
+        &'a self,
+        key: &'a RegistryKey,
+    ) -> BoxFuture<'a, Result<Option<Entry>, RegistryError>> {
+        Box::pin(self.read_fresh(key))
     }
 
     fn put<'a>(
@@ -110,22 +202,100 @@ impl TokenRegistry for FileRegistry {
         key: &'a RegistryKey,
         entry: Entry,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(self.write(key, entry))
+    }
+
+    fn lock<'a>(
+        &'a self,
+        key: &'a RegistryKey,
+        _lease: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Lease + 'a>>, RegistryError>> {
         Box::pin(async move {
-            let path = self.path_of(key);
-            let stored = StoredEntry {
-                registry_path: key.registry_path.clone(),
-                access_token: entry.access_token.expose().to_string(),
-                instance_url: entry.instance_url.clone(),
-                stored_at_ms: entry.stored_at_ms,
-                refresh_token: entry.refresh_token.as_ref().map(|t| t.expose().to_string()),
-            };
-            tokio::task::spawn_blocking(move || write_entry(&path, &stored))
+            let path = self.path_of(key.id(), "lock");
+            let at = path.clone();
+            let locked = tokio::task::spawn_blocking(move || try_flock(&at))
                 .await
-                .map_err(|e| RegistryError(e.to_string()))??;
-            let evicted = self.cache.put_now(key, entry);
-            self.remove_files(&evicted);
-            Ok(())
+                .map_err(|e| RegistryError::Failure(e.to_string()))?
+                .map_err(|e| {
+                    RegistryError::Failure(format!("cannot lock registry entry {}: {e}", key.id()))
+                })?;
+            Ok(locked.map(|file| {
+                let lease: Box<dyn Lease + 'a> = Box::new(FileLease {
+                    registry: self,
+                    key,
+                    path,
+                    file: Some(file),
+                });
+                lease
+            }))
         })
+    }
+}
+
+/// Takes the advisory lock on `path`, creating the file; `None` when another holds it. A holder
+/// removes the file before unlocking, so a lock taken on a file that is no longer at `path` is
+/// not the lock and is given up.
+fn try_flock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    match std::fs::metadata(path) {
+        Ok(now) if now.ino() == file.metadata()?.ino() && now.dev() == file.metadata()?.dev() => {
+            Ok(Some(file))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The flock on a lineage's lock file. The kernel drops it when the process dies, so a lease
+/// never needs renewing.
+struct FileLease<'a> {
+    registry: &'a FileRegistry,
+    key: &'a RegistryKey,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Lease for FileLease<'_> {
+    fn renew(&mut self) -> BoxFuture<'_, Result<bool, RegistryError>> {
+        let held = self.file.is_some();
+        Box::pin(async move { Ok(held) })
+    }
+
+    fn store(
+        &mut self,
+        entry: Entry,
+        _seen_version: Option<u64>,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
+        // Under the flock this process is the lineage's only writer; nothing to compare.
+        Box::pin(self.registry.write(self.key, entry))
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, ()> {
+        if let Some(file) = self.file.take() {
+            let _ = std::fs::remove_file(&self.path);
+            drop(file);
+        }
+        Box::pin(async {})
+    }
+}
+
+impl Drop for FileLease<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = std::fs::remove_file(&self.path);
+            drop(file);
+        }
     }
 }
 
@@ -135,46 +305,21 @@ fn is_entry_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn read_entry(path: &Path) -> Result<Option<Entry>, RegistryError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(RegistryError(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    let stored: StoredEntry = serde_json::from_slice(&bytes)
-        .map_err(|e| RegistryError(format!("{} is not a registry entry: {e}", path.display())))?;
-    Ok(Some(Entry {
-        access_token: Secret::new(stored.access_token),
-        instance_url: stored.instance_url,
-        stored_at_ms: stored.stored_at_ms,
-        refresh_token: stored.refresh_token.map(Secret::new),
-    }))
-}
-
-fn write_entry(path: &Path, stored: &StoredEntry) -> Result<(), RegistryError> {
-    let fail = |e: std::io::Error| RegistryError(format!("cannot write {}: {e}", path.display()));
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = path.with_extension(format!("tmp{}", fastrand::u64(..)));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&temporary)
-        .map_err(fail)?;
-    let written = serde_json::to_vec(stored)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| file.write_all(&bytes))
+        .open(&temporary)?;
+    let written = file
+        .write_all(bytes)
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&temporary, path));
-    if let Err(e) = written {
+    if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
-        return Err(fail(e));
     }
-    Ok(())
+    written
 }
 
 #[cfg(test)]
@@ -183,7 +328,7 @@ mod tests {
     use crate::connection::RefreshGrant;
     use crate::domain::IntervalTime;
     use crate::origin::AllowList;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::secret::Secret;
 
     fn key() -> RegistryKey {
         let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
@@ -197,36 +342,104 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn entries_survive_a_new_registry_on_the_same_dir_and_are_owner_only() {
-        let dir = std::env::temp_dir().join(format!("sfbulk-registry-test-{}", fastrand::u64(..)));
-        let entry = Entry {
+    fn entry() -> Entry {
+        Entry {
             access_token: Secret::new("at"),
             instance_url: "https://na1.salesforce.com".into(),
             stored_at_ms: 42,
             refresh_token: Some(Secret::new("rt-2")),
-        };
-        FileRegistry::open(&dir, 10)
+            version: 1,
+            secret_check: None,
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("sfbulk-registry-test-{}", fastrand::u64(..)))
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn entries_survive_a_new_registry_on_the_same_dir_and_are_owner_only() {
+        let dir = temp_dir();
+        FileRegistry::open(&dir, 10, None)
             .unwrap()
-            .put(&key(), entry.clone())
+            .put(&key(), entry())
             .await
             .unwrap();
 
-        let reopened = FileRegistry::open(&dir, 10).unwrap();
-        assert_eq!(reopened.get(&key()).await.unwrap(), Some(entry));
-        let file = dir.join(format!("{}.json", key().id()));
-        assert_eq!(
-            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        let reopened = FileRegistry::open(&dir, 10, None).unwrap();
+        assert_eq!(reopened.get(&key()).await.unwrap(), Some(entry()));
+        assert_eq!(mode(&dir.join(format!("{}.json", key().id()))), 0o600);
+        assert_eq!(mode(&dir), 0o700);
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             1,
             "no temporary files left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn interrupted_writes_are_removed_loose_dirs_tightened_and_corrupt_entries_set_aside() {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let leftover = dir.join(format!("{}.tmp123", key().id()));
+        std::fs::write(&leftover, "a token").unwrap();
+        let corrupt = dir.join(format!("{}.json", key().id()));
+        std::fs::write(&corrupt, "{not json").unwrap();
+
+        let registry = FileRegistry::open(&dir, 10, None).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert!(!leftover.exists());
+        assert!(!corrupt.exists(), "set aside at start");
+        assert_eq!(registry.get(&key()).await.unwrap(), None);
+
+        // Corrupted while running: reported unreadable once, then absent.
+        std::fs::write(&corrupt, "garbage").unwrap();
+        assert!(matches!(
+            registry.get_fresh(&key()).await,
+            Err(RegistryError::Unreadable(_))
+        ));
+        assert_eq!(registry.get_fresh(&key()).await.unwrap(), None);
+        let aside = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("unreadable")
+            })
+            .count();
+        assert_eq!(aside, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_lock_holder_per_lineage_across_registries_on_one_dir() {
+        let dir = temp_dir();
+        let (a, b) = (
+            FileRegistry::open(&dir, 10, None).unwrap(),
+            FileRegistry::open(&dir, 10, None).unwrap(),
+        );
+        let lease_time = std::time::Duration::from_secs(1);
+        let key = key();
+        let mut held = a.lock(&key, lease_time).await.unwrap().expect("free");
+        assert!(b.lock(&key, lease_time).await.unwrap().is_none());
+        held.store(entry(), None).await.unwrap();
+        held.release().await;
+        drop(held);
+        assert_eq!(b.get_fresh(&key).await.unwrap(), Some(entry()));
+        let again = b.lock(&key, lease_time).await.unwrap();
+        assert!(again.is_some(), "free again after release");
+        drop(again);
+        assert!(
+            !dir.join(format!("{}.lock", key.id())).exists(),
+            "lock files do not pile up"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 
-use super::{Entry, RegistryError, RegistryKey, TokenRegistry};
+use super::{Entry, Lease, RegistryError, RegistryKey, TokenRegistry};
 
 #[derive(Debug)]
 pub struct MemoryRegistry {
@@ -137,6 +137,46 @@ impl TokenRegistry for MemoryRegistry {
             Ok(())
         })
     }
+
+    /// Always granted: this registry is one process's own, where one task per lineage refreshes
+    /// at a time already.
+    fn lock<'a>(
+        &'a self,
+        key: &'a RegistryKey,
+        _lease: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Lease + 'a>>, RegistryError>> {
+        Box::pin(async move {
+            let lease: Box<dyn Lease + 'a> = Box::new(MemoryLease {
+                registry: self,
+                key,
+            });
+            Ok(Some(lease))
+        })
+    }
+}
+
+struct MemoryLease<'a> {
+    registry: &'a MemoryRegistry,
+    key: &'a RegistryKey,
+}
+
+impl Lease for MemoryLease<'_> {
+    fn renew(&mut self) -> BoxFuture<'_, Result<bool, RegistryError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn store(
+        &mut self,
+        entry: Entry,
+        _seen_version: Option<u64>,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.registry.put_now(self.key, entry);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +190,8 @@ mod tests {
             instance_url: "https://na1.salesforce.com".into(),
             stored_at_ms: 1,
             refresh_token: rotated.then(|| Secret::new("rt-2")),
+            version: 0,
+            secret_check: None,
         }
     }
 

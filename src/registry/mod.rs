@@ -1,15 +1,28 @@
 //! The token registry: where a refreshed session is kept between requests, keyed by the WSO2
 //! `registryPath` and a fingerprint of the caller's credentials, so knowing a path is not enough to
 //! use somebody else's token. Backends implement [`TokenRegistry`].
+//!
+//! Two kinds of entry share one store. A *path entry* ([`RegistryKey::for_grant`]) holds the
+//! access token one registry path uses. A *lineage* ([`RegistryKey::for_lineage`]) belongs to the
+//! grant itself (client id, token endpoint, original refresh token), whichever paths use it: it
+//! holds the newest refresh token when Salesforce rotates them, the last refreshed session, and
+//! a version that every refresh raises. A refresh holds the lineage's lock ([`TokenRegistry::lock`]),
+//! so across every process sharing the store one refresh is under way per grant.
 
 mod file;
 mod memory;
+mod redis;
+mod seal;
+
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+pub use self::redis::RedisRegistry;
 pub use file::FileRegistry;
 pub use memory::MemoryRegistry;
+pub use seal::Keys;
 
 use crate::connection::RefreshGrant;
 use crate::secret::Secret;
@@ -17,33 +30,65 @@ use crate::secret::Secret;
 /// Identifies one registry entry. Its `id` is a hash, safe as a file name or a Redis key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RegistryKey {
+    /// The registry path the entry was made for, kept beside it for operators; never a secret.
     pub registry_path: String,
     id: String,
 }
 
+/// SHA-256 over length-prefixed parts (so no two different part lists hash alike), in hex.
+fn digest(parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    crate::hex::encode(&hash.finalize())
+}
+
 impl RegistryKey {
-    /// The key for a caller's grant: its registry path plus every credential that could refresh.
+    /// The path entry for a caller's grant: its registry path plus every credential that could
+    /// refresh.
     pub fn for_grant(grant: &RefreshGrant) -> RegistryKey {
-        let mut hash = Sha256::new();
-        for part in [
-            "sfbulk-registry-v1",
-            &grant.registry_path,
-            grant.token_endpoint.as_str(),
-            &grant.client_id,
-            grant
-                .client_secret
-                .as_ref()
-                .map(Secret::expose)
-                .unwrap_or_default(),
-            grant.refresh_token.expose(),
-        ] {
-            // Length-prefixed so no two different field lists hash alike.
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part.as_bytes());
-        }
         RegistryKey {
             registry_path: grant.registry_path.clone(),
-            id: crate::hex::encode(&hash.finalize()),
+            id: digest(&[
+                "sfbulk-registry-v1",
+                &grant.registry_path,
+                grant.token_endpoint.as_str(),
+                &grant.client_id,
+                grant
+                    .client_secret
+                    .as_ref()
+                    .map(Secret::expose)
+                    .unwrap_or_default(),
+                grant.refresh_token.expose(),
+            ]),
+        }
+    }
+
+    /// The lineage of a caller's grant, shared by every registry path that uses the same client
+    /// id, token endpoint and original refresh token. The client secret is left out on purpose:
+    /// a caller with another (wrong) secret then still refreshes with the newest refresh token,
+    /// which Salesforce refuses harmlessly, instead of replaying the retired original one, which
+    /// would revoke the grant. Its tokens are handed out only to callers with the secret that
+    /// refreshed them ([`Entry::secret_check`]).
+    pub fn for_lineage(grant: &RefreshGrant) -> RegistryKey {
+        RegistryKey {
+            registry_path: grant.registry_path.clone(),
+            id: digest(&[
+                "sfbulk-lineage-v1",
+                grant.token_endpoint.as_str(),
+                &grant.client_id,
+                grant.refresh_token.expose(),
+            ]),
+        }
+    }
+
+    /// The key of an entry found in storage under `id`, whose registry path is not known yet.
+    fn stored(id: &str) -> RegistryKey {
+        RegistryKey {
+            registry_path: String::new(),
+            id: id.to_string(),
         }
     }
 
@@ -61,25 +106,95 @@ pub struct Entry {
     pub instance_url: String,
     /// Wall-clock time the token was stored, in milliseconds since the Unix epoch.
     pub stored_at_ms: u64,
-    /// The newest refresh token when Salesforce rotates them; the caller's otherwise.
+    /// A lineage's newest refresh token when Salesforce rotates them. Path entries written by
+    /// earlier versions may hold one too; it is read, never written there again.
     pub refresh_token: Option<Secret>,
+    /// A lineage's count of refreshes; a path entry's, the lineage version its token came from
+    /// (0: the caller's own token).
+    pub version: u64,
+    /// A lineage's check of the client secret that made its token ([`secret_check`]).
+    pub secret_check: Option<String>,
 }
 
+impl Entry {
+    /// A path entry for a token that came from no refresh (the caller's own).
+    pub fn callers(access_token: Secret, instance_url: String) -> Entry {
+        Entry {
+            access_token,
+            instance_url,
+            stored_at_ms: now_ms(),
+            refresh_token: None,
+            version: 0,
+            secret_check: None,
+        }
+    }
+}
+
+/// Which client secret a lineage's token was refreshed with, as a hash bound to the lineage, so
+/// a caller with another secret is never handed that token.
+pub fn secret_check(lineage: &RegistryKey, client_secret: Option<&Secret>) -> String {
+    digest(&[
+        "sfbulk-secret-v1",
+        lineage.id(),
+        client_secret.map(Secret::expose).unwrap_or_default(),
+    ])
+}
+
+/// Why the registry could not do what was asked.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RegistryError(pub String);
+pub enum RegistryError {
+    /// The store did not answer (Redis down, a timeout): worth trying again shortly.
+    #[error("the token registry cannot be reached: {0}")]
+    Unavailable(String),
+    /// The store answered but cannot be used (a full disk, a refused write).
+    #[error("{0}")]
+    Failure(String),
+    /// The entry is there but cannot be opened (corrupt, or sealed with a key no longer
+    /// configured). The backend has logged it; callers treat the entry as absent and say so.
+    #[error("the stored entry cannot be opened: {0}")]
+    Unreadable(String),
+}
+
+/// A lineage's refresh lock, held by one task in the whole fleet until released or lapsed.
+pub trait Lease: Send {
+    /// Keeps the lock for another lease period; `false` when it was already lost.
+    fn renew(&mut self) -> BoxFuture<'_, Result<bool, RegistryError>>;
+    /// Writes the lineage, only while this lease still holds its lock and nobody wrote it since
+    /// `seen_version` (`None`: the holder found no readable lineage).
+    fn store(
+        &mut self,
+        entry: Entry,
+        seen_version: Option<u64>,
+    ) -> BoxFuture<'_, Result<(), RegistryError>>;
+    /// Gives the lock up. Dropping a lease without it leaves the lock to lapse.
+    fn release(&mut self) -> BoxFuture<'_, ()>;
+}
 
 /// A place to keep entries. Implementations must be safe to share between requests.
 pub trait TokenRegistry: Send + Sync {
+    /// The entry, possibly from a copy this process keeps.
     fn get<'a>(
         &'a self,
         key: &'a RegistryKey,
     ) -> BoxFuture<'a, Result<Option<Entry>, RegistryError>>;
+    /// The entry as the shared store holds it now, never from a local copy.
+    fn get_fresh<'a>(
+        &'a self,
+        key: &'a RegistryKey,
+    ) -> BoxFuture<'a, Result<Option<Entry>, RegistryError>> {
+        self.get(key)
+    }
     fn put<'a>(
         &'a self,
         key: &'a RegistryKey,
         entry: Entry,
     ) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// Takes `key`'s refresh lock for `lease`, or `None` when another holder has it.
+    fn lock<'a>(
+        &'a self,
+        key: &'a RegistryKey,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Lease + 'a>>, RegistryError>>;
 }
 
 /// Milliseconds since the Unix epoch, the registry's clock.
@@ -106,6 +221,30 @@ mod tests {
             token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),
             interval: IntervalTime::DEFAULT,
         }
+    }
+
+    #[test]
+    fn the_lineage_is_shared_across_paths_and_secrets_but_not_refresh_tokens() {
+        let a = RegistryKey::for_lineage(&grant("connectors/A", "rt-1"));
+        assert_eq!(a, {
+            let mut other = grant("connectors/B", "rt-1");
+            other.client_secret = None;
+            let mut key = RegistryKey::for_lineage(&other);
+            key.registry_path = "connectors/A".into();
+            key
+        });
+        assert_ne!(
+            a.id(),
+            RegistryKey::for_lineage(&grant("connectors/A", "rt-2")).id()
+        );
+        assert_ne!(
+            a.id(),
+            RegistryKey::for_grant(&grant("connectors/A", "rt-1")).id()
+        );
+        assert_ne!(
+            secret_check(&a, Some(&Secret::new("cs"))),
+            secret_check(&a, None)
+        );
     }
 
     #[test]

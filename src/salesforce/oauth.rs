@@ -17,6 +17,14 @@ const TOKEN_ANSWER_LIMIT: usize = 64 * 1024;
 /// The most of the token endpoint's `error` and `error_description` passed on to the caller.
 const REFUSAL_TEXT_LIMIT: usize = 256;
 
+/// The longest token taken from the token endpoint; Salesforce's are a few hundred bytes.
+const TOKEN_LIMIT: usize = 4096;
+
+/// Whether a token can be stored and sent in a header: non-empty, bounded, visible ASCII.
+fn usable_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= TOKEN_LIMIT && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A successful refresh.
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
@@ -87,6 +95,20 @@ impl SalesforceClient {
                     "the token endpoint answered {status} without access_token and instance_url"
                 ))
             })?;
+            let usable = |name: &str, token: &str| {
+                if usable_token(token) {
+                    Ok(())
+                } else {
+                    Err(Fault::RefreshFailed(format!(
+                        "the token endpoint answered {status} with an unusable {name} (empty, \
+                         longer than {TOKEN_LIMIT} bytes, or not visible ASCII); nothing was stored"
+                    )))
+                }
+            };
+            usable("access_token", &success.access_token)?;
+            if let Some(rotated) = &success.refresh_token {
+                usable("refresh_token", rotated)?;
+            }
             return Ok(TokenGrant {
                 access_token: Secret::new(success.access_token),
                 instance_url: success.instance_url,
@@ -99,6 +121,7 @@ impl SalesforceClient {
                 Err(Fault::RefreshRejected {
                     error: refusal_text(refusal.error, &sent),
                     description: refusal_text(refusal.error_description, &sent),
+                    advice: String::new(),
                 })
             }
             _ => Err(Fault::RefreshFailed(format!(
