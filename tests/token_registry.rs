@@ -278,3 +278,134 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
     }
     assert_eq!(stored_paths(&dir), ["flows/c", "flows/rotated"]);
 }
+
+/// Base64 of 32 bytes of `byte`, a sealing key.
+fn sealing_key(byte: u8) -> Secret {
+    use base64::Engine;
+    Secret::new(base64::engine::general_purpose::STANDARD.encode([byte; 32]))
+}
+
+/// The `key_id` of every entry file in `dir` (sealed entries only have one).
+fn key_ids(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            value["key_id"].as_str().unwrap_or("unsealed").to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sealed_entries_survive_a_key_change_and_an_unopenable_grant_says_to_reauthorise() {
+    let dir = temp_dir("sealed");
+    let shared = dir.clone();
+    let app = spawn_app_with(move |s| {
+        s.registry.backend = RegistryBackend::File;
+        s.registry.dir = shared;
+        s.registry.encryption_key = sealing_key(1);
+        s.emulator.rotate_refresh_tokens = true;
+    })
+    .await;
+    let job_id = app.create_job().await;
+    app.org.expire_sessions();
+    assert_eq!(
+        app.call_with("getJob", &[("jobId", &job_id)])
+            .await
+            .status(),
+        200
+    );
+    let sent = app.bulk_requests().pop().unwrap().session.unwrap();
+    let rotated = app.org.live_refresh_tokens().pop().unwrap();
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for secret in [&sent, &rotated, &app.settings.emulator.refresh_token] {
+            assert!(!text.contains(secret.as_str()), "a token in {text}");
+        }
+    }
+    let first_ids = key_ids(&dir);
+    assert_eq!(first_ids.len(), 2);
+    assert!(!first_ids.contains(&"unsealed".to_string()));
+
+    // A new key, the old one still listed: the rotated refresh token is still used.
+    let mut rekeyed = app.settings.clone();
+    rekeyed.registry.encryption_key = sealing_key(2);
+    rekeyed.registry.encryption_previous_keys = vec![sealing_key(1)];
+    let proxy = spawn_proxy(&rekeyed).await;
+    app.org.expire_sessions();
+    let response = app
+        .http
+        .post(format!("{proxy}/services/salesforcebulk_getJob"))
+        .body(app.envelope("getJob", &[("jobId", &job_id)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(!app.org.grant_revoked());
+    let second_ids = key_ids(&dir);
+    assert_eq!(second_ids.len(), 2);
+    assert!(
+        second_ids.iter().all(|id| !first_ids.contains(id)),
+        "sealed again with the new key: {first_ids:?} then {second_ids:?}"
+    );
+
+    // A key that opens nothing: the stored grant is lost, and the caller is told so.
+    let mut lost = app.settings.clone();
+    lost.registry.encryption_key = sealing_key(3);
+    let proxy = spawn_proxy(&lost).await;
+    app.org.expire_sessions();
+    let response = app
+        .http
+        .post(format!("{proxy}/services/salesforcebulk_getJob"))
+        .body(app.envelope("getJob", &[("jobId", &job_id)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("SFBULK_REFRESH_REJECTED"), "{body}");
+    assert!(body.contains("could not be opened"), "{body}");
+    assert!(body.contains("must be re-authorised"), "{body}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_token_answer_that_is_no_usable_token_is_a_502_and_never_stored() {
+    for access_token in ["", "tok\\u0001en", "has space"] {
+        let body = format!(
+            "{{\"access_token\":\"{access_token}\",\"instance_url\":\"https://na1.salesforce.com\"}}"
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (login, _) = support::canned_server(answer, std::time::Duration::ZERO).await;
+        let login = format!("http://{login}");
+        let dir = temp_dir("unusable-token");
+        let (shared, allowed) = (dir.clone(), login.clone());
+        let app = spawn_app_with(move |s| {
+            s.registry.backend = RegistryBackend::File;
+            s.registry.dir = shared;
+            s.salesforce.allowed_origins.push(allowed);
+        })
+        .await;
+        let response = app
+            .call_with(
+                "getJob",
+                &[
+                    ("jobId", "750x"),
+                    ("accessToken", "expired"),
+                    ("tokenEndpointHostname", &login),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 502, "{access_token:?}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("SFBULK_REFRESH_FAILED"), "{text}");
+        assert_eq!(stored_paths(&dir), Vec::<String>::new(), "{access_token:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -25,6 +25,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use ids::with_checksum;
+pub use oauth::TokenGate;
 
 use crate::config::EmulatorSettings;
 
@@ -78,6 +79,7 @@ pub struct Org {
     records: Mutex<records::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     refresh_attempts: AtomicUsize,
+    token_gate: oauth::TokenGate,
 }
 
 impl Org {
@@ -97,6 +99,7 @@ impl Org {
             records: Mutex::new(records::Store::default()),
             recorded: Mutex::new(VecDeque::new()),
             refresh_attempts: AtomicUsize::new(0),
+            token_gate: oauth::TokenGate::default(),
             settings,
         }
     }
@@ -117,6 +120,29 @@ impl Org {
     /// Refresh-token grants with valid client credentials so far, successful or not.
     pub fn refresh_attempts(&self) -> usize {
         self.refresh_attempts.load(Ordering::SeqCst)
+    }
+
+    /// Holds back token requests: see [`TokenGate`]. Held requests are not counted in
+    /// [`Org::refresh_attempts`] until let go.
+    pub fn token_gate(&self) -> &TokenGate {
+        &self.token_gate
+    }
+
+    /// Whether the grant was revoked because a rotated-out refresh token was used, as
+    /// Salesforce revokes it.
+    pub fn grant_revoked(&self) -> bool {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoked()
+    }
+
+    /// The refresh tokens that work now (one, or none once revoked).
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live_refresh_tokens()
     }
 
     /// Ends every session now, as the org's session timeout would.

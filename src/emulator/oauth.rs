@@ -24,6 +24,8 @@ pub struct Auth {
     refresh_tokens: HashSet<String>,
     /// Refresh tokens replaced by rotation; presenting one revokes the whole grant.
     retired_refresh_tokens: HashSet<String>,
+    /// Whether a retired refresh token was presented, which revoked the grant.
+    revoked: bool,
     ttl: Duration,
 }
 
@@ -33,6 +35,7 @@ impl Auth {
             sessions: HashMap::from([(access_token.to_string(), Instant::now())]),
             refresh_tokens: HashSet::from([refresh_token.to_string()]),
             retired_refresh_tokens: HashSet::new(),
+            revoked: false,
             ttl,
         }
     }
@@ -50,6 +53,16 @@ impl Auth {
         }
     }
 
+    /// Whether the grant was revoked for the reuse of a rotated-out refresh token.
+    pub fn revoked(&self) -> bool {
+        self.revoked
+    }
+
+    /// The refresh tokens that work now.
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        self.refresh_tokens.iter().cloned().collect()
+    }
+
     /// Ends every session, as an org's session timeout or a logout would.
     pub fn expire_sessions(&mut self) {
         self.sessions.clear();
@@ -59,6 +72,61 @@ impl Auth {
         self.sessions
             .retain(|_, issued| issued.elapsed() < self.ttl);
         self.sessions.insert(token, Instant::now());
+    }
+}
+
+/// Holds token answers back on request, so tests can stand in for a slow login host or for a
+/// caller that dies while its refresh is under way.
+#[derive(Default)]
+pub struct TokenGate {
+    state: tokio::sync::watch::Sender<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// How many of the next token requests are held.
+    hold_next: usize,
+    /// Requests held so far.
+    held: usize,
+    /// Raised by each release; held requests wait for it to change.
+    releases: u64,
+}
+
+impl TokenGate {
+    /// Holds the next `count` token requests until [`TokenGate::release`].
+    pub fn hold_next(&self, count: usize) {
+        self.state.send_modify(|g| g.hold_next = count);
+    }
+
+    /// Lets every held request go, and holds no more.
+    pub fn release(&self) {
+        self.state.send_modify(|g| {
+            g.hold_next = 0;
+            g.releases += 1;
+        });
+    }
+
+    /// Waits until `count` requests have been held in all.
+    pub async fn held(&self, count: usize) {
+        let mut watch = self.state.subscribe();
+        let _ = watch.wait_for(|g| g.held >= count).await;
+    }
+
+    async fn pass(&self) {
+        let mut watch = self.state.subscribe();
+        let mut releases = None;
+        self.state.send_if_modified(|g| {
+            if g.hold_next == 0 {
+                return false;
+            }
+            g.hold_next -= 1;
+            g.held += 1;
+            releases = Some(g.releases);
+            true
+        });
+        if let Some(seen) = releases {
+            let _ = watch.wait_for(|g| g.releases != seen).await;
+        }
     }
 }
 
@@ -94,6 +162,9 @@ pub async fn token(
     {
         return oauth_error("invalid_client", "invalid client credentials");
     }
+    // A held answer is decided only once let go; a caller that gives up meanwhile (or dies)
+    // leaves the grant as it was.
+    org.token_gate.pass().await;
     org.refresh_attempts
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 
@@ -103,6 +174,7 @@ pub async fn token(
         // Reuse of a rotated-out token: Salesforce revokes the grant and its sessions.
         auth.refresh_tokens.clear();
         auth.sessions.clear();
+        auth.revoked = true;
         return oauth_error("invalid_grant", "expired access/refresh token");
     }
     if !auth.refresh_tokens.contains(presented) {

@@ -21,6 +21,9 @@ pub struct FileRegistry {
     dir: PathBuf,
     cache: MemoryRegistry,
     keys: Option<Arc<Keys>>,
+    /// Entries set aside as unreadable and not written since: still reported unreadable, so a
+    /// refresh can tell the caller that a stored grant was lost rather than never there.
+    set_aside: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl FileRegistry {
@@ -37,6 +40,7 @@ impl FileRegistry {
             dir: dir.to_path_buf(),
             cache: MemoryRegistry::new(max_entries),
             keys,
+            set_aside: Default::default(),
         };
         let listing = std::fs::read_dir(dir)
             .map_err(|e| RegistryError::Failure(format!("cannot list {}: {e}", dir.display())))?;
@@ -50,7 +54,8 @@ impl FileRegistry {
                     let key = RegistryKey::stored(id);
                     match read_entry(dir, &key, registry.keys.as_deref()) {
                         Ok(Some(entry)) => found.push((id.to_string(), entry)),
-                        Ok(None) | Err(RegistryError::Unreadable(_)) => {}
+                        Ok(None) => {}
+                        Err(RegistryError::Unreadable(_)) => registry.set_aside(id, true),
                         Err(error) => tracing::warn!(%error, "skipping a registry entry"),
                     }
                 }
@@ -81,11 +86,39 @@ impl FileRegistry {
         }
     }
 
+    /// Marks `id` as set aside (`true`) or written again (`false`).
+    fn set_aside(&self, id: &str, aside: bool) {
+        let mut set = self.set_aside.lock().unwrap_or_else(|e| e.into_inner());
+        if aside {
+            set.insert(id.to_string());
+        } else if !set.is_empty() {
+            set.remove(id);
+        }
+    }
+
     async fn read_fresh(&self, key: &RegistryKey) -> Result<Option<Entry>, RegistryError> {
         let (dir, owned, keys) = (self.dir.clone(), key.clone(), self.keys.clone());
-        let loaded = tokio::task::spawn_blocking(move || read_entry(&dir, &owned, keys.as_deref()))
+        let read = tokio::task::spawn_blocking(move || read_entry(&dir, &owned, keys.as_deref()))
             .await
-            .map_err(|e| RegistryError::Failure(e.to_string()))??;
+            .map_err(|e| RegistryError::Failure(e.to_string()))?;
+        let loaded = match read {
+            Err(RegistryError::Unreadable(reason)) => {
+                self.set_aside(key.id(), true);
+                return Err(RegistryError::Unreadable(reason));
+            }
+            Ok(None)
+                if self
+                    .set_aside
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(key.id()) =>
+            {
+                return Err(RegistryError::Unreadable(
+                    "set aside as unreadable, and not written since".into(),
+                ))
+            }
+            other => other?,
+        };
         if let Some(entry) = &loaded {
             let evicted = self.cache.put_now(key, entry.clone());
             self.remove_files(&evicted);
@@ -396,15 +429,21 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         assert!(!leftover.exists());
         assert!(!corrupt.exists(), "set aside at start");
-        assert_eq!(registry.get(&key()).await.unwrap(), None);
-
-        // Corrupted while running: reported unreadable once, then absent.
-        std::fs::write(&corrupt, "garbage").unwrap();
         assert!(matches!(
-            registry.get_fresh(&key()).await,
+            registry.get(&key()).await,
             Err(RegistryError::Unreadable(_))
         ));
-        assert_eq!(registry.get_fresh(&key()).await.unwrap(), None);
+
+        // Corrupted while running: reported unreadable until written again.
+        std::fs::write(&corrupt, "garbage").unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                registry.get_fresh(&key()).await,
+                Err(RegistryError::Unreadable(_))
+            ));
+        }
+        registry.put(&key(), entry()).await.unwrap();
+        assert_eq!(registry.get_fresh(&key()).await.unwrap(), Some(entry()));
         let aside = std::fs::read_dir(&dir)
             .unwrap()
             .filter(|f| {

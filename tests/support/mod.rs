@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod process;
+pub mod redis;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
