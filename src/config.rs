@@ -628,4 +628,52 @@ mod tests {
         assert!(text.contains("ftp://x.example"), "{text}");
         assert!(text.contains("salesforce.connect_timeout_ms"), "{text}");
     }
+
+    #[test]
+    fn redis_settings_are_read_from_the_environment_and_checked_without_quoting_passwords() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__REGISTRY__BACKEND", "redis"),
+                ("SFBULK__REGISTRY__REDIS_URL", "redis+unix:///run/redis.sock"),
+                ("SFBULK__REGISTRY__LOCK_LEASE_MS", "2500"),
+                (
+                    "SFBULK__REGISTRY__ENCRYPTION_PREVIOUS_KEYS",
+                    "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=",
+                ),
+                (
+                    "SFBULK__REGISTRY__ENCRYPTION_KEY",
+                    "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.registry.backend, RegistryBackend::Redis);
+        assert_eq!(s.registry.lock_lease_ms, 2500);
+        assert_eq!(s.registry.encryption_previous_keys.len(), 2);
+        assert_eq!(s.registry.key_prefix, "sfbulk:");
+
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__REGISTRY__BACKEND", "redis"),
+                (
+                    "SFBULK__REGISTRY__REDIS_URL",
+                    "http://user:hunter2@redis:6379",
+                ),
+                ("SFBULK__REGISTRY__ENCRYPTION_KEY", "c2hvcnQ="),
+                ("SFBULK__REGISTRY__TIMEOUT_MS", "0"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(text.contains("registry.redis_url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("registry.encryption_key must be base64 of 32 bytes"),
+            "{text}"
+        );
+        assert!(text.contains("registry.timeout_ms"), "{text}");
+    }
 }
