@@ -39,6 +39,10 @@ EMULATOR = "127.0.0.1:18281"
 NGINX = "127.0.0.1:18282"
 PROXY = "127.0.0.1:18280"
 BASELINE_PROXY = "127.0.0.1:18283"
+# The redis case: a redis-server (persistence off) and a proxy on the redis registry backend, both
+# on the hop's core, since Redis's work is part of that hop's cost.
+REDIS = "127.0.0.1:18284"
+REDIS_PROXY = "127.0.0.1:18285"
 TOKEN = "00DBENCHMARK001!benchmark-session"
 NS = "http://www.force.com/2009/06/asyncapi/dataload"
 
@@ -130,8 +134,8 @@ def cpu_seconds(pid):
 
 
 def wrk(url, connections, body=None, headers=(), hop=None):
-    """Requests/s, p50 ms, p99 ms and errors for one wrk run; with `hop` (a pid), also the CPU
-    time that process spent per request, in microseconds, in all and in user space."""
+    """Requests/s, p50 ms, p99 ms and errors for one wrk run; with `hop` (a pid, or a list of them),
+    also the CPU time those processes spent per request, in microseconds, in all and in user space."""
     script = os.path.join(work, "request.lua")
     with open(script, "w") as lua:
         lua.write('wrk.method = "%s"\n' % ("POST" if body else "GET"))
@@ -141,7 +145,13 @@ def wrk(url, connections, body=None, headers=(), hop=None):
         for name, value in headers:
             lua.write('wrk.headers["%s"] = "%s"\n' % (name, value))
     threads = max(1, min(connections, 2))
-    cpu_before = cpu_seconds(hop) if hop else (0.0, 0.0)
+    hops = [] if hop is None else hop if isinstance(hop, list) else [hop]
+
+    def hop_cpu():
+        times = [cpu_seconds(pid) for pid in hops]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
+
+    cpu_before = hop_cpu()
     output = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{DURATION}s", "--latency", "-s", script, url],
@@ -158,8 +168,8 @@ def wrk(url, connections, body=None, headers=(), hop=None):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     requests = int(re.search(r"(\d+) requests in", output).group(1))
     cpu_us = user_us = None
-    if hop:
-        (user, system), (user_before, system_before) = cpu_seconds(hop), cpu_before
+    if hops:
+        (user, system), (user_before, system_before) = hop_cpu(), cpu_before
         cpu_us = (user + system - user_before - system_before) * 1e6 / requests
         user_us = (user - user_before) * 1e6 / requests
     return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors, "cpu_us": cpu_us,
@@ -193,17 +203,37 @@ http {{
     return path
 
 
-def proxy_env(listen=PROXY):
+def proxy_env(listen=PROXY, backend="memory"):
     return {
         "SFBULK__SERVER__LISTEN": listen,
         "SFBULK__SALESFORCE__ALLOWED_ORIGINS": f"http://{EMULATOR}",
         "SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME": f"http://{EMULATOR}",
+        "SFBULK__REGISTRY__BACKEND": backend,
         "SFBULK__REGISTRY__DIR": os.path.join(work, f"registry-{listen.rsplit(':', 1)[1]}"),
+        "SFBULK__REGISTRY__REDIS_URL": f"redis://{REDIS}/0",
     }
 
 
-def start_proxy(binary=BIN, listen=PROXY):
-    proxy = start([binary, "serve"], proxy_env(listen), log=f"proxy-{listen.rsplit(':', 1)[1]}.log")
+def start_redis():
+    host, port = REDIS.rsplit(":", 1)
+    redis = start(["redis-server", "--bind", host, "--port", port, "--save", "", "--appendonly", "no",
+                   "--dir", work], log="redis.log")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return redis
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit("redis-server did not start")
+        time.sleep(0.05)
+
+
+def start_proxy(binary=BIN, listen=PROXY, backend="memory"):
+    proxy = start([binary, "serve"], proxy_env(listen, backend), log=f"proxy-{listen.rsplit(':', 1)[1]}.log")
     wait_ready(listen)
     return proxy
 
@@ -234,7 +264,7 @@ def stream(url, body=None, headers=()):
 
 def check_ports_free():
     """A leftover server on one of our ports would answer for the one we start, so refuse to run."""
-    for address in (EMULATOR, NGINX, PROXY) + ((BASELINE_PROXY,) if BASELINE else ()):
+    for address in (EMULATOR, NGINX, PROXY, REDIS, REDIS_PROXY) + ((BASELINE_PROXY,) if BASELINE else ()):
         host, port = address.rsplit(":", 1)
         with socket.socket() as s:
             # As servers do: closed connections' TIME_WAIT must not count, only a listener.
@@ -280,7 +310,9 @@ def main():
     proxies = [("proxy", proxy, PROXY)]
     if BASELINE:
         proxies.append(("baseline", start_proxy(BASELINE, BASELINE_PROXY), BASELINE_PROXY))
-    for _, _, address in proxies:
+    redis = start_redis()
+    redis_proxy = start_proxy(listen=REDIS_PROXY, backend="redis")
+    for address in [a for _, _, a in proxies] + [REDIS_PROXY]:
         # One call first, so the registry holds the token (every measured call is a registry hit).
         http("POST", f"http://{address}/services/salesforcebulk_getJob", get_job.encode(), {"Content-Type": "text/xml"})
     for c in CONNECTIONS:
@@ -291,6 +323,9 @@ def main():
             for name, process, address in proxies:
                 record(f"{name} getJob", c, wrk(f"http://{address}/services/salesforcebulk_getJob", c,
                                                 body=get_job, hop=process.pid), peak_rss_mb(process))
+            # The same proxy on the redis backend: one GETEX per request; CPU is proxy plus Redis.
+            record("redis getJob", c, wrk(f"http://{REDIS_PROXY}/services/salesforcebulk_getJob", c,
+                                          body=get_job, hop=[redis_proxy.pid, redis.pid]), peak_rss_mb(redis_proxy))
             # The proxy's front half alone: hyper's server, routing, request id and access line,
             # with no envelope and no call upstream.
             record("proxy healthz", c, wrk(f"http://{PROXY}/healthz", c, hop=proxy.pid))
@@ -303,7 +338,7 @@ def main():
                 record(f"{name} createJob", c, wrk(f"http://{address}/services/salesforcebulk_createJob", c,
                                                    body=create_proxy, hop=process.pid), peak_rss_mb(process))
     rss_after_load = peak_rss_mb(proxy)
-    for _, process, _ in proxies:
+    for _, process, _ in proxies + [("redis proxy", redis_proxy, None), ("redis", redis, None)]:
         processes.remove(process)
         process.send_signal(signal.SIGTERM)
         process.wait()
@@ -380,6 +415,14 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
                      f"{cell(ratios('proxy healthz', 'nginx', c, 'cpu_us'), 2)} | "
                      f"{cell(ratios('direct', 'nginx', c, 'cpu_us'), 2)} | "
                      f"{cell(ratios('proxy getJob', 'nginx', c, 'user_us'), 2)} |")
+    lines += ["", "The redis registry backend beside the memory one (same build, same rounds; the redis case's CPU "
+              "is the proxy's plus redis-server's, both on the hop's core):", "",
+              "| conns | getJob req/s redis/memory | CPU per request redis/memory | p99 added by redis (ms) |",
+              "|---|---|---|---|"]
+    for c in CONNECTIONS:
+        lines.append(f"| {c} | {cell(ratios('redis getJob', 'proxy getJob', c), 2)} | "
+                     f"{cell(ratios('redis getJob', 'proxy getJob', c, 'cpu_us'), 2)} | "
+                     f"{cell(ratios('redis getJob', 'proxy getJob', c, 'p99', True), 3)} |")
     if BASELINE:
         lines += ["", f"This build against the baseline (`{BASELINE}`), per round, then the median and range:", "",
                   "| conns | getJob req/s this/baseline | CPU per getJob request this/baseline | createJob req/s this/baseline | CPU per createJob request this/baseline |",

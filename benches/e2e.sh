@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: the emulator's GET job read directly, through nginx, and through
-# sfbulk-proxy, plus createJob and a large streamed query result; one machine, one run.
+# sfbulk-proxy (memory and redis registry backends), plus createJob and a large streamed query
+# result; one machine, one run.
 # Usage: bash benches/e2e.sh   (DURATION=10 CONNECTIONS="1 32 256" STREAM_ROWS=13000000 to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ install_if_missing() {
 install_if_missing wrk wrk
 install_if_missing nginx nginx-light
 install_if_missing curl curl
+install_if_missing redis-server redis-server
 install_if_missing taskset util-linux
 install_if_missing python3 python3
 
