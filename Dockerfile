@@ -1,10 +1,13 @@
-# Build: the release binary, against the locked dependency versions.
+# Build: the release binary, against the locked dependency versions, without the emulator (the
+# fake Salesforce org of the demo and tests): the production image carries none of its code.
+# The emulator's folder is copied only because the workspace names it.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY config ./config
 COPY src ./src
-RUN cargo build --release --locked
+COPY emulator ./emulator
+RUN cargo build --release --locked --no-default-features
 
 # Run: a small Debian base, a non-root user, the binary and nothing else.
 FROM debian:bookworm-slim

@@ -108,6 +108,25 @@ pub struct EmulatorSettings {
     pub generated_contacts: u64,
 }
 
+#[cfg(feature = "emulator")]
+impl EmulatorSettings {
+    /// The emulator crate's settings, from these.
+    pub fn to_emulator(&self) -> sfbulk_emulator::Settings {
+        sfbulk_emulator::Settings {
+            listen: self.listen.clone(),
+            instance_url: self.instance_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            refresh_token: self.refresh_token.clone(),
+            access_token: self.access_token.clone(),
+            session_ttl: seconds(self.session_ttl_secs),
+            rotate_refresh_tokens: self.rotate_refresh_tokens,
+            batch_processing_ms: self.batch_processing_ms,
+            generated_contacts: self.generated_contacts,
+        }
+    }
+}
+
 /// Configuration that cannot be used; the message lists every problem found.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]

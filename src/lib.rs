@@ -10,7 +10,9 @@
 //! together for one request and [`server`] serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
 //! The proxy's own errors are [`fault`]s.
 //!
-//! [`emulator`] is a fake Salesforce org for tests, the demo and benchmarks. [`config`] holds the
+//! The fake Salesforce org for tests, the demo and benchmarks is a crate of its own,
+//! `sfbulk-emulator` (in `emulator/`), which shares no code with this one; the binary includes it
+//! behind the `emulator` feature. [`config`] holds the
 //! settings, [`telemetry`] the logging setup; [`domain`], [`secret`], [`redact`] and [`xml`] are
 //! the small types and helpers the rest share.
 
@@ -20,7 +22,6 @@ pub mod body;
 pub mod config;
 pub mod connection;
 pub mod domain;
-pub mod emulator;
 pub mod envelope;
 pub mod fault;
 pub mod hex;

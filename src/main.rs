@@ -11,7 +11,6 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sfbulk_proxy::config::Settings;
-use sfbulk_proxy::emulator::Emulator;
 use sfbulk_proxy::server::{shutdown_signal, Application};
 use sfbulk_proxy::telemetry;
 
@@ -30,8 +29,10 @@ enum Command {
     /// Run the proxy on server.listen.
     Serve,
     /// Run the Salesforce emulator alone on emulator.listen.
+    #[cfg(feature = "emulator")]
     Emulator,
     /// Run the proxy and the emulator together, the emulator standing in for Salesforce.
+    #[cfg(feature = "emulator")]
     Demo,
     /// Exit 0 if the service at URL answers 200 (for container health checks).
     Healthcheck {
@@ -68,7 +69,9 @@ async fn run_command() -> ExitCode {
     if let Command::Healthcheck { url } = &command {
         return healthcheck(url).await;
     }
-    let settings = Settings::load(cli.config.as_deref()).and_then(|s| match command {
+    let settings = Settings::load(cli.config.as_deref());
+    #[cfg(feature = "emulator")]
+    let settings = settings.and_then(|s| match command {
         Command::Demo => s.for_demo(),
         _ => Ok(s),
     });
@@ -92,7 +95,9 @@ async fn run_command() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve_proxy(&settings).await,
+        #[cfg(feature = "emulator")]
         Command::Emulator => serve_emulator(&settings).await,
+        #[cfg(feature = "emulator")]
         Command::Demo => {
             let (proxy, emulator) = tokio::join!(serve_proxy(&settings), serve_emulator(&settings));
             proxy.and(emulator)
@@ -113,8 +118,9 @@ async fn serve_proxy(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "emulator")]
 async fn serve_emulator(settings: &Settings) -> anyhow::Result<()> {
-    let emulator = Emulator::bind(&settings.emulator).await?;
+    let emulator = sfbulk_emulator::Emulator::bind(&settings.emulator.to_emulator()).await?;
     tracing::info!(address = %emulator.local_addr(), instance_url = %emulator.org().instance_url(), "Salesforce emulator listening");
     emulator.run_until(shutdown_signal()).await?;
     Ok(())

@@ -1,6 +1,5 @@
 //! Serving HTTP/1.1: [`Application`] binds the proxy ([`crate::routes::Proxy`]) and serves it
-//! until a shutdown signal, letting requests in flight finish; [`serve`] is shared with the
-//! emulator.
+//! until a shutdown signal, letting requests in flight finish ([`serve`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -342,7 +341,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
 
 /// Serves `service` over HTTP/1.1 (inside TLS when `tls` is given) until `shutdown` completes,
 /// then lets connections finish the requests they have (idle ones close at once) for at most
-/// `limits.grace`. Shared by the proxy and the emulator.
+/// `limits.grace`.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,

@@ -3,7 +3,7 @@
 
 mod support;
 
-use sfbulk_proxy::emulator::with_checksum;
+use sfbulk_emulator::with_checksum;
 use support::{element, spawn_app, TestApp};
 
 const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
@@ -441,5 +441,43 @@ async fn reusing_a_rotated_refresh_token_revokes_the_grant() {
         (status, answer["error"].as_str()),
         (400, Some("invalid_grant")),
         "the grant is revoked"
+    );
+}
+
+#[tokio::test]
+async fn the_proxys_create_job_body_keeps_the_emulators_own_schema_order() {
+    let app = spawn_app().await;
+    let response = app
+        .call_with(
+            "createJob",
+            &[
+                ("assignmentRuleId", "01Q000000000001"),
+                ("contentType", "CSV"),
+                ("concurrencyMode", "Serial"),
+                ("externalIdFieldName", "Email"),
+                ("object", "Contact"),
+                ("operation", "upsert"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    assert_eq!(app.org.schema_deviations(), Vec::<String>::new());
+
+    // The witness notices a body that leaves the order (and, as Salesforce, still takes it).
+    let out_of_order = "<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\
+         <object>Contact</object><operation>insert</operation><contentType>CSV</contentType></jobInfo>";
+    let direct = app
+        .http
+        .post(format!("{}/services/async/34.0/job", app.emulator))
+        .header("x-sfdc-session", &app.settings.emulator.access_token)
+        .header("content-type", "application/xml")
+        .body(out_of_order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 201);
+    assert_eq!(
+        app.org.schema_deviations(),
+        ["createJob: <operation> after <object>"]
     );
 }

@@ -7,8 +7,8 @@ pub mod redis;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use sfbulk_emulator::{Emulator, Org, RecordedRequest};
 use sfbulk_proxy::config::{LogFormat, RegistryBackend, Settings};
-use sfbulk_proxy::emulator::{Emulator, Org, RecordedRequest};
 use sfbulk_proxy::server::Application;
 
 pub struct TestApp {
@@ -48,7 +48,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     tweak(&mut settings);
-    let emulator = Emulator::bind(&settings.emulator)
+    let emulator = Emulator::bind(&settings.emulator.to_emulator())
         .await
         .expect("emulator binds");
     let port = emulator.local_addr().port();

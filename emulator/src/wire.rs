@@ -6,9 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::envelope::media_type;
-use crate::xml;
-
 /// The two answer formats of Bulk API 1.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -60,9 +57,9 @@ impl Document {
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Xml => {
-                let mut out = xml::start_document(self.root);
+                let mut out = start_document(self.root);
                 self.push_fields(&mut out, 1);
-                xml::end_document(&mut out, self.root);
+                end_document(&mut out, self.root);
                 out
             }
             Format::Json => {
@@ -88,7 +85,7 @@ impl Document {
     fn push_fields(&self, out: &mut String, depth: usize) {
         for (name, value) in &self.fields {
             let (Value::Text(v) | Value::Number(v)) = value;
-            xml::push_element(out, depth, name, v);
+            push_element(out, depth, name, v);
         }
     }
 }
@@ -103,13 +100,13 @@ pub fn render_list(
 ) -> String {
     match format {
         Format::Xml => {
-            let mut out = xml::start_document(root);
+            let mut out = start_document(root);
             for doc in items {
-                xml::push_line(&mut out, 1, &format!("<{}>", doc.root));
+                push_line(&mut out, 1, &format!("<{}>", doc.root));
                 doc.push_fields(&mut out, 2);
-                xml::push_line(&mut out, 1, &format!("</{}>", doc.root));
+                push_line(&mut out, 1, &format!("</{}>", doc.root));
             }
-            xml::end_document(&mut out, root);
+            end_document(&mut out, root);
             out
         }
         Format::Json => {
@@ -184,6 +181,60 @@ pub fn format_date(secs: u64, format: Format) -> String {
         Format::Xml => format!("{base}.000Z"),
         Format::Json => format!("{base}.000+0000"),
     }
+}
+
+/// The Bulk API's XML namespace.
+pub const ASYNC_API_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+
+/// A media type without parameters, lower case (`text/CSV; charset=UTF-8` → `text/csv`).
+fn media_type(content_type: &str) -> String {
+    match content_type.split_once(';') {
+        Some((media, _)) => media,
+        None => content_type,
+    }
+    .trim()
+    .to_ascii_lowercase()
+}
+
+/// Salesforce's layout, as recorded from 2012 to 2026: the declaration and the root on one line,
+/// the namespace on the next, each child on a line of its own indented one space per level, and
+/// no line break after the closing root tag.
+fn start_document(root: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{root}\n   xmlns=\"{ASYNC_API_NAMESPACE}\">\n"
+    )
+}
+
+fn push_element(out: &mut String, depth: usize, name: &str, text: &str) {
+    push_line(out, depth, &format!("<{name}>{}</{name}>", escape(text)));
+}
+
+fn push_line(out: &mut String, depth: usize, markup: &str) {
+    for _ in 0..depth {
+        out.push(' ');
+    }
+    out.push_str(markup);
+    out.push('\n');
+}
+
+fn end_document(out: &mut String, root: &str) {
+    out.push_str("</");
+    out.push_str(root);
+    out.push('>');
+}
+
+/// Text as Salesforce escapes it inside an element: `&`, `<` and `>`; quotes stay.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

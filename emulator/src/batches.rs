@@ -17,12 +17,12 @@ use super::records::{
     csv_records, field, json_records, xml_records, GeneratedContact, Query, Record, RecordResult,
     GENERATED_FIELDS, GENERATED_OBJECT,
 };
+use super::wire::ASYNC_API_NAMESPACE;
 use super::wire::{
     format_date, now_secs, render_list, request_content_type, respond, ApiError, Document, Format,
     Value,
 };
 use super::Org;
-use crate::operation::ASYNC_API_NAMESPACE;
 
 /// Salesforce's limit on records in one batch.
 const MAX_RECORDS_PER_BATCH: usize = 10_000;
@@ -458,8 +458,8 @@ fn ingest_results(job: &JobView, results: &[RecordResult]) -> Response {
                     let (code, message) = split_error(&r.error);
                     xml.push_str(&format!(
                         "<errors><message>{}</message><statusCode>{}</statusCode></errors>",
-                        crate::xml::escape(message),
-                        crate::xml::escape(code)
+                        super::wire::escape(message),
+                        super::wire::escape(code)
                     ));
                 }
                 xml.push_str(&format!(
@@ -654,7 +654,7 @@ impl ResultShape {
                     self.object
                 ));
                 for (i, f) in self.fields.iter().enumerate() {
-                    out.push_str(&format!("<{f}>{}</{f}>", crate::xml::escape(value(i))));
+                    out.push_str(&format!("<{f}>{}</{f}>", super::wire::escape(value(i))));
                 }
                 out.push_str("</records>");
             }

@@ -13,7 +13,6 @@ use super::batches::{Batch, BatchState};
 use super::ids;
 use super::wire::{format_date, now_secs, request_content_type, ApiError, Document, Format, Value};
 use super::Org;
-use crate::operation::JOB_CREATE_FIELDS;
 use crate::xml::read_document;
 
 /// Versions the fake org serves: 21.0–30.0 are retired, 31.0 and later work.
@@ -30,6 +29,17 @@ const OPERATIONS: &[&str] = &[
     "hardDelete",
     "query",
     "queryAll",
+];
+/// The fields a create request may carry, in the schema's order (`jobInfo` in the reference:
+/// `operation, object, externalIdFieldName, concurrencyMode, contentType`, and
+/// `assignmentRuleId` after `apiVersion`).
+pub const JOB_CREATE_FIELDS: &[&str] = &[
+    "operation",
+    "object",
+    "externalIdFieldName",
+    "concurrencyMode",
+    "contentType",
+    "assignmentRuleId",
 ];
 const CONTENT_TYPES: &[&str] = &["CSV", "JSON", "XML", "ZIP_CSV", "ZIP_JSON", "ZIP_XML"];
 const CONCURRENCY_MODES: &[&str] = &["Parallel", "Serial"];
@@ -221,7 +231,7 @@ fn read_job_info(body: &[u8], format: Format) -> Result<Vec<(String, String)>, A
                 .collect())
         }
         Format::Xml => {
-            let doc = read_document(body, false).map_err(|e| {
+            let doc = read_document(body).map_err(|e| {
                 ApiError::new("InvalidXML", format!("Failed to parse XML: {e}")).in_format(format)
             })?;
             if doc.root != "jobInfo" {
@@ -234,6 +244,19 @@ fn read_job_info(body: &[u8], format: Format) -> Result<Vec<(String, String)>, A
                 .collect())
         }
     }
+}
+
+/// Where a create request's elements leave the schema's order, which Salesforce's clients keep
+/// (Salesforce itself was not seen to refuse it, so neither does the emulator: it notes it).
+fn out_of_schema_order(fields: &[(String, String)]) -> Option<String> {
+    let position = |name: &str| JOB_CREATE_FIELDS.iter().position(|f| *f == name);
+    fields.windows(2).find_map(|pair| {
+        let (a, b) = (&pair[0].0, &pair[1].0);
+        match (position(a), position(b)) {
+            (Some(x), Some(y)) if x >= y => Some(format!("createJob: <{b}> after <{a}>")),
+            _ => None,
+        }
+    })
 }
 
 /// Rejects fields the caller may not set: system fields by name, as Salesforce words it.
@@ -271,6 +294,9 @@ pub async fn create(
     check_content_type(&headers, format)?;
     let fields = read_job_info(&body, format)?;
     refuse_fields(&fields, JOB_CREATE_FIELDS, format)?;
+    if let Some(deviation) = out_of_schema_order(&fields) {
+        org.note_schema_deviation(deviation);
+    }
     let get = |name: &str| {
         fields
             .iter()
@@ -434,6 +460,25 @@ pub async fn method_not_allowed() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_fields_out_of_the_schema_order_are_noted() {
+        let fields = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), "x".to_string()))
+                .collect()
+        };
+        assert_eq!(
+            out_of_schema_order(&fields(&["operation", "object", "contentType"])),
+            None
+        );
+        assert_eq!(
+            out_of_schema_order(&fields(&["operation", "contentType", "object"])).as_deref(),
+            Some("createJob: <object> after <contentType>")
+        );
+        assert!(out_of_schema_order(&fields(&["object", "object"])).is_some());
+    }
 
     #[test]
     fn state_machine_follows_salesforce() {

@@ -366,7 +366,7 @@ pub fn csv_records(text: &str) -> Result<Vec<Record>, String> {
 
 /// `<sObjects><sObject><Field>value</Field>...</sObject>...</sObjects>` as records.
 pub fn xml_records(body: &[u8]) -> Result<Vec<Record>, String> {
-    let doc = read_document(body, false).map_err(|e| e.to_string())?;
+    let doc = read_document(body).map_err(|e| e.to_string())?;
     if doc.root != "sObjects" {
         return Err(format!(
             "the root element is <{}>, not <sObjects>",
@@ -379,11 +379,11 @@ pub fn xml_records(body: &[u8]) -> Result<Vec<Record>, String> {
         .filter(|c| c.name == "sObject")
         .map(|c| {
             let inner = format!("<sObject>{}</sObject>", &source[c.inner.clone()]);
-            let record = read_document(inner.as_bytes(), false).map_err(|e| e.to_string())?;
+            let record = read_document(inner.as_bytes()).map_err(|e| e.to_string())?;
             Ok(record
                 .children
                 .into_iter()
-                .map(|f| (f.name.to_string(), f.text.into_owned()))
+                .map(|f| (f.name, f.text))
                 .collect())
         })
         .collect()

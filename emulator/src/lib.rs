@@ -1,6 +1,15 @@
-//! The built-in Salesforce emulator: a fake org speaking Bulk API 1.0 and the OAuth refresh-token
-//! grant, faithful to the recorded behaviour on the reference page. Tests, the demo and the
-//! benchmarks run against it; it also records what it was sent, so tests can check the wire.
+//! A fake Salesforce org speaking Bulk API 1.0 and the OAuth refresh-token grant, faithful to the
+//! recorded behaviour of `salesforce-bulk-v1.md`. sfbulk-proxy's tests, demo and benchmarks run
+//! against it; it also records what it was sent, so tests can check the wire.
+//!
+//! It is an independent witness: it shares no code with the proxy. Its description of the wire
+//! (field order, XML and JSON shapes, error messages) is its own, written from the reference, so a
+//! mistake in the proxy's tables is not repeated here.
+//!
+//! The map: [`Emulator`] binds and serves the [`router`]; [`Org`] is the whole fake org's state.
+//! `oauth` is the login side (sessions, refresh, rotation); `jobs` and `batches` the Bulk API's
+//! resources; `records` the org's data and query results; `wire` the answers' shapes and errors;
+//! `xml` the reader of request bodies; `ids` Salesforce's 18-character ids.
 
 mod batches;
 mod ids;
@@ -8,6 +17,7 @@ mod jobs;
 mod oauth;
 mod records;
 mod wire;
+mod xml;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,7 +37,60 @@ use tokio::net::TcpListener;
 pub use ids::with_checksum;
 pub use oauth::TokenGate;
 
-use crate::config::EmulatorSettings;
+/// How the fake org behaves; the proxy's `[emulator]` settings fill it in.
+#[derive(Clone)]
+pub struct Settings {
+    /// `host:port` to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// `instance_url` returned by token refreshes; empty means `http://<listen address>`.
+    pub instance_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// A session valid from start.
+    pub access_token: String,
+    /// Sessions expire this long after they were issued.
+    pub session_ttl: Duration,
+    /// Each refresh returns a new refresh token; reusing an old one revokes the grant.
+    pub rotate_refresh_tokens: bool,
+    /// Queued for the first half, InProgress for the second, then Completed; 0: at once.
+    pub batch_processing_ms: u64,
+    /// Generated Contact records that queries return after the stored ones.
+    pub generated_contacts: u64,
+}
+
+/// The demo credentials are not secrets of any real org, but they are printed as none either.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("instance_url", &self.instance_url)
+            .field("client_id", &self.client_id)
+            .field("session_ttl", &self.session_ttl)
+            .field("rotate_refresh_tokens", &self.rotate_refresh_tokens)
+            .field("batch_processing_ms", &self.batch_processing_ms)
+            .field("generated_contacts", &self.generated_contacts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    /// The demo org's, on 127.0.0.1:8281.
+    fn default() -> Settings {
+        Settings {
+            listen: "127.0.0.1:8281".into(),
+            instance_url: String::new(),
+            client_id: "sfbulk-demo-client-id".into(),
+            client_secret: "sfbulk-demo-client-secret".into(),
+            refresh_token: "sfbulk-demo-refresh-token".into(),
+            access_token: "00DSFBULKDEMO01!demo-access-token".into(),
+            session_ttl: Duration::from_secs(7200),
+            rotate_refresh_tokens: false,
+            batch_processing_ms: 2000,
+            generated_contacts: 0,
+        }
+    }
+}
 
 /// Largest request body the emulator takes (Salesforce's own batch limit is 10 MB).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -69,7 +132,7 @@ pub struct RecordedRequest {
 
 /// The fake org's whole state.
 pub struct Org {
-    settings: EmulatorSettings,
+    settings: Settings,
     instance_url: RwLock<String>,
     org_id: String,
     user_id: String,
@@ -80,16 +143,18 @@ pub struct Org {
     recorded: Mutex<VecDeque<RecordedRequest>>,
     refresh_attempts: AtomicUsize,
     token_gate: oauth::TokenGate,
+    /// Requests that left the wire's schema (element order), newest last, at most 100.
+    schema_deviations: Mutex<VecDeque<String>>,
 }
 
 impl Org {
-    fn new(settings: EmulatorSettings, instance_url: String) -> Org {
+    fn new(settings: Settings, instance_url: String) -> Org {
         let ids = ids::IdGenerator::default();
         Org {
             auth: Mutex::new(oauth::Auth::new(
                 &settings.access_token,
                 &settings.refresh_token,
-                crate::config::seconds(settings.session_ttl_secs),
+                settings.session_ttl,
             )),
             org_id: ids.next(ids::ORG),
             user_id: ids.next(ids::USER),
@@ -100,6 +165,7 @@ impl Org {
             recorded: Mutex::new(VecDeque::new()),
             refresh_attempts: AtomicUsize::new(0),
             token_gate: oauth::TokenGate::default(),
+            schema_deviations: Mutex::new(VecDeque::new()),
             settings,
         }
     }
@@ -120,6 +186,28 @@ impl Org {
     /// Refresh-token grants with valid client credentials so far, successful or not.
     pub fn refresh_attempts(&self) -> usize {
         self.refresh_attempts.load(Ordering::SeqCst)
+    }
+
+    /// Where requests left the schema that Salesforce's clients keep (see `jobs`): accepted, as
+    /// Salesforce accepts them, but noted, so tests can insist on the schema.
+    pub fn schema_deviations(&self) -> Vec<String> {
+        self.schema_deviations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn note_schema_deviation(&self, deviation: String) {
+        let mut noted = self
+            .schema_deviations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if noted.len() == 100 {
+            noted.pop_front();
+        }
+        noted.push_back(deviation);
     }
 
     /// Holds back token requests: see [`TokenGate`]. Held requests are not counted in
@@ -265,7 +353,7 @@ pub struct Emulator {
 impl Emulator {
     /// Binds `settings.listen` (port 0 picks a free port). Unless configured, the instance URL is
     /// `http://` plus the bound address.
-    pub async fn bind(settings: &EmulatorSettings) -> std::io::Result<Emulator> {
+    pub async fn bind(settings: &Settings) -> std::io::Result<Emulator> {
         let addr: SocketAddr = settings
             .listen
             .parse()
@@ -295,22 +383,13 @@ impl Emulator {
         self.org.clone()
     }
 
+    /// Serves until `shutdown` completes, then lets requests in flight finish.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        crate::server::serve(
-            self.listener,
-            hyper_util::service::TowerToHyperService::new(router(self.org)),
-            shutdown,
-            crate::server::ServeLimits {
-                grace: Duration::from_secs(5),
-                header_read_timeout: Duration::from_secs(30),
-                max_connections: usize::MAX,
-                write_timeout: Duration::from_secs(60),
-            },
-            None,
-        )
-        .await
+        axum::serve(self.listener, router(self.org))
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
