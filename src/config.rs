@@ -147,6 +147,10 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with("SFBULK__"))
             .collect();
+        let unknown = unknown_keys(file, &env);
+        if !unknown.is_empty() {
+            return Err(ConfigError(unknown));
+        }
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
@@ -386,6 +390,108 @@ impl RegistrySettings {
     pub fn entry_ttl(&self) -> Duration {
         seconds(self.entry_ttl_secs)
     }
+}
+
+/// Every setting's dotted name (`server.listen`), as `config/default.toml` lists them all.
+fn known_keys() -> Vec<String> {
+    let defaults = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| config::Source::collect(&c))
+        .expect("the compiled-in defaults parse");
+    let mut keys = Vec::new();
+    flatten("", defaults, &mut keys);
+    keys
+}
+
+fn flatten(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match value.kind {
+            config::ValueKind::Table(inner) => flatten(&key, inner, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+/// Keys in `file` and `SFBULK__` variables in `env` that name no setting, each with the nearest
+/// one that does: a misspelled key must not be silently ignored.
+fn unknown_keys(file: Option<&Path>, env: &config::Map<String, String>) -> Vec<String> {
+    let known = known_keys();
+    let mut problems = Vec::new();
+    if let Some(file) = file {
+        let mut found = Vec::new();
+        if let Ok(table) = config::Config::builder()
+            .add_source(config::File::from(file).required(true))
+            .build()
+            .and_then(|c| config::Source::collect(&c))
+        {
+            flatten("", table, &mut found);
+        }
+        // A file that does not parse is reported by the loader itself.
+        for key in found.iter().filter(|k| !known.contains(k)) {
+            problems.push(match nearest(key, &known) {
+                Some(near) => format!(
+                    "{key} (in {}) is not a setting; did you mean {near}?",
+                    file.display()
+                ),
+                None => format!("{key} (in {}) is not a setting", file.display()),
+            });
+        }
+    }
+    for variable in env.keys() {
+        let key = variable
+            .trim_start_matches("SFBULK__")
+            .to_ascii_lowercase()
+            .replace("__", ".");
+        if known.contains(&key) {
+            continue;
+        }
+        let shown = crate::redact::quotable(variable);
+        problems.push(match nearest(&key, &known) {
+            Some(near) => format!(
+                "{shown} is not a setting; did you mean SFBULK__{}?",
+                near.to_ascii_uppercase().replace('.', "__")
+            ),
+            None => format!("{shown} is not a setting"),
+        });
+    }
+    problems
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a misspelling.
+fn nearest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    if key.len() > 128 {
+        return None;
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(distance, k)| *distance <= 3.max(k.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance over bytes, one row at a time.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(x != y));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// An address setting that may be empty (off).
@@ -694,5 +800,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("registry.timeout_ms"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_stop_start_up_naming_the_nearest_setting() {
+        let err =
+            Settings::load_from(None, env(&[("SFBULK__SERVER__LISTN", "0.0.0.0:1")])).unwrap_err();
+        assert_eq!(
+            err.0,
+            ["SFBULK__SERVER__LISTN is not a setting; did you mean SFBULK__SERVER__LISTEN?"]
+        );
+        let dir = std::env::temp_dir().join(format!("sfbulk-config-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("settings.toml");
+        std::fs::write(
+            &file,
+            "[registry]\nbackend = \"memory\"\nmax_entrie = 5\n[nonsense]\nx = 1\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&file), Vec::new()).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 2, "{text}");
+        assert!(text.contains("registry.max_entrie (in "), "{text}");
+        assert!(
+            text.contains("did you mean registry.max_entries?"),
+            "{text}"
+        );
+        assert!(text.contains("nonsense.x (in "), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Every key of the defaults is known, the emulator's and lists' included.
+        assert!(Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__EMULATOR__LATENCY", "1"),
+                (
+                    "SFBULK__SALESFORCE__ALLOWED_ORIGINS",
+                    "https://*.salesforce.com"
+                ),
+            ])
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("SFBULK__EMULATOR__LATENCY"));
     }
 }
