@@ -244,6 +244,12 @@ impl Settings {
             }
             Err(e) => problems.extend(e),
         }
+        if self.salesforce.read_retries > MAX_READ_RETRIES {
+            problems.push(format!(
+                "salesforce.read_retries must be at most {MAX_READ_RETRIES}, not {}",
+                self.salesforce.read_retries
+            ));
+        }
         if self.salesforce.connect_timeout_ms == 0 {
             problems.push("salesforce.connect_timeout_ms must be above 0".into());
         }
@@ -503,6 +509,9 @@ fn optional_address(value: &str) -> Result<Option<SocketAddr>, std::net::AddrPar
     value.parse().map(Some)
 }
 
+/// More repeats of a failed read than this only hold a caller longer (each waits up to 5 s).
+const MAX_READ_RETRIES: u32 = 10;
+
 /// The longest time a `*_secs` setting may give: a year, far beyond any useful timeout, and far
 /// from the overflow of the timer's arithmetic.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
@@ -744,11 +753,16 @@ mod tests {
                 ("SFBULK__SERVER__LISTEN", "nowhere"),
                 ("SFBULK__SALESFORCE__ALLOWED_ORIGINS", "ftp://x.example"),
                 ("SFBULK__SALESFORCE__CONNECT_TIMEOUT_MS", "0"),
+                ("SFBULK__SALESFORCE__READ_RETRIES", "32"),
             ]),
         )
         .unwrap_err();
         let text = err.to_string();
-        assert_eq!(err.0.len(), 3, "{text}");
+        assert_eq!(err.0.len(), 4, "{text}");
+        assert!(
+            text.contains("salesforce.read_retries must be at most 10"),
+            "{text}"
+        );
         assert!(text.contains("server.listen"), "{text}");
         assert!(text.contains("ftp://x.example"), "{text}");
         assert!(text.contains("salesforce.connect_timeout_ms"), "{text}");

@@ -27,6 +27,23 @@ const ERROR_PEEK_LIMIT: usize = 64 * 1024;
 
 /// The first wait before repeating a failed read; it doubles with each further try.
 const READ_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait before repeating a read, however many attempts came before or however long
+/// a 503's `Retry-After` asks for.
+const READ_RETRY_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// How long to wait before repeating a read for the `attempt`th time (from 0): 100 ms doubling,
+/// or what a 503's `Retry-After` (in seconds) asks, at most [`READ_RETRY_MAX_WAIT`], with up to a
+/// fifth of jitter so that callers do not all come back at once.
+fn read_retry_wait(attempt: u32, retry_after: Option<&HeaderValue>) -> Duration {
+    let asked = retry_after
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let doubling = READ_RETRY_BACKOFF.saturating_mul(2u32.saturating_pow(attempt.min(16)));
+    let wait = asked.unwrap_or(doubling).min(READ_RETRY_MAX_WAIT);
+    wait.mul_f64(1.0 + fastrand::f64() / 5.0)
+        .min(READ_RETRY_MAX_WAIT)
+}
 
 /// Salesforce's answer, ready to relay.
 pub struct Answer {
@@ -191,8 +208,19 @@ impl SalesforceClient {
             if !retry {
                 return Answer::read(outcome?).await.map(Some);
             }
-            tracing::debug!(attempt, "repeating a read after a failure");
-            tokio::time::sleep(READ_RETRY_BACKOFF * 2u32.pow(attempt)).await;
+            let retry_after = match &outcome {
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    response.headers().get(header::RETRY_AFTER)
+                }
+                _ => None,
+            };
+            let wait = read_retry_wait(attempt, retry_after);
+            tracing::debug!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "repeating a read after a failure"
+            );
+            tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
