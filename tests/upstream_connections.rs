@@ -306,3 +306,49 @@ async fn connections_idle_longer_than_the_idle_timeout_are_closed() {
     );
     assert_eq!(relay.closed.load(Ordering::SeqCst), opened - 1);
 }
+
+#[tokio::test]
+async fn an_error_body_that_goes_silent_is_a_timeout_not_an_outage() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A 400 whose body (which the proxy reads to look for InvalidSessionId) stops half way and
+    // stays open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = vec![0; 64 * 1024];
+                let _ = socket.read(&mut head).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n\
+                          Content-Length: 200\r\n\r\n<error><exceptionCode>",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(socket);
+            });
+        }
+    });
+    let allowed = silent.clone();
+    let app = spawn_app_with(move |s| {
+        s.salesforce.allowed_origins.push(allowed);
+        s.salesforce.read_timeout_secs = 0.05;
+    })
+    .await;
+    let body = support::envelope(
+        "getJob",
+        &[
+            ("apiVersion", "34.0"),
+            ("apiUrl", &silent),
+            ("accessToken", "t"),
+            ("jobId", "750x"),
+        ],
+    );
+    let response = app.call("getJob", body).await;
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        response.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_UPSTREAM_TIMEOUT"
+    );
+}

@@ -309,9 +309,8 @@ impl Answer {
         while peeked.len() <= ERROR_PEEK_LIMIT {
             match body.frame().await {
                 Some(frame) => {
-                    let frame = frame.map_err(|e| {
-                        Fault::UpstreamUnavailable(format!("reading the answer: {e}"))
-                    })?;
+                    // A silence past read_timeout is a timeout (504), a break an outage (502).
+                    let frame = frame.map_err(upstream_fault)?;
                     if let Some(data) = frame.data_ref() {
                         peeked.extend_from_slice(data);
                     }
