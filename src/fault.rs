@@ -34,8 +34,8 @@ pub enum Fault {
     /// 404: no such connector operation.
     #[error("unknown operation {0:?}")]
     UnknownOperation(String),
-    /// 415: the body is labelled as something other than XML.
-    #[error("unsupported content type {0:?}: send text/xml or application/xml")]
+    /// 415: the body is labelled as something other than an XML or JSON envelope.
+    #[error("unsupported content type {0:?}: send text/xml, application/xml or application/json")]
     UnsupportedMediaType(String),
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("the request body is larger than {limit} bytes")]

@@ -96,7 +96,11 @@ async fn unknown_operations_and_non_xml_content_types_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_refused(&app, response, 415, "SFBULK_UNSUPPORTED_MEDIA_TYPE").await;
+    let body = assert_refused(&app, response, 415, "SFBULK_UNSUPPORTED_MEDIA_TYPE").await;
+    assert!(
+        body.contains("application/json"),
+        "the message names every accepted type: {body}"
+    );
 }
 
 #[tokio::test]
