@@ -20,8 +20,6 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
-use crate::operation::{Payload, UploadStalled};
-
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -230,6 +228,50 @@ impl Stream for Watched {
                     return Poll::Ready(Some(Err(Box::new(UploadStalled(this.silence)))));
                 }
             }
+        }
+    }
+}
+
+/// What a call sends: nothing, a body kept whole (so the call can be repeated after a session
+/// refresh), or a body streamed from the caller, which can be sent only once.
+pub enum Payload {
+    Empty,
+    Whole(Bytes),
+    Streamed(Mutex<Option<Body>>),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Empty => f.write_str("Empty"),
+            Payload::Whole(bytes) => write!(f, "Whole({} bytes)", bytes.len()),
+            Payload::Streamed(_) => f.write_str("Streamed"),
+        }
+    }
+}
+
+/// The caller went silent for longer than `server.body_read_timeout_secs` while its upload
+/// streamed to Salesforce; the stream fails with this, which aborts the request to Salesforce.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload was silent for more than {} s", .0.as_secs_f64())]
+pub struct UploadStalled(pub std::time::Duration);
+
+/// A streamed body that was already sent once.
+#[derive(Debug)]
+pub struct BodySpent;
+
+impl Payload {
+    /// The body for one attempt (`None` when the call has none); a streamed body can be had once.
+    pub fn for_attempt(&self) -> Result<Option<Body>, BodySpent> {
+        match self {
+            Payload::Empty => Ok(None),
+            Payload::Whole(bytes) => Ok(Some(Body::from(bytes.clone()))),
+            Payload::Streamed(body) => body
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map(Some)
+                .ok_or(BodySpent),
         }
     }
 }

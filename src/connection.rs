@@ -33,6 +33,19 @@ pub struct RefreshGrant {
     pub interval: IntervalTime,
 }
 
+impl RefreshGrant {
+    /// What the registry keys this grant's entries by.
+    pub fn credentials(&self) -> crate::registry::Credentials<'_> {
+        crate::registry::Credentials {
+            registry_path: &self.registry_path,
+            token_endpoint: self.token_endpoint.as_str(),
+            client_id: &self.client_id,
+            client_secret: self.client_secret.as_ref(),
+            refresh_token: &self.refresh_token,
+        }
+    }
+}
+
 impl Connection {
     /// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`.
     pub fn from_fields(

@@ -7,7 +7,7 @@
 //! only through the [`origin`] allow-list; [`session`] picks the token (WSO2's `init`), keeping it
 //! in the [`registry`] and refreshing it once for all waiting requests; [`salesforce`] makes the
 //! call; [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
-//! together for one request and [`server`] serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
+//! together for one request, [`state`] is what every request shares, and [`server`] serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
 //! The proxy's own errors are [`fault`]s.
 //!
 //! The fake Salesforce org for tests, the demo and benchmarks is a crate of its own,
@@ -36,6 +36,7 @@ pub mod salesforce;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod xml;

@@ -1,18 +1,17 @@
 //! Each connector operation, and the Salesforce request it becomes. Adding an operation is one
 //! entry in [`OPERATIONS`] and, for most, one small function building its [`UpstreamCall`].
 
-use std::sync::Mutex;
-
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::Method;
 
+use crate::body::Payload;
 use crate::domain::RecordId;
 use crate::envelope::{media_type, Envelope, Fields, Format};
 use crate::fault::Fault;
 use crate::xml::escape;
 
 /// The namespace of every Bulk API 1.0 document.
-pub const ASYNC_API_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+use crate::xml::ASYNC_API_NAMESPACE;
 
 /// The `jobInfo` fields a client may set when creating a job, in schema order; every other field
 /// is the system's, and Salesforce refuses it.
@@ -38,50 +37,6 @@ pub struct UpstreamCall {
     pub path: String,
     pub content_type: Option<String>,
     pub payload: Payload,
-}
-
-/// What a call sends: nothing, a body kept whole (so the call can be repeated after a session
-/// refresh), or a body streamed from the caller, which can be sent only once.
-pub enum Payload {
-    Empty,
-    Whole(Bytes),
-    Streamed(Mutex<Option<Body>>),
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Payload::Empty => f.write_str("Empty"),
-            Payload::Whole(bytes) => write!(f, "Whole({} bytes)", bytes.len()),
-            Payload::Streamed(_) => f.write_str("Streamed"),
-        }
-    }
-}
-
-/// The caller went silent for longer than `server.body_read_timeout_secs` while its upload
-/// streamed to Salesforce; the stream fails with this, which aborts the request to Salesforce.
-#[derive(Debug, thiserror::Error)]
-#[error("the upload was silent for more than {} s", .0.as_secs_f64())]
-pub struct UploadStalled(pub std::time::Duration);
-
-/// A streamed body that was already sent once.
-#[derive(Debug)]
-pub struct BodySpent;
-
-impl Payload {
-    /// The body for one attempt (`None` when the call has none); a streamed body can be had once.
-    pub fn for_attempt(&self) -> Result<Option<Body>, BodySpent> {
-        match self {
-            Payload::Empty => Ok(None),
-            Payload::Whole(bytes) => Ok(Some(Body::from(bytes.clone()))),
-            Payload::Streamed(body) => body
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .map(Some)
-                .ok_or(BodySpent),
-        }
-    }
 }
 
 /// How an operation reads its request.

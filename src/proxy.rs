@@ -13,7 +13,7 @@ use crate::envelope::{Envelope, Fields, QueryFields};
 use crate::fault::Fault;
 use crate::operation::{self, Input, Operation, UpstreamCall};
 use crate::relay::relay;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// WSO2 exposed each operation as a proxy service named `salesforcebulk_<operation>`.
 const SERVICE_PREFIX: &str = "salesforcebulk_";

@@ -28,7 +28,7 @@ use crate::access_log::{self, RequestIds};
 use crate::admission::{BearerTokens, Limit};
 use crate::fault::Fault;
 use crate::proxy;
-use crate::server::AppState;
+use crate::state::AppState;
 
 const SERVICES: &str = "/services/";
 const BY_ACTION: &str = "/services/salesforcebulk";

@@ -16,65 +16,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 use crate::admission::{BearerTokens, BurstLog};
-use crate::body::BufferBudget;
-use crate::config::{RegistryBackend, Settings};
-use crate::origin::AllowList;
-use crate::registry::{FileRegistry, MemoryRegistry, RedisRegistry, TokenRegistry};
+use crate::config::Settings;
 use crate::routes::Proxy;
-use crate::salesforce::SalesforceClient;
-use crate::session::{RegistryLimits, Sessions};
+use crate::state::AppState;
 use crate::tls::ServerTls;
-
-/// What every request handler shares.
-pub struct AppState {
-    pub sessions: Sessions,
-    pub salesforce: SalesforceClient,
-    pub allow: AllowList,
-    /// `salesforce.token_endpoint_hostname`, for envelopes without `tokenEndpointHostname`.
-    pub default_token_endpoint: String,
-    pub max_body_bytes: usize,
-    /// Uploads up to this size are kept so they can be sent again after a session refresh.
-    pub replay_buffer_bytes: usize,
-    /// `server.body_read_timeout_secs`: an envelope's deadline, an upload's longest silence.
-    pub body_read_timeout: Duration,
-    /// `server.max_buffered_bytes`, shared by every request.
-    pub buffers: Arc<BufferBudget>,
-}
-
-impl AppState {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<AppState> {
-        let allow = settings
-            .allow_list()
-            .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-        let r = &settings.registry;
-        let keys = r.keys().map_err(|e| anyhow::anyhow!(e))?.map(Arc::new);
-        let registry: Arc<dyn TokenRegistry> = match r.backend {
-            RegistryBackend::File => Arc::new(FileRegistry::open(&r.dir, r.max_entries, keys)?),
-            RegistryBackend::Memory => Arc::new(MemoryRegistry::new(r.max_entries)),
-            RegistryBackend::Redis => Arc::new(RedisRegistry::connect(r, keys)?),
-        };
-        let limits = RegistryLimits {
-            operation: Duration::from_millis(r.timeout_ms),
-            budget: Duration::from_millis(r.request_budget_ms),
-            lease: Duration::from_millis(r.lock_lease_ms),
-            token_call: Duration::from_millis(settings.salesforce.connect_timeout_ms)
-                + crate::config::seconds(settings.salesforce.response_timeout_secs)
-                + crate::config::seconds(settings.salesforce.read_timeout_secs),
-        };
-        let salesforce = SalesforceClient::new(&settings.salesforce)
-            .map_err(|e| anyhow::anyhow!("salesforce.https_proxy: {e}"))?;
-        Ok(AppState {
-            sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits),
-            salesforce,
-            allow,
-            default_token_endpoint: settings.salesforce.token_endpoint_hostname.clone(),
-            max_body_bytes: settings.server.max_body_bytes,
-            replay_buffer_bytes: settings.server.replay_buffer_bytes,
-            body_read_timeout: settings.server.body_read_timeout(),
-            buffers: BufferBudget::new(settings.server.max_buffered_bytes),
-        })
-    }
-}
 
 /// A bound, ready-to-serve proxy: plain HTTP on `server.listen`, HTTPS on `server.tls_listen`,
 /// either of them or both.

@@ -100,7 +100,7 @@ impl Sessions {
                 unstored: None,
             });
         };
-        let key = RegistryKey::for_grant(grant);
+        let key = RegistryKey::for_grant(&grant.credentials());
         let mut budget = Budget::new(&self.shared.limits);
         let found = absent_if_unreadable(budget.run(self.shared.registry.get(&key)).await)?;
         let (entry, unstored) = match found {
@@ -181,7 +181,7 @@ impl Sessions {
         failed_token: Option<&'a Secret>,
     ) -> BoxFuture<'a, Result<Session, Fault>> {
         Box::pin(async move {
-            let lineage = RegistryKey::for_lineage(grant);
+            let lineage = RegistryKey::for_lineage(&grant.credentials());
             let turn = self
                 .refreshing
                 .lock()

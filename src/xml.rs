@@ -315,6 +315,9 @@ fn resolve_reference<'a>(
         .ok_or_else(|| XmlError::UnknownEntity(name.into_owned()))
 }
 
+/// The Bulk API's XML namespace, of every document it reads and writes.
+pub const ASYNC_API_NAMESPACE: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+
 /// Starts a document in the layout Salesforce writes, byte for byte as recorded: the declaration
 /// and the root's name on one line, its namespace on the next. Children go on lines of their own
 /// ([`push_element`], [`push_line`]), indented one space per level; [`end_document`] closes the
@@ -322,7 +325,7 @@ fn resolve_reference<'a>(
 pub fn start_document(root: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{root}\n   xmlns=\"{}\">\n",
-        crate::operation::ASYNC_API_NAMESPACE
+        ASYNC_API_NAMESPACE
     )
 }
 

@@ -87,7 +87,7 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
     };
     FileRegistry::open(dir, 10_000, None)
         .unwrap()
-        .put(&RegistryKey::for_grant(&grant), entry)
+        .put(&RegistryKey::for_grant(&grant.credentials()), entry)
         .await
         .unwrap();
 }
@@ -249,7 +249,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
     FileRegistry::open(&dir, 2, None)
         .unwrap()
         .put(
-            &RegistryKey::for_grant(&grant),
+            &RegistryKey::for_grant(&grant.credentials()),
             Entry {
                 access_token: Secret::new(e.access_token.as_str()),
                 instance_url: app.emulator.clone(),

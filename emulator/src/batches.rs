@@ -11,16 +11,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 
+use super::batch::{Batch, BatchState, Outcome};
 use super::ids;
 use super::jobs::{admitted_jobs, find_job, Job, JobState};
 use super::records::{
-    csv_records, field, json_records, xml_records, GeneratedContact, Query, Record, RecordResult,
+    csv_records, field, json_records, xml_records, GeneratedContact, Query, RecordResult,
     GENERATED_FIELDS, GENERATED_OBJECT,
 };
 use super::wire::ASYNC_API_NAMESPACE;
 use super::wire::{
-    format_date, now_secs, render_list, request_content_type, respond, ApiError, Document, Format,
-    Value,
+    now_secs, render_list, request_content_type, respond, ApiError, Document, Format,
 };
 use super::Org;
 
@@ -28,133 +28,6 @@ use super::Org;
 const MAX_RECORDS_PER_BATCH: usize = 10_000;
 /// Rows of a query result sent per chunk while streaming.
 const ROWS_PER_CHUNK: u64 = 1_000;
-
-/// What processing a batch came to. It is decided when the batch arrives and revealed as the
-/// processing clock runs.
-#[derive(Debug, Clone)]
-enum Outcome {
-    Ingest(Vec<RecordResult>),
-    Query {
-        result_id: String,
-        query: Query,
-        /// Stored records matching the query when the batch ran.
-        stored: Arc<Vec<Record>>,
-        /// Generated records that follow the stored ones.
-        generated: u64,
-    },
-    Failed(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub id: String,
-    job_id: String,
-    created_secs: u64,
-    created_at: Instant,
-    processing: Duration,
-    request: Bytes,
-    request_content_type: String,
-    outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchState {
-    Queued,
-    InProgress,
-    Completed,
-    Failed,
-}
-
-impl BatchState {
-    fn as_str(self) -> &'static str {
-        match self {
-            BatchState::Queued => "Queued",
-            BatchState::InProgress => "InProgress",
-            BatchState::Completed => "Completed",
-            BatchState::Failed => "Failed",
-        }
-    }
-}
-
-impl Batch {
-    pub fn state(&self) -> BatchState {
-        let elapsed = self.created_at.elapsed();
-        if elapsed < self.processing / 2 {
-            BatchState::Queued
-        } else if elapsed < self.processing {
-            BatchState::InProgress
-        } else if matches!(self.outcome, Outcome::Failed(_)) {
-            BatchState::Failed
-        } else {
-            BatchState::Completed
-        }
-    }
-
-    /// (records processed, records failed), counted once the batch is done.
-    pub fn record_counts(&self) -> (u64, u64) {
-        if self.state() != BatchState::Completed {
-            return (0, 0);
-        }
-        match &self.outcome {
-            Outcome::Ingest(results) => (
-                results.len() as u64,
-                results.iter().filter(|r| !r.success).count() as u64,
-            ),
-            Outcome::Query { .. } => (self.query_rows(), 0),
-            Outcome::Failed(_) => (0, 0),
-        }
-    }
-
-    fn query_rows(&self) -> u64 {
-        match &self.outcome {
-            Outcome::Query {
-                query,
-                stored,
-                generated,
-                ..
-            } => {
-                let all = stored.len() as u64 + generated;
-                query.limit.map_or(all, |limit| all.min(limit))
-            }
-            _ => 0,
-        }
-    }
-
-    fn document(&self, format: Format, state: Option<BatchState>) -> Document {
-        let state = state.unwrap_or_else(|| self.state());
-        let (processed, failed) = self.record_counts();
-        let mut fields = vec![
-            ("id", Value::Text(self.id.clone())),
-            ("jobId", Value::Text(self.job_id.clone())),
-            ("state", Value::Text(state.as_str().into())),
-        ];
-        if let (BatchState::Failed, Outcome::Failed(message)) = (state, &self.outcome) {
-            fields.push(("stateMessage", Value::Text(message.clone())));
-        }
-        fields.extend([
-            (
-                "createdDate",
-                Value::Text(format_date(self.created_secs, format)),
-            ),
-            (
-                "systemModstamp",
-                Value::Text(format_date(self.created_secs, format)),
-            ),
-            (
-                "numberRecordsProcessed",
-                Value::Number(processed.to_string()),
-            ),
-            ("numberRecordsFailed", Value::Number(failed.to_string())),
-            ("totalProcessingTime", Value::Number("0".into())),
-            ("apiActiveProcessingTime", Value::Number("0".into())),
-            ("apexProcessingTime", Value::Number("0".into())),
-        ]);
-        Document {
-            root: "batchInfo",
-            fields,
-        }
-    }
-}
 
 /// The batch content type a job takes, by its `contentType`.
 fn batch_content_type(job_content_type: &str) -> &'static str {

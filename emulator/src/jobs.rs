@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::batches::{Batch, BatchState};
+use super::batch::{Batch, BatchState};
 use super::ids;
 use super::wire::{format_date, now_secs, request_content_type, ApiError, Document, Format, Value};
 use super::Org;

@@ -8,9 +8,10 @@
 //!
 //! The map: [`Emulator`] binds and serves the [`router`]; [`Org`] is the whole fake org's state.
 //! `oauth` is the login side (sessions, refresh, rotation); `jobs` and `batches` the Bulk API's
-//! resources; `records` the org's data and query results; `wire` the answers' shapes and errors;
+//! resources (`batch` a batch as data); `records` the org's data and query results; `wire` the answers' shapes and errors;
 //! `xml` the reader of request bodies; `ids` Salesforce's 18-character ids.
 
+mod batch;
 mod batches;
 mod ids;
 mod jobs;

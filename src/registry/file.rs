@@ -365,14 +365,15 @@ mod tests {
 
     fn key() -> RegistryKey {
         let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
-        RegistryKey::for_grant(&RefreshGrant {
+        let grant = RefreshGrant {
             registry_path: "connectors/SalesforceBulk".into(),
             refresh_token: Secret::new("rt"),
             client_id: "cid".into(),
             client_secret: None,
             token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),
             interval: IntervalTime::DEFAULT,
-        })
+        };
+        RegistryKey::for_grant(&grant.credentials())
     }
 
     fn entry() -> Entry {

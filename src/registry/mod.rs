@@ -24,8 +24,18 @@ pub use file::FileRegistry;
 pub use memory::MemoryRegistry;
 pub use seal::Keys;
 
-use crate::connection::RefreshGrant;
 use crate::secret::Secret;
+
+/// The credentials an entry's key is made of: a caller's refresh grant, as the registry sees it
+/// (`connection::RefreshGrant::credentials`).
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub registry_path: &'a str,
+    pub token_endpoint: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: Option<&'a Secret>,
+    pub refresh_token: &'a Secret,
+}
 
 /// Identifies one registry entry. Its `id` is a hash, safe as a file name or a Redis key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,19 +58,15 @@ fn digest(parts: &[&str]) -> String {
 impl RegistryKey {
     /// The path entry for a caller's grant: its registry path plus every credential that could
     /// refresh.
-    pub fn for_grant(grant: &RefreshGrant) -> RegistryKey {
+    pub fn for_grant(grant: &Credentials) -> RegistryKey {
         RegistryKey {
-            registry_path: grant.registry_path.clone(),
+            registry_path: grant.registry_path.to_string(),
             id: digest(&[
                 "sfbulk-registry-v1",
-                &grant.registry_path,
-                grant.token_endpoint.as_str(),
-                &grant.client_id,
-                grant
-                    .client_secret
-                    .as_ref()
-                    .map(Secret::expose)
-                    .unwrap_or_default(),
+                grant.registry_path,
+                grant.token_endpoint,
+                grant.client_id,
+                grant.client_secret.map(Secret::expose).unwrap_or_default(),
                 grant.refresh_token.expose(),
             ]),
         }
@@ -72,13 +78,13 @@ impl RegistryKey {
     /// which Salesforce refuses harmlessly, instead of replaying the retired original one, which
     /// would revoke the grant. Its tokens are handed out only to callers with the secret that
     /// refreshed them ([`Entry::secret_check`]).
-    pub fn for_lineage(grant: &RefreshGrant) -> RegistryKey {
+    pub fn for_lineage(grant: &Credentials) -> RegistryKey {
         RegistryKey {
-            registry_path: grant.registry_path.clone(),
+            registry_path: grant.registry_path.to_string(),
             id: digest(&[
                 "sfbulk-lineage-v1",
-                grant.token_endpoint.as_str(),
-                &grant.client_id,
+                grant.token_endpoint,
+                grant.client_id,
                 grant.refresh_token.expose(),
             ]),
         }
@@ -208,8 +214,17 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::RefreshGrant;
     use crate::domain::IntervalTime;
     use crate::origin::AllowList;
+
+    fn path_key(path: &str, refresh: &str) -> RegistryKey {
+        RegistryKey::for_grant(&grant(path, refresh).credentials())
+    }
+
+    fn lineage_key(path: &str, refresh: &str) -> RegistryKey {
+        RegistryKey::for_lineage(&grant(path, refresh).credentials())
+    }
 
     fn grant(path: &str, refresh: &str) -> RefreshGrant {
         let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
@@ -225,22 +240,16 @@ mod tests {
 
     #[test]
     fn the_lineage_is_shared_across_paths_and_secrets_but_not_refresh_tokens() {
-        let a = RegistryKey::for_lineage(&grant("connectors/A", "rt-1"));
+        let a = lineage_key("connectors/A", "rt-1");
         assert_eq!(a, {
             let mut other = grant("connectors/B", "rt-1");
             other.client_secret = None;
-            let mut key = RegistryKey::for_lineage(&other);
+            let mut key = RegistryKey::for_lineage(&other.credentials());
             key.registry_path = "connectors/A".into();
             key
         });
-        assert_ne!(
-            a.id(),
-            RegistryKey::for_lineage(&grant("connectors/A", "rt-2")).id()
-        );
-        assert_ne!(
-            a.id(),
-            RegistryKey::for_grant(&grant("connectors/A", "rt-1")).id()
-        );
+        assert_ne!(a.id(), lineage_key("connectors/A", "rt-2").id());
+        assert_ne!(a.id(), path_key("connectors/A", "rt-1").id());
         assert_ne!(
             secret_check(&a, Some(&Secret::new("cs"))),
             secret_check(&a, None)
@@ -249,19 +258,10 @@ mod tests {
 
     #[test]
     fn the_key_depends_on_path_and_credentials_and_hides_them() {
-        let a = RegistryKey::for_grant(&grant("connectors/SalesforceBulk", "rt-1"));
-        assert_eq!(
-            a,
-            RegistryKey::for_grant(&grant("connectors/SalesforceBulk", "rt-1"))
-        );
-        assert_ne!(
-            a,
-            RegistryKey::for_grant(&grant("connectors/SalesforceBulk", "rt-2"))
-        );
-        assert_ne!(
-            a,
-            RegistryKey::for_grant(&grant("connectors/salesforcebulk", "rt-1"))
-        );
+        let a = path_key("connectors/SalesforceBulk", "rt-1");
+        assert_eq!(a, path_key("connectors/SalesforceBulk", "rt-1"));
+        assert_ne!(a, path_key("connectors/SalesforceBulk", "rt-2"));
+        assert_ne!(a, path_key("connectors/salesforcebulk", "rt-1"));
         assert!(!a.id().contains("rt-1"));
         // Entries stored by earlier versions keep their names: SHA-256 over length-prefixed
         // fields, in lower-case hex.

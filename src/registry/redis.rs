@@ -4,7 +4,7 @@
 //! `SET NX PX`, renewed and released only by its holder (compare-and-set in Lua), and the
 //! lineage written only while the lease still holds and nobody wrote it since. The connection
 //! manager reconnects by itself after Redis restarts; every operation's time is bounded by the
-//! caller ([`crate::session`]) and by the connection's own timeouts.
+//! caller (the session layer) and by the connection's own timeouts.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use redis::Script;
 
 use super::seal::{self, Keys};
 use super::{Entry, Lease, RegistryError, RegistryKey, TokenRegistry};
-use crate::config::RegistrySettings;
+use crate::secret::Secret;
 
 pub struct RedisRegistry {
     connection: ConnectionManager,
@@ -83,18 +83,21 @@ impl RedisRegistry {
             .map_err(|e| format!("cannot be used ({:?})", e.kind()))
     }
 
-    /// A registry on the Redis at `settings.redis_url`. It connects on first use, so the proxy
-    /// starts (and serves pass-through callers) while Redis is down.
+    /// A registry on the Redis at `url` (`registry.redis_url`), its keys under `key_prefix`,
+    /// kept `entry_ttl` after their last use, every operation given `timeout`. It connects on
+    /// first use, so the proxy starts (and serves pass-through callers) while Redis is down.
     pub fn connect(
-        settings: &RegistrySettings,
+        url: &Secret,
+        key_prefix: &str,
+        entry_ttl: Duration,
+        timeout: Duration,
         keys: Option<Arc<Keys>>,
     ) -> Result<RedisRegistry, RegistryError> {
-        let url = settings.redis_url.expose();
+        let url = url.expose();
         Self::check_url(url)
             .map_err(|e| RegistryError::Failure(format!("registry.redis_url {e}")))?;
         let client = redis::Client::open(url)
             .map_err(|e| RegistryError::Failure(format!("registry.redis_url: {:?}", e.kind())))?;
-        let timeout = Duration::from_millis(settings.timeout_ms);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -105,8 +108,8 @@ impl RedisRegistry {
             .map_err(|e| RegistryError::Failure(format!("redis: {:?}", e.kind())))?;
         Ok(RedisRegistry {
             connection,
-            prefix: settings.key_prefix.clone(),
-            ttl_ms: settings.entry_ttl().as_millis().max(1) as u64,
+            prefix: key_prefix.to_string(),
+            ttl_ms: entry_ttl.as_millis().max(1) as u64,
             keys,
         })
     }

@@ -26,8 +26,8 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use crate::body::UploadStalled;
 use crate::config::SalesforceSettings;
-use crate::operation::UploadStalled;
 use crate::origin::Origin;
 
 /// Why an exchange with Salesforce failed.
