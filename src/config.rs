@@ -54,6 +54,11 @@ pub struct SalesforceSettings {
     pub max_connections_per_origin: usize,
     pub idle_timeout_secs: f64,
     pub https_proxy: String,
+    /// `HTTPS_PROXY` (or `https_proxy`) as the loader found it in the environment it was given:
+    /// the environment is read only by the loader, so a developer's own proxy variable never
+    /// reaches settings that tests build.
+    #[serde(skip)]
+    pub https_proxy_from_environment: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -143,9 +148,18 @@ impl Settings {
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
+        let mut https_proxy_from_environment = String::new();
         let env: config::Map<String, String> = vars
             .into_iter()
-            .filter(|(k, _)| k.starts_with("SFBULK__"))
+            .filter(|(k, v)| {
+                if (k == "HTTPS_PROXY"
+                    || (k == "https_proxy" && https_proxy_from_environment.is_empty()))
+                    && !v.trim().is_empty()
+                {
+                    https_proxy_from_environment = v.clone();
+                }
+                k.starts_with("SFBULK__")
+            })
             .collect();
         let unknown = unknown_keys(file, &env);
         if !unknown.is_empty() {
@@ -156,7 +170,7 @@ impl Settings {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix("SFBULK")
                     .prefix_separator("__")
@@ -171,6 +185,7 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        settings.salesforce.https_proxy_from_environment = https_proxy_from_environment;
         settings.validate()?;
         Ok(settings)
     }
@@ -607,13 +622,13 @@ impl SalesforceSettings {
 
     /// The HTTP proxy that https origins are reached through with `CONNECT`, as host and port:
     /// `salesforce.https_proxy`, or else the `HTTPS_PROXY` (or `https_proxy`) environment
-    /// variable; `None` when neither is set.
+    /// variable the loader was given; `None` when neither is set.
     pub fn https_proxy(&self) -> Result<Option<(String, u16)>, String> {
         let raw = if self.https_proxy.is_empty() {
-            match std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy")) {
-                Ok(raw) if !raw.trim().is_empty() => raw,
-                _ => return Ok(None),
+            if self.https_proxy_from_environment.trim().is_empty() {
+                return Ok(None);
             }
+            self.https_proxy_from_environment.clone()
         } else {
             self.https_proxy.clone()
         };
@@ -856,5 +871,23 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("SFBULK__EMULATOR__LATENCY"));
+    }
+
+    #[test]
+    fn the_https_proxy_variable_comes_only_from_the_environment_the_loader_is_given() {
+        let s = Settings::load_from(None, env(&[("HTTPS_PROXY", "http://proxy.example:3128")]))
+            .unwrap();
+        assert_eq!(
+            s.salesforce.https_proxy().unwrap(),
+            Some(("proxy.example".to_string(), 3128))
+        );
+        let s = Settings::load_from(None, env(&[("https_proxy", "proxy.example:8080")])).unwrap();
+        assert_eq!(
+            s.salesforce.https_proxy().unwrap(),
+            Some(("proxy.example".to_string(), 8080))
+        );
+        // Given no environment, none, whatever the process running the tests has.
+        let s = Settings::load_from(None, Vec::new()).unwrap();
+        assert_eq!(s.salesforce.https_proxy().unwrap(), None);
     }
 }
