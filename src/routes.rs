@@ -35,7 +35,7 @@ const BY_ACTION: &str = "/services/salesforcebulk";
 const HEALTH: &str = "/healthz";
 
 /// The proxy as an HTTP service.
-pub struct Proxy {
+pub struct ProxyService {
     state: Arc<AppState>,
     ids: RequestIds,
     /// `server.auth_tokens`, checked before anything else of a `/services/` request.
@@ -44,9 +44,13 @@ pub struct Proxy {
     in_flight: Limit,
 }
 
-impl Proxy {
-    pub fn new(state: Arc<AppState>, bearer: BearerTokens, max_in_flight: usize) -> Arc<Proxy> {
-        Arc::new(Proxy {
+impl ProxyService {
+    pub fn new(
+        state: Arc<AppState>,
+        bearer: BearerTokens,
+        max_in_flight: usize,
+    ) -> Arc<ProxyService> {
+        Arc::new(ProxyService {
             state,
             ids: RequestIds::default(),
             bearer,
@@ -56,7 +60,7 @@ impl Proxy {
 
     /// The service hyper serves connections with.
     pub fn service(
-        self: Arc<Proxy>,
+        self: Arc<ProxyService>,
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
         Response = Response,

@@ -1,4 +1,4 @@
-//! Serving HTTP/1.1: [`Application`] binds the proxy ([`crate::routes::Proxy`]) and serves it
+//! Serving HTTP/1.1: [`Application`] binds the proxy ([`crate::routes::ProxyService`]) and serves it
 //! until a shutdown signal, letting requests in flight finish ([`serve`]).
 
 use std::future::Future;
@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::admission::{BearerTokens, BurstLog};
 use crate::config::Settings;
-use crate::routes::Proxy;
+use crate::routes::ProxyService;
 use crate::state::AppState;
 use crate::tls::ServerTls;
 
@@ -26,7 +26,7 @@ use crate::tls::ServerTls;
 pub struct Application {
     listener: Option<TcpListener>,
     tls: Option<(TcpListener, Arc<ServerTls>)>,
-    proxy: Arc<Proxy>,
+    proxy: Arc<ProxyService>,
     limits: ServeLimits,
     /// Registered at build, so a SIGHUP that arrives before serving starts reloads too (and
     /// never takes the process's default action, which would end it).
@@ -84,7 +84,7 @@ impl Application {
         Ok(Application {
             listener,
             tls,
-            proxy: Proxy::new(
+            proxy: ProxyService::new(
                 state,
                 BearerTokens::new(&tokens),
                 settings.server.max_in_flight,
