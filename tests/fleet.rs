@@ -130,7 +130,12 @@ async fn two_processes_on_one_registry_directory_make_one_refresh_per_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_token_endpoint_keeps_its_lease_and_lets_no_second_refresh_in() {
     let redis = RedisServer::start();
-    let (app, proxies) = fleet(2, on_redis(&redis)).await;
+    let redis_backend = on_redis(&redis);
+    let (app, proxies) = fleet(2, move |s| {
+        redis_backend(s);
+        s.registry.lock_lease_ms = 60;
+    })
+    .await;
     let job = app.create_job().await;
     app.org.expire_sessions();
     app.org.token_gate().hold_next(1);
@@ -141,7 +146,7 @@ async fn a_slow_token_endpoint_keeps_its_lease_and_lets_no_second_refresh_in() {
         let waiting = get_job(&app, &proxies[1], &job, PATH);
         let release = async {
             // Three leases pass while the token call is under way: only renewals keep it.
-            tokio::time::sleep(Duration::from_millis(900)).await;
+            tokio::time::sleep(Duration::from_millis(180)).await;
             app.org.token_gate().release();
         };
         tokio::join!(waiting, release).0
@@ -264,6 +269,7 @@ async fn sealed_entries_in_redis_hold_no_token_bytes_and_keep_their_ttl() {
     let stored = redis.dump();
     assert_eq!(stored.len(), 2, "the path entry and the lineage");
     for (name, value) in &stored {
+        assert!(value.len() < 1024, "{name}: {} bytes", value.len());
         let text = String::from_utf8_lossy(value);
         for secret in [
             &sent_token,
@@ -282,4 +288,25 @@ async fn sealed_entries_in_redis_hold_no_token_bytes_and_keep_their_ttl() {
             "{name} has the retention TTL: {ttl}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_request_makes_one_redis_round_trip() {
+    let redis = RedisServer::start();
+    let (app, proxies) = fleet(1, on_redis(&redis)).await;
+    let job = app.create_job().await;
+    assert_eq!(get_job(&app, &proxies[0], &job, PATH).await.0, 200);
+
+    let before = redis.command_calls();
+    assert_eq!(get_job(&app, &proxies[0], &job, PATH).await.0, 200);
+    let after = redis.command_calls();
+    let made: Vec<(String, u64)> = after
+        .into_iter()
+        .map(|(name, calls)| {
+            let earlier = before.get(&name).copied().unwrap_or(0);
+            (name, calls - earlier)
+        })
+        .filter(|(_, calls)| *calls > 0)
+        .collect();
+    assert_eq!(made, [("getex".to_string(), 1)]);
 }

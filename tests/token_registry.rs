@@ -162,12 +162,8 @@ async fn the_file_registry_survives_a_restart() {
 
     let restarted = spawn_proxy(&app.settings).await;
     let response = app
-        .http
-        .post(format!("{restarted}/services/salesforcebulk_getJob"))
-        .body(app.envelope("getJob", &[("jobId", &job_id)]))
-        .send()
-        .await
-        .unwrap();
+        .call_at(&restarted, "getJob", &[("jobId", &job_id)])
+        .await;
 
     assert_eq!(response.status(), 200);
     assert_eq!(element(&response.text().await.unwrap(), "id"), Some(job_id));
@@ -336,13 +332,7 @@ async fn sealed_entries_survive_a_key_change_and_an_unopenable_grant_says_to_rea
     rekeyed.registry.encryption_previous_keys = vec![sealing_key(1)];
     let proxy = spawn_proxy(&rekeyed).await;
     app.org.expire_sessions();
-    let response = app
-        .http
-        .post(format!("{proxy}/services/salesforcebulk_getJob"))
-        .body(app.envelope("getJob", &[("jobId", &job_id)]))
-        .send()
-        .await
-        .unwrap();
+    let response = app.call_at(&proxy, "getJob", &[("jobId", &job_id)]).await;
     assert_eq!(response.status(), 200);
     assert!(!app.org.grant_revoked());
     let second_ids = key_ids(&dir);
@@ -357,13 +347,7 @@ async fn sealed_entries_survive_a_key_change_and_an_unopenable_grant_says_to_rea
     lost.registry.encryption_key = sealing_key(3);
     let proxy = spawn_proxy(&lost).await;
     app.org.expire_sessions();
-    let response = app
-        .http
-        .post(format!("{proxy}/services/salesforcebulk_getJob"))
-        .body(app.envelope("getJob", &[("jobId", &job_id)]))
-        .send()
-        .await
-        .unwrap();
+    let response = app.call_at(&proxy, "getJob", &[("jobId", &job_id)]).await;
     assert_eq!(response.status(), 401);
     let body = response.text().await.unwrap();
     assert!(body.contains("SFBULK_REFRESH_REJECTED"), "{body}");

@@ -315,20 +315,24 @@ impl Lease for FileLease<'_> {
     }
 
     fn release(&mut self) -> BoxFuture<'_, ()> {
+        self.give_up();
+        Box::pin(async {})
+    }
+}
+
+impl FileLease<'_> {
+    /// Removes the lock file while still holding the lock, then unlocks (see [`try_flock`]).
+    fn give_up(&mut self) {
         if let Some(file) = self.file.take() {
             let _ = std::fs::remove_file(&self.path);
             drop(file);
         }
-        Box::pin(async {})
     }
 }
 
 impl Drop for FileLease<'_> {
     fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            let _ = std::fs::remove_file(&self.path);
-            drop(file);
-        }
+        self.give_up();
     }
 }
 

@@ -139,6 +139,22 @@ impl TestApp {
             .expect("proxy answers")
     }
 
+    /// As [`TestApp::call_with`], through another proxy (a replica, or one restarted).
+    pub async fn call_at(
+        &self,
+        proxy: &str,
+        operation: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{proxy}/services/salesforcebulk_{operation}"))
+            .header("content-type", "text/xml")
+            .body(self.envelope(operation, fields))
+            .send()
+            .await
+            .expect("proxy answers")
+    }
+
     /// Calls `operation` with an envelope of full credentials plus `fields`.
     pub async fn call_with(&self, operation: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         self.call(operation, self.envelope(operation, fields)).await

@@ -114,6 +114,28 @@ impl RedisServer {
             .collect()
     }
 
+    /// Commands the server has processed, by name (`getex`), not counting `INFO` itself.
+    pub fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut connection)
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                (name != "info").then(|| (name.to_string(), calls))
+            })
+            .collect()
+    }
+
     /// A key's remaining time to live in milliseconds (negative: none, or no such key).
     pub fn pttl(&self, key: &str) -> i64 {
         let client = redis::Client::open(self.url()).unwrap();
