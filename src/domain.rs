@@ -32,20 +32,20 @@ impl fmt::Display for ApiVersion {
 /// A job, batch or result id. Only letters and digits: anything else could change the path it is
 /// put in. Whether it names a real record is Salesforce's to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordId(String);
+pub struct SalesforceId(String);
 
 /// Longer than any Salesforce id; keeps absurd values out of paths and logs.
 const MAX_ID_LEN: usize = 64;
 
-impl RecordId {
-    pub fn parse(raw: &str) -> Result<RecordId, String> {
+impl SalesforceId {
+    pub fn parse(raw: &str) -> Result<SalesforceId, String> {
         if raw.len() > MAX_ID_LEN {
             return Err(format!("longer than {MAX_ID_LEN} characters"));
         }
         if !raw.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err("only letters and digits are allowed".into());
         }
-        Ok(RecordId(raw.to_string()))
+        Ok(SalesforceId(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -53,7 +53,7 @@ impl RecordId {
     }
 }
 
-impl fmt::Display for RecordId {
+impl fmt::Display for SalesforceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -93,9 +93,9 @@ mod tests {
 
     #[test]
     fn record_ids_hold_letters_and_digits_only() {
-        assert!(RecordId::parse("750E00000004MzbIAE").is_ok());
+        assert!(SalesforceId::parse("750E00000004MzbIAE").is_ok());
         for bad in ["../job", "750%2F", "750 1", "750?x", &"a".repeat(65)] {
-            assert!(RecordId::parse(bad).is_err(), "{bad}");
+            assert!(SalesforceId::parse(bad).is_err(), "{bad}");
         }
     }
 

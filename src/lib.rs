@@ -3,7 +3,7 @@
 //! A request reads top to bottom through these modules: [`admission`] decides whether it may
 //! come in at all (bearer tokens, requests in flight, connections); [`body`] reads the request's body
 //! within its limits; [`envelope`] turns the WSO2 XML body into named fields; [`operation`] turns the operation's
-//! fields into a Salesforce call; [`connection`] reads where and as whom to call, admitting URLs
+//! fields into a Salesforce call; [`credentials`] reads where and as whom to call, admitting URLs
 //! only through the [`origin`] allow-list; [`session`] picks the token (WSO2's `init`), keeping it
 //! in the [`registry`] and refreshing it once for all waiting requests; [`salesforce`] makes the
 //! call; [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
@@ -20,7 +20,7 @@ pub mod access_log;
 pub mod admission;
 pub mod body;
 pub mod config;
-pub mod connection;
+pub mod credentials;
 pub mod domain;
 pub mod envelope;
 pub mod fault;

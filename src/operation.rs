@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::http::Method;
 
 use crate::body::Payload;
-use crate::domain::RecordId;
+use crate::domain::SalesforceId;
 use crate::envelope::{media_type, Envelope, Fields, Format};
 use crate::fault::Fault;
 use crate::xml::escape;
@@ -235,8 +235,9 @@ fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, Fault> {
     ))
 }
 
-fn id(fields: &dyn Fields, field: &'static str) -> Result<RecordId, Fault> {
-    RecordId::parse(fields.required(field)?).map_err(|reason| Fault::InvalidField { field, reason })
+fn id(fields: &dyn Fields, field: &'static str) -> Result<SalesforceId, Fault> {
+    SalesforceId::parse(fields.required(field)?)
+        .map_err(|reason| Fault::InvalidField { field, reason })
 }
 
 fn get(path: String) -> UpstreamCall {

@@ -1,5 +1,5 @@
 //! One connector request, stage by stage: operation → request fields (envelope or upload) →
-//! Salesforce call → connection → session → call (once more after a refresh) → relay.
+//! Salesforce call → credentials → session → call (once more after a refresh) → relay.
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::access_log::{current_request_id, OperationName};
 use crate::body;
-use crate::connection::Connection;
+use crate::credentials::Credentials;
 use crate::envelope::{Envelope, Fields, QueryFields};
 use crate::fault::Fault;
 use crate::operation::{self, Input, Operation, UpstreamCall};
@@ -69,7 +69,7 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let mut lease = state.buffers.lease();
-    let (connection, call) = match operation.input {
+    let (credentials, call) = match operation.input {
         Input::Envelope(build) => {
             let bytes = body::read_envelope(
                 body,
@@ -88,12 +88,12 @@ async fn handle(
             } else {
                 read_envelope(content_type, bytes, operation, build)?
             };
-            (state.connection(&envelope)?, call)
+            (state.credentials(&envelope)?, call)
         }
         Input::Upload(path) => {
             let fields = QueryFields::parse(parts.uri.query())?;
             let path = path(&fields)?;
-            let connection = state.connection(&fields)?;
+            let credentials = state.credentials(&fields)?;
             let call = UpstreamCall {
                 method: axum::http::Method::POST,
                 path,
@@ -106,10 +106,10 @@ async fn handle(
                 )
                 .await?,
             };
-            (connection, call)
+            (credentials, call)
         }
     };
-    let answer = call_salesforce(state, &connection, &call).await;
+    let answer = call_salesforce(state, &credentials, &call).await;
     drop(lease);
     answer
 }
@@ -136,15 +136,15 @@ fn read_envelope(
 /// and calls once more.
 async fn call_salesforce(
     state: &AppState,
-    connection: &Connection,
+    credentials: &Credentials,
     call: &UpstreamCall,
 ) -> Result<Response, Fault> {
-    let session = state.sessions.open(connection).await?;
+    let session = state.sessions.open(credentials).await?;
     let answer = state
         .salesforce
         .send(
             &session.instance,
-            &connection.api_version,
+            &credentials.api_version,
             call,
             &session.token,
         )
@@ -160,26 +160,26 @@ async fn call_salesforce(
         request_id = current_request_id().as_deref(),
         "Salesforce says the session expired"
     );
-    Box::pin(call_again(state, connection, call, session, answer)).await
+    Box::pin(call_again(state, credentials, call, session, answer)).await
 }
 
 /// After an expired-session answer: the renewed session's call, boxed so the rare path does
 /// not make every request's future larger.
 async fn call_again(
     state: &AppState,
-    connection: &Connection,
+    credentials: &Credentials,
     call: &UpstreamCall,
     session: crate::session::Session,
-    answer: crate::salesforce::Answer,
+    answer: crate::salesforce::UpstreamResponse,
 ) -> Result<Response, Fault> {
-    let Some(renewed) = state.sessions.renew(connection, &session).await? else {
+    let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
         return Ok(relay(answer));
     };
     match state
         .salesforce
         .send(
             &renewed.instance,
-            &connection.api_version,
+            &credentials.api_version,
             call,
             &renewed.token,
         )
@@ -193,7 +193,7 @@ async fn call_again(
 }
 
 impl AppState {
-    fn connection(&self, fields: &dyn Fields) -> Result<Connection, Fault> {
-        Connection::from_fields(fields, &self.allow, &self.default_token_endpoint)
+    fn credentials(&self, fields: &dyn Fields) -> Result<Credentials, Fault> {
+        Credentials::from_fields(fields, &self.allow, &self.default_token_endpoint)
     }
 }

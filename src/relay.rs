@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{HeaderName, Response};
 
-use crate::salesforce::Answer;
+use crate::salesforce::UpstreamResponse;
 
 /// Headers passed on from Salesforce. Everything else stays behind: cookies (`Set-Cookie`,
 /// `BrowserId`), hop-by-hop headers, and whatever describes Salesforce's own connection.
@@ -20,7 +20,7 @@ const RELAYED_HEADERS: &[&str] = &[
 ];
 
 /// The caller's response for `answer`.
-pub fn relay(answer: Answer) -> Response<Body> {
+pub fn relay(answer: UpstreamResponse) -> Response<Body> {
     let mut response = Response::new(answer.body);
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -58,7 +58,7 @@ mod tests {
         ] {
             headers.append(name, HeaderValue::from_static(value));
         }
-        let response = relay(Answer {
+        let response = relay(UpstreamResponse {
             status: StatusCode::CREATED,
             headers,
             body: Body::empty(),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use crate::connection::{Connection, RefreshGrant};
+use crate::credentials::{Credentials, RefreshGrant};
 use crate::fault::Fault;
 use crate::origin::{AllowList, Origin};
 use crate::registry::{
@@ -32,7 +32,7 @@ pub struct Session {
     pub instance: Origin,
     /// The registry entry this came from (its key and what was seen of it); `None` for
     /// pass-through callers.
-    origin: Option<(RegistryKey, Seen)>,
+    entry_seen: Option<(RegistryKey, Seen)>,
     /// The caller's own token, to be stored once Salesforce has accepted it
     /// ([`Sessions::accepted`]): a stranger's made-up credentials leave nothing behind.
     unstored: Option<Entry>,
@@ -91,24 +91,24 @@ impl Sessions {
     /// The session for a call: the registry's (refreshed first if older than `intervalTime`), or
     /// the caller's own token when the registry has none yet; that one is stored only once
     /// Salesforce has accepted it ([`Sessions::accepted`]).
-    pub async fn open(&self, connection: &Connection) -> Result<Session, Fault> {
-        let Some(grant) = &connection.grant else {
+    pub async fn open(&self, credentials: &Credentials) -> Result<Session, Fault> {
+        let Some(grant) = &credentials.grant else {
             return Ok(Session {
-                token: connection.access_token.clone(),
-                instance: connection.instance.clone(),
-                origin: None,
+                token: credentials.access_token.clone(),
+                instance: credentials.instance.clone(),
+                entry_seen: None,
                 unstored: None,
             });
         };
-        let key = RegistryKey::for_grant(&grant.credentials());
+        let key = RegistryKey::for_grant(&grant.key_parts());
         let mut budget = Budget::new(&self.shared.limits);
         let found = absent_if_unreadable(budget.run(self.shared.registry.get(&key)).await)?;
         let (entry, unstored) = match found {
             Some(entry) => (entry, false),
             None => (
                 Entry::callers(
-                    connection.access_token.clone(),
-                    connection.instance.to_string(),
+                    credentials.access_token.clone(),
+                    credentials.instance.to_string(),
                 ),
                 true,
             ),
@@ -136,7 +136,7 @@ impl Sessions {
     /// proves the token good: a caller's own token is stored now. A failure to store it is
     /// logged, not answered: the caller's answer is already here.
     pub async fn accepted(&self, session: &Session) {
-        let (Some(entry), Some((key, _))) = (&session.unstored, &session.origin) else {
+        let (Some(entry), Some((key, _))) = (&session.unstored, &session.entry_seen) else {
             return;
         };
         let mut budget = Budget::new(&self.shared.limits);
@@ -156,10 +156,10 @@ impl Sessions {
     /// other request already did. `None` when the caller gave no way to refresh.
     pub async fn renew(
         &self,
-        connection: &Connection,
+        credentials: &Credentials,
         session: &Session,
     ) -> Result<Option<Session>, Fault> {
-        let (Some(grant), Some((key, seen))) = (&connection.grant, &session.origin) else {
+        let (Some(grant), Some((key, seen))) = (&credentials.grant, &session.entry_seen) else {
             return Ok(None);
         };
         self.refresh(grant, key.clone(), *seen, Some(&session.token))
@@ -181,7 +181,7 @@ impl Sessions {
         failed_token: Option<&'a Secret>,
     ) -> BoxFuture<'a, Result<Session, Fault>> {
         Box::pin(async move {
-            let lineage = RegistryKey::for_lineage(&grant.credentials());
+            let lineage = RegistryKey::for_lineage(&grant.key_parts());
             let turn = self
                 .refreshing
                 .lock()
@@ -230,7 +230,7 @@ impl Shared {
         Ok(Session {
             token: entry.access_token,
             instance,
-            origin: Some((
+            entry_seen: Some((
                 key,
                 Seen {
                     stored_at_ms: entry.stored_at_ms,

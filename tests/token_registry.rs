@@ -5,7 +5,7 @@
 mod support;
 
 use sfbulk_proxy::config::RegistryBackend;
-use sfbulk_proxy::connection::RefreshGrant;
+use sfbulk_proxy::credentials::RefreshGrant;
 use sfbulk_proxy::domain::IntervalTime;
 use sfbulk_proxy::registry::{now_ms, Entry, FileRegistry, RegistryKey, TokenRegistry};
 use sfbulk_proxy::secret::Secret;
@@ -87,7 +87,7 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
     };
     FileRegistry::open(dir, 10_000, None)
         .unwrap()
-        .put(&RegistryKey::for_grant(&grant.credentials()), entry)
+        .put(&RegistryKey::for_grant(&grant.key_parts()), entry)
         .await
         .unwrap();
 }
@@ -245,7 +245,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
     FileRegistry::open(&dir, 2, None)
         .unwrap()
         .put(
-            &RegistryKey::for_grant(&grant.credentials()),
+            &RegistryKey::for_grant(&grant.key_parts()),
             Entry {
                 access_token: Secret::new(e.access_token.as_str()),
                 instance_url: app.emulator.clone(),

@@ -362,7 +362,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::RefreshGrant;
+    use crate::credentials::RefreshGrant;
     use crate::domain::IntervalTime;
     use crate::origin::AllowList;
     use crate::secret::Secret;
@@ -377,7 +377,7 @@ mod tests {
             token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),
             interval: IntervalTime::DEFAULT,
         };
-        RegistryKey::for_grant(&grant.credentials())
+        RegistryKey::for_grant(&grant.key_parts())
     }
 
     fn entry() -> Entry {

@@ -27,9 +27,9 @@ pub use seal::Keys;
 use crate::secret::Secret;
 
 /// The credentials an entry's key is made of: a caller's refresh grant, as the registry sees it
-/// (`connection::RefreshGrant::credentials`).
+/// (`credentials::RefreshGrant::key_parts`).
 #[derive(Clone, Copy)]
-pub struct Credentials<'a> {
+pub struct KeyParts<'a> {
     pub registry_path: &'a str,
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
@@ -58,7 +58,7 @@ fn digest(parts: &[&str]) -> String {
 impl RegistryKey {
     /// The path entry for a caller's grant: its registry path plus every credential that could
     /// refresh.
-    pub fn for_grant(grant: &Credentials) -> RegistryKey {
+    pub fn for_grant(grant: &KeyParts) -> RegistryKey {
         RegistryKey {
             registry_path: grant.registry_path.to_string(),
             id: digest(&[
@@ -78,7 +78,7 @@ impl RegistryKey {
     /// which Salesforce refuses harmlessly, instead of replaying the retired original one, which
     /// would revoke the grant. Its tokens are handed out only to callers with the secret that
     /// refreshed them ([`Entry::secret_check`]).
-    pub fn for_lineage(grant: &Credentials) -> RegistryKey {
+    pub fn for_lineage(grant: &KeyParts) -> RegistryKey {
         RegistryKey {
             registry_path: grant.registry_path.to_string(),
             id: digest(&[
@@ -214,16 +214,16 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::RefreshGrant;
+    use crate::credentials::RefreshGrant;
     use crate::domain::IntervalTime;
     use crate::origin::AllowList;
 
     fn path_key(path: &str, refresh: &str) -> RegistryKey {
-        RegistryKey::for_grant(&grant(path, refresh).credentials())
+        RegistryKey::for_grant(&grant(path, refresh).key_parts())
     }
 
     fn lineage_key(path: &str, refresh: &str) -> RegistryKey {
-        RegistryKey::for_lineage(&grant(path, refresh).credentials())
+        RegistryKey::for_lineage(&grant(path, refresh).key_parts())
     }
 
     fn grant(path: &str, refresh: &str) -> RefreshGrant {
@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(a, {
             let mut other = grant("connectors/B", "rt-1");
             other.client_secret = None;
-            let mut key = RegistryKey::for_lineage(&other.credentials());
+            let mut key = RegistryKey::for_lineage(&other.key_parts());
             key.registry_path = "connectors/A".into();
             key
         });

@@ -46,7 +46,7 @@ fn read_retry_wait(attempt: u32, retry_after: Option<&HeaderValue>) -> Duration 
 }
 
 /// Salesforce's answer, ready to relay.
-pub struct Answer {
+pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Body,
@@ -156,7 +156,7 @@ impl SalesforceClient {
         version: &ApiVersion,
         call: &UpstreamCall,
         token: &Secret,
-    ) -> Result<Option<Answer>, Fault> {
+    ) -> Result<Option<UpstreamResponse>, Fault> {
         let uri = Uri::try_from(["/services/async/", version.as_str(), &call.path].concat())
             .map_err(|e| Fault::InvalidField {
                 field: "jobId",
@@ -206,7 +206,7 @@ impl SalesforceClient {
                     Err(_) => false,
                 };
             if !retry {
-                return Answer::read(outcome?).await.map(Some);
+                return UpstreamResponse::read(outcome?).await.map(Some);
             }
             let retry_after = match &outcome {
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
@@ -291,14 +291,14 @@ pub(super) fn upstream_fault(error: HttpError) -> Fault {
     }
 }
 
-impl Answer {
-    pub(super) async fn read(response: Response<UpstreamBody>) -> Result<Answer, Fault> {
+impl UpstreamResponse {
+    pub(super) async fn read(response: Response<UpstreamBody>) -> Result<UpstreamResponse, Fault> {
         let (head, mut body) = response.into_parts();
         let status = head.status;
         let headers = head.headers;
         let may_be_expiry = status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED;
         if !may_be_expiry {
-            return Ok(Answer {
+            return Ok(UpstreamResponse {
                 status,
                 headers,
                 body: Body::new(body),
@@ -318,7 +318,7 @@ impl Answer {
                 None => {
                     let session_expired =
                         status == StatusCode::UNAUTHORIZED || is_invalid_session(&peeked);
-                    return Ok(Answer {
+                    return Ok(UpstreamResponse {
                         status,
                         headers,
                         body: Body::from(peeked),
@@ -328,7 +328,7 @@ impl Answer {
             }
         }
         let prefix = futures_util::stream::once(async move { Ok(Bytes::from(peeked)) });
-        Ok(Answer {
+        Ok(UpstreamResponse {
             status,
             headers,
             body: Body::from_stream(prefix.chain(body.into_data_stream())),

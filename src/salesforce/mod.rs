@@ -5,5 +5,5 @@ mod client;
 mod http;
 mod oauth;
 
-pub use client::{Answer, SalesforceClient};
+pub use client::{SalesforceClient, UpstreamResponse};
 pub use oauth::TokenGrant;

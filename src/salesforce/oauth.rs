@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use super::client::SalesforceClient;
-use crate::connection::RefreshGrant;
+use crate::credentials::RefreshGrant;
 use crate::fault::Fault;
 use crate::origin::Origin;
 use crate::secret::Secret;

@@ -12,7 +12,7 @@ pub const DEFAULT_REGISTRY_PATH: &str = "connectors/SalesforceBulk";
 
 /// Where and as whom to call Salesforce.
 #[derive(Debug, Clone)]
-pub struct Connection {
+pub struct Credentials {
     pub api_version: ApiVersion,
     /// `apiUrl`: the instance the caller believes its token belongs to.
     pub instance: Origin,
@@ -35,8 +35,8 @@ pub struct RefreshGrant {
 
 impl RefreshGrant {
     /// What the registry keys this grant's entries by.
-    pub fn credentials(&self) -> crate::registry::Credentials<'_> {
-        crate::registry::Credentials {
+    pub fn key_parts(&self) -> crate::registry::KeyParts<'_> {
+        crate::registry::KeyParts {
             registry_path: &self.registry_path,
             token_endpoint: self.token_endpoint.as_str(),
             client_id: &self.client_id,
@@ -46,13 +46,13 @@ impl RefreshGrant {
     }
 }
 
-impl Connection {
+impl Credentials {
     /// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`.
     pub fn from_fields(
         envelope: &dyn Fields,
         allow: &AllowList,
         default_token_endpoint: &str,
-    ) -> Result<Connection, Fault> {
+    ) -> Result<Credentials, Fault> {
         let api_version =
             ApiVersion::parse(envelope.required("apiVersion")?).map_err(|reason| {
                 Fault::InvalidField {
@@ -87,7 +87,7 @@ impl Connection {
                 },
             }),
         };
-        Ok(Connection {
+        Ok(Credentials {
             api_version,
             instance,
             access_token,
@@ -122,9 +122,9 @@ mod tests {
         AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap()
     }
 
-    fn parse(body: &'static str) -> Result<Connection, Fault> {
+    fn parse(body: &'static str) -> Result<Credentials, Fault> {
         let envelope = Envelope::parse(None, body.as_bytes().to_vec().into(), "getJob").unwrap();
-        Connection::from_fields(&envelope, &allow(), "https://login.salesforce.com")
+        Credentials::from_fields(&envelope, &allow(), "https://login.salesforce.com")
     }
 
     #[test]
