@@ -2,13 +2,26 @@
 //! credentials. Secrets stay [`Secret`]s from here on.
 
 use crate::domain::{ApiVersion, IntervalTime};
-use crate::envelope::Fields;
-use crate::fault::Fault;
-use crate::origin::{AllowList, Origin};
+use crate::envelope::{EnvelopeError, Fields};
+use crate::origin::{AllowList, Origin, OriginRefused};
 use crate::secret::Secret;
 
 /// The registry path WSO2's samples use, for envelopes that leave it out.
 pub const DEFAULT_REGISTRY_PATH: &str = "connectors/SalesforceBulk";
+
+/// Why an envelope's credentials cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// A field is missing or not of its form.
+    #[error(transparent)]
+    Field(#[from] EnvelopeError),
+    /// A URL (`apiUrl`, `tokenEndpointHostname`) the allow-list does not admit.
+    #[error("<{field}>: {source}")]
+    Refused {
+        field: &'static str,
+        source: OriginRefused,
+    },
+}
 
 /// Where and as whom to call Salesforce.
 #[derive(Debug, Clone)]
@@ -52,10 +65,10 @@ impl Credentials {
         envelope: &dyn Fields,
         allow: &AllowList,
         default_token_endpoint: &str,
-    ) -> Result<Credentials, Fault> {
+    ) -> Result<Credentials, CredentialsError> {
         let api_version =
             ApiVersion::parse(envelope.required("apiVersion")?).map_err(|reason| {
-                Fault::InvalidField {
+                EnvelopeError::InvalidField {
                     field: "apiVersion",
                     reason,
                 }
@@ -78,7 +91,7 @@ impl Credentials {
                 },
                 interval: match envelope.optional("intervalTime") {
                     Some(raw) => {
-                        IntervalTime::parse(raw).map_err(|reason| Fault::InvalidField {
+                        IntervalTime::parse(raw).map_err(|reason| EnvelopeError::InvalidField {
                             field: "intervalTime",
                             reason,
                         })?
@@ -101,16 +114,13 @@ fn admit(
     field: &'static str,
     raw: &str,
     bare_host_allowed: bool,
-) -> Result<Origin, Fault> {
+) -> Result<Origin, CredentialsError> {
     let admitted = if bare_host_allowed {
         allow.admit_host(raw)
     } else {
         allow.admit(raw)
     };
-    admitted.map_err(|e| Fault::OriginRefused {
-        field,
-        reason: e.to_string(),
-    })
+    admitted.map_err(|source| CredentialsError::Refused { field, source })
 }
 
 #[cfg(test)]
@@ -122,7 +132,7 @@ mod tests {
         AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap()
     }
 
-    fn parse(body: &'static str) -> Result<Credentials, Fault> {
+    fn parse(body: &'static str) -> Result<Credentials, CredentialsError> {
         let envelope = Envelope::parse(None, body.as_bytes().to_vec().into(), "getJob").unwrap();
         Credentials::from_fields(&envelope, &allow(), "https://login.salesforce.com")
     }
@@ -169,7 +179,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(
             err,
-            Fault::OriginRefused {
+            CredentialsError::Refused {
                 field: "apiUrl",
                 ..
             }

@@ -8,7 +8,6 @@ use std::ops::Range;
 use axum::body::Bytes;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::fault::Fault;
 use crate::xml::{read_str, span_in, Document, XmlError};
 
 /// The two envelope flavours; the proxy speaks the same one to Salesforce.
@@ -18,14 +17,41 @@ pub enum Format {
     Json,
 }
 
+/// Why a request's fields cannot be read, or do not make a Salesforce call.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The body is labelled as something other than an XML or JSON envelope.
+    #[error("unsupported content type {0:?}: send text/xml, application/xml or application/json")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Xml(#[from] XmlError),
+    /// The XML document inside a field (`<objects>`) does not read.
+    #[error("<{name}>: {source}")]
+    NestedXml {
+        name: &'static str,
+        source: XmlError,
+    },
+    #[error("not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Read, but not an envelope: a JSON scalar, a field given twice.
+    #[error("{0}")]
+    Malformed(String),
+    /// A required field is absent or empty.
+    #[error("missing field <{0}>")]
+    MissingField(&'static str),
+    /// A field's value cannot be used; the reason never quotes a secret.
+    #[error("invalid <{field}>: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+}
+
 /// Named values, wherever they came from.
 pub trait Fields {
     /// A field's text, trimmed; `None` when absent or empty.
     fn optional(&self, name: &'static str) -> Option<&str>;
 
     /// A field's text, trimmed; absent or empty is the caller's error.
-    fn required(&self, name: &'static str) -> Result<&str, Fault> {
-        self.optional(name).ok_or(Fault::MissingField(name))
+    fn required(&self, name: &'static str) -> Result<&str, EnvelopeError> {
+        self.optional(name).ok_or(EnvelopeError::MissingField(name))
     }
 }
 
@@ -65,7 +91,7 @@ impl Envelope {
         content_type: Option<&str>,
         body: Bytes,
         operation: &str,
-    ) -> Result<Envelope, Fault> {
+    ) -> Result<Envelope, EnvelopeError> {
         let essence = content_type.map(media_type).unwrap_or_default();
         match essence.as_str() {
             "application/json" => Self::parse_json(body, operation),
@@ -74,15 +100,13 @@ impl Envelope {
             | "application/xml"
             | "application/soap+xml"
             | "application/x-www-form-urlencoded" => Self::parse_xml(body),
-            other => Err(Fault::UnsupportedMediaType(other.to_string())),
+            other => Err(EnvelopeError::UnsupportedMediaType(other.to_string())),
         }
     }
 
-    fn parse_xml(source: Bytes) -> Result<Envelope, Fault> {
-        let source = String::from_utf8(source.into())
-            .map_err(|_| Fault::InvalidEnvelope(XmlError::NotUtf8.to_string()))?;
-        let document =
-            read_str(&source, true).map_err(|e| Fault::InvalidEnvelope(e.to_string()))?;
+    fn parse_xml(source: Bytes) -> Result<Envelope, EnvelopeError> {
+        let source = String::from_utf8(source.into()).map_err(|_| XmlError::NotUtf8)?;
+        let document = read_str(&source, true)?;
         let text = |part: &str| match span_in(&source, part.as_bytes()) {
             Some(span) => Text::Source(span),
             None => Text::Own(part.to_string()),
@@ -102,11 +126,10 @@ impl Envelope {
         Self::checked(operation, Format::Xml, source, fields)
     }
 
-    fn parse_json(source: Bytes, operation: &str) -> Result<Envelope, Fault> {
-        let Strict(value) = serde_json::from_slice(&source)
-            .map_err(|e| Fault::InvalidEnvelope(format!("not JSON: {e}")))?;
+    fn parse_json(source: Bytes, operation: &str) -> Result<Envelope, EnvelopeError> {
+        let Strict(value) = serde_json::from_slice(&source).map_err(EnvelopeError::Json)?;
         let serde_json::Value::Object(mut object) = value else {
-            return Err(Fault::InvalidEnvelope(
+            return Err(EnvelopeError::Malformed(
                 "the JSON body is not an object".into(),
             ));
         };
@@ -122,7 +145,7 @@ impl Envelope {
             _ => (operation.to_string(), std::mem::take(&mut object)),
         };
         if members.len() > crate::xml::MAX_FIELDS {
-            return Err(Fault::InvalidEnvelope(XmlError::TooManyFields.to_string()));
+            return Err(XmlError::TooManyFields.into());
         }
         let fields = members
             .into_iter()
@@ -162,7 +185,7 @@ impl Envelope {
         format: Format,
         source: String,
         fields: Vec<Field>,
-    ) -> Result<Envelope, Fault> {
+    ) -> Result<Envelope, EnvelopeError> {
         let envelope = Envelope {
             operation,
             format,
@@ -177,7 +200,7 @@ impl Envelope {
         for (i, field) in fields.iter().enumerate() {
             let name = envelope.str(&field.name);
             if fields[..i].iter().any(|f| envelope.is(&f.name, name)) {
-                return Err(Fault::InvalidEnvelope(format!(
+                return Err(EnvelopeError::Malformed(format!(
                     "<{name}> appears more than once"
                 )));
             }
@@ -224,13 +247,16 @@ impl Envelope {
 
     /// XML: the document inside element `name` (e.g. `<values>` inside `<objects>`), with its
     /// source, so its text and raw markup can both be read.
-    pub fn nested_xml(&self, name: &'static str) -> Result<Option<(Document<'_>, &str)>, Fault> {
+    pub fn nested_xml(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<(Document<'_>, &str)>, EnvelopeError> {
         let Some(range) = self.field(name).and_then(|f| f.inner.clone()) else {
             return Ok(None);
         };
         let inner = &self.source[range];
         let document =
-            read_str(inner, false).map_err(|e| Fault::InvalidEnvelope(format!("<{name}>: {e}")))?;
+            read_str(inner, false).map_err(|source| EnvelopeError::NestedXml { name, source })?;
         Ok(Some((document, inner)))
     }
 
@@ -253,11 +279,11 @@ impl Fields for Envelope {
 pub struct QueryFields(HashMap<String, String>);
 
 impl QueryFields {
-    pub fn parse(query: Option<&str>) -> Result<QueryFields, Fault> {
+    pub fn parse(query: Option<&str>) -> Result<QueryFields, EnvelopeError> {
         let mut fields = HashMap::new();
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             if fields.insert(name.to_string(), value.to_string()).is_some() {
-                return Err(Fault::InvalidEnvelope(format!(
+                return Err(EnvelopeError::Malformed(format!(
                     "query parameter {name} appears more than once"
                 )));
             }
@@ -348,7 +374,7 @@ pub fn media_type(content_type: &str) -> String {
 mod tests {
     use super::*;
 
-    fn xml(body: &'static str) -> Result<Envelope, Fault> {
+    fn xml(body: &'static str) -> Result<Envelope, EnvelopeError> {
         Envelope::parse(None, Bytes::from_static(body.as_bytes()), "getJob")
     }
 
@@ -360,7 +386,7 @@ mod tests {
         assert_eq!(env.optional("registryPath"), None);
         assert!(matches!(
             env.required("apiUrl"),
-            Err(Fault::MissingField("apiUrl"))
+            Err(EnvelopeError::MissingField("apiUrl"))
         ));
     }
 
@@ -393,7 +419,7 @@ mod tests {
                 Bytes::from_static(b"<getJob/>"),
                 "getJob"
             ),
-            Err(Fault::UnsupportedMediaType(_))
+            Err(EnvelopeError::UnsupportedMediaType(_))
         ));
     }
 

@@ -13,20 +13,6 @@ pub const FAULT_HEADER: &str = "x-sfbulk-proxy-fault";
 /// for a burst to pass, or a Redis failover to begin.
 const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
-impl From<crate::body::BodyError> for Fault {
-    fn from(error: crate::body::BodyError) -> Fault {
-        use crate::body::BodyError;
-        match error {
-            BodyError::TooLarge { limit } => Fault::BodyTooLarge { limit },
-            BodyError::EnvelopeTimeout(_) | BodyError::UploadStalled(_) => {
-                Fault::RequestTimeout(error.to_string())
-            }
-            BodyError::Aborted(_) => Fault::ClientAborted(error.to_string()),
-            BodyError::OverBudget => Fault::Overloaded("server.max_buffered_bytes"),
-        }
-    }
-}
-
 /// Everything the proxy itself can answer with. The status says whose fault it was: 4xx the
 /// caller's, 502 Salesforce's (or the path to it), 504 a Salesforce that did not answer in time.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +92,51 @@ pub enum Fault {
     RegistryUnavailable(String),
 }
 
+// The edge's table: each layer's error, to the fault the caller sees. The layers say what went
+// wrong and whose it was; only here does that become a status and an `exceptionCode`.
+
+impl From<crate::envelope::EnvelopeError> for Fault {
+    fn from(error: crate::envelope::EnvelopeError) -> Fault {
+        use crate::envelope::EnvelopeError;
+        match error {
+            EnvelopeError::UnsupportedMediaType(media) => Fault::UnsupportedMediaType(media),
+            EnvelopeError::MissingField(field) => Fault::MissingField(field),
+            EnvelopeError::InvalidField { field, reason } => Fault::InvalidField { field, reason },
+            EnvelopeError::Xml(_)
+            | EnvelopeError::NestedXml { .. }
+            | EnvelopeError::Json(_)
+            | EnvelopeError::Malformed(_) => Fault::InvalidEnvelope(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::credentials::CredentialsError> for Fault {
+    fn from(error: crate::credentials::CredentialsError) -> Fault {
+        use crate::credentials::CredentialsError;
+        match error {
+            CredentialsError::Field(field) => field.into(),
+            CredentialsError::Refused { field, source } => Fault::OriginRefused {
+                field,
+                reason: source.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::body::BodyError> for Fault {
+    fn from(error: crate::body::BodyError) -> Fault {
+        use crate::body::BodyError;
+        match error {
+            BodyError::TooLarge { limit } => Fault::BodyTooLarge { limit },
+            BodyError::EnvelopeTimeout(_) | BodyError::UploadStalled(_) => {
+                Fault::RequestTimeout(error.to_string())
+            }
+            BodyError::Aborted(_) => Fault::ClientAborted(error.to_string()),
+            BodyError::OverBudget => Fault::Overloaded("server.max_buffered_bytes"),
+        }
+    }
+}
+
 impl From<crate::registry::RegistryError> for Fault {
     fn from(error: crate::registry::RegistryError) -> Fault {
         use crate::registry::RegistryError;
@@ -114,6 +145,34 @@ impl From<crate::registry::RegistryError> for Fault {
             RegistryError::Failure(_) | RegistryError::Unreadable(_) => {
                 Fault::Registry(error.to_string())
             }
+        }
+    }
+}
+
+impl From<crate::salesforce::UpstreamError> for Fault {
+    fn from(error: crate::salesforce::UpstreamError) -> Fault {
+        use crate::salesforce::{UpstreamError, UpstreamKind};
+        match error {
+            UpstreamError::Unsendable { field, reason } => Fault::InvalidField {
+                field,
+                reason: reason.into(),
+            },
+            UpstreamError::Refused { error, description } => Fault::RefreshRejected {
+                error,
+                description,
+                advice: String::new(),
+            },
+            other => match other.kind() {
+                UpstreamKind::CallerStalled => Fault::RequestTimeout(other.to_string()),
+                UpstreamKind::Timeout => Fault::UpstreamTimeout(other.to_string()),
+                UpstreamKind::Busy => Fault::Overloaded("salesforce.max_connections_per_origin"),
+                UpstreamKind::BadAnswer => Fault::RefreshFailed(other.to_string()),
+                UpstreamKind::Ours => Fault::Internal(other.to_string()),
+                // (Caller and Refused are the two variants matched above.)
+                UpstreamKind::Unavailable | UpstreamKind::Caller | UpstreamKind::Refused => {
+                    Fault::UpstreamUnavailable(other.to_string())
+                }
+            },
         }
     }
 }
@@ -220,6 +279,61 @@ impl IntoResponse for Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::salesforce::{HttpError, UpstreamError};
+    use std::time::Duration;
+
+    #[test]
+    fn the_edge_table_says_whose_failure_each_upstream_error_is() {
+        let cases = [
+            (
+                UpstreamError::Unsendable {
+                    field: "accessToken",
+                    reason: "not a valid header value",
+                },
+                StatusCode::BAD_REQUEST,
+                "SFBULK_INVALID_FIELD",
+            ),
+            (
+                UpstreamError::Http(HttpError::Exchange("reset".into())),
+                StatusCode::BAD_GATEWAY,
+                "SFBULK_UPSTREAM_UNAVAILABLE",
+            ),
+            (
+                UpstreamError::NoAnswer(Duration::from_millis(50)),
+                StatusCode::GATEWAY_TIMEOUT,
+                "SFBULK_UPSTREAM_TIMEOUT",
+            ),
+            (
+                UpstreamError::Http(HttpError::NoConnectionFree(4)),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SFBULK_OVERLOADED",
+            ),
+            (
+                UpstreamError::Refused {
+                    error: "invalid_grant".into(),
+                    description: "expired".into(),
+                },
+                StatusCode::UNAUTHORIZED,
+                "SFBULK_REFRESH_REJECTED",
+            ),
+            (
+                UpstreamError::BadTokenAnswer("no token".into()),
+                StatusCode::BAD_GATEWAY,
+                "SFBULK_REFRESH_FAILED",
+            ),
+            (
+                UpstreamError::BadPath,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SFBULK_INTERNAL_ERROR",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let retry_safe = error.retry_safe();
+            let fault = Fault::from(error);
+            assert_eq!((fault.status(), fault.code()), (status, code), "{fault}");
+            assert_eq!(retry_safe, code == "SFBULK_UPSTREAM_UNAVAILABLE", "{fault}");
+        }
+    }
 
     #[tokio::test]
     async fn a_fault_is_an_xml_error_document_marked_as_ours() {

@@ -6,8 +6,7 @@ use axum::http::Method;
 
 use crate::body::Payload;
 use crate::domain::SalesforceId;
-use crate::envelope::{media_type, Envelope, Fields, Format};
-use crate::fault::Fault;
+use crate::envelope::{media_type, Envelope, EnvelopeError, Fields, Format};
 use crate::xml::escape;
 
 /// The namespace of every Bulk API 1.0 document.
@@ -42,10 +41,10 @@ pub struct UpstreamCall {
 /// How an operation reads its request.
 pub enum Input {
     /// An envelope whose fields become the call.
-    Envelope(fn(&Envelope) -> Result<UpstreamCall, Fault>),
+    Envelope(fn(&Envelope) -> Result<UpstreamCall, EnvelopeError>),
     /// Connection fields in the URL query; the request body is sent as it is, to the `POST`
     /// path this function gives.
-    Upload(fn(&dyn Fields) -> Result<String, Fault>),
+    Upload(fn(&dyn Fields) -> Result<String, EnvelopeError>),
 }
 
 /// A connector operation, by the name WSO2 flows use.
@@ -111,7 +110,7 @@ pub fn lookup(name: &str) -> Option<&'static Operation> {
 }
 
 /// `createJob` → `POST /job` with the given fields in schema order.
-fn create_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
+fn create_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
     envelope.required("operation")?;
     envelope.required("object")?;
     let fields: Vec<_> = JOB_CREATE_FIELDS
@@ -122,7 +121,7 @@ fn create_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
 }
 
 /// `updateJob` → `POST /job/{jobId}` with only `<state>`: Salesforce refuses system fields.
-fn update_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
+fn update_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
     let path = format!("/job/{}", id(envelope, "jobId")?);
     let state = envelope.required("state")?;
     Ok(post_job_info(
@@ -135,7 +134,7 @@ fn update_job(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
 /// `addBatch` → `POST /job/{jobId}/batch`. CSV rows, a query, or JSON records go as the text of
 /// `<objects><values>`; otherwise the `<sObject>` elements inside `<values>` go wrapped in
 /// `<sObjects>`. An `<objects>` without `<values>` counts as missing.
-fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
+fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
     let path = format!("/job/{}/batch", id(envelope, "jobId")?);
     let is_query = envelope
         .optional("isQuery")
@@ -159,7 +158,7 @@ fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
             let (values, source) = envelope
                 .nested_xml("objects")?
                 .filter(|(doc, _)| doc.root == "values")
-                .ok_or(Fault::MissingField("objects"))?;
+                .ok_or(EnvelopeError::MissingField("objects"))?;
             match kind.as_deref() {
                 _ if is_query => (
                     declared.unwrap_or(CSV_CONTENT_TYPE).to_string(),
@@ -175,7 +174,7 @@ fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, Fault> {
                     ),
                 ),
                 Some(other) => {
-                    return Err(Fault::InvalidField {
+                    return Err(EnvelopeError::InvalidField {
                         field: "contentType",
                         reason: format!(
                             "{other}: addBatch sends text/csv, application/xml or application/json; \
@@ -227,7 +226,7 @@ pub fn unindent_csv(text: &str) -> String {
 }
 
 /// `/job/{jobId}/batch/{batchId}{rest}`.
-fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, Fault> {
+fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, EnvelopeError> {
     Ok(format!(
         "/job/{}/batch/{}{rest}",
         id(fields, "jobId")?,
@@ -235,9 +234,9 @@ fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, Fault> {
     ))
 }
 
-fn id(fields: &dyn Fields, field: &'static str) -> Result<SalesforceId, Fault> {
+fn id(fields: &dyn Fields, field: &'static str) -> Result<SalesforceId, EnvelopeError> {
     SalesforceId::parse(fields.required(field)?)
-        .map_err(|reason| Fault::InvalidField { field, reason })
+        .map_err(|reason| EnvelopeError::InvalidField { field, reason })
 }
 
 fn get(path: String) -> UpstreamCall {
@@ -285,7 +284,11 @@ fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) 
 mod tests {
     use super::*;
 
-    fn call_with(op: &str, content_type: Option<&str>, body: &str) -> Result<UpstreamCall, Fault> {
+    fn call_with(
+        op: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Result<UpstreamCall, EnvelopeError> {
         let envelope = Envelope::parse(content_type, Bytes::from(body.to_string()), op).unwrap();
         match lookup(op).unwrap().input {
             Input::Envelope(build) => build(&envelope),
@@ -293,7 +296,7 @@ mod tests {
         }
     }
 
-    fn call(op: &str, body: &str) -> Result<UpstreamCall, Fault> {
+    fn call(op: &str, body: &str) -> Result<UpstreamCall, EnvelopeError> {
         call_with(op, None, body)
     }
 
@@ -342,7 +345,10 @@ mod tests {
     #[test]
     fn ids_that_could_change_the_path_are_refused() {
         let err = call("getJob", "<getJob><jobId>../x</jobId></getJob>").unwrap_err();
-        assert!(matches!(err, Fault::InvalidField { field: "jobId", .. }));
+        assert!(matches!(
+            err,
+            EnvelopeError::InvalidField { field: "jobId", .. }
+        ));
         let err = call(
             "getBulkQueryResults",
             "<getBulkQueryResults><jobId>750</jobId><batchId>751</batchId><resultId>7/2</resultId></getBulkQueryResults>",
@@ -350,7 +356,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(
             err,
-            Fault::InvalidField {
+            EnvelopeError::InvalidField {
                 field: "resultId",
                 ..
             }

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::access_log::{current_request_id, OperationName};
 use crate::body;
-use crate::credentials::Credentials;
-use crate::envelope::{Envelope, Fields, QueryFields};
+use crate::credentials::{Credentials, CredentialsError};
+use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
 use crate::fault::Fault;
 use crate::operation::{self, Input, Operation, UpstreamCall};
 use crate::relay::relay;
@@ -119,7 +119,7 @@ fn read_envelope(
     content_type: Option<&str>,
     bytes: Bytes,
     operation: &'static Operation,
-    build: fn(&Envelope) -> Result<UpstreamCall, Fault>,
+    build: fn(&Envelope) -> Result<UpstreamCall, EnvelopeError>,
 ) -> Result<(Envelope, UpstreamCall), Fault> {
     let envelope = Envelope::parse(content_type, bytes, operation.name)?;
     if envelope.operation() != operation.name {
@@ -193,7 +193,7 @@ async fn call_again(
 }
 
 impl AppState {
-    fn credentials(&self, fields: &dyn Fields) -> Result<Credentials, Fault> {
+    fn credentials(&self, fields: &dyn Fields) -> Result<Credentials, CredentialsError> {
         Credentials::from_fields(fields, &self.allow, &self.default_token_endpoint)
     }
 }

@@ -462,7 +462,7 @@ impl Refresh {
         );
         let fresh = renewing(lease, call, limits)
             .await
-            .map_err(|fault| advise(fault, source))?;
+            .map_err(|error| advise(error.into(), source))?;
         let instance = self
             .shared
             .allow

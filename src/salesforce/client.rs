@@ -10,10 +10,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, Stat
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 
+use super::error::UpstreamError;
 use super::http::{Http, HttpError, UpstreamBody};
 use crate::config::SalesforceSettings;
 use crate::domain::ApiVersion;
-use crate::fault::Fault;
 use crate::operation::UpstreamCall;
 use crate::origin::Origin;
 use crate::secret::Secret;
@@ -156,16 +156,15 @@ impl SalesforceClient {
         version: &ApiVersion,
         call: &UpstreamCall,
         token: &Secret,
-    ) -> Result<Option<UpstreamResponse>, Fault> {
+    ) -> Result<Option<UpstreamResponse>, UpstreamError> {
+        // The path is made of the API version and ids, each checked to be letters, digits and
+        // dots, so it always makes a URI: a failure is the proxy's, not the caller's.
         let uri = Uri::try_from(["/services/async/", version.as_str(), &call.path].concat())
-            .map_err(|e| Fault::InvalidField {
-                field: "jobId",
-                reason: format!("does not make a URL path: {e}"),
-            })?;
+            .map_err(|_| UpstreamError::BadPath)?;
         let mut session =
-            HeaderValue::from_str(token.expose()).map_err(|_| Fault::InvalidField {
+            HeaderValue::from_str(token.expose()).map_err(|_| UpstreamError::Unsendable {
                 field: "accessToken",
-                reason: "not a valid header value".into(),
+                reason: "not a valid header value",
             })?;
         session.set_sensitive(true);
         let content_type = call
@@ -173,9 +172,9 @@ impl SalesforceClient {
             .as_deref()
             .map(HeaderValue::from_str)
             .transpose()
-            .map_err(|_| Fault::InvalidField {
+            .map_err(|_| UpstreamError::Unsendable {
                 field: "contentType",
-                reason: "not a valid header value".into(),
+                reason: "not a valid header value",
             })?;
         let retries = if call.method == Method::GET {
             self.read_retries
@@ -202,8 +201,7 @@ impl SalesforceClient {
             let retry = attempt < retries
                 && match &outcome {
                     Ok(response) => matches!(response.status().as_u16(), 502..=504),
-                    Err(Fault::UpstreamUnavailable(_)) => true,
-                    Err(_) => false,
+                    Err(error) => error.retry_safe(),
                 };
             if !retry {
                 return UpstreamResponse::read(outcome?).await.map(Some);
@@ -231,7 +229,7 @@ impl SalesforceClient {
         &self,
         origin: &Origin,
         request: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, Fault> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.timed(self.http.send(origin, request)).await
     }
 
@@ -242,18 +240,15 @@ impl SalesforceClient {
         &self,
         sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
         progress: &Progress,
-    ) -> Result<Response<UpstreamBody>, Fault> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut sending = std::pin::pin!(sending);
         while !progress.0.done.load(Ordering::Acquire) {
             tokio::select! {
                 biased;
-                outcome = &mut sending => return outcome.map_err(upstream_fault),
+                outcome = &mut sending => return Ok(outcome?),
                 moved = tokio::time::timeout(self.read_timeout, progress.0.moved.notified()) => {
                     if moved.is_err() {
-                        return Err(Fault::UpstreamTimeout(format!(
-                            "Salesforce took none of the request body for {} s",
-                            self.read_timeout.as_secs_f64()
-                        )));
+                        return Err(UpstreamError::BodyNotTaken(self.read_timeout));
                     }
                 }
             }
@@ -264,35 +259,18 @@ impl SalesforceClient {
     async fn timed(
         &self,
         sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
-    ) -> Result<Response<UpstreamBody>, Fault> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, sending).await {
-            Err(_) => Err(Fault::UpstreamTimeout(format!(
-                "no answer within {} s",
-                self.response_timeout.as_secs_f64()
-            ))),
-            Ok(result) => result.map_err(upstream_fault),
-        }
-    }
-}
-
-/// A transport failure as the caller should see it.
-pub(super) fn upstream_fault(error: HttpError) -> Fault {
-    match error {
-        HttpError::ConnectTimeout(_) | HttpError::ReadTimeout(_) => {
-            Fault::UpstreamTimeout(error.to_string())
-        }
-        HttpError::Connect { .. } | HttpError::Exchange(_) => {
-            Fault::UpstreamUnavailable(error.to_string())
-        }
-        HttpError::UploadStalled(stalled) => Fault::RequestTimeout(stalled.to_string()),
-        HttpError::NoConnectionFree(_) => {
-            Fault::Overloaded("salesforce.max_connections_per_origin")
+            Err(_) => Err(UpstreamError::NoAnswer(self.response_timeout)),
+            Ok(result) => Ok(result?),
         }
     }
 }
 
 impl UpstreamResponse {
-    pub(super) async fn read(response: Response<UpstreamBody>) -> Result<UpstreamResponse, Fault> {
+    pub(super) async fn read(
+        response: Response<UpstreamBody>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let (head, mut body) = response.into_parts();
         let status = head.status;
         let headers = head.headers;
@@ -310,7 +288,7 @@ impl UpstreamResponse {
             match body.frame().await {
                 Some(frame) => {
                     // A silence past read_timeout is a timeout (504), a break an outage (502).
-                    let frame = frame.map_err(upstream_fault)?;
+                    let frame = frame?;
                     if let Some(data) = frame.data_ref() {
                         peeked.extend_from_slice(data);
                     }

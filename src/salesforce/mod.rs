@@ -2,8 +2,11 @@
 //! connection pool.
 
 mod client;
+mod error;
 mod http;
 mod oauth;
 
 pub use client::{SalesforceClient, UpstreamResponse};
+pub use error::{UpstreamError, UpstreamKind};
+pub use http::HttpError;
 pub use oauth::TokenGrant;

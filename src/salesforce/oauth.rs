@@ -6,8 +6,8 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use super::client::SalesforceClient;
+use super::error::UpstreamError;
 use crate::credentials::RefreshGrant;
-use crate::fault::Fault;
 use crate::origin::Origin;
 use crate::secret::Secret;
 
@@ -56,7 +56,7 @@ impl SalesforceClient {
         endpoint: &Origin,
         grant: &RefreshGrant,
         refresh_token: &Secret,
-    ) -> Result<TokenGrant, Fault> {
+    ) -> Result<TokenGrant, UpstreamError> {
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "refresh_token")
@@ -83,15 +83,15 @@ impl SalesforceClient {
             .collect()
             .await
             .map_err(|e| match e.downcast::<super::http::HttpError>() {
-                Ok(transport) => super::client::upstream_fault(*transport),
-                Err(_) => Fault::RefreshFailed(format!(
+                Ok(transport) => UpstreamError::Http(*transport),
+                Err(_) => UpstreamError::BadTokenAnswer(format!(
                     "the token endpoint answered more than {TOKEN_ANSWER_LIMIT} bytes"
                 )),
             })?
             .to_bytes();
         if status.is_success() {
             let success: Success = serde_json::from_slice(&body).map_err(|_| {
-                Fault::RefreshFailed(format!(
+                UpstreamError::BadTokenAnswer(format!(
                     "the token endpoint answered {status} without access_token and instance_url"
                 ))
             })?;
@@ -99,7 +99,7 @@ impl SalesforceClient {
                 if usable_token(token) {
                     Ok(())
                 } else {
-                    Err(Fault::RefreshFailed(format!(
+                    Err(UpstreamError::BadTokenAnswer(format!(
                         "the token endpoint answered {status} with an unusable {name} (empty, \
                          longer than {TOKEN_LIMIT} bytes, or not visible ASCII); nothing was stored"
                     )))
@@ -118,13 +118,12 @@ impl SalesforceClient {
         match serde_json::from_slice::<Refusal>(&body) {
             Ok(refusal) if status.is_client_error() => {
                 let sent = [Some(refresh_token), grant.client_secret.as_ref()];
-                Err(Fault::RefreshRejected {
+                Err(UpstreamError::Refused {
                     error: refusal_text(refusal.error, &sent),
                     description: refusal_text(refusal.error_description, &sent),
-                    advice: String::new(),
                 })
             }
-            _ => Err(Fault::RefreshFailed(format!(
+            _ => Err(UpstreamError::BadTokenAnswer(format!(
                 "the token endpoint answered {status}"
             ))),
         }
