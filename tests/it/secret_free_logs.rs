@@ -1,9 +1,7 @@
 //! Nothing secret reaches the logs, at any level, through a whole life of a token: first use,
 //! expiry, refresh, retry, and a refused refresh.
 
-mod support;
-
-use support::{spawn_app, LogCapture};
+use crate::support::{spawn_app, LogCapture};
 
 #[tokio::test]
 async fn no_token_or_credential_appears_in_trace_level_logs() {

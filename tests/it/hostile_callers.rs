@@ -2,12 +2,10 @@
 //! trickle or stall, more than the proxy may hold. Each is answered promptly, nothing incomplete
 //! reaches Salesforce, and the proxy stays responsive and within its memory.
 
-mod support;
-
 use std::time::Duration;
 
-use support::process::{start_proxy, status_kb};
-use support::{spawn_app, spawn_app_with, TestApp};
+use crate::support::process::{start_proxy, status_kb};
+use crate::support::{spawn_app, spawn_app_with, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loose ceiling for what should take milliseconds, so a test fails instead of hanging.
@@ -312,14 +310,14 @@ async fn a_caller_that_stops_reading_an_answer_is_cut_off() {
         .text()
         .await
         .unwrap();
-    let batch = support::element(&batch, "id").unwrap();
+    let batch = crate::support::element(&batch, "id").unwrap();
     let list = app
         .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
         .await
         .text()
         .await
         .unwrap();
-    let result = support::element(&list, "result").unwrap();
+    let result = crate::support::element(&list, "result").unwrap();
     let envelope = app.envelope(
         "getBulkQueryResults",
         &[("jobId", &job), ("batchId", &batch), ("resultId", &result)],

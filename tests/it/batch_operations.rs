@@ -1,9 +1,7 @@
 //! Batches through the proxy: the exact request each operation sends, and Salesforce's answers
 //! relayed unchanged, from adding data to reading query results.
 
-mod support;
-
-use support::{element, spawn_app, spawn_app_with, TestApp};
+use crate::support::{element, spawn_app, spawn_app_with, TestApp};
 
 const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 

@@ -2,9 +2,7 @@
 //! the query, request id, operation, status and duration, plus the fault when the proxy refused
 //! or failed; events logged while a request runs carry its id too.
 
-mod support;
-
-use support::{spawn_app, LogCapture};
+use crate::support::{spawn_app, LogCapture};
 
 /// The lines of `logs` that mention `request_id`.
 fn lines_of(logs: &LogCapture, request_id: &str) -> Vec<String> {

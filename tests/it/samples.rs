@@ -1,9 +1,7 @@
 //! Every demo sample in `samples/demo/` works through the proxy against the emulator, in the
 //! order README walks through them.
 
-mod support;
-
-use support::{element, spawn_app, TestApp};
+use crate::support::{element, spawn_app, TestApp};
 
 /// The demo samples point at the demo emulator's address; the test's emulator has its own.
 const DEMO_ORIGIN: &str = "http://127.0.0.1:8281";

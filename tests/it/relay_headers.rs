@@ -1,12 +1,10 @@
 //! Salesforce's status, body and useful headers reach the caller; cookies and hop-by-hop
 //! headers do not.
 
-mod support;
-
+use crate::support::{envelope, spawn_app_with};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use support::{envelope, spawn_app_with};
 
 #[tokio::test]
 async fn useful_headers_pass_and_cookies_and_connection_headers_stay_behind() {

@@ -3,12 +3,10 @@
 //! PyPI and the npm registry) load records, wait for their batch, read the results, and query
 //! them back.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::spawn_app_with;
+use crate::support::spawn_app_with;
 
 /// The client versions the emulator is checked against.
 const SALESFORCE_BULK: &str = "salesforce-bulk==2.2.0";

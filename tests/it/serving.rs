@@ -1,12 +1,10 @@
 //! How the proxy treats its own connections: a client too slow to send its headers is cut off,
 //! and a shutdown lets requests in flight finish while taking no new ones.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{canned_server, envelope, spawn_app_with, test_settings};
 use sfbulk_proxy::server::Application;
-use support::{canned_server, envelope, spawn_app_with, test_settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,11 +1,9 @@
 //! Behind a corporate egress proxy: https origins are reached through the proxy's CONNECT
 //! tunnel (`salesforce.https_proxy`, or HTTPS_PROXY), http origins directly.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{canned_server, element, spawn_app_with};
+use crate::support::{canned_server, element, spawn_app_with};
 
 #[tokio::test]
 async fn https_origins_go_through_the_proxy_and_http_origins_do_not() {

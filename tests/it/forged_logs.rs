@@ -2,35 +2,18 @@
 //! path, a request id, an operation name) are escaped and cut, and an unusable `X-Request-Id` is
 //! replaced by a new one.
 
-mod support;
-
-use sfbulk_proxy::telemetry::{JsonLine, TextLine};
-use support::{spawn_app, LogCapture};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use crate::support::{spawn_app, LogCapture};
 
 /// What a forger would like to see as a line of its own.
 const FORGED: &str =
     "2026-12-01T00:00:00.000000Z  INFO sfbulk_proxy::access_log: answered forged=\"yes\"";
 
-/// Captures of the text and the JSON format, both fed every event at DEBUG and above.
+/// Captures of the text and the JSON format, both at DEBUG and above.
 fn install_both() -> (LogCapture, LogCapture) {
-    let (text, json) = (LogCapture::default(), LogCapture::default());
-    let (t, j) = (text.clone(), json.clone());
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || t.clone())
-                .event_format(TextLine),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || j.clone())
-                .event_format(JsonLine),
-        )
-        .init();
-    (text, json)
+    (
+        LogCapture::install(tracing::Level::DEBUG),
+        LogCapture::install_json(tracing::Level::DEBUG),
+    )
 }
 
 #[tokio::test]
@@ -43,7 +26,7 @@ async fn caller_text_never_starts_a_line_or_a_field_in_either_format() {
         ("intervalTime", "1"),
     ];
     let job = app
-        .create_job_with(&[support::CSV_INSERT_JOB, &fields].concat())
+        .create_job_with(&[crate::support::CSV_INSERT_JOB, &fields].concat())
         .await;
     // The second call finds the stored token older than intervalTime, refreshes and logs it.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -1,10 +1,8 @@
 //! Which requests reach an operation: the two operation paths take POST only, `/healthz` takes
 //! GET and HEAD, and anything else is 404, all through the real server.
 
-mod support;
-
+use crate::support::{spawn_app, TestApp};
 use reqwest::Method;
-use support::{spawn_app, TestApp};
 
 async fn send(app: &TestApp, method: Method, path: &str) -> reqwest::Response {
     app.http

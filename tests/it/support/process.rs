@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use super::TestApp;
+use super::app::TestApp;
 
 pub struct ProxyProcess {
     pub child: Child,

@@ -1,15 +1,13 @@
-//! Spawns the real proxy and the emulator on port 0, and builds envelopes, for integration tests.
-#![allow(dead_code)] // each test file uses a different part of this module
-
-pub mod process;
-pub mod redis;
+//! The real proxy and the emulator, started on loopback port 0, and calls through them.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sfbulk_emulator::{Emulator, Org, RecordedRequest};
-use sfbulk_proxy::config::{LogFormat, RegistryBackend, Settings};
+use sfbulk_proxy::config::{RegistryBackend, Settings};
 use sfbulk_proxy::server::Application;
+
+use super::envelopes::{element, envelope, CSV_INSERT_JOB};
 
 pub struct TestApp {
     /// `http://127.0.0.1:PORT` of the proxy.
@@ -78,23 +76,6 @@ pub async fn spawn_proxy(settings: &Settings) -> String {
     let url = format!("http://{}", app.local_addr().expect("plain HTTP is on"));
     tokio::spawn(app.run_until(std::future::pending()));
     url
-}
-
-/// The `createJob` fields of a CSV insert job on Contact.
-pub const CSV_INSERT_JOB: &[(&str, &str)] = &[
-    ("operation", "insert"),
-    ("object", "Contact"),
-    ("contentType", "CSV"),
-];
-
-/// A WSO2 envelope with root `operation` and the given fields, pretty-printed as flows send them.
-pub fn envelope(operation: &str, fields: &[(&str, &str)]) -> String {
-    let mut xml = format!("<{operation}>\n");
-    for (name, value) in fields {
-        xml.push_str(&format!("   <{name}>{value}</{name}>\n"));
-    }
-    xml.push_str(&format!("</{operation}>"));
-    xml
 }
 
 impl TestApp {
@@ -224,84 +205,4 @@ impl TestApp {
             .filter(|r| r.uri.starts_with("/services/async/"))
             .collect()
     }
-}
-
-/// The text of the first `<name>` element in `xml`.
-pub fn element(xml: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].to_string())
-}
-
-/// Everything logged, kept in memory, in the proxy's own text format.
-#[derive(Clone, Default)]
-pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    /// Installs the capture as this test process's global subscriber, at `level` and above, in
-    /// the text format.
-    pub fn install(level: tracing::Level) -> LogCapture {
-        Self::install_as(level, LogFormat::Text)
-    }
-
-    /// As [`LogCapture::install`], in `format`. A test process has one global subscriber, so
-    /// the first call installs it and later ones share its capture (and its level and format).
-    pub fn install_as(level: tracing::Level, format: LogFormat) -> LogCapture {
-        static INSTALLED: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
-        INSTALLED
-            .get_or_init(|| {
-                let capture = LogCapture::default();
-                let writer = capture.clone();
-                sfbulk_proxy::telemetry::install(
-                    tracing_subscriber::EnvFilter::new(level.as_str().to_lowercase()),
-                    format,
-                    move || writer.clone(),
-                );
-                capture
-            })
-            .clone()
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A stand-in server on loopback that answers every request with `answer` after `delay`, and
-/// keeps the first line of each request it was sent. Its address and those lines.
-pub async fn canned_server(
-    answer: String,
-    delay: std::time::Duration,
-) -> (String, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let noted = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let (noted, answer) = (noted.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut head = vec![0; 64 * 1024];
-                let read = socket.read(&mut head).await.unwrap_or(0);
-                let text = String::from_utf8_lossy(&head[..read]).to_string();
-                let first = text.lines().next().unwrap_or_default().to_string();
-                noted.lock().unwrap().push(first);
-                tokio::time::sleep(delay).await;
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    (address, seen)
 }

@@ -1,11 +1,9 @@
 //! Bad input is refused at the edge with a clear error and nothing sent upstream; a Salesforce
 //! that is down or silent becomes a prompt 502 or 504.
 
-mod support;
-
 use std::net::TcpListener;
 
-use support::{element, envelope, spawn_app, spawn_app_with, TestApp};
+use crate::support::{element, envelope, spawn_app, spawn_app_with, TestApp};
 
 async fn assert_refused(
     app: &TestApp,

@@ -2,14 +2,12 @@
 //! the same credentials; intervalTime triggers a refresh before the call; the file registry
 //! survives a restart.
 
-mod support;
-
+use crate::support::{element, spawn_app, spawn_app_with, spawn_proxy, temp_dir, TestApp};
 use sfbulk_proxy::config::RegistryBackend;
 use sfbulk_proxy::credentials::RefreshGrant;
 use sfbulk_proxy::domain::IntervalTime;
 use sfbulk_proxy::registry::{now_ms, Entry, FileRegistry, RegistryKey, TokenRegistry};
 use sfbulk_proxy::secret::Secret;
-use support::{element, spawn_app, spawn_app_with, spawn_proxy, temp_dir, TestApp};
 
 #[tokio::test]
 async fn the_stored_token_replaces_the_callers_token() {
@@ -265,7 +263,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
             .post(format!("{proxy}/services/salesforcebulk_createJob"))
             .body(app.envelope(
                 "createJob",
-                &[support::CSV_INSERT_JOB, &[("registryPath", path)]].concat(),
+                &[crate::support::CSV_INSERT_JOB, &[("registryPath", path)]].concat(),
             ))
             .send()
             .await
@@ -366,7 +364,7 @@ async fn a_token_answer_that_is_no_usable_token_is_a_502_and_never_stored() {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        let (login, _) = support::canned_server(answer, std::time::Duration::ZERO).await;
+        let (login, _) = crate::support::canned_server(answer, std::time::Duration::ZERO).await;
         let login = format!("http://{login}");
         let dir = temp_dir("unusable-token");
         let (shared, allowed) = (dir.clone(), login.clone());

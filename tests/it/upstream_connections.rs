@@ -1,14 +1,12 @@
 //! The connections the proxy keeps to Salesforce: reused while they are good, replaced when
 //! Salesforce closed them, never reused with an answer left half read, and TLS for https.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{element, spawn_app_with, TestApp};
 use futures_util::StreamExt;
-use support::{element, spawn_app_with, TestApp};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP relay in front of the emulator that counts the connections made to it, and can close
@@ -243,7 +241,7 @@ async fn an_https_origin_is_spoken_to_with_tls_only() {
         let mut settings = app.settings.clone();
         settings.salesforce.allowed_origins.push(allowed);
         TestApp {
-            proxy: support::spawn_proxy(&settings).await,
+            proxy: crate::support::spawn_proxy(&settings).await,
             settings,
             ..app
         }
@@ -336,7 +334,7 @@ async fn an_error_body_that_goes_silent_is_a_timeout_not_an_outage() {
         s.salesforce.read_timeout_secs = 0.05;
     })
     .await;
-    let body = support::envelope(
+    let body = crate::support::envelope(
         "getJob",
         &[
             ("apiVersion", "34.0"),

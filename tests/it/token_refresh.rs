@@ -2,9 +2,7 @@
 //! waiting requests, and the call retried on the instance the refresh returned. Nothing else
 //! triggers a refresh.
 
-mod support;
-
-use support::{element, spawn_app, spawn_app_with};
+use crate::support::{element, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn an_expired_session_is_refreshed_and_the_call_retried_on_the_new_instance() {
@@ -93,7 +91,7 @@ async fn a_caller_without_refresh_credentials_gets_salesforces_expiry_answer() {
     let app = spawn_app().await;
     let job_id = app.create_job().await;
     app.org.expire_sessions();
-    let body = support::envelope(
+    let body = crate::support::envelope(
         "getJob",
         &[
             ("apiVersion", "34.0"),

@@ -1,15 +1,13 @@
 //! The upload operations send the caller's body unchanged (kept whole up to the replay buffer,
 //! streamed past it); reads are retried on transient failures, writes never are.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::{element, envelope, spawn_app, spawn_app_with};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use support::{element, envelope, spawn_app, spawn_app_with};
 
 const JOB_FILE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n    <operation>insert</operation>\n    <object>Contact</object>\n    <contentType>CSV</contentType>\n</jobInfo>\n";
 

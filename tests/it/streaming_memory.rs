@@ -1,11 +1,9 @@
 //! A query result far larger than any buffer passes through the proxy (a separate process, so its
 //! own peak memory can be read) while that memory stays bounded, also while the caller pauses.
 
-mod support;
-
+use crate::support::process::{start_proxy, status_kb};
+use crate::support::{element, spawn_app_with};
 use futures_util::StreamExt;
-use support::process::{start_proxy, status_kb};
-use support::{element, spawn_app_with};
 
 /// Generated rows in the result: about 80 bytes each, so about 120 MB in all.
 const ROWS: u64 = 1_500_000;

@@ -1,11 +1,9 @@
 //! Who may call, and how many at once: bearer tokens before anything is read or sent, requests
 //! in flight and open connections bounded, the excess refused at once.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{canned_server, envelope, spawn_app_with, temp_dir, LogCapture};
+use crate::support::{canned_server, envelope, spawn_app_with, temp_dir, LogCapture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CEILING: Duration = Duration::from_secs(20);
@@ -21,7 +19,7 @@ async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
     })
     .await;
     let url = format!("{}/services/salesforcebulk_createJob", app.proxy);
-    let body = app.envelope("createJob", support::CSV_INSERT_JOB);
+    let body = app.envelope("createJob", crate::support::CSV_INSERT_JOB);
     for authorization in [
         None,
         Some("Bearer wrong-token"),
@@ -66,7 +64,7 @@ async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
 /// A stand-in Salesforce that answers each request after `delay`, once per connection; a proxy
 /// configured by `tweak` in front of it; and a pass-through getJob envelope for it.
 struct SlowSalesforce {
-    app: support::TestApp,
+    app: crate::support::TestApp,
     envelope: String,
     /// The first line of each request it was sent.
     seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,

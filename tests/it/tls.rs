@@ -2,16 +2,14 @@
 //! a new certificate and keeps the old one when the new pair is broken, and client certificates
 //! are required when a client CA is set.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{spawn_app_with, temp_dir, TestApp};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 use sfbulk_proxy::server::Application;
-use support::{spawn_app_with, temp_dir, TestApp};
 
 const CEILING: Duration = Duration::from_secs(20);
 
@@ -87,7 +85,7 @@ async fn calls_go_through_https_and_sighup_loads_a_new_certificate_but_not_a_bro
     let first = client(&first_ca, None);
     let created = first
         .post(format!("{url}/services/salesforcebulk_createJob"))
-        .body(app.envelope("createJob", support::CSV_INSERT_JOB))
+        .body(app.envelope("createJob", crate::support::CSV_INSERT_JOB))
         .send()
         .await
         .unwrap();
@@ -149,7 +147,7 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_through() {
         proxy.tls_local_addr().unwrap().port()
     );
     tokio::spawn(proxy.run_until(std::future::pending()));
-    let body = app.envelope("createJob", support::CSV_INSERT_JOB);
+    let body = app.envelope("createJob", crate::support::CSV_INSERT_JOB);
     let stranger = leaf(&stranger_ca, ExtendedKeyUsagePurpose::ClientAuth);
     for refused in [
         client(&server_ca, None),

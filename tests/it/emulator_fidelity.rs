@@ -1,10 +1,8 @@
 //! The emulator speaks Bulk API 1.0 and the OAuth refresh grant as the reference page records
 //! them: status codes, byte-exact documents, messages, ids and the job state machine.
 
-mod support;
-
+use crate::support::{element, spawn_app, TestApp};
 use sfbulk_emulator::with_checksum;
-use support::{element, spawn_app, TestApp};
 
 const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 
@@ -410,7 +408,7 @@ async fn the_refresh_grant_answers_like_salesforce() {
 
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_grant() {
-    let app = support::spawn_app_with(|s| s.emulator.rotate_refresh_tokens = true).await;
+    let app = crate::support::spawn_app_with(|s| s.emulator.rotate_refresh_tokens = true).await;
     let e = app.settings.emulator.clone();
     let grant = |token: String| {
         vec![

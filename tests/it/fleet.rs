@@ -3,16 +3,14 @@
 //! per expiry across the fleet, never a revoked grant; a dead lock holder costs one lease; Redis
 //! down answers 503 at once, and its return needs no restart.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::process::start_proxy;
+use crate::support::redis::RedisServer;
+use crate::support::{spawn_app_with, spawn_proxy, temp_dir, TestApp};
 use futures_util::future::join_all;
 use sfbulk_proxy::config::{RegistryBackend, Settings};
 use sfbulk_proxy::secret::Secret;
-use support::process::start_proxy;
-use support::redis::RedisServer;
-use support::{spawn_app_with, spawn_proxy, temp_dir, TestApp};
 
 const PATH: &str = "connectors/SalesforceBulk";
 
@@ -226,7 +224,7 @@ async fn redis_down_answers_503_within_the_budget_and_its_return_needs_no_restar
         .unwrap();
     assert_eq!(response.headers()["retry-after"], "1");
     // A caller that sends only its access token never needs the registry.
-    let pass_through = support::envelope(
+    let pass_through = crate::support::envelope(
         "getJob",
         &[
             ("apiVersion", "34.0"),

@@ -1,8 +1,6 @@
 //! Each operation sends exactly the expected request to Salesforce and relays the answer unchanged.
 
-mod support;
-
-use support::{element, spawn_app};
+use crate::support::{element, spawn_app};
 
 const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 

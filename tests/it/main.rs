@@ -1,0 +1,32 @@
+//! The integration tests: one binary, each module a theme, driving the real server end to end
+//! against the emulator (or a fake of its own that shares no code with the proxy). `support`
+//! starts them: `app` (proxy and emulator), `envelopes`, `upstream` (canned servers), `logs`,
+//! `process` (the proxy as a child process) and `redis` (a real redis-server).
+
+mod support;
+
+mod access_control;
+mod access_log;
+mod batch_operations;
+mod command_line;
+mod edge_safety;
+mod emulator_fidelity;
+mod fleet;
+mod forged_logs;
+mod hostile_callers;
+mod module_graph;
+mod operations;
+mod outbound_proxy;
+mod parsers_fuzzed;
+mod real_clients;
+mod relay_headers;
+mod routes;
+mod samples;
+mod secret_free_logs;
+mod serving;
+mod streaming_memory;
+mod tls;
+mod token_refresh;
+mod token_registry;
+mod uploads_and_retries;
+mod upstream_connections;
