@@ -8,7 +8,9 @@
 //! in the [`registry`] and refreshing it once for all waiting requests; [`salesforce`] makes the
 //! call; [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
 //! together for one request, [`state`] is what every request shares, and [`server`] serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
-//! The proxy's own errors are [`fault`]s.
+//! Each stage reports its own error (`EnvelopeError`, `CredentialsError`, `RegistryError`,
+//! `UpstreamError`); [`fault`] is the proxy's answers and the one table that turns those errors
+//! into them, so whose failure it was (caller, Salesforce, ours) is decided in one place.
 //!
 //! The fake Salesforce org for tests, the demo and benchmarks is a crate of its own,
 //! `sfbulk-emulator` (in `emulator/`), which shares no code with this one; the binary includes it
