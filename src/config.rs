@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -132,6 +133,24 @@ impl EmulatorSettings {
     }
 }
 
+/// The settings as the service uses them, built by [`Settings::build`].
+#[derive(Debug)]
+pub struct Built {
+    /// `server.listen`; `None` when off.
+    pub listen: Option<SocketAddr>,
+    /// `server.tls_listen` and its certificate pair, loaded; `None` when off.
+    pub tls: Option<(SocketAddr, Arc<crate::tls::ServerTls>)>,
+    pub emulator_listen: SocketAddr,
+    /// `server.auth_tokens` and the lines of `server.auth_tokens_file`.
+    pub auth_tokens: Vec<Secret>,
+    /// `salesforce.allowed_origins`.
+    pub allow: AllowList,
+    /// `salesforce.https_proxy` (or `HTTPS_PROXY`) as host and port; `None` when not set.
+    pub https_proxy: Option<(String, u16)>,
+    /// The sealing keys, current first; `None` when entries are stored unsealed.
+    pub registry_keys: Option<Arc<crate::registry::Keys>>,
+}
+
 /// Configuration that cannot be used; the message lists every problem found.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -192,47 +211,59 @@ impl Settings {
 
     /// The demo: the emulator is the Salesforce org, so its origin is allowed and is the login host.
     pub fn for_demo(mut self) -> Result<Settings, ConfigError> {
-        let origin = format!("http://{}", self.emulator_listen_origin());
+        let mut reachable = self.build()?.emulator_listen;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let origin = format!("http://{reachable}");
         self.salesforce.allowed_origins.push(origin.clone());
         self.salesforce.token_endpoint_hostname = origin;
         self.validate()?;
         Ok(self)
     }
 
-    /// `host:port` at which the emulator can be reached on this machine.
-    pub fn emulator_listen_origin(&self) -> String {
-        let mut addr = self.emulator_listen();
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        addr.to_string()
-    }
-
     /// Every problem at once, so an operator fixes the file in one pass.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.build().map(drop)
+    }
+
+    /// The settings as the service uses them, each parsed once (addresses, the allow-list, the
+    /// outbound proxy, the sealing keys, the bearer tokens and the TLS pair), with every problem
+    /// found on the way.
+    pub fn build(&self) -> Result<Built, ConfigError> {
         let mut problems = Vec::new();
-        for (key, value) in [
-            ("server.listen", &self.server.listen),
-            ("server.tls_listen", &self.server.tls_listen),
-        ] {
-            if let Err(e) = optional_address(value) {
+        let mut address = |key: &str, value: &str| match optional_address(value) {
+            Ok(address) => address,
+            Err(e) => {
                 problems.push(format!("{key} {value:?}: {e}"));
+                None
             }
+        };
+        let listen = address("server.listen", &self.server.listen);
+        let tls_listen = address("server.tls_listen", &self.server.tls_listen);
+        let emulator_listen = address("emulator.listen", &self.emulator.listen);
+        if self.emulator.listen.trim().is_empty() {
+            problems.push("emulator.listen must be an address".into());
         }
         if self.server.listen.trim().is_empty() && self.server.tls_listen.trim().is_empty() {
             problems.push("server.listen and server.tls_listen are both off".into());
         }
-        match self.server.tls_files() {
-            Some(files) => {
-                if let Err(e) = crate::tls::ServerTls::load(files) {
+        let tls = match (tls_listen, self.server.tls_files()) {
+            (Some(address), Some(files)) => match crate::tls::ServerTls::load(files) {
+                Ok(tls) => Some((address, tls)),
+                Err(e) => {
                     problems.push(e);
+                    None
                 }
+            },
+            (None, _) if self.server.tls_listen.trim().is_empty() => None,
+            _ => {
+                problems.push(
+                    "server.tls_listen needs server.tls_cert_file and server.tls_key_file".into(),
+                );
+                None
             }
-            None if !self.server.tls_listen.trim().is_empty() => problems.push(
-                "server.tls_listen needs server.tls_cert_file and server.tls_key_file".into(),
-            ),
-            None => {}
-        }
+        };
         for (key, value) in [
             ("server.max_body_bytes", self.server.max_body_bytes),
             ("server.max_in_flight", self.server.max_in_flight),
@@ -248,17 +279,22 @@ impl Settings {
                 problems.push(format!("{key} must be above 0"));
             }
         }
-        if let Err(e) = self.server.auth_tokens() {
+        let auth_tokens = self.server.auth_tokens().unwrap_or_else(|e| {
             problems.push(e);
-        }
-        match self.allow_list() {
+            Vec::new()
+        });
+        let allow = match AllowList::parse(&self.salesforce.allowed_origins) {
             Ok(allow) => {
                 if let Err(e) = allow.admit_host(&self.salesforce.token_endpoint_hostname) {
                     problems.push(format!("salesforce.token_endpoint_hostname: {e}"));
                 }
+                Some(allow)
             }
-            Err(e) => problems.extend(e),
-        }
+            Err(e) => {
+                problems.extend(e);
+                None
+            }
+        };
         if self.salesforce.read_retries > MAX_READ_RETRIES {
             problems.push(format!(
                 "salesforce.read_retries must be at most {MAX_READ_RETRIES}, not {}",
@@ -319,20 +355,19 @@ impl Settings {
                 problems.push(format!("{key} {e}"));
             }
         }
-        if let Err(e) = self.salesforce.https_proxy() {
+        let https_proxy = self.salesforce.https_proxy().unwrap_or_else(|e| {
             problems.push(format!("salesforce.https_proxy (or HTTPS_PROXY): {e}"));
-        }
+            None
+        });
         if self.registry.backend == RegistryBackend::File
             && self.registry.dir.as_os_str().is_empty()
         {
             problems.push("registry.dir must be set for the file backend".into());
         }
         problems.extend(self.registry.problems());
+        let registry_keys = self.registry.keys().ok().flatten().map(Arc::new);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level {:?}: {e}", self.log.level));
-        }
-        if let Err(e) = self.emulator.listen.parse::<SocketAddr>() {
-            problems.push(format!("emulator.listen {:?}: {e}", self.emulator.listen));
         }
         if !self.emulator.instance_url.is_empty() {
             if let Err(e) = AllowList::parse(std::slice::from_ref(&self.emulator.instance_url)) {
@@ -348,30 +383,18 @@ impl Settings {
                 problems.push(format!("{key} must not be empty"));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(problems))
+        match (allow, emulator_listen) {
+            (Some(allow), Some(emulator_listen)) if problems.is_empty() => Ok(Built {
+                listen,
+                tls,
+                emulator_listen,
+                auth_tokens,
+                allow,
+                https_proxy,
+                registry_keys,
+            }),
+            _ => Err(ConfigError(problems)),
         }
-    }
-
-    /// The Salesforce origins the proxy may contact, parsed.
-    pub fn allow_list(&self) -> Result<AllowList, Vec<String>> {
-        AllowList::parse(&self.salesforce.allowed_origins)
-    }
-
-    /// `server.listen`; `None` when off.
-    pub fn server_listen(&self) -> Option<SocketAddr> {
-        optional_address(&self.server.listen).ok().flatten()
-    }
-
-    /// `server.tls_listen`; `None` when off.
-    pub fn server_tls_listen(&self) -> Option<SocketAddr> {
-        optional_address(&self.server.tls_listen).ok().flatten()
-    }
-
-    pub fn emulator_listen(&self) -> SocketAddr {
-        self.emulator.listen.parse().expect("validated at load")
     }
 }
 
@@ -679,8 +702,9 @@ mod tests {
         );
         assert_eq!(s.registry.backend, RegistryBackend::File);
         assert!(s
-            .allow_list()
+            .build()
             .unwrap()
+            .allow
             .admit("https://ap2.salesforce.com")
             .is_ok());
     }

@@ -34,24 +34,26 @@ pub struct Application {
     hangup: Option<tokio::signal::unix::Signal>,
 }
 
+/// A listener on `address`, or an error naming the setting it came from.
+async fn bind(setting: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("{setting} {address}: cannot listen: {e}"))
+}
+
 impl Application {
     /// Builds the state and binds the listeners (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let state = Arc::new(AppState::from_settings(settings)?);
-        let tokens = settings
-            .server
-            .auth_tokens()
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let listener = match settings.server_listen() {
-            Some(address) => Some(TcpListener::bind(address).await?),
+        let built = settings.build()?;
+        let state = Arc::new(AppState::from_settings(settings, &built)?);
+        let tokens = built.auth_tokens;
+        let listener = match built.listen {
+            Some(address) => Some(bind("server.listen", address).await?),
             None => None,
         };
-        let tls = match (settings.server_tls_listen(), settings.server.tls_files()) {
-            (Some(address), Some(files)) => {
-                let tls = ServerTls::load(files).map_err(|e| anyhow::anyhow!(e))?;
-                Some((TcpListener::bind(address).await?, tls))
-            }
-            _ => None,
+        let tls = match built.tls {
+            Some((address, tls)) => Some((bind("server.tls_listen", address).await?, tls)),
+            None => None,
         };
         // Client certificates guard the HTTPS listener only; bearer tokens guard both.
         let client_certificates = !settings.server.tls_client_ca_file.as_os_str().is_empty();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::body::BufferBudget;
-use crate::config::{RegistryBackend, Settings};
+use crate::config::{Built, RegistryBackend, Settings};
 use crate::origin::AllowList;
 use crate::registry::{FileRegistry, MemoryRegistry, RedisRegistry, TokenRegistry};
 use crate::salesforce::SalesforceClient;
@@ -28,12 +28,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<AppState> {
-        let allow = settings
-            .allow_list()
-            .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    pub fn from_settings(settings: &Settings, built: &Built) -> anyhow::Result<AppState> {
+        let allow = built.allow.clone();
         let r = &settings.registry;
-        let keys = r.keys().map_err(|e| anyhow::anyhow!(e))?.map(Arc::new);
+        let keys = built.registry_keys.clone();
         let registry: Arc<dyn TokenRegistry> = match r.backend {
             RegistryBackend::File => Arc::new(FileRegistry::open(&r.dir, r.max_entries, keys)?),
             RegistryBackend::Memory => Arc::new(MemoryRegistry::new(r.max_entries)),
@@ -53,8 +51,7 @@ impl AppState {
                 + crate::config::seconds(settings.salesforce.response_timeout_secs)
                 + crate::config::seconds(settings.salesforce.read_timeout_secs),
         };
-        let salesforce = SalesforceClient::new(&settings.salesforce)
-            .map_err(|e| anyhow::anyhow!("salesforce.https_proxy: {e}"))?;
+        let salesforce = SalesforceClient::new(&settings.salesforce, built.https_proxy.clone());
         Ok(AppState {
             sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits),
             salesforce,

@@ -29,6 +29,14 @@ pub struct ServerTls {
     reloads: AtomicU64,
 }
 
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerTls {
     /// Loads the files; an error names the file that failed.
     pub fn load(files: TlsFiles) -> Result<Arc<ServerTls>, String> {

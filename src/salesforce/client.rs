@@ -138,13 +138,18 @@ impl Drop for ProgressBody {
 }
 
 impl SalesforceClient {
-    pub fn new(settings: &SalesforceSettings) -> Result<SalesforceClient, String> {
-        Ok(SalesforceClient {
-            http: Arc::new(Http::new(settings)?),
+    /// A client on `settings`, reaching https origins through `https_proxy` (host and port)
+    /// when given.
+    pub fn new(
+        settings: &SalesforceSettings,
+        https_proxy: Option<(String, u16)>,
+    ) -> SalesforceClient {
+        SalesforceClient {
+            http: Arc::new(Http::new(settings, https_proxy)),
             response_timeout: settings.response_timeout(),
             read_timeout: settings.read_timeout(),
             read_retries: settings.read_retries,
-        })
+        }
     }
 
     /// Sends `call` to `{instance}/services/async/{version}{path}`. Reads (GET) are repeated after

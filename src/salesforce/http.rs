@@ -131,7 +131,7 @@ struct Idle {
 }
 
 impl Http {
-    pub fn new(settings: &SalesforceSettings) -> Result<Http, String> {
+    pub fn new(settings: &SalesforceSettings, https_proxy: Option<(String, u16)>) -> Http {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -142,8 +142,8 @@ impl Http {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Http {
-            https_proxy: settings.https_proxy()?,
+        Http {
+            https_proxy,
             pool: Arc::new(Pool {
                 idle: Mutex::default(),
                 places: Mutex::default(),
@@ -158,7 +158,7 @@ impl Http {
                 "sfbulk-proxy/",
                 env!("CARGO_PKG_VERSION")
             )),
-        })
+        }
     }
 
     /// Sends `request` (its URI a path and query) to `origin`, on an idle connection when there

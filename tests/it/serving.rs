@@ -1,5 +1,6 @@
 //! How the proxy treats its own connections: a client too slow to send its headers is cut off,
-//! and a shutdown lets requests in flight finish while taking no new ones.
+//! a shutdown lets requests in flight finish while taking no new ones, and a listener that
+//! cannot bind says which setting asked for it.
 
 use std::time::Duration;
 
@@ -91,4 +92,33 @@ async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
         refused.is_err(),
         "a new connection was served after shutdown"
     );
+}
+
+#[tokio::test]
+async fn a_listener_that_cannot_bind_names_its_setting_and_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    for key in ["server.listen", "server.tls_listen"] {
+        let mut settings = test_settings();
+        if key == "server.listen" {
+            settings.server.listen = address.to_string();
+        } else {
+            let dir = crate::support::temp_dir("bind-tls");
+            let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+            settings.server.tls_listen = address.to_string();
+            settings.server.tls_cert_file = dir.join("cert.pem");
+            settings.server.tls_key_file = dir.join("key.pem");
+        }
+        let error = Application::build(&settings)
+            .await
+            .err()
+            .expect("the port is taken");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains(&format!("{key} {address}: cannot listen")),
+            "{text}"
+        );
+    }
 }

@@ -65,7 +65,7 @@ async fn knowing_the_registry_path_is_not_enough_to_use_the_stored_token() {
 
 /// Writes an entry for the app's credentials as if stored `age_ms` ago.
 async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_ms: &str) {
-    let allow = app.settings.allow_list().unwrap();
+    let allow = app.settings.build().unwrap().allow;
     let e = &app.settings.emulator;
     let grant = RefreshGrant {
         registry_path: "connectors/SalesforceBulk".into(),
@@ -231,7 +231,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
     .await;
     // An entry holding a rotated refresh token, the only copy of its grant.
     let e = &app.settings.emulator;
-    let allow = app.settings.allow_list().unwrap();
+    let allow = app.settings.build().unwrap().allow;
     let grant = RefreshGrant {
         registry_path: "flows/rotated".into(),
         refresh_token: Secret::new("rotated-away-original"),
