@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::origin::AllowList;
 use crate::secret::Secret;
@@ -14,7 +14,7 @@ use crate::secret::Secret;
 /// The defaults, compiled in so the binary runs from any directory; `config/default.toml` is this file.
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
     pub salesforce: SalesforceSettings,
@@ -23,7 +23,7 @@ pub struct Settings {
     pub emulator: EmulatorSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ServerSettings {
     pub listen: String,
     pub max_body_bytes: usize,
@@ -43,7 +43,7 @@ pub struct ServerSettings {
     pub tls_client_ca_file: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SalesforceSettings {
     pub allowed_origins: Vec<String>,
     pub token_endpoint_hostname: String,
@@ -62,7 +62,7 @@ pub struct SalesforceSettings {
     pub https_proxy_from_environment: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegistryBackend {
     File,
@@ -70,7 +70,12 @@ pub enum RegistryBackend {
     Redis,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl RegistryBackend {
+    /// The names `registry.backend` takes.
+    pub const NAMES: &'static [&'static str] = &["file", "memory", "redis"];
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RegistrySettings {
     pub backend: RegistryBackend,
     pub dir: PathBuf,
@@ -87,27 +92,32 @@ pub struct RegistrySettings {
     pub encryption_previous_keys: Vec<Secret>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl LogFormat {
+    /// The names `log.format` takes.
+    pub const NAMES: &'static [&'static str] = &["text", "json"];
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EmulatorSettings {
     pub listen: String,
     pub instance_url: String,
     pub client_id: String,
-    pub client_secret: String,
-    pub refresh_token: String,
-    pub access_token: String,
+    pub client_secret: Secret,
+    pub refresh_token: Secret,
+    pub access_token: Secret,
     pub session_ttl_secs: f64,
     pub rotate_refresh_tokens: bool,
     pub batch_processing_ms: u64,
@@ -122,9 +132,9 @@ impl EmulatorSettings {
             listen: self.listen.clone(),
             instance_url: self.instance_url.clone(),
             client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            refresh_token: self.refresh_token.clone(),
-            access_token: self.access_token.clone(),
+            client_secret: self.client_secret.expose().to_string(),
+            refresh_token: self.refresh_token.expose().to_string(),
+            access_token: self.access_token.expose().to_string(),
             session_ttl: seconds(self.session_ttl_secs),
             rotate_refresh_tokens: self.rotate_refresh_tokens,
             batch_processing_ms: self.batch_processing_ms,
@@ -157,6 +167,12 @@ pub struct Built {
 pub struct ConfigError(pub Vec<String>);
 
 impl Settings {
+    /// The settings as TOML, in the layout of `config/default.toml`, every secret shown as
+    /// `[REDACTED]` (`sfbulk-proxy check`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot be shown as TOML: {e}\n"))
+    }
+
     /// Defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         Self::load_from(file, std::env::vars())
@@ -189,7 +205,7 @@ impl Settings {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
         }
-        let mut settings: Settings = builder
+        let merged = builder
             .add_source(
                 config::Environment::with_prefix("SFBULK")
                     .prefix_separator("__")
@@ -202,11 +218,22 @@ impl Settings {
                     .source(Some(env)),
             )
             .build()
-            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        // Values of the wrong type are reported together, each replaced by its default so that
+        // the checks below can report the rest too.
+        let (merged, mut problems) = with_types_checked(merged);
+        let mut settings: Settings = merged
+            .try_deserialize()
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
         settings.salesforce.https_proxy_from_environment = https_proxy_from_environment;
-        settings.validate()?;
-        Ok(settings)
+        if let Err(ConfigError(more)) = settings.validate() {
+            problems.extend(more);
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError(problems))
+        }
     }
 
     /// The demo: the emulator is the Salesforce org, so its origin is allowed and is the login host.
@@ -375,9 +402,12 @@ impl Settings {
             }
         }
         for (key, value) in [
-            ("emulator.client_id", &self.emulator.client_id),
-            ("emulator.refresh_token", &self.emulator.refresh_token),
-            ("emulator.access_token", &self.emulator.access_token),
+            ("emulator.client_id", self.emulator.client_id.as_str()),
+            (
+                "emulator.refresh_token",
+                self.emulator.refresh_token.expose(),
+            ),
+            ("emulator.access_token", self.emulator.access_token.expose()),
         ] {
             if value.is_empty() {
                 problems.push(format!("{key} must not be empty"));
@@ -460,6 +490,93 @@ fn flatten(prefix: &str, table: config::Map<String, config::Value>, out: &mut Ve
             _ => out.push(key),
         }
     }
+}
+
+/// The settings whose values are names, and the names each takes.
+const CHOICES: &[(&str, &[&str])] = &[
+    ("log.format", LogFormat::NAMES),
+    ("registry.backend", RegistryBackend::NAMES),
+];
+
+/// `merged` with each value of the wrong type (a word where a number goes, a name that is not
+/// one of its setting's) replaced by its default, and a problem for each saying what is wanted.
+/// Only numbers, booleans and names are quoted back: a string may be a secret.
+fn with_types_checked(merged: config::Config) -> (config::Config, Vec<String>) {
+    let defaults = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+        .build()
+        .expect("the compiled-in defaults parse");
+    let mut problems = Vec::new();
+    let mut replaced = Vec::new();
+    for key in known_keys() {
+        let Ok(default) = defaults.get::<config::Value>(&key) else {
+            continue;
+        };
+        let shown = || {
+            merged
+                .get::<String>(&key)
+                .map(|v| format!("{:?}", crate::redact::quotable(&v)))
+                .unwrap_or_else(|_| "the value given".into())
+        };
+        let wanted = match default.kind {
+            config::ValueKind::Boolean(_) => merged
+                .get::<bool>(&key)
+                .err()
+                .map(|_| "true or false".to_string()),
+            // Seconds may be fractions (`0.05`) whatever their default looks like.
+            config::ValueKind::I64(_) | config::ValueKind::U64(_) | config::ValueKind::Float(_)
+                if key.ends_with("_secs") =>
+            {
+                merged
+                    .get::<f64>(&key)
+                    .err()
+                    .map(|_| "a number of seconds".to_string())
+            }
+            config::ValueKind::I64(_) | config::ValueKind::U64(_) => merged
+                .get::<u64>(&key)
+                .err()
+                .map(|_| "a whole number of 0 or more".to_string()),
+            config::ValueKind::Float(_) => merged
+                .get::<f64>(&key)
+                .err()
+                .map(|_| "a number".to_string()),
+            config::ValueKind::Array(_) => {
+                if merged.get::<Vec<String>>(&key).is_err() {
+                    problems.push(format!("{key} must be a list of strings"));
+                    replaced.push((key.clone(), default));
+                }
+                continue;
+            }
+            _ => match CHOICES.iter().find(|(name, _)| *name == key) {
+                Some((_, names)) => match merged.get::<String>(&key) {
+                    Ok(value) if names.contains(&value.as_str()) => None,
+                    _ => Some(format!("one of {}", names.join(", "))),
+                },
+                None => {
+                    if merged.get::<String>(&key).is_err() {
+                        problems.push(format!("{key} must be a string"));
+                        replaced.push((key.clone(), default));
+                    }
+                    continue;
+                }
+            },
+        };
+        if let Some(wanted) = wanted {
+            problems.push(format!("{key}: {} is not {wanted}", shown()));
+            replaced.push((key.clone(), default));
+        }
+    }
+    if replaced.is_empty() {
+        return (merged, problems);
+    }
+    let mut builder = config::Config::builder().add_source(merged.clone());
+    for (key, default) in replaced {
+        builder = match builder.set_override(key.as_str(), default) {
+            Ok(builder) => builder,
+            Err(_) => return (merged, problems),
+        };
+    }
+    (builder.build().unwrap_or(merged), problems)
 }
 
 /// Keys in `file` and `SFBULK__` variables in `env` that name no setting, each with the nearest
@@ -895,6 +1012,34 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("SFBULK__EMULATOR__LATENCY"));
+    }
+
+    #[test]
+    fn type_and_name_errors_are_collected_with_the_rest_and_say_what_is_wanted() {
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("SFBULK__LOG__FORMAT", "yaml"),
+                ("SFBULK__REGISTRY__BACKEND", "etcd"),
+                ("SFBULK__SERVER__MAX_BODY_BYTES", "lots"),
+                ("SFBULK__SALESFORCE__READ_TIMEOUT_SECS", "soon"),
+                ("SFBULK__EMULATOR__ROTATE_REFRESH_TOKENS", "maybe"),
+                ("SFBULK__SERVER__LISTEN", "nowhere"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 6, "{text}");
+        for expected in [
+            "log.format: \"yaml\" is not one of text, json",
+            "registry.backend: \"etcd\" is not one of file, memory, redis",
+            "server.max_body_bytes: \"lots\" is not a whole number of 0 or more",
+            "salesforce.read_timeout_secs: \"soon\" is not a number of seconds",
+            "emulator.rotate_refresh_tokens: \"maybe\" is not true or false",
+            "server.listen \"nowhere\"",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from {text}");
+        }
     }
 
     #[test]

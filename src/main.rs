@@ -1,4 +1,4 @@
-//! Command line: `serve` (the default), `emulator`, `demo`, `healthcheck`.
+//! Command line: `serve` (the default), `emulator`, `demo`, `check`, `healthcheck`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,9 @@ enum Command {
     /// Run the proxy and the emulator together, the emulator standing in for Salesforce.
     #[cfg(feature = "emulator")]
     Demo,
+    /// Check the settings (defaults, --config file, SFBULK__ variables) and print the effective
+    /// ones as TOML with every secret hidden; exit 2 listing every problem when they are invalid.
+    Check,
     /// Exit 0 if the service at URL answers 200 (for container health checks).
     Healthcheck {
         #[arg(default_value = "http://127.0.0.1:8280/healthz")]
@@ -82,6 +85,9 @@ async fn run_command() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Check = command {
+        return check(&settings);
+    }
     telemetry::init(&settings.log);
     match run(command, settings).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,7 +108,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let (proxy, emulator) = tokio::join!(serve_proxy(&settings), serve_emulator(&settings));
             proxy.and(emulator)
         }
-        Command::Healthcheck { .. } => unreachable!("handled before settings load"),
+        Command::Healthcheck { .. } | Command::Check => {
+            unreachable!("handled before anything is served")
+        }
     }
 }
 
@@ -124,6 +132,24 @@ async fn serve_emulator(settings: &Settings) -> anyhow::Result<()> {
     tracing::info!(address = %emulator.local_addr(), instance_url = %emulator.org().instance_url(), "Salesforce emulator listening");
     emulator.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Settings that loaded and validated: the files they need (TLS pair, token file, registry keys)
+/// are read too, so a `check` that passes is a start-up that will.
+fn check(settings: &Settings) -> ExitCode {
+    match settings.build() {
+        Ok(built) => {
+            print!("{}", settings.to_toml());
+            if let Some((host, port)) = built.https_proxy {
+                println!("# https origins are reached through the proxy {host}:{port}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn healthcheck(url: &str) -> ExitCode {

@@ -26,6 +26,13 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// Shown, never revealed: settings printed by `sfbulk-proxy check` show `[REDACTED]`.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[REDACTED]")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")

@@ -280,11 +280,11 @@ async fn a_json_envelope_drives_a_json_job_end_to_end() {
     let e = &app.settings.emulator;
     let connection = serde_json::json!({
         "apiVersion": "34.0",
-        "accessToken": e.access_token,
+        "accessToken": e.access_token.expose(),
         "apiUrl": app.emulator,
-        "refreshToken": e.refresh_token,
+        "refreshToken": e.refresh_token.expose(),
         "clientId": e.client_id,
-        "clientSecret": e.client_secret,
+        "clientSecret": e.client_secret.expose(),
     });
     let post = |operation: &'static str, mut fields: serde_json::Value| {
         for (k, v) in connection.as_object().unwrap() {

@@ -1,4 +1,5 @@
-//! The binary refuses bad configuration before serving, naming every problem at once.
+//! The binary refuses bad configuration before serving, naming every problem at once, and
+//! `check` shows the settings it would serve with, secrets hidden.
 
 use std::process::Command;
 
@@ -34,4 +35,64 @@ fn a_missing_config_file_is_an_error() {
         .expect("the binary runs");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/sfbulk.toml"));
+}
+
+#[test]
+fn check_prints_the_effective_settings_with_every_secret_hidden() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sfbulk-proxy"))
+        .arg("check")
+        .env("SFBULK__SERVER__LISTEN", "127.0.0.1:9911")
+        .env(
+            "SFBULK__SERVER__AUTH_TOKENS",
+            "bearer-secret-1,bearer-secret-2",
+        )
+        .env("SFBULK__REGISTRY__BACKEND", "redis")
+        .env(
+            "SFBULK__REGISTRY__REDIS_URL",
+            "redis://:hunter2@127.0.0.1:6379",
+        )
+        .env("HTTPS_PROXY", "http://egress.example:3128")
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let shown: toml::Table = stdout.parse().expect("check prints TOML");
+    assert_eq!(shown["server"]["listen"].as_str(), Some("127.0.0.1:9911"));
+    assert_eq!(shown["registry"]["backend"].as_str(), Some("redis"));
+    assert_eq!(
+        shown["server"]["auth_tokens"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(shown["registry"]["redis_url"].as_str(), Some("[REDACTED]"));
+    assert_eq!(
+        shown["emulator"]["client_secret"].as_str(),
+        Some("[REDACTED]")
+    );
+    for secret in [
+        "bearer-secret",
+        "hunter2",
+        "sfbulk-demo-client-secret",
+        "sfbulk-demo-refresh-token",
+        "demo-access-token",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} shown in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("through the proxy egress.example:3128"),
+        "{stdout}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_sfbulk-proxy"))
+        .arg("check")
+        .env("SFBULK__LOG__FORMAT", "yaml")
+        .env("SFBULK__SERVER__LISTN", "127.0.0.1:1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SFBULK__SERVER__LISTN is not a setting"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
 }

@@ -24,7 +24,10 @@ impl TestApp {
                 method.parse().unwrap(),
                 format!("{}/services/async{path}", self.emulator),
             )
-            .header("X-SFDC-Session", &self.settings.emulator.access_token);
+            .header(
+                "X-SFDC-Session",
+                self.settings.emulator.access_token.expose(),
+            );
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/xml; charset=UTF-8")
@@ -167,7 +170,10 @@ async fn create_job_validation_uses_salesforces_messages() {
     let bad_type = app
         .http
         .post(format!("{}/services/async/34.0/job", app.emulator))
-        .header("X-SFDC-Session", &app.settings.emulator.access_token)
+        .header(
+            "X-SFDC-Session",
+            app.settings.emulator.access_token.expose(),
+        )
         .header("Content-Type", "text/cs; charset=UTF-8")
         .body(job_info(
             "<operation>insert</operation><object>Contact</object>",
@@ -276,7 +282,10 @@ async fn json_jobs_answer_in_json() {
     let response = app
         .http
         .post(format!("{}/services/async/34.0/job", app.emulator))
-        .header("X-SFDC-Session", &app.settings.emulator.access_token)
+        .header(
+            "X-SFDC-Session",
+            app.settings.emulator.access_token.expose(),
+        )
         .header("Content-Type", "application/json")
         .body(r#"{"operation":"insert","object":"Account","contentType":"JSON"}"#)
         .send()
@@ -322,9 +331,9 @@ async fn the_refresh_grant_answers_like_salesforce() {
         &app,
         &[
             ("grant_type", "refresh_token"),
-            ("refresh_token", &e.refresh_token),
+            ("refresh_token", e.refresh_token.expose()),
             ("client_id", &e.client_id),
-            ("client_secret", &e.client_secret),
+            ("client_secret", e.client_secret.expose()),
         ],
     )
     .await;
@@ -390,7 +399,7 @@ async fn the_refresh_grant_answers_like_salesforce() {
             vec![
                 ("grant_type", "refresh_token"),
                 ("client_id", e.client_id.as_str()),
-                ("client_secret", e.client_secret.as_str()),
+                ("client_secret", e.client_secret.expose()),
                 ("refresh_token", "expired"),
             ],
             "invalid_grant",
@@ -415,7 +424,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_grant() {
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", token),
             ("client_id", e.client_id.clone()),
-            ("client_secret", e.client_secret.clone()),
+            ("client_secret", e.client_secret.expose().to_string()),
         ]
     };
     let ask = |form: Vec<(&'static str, String)>| {
@@ -425,14 +434,14 @@ async fn reusing_a_rotated_refresh_token_revokes_the_grant() {
             token_request(app, &form).await
         }
     };
-    let (_, first) = ask(grant(e.refresh_token.clone())).await;
+    let (_, first) = ask(grant(e.refresh_token.expose().to_string())).await;
     let rotated = first["refresh_token"]
         .as_str()
         .expect("a new refresh token")
         .to_string();
-    assert_ne!(rotated, e.refresh_token);
+    assert_ne!(rotated, e.refresh_token.expose());
 
-    let (status, _) = ask(grant(e.refresh_token.clone())).await;
+    let (status, _) = ask(grant(e.refresh_token.expose().to_string())).await;
     assert_eq!(status, 400, "the old token is spent");
     let (status, answer) = ask(grant(rotated)).await;
     assert_eq!(
@@ -467,7 +476,10 @@ async fn the_proxys_create_job_body_keeps_the_emulators_own_schema_order() {
     let direct = app
         .http
         .post(format!("{}/services/async/34.0/job", app.emulator))
-        .header("x-sfdc-session", &app.settings.emulator.access_token)
+        .header(
+            "x-sfdc-session",
+            app.settings.emulator.access_token.expose(),
+        )
         .header("content-type", "application/xml")
         .body(out_of_order)
         .send()

@@ -228,7 +228,7 @@ async fn redis_down_answers_503_within_the_budget_and_its_return_needs_no_restar
         "getJob",
         &[
             ("apiVersion", "34.0"),
-            ("accessToken", &app.settings.emulator.access_token),
+            ("accessToken", app.settings.emulator.access_token.expose()),
             ("apiUrl", &app.emulator),
             ("jobId", &job),
         ],
@@ -270,14 +270,11 @@ async fn sealed_entries_in_redis_hold_no_token_bytes_and_keep_their_ttl() {
         assert!(value.len() < 1024, "{name}: {} bytes", value.len());
         let text = String::from_utf8_lossy(value);
         for secret in [
-            &sent_token,
-            &rotated[0],
-            &app.settings.emulator.refresh_token,
+            sent_token.as_str(),
+            rotated[0].as_str(),
+            app.settings.emulator.refresh_token.expose(),
         ] {
-            assert!(
-                !text.contains(secret.as_str()),
-                "{name} holds a token: {text}"
-            );
+            assert!(!text.contains(secret), "{name} holds a token: {text}");
         }
         assert!(text.contains("\"key_id\""), "{name} is sealed: {text}");
         let ttl = redis.pttl(name);

@@ -31,7 +31,7 @@ async fn create_job_posts_a_jobinfo_in_schema_order_and_relays_the_201() {
     );
     assert_eq!(
         request.session.as_deref(),
-        Some(app.settings.emulator.access_token.as_str())
+        Some(app.settings.emulator.access_token.expose())
     );
     assert_eq!(
         std::str::from_utf8(&request.body).unwrap(),
@@ -89,7 +89,10 @@ async fn get_job_relays_exactly_what_salesforce_answers() {
     let direct = app
         .http
         .get(format!("{}/services/async/34.0/job/{job_id}", app.emulator))
-        .header("X-SFDC-Session", &app.settings.emulator.access_token)
+        .header(
+            "X-SFDC-Session",
+            app.settings.emulator.access_token.expose(),
+        )
         .send()
         .await
         .unwrap();

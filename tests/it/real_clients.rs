@@ -76,7 +76,10 @@ async fn run_client(program: PathBuf, script: &str, env: &[(&str, String)], step
             "{}/tests/clients/{script}",
             env!("CARGO_MANIFEST_DIR")
         ))
-        .env("SFBULK_SESSION", &app.settings.emulator.access_token)
+        .env(
+            "SFBULK_SESSION",
+            app.settings.emulator.access_token.expose(),
+        )
         .env("SFBULK_INSTANCE", &app.emulator)
         .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()

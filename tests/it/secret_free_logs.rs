@@ -33,9 +33,9 @@ async fn no_token_or_credential_appears_in_trace_level_logs() {
         "the refusal is logged"
     );
     for secret in [
-        e.access_token.as_str(),
-        e.refresh_token.as_str(),
-        e.client_secret.as_str(),
+        e.access_token.expose(),
+        e.refresh_token.expose(),
+        e.client_secret.expose(),
         new_token.as_str(),
         "other-refresh-secret",
     ] {

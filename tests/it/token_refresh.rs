@@ -28,7 +28,7 @@ async fn an_expired_session_is_refreshed_and_the_call_retried_on_the_new_instanc
     );
     assert_eq!(
         refused.session.as_deref(),
-        Some(app.settings.emulator.access_token.as_str())
+        Some(app.settings.emulator.access_token.expose())
     );
     assert_eq!(
         retried.host.as_deref(),
@@ -95,7 +95,7 @@ async fn a_caller_without_refresh_credentials_gets_salesforces_expiry_answer() {
         "getJob",
         &[
             ("apiVersion", "34.0"),
-            ("accessToken", &app.settings.emulator.access_token),
+            ("accessToken", app.settings.emulator.access_token.expose()),
             ("apiUrl", &app.emulator),
             ("jobId", &job_id),
         ],

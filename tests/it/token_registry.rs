@@ -28,7 +28,7 @@ async fn the_stored_token_replaces_the_callers_token() {
     let sent = app.bulk_requests().pop().unwrap();
     assert_eq!(
         sent.session.as_deref(),
-        Some(app.settings.emulator.access_token.as_str())
+        Some(app.settings.emulator.access_token.expose())
     );
     assert_eq!(app.org.refresh_attempts(), 0);
 }
@@ -69,14 +69,14 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
     let e = &app.settings.emulator;
     let grant = RefreshGrant {
         registry_path: "connectors/SalesforceBulk".into(),
-        refresh_token: Secret::new(e.refresh_token.as_str()),
+        refresh_token: Secret::new(e.refresh_token.expose()),
         client_id: e.client_id.clone(),
-        client_secret: Some(Secret::new(e.client_secret.as_str())),
+        client_secret: Some(Secret::new(e.client_secret.expose())),
         token_endpoint: allow.admit(&app.emulator).unwrap(),
         interval: IntervalTime::parse(interval_ms).unwrap(),
     };
     let entry = Entry {
-        access_token: Secret::new(e.access_token.as_str()),
+        access_token: Secret::new(e.access_token.expose()),
         instance_url: app.emulator.clone(),
         stored_at_ms: now_ms() - age_ms,
         refresh_token: None,
@@ -126,7 +126,7 @@ async fn a_token_older_than_interval_time_is_refreshed_before_the_call() {
     );
     assert_ne!(
         sent[0].session.as_deref(),
-        Some(app.settings.emulator.access_token.as_str())
+        Some(app.settings.emulator.access_token.expose())
     );
 }
 
@@ -236,7 +236,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
         registry_path: "flows/rotated".into(),
         refresh_token: Secret::new("rotated-away-original"),
         client_id: e.client_id.clone(),
-        client_secret: Some(Secret::new(e.client_secret.as_str())),
+        client_secret: Some(Secret::new(e.client_secret.expose())),
         token_endpoint: allow.admit(&app.emulator).unwrap(),
         interval: IntervalTime::DEFAULT,
     };
@@ -245,7 +245,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
         .put(
             &RegistryKey::for_grant(&grant.key_parts()),
             Entry {
-                access_token: Secret::new(e.access_token.as_str()),
+                access_token: Secret::new(e.access_token.expose()),
                 instance_url: app.emulator.clone(),
                 stored_at_ms: now_ms() - 1000,
                 refresh_token: Some(Secret::new("the-newest-refresh-token")),
@@ -316,8 +316,12 @@ async fn sealed_entries_survive_a_key_change_and_an_unopenable_grant_says_to_rea
     let rotated = app.org.live_refresh_tokens().pop().unwrap();
     for file in std::fs::read_dir(&dir).unwrap() {
         let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        for secret in [&sent, &rotated, &app.settings.emulator.refresh_token] {
-            assert!(!text.contains(secret.as_str()), "a token in {text}");
+        for secret in [
+            sent.as_str(),
+            rotated.as_str(),
+            app.settings.emulator.refresh_token.expose(),
+        ] {
+            assert!(!text.contains(secret), "a token in {text}");
         }
     }
     let first_ids = key_ids(&dir);

@@ -84,11 +84,11 @@ impl TestApp {
         let e = &self.settings.emulator;
         vec![
             ("apiVersion", "34.0".into()),
-            ("accessToken", e.access_token.clone()),
+            ("accessToken", e.access_token.expose().to_string()),
             ("apiUrl", self.emulator.clone()),
-            ("refreshToken", e.refresh_token.clone()),
+            ("refreshToken", e.refresh_token.expose().to_string()),
             ("clientId", e.client_id.clone()),
-            ("clientSecret", e.client_secret.clone()),
+            ("clientSecret", e.client_secret.expose().to_string()),
             ("intervalTime", "3000000".into()),
             ("registryPath", "connectors/SalesforceBulk".into()),
         ]
