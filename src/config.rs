@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::origin::AllowList;
+use crate::outbound::OutboundProxy;
 use crate::secret::Secret;
 
 /// The defaults, compiled in so the binary runs from any directory; `config/default.toml` is this file.
@@ -54,12 +55,17 @@ pub struct SalesforceSettings {
     pub idle_connections_per_origin: usize,
     pub max_connections_per_origin: usize,
     pub idle_timeout_secs: f64,
-    pub https_proxy: String,
+    /// May carry the proxy's password: a secret, never logged or shown.
+    pub https_proxy: Secret,
+    pub no_proxy: String,
     /// `HTTPS_PROXY` (or `https_proxy`) as the loader found it in the environment it was given:
     /// the environment is read only by the loader, so a developer's own proxy variable never
     /// reaches settings that tests build.
     #[serde(skip)]
-    pub https_proxy_from_environment: String,
+    pub https_proxy_from_environment: Secret,
+    /// `NO_PROXY` (or `no_proxy`), likewise.
+    #[serde(skip)]
+    pub no_proxy_from_environment: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -155,8 +161,8 @@ pub struct Built {
     pub auth_tokens: Vec<Secret>,
     /// `salesforce.allowed_origins`.
     pub allow: AllowList,
-    /// `salesforce.https_proxy` (or `HTTPS_PROXY`) as host and port; `None` when not set.
-    pub https_proxy: Option<(String, u16)>,
+    /// `salesforce.https_proxy` (or `HTTPS_PROXY`) and `no_proxy`; `None` when no proxy is set.
+    pub https_proxy: Option<OutboundProxy>,
     /// The sealing keys, current first; `None` when entries are stored unsealed.
     pub registry_keys: Option<Arc<crate::registry::Keys>>,
 }
@@ -183,15 +189,22 @@ impl Settings {
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut https_proxy_from_environment = String::new();
+        // The upper-case name wins over the lower-case one, as curl has it.
+        let (mut https_proxy, mut no_proxy) = ((0, String::new()), (0, String::new()));
         let env: config::Map<String, String> = vars
             .into_iter()
             .filter(|(k, v)| {
-                if (k == "HTTPS_PROXY"
-                    || (k == "https_proxy" && https_proxy_from_environment.is_empty()))
-                    && !v.trim().is_empty()
-                {
-                    https_proxy_from_environment = v.clone();
+                let found = match k.as_str() {
+                    "HTTPS_PROXY" => Some((&mut https_proxy, 2)),
+                    "https_proxy" => Some((&mut https_proxy, 1)),
+                    "NO_PROXY" => Some((&mut no_proxy, 2)),
+                    "no_proxy" => Some((&mut no_proxy, 1)),
+                    _ => None,
+                };
+                if let Some((slot, rank)) = found {
+                    if rank > slot.0 && !v.trim().is_empty() {
+                        *slot = (rank, v.clone());
+                    }
                 }
                 k.starts_with("SFBULK__")
             })
@@ -225,7 +238,8 @@ impl Settings {
         let mut settings: Settings = merged
             .try_deserialize()
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
-        settings.salesforce.https_proxy_from_environment = https_proxy_from_environment;
+        settings.salesforce.https_proxy_from_environment = Secret::new(https_proxy.1);
+        settings.salesforce.no_proxy_from_environment = no_proxy.1;
         if let Err(ConfigError(more)) = settings.validate() {
             problems.extend(more);
         }
@@ -760,41 +774,23 @@ impl SalesforceSettings {
         seconds(self.idle_timeout_secs)
     }
 
-    /// The HTTP proxy that https origins are reached through with `CONNECT`, as host and port:
+    /// The HTTP proxy that https origins are reached through with `CONNECT`:
     /// `salesforce.https_proxy`, or else the `HTTPS_PROXY` (or `https_proxy`) environment
-    /// variable the loader was given; `None` when neither is set.
-    pub fn https_proxy(&self) -> Result<Option<(String, u16)>, String> {
-        let raw = if self.https_proxy.is_empty() {
-            if self.https_proxy_from_environment.trim().is_empty() {
-                return Ok(None);
-            }
-            self.https_proxy_from_environment.clone()
-        } else {
-            self.https_proxy.clone()
+    /// variable the loader was given, bypassed for `salesforce.no_proxy` (or else `NO_PROXY`);
+    /// `None` when no proxy is set.
+    pub fn https_proxy(&self) -> Result<Option<OutboundProxy>, String> {
+        let raw = match self.https_proxy.expose().trim() {
+            "" => self.https_proxy_from_environment.expose().trim(),
+            set => set,
         };
-        let raw = raw.trim();
-        let with_scheme = if raw.contains("://") {
-            raw.to_string()
-        } else {
-            format!("http://{raw}")
-        };
-        // The text is never quoted back: it may hold a password.
-        let url = url::Url::parse(&with_scheme).map_err(|e| format!("not a proxy URL: {e}"))?;
-        if url.scheme() != "http" {
-            return Err("only http:// proxies are supported".into());
+        if raw.is_empty() {
+            return Ok(None);
         }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!(
-                "{:?}: proxy credentials are not supported",
-                url.host_str().unwrap_or_default()
-            ));
-        }
-        let host = match url.host() {
-            Some(url::Host::Ipv6(address)) => address.to_string(),
-            Some(host) => host.to_string(),
-            None => return Err("the proxy URL has no host".into()),
+        let no_proxy = match self.no_proxy.trim() {
+            "" => self.no_proxy_from_environment.as_str(),
+            set => set,
         };
-        Ok(Some((host, url.port_or_known_default().unwrap_or(80))))
+        OutboundProxy::parse(raw, no_proxy).map(Some)
     }
 }
 
@@ -827,29 +823,32 @@ mod tests {
     }
 
     #[test]
-    fn an_https_proxy_is_host_and_port_and_anything_else_is_refused() {
+    fn an_https_proxy_is_an_http_url_with_optional_credentials_and_anything_else_is_refused() {
         let with = |raw: &str| {
             let mut s = Settings::load_from(None, env(&[])).unwrap();
-            s.salesforce.https_proxy = raw.into();
-            s.salesforce.https_proxy()
+            s.salesforce.https_proxy = Secret::new(raw);
+            s.salesforce
+                .https_proxy()
+                .map(|p| p.map(|p| p.shown().to_string()))
         };
         assert_eq!(
             with("http://egress.corp.example:3128"),
-            Ok(Some(("egress.corp.example".into(), 3128)))
+            Ok(Some("egress.corp.example:3128".into()))
         );
         assert_eq!(
             with("egress.corp.example"),
-            Ok(Some(("egress.corp.example".into(), 80)))
+            Ok(Some("egress.corp.example:80".into()))
         );
-        assert_eq!(with("http://[::1]:8080"), Ok(Some(("::1".into(), 8080))));
+        assert_eq!(with("http://[::1]:8080"), Ok(Some("[::1]:8080".into())));
         assert!(with("https://egress.corp.example")
             .unwrap_err()
             .contains("only http://"));
-        let refused = with("http://user:hunter2@egress.corp.example:3128").unwrap_err();
-        assert!(
-            refused.contains("credentials are not supported"),
-            "{refused}"
+        // Credentials are sent as Proxy-Authorization, and never shown.
+        assert_eq!(
+            with("http://user:hunter2@egress.corp.example:3128"),
+            Ok(Some("egress.corp.example:3128".into()))
         );
+        let refused = with("ftp://user:hunter2@egress.corp.example").unwrap_err();
         assert!(!refused.contains("hunter2"), "{refused}");
     }
 
@@ -1047,16 +1046,31 @@ mod tests {
         let s = Settings::load_from(None, env(&[("HTTPS_PROXY", "http://proxy.example:3128")]))
             .unwrap();
         assert_eq!(
-            s.salesforce.https_proxy().unwrap(),
-            Some(("proxy.example".to_string(), 3128))
+            s.salesforce.https_proxy().unwrap().unwrap().shown(),
+            "proxy.example:3128"
         );
         let s = Settings::load_from(None, env(&[("https_proxy", "proxy.example:8080")])).unwrap();
         assert_eq!(
-            s.salesforce.https_proxy().unwrap(),
-            Some(("proxy.example".to_string(), 8080))
+            s.salesforce.https_proxy().unwrap().unwrap().shown(),
+            "proxy.example:8080"
+        );
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("no_proxy", "lower.example"),
+                ("NO_PROXY", ".my.salesforce.com"),
+                ("https_proxy", "http://lower.example:1"),
+                ("HTTPS_PROXY", "http://upper.example:2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.salesforce.no_proxy_from_environment, ".my.salesforce.com");
+        assert_eq!(
+            s.salesforce.https_proxy().unwrap().unwrap().shown(),
+            "upper.example:2"
         );
         // Given no environment, none, whatever the process running the tests has.
         let s = Settings::load_from(None, Vec::new()).unwrap();
-        assert_eq!(s.salesforce.https_proxy().unwrap(), None);
+        assert!(s.salesforce.https_proxy().unwrap().is_none());
     }
 }

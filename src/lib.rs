@@ -29,6 +29,7 @@ pub mod fault;
 pub mod hex;
 pub mod operation;
 pub mod origin;
+pub mod outbound;
 pub mod proxy;
 pub mod redact;
 pub mod registry;

@@ -140,8 +140,11 @@ fn check(settings: &Settings) -> ExitCode {
     match settings.build() {
         Ok(built) => {
             print!("{}", settings.to_toml());
-            if let Some((host, port)) = built.https_proxy {
-                println!("# https origins are reached through the proxy {host}:{port}");
+            if let Some(proxy) = built.https_proxy {
+                println!(
+                    "# https origins are reached through the proxy {}",
+                    proxy.shown()
+                );
             }
             ExitCode::SUCCESS
         }

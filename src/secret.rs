@@ -8,6 +8,13 @@ use std::sync::Arc;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Arc<str>);
 
+/// Empty: a setting left unset.
+impl Default for Secret {
+    fn default() -> Secret {
+        Secret::new("")
+    }
+}
+
 impl Secret {
     pub fn new(value: impl Into<Arc<str>>) -> Self {
         Secret(value.into())

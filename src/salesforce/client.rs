@@ -138,11 +138,10 @@ impl Drop for ProgressBody {
 }
 
 impl SalesforceClient {
-    /// A client on `settings`, reaching https origins through `https_proxy` (host and port)
-    /// when given.
+    /// A client on `settings`, reaching https origins through `https_proxy` when given.
     pub fn new(
         settings: &SalesforceSettings,
-        https_proxy: Option<(String, u16)>,
+        https_proxy: Option<crate::outbound::OutboundProxy>,
     ) -> SalesforceClient {
         SalesforceClient {
             http: Arc::new(Http::new(settings, https_proxy)),

@@ -13,7 +13,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderValue, Request, Response};
+use axum::http::{header, HeaderValue, Request, Response, Uri};
 use futures_util::future::BoxFuture;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -29,6 +29,7 @@ use tokio_rustls::TlsConnector;
 use crate::body::UploadStalled;
 use crate::config::SalesforceSettings;
 use crate::origin::Origin;
+use crate::outbound::{OutboundProxy, Route};
 
 /// Why an exchange with Salesforce failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +78,7 @@ pub struct Http {
     read_timeout: Duration,
     user_agent: HeaderValue,
     /// The proxy https origins are tunnelled through, if any.
-    https_proxy: Option<(String, u16)>,
+    https_proxy: Option<OutboundProxy>,
 }
 
 struct Pool {
@@ -131,7 +132,7 @@ struct Idle {
 }
 
 impl Http {
-    pub fn new(settings: &SalesforceSettings, https_proxy: Option<(String, u16)>) -> Http {
+    pub fn new(settings: &SalesforceSettings, https_proxy: Option<OutboundProxy>) -> Http {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -284,9 +285,13 @@ impl Http {
                     let _ = tcp.set_nodelay(true);
                     return handshake(tcp).await;
                 }
-                let tcp = match &self.https_proxy {
+                let route = self
+                    .https_proxy
+                    .as_ref()
+                    .and_then(|p| Some((p, p.route(origin)?)));
+                let tcp = match route {
                     None => TcpStream::connect((origin.host(), origin.port())).await,
-                    Some(proxy) => tunnel(proxy, origin).await,
+                    Some((proxy, route)) => tunnel(proxy, route, origin).await,
                 }
                 .map_err(connect_error)?;
                 let _ = tcp.set_nodelay(true);
@@ -307,44 +312,124 @@ impl Http {
     }
 }
 
-/// A connection to `origin` through an HTTP proxy's `CONNECT` tunnel.
-async fn tunnel(proxy: &(String, u16), origin: &Origin) -> std::io::Result<TcpStream> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (host, port) = (proxy.0.as_str(), proxy.1);
-    let mut tcp = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("the proxy {host}:{port}: {e}")))?;
+/// A connection to `origin` through an HTTP proxy's `CONNECT` tunnel (hyper-util's), quoting
+/// the proxy's status line when it refuses.
+async fn tunnel(
+    proxy: &OutboundProxy,
+    route: Route,
+    origin: &Origin,
+) -> std::io::Result<TcpStream> {
+    use hyper_util::client::legacy::connect::proxy::Tunnel;
+    use tower_service::Service;
+    let answer = Arc::new(Mutex::new(Vec::new()));
+    let mut tunnel = Tunnel::new(
+        route.proxy,
+        ProxyDial {
+            answer: answer.clone(),
+        },
+    );
+    if let Some(authorization) = route.authorization {
+        tunnel = tunnel.with_auth(authorization);
+    }
     let target = if origin.host().contains(':') {
         format!("[{}]:{}", origin.host(), origin.port())
     } else {
         format!("{}:{}", origin.host(), origin.port())
     };
-    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await?;
-    // The proxy's answer head, read a byte at a time so nothing after it is consumed.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 8 * 1024 {
-            return Err(std::io::Error::other(
-                "the proxy's answer to CONNECT is too long",
-            ));
-        }
-        let mut byte = [0u8];
-        if tcp.read(&mut byte).await? == 0 {
-            return Err(std::io::Error::other(
-                "the proxy closed the connection during CONNECT",
-            ));
-        }
-        head.push(byte[0]);
+    let destination = Uri::try_from(format!("https://{target}/"))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let refused = match tunnel.call(destination).await {
+        Ok(tunnelled) => return Ok(tunnelled.into_inner().stream),
+        Err(refused) => refused,
+    };
+    // Reaching the proxy, or talking to it, failed: an io error underneath.
+    let io = std::error::Error::source(&refused).and_then(|s| s.downcast_ref::<std::io::Error>());
+    if let Some(io) = io {
+        return Err(std::io::Error::new(
+            io.kind(),
+            format!("the proxy {}: {io}", proxy.shown()),
+        ));
     }
-    let status_line = String::from_utf8_lossy(&head);
+    let answer = answer.lock().unwrap_or_else(|e| e.into_inner());
+    let status_line = String::from_utf8_lossy(&answer);
     let status_line = status_line.lines().next().unwrap_or_default();
-    if status_line.split(' ').nth(1) != Some("200") {
-        return Err(std::io::Error::other(format!(
-            "the proxy {host}:{port} refused CONNECT {target}: {status_line}"
-        )));
+    Err(std::io::Error::other(format!(
+        "the proxy {} refused CONNECT {target}: {}",
+        proxy.shown(),
+        if status_line.is_empty() {
+            refused.to_string()
+        } else {
+            crate::redact::quotable(status_line)
+        }
+    )))
+}
+
+/// The most of a proxy's answer to `CONNECT` kept, to quote its status line.
+const PROXY_ANSWER_KEPT: usize = 1024;
+
+/// Connects to the proxy, for hyper-util's [`Tunnel`](hyper_util::client::legacy::connect::proxy::Tunnel).
+struct ProxyDial {
+    answer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl tower_service::Service<Uri> for ProxyDial {
+    type Response = TokioIo<KeepsAnswer>;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, std::io::Result<TokioIo<KeepsAnswer>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
-    Ok(tcp)
+
+    fn call(&mut self, proxy: Uri) -> Self::Future {
+        let answer = self.answer.clone();
+        Box::pin(async move {
+            let host = proxy.host().unwrap_or_default().trim_matches(['[', ']']);
+            let port = proxy.port_u16().unwrap_or(80);
+            let stream = TcpStream::connect((host, port)).await?;
+            Ok(TokioIo::new(KeepsAnswer { stream, answer }))
+        })
+    }
+}
+
+/// The connection to the proxy, keeping the first bytes it answers.
+struct KeepsAnswer {
+    stream: TcpStream,
+    answer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for KeepsAnswer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        let room = PROXY_ANSWER_KEPT.saturating_sub(answer.len());
+        let read = &buf.filled()[before..];
+        answer.extend_from_slice(&read[..read.len().min(room)]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for KeepsAnswer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 async fn handshake<T>(io: T) -> Result<SendRequest<Body>, HttpError>
