@@ -248,6 +248,20 @@ fn get(path: String) -> UpstreamCall {
     }
 }
 
+/// String members as a JSON object, in the order given (Salesforce's field order).
+struct JsonMembers<'a>(Vec<(&'a str, &'a str)>);
+
+impl serde::Serialize for JsonMembers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
 /// A `jobInfo` request holding the fields that have a value, in the order given, in `format`.
 fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) -> UpstreamCall {
     let present = fields.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
@@ -266,10 +280,9 @@ fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) 
             (XML_CONTENT_TYPE, xml)
         }
         Format::Json => {
-            let members: Vec<String> = present
-                .map(|(name, value)| format!("\"{name}\":{}", serde_json::Value::from(value)))
-                .collect();
-            (JSON_CONTENT_TYPE, format!("{{{}}}", members.join(",")))
+            let members = JsonMembers(present.collect());
+            let json = serde_json::to_string(&members).expect("strings always serialize");
+            (JSON_CONTENT_TYPE, json)
         }
     };
     UpstreamCall {

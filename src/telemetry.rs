@@ -310,7 +310,8 @@ thread_local! {
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// `2026-11-28T14:10:05.123456Z`; the date and time of day are worked out once a second.
+/// `2026-11-28T14:10:05.123456Z`; the date and time of day are worked out once a second (a
+/// formatted date per line cost more than the rest of the line: BENCHMARKS.md, the second round).
 fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
@@ -327,31 +328,13 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
     w.write_char('Z')
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) for seconds since the Unix epoch.
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) for seconds since the Unix epoch: humantime's RFC 3339, without
+/// its `Z` (written after the microseconds).
 fn date_time(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let of_day = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), by 400-year eras.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
+    let at = UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    let mut text = humantime::format_rfc3339_seconds(at).to_string();
+    text.pop();
+    text
 }
 
 #[cfg(test)]

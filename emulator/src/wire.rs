@@ -62,19 +62,7 @@ impl Document {
                 end_document(&mut out, self.root);
                 out
             }
-            Format::Json => {
-                let members: Vec<String> = self
-                    .fields
-                    .iter()
-                    .map(|(name, value)| match value {
-                        Value::Text(v) => {
-                            format!("\"{name}\":{}", serde_json::Value::from(v.as_str()))
-                        }
-                        Value::Number(v) => format!("\"{name}\":{v}"),
-                    })
-                    .collect();
-                format!("{{{}}}", members.join(","))
-            }
+            Format::Json => json(&Members(&self.fields)),
         }
     }
 
@@ -110,10 +98,54 @@ pub fn render_list(
             out
         }
         Format::Json => {
-            let rendered: Vec<String> = items.iter().map(|d| d.render(Format::Json)).collect();
-            format!("{{\"{item}\":[{}]}}", rendered.join(","))
+            let members: Vec<Members<'_>> = items.iter().map(|d| Members(&d.fields)).collect();
+            json(&[(item, members)].into_iter().collect::<Ordered<_>>())
         }
     }
+}
+
+/// A document's members as a JSON object, in schema order; numbers bare.
+struct Members<'a>(&'a [(&'static str, Value)]);
+
+impl serde::Serialize for Members<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            match value {
+                Value::Text(text) => map.serialize_entry(name, text)?,
+                Value::Number(text) => match text.parse::<serde_json::Number>() {
+                    Ok(number) => map.serialize_entry(name, &number)?,
+                    Err(_) => map.serialize_entry(name, text)?,
+                },
+            }
+        }
+        map.end()
+    }
+}
+
+/// Named values as a JSON object, in the order given.
+struct Ordered<T>(Vec<(&'static str, T)>);
+
+impl<T> FromIterator<(&'static str, T)> for Ordered<T> {
+    fn from_iter<I: IntoIterator<Item = (&'static str, T)>>(iter: I) -> Self {
+        Ordered(iter.into_iter().collect())
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for Ordered<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("strings and numbers always serialize")
 }
 
 /// An answer with `body` labelled in `format`.
