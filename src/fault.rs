@@ -141,9 +141,9 @@ impl From<crate::registry::RegistryError> for Fault {
     fn from(error: crate::registry::RegistryError) -> Fault {
         use crate::registry::RegistryError;
         match error {
-            RegistryError::Unavailable(_) => Fault::RegistryUnavailable(error.to_string()),
-            RegistryError::Failure(_) | RegistryError::Unreadable(_) => {
-                Fault::Registry(error.to_string())
+            RegistryError::Unavailable { .. } => Fault::RegistryUnavailable(error.detail()),
+            RegistryError::Failure { .. } | RegistryError::Unreadable { .. } => {
+                Fault::Registry(error.detail())
             }
         }
     }

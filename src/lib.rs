@@ -16,30 +16,31 @@
 //! `sfbulk-emulator` (in `emulator/`), which shares no code with this one; the binary includes it
 //! behind the `emulator` feature. [`config`] holds the
 //! settings, [`telemetry`] the logging setup; [`domain`], [`secret`], [`redact`] and [`xml`] are
-//! the small types and helpers the rest share.
+//! the small types and helpers the rest share. Modules are crate-private unless the binary, the
+//! tests or the fuzzer use them.
 
-pub mod access_log;
-pub mod admission;
-pub mod body;
+pub(crate) mod access_log;
+pub(crate) mod admission;
+pub(crate) mod body;
 pub mod config;
 pub mod credentials;
 pub mod domain;
 pub mod envelope;
-pub mod fault;
-pub mod hex;
+pub(crate) mod fault;
+pub(crate) mod hex;
 pub mod operation;
 pub mod origin;
 pub mod outbound;
-pub mod proxy;
-pub mod redact;
+pub(crate) mod proxy;
+pub(crate) mod redact;
 pub mod registry;
-pub mod relay;
-pub mod routes;
-pub mod salesforce;
+pub(crate) mod relay;
+pub(crate) mod routes;
+pub(crate) mod salesforce;
 pub mod secret;
 pub mod server;
-pub mod session;
-pub mod state;
+pub(crate) mod session;
+pub(crate) mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod xml;

@@ -146,7 +146,7 @@ impl Sessions {
         if let Err(error) = stored {
             tracing::warn!(
                 request_id = crate::access_log::current_request_id().as_deref(),
-                %error,
+                error = %error.detail(),
                 "the accepted token could not be stored"
             );
         }
@@ -254,7 +254,7 @@ fn absent_if_unreadable(
 ) -> Result<Option<Entry>, Fault> {
     match read {
         Ok(found) => Ok(found),
-        Err(RegistryError::Unreadable(_)) => Ok(None),
+        Err(RegistryError::Unreadable { .. }) => Ok(None),
         Err(error) => Err(error.into()),
     }
 }
@@ -283,14 +283,15 @@ impl Budget {
         let result = tokio::time::timeout(limit, operation).await;
         self.left = self.left.saturating_sub(started.elapsed());
         result.unwrap_or_else(|_| {
-            Err(RegistryError::Unavailable(if limit < self.operation {
+            let context = if limit < self.operation {
                 "registry.request_budget_ms was spent".into()
             } else {
                 format!(
                     "no answer within registry.timeout_ms ({} ms)",
                     limit.as_millis()
                 )
-            }))
+            };
+            Err(RegistryError::unavailable(context, None))
         })
     }
 }
@@ -303,10 +304,13 @@ async fn within<T>(
     tokio::time::timeout(limit, operation)
         .await
         .unwrap_or_else(|_| {
-            Err(RegistryError::Unavailable(format!(
-                "no answer within registry.timeout_ms ({} ms)",
-                limit.as_millis()
-            )))
+            Err(RegistryError::unavailable(
+                format!(
+                    "no answer within registry.timeout_ms ({} ms)",
+                    limit.as_millis()
+                ),
+                None,
+            ))
         })
 }
 
@@ -343,7 +347,7 @@ impl Refresh {
             // Another request, here or on another replica, may have refreshed since.
             let path = match budget.run(registry.get_fresh(&self.key)).await {
                 Ok(found) => found,
-                Err(RegistryError::Unreadable(_)) => None,
+                Err(RegistryError::Unreadable { .. }) => None,
                 Err(error) => break Err(error.into()),
             };
             if let Some(entry) = path.as_ref().filter(|e| self.replaced(e)) {
@@ -352,7 +356,7 @@ impl Refresh {
             }
             let (lineage, lost) = match budget.run(registry.get_fresh(&self.lineage)).await {
                 Ok(found) => (found, false),
-                Err(RegistryError::Unreadable(_)) => (None, true),
+                Err(RegistryError::Unreadable { .. }) => (None, true),
                 Err(error) => break Err(error.into()),
             };
             if let Some(entry) = lineage.as_ref().filter(|e| self.shareable(e)) {
@@ -489,7 +493,7 @@ impl Refresh {
         {
             tracing::error!(
                 registry.path = %self.grant.registry_path,
-                %error,
+                error = %error.detail(),
                 rotated = next.refresh_token.is_some(),
                 "a refreshed session could not be stored; if Salesforce rotated the refresh \
                  token, the grant must be re-authorised"
@@ -503,7 +507,7 @@ impl Refresh {
         )
         .await
         {
-            tracing::warn!(%error, "the refreshed session was stored for the grant but not for its registry path");
+            tracing::warn!(error = %error.detail(), "the refreshed session was stored for the grant but not for its registry path");
         }
         tracing::info!(
             request_id = crate::access_log::current_request_id().as_deref(),
@@ -545,7 +549,7 @@ async fn renewing<T>(
             () = tokio::time::sleep(period) => match within(limits.operation, lease.renew()).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!("the refresh lock lapsed during the token call; another process may refresh too"),
-                Err(error) => tracing::warn!(%error, "the refresh lock could not be renewed"),
+                Err(error) => tracing::warn!(error = %error.detail(), "the refresh lock could not be renewed"),
             },
         }
     }

@@ -42,8 +42,9 @@ impl FileRegistry {
             keys,
             set_aside: Default::default(),
         };
-        let listing = std::fs::read_dir(dir)
-            .map_err(|e| RegistryError::Failure(format!("cannot list {}: {e}", dir.display())))?;
+        let listing = std::fs::read_dir(dir).map_err(|e| {
+            RegistryError::failure(format!("cannot list {}", dir.display()), Some(e.into()))
+        })?;
         let mut found = Vec::new();
         for file in listing.flatten() {
             let path = file.path();
@@ -55,8 +56,10 @@ impl FileRegistry {
                     match read_entry(dir, &key, registry.keys.as_deref()) {
                         Ok(Some(entry)) => found.push((id.to_string(), entry)),
                         Ok(None) => {}
-                        Err(RegistryError::Unreadable(_)) => registry.set_aside(id, true),
-                        Err(error) => tracing::warn!(%error, "skipping a registry entry"),
+                        Err(RegistryError::Unreadable { .. }) => registry.set_aside(id, true),
+                        Err(error) => {
+                            tracing::warn!(error = %error.detail(), "skipping a registry entry")
+                        }
                     }
                 }
                 _ if name.contains(".tmp") => {
@@ -100,11 +103,11 @@ impl FileRegistry {
         let (dir, owned, keys) = (self.dir.clone(), key.clone(), self.keys.clone());
         let read = tokio::task::spawn_blocking(move || read_entry(&dir, &owned, keys.as_deref()))
             .await
-            .map_err(|e| RegistryError::Failure(e.to_string()))?;
+            .map_err(|e| RegistryError::failure("reading the entry", Some(e.into())))?;
         let loaded = match read {
-            Err(RegistryError::Unreadable(reason)) => {
+            Err(unreadable @ RegistryError::Unreadable { .. }) => {
                 self.set_aside(key.id(), true);
-                return Err(RegistryError::Unreadable(reason));
+                return Err(unreadable);
             }
             Ok(None)
                 if self
@@ -113,8 +116,9 @@ impl FileRegistry {
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(key.id()) =>
             {
-                return Err(RegistryError::Unreadable(
-                    "set aside as unreadable, and not written since".into(),
+                return Err(RegistryError::unreadable(
+                    "set aside as unreadable, and not written since",
+                    None,
                 ))
             }
             other => other?,
@@ -132,9 +136,9 @@ impl FileRegistry {
         let id = key.id().to_string();
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
-            .map_err(|e| RegistryError::Failure(e.to_string()))?
+            .map_err(|e| RegistryError::failure("writing the entry", Some(e.into())))?
             .map_err(|e| {
-                RegistryError::Failure(format!("cannot write registry entry {id}: {e}"))
+                RegistryError::failure(format!("cannot write registry entry {id}"), Some(e.into()))
             })?;
         let evicted = self.cache.put_now(key, entry);
         self.remove_files(&evicted);
@@ -154,10 +158,10 @@ fn read_entry(
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(RegistryError::Failure(format!(
-                "cannot read registry entry {}: {e}",
-                key.id()
-            )))
+            return Err(RegistryError::failure(
+                format!("cannot read registry entry {}", key.id()),
+                Some(e.into()),
+            ))
         }
     };
     seal::decode(key, &bytes, keys).map(Some).map_err(|error| {
@@ -174,7 +178,7 @@ fn read_entry(
             set_aside = moved.is_ok(),
             "a registry entry cannot be opened; it is set aside and treated as absent"
         );
-        RegistryError::Unreadable(error.to_string())
+        RegistryError::unreadable("", Some(error.into()))
     })
 }
 
@@ -188,18 +192,25 @@ fn prepare_dir(dir: &Path) -> Result<(), RegistryError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| RegistryError::Failure(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            RegistryError::failure(format!("cannot create {}", dir.display()), Some(e.into()))
+        })?;
     let mode = std::fs::metadata(dir)
-        .map_err(|e| RegistryError::Failure(format!("cannot read {}: {e}", dir.display())))?
+        .map_err(|e| {
+            RegistryError::failure(format!("cannot read {}", dir.display()), Some(e.into()))
+        })?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            RegistryError::Failure(format!(
-                "{} is open to others (mode {:o}) and cannot be made owner-only: {e}",
-                dir.display(),
-                mode & 0o777
-            ))
+            RegistryError::failure(
+                format!(
+                    "{} is open to others (mode {:o}) and cannot be made owner-only",
+                    dir.display(),
+                    mode & 0o777
+                ),
+                Some(e.into()),
+            )
         })?;
         tracing::warn!(
             dir = %dir.display(),
@@ -248,9 +259,12 @@ impl TokenRegistry for FileRegistry {
             let at = path.clone();
             let locked = tokio::task::spawn_blocking(move || try_flock(&at))
                 .await
-                .map_err(|e| RegistryError::Failure(e.to_string()))?
+                .map_err(|e| RegistryError::failure("locking the entry", Some(e.into())))?
                 .map_err(|e| {
-                    RegistryError::Failure(format!("cannot lock registry entry {}: {e}", key.id()))
+                    RegistryError::failure(
+                        format!("cannot lock registry entry {}", key.id()),
+                        Some(e.into()),
+                    )
                 })?;
             Ok(locked.map(|file| {
                 let lease: Box<dyn Lease + 'a> = Box::new(FileLease {
@@ -399,6 +413,22 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    #[test]
+    fn a_directory_that_cannot_be_made_keeps_the_io_error_as_its_source() {
+        let file = std::env::temp_dir().join(format!("sfbulk-not-a-dir-{}", fastrand::u64(..)));
+        std::fs::write(&file, b"").unwrap();
+        let error = FileRegistry::open(&file.join("registry"), 10, None)
+            .err()
+            .expect("a file is in the way");
+        assert!(matches!(error, RegistryError::Failure { .. }));
+        let cause = std::error::Error::source(&error).expect("the io error is kept");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        let detail = error.detail();
+        assert!(detail.starts_with("cannot create "), "{detail}");
+        assert!(detail.ends_with(&format!(": {cause}")), "{detail}");
+        std::fs::remove_file(&file).unwrap();
+    }
+
     #[tokio::test]
     async fn entries_survive_a_new_registry_on_the_same_dir_and_are_owner_only() {
         let dir = temp_dir();
@@ -436,7 +466,7 @@ mod tests {
         assert!(!corrupt.exists(), "set aside at start");
         assert!(matches!(
             registry.get(&key()).await,
-            Err(RegistryError::Unreadable(_))
+            Err(RegistryError::Unreadable { .. })
         ));
 
         // Corrupted while running: reported unreadable until written again.
@@ -444,7 +474,7 @@ mod tests {
         for _ in 0..2 {
             assert!(matches!(
                 registry.get_fresh(&key()).await,
-                Err(RegistryError::Unreadable(_))
+                Err(RegistryError::Unreadable { .. })
             ));
         }
         registry.put(&key(), entry()).await.unwrap();

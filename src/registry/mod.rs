@@ -146,19 +146,70 @@ pub fn secret_check(lineage: &RegistryKey, client_secret: Option<&Secret>) -> St
     ])
 }
 
-/// Why the registry could not do what was asked.
+/// What a registry error was caused by: an io, Redis or sealing error, kept as it was.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the registry could not do what was asked. The kind decides the caller's answer (503 to
+/// try again, or 500); `detail` gives the whole story, causes included.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The store did not answer (Redis down, a timeout): worth trying again shortly.
-    #[error("the token registry cannot be reached: {0}")]
-    Unavailable(String),
+    #[error("the token registry cannot be reached: {context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The store answered but cannot be used (a full disk, a refused write).
-    #[error("{0}")]
-    Failure(String),
+    #[error("{context}")]
+    Failure {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The entry is there but cannot be opened (corrupt, or sealed with a key no longer
     /// configured). The backend has logged it; callers treat the entry as absent and say so.
-    #[error("the stored entry cannot be opened: {0}")]
-    Unreadable(String),
+    #[error("the stored entry cannot be opened{}{context}", if context.is_empty() { "" } else { ": " })]
+    Unreadable {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl RegistryError {
+    pub fn unavailable(context: impl Into<String>, source: Option<Cause>) -> RegistryError {
+        RegistryError::Unavailable {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn failure(context: impl Into<String>, source: Option<Cause>) -> RegistryError {
+        RegistryError::Failure {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn unreadable(context: impl Into<String>, source: Option<Cause>) -> RegistryError {
+        RegistryError::Unreadable {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The message and every cause under it, `: `-separated.
+    pub fn detail(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
 }
 
 /// A lineage's refresh lock, held by one task in the whole fleet until released or lapsed.

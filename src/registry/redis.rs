@@ -95,9 +95,10 @@ impl RedisRegistry {
     ) -> Result<RedisRegistry, RegistryError> {
         let url = url.expose();
         Self::check_url(url)
-            .map_err(|e| RegistryError::Failure(format!("registry.redis_url {e}")))?;
-        let client = redis::Client::open(url)
-            .map_err(|e| RegistryError::Failure(format!("registry.redis_url: {:?}", e.kind())))?;
+            .map_err(|e| RegistryError::failure(format!("registry.redis_url {e}"), None))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            RegistryError::failure(format!("registry.redis_url: {:?}", e.kind()), None)
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -105,7 +106,7 @@ impl RedisRegistry {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(timeout);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| RegistryError::Failure(format!("redis: {:?}", e.kind())))?;
+            .map_err(|e| RegistryError::failure(format!("redis: {:?}", e.kind()), None))?;
         Ok(RedisRegistry {
             connection,
             prefix: key_prefix.to_string(),
@@ -143,23 +144,22 @@ impl RedisRegistry {
                 %error,
                 "a registry entry in Redis cannot be opened; treated as absent"
             );
-            RegistryError::Unreadable(error.to_string())
+            RegistryError::unreadable("", Some(error.into()))
         })
     }
 }
 
 /// A Redis error as the registry reports it: the store out of reach, or refusing.
 fn failed(error: redis::RedisError) -> RegistryError {
-    let text = format!("redis: {error}");
-    if error.is_io_error()
+    let unavailable = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
-        || error.is_unrecoverable_error()
-    {
-        RegistryError::Unavailable(text)
+        || error.is_unrecoverable_error();
+    if unavailable {
+        RegistryError::unavailable("redis", Some(error.into()))
     } else {
-        RegistryError::Failure(text)
+        RegistryError::failure("redis", Some(error.into()))
     }
 }
 
@@ -268,11 +268,13 @@ impl Lease for RedisLease<'_> {
                 .map_err(failed)?;
             match stored {
                 1 => Ok(()),
-                0 => Err(RegistryError::Failure(
-                    "the refresh lock lapsed before the refreshed grant was stored".into(),
+                0 => Err(RegistryError::failure(
+                    "the refresh lock lapsed before the refreshed grant was stored",
+                    None,
                 )),
-                _ => Err(RegistryError::Failure(
-                    "the grant was written by another holder meanwhile".into(),
+                _ => Err(RegistryError::failure(
+                    "the grant was written by another holder meanwhile",
+                    None,
                 )),
             }
         })

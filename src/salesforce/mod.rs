@@ -8,5 +8,5 @@ mod oauth;
 
 pub use client::{SalesforceClient, UpstreamResponse};
 pub use error::{UpstreamError, UpstreamKind};
+#[cfg(test)]
 pub use http::HttpError;
-pub use oauth::TokenGrant;
