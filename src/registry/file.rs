@@ -417,9 +417,9 @@ mod tests {
     fn a_directory_that_cannot_be_made_keeps_the_io_error_as_its_source() {
         let file = std::env::temp_dir().join(format!("sfbulk-not-a-dir-{}", fastrand::u64(..)));
         std::fs::write(&file, b"").unwrap();
-        let error = FileRegistry::open(&file.join("registry"), 10, None)
-            .err()
-            .expect("a file is in the way");
+        let Err(error) = FileRegistry::open(&file.join("registry"), 10, None) else {
+            panic!("a file is in the way");
+        };
         assert!(matches!(error, RegistryError::Failure { .. }));
         let cause = std::error::Error::source(&error).expect("the io error is kept");
         assert!(cause.downcast_ref::<std::io::Error>().is_some());
