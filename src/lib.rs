@@ -1,23 +1,26 @@
 //! sfbulk-proxy: a drop-in replacement for the WSO2 ESB Salesforce Bulk connector proxy.
 //!
 //! A request reads top to bottom through these modules: [`admission`] decides whether it may
-//! come in at all (bearer tokens, requests in flight, connections); [`body`] reads the request's body
-//! within its limits; [`envelope`] turns the WSO2 XML body into named fields; [`operation`] turns the operation's
-//! fields into a Salesforce call; [`credentials`] reads where and as whom to call, admitting URLs
-//! only through the [`origin`] allow-list; [`session`] picks the token (WSO2's `init`), keeping it
-//! in the [`registry`] and refreshing it once for all waiting requests; [`salesforce`] makes the
-//! call; [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
-//! together for one request, [`state`] is what every request shares, and [`server`] serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
+//! come in at all (bearer tokens, requests in flight, connections); [`body`] reads the request's
+//! body within its limits; [`envelope`] turns the WSO2 XML (or JSON) body into named fields;
+//! [`operation`] turns the operation's fields into a Salesforce call; [`credentials`] reads where
+//! and as whom to call, admitting URLs only through the [`origin`] allow-list; [`session`] picks
+//! the token (WSO2's `init`), keeping it in the [`registry`] and refreshing it once for all
+//! waiting requests; [`salesforce`] makes the call (through the [`outbound`] proxy when one is
+//! set); [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
+//! together for one request, [`state`] is what every request shares, and [`server`] binds the
+//! listeners and serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
+//!
 //! Each stage reports its own error (`EnvelopeError`, `CredentialsError`, `RegistryError`,
 //! `UpstreamError`); [`fault`] is the proxy's answers and the one table that turns those errors
-//! into them, so whose failure it was (caller, Salesforce, ours) is decided in one place.
+//! into them, so whose failure it was (the caller's, Salesforce's, ours) is decided in one place.
 //!
-//! The fake Salesforce org for tests, the demo and benchmarks is a crate of its own,
-//! `sfbulk-emulator` (in `emulator/`), which shares no code with this one; the binary includes it
-//! behind the `emulator` feature. [`config`] holds the
-//! settings, [`telemetry`] the logging setup; [`domain`], [`secret`], [`redact`] and [`xml`] are
-//! the small types and helpers the rest share. Modules are crate-private unless the binary, the
-//! tests or the fuzzer use them.
+//! [`config`] reads the settings and builds them once into the typed values the rest use;
+//! [`telemetry`] sets up logging; [`domain`], [`secret`], [`redact`], [`hex`] and [`xml`] are the
+//! small types and helpers the rest share. Modules are crate-private unless the binary, the tests
+//! or the fuzzer use them. The fake Salesforce org for tests, the demo and benchmarks is a crate of
+//! its own, `sfbulk-emulator` (in `emulator/`), which shares no code with this one; the binary
+//! includes it behind the `emulator` feature.
 
 pub(crate) mod access_log;
 pub(crate) mod admission;
