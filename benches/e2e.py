@@ -206,6 +206,8 @@ http {{
 def proxy_env(listen=PROXY, backend="memory"):
     return {
         "SFBULK__SERVER__LISTEN": listen,
+        # Two proxies run at once here; the admin port is not measured.
+        "SFBULK__ADMIN__LISTEN": "",
         "SFBULK__SALESFORCE__ALLOWED_ORIGINS": f"http://{EMULATOR}",
         "SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME": f"http://{EMULATOR}",
         "SFBULK__REGISTRY__BACKEND": backend,

@@ -1,27 +1,34 @@
-//! One log line per request, written when its answer's head leaves: method, path (never the
-//! query string, which may carry credentials), request id, operation, status, duration, and the
-//! fault when the proxy refused or failed the request. Each request also gets an `x-request-id`:
+//! One log line per request, written when its answer's body has gone out (or the caller went
+//! away): request id, method, path (never the query string, which may carry credentials),
+//! operation, status, who made the answer, body bytes sent, duration to the last byte, time to
+//! Salesforce's answer head, the caller's address, its W3C trace id, and the fault when the proxy
+//! refused or failed the request. The request's metrics are counted at the same moment. Each request also gets an `x-request-id`:
 //! the caller's, or a new one; the answer carries it back.
 //!
 //! No tracing span is kept per request (formatting and entering one cost more than the line
-//! itself); the few events logged while a request runs add its id with [`current_request_id`].
+//! itself); the few events logged while a request runs add its id from [`crate::request_id`].
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use http_body::{Frame, SizeHint};
 
 use crate::fault::{Fault, FaultRecord};
 use crate::hex;
+use crate::metrics::{Metrics, Source};
+use crate::request_id;
+use crate::trace::TraceContext;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    static CURRENT: HeaderValue;
-}
 
 /// The operation a request asked for, put on its answer by the handler for the log line.
 #[derive(Debug, Clone, Copy)]
@@ -68,13 +75,28 @@ fn is_acceptable_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
-/// Answers `request` with `handler`, giving it a request id and logging its line.
-pub async fn logged<F, A>(ids: &RequestIds, mut request: Request, handler: F) -> Response
+/// The caller's address, put on each request by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// How long Salesforce took to send its answer's head, put on the answer by the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
+
+/// Answers `request` with `handler`, giving it a request id; its line is logged (and its
+/// metrics counted) when the answer's body has gone out, or the caller went away.
+pub async fn logged<F, A>(
+    ids: &RequestIds,
+    metrics: &Arc<Metrics>,
+    mut request: Request,
+    handler: F,
+) -> Response
 where
     F: FnOnce(Request) -> A,
     A: Future<Output = Response>,
 {
     let started = Instant::now();
+    metrics.request_started();
     let id = match request.headers().get(&REQUEST_ID) {
         Some(id) if is_acceptable_request_id(id) => id.clone(),
         _ => {
@@ -83,62 +105,172 @@ where
             id
         }
     };
+    let trace = TraceContext::from_headers(request.headers());
+    if let Some(trace) = trace {
+        request.extensions_mut().insert(trace);
+    }
+    let client = request.extensions().get::<Peer>().map(|p| p.0);
     let method = request.method().clone();
-    let uri = request.uri().clone();
-    let mut response = CURRENT.scope(id.clone(), handler(request)).await;
-    let status = response.status();
-    let operation = response.extensions().get::<OperationName>().map(|o| o.0);
-    let fault = response.extensions().get::<FaultRecord>();
-    macro_rules! access_line {
-        ($level:expr, $message:literal) => {
-            tracing::event!(
-                $level,
-                method = %method,
-                path = uri.path(),
-                request_id = id.to_str().unwrap_or_default(),
-                operation,
-                status = status.as_u16(),
-                duration_us = started.elapsed().as_micros() as u64,
-                fault.code = fault.map(|f| f.code),
-                fault.message = fault.map(|f| f.message.as_str()),
-                $message
-            )
-        };
+    let path = request.uri().path().to_string();
+    let response = request_id::scope(id.clone(), handler(request)).await;
+    let (mut parts, body) = response.into_parts();
+    let fault = parts.extensions.remove::<FaultRecord>();
+    let operation = parts.extensions.get::<OperationName>().map(|o| o.0);
+    let source = if fault.is_some() || operation.is_none() {
+        Source::Proxy
+    } else {
+        Source::Salesforce
+    };
+    if let Some(setting) = fault.as_ref().and_then(|f| f.overloaded) {
+        metrics.shed(setting);
     }
-    match fault {
-        Some(f) if f.code == Fault::CLIENT_ABORTED => {
-            access_line!(tracing::Level::WARN, "request aborted by the caller")
-        }
-        Some(_) if status.is_server_error() => {
-            access_line!(tracing::Level::ERROR, "request failed")
-        }
-        Some(_) => access_line!(tracing::Level::WARN, "request refused"),
-        None if status == StatusCode::METHOD_NOT_ALLOWED => {
-            access_line!(tracing::Level::WARN, "method not allowed")
-        }
-        None => access_line!(tracing::Level::INFO, "answered"),
-    }
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+    let line = AccessLine {
+        method,
+        path,
+        request_id: id.clone(),
+        operation,
+        status: parts.status,
+        source,
+        fault,
+        started,
+        upstream: parts.extensions.get::<UpstreamTime>().map(|u| u.0),
+        client,
+        trace,
+        metrics: metrics.clone(),
+    };
+    parts.headers.insert(REQUEST_ID, id);
+    let body = LoggedBody {
+        inner: body,
+        bytes: 0,
+        line: Some(Box::new(line)),
+    };
+    Response::from_parts(parts, Body::new(body))
 }
 
-/// `future` run with the current request's id, for work a request spawns off itself.
-pub fn with_current_request_id<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    let id = CURRENT.try_with(HeaderValue::clone).ok();
-    async move {
-        match id {
-            Some(id) => CURRENT.scope(id, future).await,
-            None => future.await,
+/// What a request's line says, kept until its answer is done.
+struct AccessLine {
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+    operation: Option<&'static str>,
+    status: StatusCode,
+    source: Source,
+    fault: Option<FaultRecord>,
+    started: Instant,
+    upstream: Option<Duration>,
+    client: Option<SocketAddr>,
+    trace: Option<TraceContext>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLine {
+    /// Logs the line and counts the request: `bytes` of body sent, `complete` when all of it.
+    fn write(self, bytes: u64, complete: bool) {
+        let duration = self.started.elapsed();
+        self.metrics.request_done(
+            self.operation,
+            self.status.as_u16(),
+            self.source,
+            bytes,
+            duration,
+        );
+        let fault = self.fault.as_ref();
+        let client = self.client.map(|c| c.to_string());
+        macro_rules! access_line {
+            ($level:expr, $message:literal) => {
+                tracing::event!(
+                    $level,
+                    request_id = self.request_id.to_str().unwrap_or_default(),
+                    method = %self.method,
+                    path = self.path.as_str(),
+                    operation = self.operation,
+                    status = self.status.as_u16(),
+                    source = self.source.as_str(),
+                    bytes,
+                    duration_us = duration.as_micros() as u64,
+                    upstream_us = self.upstream.map(|u| u.as_micros() as u64),
+                    client = client.as_deref(),
+                    trace_id = self.trace.as_ref().map(TraceContext::trace_id),
+                    fault.code = fault.map(|f| f.code),
+                    fault.message = fault.map(|f| f.message.as_str()),
+                    $message
+                )
+            };
+        }
+        match fault {
+            Some(f) if f.code == Fault::CLIENT_ABORTED => {
+                access_line!(tracing::Level::WARN, "request aborted by the caller")
+            }
+            _ if !complete => {
+                access_line!(tracing::Level::WARN, "answer aborted by the caller")
+            }
+            Some(_) if self.status.is_server_error() => {
+                access_line!(tracing::Level::ERROR, "request failed")
+            }
+            Some(_) => access_line!(tracing::Level::WARN, "request refused"),
+            None if self.status == StatusCode::METHOD_NOT_ALLOWED => {
+                access_line!(tracing::Level::WARN, "method not allowed")
+            }
+            None => access_line!(tracing::Level::INFO, "answered"),
         }
     }
 }
 
-/// The id of the request being served, for log events made while it runs.
-pub fn current_request_id() -> Option<String> {
-    CURRENT
-        .try_with(|id| id.to_str().ok().map(str::to_string))
-        .ok()
-        .flatten()
+/// An answer's body, counting what goes out; the access line is written at its end.
+struct LoggedBody {
+    inner: Body,
+    bytes: u64,
+    line: Option<Box<AccessLine>>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self, complete: bool) {
+        if let Some(line) = self.line.take() {
+            line.write(self.bytes, complete);
+        }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        // An empty body is never polled; one dropped before its end lost its caller.
+        let complete = http_body::Body::is_end_stream(&self.inner);
+        self.finish(complete);
+    }
 }
 
 #[cfg(test)]

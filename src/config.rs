@@ -18,6 +18,7 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub admin: AdminSettings,
     pub salesforce: SalesforceSettings,
     pub registry: RegistrySettings,
     pub log: LogSettings,
@@ -29,6 +30,7 @@ pub struct ServerSettings {
     pub listen: String,
     pub max_body_bytes: usize,
     pub replay_buffer_bytes: usize,
+    pub drain_secs: f64,
     pub shutdown_grace_secs: f64,
     pub header_read_timeout_secs: f64,
     pub body_read_timeout_secs: f64,
@@ -42,6 +44,12 @@ pub struct ServerSettings {
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
     pub tls_client_ca_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdminSettings {
+    pub listen: String,
+    pub ready_requires_registry: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -154,6 +162,8 @@ impl EmulatorSettings {
 pub struct Built {
     /// `server.listen`; `None` when off.
     pub listen: Option<SocketAddr>,
+    /// `admin.listen`; `None` when off.
+    pub admin_listen: Option<SocketAddr>,
     /// `server.tls_listen` and its certificate pair, loaded; `None` when off.
     pub tls: Option<(SocketAddr, Arc<crate::tls::ServerTls>)>,
     pub emulator_listen: SocketAddr,
@@ -281,6 +291,7 @@ impl Settings {
             }
         };
         let listen = address("server.listen", &self.server.listen);
+        let admin_listen = address("admin.listen", &self.admin.listen);
         let tls_listen = address("server.tls_listen", &self.server.tls_listen);
         let emulator_listen = address("emulator.listen", &self.emulator.listen);
         if self.emulator.listen.trim().is_empty() {
@@ -351,6 +362,7 @@ impl Settings {
                 self.server.shutdown_grace_secs,
                 true,
             ),
+            ("server.drain_secs", self.server.drain_secs, true),
             (
                 "server.header_read_timeout_secs",
                 self.server.header_read_timeout_secs,
@@ -430,6 +442,7 @@ impl Settings {
         match (allow, emulator_listen) {
             (Some(allow), Some(emulator_listen)) if problems.is_empty() => Ok(Built {
                 listen,
+                admin_listen,
                 tls,
                 emulator_listen,
                 auth_tokens,
@@ -748,6 +761,9 @@ impl ServerSettings {
 
     pub fn shutdown_grace(&self) -> Duration {
         seconds(self.shutdown_grace_secs)
+    }
+    pub fn drain(&self) -> Duration {
+        seconds(self.drain_secs)
     }
     pub fn header_read_timeout(&self) -> Duration {
         seconds(self.header_read_timeout_secs)

@@ -237,6 +237,8 @@ impl Fault {
 pub struct FaultRecord {
     pub code: &'static str,
     pub message: String,
+    /// The limit reached, when the request was shed (`server.max_in_flight`).
+    pub overloaded: Option<&'static str>,
 }
 
 impl IntoResponse for Fault {
@@ -268,9 +270,14 @@ impl IntoResponse for Fault {
             }
             _ => {}
         }
+        let overloaded = match self {
+            Fault::Overloaded(setting) => Some(setting),
+            _ => None,
+        };
         response.extensions_mut().insert(FaultRecord {
             code: self.code(),
             message,
+            overloaded,
         });
         response
     }

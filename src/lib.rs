@@ -23,6 +23,7 @@
 //! includes it behind the `emulator` feature.
 
 pub(crate) mod access_log;
+pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod body;
 pub mod config;
@@ -31,13 +32,16 @@ pub mod domain;
 pub mod envelope;
 pub(crate) mod fault;
 pub(crate) mod hex;
+pub(crate) mod metrics;
 pub mod operation;
 pub mod origin;
 pub mod outbound;
+pub(crate) mod process_metrics;
 pub(crate) mod proxy;
 pub(crate) mod redact;
 pub mod registry;
 pub(crate) mod relay;
+pub(crate) mod request_id;
 pub(crate) mod routes;
 pub(crate) mod salesforce;
 pub mod secret;
@@ -46,4 +50,5 @@ pub(crate) mod session;
 pub(crate) mod state;
 pub mod telemetry;
 pub mod tls;
+pub(crate) mod trace;
 pub mod xml;

@@ -37,11 +37,9 @@ enum Command {
     /// Check the settings (defaults, --config file, SFBULK__ variables) and print the effective
     /// ones as TOML with every secret hidden; exit 2 listing every problem when they are invalid.
     Check,
-    /// Exit 0 if the service at URL answers 200 (for container health checks).
-    Healthcheck {
-        #[arg(default_value = "http://127.0.0.1:8280/healthz")]
-        url: String,
-    },
+    /// Exit 0 if the service answers 200 (for container health checks): at URL, or else at
+    /// admin.listen's /livez, or server.listen's /healthz when the admin port is off.
+    Healthcheck { url: Option<String> },
 }
 
 fn main() -> ExitCode {
@@ -69,10 +67,24 @@ fn main() -> ExitCode {
 async fn run_command() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::Healthcheck { url } = &command {
-        return healthcheck(url).await;
-    }
     let settings = Settings::load(cli.config.as_deref());
+    if let Command::Healthcheck { url } = &command {
+        let url = match (url, &settings) {
+            (Some(url), _) => url.clone(),
+            (None, Ok(settings)) => match health_url(settings) {
+                Some(url) => url,
+                None => {
+                    eprintln!("healthcheck: admin.listen and server.listen are both off");
+                    return ExitCode::FAILURE;
+                }
+            },
+            (None, Err(e)) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        return healthcheck(&url).await;
+    }
     #[cfg(feature = "emulator")]
     let settings = settings.and_then(|s| match command {
         Command::Demo => s.for_demo(),
@@ -102,10 +114,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve_proxy(&settings).await,
         #[cfg(feature = "emulator")]
-        Command::Emulator => serve_emulator(&settings).await,
+        Command::Emulator => serve_emulator(&settings, shutdown_signal()).await,
         #[cfg(feature = "emulator")]
         Command::Demo => {
-            let (proxy, emulator) = tokio::join!(serve_proxy(&settings), serve_emulator(&settings));
+            // The emulator stays up while the proxy drains, and ends with it.
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let emulator = serve_emulator(&settings, async {
+                let _ = stopped.await;
+            });
+            let proxy = async {
+                let served = serve_proxy(&settings).await;
+                let _ = stop.send(());
+                served
+            };
+            let (proxy, emulator) = tokio::join!(proxy, emulator);
             proxy.and(emulator)
         }
         Command::Healthcheck { .. } | Command::Check => {
@@ -122,15 +144,47 @@ async fn serve_proxy(settings: &Settings) -> anyhow::Result<()> {
     if let Some(address) = app.tls_local_addr() {
         tracing::info!(%address, "proxy listening for HTTPS");
     }
-    app.run_until(shutdown_signal()).await?;
+    if let Some(address) = app.admin_local_addr() {
+        tracing::info!(%address, "admin listening");
+    }
+    app.run_until(async {
+        shutdown_signal().await;
+        // A second signal ends the process at once (Ctrl-C twice ends the demo).
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second shutdown signal: exiting without waiting");
+            std::process::exit(130);
+        });
+    })
+    .await?;
     Ok(())
 }
 
+/// Where `healthcheck` asks when given no URL: the admin port's `/livez`, or else the traffic
+/// port's `/healthz`; a wildcard address is asked on loopback.
+fn health_url(settings: &Settings) -> Option<String> {
+    let on = |raw: &str, path: &str| {
+        let mut address: std::net::SocketAddr = raw.trim().parse().ok()?;
+        if address.ip().is_unspecified() {
+            address.set_ip(if address.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(format!("http://{address}{path}"))
+    };
+    on(&settings.admin.listen, "/livez").or_else(|| on(&settings.server.listen, "/healthz"))
+}
+
 #[cfg(feature = "emulator")]
-async fn serve_emulator(settings: &Settings) -> anyhow::Result<()> {
+async fn serve_emulator(
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let emulator = sfbulk_emulator::Emulator::bind(&settings.emulator.to_emulator()).await?;
     tracing::info!(address = %emulator.local_addr(), instance_url = %emulator.org().instance_url(), "Salesforce emulator listening");
-    emulator.run_until(shutdown_signal()).await?;
+    emulator.run_until(shutdown).await?;
     Ok(())
 }
 

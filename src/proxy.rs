@@ -1,19 +1,25 @@
 //! One connector request, stage by stage: operation → request fields (envelope or upload) →
 //! Salesforce call → credentials → session → call (once more after a refresh) → relay.
 
+use std::time::Instant;
+
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::access_log::{current_request_id, OperationName};
+use crate::access_log::{OperationName, UpstreamTime};
 use crate::body;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
 use crate::fault::Fault;
+use crate::metrics;
 use crate::operation::{self, Input, Operation, UpstreamCall};
 use crate::relay::relay;
+use crate::request_id::current_request_id;
+use crate::secret::Secret;
 use crate::state::AppState;
+use crate::trace::TraceContext;
 
 /// WSO2 exposed each operation as a proxy service named `salesforcebulk_<operation>`.
 const SERVICE_PREFIX: &str = "salesforcebulk_";
@@ -43,7 +49,8 @@ pub fn action_operation(headers: &HeaderMap) -> Result<&'static Operation, Fault
 /// Carries out `operation` for the caller; the answer is marked with the operation for the
 /// access log.
 pub async fn call(state: &AppState, operation: &'static Operation, request: Request) -> Response {
-    let outcome = handle(state, operation, request).await;
+    let trace = request.extensions().get::<TraceContext>().copied();
+    let outcome = handle(state, operation, request, trace).await;
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
     response
         .extensions_mut()
@@ -62,6 +69,7 @@ async fn handle(
     state: &AppState,
     operation: &'static Operation,
     request: Request,
+    trace: Option<TraceContext>,
 ) -> Result<Response, Fault> {
     let (parts, body) = request.into_parts();
     let headers: &HeaderMap = &parts.headers;
@@ -109,9 +117,15 @@ async fn handle(
             (credentials, call)
         }
     };
-    let answer = call_salesforce(state, &credentials, &call).await;
+    let started = Instant::now();
+    let traceparent = trace.map(|t| t.child());
+    let answer = call_salesforce(state, &credentials, &call, traceparent.as_ref()).await;
     drop(lease);
-    answer
+    let mut answer = answer?;
+    let took = started.elapsed();
+    state.metrics.upstream_answered(operation.name, took);
+    answer.extensions_mut().insert(UpstreamTime(took));
+    Ok(answer)
 }
 
 /// The envelope and the call it makes.
@@ -138,6 +152,7 @@ async fn call_salesforce(
     state: &AppState,
     credentials: &Credentials,
     call: &UpstreamCall,
+    traceparent: Option<&HeaderValue>,
 ) -> Result<Response, Fault> {
     let session = state.sessions.open(credentials).await?;
     let answer = state
@@ -147,6 +162,7 @@ async fn call_salesforce(
             &credentials.api_version,
             call,
             &session.token,
+            traceparent,
         )
         .await?
         .ok_or(Fault::UploadNotReplayable {
@@ -154,13 +170,22 @@ async fn call_salesforce(
         })?;
     if !answer.session_expired {
         state.sessions.accepted(&session).await;
+        note_api_usage(state, &session.token, &answer.headers);
         return Ok(relay(answer));
     }
     tracing::info!(
         request_id = current_request_id().as_deref(),
         "Salesforce says the session expired"
     );
-    Box::pin(call_again(state, credentials, call, session, answer)).await
+    Box::pin(call_again(
+        state,
+        credentials,
+        call,
+        session,
+        answer,
+        traceparent,
+    ))
+    .await
 }
 
 /// After an expired-session answer: the renewed session's call, boxed so the rare path does
@@ -171,6 +196,7 @@ async fn call_again(
     call: &UpstreamCall,
     session: crate::session::Session,
     answer: crate::salesforce::UpstreamResponse,
+    traceparent: Option<&HeaderValue>,
 ) -> Result<Response, Fault> {
     let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
         return Ok(relay(answer));
@@ -182,15 +208,37 @@ async fn call_again(
             &credentials.api_version,
             call,
             &renewed.token,
+            traceparent,
         )
         .await?
     {
-        Some(retried) => Ok(relay(retried)),
+        Some(retried) => {
+            if !retried.session_expired {
+                note_api_usage(state, &renewed.token, &retried.headers);
+            }
+            Ok(relay(retried))
+        }
         None => Err(Fault::UploadNotReplayable {
             limit: state.replay_buffer_bytes,
         }),
     }
 }
+
+/// `Sforce-Limit-Info`'s API usage, for the org of `token`, a session Salesforce accepted.
+fn note_api_usage(state: &AppState, token: &Secret, headers: &HeaderMap) {
+    let Some(info) = headers.get(LIMIT_INFO).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if let (Some(org), Some((used, limit))) = (
+        metrics::org_of_session(token.expose()),
+        metrics::api_usage_of(info),
+    ) {
+        state.metrics.api_usage(org, used, limit);
+    }
+}
+
+/// Salesforce's report of the org's API usage.
+const LIMIT_INFO: &str = "sforce-limit-info";
 
 impl AppState {
     fn credentials(&self, fields: &dyn Fields) -> Result<Credentials, CredentialsError> {

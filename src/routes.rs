@@ -17,6 +17,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -24,7 +25,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::access_log::{self, RequestIds};
+use crate::access_log::{self, Peer, RequestIds};
 use crate::admission::{BearerTokens, Limit};
 use crate::fault::Fault;
 use crate::proxy;
@@ -58,9 +59,10 @@ impl ProxyService {
         })
     }
 
-    /// The service hyper serves connections with.
+    /// The service hyper serves a connection from `peer` with.
     pub fn service(
         self: Arc<ProxyService>,
+        peer: SocketAddr,
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
         Response = Response,
@@ -71,13 +73,25 @@ impl ProxyService {
            + 'static {
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let proxy = self.clone();
-            async move { Ok(proxy.answer(request.map(Body::new)).await) }
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(Peer(peer));
+            async move { Ok(proxy.answer(request).await) }
         })
     }
 
-    /// Answers one request, logging it.
+    /// Answers one request, logging it. While draining, the answer asks the caller to close
+    /// its connection, so the next request goes to a replica that is staying.
     pub async fn answer(&self, request: Request) -> Response {
-        access_log::logged(&self.ids, request, |request| self.route(request)).await
+        let mut response = access_log::logged(&self.ids, &self.state.metrics, request, |request| {
+            self.route(request)
+        })
+        .await;
+        if self.state.is_draining() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 
     async fn route(&self, request: Request) -> Response {

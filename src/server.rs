@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
+use crate::admin::AdminService;
 use crate::admission::{BearerTokens, BurstLog};
 use crate::config::Settings;
 use crate::routes::ProxyService;
@@ -26,8 +27,13 @@ use crate::tls::ServerTls;
 pub struct Application {
     listener: Option<TcpListener>,
     tls: Option<(TcpListener, Arc<ServerTls>)>,
+    /// `admin.listen`: probes and metrics.
+    admin: Option<(TcpListener, Arc<AdminService>)>,
+    state: Arc<AppState>,
     proxy: Arc<ProxyService>,
     limits: ServeLimits,
+    /// `server.drain_secs`: how long the listeners go on serving after the shutdown signal.
+    drain: Duration,
     /// Registered at build, so a SIGHUP that arrives before serving starts reloads too (and
     /// never takes the process's default action, which would end it).
     #[cfg(unix)]
@@ -53,6 +59,17 @@ impl Application {
         };
         let tls = match built.tls {
             Some((address, tls)) => Some((bind("server.tls_listen", address).await?, tls)),
+            None => None,
+        };
+        let admin = match built.admin_listen {
+            Some(address) => Some((
+                bind("admin.listen", address).await?,
+                AdminService::new(
+                    state.clone(),
+                    settings.admin.ready_requires_registry,
+                    Duration::from_millis(settings.registry.timeout_ms),
+                ),
+            )),
             None => None,
         };
         // Client certificates guard the HTTPS listener only; bearer tokens guard both.
@@ -86,6 +103,9 @@ impl Application {
         Ok(Application {
             listener,
             tls,
+            admin,
+            state: state.clone(),
+            drain: settings.server.drain(),
             proxy: ProxyService::new(
                 state,
                 BearerTokens::new(&tokens),
@@ -107,6 +127,11 @@ impl Application {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The admin address, when `admin.listen` is on.
+    pub fn admin_local_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// The HTTPS address, when `server.tls_listen` is on.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
         self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
@@ -118,15 +143,24 @@ impl Application {
         self.tls.as_ref().map(|(_, tls)| tls.clone())
     }
 
-    /// Serves until `shutdown` completes, then gives requests in flight `shutdown_grace_secs`.
-    /// On SIGHUP the TLS certificate and key are read again.
+    /// Serves until `shutdown` completes, then drains: `/readyz` answers 503 and answers carry
+    /// `Connection: close` while the listeners go on serving for `server.drain_secs`; then they
+    /// stop accepting, and requests in flight get `shutdown_grace_secs`. The admin port serves
+    /// until the traffic listeners are done. On SIGHUP the TLS certificate and key are read again.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (state, drain) = (self.state.clone(), self.drain);
         tokio::spawn(async move {
             shutdown.await;
+            state.start_draining();
+            tracing::info!(
+                drain_secs = drain.as_secs_f64(),
+                "draining: /readyz answers 503; still serving until the drain ends"
+            );
+            tokio::time::sleep(drain).await;
             let _ = stop.send(true);
         });
         let signal = move || {
@@ -149,19 +183,38 @@ impl Application {
                 }
             });
         }
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|(listener, admin)| {
+            let mut stopped = admin_stopped;
+            tokio::spawn(serve(
+                listener,
+                move |_| admin.clone().service(),
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+                ServeLimits {
+                    grace: Duration::ZERO,
+                    ..self.limits
+                },
+                None,
+            ))
+        });
+        let proxy = self.proxy.clone();
         let plain = self.listener.map(|listener| {
+            let proxy = proxy.clone();
             serve(
                 listener,
-                self.proxy.clone().service(),
+                move |peer| proxy.clone().service(peer),
                 signal(),
                 self.limits,
                 None,
             )
         });
         let secure = self.tls.map(|(listener, tls)| {
+            let proxy = proxy.clone();
             serve(
                 listener,
-                self.proxy.clone().service(),
+                move |peer| proxy.clone().service(peer),
                 signal(),
                 self.limits,
                 Some(tls),
@@ -181,6 +234,10 @@ impl Application {
                 }
             }
         );
+        let _ = admin_stop.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         plain.and(secure)
     }
 }
@@ -289,16 +346,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
 /// Serves `service` over HTTP/1.1 (inside TLS when `tls` is given) until `shutdown` completes,
 /// then lets connections finish the requests they have (idle ones close at once) for at most
 /// `limits.grace`.
-pub async fn serve<S, B>(
+pub async fn serve<M, S, B>(
     listener: TcpListener,
-    service: S,
+    service_for: M,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
     tls: Option<Arc<ServerTls>>,
 ) -> std::io::Result<()>
 where
+    M: Fn(SocketAddr) -> S,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
-        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -312,7 +369,7 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     let _tick = TimerTick::start();
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -333,7 +390,7 @@ where
         }
         // Answers go out whole in one write; Nagle's algorithm would only hold them back.
         let _ = tcp.set_nodelay(true);
-        let service = service.clone();
+        let service = service_for(peer);
         let closing = closing_rx.clone();
         let tls = tls.clone();
         let tcp = WriteDeadline::new(tcp, limits.write_timeout);

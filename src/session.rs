@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 
 use crate::credentials::{Credentials, RefreshGrant};
 use crate::fault::Fault;
+use crate::metrics::{Metrics, RefreshResult, RefreshTrigger};
 use crate::origin::{AllowList, Origin};
 use crate::registry::{
     now_ms, secret_check, Entry, Lease, RegistryError, RegistryKey, TokenRegistry,
@@ -68,6 +69,7 @@ struct Shared {
     salesforce: SalesforceClient,
     allow: AllowList,
     limits: RegistryLimits,
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
@@ -76,6 +78,7 @@ impl Sessions {
         salesforce: SalesforceClient,
         allow: AllowList,
         limits: RegistryLimits,
+        metrics: Arc<Metrics>,
     ) -> Sessions {
         Sessions {
             shared: Arc::new(Shared {
@@ -83,6 +86,7 @@ impl Sessions {
                 salesforce,
                 allow,
                 limits,
+                metrics,
             }),
             refreshing: Mutex::new(HashMap::new()),
         }
@@ -103,6 +107,12 @@ impl Sessions {
         let key = RegistryKey::for_grant(&grant.key_parts());
         let mut budget = Budget::new(&self.shared.limits);
         let found = absent_if_unreadable(budget.run(self.shared.registry.get(&key)).await)?;
+        tracing::debug!(
+            request_id = crate::request_id::current_request_id().as_deref(),
+            registry.path = %grant.registry_path,
+            hit = found.is_some(),
+            "registry lookup"
+        );
         let (entry, unstored) = match found {
             Some(entry) => (entry, false),
             None => (
@@ -145,7 +155,7 @@ impl Sessions {
             .await;
         if let Err(error) = stored {
             tracing::warn!(
-                request_id = crate::access_log::current_request_id().as_deref(),
+                request_id = crate::request_id::current_request_id().as_deref(),
                 error = %error.detail(),
                 "the accepted token could not be stored"
             );
@@ -198,7 +208,7 @@ impl Sessions {
                 failed_token: failed_token.cloned(),
             };
             let held = turn.clone().lock_owned().await;
-            let result = tokio::spawn(crate::access_log::with_current_request_id(async move {
+            let result = tokio::spawn(crate::request_id::with_current_request_id(async move {
                 let _turn = held;
                 job.run().await
             }))
@@ -352,6 +362,7 @@ impl Refresh {
             };
             if let Some(entry) = path.as_ref().filter(|e| self.replaced(e)) {
                 tracing::debug!(registry.path = %self.grant.registry_path, "token already refreshed by another request");
+                self.shared.metrics.refresh_waited();
                 break self.shared.session_from(self.key.clone(), entry.clone());
             }
             let (lineage, lost) = match budget.run(registry.get_fresh(&self.lineage)).await {
@@ -361,6 +372,7 @@ impl Refresh {
             };
             if let Some(entry) = lineage.as_ref().filter(|e| self.shareable(e)) {
                 tracing::debug!(registry.path = %self.grant.registry_path, "token already refreshed for this grant");
+                self.shared.metrics.refresh_waited();
                 let copy = path_entry(entry);
                 if let Err(error) = budget.run(registry.put(&self.key, copy.clone())).await {
                     break Err(error.into());
@@ -383,7 +395,22 @@ impl Refresh {
                 }
                 continue;
             };
-            break self.call(held.as_mut(), path, lineage, lost).await;
+            let started = Instant::now();
+            let called = self.call(held.as_mut(), path, lineage, lost).await;
+            let result = match &called {
+                Ok(_) => RefreshResult::Ok,
+                Err(Fault::RefreshRejected { .. }) => RefreshResult::Rejected,
+                Err(_) => RefreshResult::Failed,
+            };
+            let trigger = if self.failed_token.is_some() {
+                RefreshTrigger::Expired
+            } else {
+                RefreshTrigger::Interval
+            };
+            self.shared
+                .metrics
+                .refreshed(trigger, result, started.elapsed());
+            break called;
         };
         if let Some(mut held) = lease {
             if within(limits.operation, async {
@@ -510,7 +537,7 @@ impl Refresh {
             tracing::warn!(error = %error.detail(), "the refreshed session was stored for the grant but not for its registry path");
         }
         tracing::info!(
-            request_id = crate::access_log::current_request_id().as_deref(),
+            request_id = crate::request_id::current_request_id().as_deref(),
             registry.path = %self.grant.registry_path,
             instance = %instance,
             lineage.version = next.version,

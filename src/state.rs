@@ -1,11 +1,13 @@
 //! The wiring: [`AppState`], what every request shares, built once from the settings (the
 //! registry backend, the Salesforce client, the allow-list, the limits).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::body::BufferBudget;
 use crate::config::{Built, RegistryBackend, Settings};
+use crate::metrics::Metrics;
 use crate::origin::AllowList;
 use crate::registry::{FileRegistry, MemoryRegistry, RedisRegistry, TokenRegistry};
 use crate::salesforce::SalesforceClient;
@@ -13,6 +15,12 @@ use crate::session::{RegistryLimits, Sessions};
 
 /// What every request handler shares.
 pub struct AppState {
+    /// The series `/metrics` serves.
+    pub metrics: Arc<Metrics>,
+    /// The token registry, also asked by `/readyz` whether it answers.
+    pub registry: Arc<dyn TokenRegistry>,
+    /// Set on the shutdown signal: `/readyz` answers 503 and answers carry `Connection: close`.
+    pub draining: AtomicBool,
     pub sessions: Sessions,
     pub salesforce: SalesforceClient,
     pub allow: AllowList,
@@ -51,9 +59,17 @@ impl AppState {
                 + crate::config::seconds(settings.salesforce.response_timeout_secs)
                 + crate::config::seconds(settings.salesforce.read_timeout_secs),
         };
-        let salesforce = SalesforceClient::new(&settings.salesforce, built.https_proxy.clone());
+        let metrics = Arc::new(Metrics::new());
+        let salesforce = SalesforceClient::new(
+            &settings.salesforce,
+            built.https_proxy.clone(),
+            metrics.clone(),
+        );
         Ok(AppState {
-            sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits),
+            metrics: metrics.clone(),
+            registry: registry.clone(),
+            draining: AtomicBool::new(false),
+            sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits, metrics),
             salesforce,
             allow,
             default_token_endpoint: settings.salesforce.token_endpoint_hostname.clone(),
@@ -62,5 +78,16 @@ impl AppState {
             body_read_timeout: settings.server.body_read_timeout(),
             buffers: BufferBudget::new(settings.server.max_buffered_bytes),
         })
+    }
+}
+
+impl AppState {
+    /// Whether the shutdown signal has come.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 }

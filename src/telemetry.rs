@@ -132,15 +132,37 @@ struct FieldWriter<'a, 'w> {
     writer: &'a mut Writer<'w>,
     layout: Layout,
     first: bool,
+    /// Which of the fields to write.
+    only: Only,
     result: fmt::Result,
+}
+
+/// A selection of an event's fields.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    Message,
+    AllButMessage,
 }
 
 impl<'a, 'w> FieldWriter<'a, 'w> {
     fn write_all(writer: &'a mut Writer<'w>, event: &Event<'_>, layout: Layout) -> fmt::Result {
+        Self::write_some(writer, event, layout, Only::All, true)
+    }
+
+    /// The fields `only` selects; `first` false puts a comma before the first one too.
+    fn write_some(
+        writer: &'a mut Writer<'w>,
+        event: &Event<'_>,
+        layout: Layout,
+        only: Only,
+        first: bool,
+    ) -> fmt::Result {
         let mut fields = FieldWriter {
             writer,
             layout,
-            first: true,
+            first,
+            only,
             result: Ok(()),
         };
         event.record(&mut fields);
@@ -148,7 +170,13 @@ impl<'a, 'w> FieldWriter<'a, 'w> {
     }
 
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
+        let message = field.name() == "message";
+        let wanted = match self.only {
+            Only::All => true,
+            Only::Message => message,
+            Only::AllButMessage => !message,
+        };
+        if self.result.is_err() || !wanted {
             return;
         }
         let first = std::mem::replace(&mut self.first, false);
@@ -256,6 +284,9 @@ fn write_unquoted_message(w: &mut Writer<'_>, message: &str) -> fmt::Result {
     Ok(())
 }
 
+/// The access log's target: its lines' fields are written at the top level in JSON.
+const ACCESS_LOG_TARGET: &str = "sfbulk_proxy::access_log";
+
 /// The JSON format, one object per line, in tracing-subscriber's layout. Strings are escaped by
 /// serde_json, after [`capped`].
 pub struct JsonLine;
@@ -277,9 +308,16 @@ where
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(level_name(*meta.level()))?;
         writer.write_str("\",\"fields\":{")?;
-        FieldWriter::write_all(&mut writer, event, Layout::Json)?;
+        // An access line's fields stand at the top level, where log pipelines index them
+        // without configuration; its message stays under `fields`, as every line's does.
+        let access = meta.target() == ACCESS_LOG_TARGET;
+        let only = if access { Only::Message } else { Only::All };
+        FieldWriter::write_some(&mut writer, event, Layout::Json, only, true)?;
         writer.write_str("},\"target\":")?;
         write_json_string(&mut writer, meta.target())?;
+        if access {
+            FieldWriter::write_some(&mut writer, event, Layout::Json, Only::AllButMessage, false)?;
+        }
         writer.write_str("}\n")
     }
 }
@@ -454,7 +492,7 @@ mod tests {
     fn a_json_line_is_one_object_in_tracing_subscribers_layout() {
         let text = lines_of(LogFormat::Json, || {
             tracing::warn!(
-                target: "sfbulk_proxy::access_log",
+                target: "sfbulk_proxy::session",
                 path = "/services/x\u{7}\"",
                 status = 400u64,
                 offset = -3i64,
@@ -466,7 +504,7 @@ mod tests {
         });
         let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(line["level"], "WARN");
-        assert_eq!(line["target"], "sfbulk_proxy::access_log");
+        assert_eq!(line["target"], "sfbulk_proxy::session");
         assert_eq!(
             line["fields"],
             serde_json::json!({
@@ -480,6 +518,31 @@ mod tests {
             })
         );
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn an_access_lines_fields_stand_at_the_top_level_of_its_json_object() {
+        let text = lines_of(LogFormat::Json, || {
+            tracing::info!(
+                target: "sfbulk_proxy::access_log",
+                request_id = "r-1",
+                path = "/services/x\"",
+                status = 200u64,
+                bytes = 5u64,
+                fault.code = None::<&str>,
+                method = %"POST",
+                "answered"
+            );
+        });
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["fields"], serde_json::json!({"message": "answered"}));
+        assert_eq!(line["target"], "sfbulk_proxy::access_log");
+        assert_eq!(line["request_id"], "r-1");
+        assert_eq!(line["path"], "/services/x\"");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["bytes"], 5);
+        assert_eq!(line["method"], "POST");
+        assert!(line.get("fault.code").is_none(), "{line}");
     }
 
     #[test]

@@ -252,6 +252,10 @@ pub trait TokenRegistry: Send + Sync {
         key: &'a RegistryKey,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Option<Box<dyn Lease + 'a>>, RegistryError>>;
+    /// Whether the store answers (`/readyz`): always, for a store in this process or on its disk.
+    fn check(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Milliseconds since the Unix epoch, the registry's clock.

@@ -164,6 +164,16 @@ fn failed(error: redis::RedisError) -> RegistryError {
 }
 
 impl TokenRegistry for RedisRegistry {
+    fn check(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut self.connection.clone())
+                .await
+                .map(drop)
+                .map_err(failed)
+        })
+    }
+
     fn get<'a>(
         &'a self,
         key: &'a RegistryKey,

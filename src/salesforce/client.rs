@@ -14,10 +14,14 @@ use super::error::UpstreamError;
 use super::http::{Http, HttpError, UpstreamBody};
 use crate::config::SalesforceSettings;
 use crate::domain::ApiVersion;
+use crate::metrics::Metrics;
 use crate::operation::UpstreamCall;
 use crate::origin::Origin;
 use crate::secret::Secret;
 use crate::xml::read_document;
+
+/// W3C trace context, passed on with a span id of the proxy's own.
+const TRACEPARENT: &str = "traceparent";
 
 /// The Bulk API's session header.
 const SESSION_HEADER: &str = "x-sfdc-session";
@@ -58,6 +62,7 @@ pub struct UpstreamResponse {
 #[derive(Clone)]
 pub struct SalesforceClient {
     http: Arc<Http>,
+    metrics: Arc<Metrics>,
     response_timeout: Duration,
     read_timeout: Duration,
     read_retries: u32,
@@ -142,9 +147,14 @@ impl SalesforceClient {
     pub fn new(
         settings: &SalesforceSettings,
         https_proxy: Option<crate::outbound::OutboundProxy>,
+        metrics: Arc<Metrics>,
     ) -> SalesforceClient {
+        let http = Arc::new(Http::new(settings, https_proxy));
+        let pool = http.clone();
+        metrics.watch_pool(Box::new(move || pool.connections()));
         SalesforceClient {
-            http: Arc::new(Http::new(settings, https_proxy)),
+            http,
+            metrics,
             response_timeout: settings.response_timeout(),
             read_timeout: settings.read_timeout(),
             read_retries: settings.read_retries,
@@ -160,6 +170,7 @@ impl SalesforceClient {
         version: &ApiVersion,
         call: &UpstreamCall,
         token: &Secret,
+        traceparent: Option<&HeaderValue>,
     ) -> Result<Option<UpstreamResponse>, UpstreamError> {
         // The path is made of the API version and ids, each checked to be letters, digits and
         // dots, so it always makes a URI: a failure is the proxy's, not the caller's.
@@ -186,6 +197,7 @@ impl SalesforceClient {
             0
         };
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             let Ok(body) = call.payload.for_attempt() else {
                 return Ok(None);
@@ -199,6 +211,9 @@ impl SalesforceClient {
             if let Some(content_type) = &content_type {
                 headers.insert(header::CONTENT_TYPE, content_type.clone());
             }
+            if let Some(traceparent) = traceparent {
+                headers.insert(TRACEPARENT, traceparent.clone());
+            }
             let outcome = self
                 .timed_after_body(self.http.send(instance, request), &progress)
                 .await;
@@ -208,8 +223,25 @@ impl SalesforceClient {
                     Err(error) => error.retry_safe(),
                 };
             if !retry {
-                return UpstreamResponse::read(outcome?).await.map(Some);
+                let response = outcome?;
+                tracing::debug!(
+                    request_id = crate::request_id::current_request_id().as_deref(),
+                    method = %call.method,
+                    path = call.path.as_str(),
+                    status = response.status().as_u16(),
+                    duration_us = started.elapsed().as_micros() as u64,
+                    "Salesforce answered"
+                );
+                return UpstreamResponse::read(response).await.map(Some);
             }
+            self.metrics.upstream_retried(match &outcome {
+                Ok(response) => match response.status().as_u16() {
+                    502 => "bad_gateway",
+                    503 => "service_unavailable",
+                    _ => "gateway_timeout",
+                },
+                Err(_) => "connection_failed",
+            });
             let retry_after = match &outcome {
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     response.headers().get(header::RETRY_AFTER)

@@ -162,6 +162,27 @@ impl Http {
         }
     }
 
+    /// Connections to Salesforce now, idle and open (idle or busy), over every origin.
+    pub fn connections(&self) -> (i64, i64) {
+        let idle: usize = self
+            .pool
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum();
+        let open: usize = self
+            .pool
+            .places
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|places| self.pool.max_per_origin - places.available_permits())
+            .sum();
+        (idle as i64, open as i64)
+    }
+
     /// Sends `request` (its URI a path and query) to `origin`, on an idle connection when there
     /// is one. A request an idle connection could not take (Salesforce had just closed it) is
     /// sent once more on a new connection; nothing that may have reached Salesforce is resent.

@@ -24,6 +24,7 @@ pub struct TestApp {
 pub fn test_settings() -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("defaults load");
     settings.server.listen = "127.0.0.1:0".into();
+    settings.admin.listen = "127.0.0.1:0".into();
     settings.emulator.listen = "127.0.0.1:0".into();
     settings.registry.backend = RegistryBackend::Memory;
     settings.emulator.batch_processing_ms = 0;

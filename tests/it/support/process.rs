@@ -24,6 +24,7 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
     command
         .arg("serve")
         .env("SFBULK__SERVER__LISTEN", "127.0.0.1:0")
+        .env("SFBULK__ADMIN__LISTEN", "127.0.0.1:0")
         .env("SFBULK__SALESFORCE__ALLOWED_ORIGINS", &app.emulator)
         .env("SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME", &app.emulator)
         .env("SFBULK__REGISTRY__BACKEND", "memory")

@@ -1,0 +1,454 @@
+//! The Prometheus series the admin port's `/metrics` serves (prometheus-client). Names and labels
+//! are a contract (README, "Monitoring"). No label holds caller input: operations are the
+//! operation table's names (or `unknown`), statuses are numbers, and `org` is an organisation id
+//! Salesforce accepted a session of, at most [`MAX_ORGS`] of them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The buckets of every duration histogram, in seconds.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The most organisations API usage is kept for; more would let a stream of accepted sessions of
+/// new orgs grow the exposition without bound.
+pub const MAX_ORGS: usize = 100;
+
+/// The Bulk API 1.0, the only one so far.
+pub const BULK1: &str = "bulk1";
+
+/// The operation label of a request no operation was routed for.
+pub const UNKNOWN: &str = "unknown";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    api: &'static str,
+    operation: &'static str,
+    status: u16,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    api: &'static str,
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationOnly {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    trigger: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Org {
+    org: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionState {
+    state: &'static str,
+}
+
+/// Who made an answer: Salesforce (relayed) or the proxy itself (a fault, `/healthz`, a 404).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Salesforce,
+    Proxy,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Salesforce => "salesforce",
+            Source::Proxy => "proxy",
+        }
+    }
+}
+
+/// What started a token refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshTrigger {
+    /// The stored token was older than the envelope's `intervalTime`.
+    Interval,
+    /// Salesforce answered that the session expired.
+    Expired,
+}
+
+/// How a token refresh ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshResult {
+    Ok,
+    /// Salesforce refused the grant.
+    Rejected,
+    /// The token endpoint could not be asked, or answered no usable token.
+    Failed,
+}
+
+/// Every series, registered once.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    response_bytes: Family<OperationOnly, Counter>,
+    in_flight: Gauge,
+    refreshes: Family<RefreshLabels, Counter>,
+    refresh_duration: Histogram,
+    refresh_waits: Counter,
+    upstream_retries: Family<Reason, Counter>,
+    upstream_connections: Family<ConnectionState, Gauge>,
+    shed: Family<Reason, Counter>,
+    api_usage: Family<Org, Gauge>,
+    api_limit: Family<Org, Gauge>,
+    registry_reachable: Gauge,
+    /// The orgs seen so far (at most [`MAX_ORGS`]).
+    orgs: Mutex<Vec<String>>,
+    /// Reads the connection pool's idle and open counts at each scrape.
+    pool: Mutex<Option<PoolProbe>>,
+}
+
+/// `(idle, open)` connections to Salesforce right now.
+pub type PoolProbe = Box<dyn Fn() -> (i64, i64) + Send + Sync>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let request_duration = Family::new_with_constructor(duration_histogram as fn() -> _);
+        let upstream_duration = Family::new_with_constructor(duration_histogram as fn() -> _);
+        let response_bytes = Family::default();
+        let in_flight = Gauge::default();
+        let refreshes = Family::default();
+        let refresh_duration = duration_histogram();
+        let refresh_waits = Counter::default();
+        let upstream_retries = Family::default();
+        let upstream_connections = Family::default();
+        let shed = Family::default();
+        let api_usage = Family::default();
+        let api_limit = Family::default();
+        let registry_reachable = Gauge::default();
+        registry_reachable.set(1);
+        registry.register(
+            "sfbulk_requests",
+            "Requests answered, by API, operation, HTTP status and who made the answer",
+            requests.clone(),
+        );
+        registry.register(
+            "sfbulk_request_duration_seconds",
+            "Time from a request's arrival until its answer's last byte went out",
+            request_duration.clone(),
+        );
+        registry.register(
+            "sfbulk_upstream_duration_seconds",
+            "Time from a request's call to Salesforce until Salesforce's answer head arrived",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "sfbulk_response_bytes",
+            "Answer body bytes sent to callers",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "sfbulk_requests_in_flight",
+            "Requests being answered now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "sfbulk_token_refreshes",
+            "Token refreshes, by what started them and how they ended",
+            refreshes.clone(),
+        );
+        registry.register(
+            "sfbulk_token_refresh_duration_seconds",
+            "Time a token refresh took, lock and token call included",
+            refresh_duration.clone(),
+        );
+        registry.register(
+            "sfbulk_token_refresh_waits",
+            "Requests that waited on a refresh another request (or replica) was making",
+            refresh_waits.clone(),
+        );
+        registry.register(
+            "sfbulk_upstream_retries",
+            "Calls to Salesforce sent again, by reason",
+            upstream_retries.clone(),
+        );
+        registry.register(
+            "sfbulk_upstream_connections",
+            "Connections to Salesforce, idle or active",
+            upstream_connections.clone(),
+        );
+        registry.register(
+            "sfbulk_requests_shed",
+            "Requests refused 503 because a limit was reached, by the limit",
+            shed.clone(),
+        );
+        registry.register(
+            "sfbulk_salesforce_api_usage",
+            "API requests the org has used in the last 24 hours (Sforce-Limit-Info)",
+            api_usage.clone(),
+        );
+        registry.register(
+            "sfbulk_salesforce_api_limit",
+            "API requests the org may make in 24 hours (Sforce-Limit-Info)",
+            api_limit.clone(),
+        );
+        registry.register(
+            "sfbulk_registry_reachable",
+            "1 while the token registry answers, 0 after it last failed to",
+            registry_reachable.clone(),
+        );
+        registry.register(
+            "sfbulk_build",
+            "The running build",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            response_bytes,
+            in_flight,
+            refreshes,
+            refresh_duration,
+            refresh_waits,
+            upstream_retries,
+            upstream_connections,
+            shed,
+            api_usage,
+            api_limit,
+            registry_reachable,
+            orgs: Mutex::new(Vec::new()),
+            pool: Mutex::new(None),
+        }
+    }
+
+    /// The exposition, in Prometheus' text format (with process metrics on Linux).
+    pub fn encode(&self) -> String {
+        if let Some(probe) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let (idle, open) = probe();
+            let state = |state| ConnectionState { state };
+            self.upstream_connections
+                .get_or_create(&state("idle"))
+                .set(idle);
+            self.upstream_connections
+                .get_or_create(&state("active"))
+                .set((open - idle).max(0));
+        }
+        let mut text = String::with_capacity(8 * 1024);
+        if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        crate::process_metrics::append(&mut text);
+        text.push_str("# EOF\n");
+        text
+    }
+
+    /// Reads the pool's connections at each scrape.
+    pub fn watch_pool(&self, probe: PoolProbe) {
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A request whose answer's last byte went out (or whose caller went away).
+    pub fn request_done(
+        &self,
+        operation: Option<&'static str>,
+        status: u16,
+        source: Source,
+        bytes: u64,
+        duration: Duration,
+    ) {
+        let operation = operation.unwrap_or(UNKNOWN);
+        self.in_flight.dec();
+        self.requests
+            .get_or_create(&RequestLabels {
+                api: BULK1,
+                operation,
+                status,
+                source: source.as_str(),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&OperationLabels {
+                api: BULK1,
+                operation,
+            })
+            .observe(duration.as_secs_f64());
+        self.response_bytes
+            .get_or_create(&OperationOnly { operation })
+            .inc_by(bytes);
+    }
+
+    /// Salesforce's answer head arrived `duration` after the call started.
+    pub fn upstream_answered(&self, operation: &'static str, duration: Duration) {
+        self.upstream_duration
+            .get_or_create(&OperationLabels {
+                api: BULK1,
+                operation,
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn refreshed(&self, trigger: RefreshTrigger, result: RefreshResult, took: Duration) {
+        let trigger = match trigger {
+            RefreshTrigger::Interval => "interval",
+            RefreshTrigger::Expired => "expired",
+        };
+        let result = match result {
+            RefreshResult::Ok => "ok",
+            RefreshResult::Rejected => "rejected",
+            RefreshResult::Failed => "failed",
+        };
+        self.refreshes
+            .get_or_create(&RefreshLabels { trigger, result })
+            .inc();
+        self.refresh_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn refresh_waited(&self) {
+        self.refresh_waits.inc();
+    }
+
+    pub fn upstream_retried(&self, reason: &'static str) {
+        self.upstream_retries
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// A request refused because the limit `setting` (`server.max_in_flight`) was reached; the
+    /// label is the setting's key without its section.
+    pub fn shed(&self, setting: &'static str) {
+        let reason = setting.rsplit('.').next().unwrap_or(setting);
+        self.shed.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn registry_reachable(&self, reachable: bool) {
+        self.registry_reachable.set(i64::from(reachable));
+    }
+
+    /// `Sforce-Limit-Info`'s `api-usage=N/M`, for the org of a session Salesforce accepted.
+    pub fn api_usage(&self, org: &str, used: i64, limit: i64) {
+        {
+            let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+            if !orgs.iter().any(|o| o == org) {
+                if orgs.len() >= MAX_ORGS {
+                    return;
+                }
+                orgs.push(org.to_string());
+            }
+        }
+        let org = Org {
+            org: org.to_string(),
+        };
+        self.api_usage.get_or_create(&org).set(used);
+        self.api_limit.get_or_create(&org).set(limit);
+    }
+}
+
+/// The org id of a session id (`00D…!…`), when it looks like one: the part before `!`, 15 or 18
+/// letters and digits starting `00D`.
+pub fn org_of_session(session: &str) -> Option<&str> {
+    let (org, _) = session.split_once('!')?;
+    let shaped = (org.len() == 15 || org.len() == 18)
+        && org.starts_with("00D")
+        && org.bytes().all(|b| b.is_ascii_alphanumeric());
+    shaped.then_some(org)
+}
+
+/// `api-usage=N/M` out of a `Sforce-Limit-Info` header (`;`-separated parts).
+pub fn api_usage_of(header: &str) -> Option<(i64, i64)> {
+    header.split(';').find_map(|part| {
+        let (name, value) = part.trim().split_once('=')?;
+        if name.trim() != "api-usage" {
+            return None;
+        }
+        let (used, limit) = value.trim().split_once('/')?;
+        Some((used.trim().parse().ok()?, limit.trim().parse().ok()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_usage_and_org_ids_are_read_strictly() {
+        assert_eq!(api_usage_of("api-usage=18/5000"), Some((18, 5000)));
+        assert_eq!(
+            api_usage_of("per-app-api-usage=3/250(appName=x); api-usage=25/15000"),
+            Some((25, 15000))
+        );
+        assert_eq!(api_usage_of("api-usage=lots/5000"), None);
+        assert_eq!(
+            org_of_session("00DSFBULKDEMO01!abc"),
+            Some("00DSFBULKDEMO01")
+        );
+        assert_eq!(
+            org_of_session("00D000000000001AAA!abc"),
+            Some("00D000000000001AAA")
+        );
+        for not in [
+            "no-bang",
+            "00Dshort!x",
+            "00D00000000000{!x",
+            "0xD000000000001!x",
+        ] {
+            assert_eq!(org_of_session(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn the_exposition_names_the_contracts_series() {
+        let metrics = Metrics::new();
+        metrics.request_started();
+        metrics.request_done(Some("getJob"), 200, Source::Salesforce, 10, Duration::ZERO);
+        metrics.shed("server.max_in_flight");
+        let text = metrics.encode();
+        for series in [
+            "sfbulk_requests_total{api=\"bulk1\",operation=\"getJob\",status=\"200\",source=\"salesforce\"} 1",
+            "sfbulk_request_duration_seconds_bucket{le=\"0.001\",api=\"bulk1\",operation=\"getJob\"} 1",
+            "sfbulk_response_bytes_total{operation=\"getJob\"} 10",
+            "sfbulk_requests_in_flight 0",
+            "sfbulk_requests_shed_total{reason=\"max_in_flight\"} 1",
+            "sfbulk_build_info{version=\"",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
