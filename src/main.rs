@@ -212,13 +212,16 @@ fn check(settings: &Settings) -> ExitCode {
 async fn healthcheck(url: &str) -> ExitCode {
     match tokio::time::timeout(std::time::Duration::from_secs(3), probe(url)).await {
         Ok(Ok(true)) => ExitCode::SUCCESS,
-        Ok(Ok(false)) => ExitCode::FAILURE,
+        Ok(Ok(false)) => {
+            eprintln!("healthcheck {url}: not a 2xx answer");
+            ExitCode::FAILURE
+        }
         Ok(Err(error)) => {
-            eprintln!("healthcheck: {error}");
+            eprintln!("healthcheck {url}: {error}");
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("healthcheck: no answer within 3 s");
+            eprintln!("healthcheck {url}: no answer within 3 s");
             ExitCode::FAILURE
         }
     }

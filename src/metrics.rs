@@ -26,6 +26,14 @@ pub const MAX_ORGS: usize = 100;
 /// The Bulk API 1.0, the only one so far.
 pub const BULK1: &str = "bulk1";
 
+/// Why a call to Salesforce was sent again: a connection that failed, or a 502, 503 or 504.
+pub const RETRY_REASONS: [&str; 4] = [
+    "connection_failed",
+    "bad_gateway",
+    "service_unavailable",
+    "gateway_timeout",
+];
+
 /// The operation label of a request no operation was routed for.
 pub const UNKNOWN: &str = "unknown";
 
@@ -233,6 +241,26 @@ impl Metrics {
             "The running build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        // The series of fixed label sets exist from the start, at 0, so a rate over them is
+        // defined before the first event.
+        for reason in [
+            "max_in_flight",
+            "max_buffered_bytes",
+            "max_connections_per_origin",
+        ] {
+            drop(shed.get_or_create(&Reason { reason }));
+        }
+        for reason in RETRY_REASONS {
+            drop(upstream_retries.get_or_create(&Reason { reason }));
+        }
+        for trigger in ["interval", "expired"] {
+            for result in ["ok", "rejected", "failed"] {
+                drop(refreshes.get_or_create(&RefreshLabels { trigger, result }));
+            }
+        }
+        for state in ["idle", "active"] {
+            drop(upstream_connections.get_or_create(&ConnectionState { state }));
+        }
         Metrics {
             registry,
             requests,

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -128,6 +129,8 @@ pub struct RecordedRequest {
     pub host: Option<String>,
     pub content_type: Option<String>,
     pub session: Option<String>,
+    /// The W3C `traceparent` the request carried.
+    pub traceparent: Option<String>,
     pub body: Bytes,
 }
 
@@ -146,6 +149,8 @@ pub struct Org {
     token_gate: oauth::TokenGate,
     /// Requests that left the wire's schema (element order), newest last, at most 100.
     schema_deviations: Mutex<VecDeque<String>>,
+    /// `Sforce-Limit-Info` put on Bulk API answers, when set.
+    limit_info: Mutex<Option<HeaderValue>>,
 }
 
 impl Org {
@@ -167,8 +172,17 @@ impl Org {
             refresh_attempts: AtomicUsize::new(0),
             token_gate: oauth::TokenGate::default(),
             schema_deviations: Mutex::new(VecDeque::new()),
+            limit_info: Mutex::new(None),
             settings,
         }
+    }
+
+    /// Puts `Sforce-Limit-Info: value` (such as `api-usage=25/15000`) on every Bulk API answer
+    /// from now on, or none with `None`. The reference leaves open whether Bulk 1.0 sends it; a
+    /// test asks for it.
+    pub fn send_limit_info(&self, value: Option<&str>) {
+        *self.limit_info.lock().unwrap_or_else(|e| e.into_inner()) =
+            value.and_then(|v| HeaderValue::from_str(v).ok());
     }
 
     /// The `instance_url` that token refreshes return.
@@ -328,6 +342,7 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
         host: header("host"),
         content_type: header("content-type"),
         session: header("x-sfdc-session"),
+        traceparent: header("traceparent"),
         body: if bytes.len() <= RECORDED_BODY_LIMIT {
             bytes.clone()
         } else {
@@ -341,8 +356,19 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
         }
         log.push_back(recorded);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let bulk = parts.uri.path().starts_with("/services/async/");
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let limit_info = org
+        .limit_info
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let (true, Some(value)) = (bulk, limit_info) {
+        response.headers_mut().insert("sforce-limit-info", value);
+    }
+    response
 }
 
 /// A bound, ready-to-serve emulator.

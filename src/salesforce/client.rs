@@ -14,7 +14,7 @@ use super::error::UpstreamError;
 use super::http::{Http, HttpError, UpstreamBody};
 use crate::config::SalesforceSettings;
 use crate::domain::ApiVersion;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RETRY_REASONS};
 use crate::operation::UpstreamCall;
 use crate::origin::Origin;
 use crate::secret::Secret;
@@ -236,11 +236,11 @@ impl SalesforceClient {
             }
             self.metrics.upstream_retried(match &outcome {
                 Ok(response) => match response.status().as_u16() {
-                    502 => "bad_gateway",
-                    503 => "service_unavailable",
-                    _ => "gateway_timeout",
+                    502 => RETRY_REASONS[1],
+                    503 => RETRY_REASONS[2],
+                    _ => RETRY_REASONS[3],
                 },
-                Err(_) => "connection_failed",
+                Err(_) => RETRY_REASONS[0],
             });
             let retry_after = match &outcome {
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {

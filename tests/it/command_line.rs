@@ -96,3 +96,42 @@ fn check_prints_the_effective_settings_with_every_secret_hidden() {
     );
     assert!(output.stdout.is_empty());
 }
+
+#[tokio::test]
+async fn healthcheck_asks_the_admin_port_the_settings_name_or_else_the_traffic_port() {
+    let app = crate::support::spawn_app().await;
+    let proxy = crate::support::process::start_proxy(&app, &[]);
+    let healthcheck = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sfbulk-proxy"));
+        command.arg("healthcheck").env_remove("RUST_LOG");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().expect("the binary runs")
+    };
+    let admin = proxy.admin.trim_start_matches("http://");
+    let traffic = proxy.url.trim_start_matches("http://");
+    assert_eq!(
+        healthcheck(&[("SFBULK__ADMIN__LISTEN", admin)])
+            .status
+            .code(),
+        Some(0)
+    );
+    // The admin port off: the traffic port's /healthz.
+    assert_eq!(
+        healthcheck(&[
+            ("SFBULK__ADMIN__LISTEN", ""),
+            ("SFBULK__SERVER__LISTEN", traffic)
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    // Nothing listening where the settings say: unhealthy.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let failed = healthcheck(&[("SFBULK__ADMIN__LISTEN", nowhere.as_str())]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains(&nowhere));
+}

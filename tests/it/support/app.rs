@@ -12,6 +12,8 @@ use super::envelopes::{element, envelope, CSV_INSERT_JOB};
 pub struct TestApp {
     /// `http://127.0.0.1:PORT` of the proxy.
     pub proxy: String,
+    /// `http://127.0.0.1:PORT` of the proxy's admin port.
+    pub admin: String,
     /// `http://127.0.0.1:PORT` of the emulator.
     pub emulator: String,
     pub emulator_port: u16,
@@ -60,9 +62,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     settings.salesforce.token_endpoint_hostname = origin.clone();
     let org = emulator.org();
     tokio::spawn(emulator.run_until(std::future::pending()));
-    let proxy = spawn_proxy(&settings).await;
+    let (proxy, admin) = spawn_proxy_and_admin(&settings).await;
     TestApp {
         proxy,
+        admin,
         emulator: origin,
         emulator_port: port,
         org,
@@ -73,10 +76,19 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Another proxy process-alike on the same settings (e.g. the same registry directory).
 pub async fn spawn_proxy(settings: &Settings) -> String {
+    spawn_proxy_and_admin(settings).await.0
+}
+
+/// As [`spawn_proxy`], with the admin port's URL too (empty when `admin.listen` is off).
+pub async fn spawn_proxy_and_admin(settings: &Settings) -> (String, String) {
     let app = Application::build(settings).await.expect("proxy builds");
     let url = format!("http://{}", app.local_addr().expect("plain HTTP is on"));
+    let admin = app
+        .admin_local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
     tokio::spawn(app.run_until(std::future::pending()));
-    url
+    (url, admin)
 }
 
 impl TestApp {
@@ -196,6 +208,18 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The admin port's `/metrics` now.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("the admin port answers");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     /// Requests the emulator received, oldest first, excluding the token endpoint.

@@ -8,12 +8,26 @@ use super::app::TestApp;
 pub struct ProxyProcess {
     pub child: Child,
     pub url: String,
+    /// `http://…` of its admin port.
+    pub admin: String,
 }
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl ProxyProcess {
+    /// Sends the process `signal` (`TERM`, `INT`).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
     }
 }
 
@@ -37,17 +51,22 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
     let mut child = command.spawn().expect("the proxy starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines.next().expect("the proxy logs its address").unwrap();
+    let (mut url, mut admin) = (None, None);
+    while url.is_none() || admin.is_none() {
+        let line = lines.next().expect("the proxy logs its addresses").unwrap();
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["fields"]["message"] == "proxy listening" {
-            break event["fields"]["address"].as_str().unwrap().to_string();
+        let address = || format!("http://{}", event["fields"]["address"].as_str().unwrap());
+        match event["fields"]["message"].as_str() {
+            Some("proxy listening") => url = Some(address()),
+            Some("admin listening") => admin = Some(address()),
+            _ => {}
         }
-    };
+    }
     std::thread::spawn(move || lines.for_each(drop));
     ProxyProcess {
         child,
-        url: format!("http://{address}"),
+        url: url.unwrap(),
+        admin: admin.unwrap(),
     }
 }
 
