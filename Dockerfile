@@ -16,13 +16,17 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/sfbulk sfbulk \
     && chown -R sfbulk /var/lib/sfbulk \
     && chmod 700 /var/lib/sfbulk/registry
 COPY --from=build /src/target/release/sfbulk-proxy /usr/local/bin/sfbulk-proxy
-USER sfbulk
+# Numeric, so a runtime that refuses root (Kubernetes' runAsNonRoot) can check it.
+USER 10001
 WORKDIR /var/lib/sfbulk
+# The admin port (probes, metrics) listens beyond loopback here, for the kubelet and Prometheus.
 ENV SFBULK__REGISTRY__DIR=/var/lib/sfbulk/registry \
-    SFBULK__LOG__FORMAT=json
+    SFBULK__LOG__FORMAT=json \
+    SFBULK__ADMIN__LISTEN=0.0.0.0:9280
 VOLUME ["/var/lib/sfbulk/registry"]
-EXPOSE 8280
+EXPOSE 8280 9280
+# The URL comes from the settings: admin.listen's /livez.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
-    CMD ["sfbulk-proxy", "healthcheck", "http://127.0.0.1:8280/healthz"]
+    CMD ["sfbulk-proxy", "healthcheck"]
 ENTRYPOINT ["sfbulk-proxy"]
 CMD ["serve"]

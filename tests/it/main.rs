@@ -9,6 +9,7 @@ mod access_control;
 mod access_log;
 mod batch_operations;
 mod command_line;
+mod deploying;
 mod drain;
 mod edge_safety;
 mod emulator_fidelity;
