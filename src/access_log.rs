@@ -8,6 +8,7 @@
 //! No tracing span is kept per request (formatting and entering one cost more than the line
 //! itself); the few events logged while a request runs add its id from [`crate::request_id`].
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
@@ -75,10 +76,6 @@ fn is_acceptable_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
-/// The caller's address, put on each request by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
 /// How long Salesforce took to send its answer's head, put on the answer by the pipeline.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTime(pub Duration);
@@ -88,6 +85,7 @@ pub struct UpstreamTime(pub Duration);
 pub async fn logged<F, A>(
     ids: &RequestIds,
     metrics: &Arc<Metrics>,
+    client: Option<SocketAddr>,
     mut request: Request,
     handler: F,
 ) -> Response
@@ -109,9 +107,8 @@ where
     if let Some(trace) = trace {
         request.extensions_mut().insert(trace);
     }
-    let client = request.extensions().get::<Peer>().map(|p| p.0);
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let uri = request.uri().clone();
     let response = request_id::scope(id.clone(), handler(request)).await;
     let (mut parts, body) = response.into_parts();
     let fault = parts.extensions.remove::<FaultRecord>();
@@ -126,7 +123,7 @@ where
     }
     let line = AccessLine {
         method,
-        path,
+        uri,
         request_id: id.clone(),
         operation,
         status: parts.status,
@@ -142,7 +139,7 @@ where
     let body = LoggedBody {
         inner: body,
         bytes: 0,
-        line: Some(Box::new(line)),
+        line: Some(line),
     };
     Response::from_parts(parts, Body::new(body))
 }
@@ -150,7 +147,8 @@ where
 /// What a request's line says, kept until its answer is done.
 struct AccessLine {
     method: Method,
-    path: String,
+    /// Only its path is logged: a query string may carry credentials.
+    uri: Uri,
     request_id: HeaderValue,
     operation: Option<&'static str>,
     status: StatusCode,
@@ -175,14 +173,17 @@ impl AccessLine {
             duration,
         );
         let fault = self.fault.as_ref();
-        let client = self.client.map(|c| c.to_string());
+        let mut client = [0u8; CLIENT_TEXT];
+        let client = self
+            .client
+            .map(|address| address_text(address, &mut client));
         macro_rules! access_line {
             ($level:expr, $message:literal) => {
                 tracing::event!(
                     $level,
                     request_id = self.request_id.to_str().unwrap_or_default(),
                     method = %self.method,
-                    path = self.path.as_str(),
+                    path = self.uri.path(),
                     operation = self.operation,
                     status = self.status.as_u16(),
                     source = self.source.as_str(),
@@ -216,11 +217,51 @@ impl AccessLine {
     }
 }
 
+/// Room for an address as text: `[` an IPv6 address with a scope `%4294967295` `]:65535`.
+const CLIENT_TEXT: usize = 64;
+
+/// `address` as `1.2.3.4:5` (or `[::1]:5`), written into `buffer`: the formatting machinery cost
+/// more than the rest of the access line's fields together.
+fn address_text(address: SocketAddr, buffer: &mut [u8; CLIENT_TEXT]) -> Cow<'_, str> {
+    let SocketAddr::V4(v4) = address else {
+        return Cow::Owned(address.to_string());
+    };
+    let mut at = 0;
+    let push_number = |n: u32, buffer: &mut [u8; CLIENT_TEXT], at: &mut usize| {
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        let mut n = n;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for digit in digits[..len].iter().rev() {
+            buffer[*at] = *digit;
+            *at += 1;
+        }
+    };
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            buffer[at] = b'.';
+            at += 1;
+        }
+        push_number(u32::from(octet), buffer, &mut at);
+    }
+    buffer[at] = b':';
+    at += 1;
+    push_number(u32::from(v4.port()), buffer, &mut at);
+    Cow::Borrowed(std::str::from_utf8(&buffer[..at]).expect("digits, dots and a colon"))
+}
+
 /// An answer's body, counting what goes out; the access line is written at its end.
 struct LoggedBody {
     inner: Body,
     bytes: u64,
-    line: Option<Box<AccessLine>>,
+    line: Option<AccessLine>,
 }
 
 impl LoggedBody {
@@ -299,6 +340,20 @@ mod tests {
         assert!(!is_acceptable_request_id(
             &HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()
         ));
+    }
+
+    #[test]
+    fn addresses_are_written_as_rust_formats_them() {
+        for address in [
+            "1.2.3.4:5",
+            "255.255.255.255:65535",
+            "0.0.0.0:0",
+            "[::1]:8280",
+        ] {
+            let parsed: SocketAddr = address.parse().unwrap();
+            let mut buffer = [0u8; CLIENT_TEXT];
+            assert_eq!(address_text(parsed, &mut buffer), parsed.to_string());
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! operation table's names (or `unknown`), statuses are numbers, and `org` is an organisation id
 //! Salesforce accepted a session of, at most [`MAX_ORGS`] of them.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -112,13 +112,22 @@ pub enum RefreshResult {
     Failed,
 }
 
+/// One operation's series, resolved once: a request costs a few atomic adds, not a label lookup.
+struct OperationMetrics {
+    name: &'static str,
+    duration: Histogram,
+    upstream: Histogram,
+    bytes: Counter,
+    /// `sfbulk_requests_total` by status and source, as they were first seen.
+    answers: RwLock<Vec<(u16, Source, Counter)>>,
+}
+
 /// Every series, registered once.
 pub struct Metrics {
+    /// Per operation, `unknown` last.
+    operations: Vec<OperationMetrics>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    response_bytes: Family<OperationOnly, Counter>,
     in_flight: Gauge,
     refreshes: Family<RefreshLabels, Counter>,
     refresh_duration: Histogram,
@@ -142,14 +151,9 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The series, with handles resolved for each of `operations` (the operation table's names).
+    pub fn new(operations: &[&'static str]) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::default();
         let request_duration = Family::new_with_constructor(duration_histogram as fn() -> _);
@@ -261,12 +265,28 @@ impl Metrics {
         for state in ["idle", "active"] {
             drop(upstream_connections.get_or_create(&ConnectionState { state }));
         }
+        let operations = operations
+            .iter()
+            .copied()
+            .chain([UNKNOWN])
+            .map(|operation| {
+                let labels = OperationLabels {
+                    api: BULK1,
+                    operation,
+                };
+                OperationMetrics {
+                    name: operation,
+                    duration: request_duration.get_or_create_owned(&labels),
+                    upstream: upstream_duration.get_or_create_owned(&labels),
+                    bytes: response_bytes.get_or_create_owned(&OperationOnly { operation }),
+                    answers: RwLock::new(Vec::new()),
+                }
+            })
+            .collect();
         Metrics {
+            operations,
             registry,
             requests,
-            request_duration,
-            upstream_duration,
-            response_bytes,
             in_flight,
             refreshes,
             refresh_duration,
@@ -308,6 +328,43 @@ impl Metrics {
         *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
     }
 
+    /// The handles of `operation` (`unknown` for a name not in the table).
+    fn operation(&self, operation: &str) -> &OperationMetrics {
+        let (unknown, known) = self
+            .operations
+            .split_last()
+            .expect("unknown is always there");
+        known
+            .iter()
+            .find(|o| o.name.len() == operation.len() && o.name == operation)
+            .unwrap_or(unknown)
+    }
+
+    /// The `sfbulk_requests_total` counter of `operation`'s answers with `status` from `source`.
+    fn answers(&self, operation: &OperationMetrics, status: u16, source: Source) -> Counter {
+        let seen = |answers: &[(u16, Source, Counter)]| {
+            answers
+                .iter()
+                .find(|(s, from, _)| *s == status && *from == source)
+                .map(|(_, _, counter)| counter.clone())
+        };
+        if let Some(counter) = seen(&operation.answers.read().unwrap_or_else(|e| e.into_inner())) {
+            return counter;
+        }
+        let mut answers = operation.answers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = seen(&answers) {
+            return counter;
+        }
+        let counter = self.requests.get_or_create_owned(&RequestLabels {
+            api: BULK1,
+            operation: operation.name,
+            status,
+            source: source.as_str(),
+        });
+        answers.push((status, source, counter.clone()));
+        counter
+    }
+
     pub fn request_started(&self) {
         self.in_flight.inc();
     }
@@ -321,34 +378,17 @@ impl Metrics {
         bytes: u64,
         duration: Duration,
     ) {
-        let operation = operation.unwrap_or(UNKNOWN);
+        let operation = self.operation(operation.unwrap_or(UNKNOWN));
         self.in_flight.dec();
-        self.requests
-            .get_or_create(&RequestLabels {
-                api: BULK1,
-                operation,
-                status,
-                source: source.as_str(),
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&OperationLabels {
-                api: BULK1,
-                operation,
-            })
-            .observe(duration.as_secs_f64());
-        self.response_bytes
-            .get_or_create(&OperationOnly { operation })
-            .inc_by(bytes);
+        self.answers(operation, status, source).inc();
+        operation.duration.observe(duration.as_secs_f64());
+        operation.bytes.inc_by(bytes);
     }
 
     /// Salesforce's answer head arrived `duration` after the call started.
     pub fn upstream_answered(&self, operation: &'static str, duration: Duration) {
-        self.upstream_duration
-            .get_or_create(&OperationLabels {
-                api: BULK1,
-                operation,
-            })
+        self.operation(operation)
+            .upstream
             .observe(duration.as_secs_f64());
     }
 
@@ -462,7 +502,7 @@ mod tests {
 
     #[test]
     fn the_exposition_names_the_contracts_series() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&["getJob"]);
         metrics.request_started();
         metrics.request_done(Some("getJob"), 200, Source::Salesforce, 10, Duration::ZERO);
         metrics.shed("server.max_in_flight");

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::access_log::{OperationName, UpstreamTime};
@@ -226,7 +226,7 @@ async fn call_again(
 
 /// `Sforce-Limit-Info`'s API usage, for the org of `token`, a session Salesforce accepted.
 fn note_api_usage(state: &AppState, token: &Secret, headers: &HeaderMap) {
-    let Some(info) = headers.get(LIMIT_INFO).and_then(|v| v.to_str().ok()) else {
+    let Some(info) = headers.get(&LIMIT_INFO).and_then(|v| v.to_str().ok()) else {
         return;
     };
     if let (Some(org), Some((used, limit))) = (
@@ -238,7 +238,7 @@ fn note_api_usage(state: &AppState, token: &Secret, headers: &HeaderMap) {
 }
 
 /// Salesforce's report of the org's API usage.
-const LIMIT_INFO: &str = "sforce-limit-info";
+const LIMIT_INFO: HeaderName = HeaderName::from_static("sforce-limit-info");
 
 impl AppState {
     fn credentials(&self, fields: &dyn Fields) -> Result<Credentials, CredentialsError> {

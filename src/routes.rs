@@ -25,7 +25,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::access_log::{self, Peer, RequestIds};
+use crate::access_log::{self, RequestIds};
 use crate::admission::{BearerTokens, Limit};
 use crate::fault::Fault;
 use crate::proxy;
@@ -73,19 +73,18 @@ impl ProxyService {
            + 'static {
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let proxy = self.clone();
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(Peer(peer));
-            async move { Ok(proxy.answer(request).await) }
+            async move { Ok(proxy.answer(request.map(Body::new), Some(peer)).await) }
         })
     }
 
     /// Answers one request, logging it. While draining, the answer asks the caller to close
     /// its connection, so the next request goes to a replica that is staying.
-    pub async fn answer(&self, request: Request) -> Response {
-        let mut response = access_log::logged(&self.ids, &self.state.metrics, request, |request| {
-            self.route(request)
-        })
-        .await;
+    pub async fn answer(&self, request: Request, client: Option<SocketAddr>) -> Response {
+        let mut response =
+            access_log::logged(&self.ids, &self.state.metrics, client, request, |request| {
+                self.route(request)
+            })
+            .await;
         if self.state.is_draining() {
             response
                 .headers_mut()

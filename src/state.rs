@@ -59,7 +59,11 @@ impl AppState {
                 + crate::config::seconds(settings.salesforce.response_timeout_secs)
                 + crate::config::seconds(settings.salesforce.read_timeout_secs),
         };
-        let metrics = Arc::new(Metrics::new());
+        let names: Vec<&'static str> = crate::operation::OPERATIONS
+            .iter()
+            .map(|o| o.name)
+            .collect();
+        let metrics = Arc::new(Metrics::new(&names));
         let salesforce = SalesforceClient::new(
             &settings.salesforce,
             built.https_proxy.clone(),
