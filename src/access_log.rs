@@ -31,9 +31,14 @@ use crate::trace::TraceContext;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The operation a request asked for, put on its answer by the handler for the log line.
+/// What the pipeline did with a request, put on its answer for the log line: the operation
+/// asked for, and how long Salesforce took to send its answer's head (none when the proxy
+/// answered alone).
 #[derive(Debug, Clone, Copy)]
-pub struct OperationName(pub &'static str);
+pub struct Handled {
+    pub operation: &'static str,
+    pub upstream: Option<Duration>,
+}
 
 /// Request ids unique to this process run, `pppppppp-nnnnnnnnnnnn`: a random prefix chosen at
 /// start and a counter, in hex. (A UUID per request cost a `getrandom` system call on every
@@ -76,10 +81,6 @@ fn is_acceptable_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
-/// How long Salesforce took to send its answer's head, put on the answer by the pipeline.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamTime(pub Duration);
-
 /// Answers `request` with `handler`, giving it a request id; its line is logged (and its
 /// metrics counted) when the answer's body has gone out, or the caller went away.
 pub async fn logged<F, A>(
@@ -112,7 +113,8 @@ where
     let response = request_id::scope(id.clone(), handler(request)).await;
     let (mut parts, body) = response.into_parts();
     let fault = parts.extensions.remove::<FaultRecord>();
-    let operation = parts.extensions.get::<OperationName>().map(|o| o.0);
+    let handled = parts.extensions.get::<Handled>().copied();
+    let operation = handled.map(|h| h.operation);
     let source = if fault.is_some() || operation.is_none() {
         Source::Proxy
     } else {
@@ -130,7 +132,7 @@ where
         source,
         fault,
         started,
-        upstream: parts.extensions.get::<UpstreamTime>().map(|u| u.0),
+        upstream: handled.and_then(|h| h.upstream),
         client,
         trace,
         metrics: metrics.clone(),

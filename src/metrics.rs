@@ -340,20 +340,21 @@ impl Metrics {
             .unwrap_or(unknown)
     }
 
-    /// The `sfbulk_requests_total` counter of `operation`'s answers with `status` from `source`.
-    fn answers(&self, operation: &OperationMetrics, status: u16, source: Source) -> Counter {
-        let seen = |answers: &[(u16, Source, Counter)]| {
+    /// Counts one of `operation`'s answers with `status` from `source`.
+    fn count_answer(&self, operation: &OperationMetrics, status: u16, source: Source) {
+        let count = |answers: &[(u16, Source, Counter)]| {
             answers
                 .iter()
                 .find(|(s, from, _)| *s == status && *from == source)
-                .map(|(_, _, counter)| counter.clone())
+                .map(|(_, _, counter)| counter.inc())
+                .is_some()
         };
-        if let Some(counter) = seen(&operation.answers.read().unwrap_or_else(|e| e.into_inner())) {
-            return counter;
+        if count(&operation.answers.read().unwrap_or_else(|e| e.into_inner())) {
+            return;
         }
         let mut answers = operation.answers.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(counter) = seen(&answers) {
-            return counter;
+        if count(&answers) {
+            return;
         }
         let counter = self.requests.get_or_create_owned(&RequestLabels {
             api: BULK1,
@@ -361,8 +362,8 @@ impl Metrics {
             status,
             source: source.as_str(),
         });
-        answers.push((status, source, counter.clone()));
-        counter
+        counter.inc();
+        answers.push((status, source, counter));
     }
 
     pub fn request_started(&self) {
@@ -380,7 +381,7 @@ impl Metrics {
     ) {
         let operation = self.operation(operation.unwrap_or(UNKNOWN));
         self.in_flight.dec();
-        self.answers(operation, status, source).inc();
+        self.count_answer(operation, status, source);
         operation.duration.observe(duration.as_secs_f64());
         operation.bytes.inc_by(bytes);
     }

@@ -8,7 +8,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::access_log::{OperationName, UpstreamTime};
+use crate::access_log::Handled;
 use crate::body;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
@@ -50,11 +50,13 @@ pub fn action_operation(headers: &HeaderMap) -> Result<&'static Operation, Fault
 /// access log.
 pub async fn call(state: &AppState, operation: &'static Operation, request: Request) -> Response {
     let trace = request.extensions().get::<TraceContext>().copied();
-    let outcome = handle(state, operation, request, trace).await;
+    let mut upstream = None;
+    let outcome = handle(state, operation, request, trace, &mut upstream).await;
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
-    response
-        .extensions_mut()
-        .insert(OperationName(operation.name));
+    response.extensions_mut().insert(Handled {
+        operation: operation.name,
+        upstream,
+    });
     response
 }
 
@@ -70,6 +72,7 @@ async fn handle(
     operation: &'static Operation,
     request: Request,
     trace: Option<TraceContext>,
+    upstream: &mut Option<std::time::Duration>,
 ) -> Result<Response, Fault> {
     let (parts, body) = request.into_parts();
     let headers: &HeaderMap = &parts.headers;
@@ -121,10 +124,10 @@ async fn handle(
     let traceparent = trace.map(|t| t.child());
     let answer = call_salesforce(state, &credentials, &call, traceparent.as_ref()).await;
     drop(lease);
-    let mut answer = answer?;
+    let answer = answer?;
     let took = started.elapsed();
     state.metrics.upstream_answered(operation.name, took);
-    answer.extensions_mut().insert(UpstreamTime(took));
+    *upstream = Some(took);
     Ok(answer)
 }
 

@@ -9,9 +9,10 @@ tokio::task_local! {
     static CURRENT: HeaderValue;
 }
 
-/// `future`, run as the request `id`.
-pub async fn scope<F: Future>(id: HeaderValue, future: F) -> F::Output {
-    CURRENT.scope(id, future).await
+/// `future`, run as the request `id`. Not an `async fn`: that would keep `future` beside the
+/// scoped future that holds it, doubling the size of every request's future.
+pub fn scope<F: Future>(id: HeaderValue, future: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(id, future)
 }
 
 /// `future` run with the current request's id, for work a request spawns off itself.
