@@ -9,7 +9,10 @@
 //! waiting requests; [`salesforce`] makes the call (through the [`outbound`] proxy when one is
 //! set); [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
 //! together for one request, [`state`] is what every request shares, and [`server`] binds the
-//! listeners and serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request.
+//! listeners and serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request
+//! when its answer is done ([`request_id`] gives events during it the request's id, [`trace`] its
+//! W3C trace), and draining on SIGTERM. [`admin`] answers the admin port: probes, and the
+//! Prometheus series of [`metrics`] and [`process_metrics`].
 //!
 //! Each stage reports its own error (`EnvelopeError`, `CredentialsError`, `RegistryError`,
 //! `UpstreamError`); [`fault`] is the proxy's answers and the one table that turns those errors
