@@ -1,5 +1,6 @@
-//! A fake Salesforce org speaking Bulk API 1.0 and the OAuth refresh-token grant, faithful to the
-//! recorded behaviour of `salesforce-bulk-v1.md`. sfbulk-proxy's tests, demo and benchmarks run
+//! A fake Salesforce org speaking Bulk API 1.0, Bulk API 2.0's ingest jobs and the OAuth
+//! refresh-token grant, faithful to the recorded behaviour of `salesforce-bulk-v1.md` and
+//! `salesforce-bulk-v2.md`. sfbulk-proxy's tests, demo and benchmarks run
 //! against it; it also records what it was sent, so tests can check the wire.
 //!
 //! It is an independent witness: it shares no code with the proxy. Its description of the wire
@@ -8,7 +9,8 @@
 //!
 //! The map: [`Emulator`] binds and serves the [`router`]; [`Org`] is the whole fake org's state.
 //! `oauth` is the login side (sessions, refresh, rotation); `jobs` and `batches` the Bulk API's
-//! resources (`batch` a batch as data); `records` the org's data and query results; `wire` the answers' shapes and errors;
+//! resources (`batch` a batch as data); `v2` Bulk API 2.0's ingest jobs (Bearer sessions, JSON
+//! job info, result files, JSON error arrays); `records` the org's data and query results; `wire` the answers' shapes and errors;
 //! `xml` the reader of request bodies; `ids` Salesforce's 18-character ids.
 
 mod batch;
@@ -17,6 +19,7 @@ mod ids;
 mod jobs;
 mod oauth;
 mod records;
+mod v2;
 mod wire;
 mod xml;
 
@@ -151,6 +154,8 @@ pub struct Org {
     schema_deviations: Mutex<VecDeque<String>>,
     /// `Sforce-Limit-Info` put on Bulk API answers, when set.
     limit_info: Mutex<Option<HeaderValue>>,
+    /// Bulk API 2.0 ingest jobs by id.
+    ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
 }
 
 impl Org {
@@ -173,6 +178,7 @@ impl Org {
             token_gate: oauth::TokenGate::default(),
             schema_deviations: Mutex::new(VecDeque::new()),
             limit_info: Mutex::new(None),
+            ingest_jobs: Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -266,6 +272,17 @@ impl Org {
             .collect()
     }
 
+    fn ingest_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, v2::IngestJob>> {
+        self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bearer_is_live(&self, token: &str) -> bool {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_live(token)
+    }
+
     /// The canonical name of a known object, matched without regard to case as Salesforce does.
     fn known_object(&self, name: &str) -> Option<String> {
         OBJECTS
@@ -311,10 +328,44 @@ pub fn router(org: Arc<Org>) -> Router {
             "/services/async/{version}/job/{job_id}/batch/{batch_id}/result/{result_id}",
             get(batches::query_result),
         )
+        .route(
+            "/services/data/{version}/jobs/ingest",
+            post(v2::create).get(v2::list),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}",
+            get(v2::info).patch(v2::update).delete(v2::delete),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/batches",
+            axum::routing::put(v2::upload),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/successfulResults/",
+            get(|s, p, h| v2_results(v2::ResultFile::Successful, s, p, h)),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/failedResults/",
+            get(|s, p, h| v2_results(v2::ResultFile::Failed, s, p, h)),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/unprocessedrecords/",
+            get(|s, p, h| v2_results(v2::ResultFile::Unprocessed, s, p, h)),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .route("/healthz", any(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(org.clone(), record))
         .with_state(org)
+}
+
+/// One of an ingest job's three result files.
+async fn v2_results(
+    file: v2::ResultFile,
+    State(org): State<Arc<Org>>,
+    axum::extract::Path((version, id)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    v2::results(file, org, version, id, headers).await
 }
 
 /// Keeps a copy of each request for tests to inspect.

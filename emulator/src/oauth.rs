@@ -53,6 +53,13 @@ impl Auth {
         }
     }
 
+    /// Whether `token` is a live session (the REST API's `Authorization: Bearer`).
+    pub fn is_live(&self, token: &str) -> bool {
+        self.sessions
+            .get(token)
+            .is_some_and(|issued| issued.elapsed() < self.ttl)
+    }
+
     /// Whether the grant was revoked for the reuse of a rotated-out refresh token.
     pub fn revoked(&self) -> bool {
         self.revoked

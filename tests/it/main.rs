@@ -12,6 +12,7 @@ mod command_line;
 mod deploying;
 mod drain;
 mod edge_safety;
+mod emulator_bulk2;
 mod emulator_fidelity;
 mod fleet;
 mod forged_logs;

@@ -1,0 +1,475 @@
+//! Bulk API 2.0 ingest jobs, as `salesforce-bulk-v2.md` describes them: `Bearer` sessions, JSON
+//! job info, CSV uploads applied to the org's records on close, the three result files, and
+//! errors as JSON arrays (401 `INVALID_SESSION_ID` for an expired session).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::records::{csv_records, field, RecordResult};
+use super::wire::{format_date, now_secs, Format};
+use super::{ids, Org};
+
+/// The operations an ingest job takes.
+const OPERATIONS: [&str; 5] = ["insert", "update", "upsert", "delete", "hardDelete"];
+const DELIMITERS: [&str; 6] = ["BACKQUOTE", "CARET", "COMMA", "PIPE", "SEMICOLON", "TAB"];
+const LINE_ENDINGS: [&str; 2] = ["LF", "CRLF"];
+
+/// The lowest API version that has ingest jobs.
+const MIN_INGEST_VERSION: f64 = 41.0;
+
+/// An ingest job.
+#[derive(Debug, Clone)]
+pub struct IngestJob {
+    id: String,
+    operation: String,
+    object: String,
+    external_id: Option<String>,
+    api_version: f64,
+    column_delimiter: String,
+    line_ending: String,
+    created: String,
+    state: &'static str,
+    /// The CSV uploaded so far, as sent.
+    data: Vec<u8>,
+    /// Per uploaded row, once the job ran: the row and its outcome.
+    results: Vec<(Vec<(String, String)>, RecordResult)>,
+    /// The uploaded header, for the result files.
+    columns: Vec<String>,
+}
+
+/// A refusal, answered as [`error`] does.
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
+/// A Bulk 2.0 error answer: a JSON array of one error.
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!([{ "errorCode": code, "message": message }]).to_string();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    response
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    response
+}
+
+/// `vNN.N` of the path, as a number.
+fn version(raw: &str) -> Option<f64> {
+    let number = raw.strip_prefix('v')?;
+    let (major, minor) = number.split_once('.')?;
+    if major.is_empty() || !major.bytes().all(|b| b.is_ascii_digit()) || minor != "0" {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// The session check of the REST API: `Authorization: Bearer <token>`.
+fn authorised(org: &Org, headers: &HeaderMap) -> Result<(), Refusal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(token) if org.bearer_is_live(token.trim()) => Ok(()),
+        _ => Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "INVALID_SESSION_ID",
+            message: "Session expired or invalid",
+        }),
+    }
+}
+
+/// The version and session checks every call makes first.
+fn admitted(org: &Org, raw_version: &str, headers: &HeaderMap) -> Result<f64, Refusal> {
+    let Some(version) = version(raw_version).filter(|v| *v >= MIN_INGEST_VERSION) else {
+        return Err(Refusal {
+            status: StatusCode::NOT_FOUND,
+            code: "NOT_FOUND",
+            message: "The requested resource does not exist",
+        });
+    };
+    authorised(org, headers)?;
+    Ok(version)
+}
+
+impl IngestJob {
+    fn info(&self) -> serde_json::Value {
+        let processed = self.results.len();
+        let failed = self.results.iter().filter(|(_, r)| !r.success).count();
+        let mut info = serde_json::json!({
+            "id": self.id,
+            "operation": self.operation,
+            "object": self.object,
+            "createdById": "005000000000001AAA",
+            "createdDate": self.created,
+            "systemModstamp": self.created,
+            "state": self.state,
+            "concurrencyMode": "Parallel",
+            "contentType": "CSV",
+            "apiVersion": self.api_version,
+            "contentUrl": format!("services/data/v{:.1}/jobs/ingest/{}/batches", self.api_version, self.id),
+            "lineEnding": self.line_ending,
+            "columnDelimiter": self.column_delimiter,
+            "jobType": "V2Ingest",
+            "numberRecordsProcessed": processed,
+            "numberRecordsFailed": failed,
+            "retries": 0,
+            "totalProcessingTime": 0,
+            "apiActiveProcessingTime": 0,
+            "apexProcessingTime": 0,
+        });
+        if let Some(external) = &self.external_id {
+            info["externalIdFieldName"] = external.clone().into();
+        }
+        info
+    }
+
+    /// Runs the uploaded rows against the org's records.
+    fn run(&mut self, org: &Org) {
+        let text = String::from_utf8_lossy(&self.data).into_owned();
+        let rows = match csv_records(&text) {
+            Ok(rows) => rows,
+            Err(_) => {
+                self.state = "Failed";
+                return;
+            }
+        };
+        self.columns = rows
+            .first()
+            .map(|r| r.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default();
+        let outcomes = org.records.lock().unwrap_or_else(|e| e.into_inner()).apply(
+            &org.ids,
+            &self.object,
+            &self.operation,
+            self.external_id.as_deref(),
+            rows.clone(),
+        );
+        self.results = rows.into_iter().zip(outcomes).collect();
+        self.state = "JobComplete";
+    }
+}
+
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", value.replace('"', "\"\""))
+}
+
+/// `POST /services/data/vNN.N/jobs/ingest`
+pub async fn create(
+    State(org): State<Arc<Org>>,
+    Path(raw_version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let api_version = match admitted(&org, &raw_version, &headers) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body is not a JSON object",
+        );
+    };
+    let text = |name: &str| {
+        request
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let invalid = |message: String| error(StatusCode::BAD_REQUEST, "INVALIDJOB", &message);
+    let Some(object) = text("object").and_then(|o| org.known_object(&o)) else {
+        return invalid("InvalidJob : Invalid object: the object is missing or unknown".into());
+    };
+    let operation = text("operation").unwrap_or_default();
+    if !OPERATIONS.contains(&operation.as_str()) {
+        return invalid(format!("InvalidJob : Invalid operation: {operation}"));
+    }
+    let external_id = text("externalIdFieldName");
+    if operation == "upsert" && external_id.is_none() {
+        return invalid("InvalidJob : External ID was blank for upsert".into());
+    }
+    if text("contentType").is_some_and(|c| c != "CSV") {
+        return invalid("InvalidJob : contentType must be CSV".into());
+    }
+    let column_delimiter = text("columnDelimiter").unwrap_or_else(|| "COMMA".into());
+    let line_ending = text("lineEnding").unwrap_or_else(|| "LF".into());
+    if !DELIMITERS.contains(&column_delimiter.as_str())
+        || !LINE_ENDINGS.contains(&line_ending.as_str())
+    {
+        return invalid("InvalidJob : Invalid columnDelimiter or lineEnding".into());
+    }
+    let job = IngestJob {
+        id: org.ids.next(ids::JOB),
+        operation,
+        object,
+        external_id,
+        api_version,
+        column_delimiter,
+        line_ending,
+        created: format_date(now_secs(), Format::Json),
+        state: "Open",
+        data: Vec::new(),
+        results: Vec::new(),
+        columns: Vec::new(),
+    };
+    let info = job.info();
+    org.ingest_jobs().insert(job.id.clone(), job);
+    json(StatusCode::OK, info)
+}
+
+/// Runs `f` on the job, or answers 404.
+fn with_job(
+    org: &Org,
+    raw_version: &str,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut IngestJob) -> Response,
+) -> Response {
+    if let Err(refused) = admitted(org, raw_version, headers) {
+        return refused.into_response();
+    }
+    let mut jobs = org.ingest_jobs();
+    match jobs.get_mut(id) {
+        Some(job) => f(job),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ),
+    }
+}
+
+/// `GET /services/data/vNN.N/jobs/ingest/{id}`
+pub async fn info(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    with_job(&org, &raw_version, &headers, &id, |job| {
+        json(StatusCode::OK, job.info())
+    })
+}
+
+/// `PUT /services/data/vNN.N/jobs/ingest/{id}/batches`
+pub async fn upload(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    with_job(&org, &raw_version, &headers, &id, |job| {
+        if job.state != "Open" {
+            return error(
+                StatusCode::CONFLICT,
+                "INVALIDJOBSTATE",
+                "Job is not in the Open state",
+            );
+        }
+        if !content_type.starts_with("text/csv") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALIDJOB",
+                "Content-Type must be text/csv",
+            );
+        }
+        job.data.extend_from_slice(&body);
+        StatusCode::CREATED.into_response()
+    })
+}
+
+/// `PATCH /services/data/vNN.N/jobs/ingest/{id}` with `{"state":"UploadComplete"|"Aborted"}`
+pub async fn update(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let wanted = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string));
+    let org_for_run = org.clone();
+    with_job(&org, &raw_version, &headers, &id, |job| {
+        let open = job.state == "Open";
+        match wanted.as_deref() {
+            Some("UploadComplete") if open => {
+                job.state = "UploadComplete";
+                let answer = json(StatusCode::OK, job.info());
+                job.run(&org_for_run);
+                answer
+            }
+            Some("Aborted") if open || job.state == "UploadComplete" => {
+                job.state = "Aborted";
+                json(StatusCode::OK, job.info())
+            }
+            Some("UploadComplete" | "Aborted") => error(
+                StatusCode::CONFLICT,
+                "INVALIDJOBSTATE",
+                &format!("Job is in the {} state", job.state),
+            ),
+            _ => error(
+                StatusCode::BAD_REQUEST,
+                "INVALIDJOB",
+                "state must be UploadComplete or Aborted",
+            ),
+        }
+    })
+}
+
+/// `DELETE /services/data/vNN.N/jobs/ingest/{id}`
+pub async fn delete(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = admitted(&org, &raw_version, &headers) {
+        return refused.into_response();
+    }
+    let mut jobs = org.ingest_jobs();
+    match jobs.get(&id).map(|j| j.state) {
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ),
+        Some("UploadComplete" | "JobComplete" | "Aborted" | "Failed") => {
+            jobs.remove(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Some(state) => error(
+            StatusCode::CONFLICT,
+            "INVALIDJOBSTATE",
+            &format!("Job is in the {state} state"),
+        ),
+    }
+}
+
+/// `GET /services/data/vNN.N/jobs/ingest`
+pub async fn list(
+    State(org): State<Arc<Org>>,
+    Path(raw_version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = admitted(&org, &raw_version, &headers) {
+        return refused.into_response();
+    }
+    let mut records: Vec<serde_json::Value> =
+        org.ingest_jobs().values().map(IngestJob::info).collect();
+    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "done": true, "records": records, "nextRecordsUrl": null }),
+    )
+}
+
+/// Which result file.
+#[derive(Clone, Copy)]
+pub enum ResultFile {
+    Successful,
+    Failed,
+    Unprocessed,
+}
+
+/// `GET .../successfulResults/`, `failedResults/`, `unprocessedrecords/`
+pub async fn results(
+    file: ResultFile,
+    org: Arc<Org>,
+    raw_version: String,
+    id: String,
+    headers: HeaderMap,
+) -> Response {
+    with_job(&org, &raw_version, &headers, &id, |job| {
+        let ran = job.state == "JobComplete";
+        let mut csv = String::new();
+        let header: Vec<String> = job.columns.iter().map(|c| quoted(c)).collect();
+        match file {
+            ResultFile::Successful | ResultFile::Failed => {
+                let second = match file {
+                    ResultFile::Successful => "sf__Created",
+                    _ => "sf__Error",
+                };
+                let mut columns = vec![quoted("sf__Id"), quoted(second)];
+                columns.extend(header);
+                csv.push_str(&columns.join(","));
+                csv.push('\n');
+                let wanted_success = matches!(file, ResultFile::Successful);
+                for (row, result) in job
+                    .results
+                    .iter()
+                    .filter(|(_, r)| r.success == wanted_success)
+                {
+                    let mut cells = vec![
+                        quoted(&result.id),
+                        quoted(&if wanted_success {
+                            result.created.to_string()
+                        } else {
+                            result.error.clone()
+                        }),
+                    ];
+                    cells.extend(
+                        job.columns
+                            .iter()
+                            .map(|c| quoted(field(row, c).unwrap_or_default())),
+                    );
+                    csv.push_str(&cells.join(","));
+                    csv.push('\n');
+                }
+            }
+            ResultFile::Unprocessed => {
+                if !ran && !job.data.is_empty() {
+                    // Nothing ran: every uploaded row is unprocessed, as uploaded.
+                    csv.push_str(&String::from_utf8_lossy(&job.data));
+                } else {
+                    csv.push_str(&header.join(","));
+                    csv.push('\n');
+                }
+            }
+        }
+        let mut response = (StatusCode::OK, csv).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        response
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version;
+
+    #[test]
+    fn versions_are_vnn_point_0() {
+        assert_eq!(version("v59.0"), Some(59.0));
+        assert_eq!(version("v41.0"), Some(41.0));
+        assert_eq!(version("59.0"), None);
+        assert_eq!(version("v59.1"), None);
+        assert_eq!(version("vx.0"), None);
+    }
+}

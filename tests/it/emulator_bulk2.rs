@@ -1,0 +1,222 @@
+//! The emulator's Bulk API 2.0 ingest jobs, spoken to directly as Salesforce's own clients do
+//! (the wire of `salesforce-bulk-v2.md`): `Bearer` sessions, JSON job info, a CSV upload applied
+//! on close, the three result files, and errors as JSON arrays.
+
+use crate::support::{spawn_app, TestApp};
+
+/// A JSON answer's body (reqwest is built without its `json` feature).
+trait JsonValue {
+    async fn json_value(self) -> Result<serde_json::Value, serde_json::Error>;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.text().await.unwrap_or_default())
+    }
+}
+
+impl TestApp {
+    fn v2(&self, path: &str) -> String {
+        format!("{}/services/data/v59.0/jobs/ingest{path}", self.emulator)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.settings.emulator.access_token.expose())
+    }
+}
+
+#[tokio::test]
+async fn an_ingest_job_runs_from_create_to_its_result_files() {
+    let app = spawn_app().await;
+    let created = app
+        .http
+        .post(app.v2(""))
+        .header("authorization", app.bearer())
+        .header("content-type", "application/json")
+        .body(r#"{"object":"Contact","operation":"insert","contentType":"CSV","lineEnding":"LF"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let info: serde_json::Value = created.json_value().await.unwrap();
+    assert_eq!(info["state"], "Open");
+    assert_eq!(info["jobType"], "V2Ingest");
+    assert_eq!(info["apiVersion"], 59.0);
+    assert_eq!(info["columnDelimiter"], "COMMA");
+    let id = info["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("750"), "{id}");
+    assert_eq!(
+        info["contentUrl"],
+        format!("services/data/v59.0/jobs/ingest/{id}/batches")
+    );
+
+    let uploaded = app
+        .http
+        .put(app.v2(&format!("/{id}/batches")))
+        .header("authorization", app.bearer())
+        .header("content-type", "text/csv")
+        .body("FirstName,LastName\nAda,Lovelace\nNo,\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    assert!(uploaded.text().await.unwrap().is_empty());
+
+    let closed = app
+        .http
+        .patch(app.v2(&format!("/{id}")))
+        .header("authorization", app.bearer())
+        .header("content-type", "application/json")
+        .body(r#"{"state":"UploadComplete"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    let closed: serde_json::Value = closed.json_value().await.unwrap();
+    assert_eq!(closed["state"], "UploadComplete");
+
+    let info: serde_json::Value = app
+        .http
+        .get(app.v2(&format!("/{id}")))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap();
+    assert_eq!(info["state"], "JobComplete");
+    assert_eq!(info["numberRecordsProcessed"], 2);
+    assert_eq!(info["numberRecordsFailed"], 1);
+
+    let file = |name: &'static str| {
+        let request = app
+            .http
+            .get(app.v2(&format!("/{id}/{name}/")))
+            .header("authorization", app.bearer());
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], "text/csv");
+            response.text().await.unwrap()
+        }
+    };
+    let successful = file("successfulResults").await;
+    let mut lines = successful.lines();
+    assert_eq!(
+        lines.next(),
+        Some("\"sf__Id\",\"sf__Created\",\"FirstName\",\"LastName\"")
+    );
+    let row = lines.next().unwrap();
+    assert!(row.starts_with("\"003"), "{row}");
+    assert!(row.ends_with(",\"true\",\"Ada\",\"Lovelace\""), "{row}");
+    assert_eq!(lines.next(), None);
+    let failed = file("failedResults").await;
+    let mut lines = failed.lines();
+    assert_eq!(
+        lines.next(),
+        Some("\"sf__Id\",\"sf__Error\",\"FirstName\",\"LastName\"")
+    );
+    let row = lines.next().unwrap();
+    assert!(row.contains("REQUIRED_FIELD_MISSING"), "{row}");
+    assert!(row.ends_with(",\"No\",\"\""), "{row}");
+    assert_eq!(
+        file("unprocessedrecords").await,
+        "\"FirstName\",\"LastName\"\n"
+    );
+
+    // Closed: no more data, and it can be deleted.
+    let late = app
+        .http
+        .put(app.v2(&format!("/{id}/batches")))
+        .header("authorization", app.bearer())
+        .header("content-type", "text/csv")
+        .body("LastName\nLate\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 409);
+    let late: serde_json::Value = late.json_value().await.unwrap();
+    assert_eq!(late[0]["errorCode"], "INVALIDJOBSTATE");
+    let deleted = app
+        .http
+        .delete(app.v2(&format!("/{id}")))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = app
+        .http
+        .get(app.v2(&format!("/{id}")))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_401_invalid_session_id_as_a_json_array() {
+    let app = spawn_app().await;
+    app.org.expire_sessions();
+    let refused = app
+        .http
+        .get(app.v2(""))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let body: serde_json::Value = refused.json_value().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!([{"errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid"}])
+    );
+    // Bulk 1.0's header is not a REST session.
+    let app = spawn_app().await;
+    let wrong = app
+        .http
+        .get(app.v2(""))
+        .header(
+            "x-sfdc-session",
+            app.settings.emulator.access_token.expose(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
+
+#[tokio::test]
+async fn a_job_that_is_not_one_salesforce_takes_is_refused_with_its_reason() {
+    let app = spawn_app().await;
+    for (body, reason) in [
+        (r#"{"object":"Contact","operation":"merge"}"#, "operation"),
+        (
+            r#"{"object":"NoSuchThing__x","operation":"insert"}"#,
+            "object",
+        ),
+        (
+            r#"{"object":"Contact","operation":"upsert"}"#,
+            "External ID",
+        ),
+        ("not json", "JSON"),
+    ] {
+        let refused = app
+            .http
+            .post(app.v2(""))
+            .header("authorization", app.bearer())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{body}");
+        let text = refused.text().await.unwrap();
+        assert!(text.contains(reason), "{body}: {text}");
+    }
+}
