@@ -1,7 +1,7 @@
-//! A fake Salesforce org speaking Bulk API 1.0, Bulk API 2.0's ingest jobs and the OAuth
-//! refresh-token grant, faithful to the recorded behaviour of `salesforce-bulk-v1.md` and
-//! `salesforce-bulk-v2.md`. sfbulk-proxy's tests, demo and benchmarks run
-//! against it; it also records what it was sent, so tests can check the wire.
+//! A fake Salesforce org speaking Bulk API 1.0, Bulk API 2.0's ingest and query jobs and the
+//! OAuth refresh-token grant, faithful to the recorded behaviour of `salesforce-bulk-v1.md` and
+//! `salesforce-bulk-v2.md`. sfbulk-proxy's tests, demo and benchmarks run against it; it also
+//! records what it was sent, so tests can check the wire.
 //!
 //! It is an independent witness: it shares no code with the proxy. Its description of the wire
 //! (field order, XML and JSON shapes, error messages) is its own, written from the reference, so a
@@ -9,9 +9,10 @@
 //!
 //! The map: [`Emulator`] binds and serves the [`router`]; [`Org`] is the whole fake org's state.
 //! `oauth` is the login side (sessions, refresh, rotation); `jobs` and `batches` the Bulk API's
-//! resources (`batch` a batch as data); `v2` Bulk API 2.0's ingest jobs (Bearer sessions, JSON
-//! job info, result files, JSON error arrays); `records` the org's data and query results; `wire` the answers' shapes and errors;
-//! `xml` the reader of request bodies; `ids` Salesforce's 18-character ids.
+//! resources (`batch` a batch as data); `v2` Bulk API 2.0's ingest and query jobs (Bearer
+//! sessions, JSON job info, result files, locator pages, JSON error arrays); `records` the org's
+//! data and query results; `wire` the answers' shapes and errors; `xml` the reader of request
+//! bodies; `ids` Salesforce's 18-character ids.
 
 mod batch;
 mod batches;
@@ -156,6 +157,8 @@ pub struct Org {
     limit_info: Mutex<Option<HeaderValue>>,
     /// Bulk API 2.0 ingest jobs by id.
     ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
+    /// Bulk API 2.0 query jobs by id.
+    query_jobs: Mutex<HashMap<String, v2::QueryJob>>,
 }
 
 impl Org {
@@ -179,6 +182,7 @@ impl Org {
             schema_deviations: Mutex::new(VecDeque::new()),
             limit_info: Mutex::new(None),
             ingest_jobs: Mutex::new(HashMap::new()),
+            query_jobs: Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -276,6 +280,10 @@ impl Org {
         self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn query_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, v2::QueryJob>> {
+        self.query_jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn bearer_is_live(&self, token: &str) -> bool {
         self.auth
             .lock()
@@ -351,6 +359,20 @@ pub fn router(org: Arc<Org>) -> Router {
         .route(
             "/services/data/{version}/jobs/ingest/{job_id}/unprocessedrecords/",
             get(|s, p, h| v2_results(v2::ResultFile::Unprocessed, s, p, h)),
+        )
+        .route(
+            "/services/data/{version}/jobs/query",
+            post(v2::create_query).get(v2::list_queries),
+        )
+        .route(
+            "/services/data/{version}/jobs/query/{job_id}",
+            get(v2::query_info)
+                .patch(v2::update_query)
+                .delete(v2::delete_query),
+        )
+        .route(
+            "/services/data/{version}/jobs/query/{job_id}/results",
+            get(v2::query_results),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .route("/healthz", any(|| async { "ok" }))

@@ -1,6 +1,8 @@
-//! Bulk API 2.0 ingest jobs, as `salesforce-bulk-v2.md` describes them: `Bearer` sessions, JSON
-//! job info, CSV uploads applied to the org's records on close, the three result files, and
-//! errors as JSON arrays (401 `INVALID_SESSION_ID` for an expired session).
+//! Bulk API 2.0, as `salesforce-bulk-v2.md` describes it: `Bearer` sessions, JSON job info, and
+//! errors as JSON arrays (401 `INVALID_SESSION_ID` for an expired session). Ingest jobs take CSV
+//! uploads, applied to the org's records on close, and give the three result files; query jobs
+//! answer in pages of at most `maxRecords` rows, each with its header line, `Sforce-Locator`
+//! naming the next page (`null` on the last) and `Sforce-NumberOfRecords`.
 
 use std::sync::Arc;
 
@@ -9,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::records::{csv_records, field, RecordResult};
+use super::records::{
+    csv_records, field, GeneratedContact, Query, RecordResult, GENERATED_FIELDS, GENERATED_OBJECT,
+};
 use super::wire::{format_date, now_secs, Format};
 use super::{ids, Org};
 
@@ -460,9 +464,419 @@ pub async fn results(
     })
 }
 
+/// The lowest API version that has query jobs.
+const MIN_QUERY_VERSION: f64 = 47.0;
+
+/// Rows in a result page when the caller sets no `maxRecords`: Salesforce picks a large number.
+const DEFAULT_PAGE_ROWS: u64 = 10_000;
+
+/// A query job: its result is fixed when it is created (stored records, then generated Contacts).
+#[derive(Debug, Clone)]
+pub struct QueryJob {
+    id: String,
+    operation: String,
+    query: Query,
+    api_version: f64,
+    column_delimiter: String,
+    line_ending: String,
+    created: String,
+    state: &'static str,
+    stored: Arc<Vec<super::records::Record>>,
+    generated: u64,
+}
+
+impl QueryJob {
+    fn rows(&self) -> u64 {
+        let all = self.stored.len() as u64 + self.generated;
+        self.query.limit.map_or(all, |limit| limit.min(all))
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "operation": self.operation,
+            "object": self.query.object,
+            "createdById": "005000000000001AAA",
+            "createdDate": self.created,
+            "systemModstamp": self.created,
+            "state": self.state,
+            "concurrencyMode": "Parallel",
+            "contentType": "CSV",
+            "apiVersion": self.api_version,
+            "lineEnding": self.line_ending,
+            "columnDelimiter": self.column_delimiter,
+            "jobType": "V2Query",
+            "numberRecordsProcessed": self.rows(),
+            "retries": 0,
+            "totalProcessingTime": 0,
+        })
+    }
+
+    /// Rows `start..end` as CSV, the header line first, every value quoted.
+    fn page(&self, start: u64, end: u64) -> String {
+        let mut csv = String::with_capacity(((end - start) as usize + 1) * 96);
+        let quote_row = |csv: &mut String, values: &mut dyn Iterator<Item = &str>| {
+            for (i, value) in values.enumerate() {
+                if i > 0 {
+                    csv.push(',');
+                }
+                csv.push('"');
+                csv.push_str(&value.replace('"', "\"\""));
+                csv.push('"');
+            }
+            csv.push('\n');
+        };
+        quote_row(&mut csv, &mut self.query.fields.iter().map(String::as_str));
+        let stored = self.stored.len() as u64;
+        let columns: Vec<Option<usize>> = self
+            .query
+            .fields
+            .iter()
+            .map(|f| {
+                GENERATED_FIELDS
+                    .iter()
+                    .position(|g| g.eq_ignore_ascii_case(f))
+            })
+            .collect();
+        let mut generated = GeneratedContact::default();
+        for n in start..end {
+            if n < stored {
+                let record = &self.stored[n as usize];
+                quote_row(
+                    &mut csv,
+                    &mut self
+                        .query
+                        .fields
+                        .iter()
+                        .map(|f| field(record, f).unwrap_or_default()),
+                );
+            } else {
+                generated.fill(n - stored);
+                let values = generated.values();
+                quote_row(
+                    &mut csv,
+                    &mut columns.iter().map(|c| c.map_or("", |c| values[c])),
+                );
+            }
+        }
+        csv
+    }
+}
+
+/// A locator is the row its page starts at, in the opaque shape Salesforce's have (base64).
+fn locator_of(row: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(row.to_string())
+}
+
+fn row_of(locator: &str) -> Option<u64> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(locator)
+        .ok()?;
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
+}
+
+fn admitted_for_query(org: &Org, raw_version: &str, headers: &HeaderMap) -> Result<f64, Refusal> {
+    let version = admitted(org, raw_version, headers)?;
+    if version < MIN_QUERY_VERSION {
+        return Err(Refusal {
+            status: StatusCode::NOT_FOUND,
+            code: "NOT_FOUND",
+            message: "The requested resource does not exist",
+        });
+    }
+    Ok(version)
+}
+
+/// `POST /services/data/vNN.N/jobs/query`
+pub async fn create_query(
+    State(org): State<Arc<Org>>,
+    Path(raw_version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let api_version = match admitted_for_query(&org, &raw_version, &headers) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body is not a JSON object",
+        );
+    };
+    let text = |name: &str| {
+        request
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let operation = text("operation").unwrap_or_else(|| "query".into());
+    if operation != "query" && operation != "queryAll" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            &format!("InvalidJob : Invalid operation: {operation}"),
+        );
+    }
+    let query = match Query::parse(&text("query").unwrap_or_default()) {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALIDJOB", &e),
+    };
+    let Some(object) = org.known_object(&query.object) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            &format!(
+                "INVALID_TYPE: sObject type '{}' is not supported.",
+                query.object
+            ),
+        );
+    };
+    let stored = org
+        .records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .snapshot(&object);
+    let generated = if object == GENERATED_OBJECT {
+        org.settings.generated_contacts
+    } else {
+        0
+    };
+    let mut job = QueryJob {
+        id: org.ids.next(ids::JOB),
+        operation,
+        query: Query { object, ..query },
+        api_version,
+        column_delimiter: text("columnDelimiter").unwrap_or_else(|| "COMMA".into()),
+        line_ending: text("lineEnding").unwrap_or_else(|| "LF".into()),
+        created: format_date(now_secs(), Format::Json),
+        state: "UploadComplete",
+        stored: Arc::new(stored),
+        generated,
+    };
+    let info = job.info();
+    // It runs at once; the answer shows it as Salesforce does, just accepted.
+    job.state = "JobComplete";
+    org.query_jobs().insert(job.id.clone(), job);
+    json(StatusCode::OK, info)
+}
+
+/// Runs `f` on the query job, or answers 404.
+fn with_query_job(
+    org: &Org,
+    raw_version: &str,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut QueryJob) -> Response,
+) -> Response {
+    if let Err(refused) = admitted_for_query(org, raw_version, headers) {
+        return refused.into_response();
+    }
+    let mut jobs = org.query_jobs();
+    match jobs.get_mut(id) {
+        Some(job) => f(job),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ),
+    }
+}
+
+/// `GET /services/data/vNN.N/jobs/query/{id}`
+pub async fn query_info(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    with_query_job(&org, &raw_version, &headers, &id, |job| {
+        json(StatusCode::OK, job.info())
+    })
+}
+
+/// `GET /services/data/vNN.N/jobs/query/{id}/results?locator=&maxRecords=`: one page, its header
+/// line first, with `Sforce-Locator` (the next page's, or `null`) and `Sforce-NumberOfRecords`.
+pub async fn query_results(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut locator = None;
+    let mut max_records = None;
+    for (name, value) in url_pairs(query.as_deref().unwrap_or_default()) {
+        match name.as_str() {
+            "locator" if !value.is_empty() => locator = Some(value),
+            "maxRecords" => max_records = Some(value),
+            _ => {}
+        }
+    }
+    with_query_job(&org, &raw_version, &headers, &id, |job| {
+        if job.state != "JobComplete" {
+            return error(
+                StatusCode::PRECONDITION_FAILED,
+                "JOB_NOT_COMPLETE",
+                "The job is not complete",
+            );
+        }
+        let start = match locator.as_deref().map(row_of) {
+            None => 0,
+            Some(Some(row)) if row <= job.rows() => row,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALIDLOCATOR",
+                    "The locator is not one of this job's",
+                )
+            }
+        };
+        let page = match max_records.as_deref().map(str::parse::<u64>) {
+            None => DEFAULT_PAGE_ROWS,
+            Some(Ok(n)) if n > 0 => n,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALIDMAXRECORDS",
+                    "maxRecords must be a positive whole number",
+                )
+            }
+        };
+        let end = (start + page).min(job.rows());
+        let next = if end < job.rows() {
+            locator_of(end)
+        } else {
+            "null".to_string()
+        };
+        let mut response = (StatusCode::OK, job.page(start, end)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        if let Ok(next) = HeaderValue::from_str(&next) {
+            headers.insert("sforce-locator", next);
+        }
+        headers.insert("sforce-numberofrecords", HeaderValue::from(end - start));
+        response
+    })
+}
+
+/// `PATCH /services/data/vNN.N/jobs/query/{id}` with `{"state":"Aborted"}`
+pub async fn update_query(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let aborting = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .is_some_and(|v| v.get("state").and_then(|s| s.as_str()) == Some("Aborted"));
+    with_query_job(&org, &raw_version, &headers, &id, |job| {
+        if !aborting {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALIDJOB",
+                "state must be Aborted",
+            );
+        }
+        if job.state == "JobComplete" || job.state == "Aborted" {
+            return error(
+                StatusCode::CONFLICT,
+                "INVALIDJOBSTATE",
+                "The job has already finished",
+            );
+        }
+        job.state = "Aborted";
+        json(StatusCode::OK, job.info())
+    })
+}
+
+/// `DELETE /services/data/vNN.N/jobs/query/{id}`
+pub async fn delete_query(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = admitted_for_query(&org, &raw_version, &headers) {
+        return refused.into_response();
+    }
+    match org.query_jobs().remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ),
+    }
+}
+
+/// `GET /services/data/vNN.N/jobs/query`
+pub async fn list_queries(
+    State(org): State<Arc<Org>>,
+    Path(raw_version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = admitted_for_query(&org, &raw_version, &headers) {
+        return refused.into_response();
+    }
+    let mut records: Vec<serde_json::Value> =
+        org.query_jobs().values().map(QueryJob::info).collect();
+    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "done": true, "records": records, "nextRecordsUrl": null }),
+    )
+}
+
+/// A query string's pairs, percent-decoded.
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_decode(&s.replace('+', " "));
+            (decode(name), decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::version;
+
+    #[test]
+    fn locators_are_opaque_rows_and_query_strings_are_decoded() {
+        assert_eq!(super::row_of(&super::locator_of(12_345)), Some(12_345));
+        assert_eq!(super::row_of("not a locator!"), None);
+        assert_eq!(
+            super::url_pairs("locator=MTA&maxRecords=5&x=a%20b+c"),
+            [
+                ("locator".to_string(), "MTA".to_string()),
+                ("maxRecords".to_string(), "5".to_string()),
+                ("x".to_string(), "a b c".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn versions_are_vnn_point_0() {

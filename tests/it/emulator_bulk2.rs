@@ -1,6 +1,7 @@
-//! The emulator's Bulk API 2.0 ingest jobs, spoken to directly as Salesforce's own clients do
-//! (the wire of `salesforce-bulk-v2.md`): `Bearer` sessions, JSON job info, a CSV upload applied
-//! on close, the three result files, and errors as JSON arrays.
+//! The emulator's Bulk API 2.0 ingest and query jobs, spoken to directly as Salesforce's own
+//! clients do (the wire of `salesforce-bulk-v2.md`): `Bearer` sessions, JSON job info, a CSV
+//! upload applied on close, the three result files, locator pages with their header line each,
+//! and errors as JSON arrays.
 
 use crate::support::{spawn_app, TestApp};
 
@@ -219,4 +220,108 @@ async fn a_job_that_is_not_one_salesforce_takes_is_refused_with_its_reason() {
         let text = refused.text().await.unwrap();
         assert!(text.contains(reason), "{body}: {text}");
     }
+}
+
+impl TestApp {
+    fn v2_query(&self, path: &str) -> String {
+        format!("{}/services/data/v59.0/jobs/query{path}", self.emulator)
+    }
+}
+
+#[tokio::test]
+async fn a_query_job_pages_its_rows_by_locator_each_page_with_its_header() {
+    const ROWS: u64 = 25;
+    let app = crate::support::spawn_app_with(|s| s.emulator.generated_contacts = ROWS).await;
+    let created = app
+        .http
+        .post(app.v2_query(""))
+        .header("authorization", app.bearer())
+        .header("content-type", "application/json")
+        .body(r#"{"operation":"query","query":"SELECT Id, LastName FROM Contact"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let info = created.json_value().await.unwrap();
+    assert_eq!(info["jobType"], "V2Query");
+    assert_eq!(info["state"], "UploadComplete");
+    let id = info["id"].as_str().unwrap().to_string();
+    let info = app
+        .http
+        .get(app.v2_query(&format!("/{id}")))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap();
+    assert_eq!(info["state"], "JobComplete");
+    assert_eq!(info["numberRecordsProcessed"], ROWS);
+
+    let mut locator: Option<String> = None;
+    let mut rows = Vec::new();
+    let mut pages = 0;
+    loop {
+        let mut url = format!("{}?maxRecords=10", app.v2_query(&format!("/{id}/results")));
+        if let Some(locator) = &locator {
+            url.push_str(&format!("&locator={locator}"));
+        }
+        let page = app
+            .http
+            .get(url)
+            .header("authorization", app.bearer())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let next = page.headers()["sforce-locator"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let count: usize = page.headers()["sforce-numberofrecords"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let text = page.text().await.unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("\"Id\",\"LastName\""),
+            "every page has the header"
+        );
+        let page_rows: Vec<String> = lines.map(str::to_string).collect();
+        assert_eq!(page_rows.len(), count);
+        rows.extend(page_rows);
+        pages += 1;
+        if next == "null" {
+            break;
+        }
+        locator = Some(next);
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(rows.len() as u64, ROWS);
+    for (n, row) in rows.iter().enumerate() {
+        assert!(row.ends_with(&format!(",\"Contact{n}\"")), "row {n}: {row}");
+    }
+    let bad = app
+        .http
+        .get(format!(
+            "{}?locator=nonsense!",
+            app.v2_query(&format!("/{id}/results"))
+        ))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let deleted = app
+        .http
+        .delete(app.v2_query(&format!("/{id}")))
+        .header("authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
 }
