@@ -27,14 +27,19 @@ pub fn append(text: &mut String) {
             (user + system) / TICKS,
         );
     }
-    let page = 4096.0;
-    if let Some(pages) = number(21) {
+    // VmRSS in kB, which needs no page size.
+    let rss_kb = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    });
+    if let Some(kb) = rss_kb {
         series(
             text,
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory size, in bytes",
-            pages * page,
+            kb * 1024.0,
         );
     }
     if let Ok(open) = std::fs::read_dir("/proc/self/fd") {
