@@ -4,10 +4,11 @@
 //! answer in pages of at most `maxRecords` rows, each with its header line, `Sforce-Locator`
 //! naming the next page (`null` on the last) and `Sforce-NumberOfRecords`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -21,6 +22,9 @@ use super::{ids, Org};
 const OPERATIONS: [&str; 5] = ["insert", "update", "upsert", "delete", "hardDelete"];
 const DELIMITERS: [&str; 6] = ["BACKQUOTE", "CARET", "COMMA", "PIPE", "SEMICOLON", "TAB"];
 const LINE_ENDINGS: [&str; 2] = ["LF", "CRLF"];
+
+/// The most data one ingest job takes: 150 MB after base64, about 100 MB as sent.
+const MAX_JOB_DATA_BYTES: usize = 100 * 1024 * 1024;
 
 /// The lowest API version that has ingest jobs.
 const MIN_INGEST_VERSION: f64 = 41.0;
@@ -60,13 +64,10 @@ impl IntoResponse for Refusal {
 
 /// A Bulk 2.0 error answer: a JSON array of one error.
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!([{ "errorCode": code, "message": message }]).to_string();
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    response
+    json(
+        status,
+        serde_json::json!([{ "errorCode": code, "message": message }]),
+    )
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
@@ -244,26 +245,45 @@ pub async fn create(
     json(StatusCode::OK, info)
 }
 
-/// Runs `f` on the job, or answers 404.
-fn with_job(
-    org: &Org,
-    raw_version: &str,
-    headers: &HeaderMap,
+/// Runs `f` on the job `id` of `jobs`, once the call was admitted, or answers 404.
+fn with_job<J>(
+    admitted: Result<f64, Refusal>,
+    mut jobs: std::sync::MutexGuard<'_, HashMap<String, J>>,
     id: &str,
-    f: impl FnOnce(&mut IngestJob) -> Response,
+    f: impl FnOnce(&mut J) -> Response,
 ) -> Response {
-    if let Err(refused) = admitted(org, raw_version, headers) {
+    if let Err(refused) = admitted {
         return refused.into_response();
     }
-    let mut jobs = org.ingest_jobs();
     match jobs.get_mut(id) {
         Some(job) => f(job),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ),
+        None => not_found(),
     }
+}
+
+fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    )
+}
+
+/// The list answer of either kind of job, in id order.
+fn list_of<J>(
+    admitted: Result<f64, Refusal>,
+    jobs: std::sync::MutexGuard<'_, HashMap<String, J>>,
+    info: impl Fn(&J) -> serde_json::Value,
+) -> Response {
+    if let Err(refused) = admitted {
+        return refused.into_response();
+    }
+    let mut records: Vec<serde_json::Value> = jobs.values().map(info).collect();
+    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "done": true, "records": records, "nextRecordsUrl": null }),
+    )
 }
 
 /// `GET /services/data/vNN.N/jobs/ingest/{id}`
@@ -272,9 +292,12 @@ pub async fn info(
     Path((raw_version, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    with_job(&org, &raw_version, &headers, &id, |job| {
-        json(StatusCode::OK, job.info())
-    })
+    with_job(
+        admitted(&org, &raw_version, &headers),
+        org.ingest_jobs(),
+        &id,
+        |job| json(StatusCode::OK, job.info()),
+    )
 }
 
 /// `PUT /services/data/vNN.N/jobs/ingest/{id}/batches`
@@ -289,24 +312,36 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    with_job(&org, &raw_version, &headers, &id, |job| {
-        if job.state != "Open" {
-            return error(
-                StatusCode::CONFLICT,
-                "INVALIDJOBSTATE",
-                "Job is not in the Open state",
-            );
-        }
-        if !content_type.starts_with("text/csv") {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALIDJOB",
-                "Content-Type must be text/csv",
-            );
-        }
-        job.data.extend_from_slice(&body);
-        StatusCode::CREATED.into_response()
-    })
+    with_job(
+        admitted(&org, &raw_version, &headers),
+        org.ingest_jobs(),
+        &id,
+        |job| {
+            if job.state != "Open" {
+                return error(
+                    StatusCode::CONFLICT,
+                    "INVALIDJOBSTATE",
+                    "Job is not in the Open state",
+                );
+            }
+            if !content_type.starts_with("text/csv") {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALIDJOB",
+                    "Content-Type must be text/csv",
+                );
+            }
+            if job.data.len() + body.len() > MAX_JOB_DATA_BYTES {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALIDJOB",
+                    "A job's data may be at most 100 MB",
+                );
+            }
+            job.data.extend_from_slice(&body);
+            StatusCode::CREATED.into_response()
+        },
+    )
 }
 
 /// `PATCH /services/data/vNN.N/jobs/ingest/{id}` with `{"state":"UploadComplete"|"Aborted"}`
@@ -320,31 +355,36 @@ pub async fn update(
         .ok()
         .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string));
     let org_for_run = org.clone();
-    with_job(&org, &raw_version, &headers, &id, |job| {
-        let open = job.state == "Open";
-        match wanted.as_deref() {
-            Some("UploadComplete") if open => {
-                job.state = "UploadComplete";
-                let answer = json(StatusCode::OK, job.info());
-                job.run(&org_for_run);
-                answer
+    with_job(
+        admitted(&org, &raw_version, &headers),
+        org.ingest_jobs(),
+        &id,
+        |job| {
+            let open = job.state == "Open";
+            match wanted.as_deref() {
+                Some("UploadComplete") if open => {
+                    job.state = "UploadComplete";
+                    let answer = json(StatusCode::OK, job.info());
+                    job.run(&org_for_run);
+                    answer
+                }
+                Some("Aborted") if open || job.state == "UploadComplete" => {
+                    job.state = "Aborted";
+                    json(StatusCode::OK, job.info())
+                }
+                Some("UploadComplete" | "Aborted") => error(
+                    StatusCode::CONFLICT,
+                    "INVALIDJOBSTATE",
+                    &format!("Job is in the {} state", job.state),
+                ),
+                _ => error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALIDJOB",
+                    "state must be UploadComplete or Aborted",
+                ),
             }
-            Some("Aborted") if open || job.state == "UploadComplete" => {
-                job.state = "Aborted";
-                json(StatusCode::OK, job.info())
-            }
-            Some("UploadComplete" | "Aborted") => error(
-                StatusCode::CONFLICT,
-                "INVALIDJOBSTATE",
-                &format!("Job is in the {} state", job.state),
-            ),
-            _ => error(
-                StatusCode::BAD_REQUEST,
-                "INVALIDJOB",
-                "state must be UploadComplete or Aborted",
-            ),
-        }
-    })
+        },
+    )
 }
 
 /// `DELETE /services/data/vNN.N/jobs/ingest/{id}`
@@ -358,11 +398,7 @@ pub async fn delete(
     }
     let mut jobs = org.ingest_jobs();
     match jobs.get(&id).map(|j| j.state) {
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ),
+        None => not_found(),
         Some("UploadComplete" | "JobComplete" | "Aborted" | "Failed") => {
             jobs.remove(&id);
             StatusCode::NO_CONTENT.into_response()
@@ -381,15 +417,10 @@ pub async fn list(
     Path(raw_version): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admitted(&org, &raw_version, &headers) {
-        return refused.into_response();
-    }
-    let mut records: Vec<serde_json::Value> =
-        org.ingest_jobs().values().map(IngestJob::info).collect();
-    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    json(
-        StatusCode::OK,
-        serde_json::json!({ "done": true, "records": records, "nextRecordsUrl": null }),
+    list_of(
+        admitted(&org, &raw_version, &headers),
+        org.ingest_jobs(),
+        IngestJob::info,
     )
 }
 
@@ -409,59 +440,64 @@ pub async fn results(
     id: String,
     headers: HeaderMap,
 ) -> Response {
-    with_job(&org, &raw_version, &headers, &id, |job| {
-        let ran = job.state == "JobComplete";
-        let mut csv = String::new();
-        let header: Vec<String> = job.columns.iter().map(|c| quoted(c)).collect();
-        match file {
-            ResultFile::Successful | ResultFile::Failed => {
-                let second = match file {
-                    ResultFile::Successful => "sf__Created",
-                    _ => "sf__Error",
-                };
-                let mut columns = vec![quoted("sf__Id"), quoted(second)];
-                columns.extend(header);
-                csv.push_str(&columns.join(","));
-                csv.push('\n');
-                let wanted_success = matches!(file, ResultFile::Successful);
-                for (row, result) in job
-                    .results
-                    .iter()
-                    .filter(|(_, r)| r.success == wanted_success)
-                {
-                    let mut cells = vec![
-                        quoted(&result.id),
-                        quoted(&if wanted_success {
-                            result.created.to_string()
-                        } else {
-                            result.error.clone()
-                        }),
-                    ];
-                    cells.extend(
-                        job.columns
-                            .iter()
-                            .map(|c| quoted(field(row, c).unwrap_or_default())),
-                    );
-                    csv.push_str(&cells.join(","));
+    with_job(
+        admitted(&org, &raw_version, &headers),
+        org.ingest_jobs(),
+        &id,
+        |job| {
+            let ran = job.state == "JobComplete";
+            let mut csv = String::new();
+            let header: Vec<String> = job.columns.iter().map(|c| quoted(c)).collect();
+            match file {
+                ResultFile::Successful | ResultFile::Failed => {
+                    let second = match file {
+                        ResultFile::Successful => "sf__Created",
+                        _ => "sf__Error",
+                    };
+                    let mut columns = vec![quoted("sf__Id"), quoted(second)];
+                    columns.extend(header);
+                    csv.push_str(&columns.join(","));
                     csv.push('\n');
+                    let wanted_success = matches!(file, ResultFile::Successful);
+                    for (row, result) in job
+                        .results
+                        .iter()
+                        .filter(|(_, r)| r.success == wanted_success)
+                    {
+                        let mut cells = vec![
+                            quoted(&result.id),
+                            quoted(&if wanted_success {
+                                result.created.to_string()
+                            } else {
+                                result.error.clone()
+                            }),
+                        ];
+                        cells.extend(
+                            job.columns
+                                .iter()
+                                .map(|c| quoted(field(row, c).unwrap_or_default())),
+                        );
+                        csv.push_str(&cells.join(","));
+                        csv.push('\n');
+                    }
+                }
+                ResultFile::Unprocessed => {
+                    if !ran && !job.data.is_empty() {
+                        // Nothing ran: every uploaded row is unprocessed, as uploaded.
+                        csv.push_str(&String::from_utf8_lossy(&job.data));
+                    } else {
+                        csv.push_str(&header.join(","));
+                        csv.push('\n');
+                    }
                 }
             }
-            ResultFile::Unprocessed => {
-                if !ran && !job.data.is_empty() {
-                    // Nothing ran: every uploaded row is unprocessed, as uploaded.
-                    csv.push_str(&String::from_utf8_lossy(&job.data));
-                } else {
-                    csv.push_str(&header.join(","));
-                    csv.push('\n');
-                }
-            }
-        }
-        let mut response = (StatusCode::OK, csv).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
-        response
-    })
+            let mut response = (StatusCode::OK, csv).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+            response
+        },
+    )
 }
 
 /// The lowest API version that has query jobs.
@@ -664,37 +700,18 @@ pub async fn create_query(
     json(StatusCode::OK, info)
 }
 
-/// Runs `f` on the query job, or answers 404.
-fn with_query_job(
-    org: &Org,
-    raw_version: &str,
-    headers: &HeaderMap,
-    id: &str,
-    f: impl FnOnce(&mut QueryJob) -> Response,
-) -> Response {
-    if let Err(refused) = admitted_for_query(org, raw_version, headers) {
-        return refused.into_response();
-    }
-    let mut jobs = org.query_jobs();
-    match jobs.get_mut(id) {
-        Some(job) => f(job),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ),
-    }
-}
-
 /// `GET /services/data/vNN.N/jobs/query/{id}`
 pub async fn query_info(
     State(org): State<Arc<Org>>,
     Path((raw_version, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    with_query_job(&org, &raw_version, &headers, &id, |job| {
-        json(StatusCode::OK, job.info())
-    })
+    with_job(
+        admitted_for_query(&org, &raw_version, &headers),
+        org.query_jobs(),
+        &id,
+        |job| json(StatusCode::OK, job.info()),
+    )
 }
 
 /// `GET /services/data/vNN.N/jobs/query/{id}/results?locator=&maxRecords=`: one page, its header
@@ -702,63 +719,61 @@ pub async fn query_info(
 pub async fn query_results(
     State(org): State<Arc<Org>>,
     Path((raw_version, id)): Path<(String, String)>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    UrlQuery(mut query): UrlQuery<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut locator = None;
-    let mut max_records = None;
-    for (name, value) in url_pairs(query.as_deref().unwrap_or_default()) {
-        match name.as_str() {
-            "locator" if !value.is_empty() => locator = Some(value),
-            "maxRecords" => max_records = Some(value),
-            _ => {}
-        }
-    }
-    with_query_job(&org, &raw_version, &headers, &id, |job| {
-        if job.state != "JobComplete" {
-            return error(
-                StatusCode::PRECONDITION_FAILED,
-                "JOB_NOT_COMPLETE",
-                "The job is not complete",
-            );
-        }
-        let start = match locator.as_deref().map(row_of) {
-            None => 0,
-            Some(Some(row)) if row <= job.rows() => row,
-            Some(_) => {
+    let locator = query.remove("locator").filter(|l| !l.is_empty());
+    let max_records = query.remove("maxRecords");
+    with_job(
+        admitted_for_query(&org, &raw_version, &headers),
+        org.query_jobs(),
+        &id,
+        |job| {
+            if job.state != "JobComplete" {
                 return error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALIDLOCATOR",
-                    "The locator is not one of this job's",
-                )
+                    StatusCode::PRECONDITION_FAILED,
+                    "JOB_NOT_COMPLETE",
+                    "The job is not complete",
+                );
             }
-        };
-        let page = match max_records.as_deref().map(str::parse::<u64>) {
-            None => DEFAULT_PAGE_ROWS,
-            Some(Ok(n)) if n > 0 => n,
-            Some(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALIDMAXRECORDS",
-                    "maxRecords must be a positive whole number",
-                )
+            let start = match locator.as_deref().map(row_of) {
+                None => 0,
+                Some(Some(row)) if row <= job.rows() => row,
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALIDLOCATOR",
+                        "The locator is not one of this job's",
+                    )
+                }
+            };
+            let page = match max_records.as_deref().map(str::parse::<u64>) {
+                None => DEFAULT_PAGE_ROWS,
+                Some(Ok(n)) if n > 0 => n,
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALIDMAXRECORDS",
+                        "maxRecords must be a positive whole number",
+                    )
+                }
+            };
+            let end = (start + page).min(job.rows());
+            let next = if end < job.rows() {
+                locator_of(end)
+            } else {
+                "null".to_string()
+            };
+            let mut response = (StatusCode::OK, job.page(start, end)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+            if let Ok(next) = HeaderValue::from_str(&next) {
+                headers.insert("sforce-locator", next);
             }
-        };
-        let end = (start + page).min(job.rows());
-        let next = if end < job.rows() {
-            locator_of(end)
-        } else {
-            "null".to_string()
-        };
-        let mut response = (StatusCode::OK, job.page(start, end)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
-        if let Ok(next) = HeaderValue::from_str(&next) {
-            headers.insert("sforce-locator", next);
-        }
-        headers.insert("sforce-numberofrecords", HeaderValue::from(end - start));
-        response
-    })
+            headers.insert("sforce-numberofrecords", HeaderValue::from(end - start));
+            response
+        },
+    )
 }
 
 /// `PATCH /services/data/vNN.N/jobs/query/{id}` with `{"state":"Aborted"}`
@@ -771,24 +786,29 @@ pub async fn update_query(
     let aborting = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v.get("state").and_then(|s| s.as_str()) == Some("Aborted"));
-    with_query_job(&org, &raw_version, &headers, &id, |job| {
-        if !aborting {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALIDJOB",
-                "state must be Aborted",
-            );
-        }
-        if job.state == "JobComplete" || job.state == "Aborted" {
-            return error(
-                StatusCode::CONFLICT,
-                "INVALIDJOBSTATE",
-                "The job has already finished",
-            );
-        }
-        job.state = "Aborted";
-        json(StatusCode::OK, job.info())
-    })
+    with_job(
+        admitted_for_query(&org, &raw_version, &headers),
+        org.query_jobs(),
+        &id,
+        |job| {
+            if !aborting {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALIDJOB",
+                    "state must be Aborted",
+                );
+            }
+            if job.state == "JobComplete" || job.state == "Aborted" {
+                return error(
+                    StatusCode::CONFLICT,
+                    "INVALIDJOBSTATE",
+                    "The job has already finished",
+                );
+            }
+            job.state = "Aborted";
+            json(StatusCode::OK, job.info())
+        },
+    )
 }
 
 /// `DELETE /services/data/vNN.N/jobs/query/{id}`
@@ -802,11 +822,7 @@ pub async fn delete_query(
     }
     match org.query_jobs().remove(&id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ),
+        None => not_found(),
     }
 }
 
@@ -816,48 +832,11 @@ pub async fn list_queries(
     Path(raw_version): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admitted_for_query(&org, &raw_version, &headers) {
-        return refused.into_response();
-    }
-    let mut records: Vec<serde_json::Value> =
-        org.query_jobs().values().map(QueryJob::info).collect();
-    records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    json(
-        StatusCode::OK,
-        serde_json::json!({ "done": true, "records": records, "nextRecordsUrl": null }),
+    list_of(
+        admitted_for_query(&org, &raw_version, &headers),
+        org.query_jobs(),
+        QueryJob::info,
     )
-}
-
-/// A query string's pairs, percent-decoded.
-fn url_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode(&s.replace('+', " "));
-            (decode(name), decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -865,17 +844,9 @@ mod tests {
     use super::version;
 
     #[test]
-    fn locators_are_opaque_rows_and_query_strings_are_decoded() {
+    fn locators_are_opaque_rows() {
         assert_eq!(super::row_of(&super::locator_of(12_345)), Some(12_345));
         assert_eq!(super::row_of("not a locator!"), None);
-        assert_eq!(
-            super::url_pairs("locator=MTA&maxRecords=5&x=a%20b+c"),
-            [
-                ("locator".to_string(), "MTA".to_string()),
-                ("maxRecords".to_string(), "5".to_string()),
-                ("x".to_string(), "a b c".to_string())
-            ]
-        );
     }
 
     #[test]
