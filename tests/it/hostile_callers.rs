@@ -287,37 +287,7 @@ async fn a_caller_that_stops_reading_an_answer_is_cut_off() {
         s.server.write_timeout_secs = 0.3;
     })
     .await;
-    let job = app
-        .create_job_with(&[
-            ("operation", "query"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ])
-        .await;
-    let batch = app
-        .call_with(
-            "addBatch",
-            &[
-                ("jobId", &job),
-                ("isQuery", "true"),
-                (
-                    "objects",
-                    "<values>SELECT Id, LastName FROM Contact</values>",
-                ),
-            ],
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let batch = crate::support::element(&batch, "id").unwrap();
-    let list = app
-        .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
-        .await
-        .text()
-        .await
-        .unwrap();
-    let result = crate::support::element(&list, "result").unwrap();
+    let (job, batch, result) = app.query_result().await;
     let envelope = app.envelope(
         "getBulkQueryResults",
         &[("jobId", &job), ("batchId", &batch), ("resultId", &result)],

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::{spawn_app, spawn_app_with, LogCapture, TestApp};
+use crate::support::{spawn_app, spawn_app_with, LogCapture};
 use sfbulk_proxy::secret::Secret;
 
 /// The value of the sample `series` (its name and labels exactly as exposed), if present.
@@ -222,7 +222,7 @@ async fn a_streamed_result_is_logged_when_it_ends_with_its_size_and_trace_id() {
     const ROWS: u64 = 50_000;
     let logs = LogCapture::install_json(tracing::Level::INFO);
     let app = spawn_app_with(|s| s.emulator.generated_contacts = ROWS).await;
-    let (job, batch, result) = query_result(&app).await;
+    let (job, batch, result) = app.query_result().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let started = std::time::Instant::now();
     let mut response = app
@@ -288,42 +288,6 @@ async fn a_streamed_result_is_logged_when_it_ends_with_its_size_and_trace_id() {
     assert!(sent.starts_with(&format!("00-{trace_id}-")), "{sent}");
     assert!(!sent.contains("00f067aa0ba902b7"), "{sent}");
     assert!(sent.ends_with("-01"), "{sent}");
-}
-
-/// A completed query on Contact: its job, batch and result ids.
-async fn query_result(app: &TestApp) -> (String, String, String) {
-    let job = app
-        .create_job_with(&[
-            ("operation", "query"),
-            ("object", "Contact"),
-            ("contentType", "CSV"),
-        ])
-        .await;
-    let batch = app
-        .call_with(
-            "addBatch",
-            &[
-                ("jobId", &job),
-                ("isQuery", "true"),
-                (
-                    "objects",
-                    "<values>SELECT Id, LastName FROM Contact</values>",
-                ),
-            ],
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let batch = crate::support::element(&batch, "id").unwrap();
-    let list = app
-        .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
-        .await
-        .text()
-        .await
-        .unwrap();
-    let result = crate::support::element(&list, "result").unwrap();
-    (job, batch, result)
 }
 
 #[tokio::test]

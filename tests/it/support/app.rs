@@ -210,6 +210,42 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A completed query on Contact through the proxy: its job, batch and result ids.
+    pub async fn query_result(&self) -> (String, String, String) {
+        let job = self
+            .create_job_with(&[
+                ("operation", "query"),
+                ("object", "Contact"),
+                ("contentType", "CSV"),
+            ])
+            .await;
+        let batch = self
+            .call_with(
+                "addBatch",
+                &[
+                    ("jobId", &job),
+                    ("isQuery", "true"),
+                    (
+                        "objects",
+                        "<values>SELECT Id, LastName FROM Contact</values>",
+                    ),
+                ],
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        let batch = element(&batch, "id").expect("batchInfo has an id");
+        let list = self
+            .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
+            .await
+            .text()
+            .await
+            .unwrap();
+        let result = element(&list, "result").expect("a result list with a result");
+        (job, batch, result)
+    }
+
     /// The admin port's `/metrics` now.
     pub async fn metrics(&self) -> String {
         let response = self
