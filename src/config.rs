@@ -219,12 +219,12 @@ impl Settings {
                 k.starts_with("SFBULK__")
             })
             .collect();
-        let unknown = unknown_keys(file, &env);
+        let defaults = Defaults::parse();
+        let unknown = unknown_keys(&defaults.keys, file, &env);
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
         }
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(defaults.config.clone());
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
         }
@@ -244,7 +244,7 @@ impl Settings {
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
         // Values of the wrong type are reported together, each replaced by its default so that
         // the checks below can report the rest too.
-        let (merged, mut problems) = with_types_checked(merged);
+        let (merged, mut problems) = with_types_checked(merged, &defaults);
         let mut settings: Settings = merged
             .try_deserialize()
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
@@ -493,16 +493,24 @@ impl RegistrySettings {
     }
 }
 
-/// Every setting's dotted name (`server.listen`), as `config/default.toml` lists them all.
-fn known_keys() -> Vec<String> {
-    let defaults = config::Config::builder()
-        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| config::Source::collect(&c))
-        .expect("the compiled-in defaults parse");
-    let mut keys = Vec::new();
-    flatten("", defaults, &mut keys);
-    keys
+/// The compiled-in defaults, parsed once per load.
+struct Defaults {
+    config: config::Config,
+    /// Every setting's dotted name (`server.listen`), as `config/default.toml` lists them all.
+    keys: Vec<String>,
+}
+
+impl Defaults {
+    fn parse() -> Defaults {
+        let config = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .expect("the compiled-in defaults parse");
+        let table = config::Source::collect(&config).expect("the compiled-in defaults parse");
+        let mut keys = Vec::new();
+        flatten("", table, &mut keys);
+        Defaults { config, keys }
+    }
 }
 
 fn flatten(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
@@ -528,15 +536,14 @@ const CHOICES: &[(&str, &[&str])] = &[
 /// `merged` with each value of the wrong type (a word where a number goes, a name that is not
 /// one of its setting's) replaced by its default, and a problem for each saying what is wanted.
 /// Only numbers, booleans and names are quoted back: a string may be a secret.
-fn with_types_checked(merged: config::Config) -> (config::Config, Vec<String>) {
-    let defaults = config::Config::builder()
-        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-        .build()
-        .expect("the compiled-in defaults parse");
+fn with_types_checked(
+    merged: config::Config,
+    defaults: &Defaults,
+) -> (config::Config, Vec<String>) {
     let mut problems = Vec::new();
     let mut replaced = Vec::new();
-    for key in known_keys() {
-        let Ok(default) = defaults.get::<config::Value>(&key) else {
+    for key in defaults.keys.iter().cloned() {
+        let Ok(default) = defaults.config.get::<config::Value>(&key) else {
             continue;
         };
         let shown = || {
@@ -608,8 +615,11 @@ fn with_types_checked(merged: config::Config) -> (config::Config, Vec<String>) {
 
 /// Keys in `file` and `SFBULK__` variables in `env` that name no setting, each with the nearest
 /// one that does: a misspelled key must not be silently ignored.
-fn unknown_keys(file: Option<&Path>, env: &config::Map<String, String>) -> Vec<String> {
-    let known = known_keys();
+fn unknown_keys(
+    known: &[String],
+    file: Option<&Path>,
+    env: &config::Map<String, String>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(file) = file {
         let mut found = Vec::new();
@@ -622,7 +632,7 @@ fn unknown_keys(file: Option<&Path>, env: &config::Map<String, String>) -> Vec<S
         }
         // A file that does not parse is reported by the loader itself.
         for key in found.iter().filter(|k| !known.contains(k)) {
-            problems.push(match nearest(key, &known) {
+            problems.push(match nearest(key, known) {
                 Some(near) => format!(
                     "{key} (in {}) is not a setting; did you mean {near}?",
                     file.display()
@@ -640,7 +650,7 @@ fn unknown_keys(file: Option<&Path>, env: &config::Map<String, String>) -> Vec<S
             continue;
         }
         let shown = crate::redact::quotable(variable);
-        problems.push(match nearest(&key, &known) {
+        problems.push(match nearest(&key, known) {
             Some(near) => format!(
                 "{shown} is not a setting; did you mean SFBULK__{}?",
                 near.to_ascii_uppercase().replace('.', "__")
