@@ -502,6 +502,25 @@ mod tests {
     }
 
     #[test]
+    fn api_usage_is_kept_for_at_most_max_orgs() {
+        let metrics = Metrics::new(&[]);
+        for n in 0..=MAX_ORGS {
+            metrics.api_usage(&format!("00D{n:012}"), 1, 2);
+        }
+        let text = metrics.encode();
+        let orgs = text
+            .lines()
+            .filter(|l| l.starts_with("sfbulk_salesforce_api_usage{"))
+            .count();
+        assert_eq!(orgs, MAX_ORGS, "{text}");
+        // A known org is still updated.
+        metrics.api_usage("00D000000000000", 7, 9);
+        assert!(metrics
+            .encode()
+            .contains("sfbulk_salesforce_api_usage{org=\"00D000000000000\"} 7"));
+    }
+
+    #[test]
     fn the_exposition_names_the_contracts_series() {
         let metrics = Metrics::new(&["getJob"]);
         metrics.request_started();
