@@ -36,6 +36,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// answered alone).
 #[derive(Debug, Clone, Copy)]
 pub struct Handled {
+    /// The operation's API label (`bulk1`, `bulk2`).
+    pub api: &'static str,
     pub operation: &'static str,
     pub upstream: Option<Duration>,
 }
@@ -114,7 +116,7 @@ where
     let (mut parts, body) = response.into_parts();
     let fault = parts.extensions.remove::<FaultRecord>();
     let handled = parts.extensions.get::<Handled>().copied();
-    let operation = handled.map(|h| h.operation);
+    let operation = handled.map(|h| (h.api, h.operation));
     let source = if fault.is_some() || operation.is_none() {
         Source::Proxy
     } else {
@@ -152,7 +154,7 @@ struct AccessLine {
     /// Only its path is logged: a query string may carry credentials.
     uri: Uri,
     request_id: HeaderValue,
-    operation: Option<&'static str>,
+    operation: Option<crate::metrics::OperationName>,
     status: StatusCode,
     source: Source,
     fault: Option<FaultRecord>,
@@ -186,7 +188,8 @@ impl AccessLine {
                     request_id = self.request_id.to_str().unwrap_or_default(),
                     method = %self.method,
                     path = self.uri.path(),
-                    operation = self.operation,
+                    api = self.operation.map(|(api, _)| api),
+                    operation = self.operation.map(|(_, name)| name),
                     status = self.status.as_u16(),
                     source = self.source.as_str(),
                     bytes,

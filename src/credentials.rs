@@ -60,18 +60,23 @@ impl RefreshGrant {
 }
 
 impl Credentials {
-    /// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`.
+    /// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`;
+    /// `default_version` the `apiVersion` of fields that name none (`None`: they must).
     pub fn from_fields(
         envelope: &dyn Fields,
         allow: &AllowList,
         default_token_endpoint: &str,
+        default_version: Option<&str>,
     ) -> Result<Credentials, CredentialsError> {
+        let version = match (envelope.optional("apiVersion"), default_version) {
+            (Some(given), _) => given,
+            (None, Some(default)) => default,
+            (None, None) => envelope.required("apiVersion")?,
+        };
         let api_version =
-            ApiVersion::parse(envelope.required("apiVersion")?).map_err(|reason| {
-                EnvelopeError::InvalidField {
-                    field: "apiVersion",
-                    reason,
-                }
+            ApiVersion::parse(version).map_err(|reason| EnvelopeError::InvalidField {
+                field: "apiVersion",
+                reason,
             })?;
         let instance = admit(allow, "apiUrl", envelope.required("apiUrl")?, false)?;
         let access_token = Secret::new(envelope.required("accessToken")?);
@@ -134,7 +139,7 @@ mod tests {
 
     fn parse(body: &'static str) -> Result<Credentials, CredentialsError> {
         let envelope = Envelope::parse(None, body.as_bytes().to_vec().into(), "getJob").unwrap();
-        Credentials::from_fields(&envelope, &allow(), "https://login.salesforce.com")
+        Credentials::from_fields(&envelope, &allow(), "https://login.salesforce.com", None)
     }
 
     #[test]

@@ -21,6 +21,14 @@ impl ApiVersion {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The number before the dot.
+    pub fn major(&self) -> u16 {
+        let major = self.0.split('.').next().unwrap_or_default();
+        major
+            .parse()
+            .expect("at most three digits, checked when parsed")
+    }
 }
 
 impl fmt::Display for ApiVersion {

@@ -260,6 +260,14 @@ impl Envelope {
         Ok(Some((document, inner)))
     }
 
+    /// A field's text as given, white space and all (CSV whose indentation matters); `None`
+    /// when absent or only white space.
+    pub fn untrimmed(&self, name: &'static str) -> Option<&str> {
+        self.field(name)
+            .map(|f| self.str(&f.text))
+            .filter(|t| !t.trim().is_empty())
+    }
+
     /// JSON: a field holding an array or object.
     pub fn json(&self, name: &'static str) -> Option<&serde_json::Value> {
         self.field(name).and_then(|f| f.json.as_ref())

@@ -7,7 +7,9 @@
 //! and as whom to call, admitting URLs only through the [`origin`] allow-list; [`session`] picks
 //! the token (WSO2's `init`), keeping it in the [`registry`] and refreshing it once for all
 //! waiting requests; [`salesforce`] makes the call (through the [`outbound`] proxy when one is
-//! set); [`relay`] hands Salesforce's answer back unchanged. [`proxy`] strings those stages
+//! set), and [`exchange`] makes it as the session, once more after a refresh; [`relay`] hands
+//! Salesforce's answer back unchanged, and [`pages`] follows a query result's locators to give
+//! every page in one answer (Bulk API 2.0's `allPages`). [`proxy`] strings those stages
 //! together for one request, [`state`] is what every request shares, and [`server`] binds the
 //! listeners and serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request
 //! when its answer is done ([`request_id`] gives events during it the request's id, [`trace`] its
@@ -33,12 +35,14 @@ pub mod config;
 pub mod credentials;
 pub mod domain;
 pub mod envelope;
+pub(crate) mod exchange;
 pub(crate) mod fault;
 pub(crate) mod hex;
 pub(crate) mod metrics;
 pub mod operation;
 pub mod origin;
 pub mod outbound;
+pub(crate) mod pages;
 pub(crate) mod process_metrics;
 pub(crate) mod proxy;
 pub(crate) mod redact;

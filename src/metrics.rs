@@ -23,8 +23,11 @@ pub const DURATION_BUCKETS: [f64; 16] = [
 /// new orgs grow the exposition without bound.
 pub const MAX_ORGS: usize = 100;
 
-/// The Bulk API 1.0, the only one so far.
+/// The `api` label of Bulk API 1.0 operations, and of requests no operation was routed for.
 pub const BULK1: &str = "bulk1";
+
+/// An operation as metrics name it: its `api` label and its name.
+pub type OperationName = (&'static str, &'static str);
 
 /// Why a call to Salesforce was sent again: a connection that failed, or a 502, 503 or 504.
 pub const RETRY_REASONS: [&str; 4] = [
@@ -51,9 +54,26 @@ struct OperationLabels {
     operation: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationOnly {
+/// `sfbulk_response_bytes_total`'s labels: `operation`, and `api` only when it is not `bulk1`,
+/// so that the series it had before Bulk API 2.0 came keep their names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct BytesLabels {
+    api: &'static str,
     operation: &'static str,
+}
+
+impl EncodeLabelSet for BytesLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let operation = [("operation", self.operation)];
+        if self.api == BULK1 {
+            operation.encode(encoder)
+        } else {
+            [("api", self.api), ("operation", self.operation)].encode(encoder)
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +134,7 @@ pub enum RefreshResult {
 
 /// One operation's series, resolved once: a request costs a few atomic adds, not a label lookup.
 struct OperationMetrics {
+    api: &'static str,
     name: &'static str,
     duration: Histogram,
     upstream: Histogram,
@@ -152,8 +173,8 @@ fn duration_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// The series, with handles resolved for each of `operations` (the operation table's names).
-    pub fn new(operations: &[&'static str]) -> Metrics {
+    /// The series, with handles resolved for each of `operations` (the operation table's).
+    pub fn new(operations: &[OperationName]) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::default();
         let request_duration = Family::new_with_constructor(duration_histogram as fn() -> _);
@@ -268,17 +289,15 @@ impl Metrics {
         let operations = operations
             .iter()
             .copied()
-            .chain([UNKNOWN])
-            .map(|operation| {
-                let labels = OperationLabels {
-                    api: BULK1,
-                    operation,
-                };
+            .chain([(BULK1, UNKNOWN)])
+            .map(|(api, operation)| {
+                let labels = OperationLabels { api, operation };
                 OperationMetrics {
+                    api,
                     name: operation,
                     duration: request_duration.get_or_create_owned(&labels),
                     upstream: upstream_duration.get_or_create_owned(&labels),
-                    bytes: response_bytes.get_or_create_owned(&OperationOnly { operation }),
+                    bytes: response_bytes.get_or_create_owned(&BytesLabels { api, operation }),
                     answers: RwLock::new(Vec::new()),
                 }
             })
@@ -328,15 +347,15 @@ impl Metrics {
         *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
     }
 
-    /// The handles of `operation` (`unknown` for a name not in the table).
-    fn operation(&self, operation: &str) -> &OperationMetrics {
+    /// The handles of `operation` (`unknown` for one not in the table).
+    fn operation(&self, (api, operation): OperationName) -> &OperationMetrics {
         let (unknown, known) = self
             .operations
             .split_last()
             .expect("unknown is always there");
         known
             .iter()
-            .find(|o| o.name.len() == operation.len() && o.name == operation)
+            .find(|o| o.name.len() == operation.len() && o.name == operation && o.api == api)
             .unwrap_or(unknown)
     }
 
@@ -357,7 +376,7 @@ impl Metrics {
             return;
         }
         let counter = self.requests.get_or_create_owned(&RequestLabels {
-            api: BULK1,
+            api: operation.api,
             operation: operation.name,
             status,
             source: source.as_str(),
@@ -373,13 +392,13 @@ impl Metrics {
     /// A request whose answer's last byte went out (or whose caller went away).
     pub fn request_done(
         &self,
-        operation: Option<&'static str>,
+        operation: Option<OperationName>,
         status: u16,
         source: Source,
         bytes: u64,
         duration: Duration,
     ) {
-        let operation = self.operation(operation.unwrap_or(UNKNOWN));
+        let operation = self.operation(operation.unwrap_or((BULK1, UNKNOWN)));
         self.in_flight.dec();
         self.count_answer(operation, status, source);
         operation.duration.observe(duration.as_secs_f64());
@@ -387,8 +406,13 @@ impl Metrics {
     }
 
     /// Salesforce's answer head arrived `duration` after the call started.
-    pub fn upstream_answered(&self, operation: &'static str, duration: Duration) {
-        self.operation(operation)
+    pub fn upstream_answered(
+        &self,
+        api: &'static str,
+        operation: &'static str,
+        duration: Duration,
+    ) {
+        self.operation((api, operation))
             .upstream
             .observe(duration.as_secs_f64());
     }
@@ -522,15 +546,36 @@ mod tests {
 
     #[test]
     fn the_exposition_names_the_contracts_series() {
-        let metrics = Metrics::new(&["getJob"]);
+        let metrics = Metrics::new(&[
+            (BULK1, "getJob"),
+            (BULK1, "createJob"),
+            ("bulk2", "createJob"),
+        ]);
         metrics.request_started();
-        metrics.request_done(Some("getJob"), 200, Source::Salesforce, 10, Duration::ZERO);
+        metrics.request_done(
+            Some((BULK1, "getJob")),
+            200,
+            Source::Salesforce,
+            10,
+            Duration::ZERO,
+        );
+        metrics.request_started();
+        metrics.request_done(
+            Some(("bulk2", "createJob")),
+            200,
+            Source::Salesforce,
+            7,
+            Duration::ZERO,
+        );
         metrics.shed("server.max_in_flight");
         let text = metrics.encode();
         for series in [
             "sfbulk_requests_total{api=\"bulk1\",operation=\"getJob\",status=\"200\",source=\"salesforce\"} 1",
             "sfbulk_request_duration_seconds_bucket{le=\"0.001\",api=\"bulk1\",operation=\"getJob\"} 1",
             "sfbulk_response_bytes_total{operation=\"getJob\"} 10",
+            "sfbulk_response_bytes_total{operation=\"createJob\"} 0",
+            "sfbulk_response_bytes_total{api=\"bulk2\",operation=\"createJob\"} 7",
+            "sfbulk_requests_total{api=\"bulk2\",operation=\"createJob\",status=\"200\",source=\"salesforce\"} 1",
             "sfbulk_requests_in_flight 0",
             "sfbulk_requests_shed_total{reason=\"max_in_flight\"} 1",
             "sfbulk_build_info{version=\"",

@@ -1,40 +1,49 @@
 //! One connector request, stage by stage: operation → request fields (envelope or upload) →
-//! Salesforce call → credentials → session → call (once more after a refresh) → relay.
+//! Salesforce call → credentials → session → call (once more after a refresh) → relay (or, for
+//! `allPages`, every page in one answer: [`crate::pages`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use crate::access_log::Handled;
 use crate::body;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
+use crate::exchange;
 use crate::fault::Fault;
-use crate::metrics;
-use crate::operation::{self, Input, Operation, UpstreamCall};
+use crate::operation::{self, Api, Input, Operation, UpstreamCall};
 use crate::relay::relay;
-use crate::request_id::current_request_id;
-use crate::secret::Secret;
 use crate::state::AppState;
 use crate::trace::TraceContext;
 
-/// WSO2 exposed each operation as a proxy service named `salesforcebulk_<operation>`.
-const SERVICE_PREFIX: &str = "salesforcebulk_";
+/// WSO2 exposed each operation as a proxy service named `salesforcebulk_<operation>`, and those
+/// of its Bulk API 2.0 connector as `salesforcebulkv2_<operation>`; without the `_<operation>`,
+/// the service takes the operation from an `Action` header.
+pub const SERVICES: [(&str, Api); 2] = [
+    ("salesforcebulk", Api::Bulk1),
+    ("salesforcebulkv2", Api::Bulk2),
+];
 
-/// The operation of `POST /services/salesforcebulk_<operation>`.
+/// The operation of `POST /services/salesforcebulk_<operation>` (or `salesforcebulkv2_`).
 pub fn service_operation(service: &str) -> Result<&'static Operation, Fault> {
-    service
-        .strip_prefix(SERVICE_PREFIX)
-        .and_then(operation::lookup)
+    SERVICES
+        .iter()
+        .find_map(|(prefix, api)| {
+            let name = service.strip_prefix(prefix)?.strip_prefix('_')?;
+            operation::lookup(*api, name)
+        })
         .ok_or_else(|| Fault::UnknownOperation(service.to_string()))
 }
 
-/// The operation of `POST /services/salesforcebulk`, named in an `Action: urn:<operation>` or
-/// `SOAPAction: "urn:<operation>"` header, as WSO2's own test proxy was called.
-pub fn action_operation(headers: &HeaderMap) -> Result<&'static Operation, Fault> {
+/// The operation of `POST /services/salesforcebulk` (or `salesforcebulkv2`), named in an
+/// `Action: urn:<operation>` or `SOAPAction: "urn:<operation>"` header, as WSO2's own test proxy
+/// was called.
+pub fn action_operation(api: Api, headers: &HeaderMap) -> Result<&'static Operation, Fault> {
     let action = ["action", "soapaction"]
         .iter()
         .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
@@ -43,17 +52,22 @@ pub fn action_operation(headers: &HeaderMap) -> Result<&'static Operation, Fault
         })?;
     let name = action.trim().trim_matches('"');
     let name = name.strip_prefix("urn:").unwrap_or(name);
-    operation::lookup(name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))
+    operation::lookup(api, name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))
 }
 
 /// Carries out `operation` for the caller; the answer is marked with the operation for the
 /// access log.
-pub async fn call(state: &AppState, operation: &'static Operation, request: Request) -> Response {
+pub async fn call(
+    state: &Arc<AppState>,
+    operation: &'static Operation,
+    request: Request,
+) -> Response {
     let trace = request.extensions().get::<TraceContext>().copied();
     let mut upstream = None;
     let outcome = handle(state, operation, request, trace, &mut upstream).await;
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(Handled {
+        api: operation.api.label(),
         operation: operation.name,
         upstream,
     });
@@ -68,7 +82,7 @@ const OFF_THREAD_ENVELOPE_BYTES: usize = 64 * 1024;
 /// headers. What its body keeps in memory is counted against `server.max_buffered_bytes` until
 /// Salesforce has answered.
 async fn handle(
-    state: &AppState,
+    state: &Arc<AppState>,
     operation: &'static Operation,
     request: Request,
     trace: Option<TraceContext>,
@@ -99,16 +113,18 @@ async fn handle(
             } else {
                 read_envelope(content_type, bytes, operation, build)?
             };
-            (state.credentials(&envelope)?, call)
+            (state.credentials(operation, &envelope)?, call)
         }
-        Input::Upload(path) => {
+        Input::Upload(target) => {
             let fields = QueryFields::parse(parts.uri.query())?;
-            let path = path(&fields)?;
-            let credentials = state.credentials(&fields)?;
+            let target = target(&fields)?;
+            let credentials = state.credentials(operation, &fields)?;
             let call = UpstreamCall {
-                method: axum::http::Method::POST,
-                path,
-                content_type: content_type.map(str::to_string),
+                method: target.method,
+                path: target.path,
+                content_type: content_type
+                    .or(target.default_content_type)
+                    .map(str::to_string),
                 payload: body::spool(
                     body,
                     state.replay_buffer_bytes,
@@ -116,19 +132,53 @@ async fn handle(
                     &mut lease,
                 )
                 .await?,
+                pages: None,
             };
             (credentials, call)
         }
     };
     let started = Instant::now();
     let traceparent = trace.map(|t| t.child());
-    let answer = call_salesforce(state, &credentials, &call, traceparent.as_ref()).await;
+    let answer = exchange::call_salesforce(
+        state,
+        operation.api,
+        &credentials,
+        &call,
+        traceparent.as_ref(),
+    )
+    .await;
     drop(lease);
-    let answer = answer?;
+    let (answer, session) = answer?;
     let took = started.elapsed();
-    state.metrics.upstream_answered(operation.name, took);
+    state
+        .metrics
+        .upstream_answered(operation.api.label(), operation.name, took);
     *upstream = Some(took);
-    Ok(answer)
+    Ok(match call.pages {
+        Some(pages) if answer.status == axum::http::StatusCode::OK => crate::pages::follow(
+            crate::pages::Reading {
+                state: state.clone(),
+                api: operation.api,
+                credentials,
+                session,
+                pages,
+                traceparent,
+                trailers: te_trailers(headers),
+            },
+            answer,
+        ),
+        _ => relay(answer),
+    })
+}
+
+/// Whether the caller takes trailers (`TE: trailers`).
+fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 /// The envelope and the call it makes.
@@ -149,102 +199,20 @@ fn read_envelope(
     Ok((envelope, call))
 }
 
-/// Calls Salesforce with the session's token; after an expired-session answer, refreshes once
-/// and calls once more.
-async fn call_salesforce(
-    state: &AppState,
-    credentials: &Credentials,
-    call: &UpstreamCall,
-    traceparent: Option<&HeaderValue>,
-) -> Result<Response, Fault> {
-    let session = state.sessions.open(credentials).await?;
-    let answer = state
-        .salesforce
-        .send(
-            &session.instance,
-            &credentials.api_version,
-            call,
-            &session.token,
-            traceparent,
-        )
-        .await?
-        .ok_or(Fault::UploadNotReplayable {
-            limit: state.replay_buffer_bytes,
-        })?;
-    if !answer.session_expired {
-        state.sessions.accepted(&session).await;
-        note_api_usage(state, &session.token, &answer.headers);
-        return Ok(relay(answer));
-    }
-    tracing::info!(
-        request_id = current_request_id().as_deref(),
-        "Salesforce says the session expired"
-    );
-    Box::pin(call_again(
-        state,
-        credentials,
-        call,
-        session,
-        answer,
-        traceparent,
-    ))
-    .await
-}
-
-/// After an expired-session answer: the renewed session's call, boxed so the rare path does
-/// not make every request's future larger.
-async fn call_again(
-    state: &AppState,
-    credentials: &Credentials,
-    call: &UpstreamCall,
-    session: crate::session::Session,
-    answer: crate::salesforce::UpstreamResponse,
-    traceparent: Option<&HeaderValue>,
-) -> Result<Response, Fault> {
-    let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
-        return Ok(relay(answer));
-    };
-    match state
-        .salesforce
-        .send(
-            &renewed.instance,
-            &credentials.api_version,
-            call,
-            &renewed.token,
-            traceparent,
-        )
-        .await?
-    {
-        Some(retried) => {
-            if !retried.session_expired {
-                note_api_usage(state, &renewed.token, &retried.headers);
-            }
-            Ok(relay(retried))
-        }
-        None => Err(Fault::UploadNotReplayable {
-            limit: state.replay_buffer_bytes,
-        }),
-    }
-}
-
-/// `Sforce-Limit-Info`'s API usage, for the org of `token`, a session Salesforce accepted.
-fn note_api_usage(state: &AppState, token: &Secret, headers: &HeaderMap) {
-    let Some(info) = headers.get(&LIMIT_INFO).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    if let (Some(org), Some((used, limit))) = (
-        metrics::org_of_session(token.expose()),
-        metrics::api_usage_of(info),
-    ) {
-        state.metrics.api_usage(org, used, limit);
-    }
-}
-
-/// Salesforce's report of the org's API usage.
-const LIMIT_INFO: HeaderName = HeaderName::from_static("sforce-limit-info");
-
 impl AppState {
-    fn credentials(&self, fields: &dyn Fields) -> Result<Credentials, CredentialsError> {
-        Credentials::from_fields(fields, &self.allow, &self.default_token_endpoint)
+    /// The request's credentials, at an API version `operation` has.
+    fn credentials(
+        &self,
+        operation: &Operation,
+        fields: &dyn Fields,
+    ) -> Result<Credentials, CredentialsError> {
+        let credentials = Credentials::from_fields(
+            fields,
+            &self.allow,
+            &self.default_token_endpoint,
+            operation.api.default_version(),
+        )?;
+        operation.check_version(&credentials.api_version)?;
+        Ok(credentials)
     }
 }

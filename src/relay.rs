@@ -17,6 +17,9 @@ const RELAYED_HEADERS: &[&str] = &[
     "warning",
     "retry-after",
     "sforce-limit-info",
+    // Bulk API 2.0 query result pages.
+    "sforce-locator",
+    "sforce-numberofrecords",
 ];
 
 /// The caller's response for `answer`.

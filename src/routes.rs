@@ -2,8 +2,9 @@
 //!
 //! | method | path | answered by |
 //! |---|---|---|
-//! | POST | `/services/salesforcebulk_<operation>` | [`proxy::call`] |
-//! | POST | `/services/salesforcebulk`, the operation in `Action` or `SOAPAction` | [`proxy::call`] |
+//! | POST | `/services/salesforcebulk_<operation>` (Bulk API 1.0) | [`proxy::call`] |
+//! | POST | `/services/salesforcebulkv2_<operation>` (Bulk API 2.0) | [`proxy::call`] |
+//! | POST | `/services/salesforcebulk` or `salesforcebulkv2`, the operation in `Action` or `SOAPAction` | [`proxy::call`] |
 //! | GET, HEAD | `/healthz` | `ok` |
 //!
 //! Another method on one of these paths is answered 405 with an `Allow` header; any other path,
@@ -32,7 +33,6 @@ use crate::proxy;
 use crate::state::AppState;
 
 const SERVICES: &str = "/services/";
-const BY_ACTION: &str = "/services/salesforcebulk";
 const HEALTH: &str = "/healthz";
 
 /// The proxy as an HTTP service.
@@ -102,15 +102,15 @@ impl ProxyService {
                 _ => not_allowed("GET,HEAD"),
             };
         }
-        // `None`: the operation is named in a header, on the Action path.
-        let service = if path == BY_ACTION {
-            None
-        } else {
-            match path.strip_prefix(SERVICES) {
-                Some(service) if !service.is_empty() && !service.contains('/') => Some(service),
-                _ => return StatusCode::NOT_FOUND.into_response(),
-            }
+        let service = match path.strip_prefix(SERVICES) {
+            Some(service) if !service.is_empty() && !service.contains('/') => service,
+            _ => return StatusCode::NOT_FOUND.into_response(),
         };
+        // `Some`: the operation is named in a header, on that API's Action path.
+        let by_action = proxy::SERVICES
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, api)| *api);
         if *method != Method::POST {
             return not_allowed("POST");
         }
@@ -121,10 +121,10 @@ impl ProxyService {
         let Some(_in_flight) = self.in_flight.try_enter() else {
             return Fault::Overloaded(self.in_flight.setting()).into_response();
         };
-        let operation = match service {
-            None => proxy::action_operation(request.headers()),
+        let operation = match by_action {
+            Some(api) => proxy::action_operation(api, request.headers()),
             // The service name as the caller meant it: a client may percent-encode it.
-            Some(service) => proxy::service_operation(
+            None => proxy::service_operation(
                 &percent_encoding::percent_decode_str(service).decode_utf8_lossy(),
             ),
         };

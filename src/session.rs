@@ -144,15 +144,14 @@ impl Sessions {
 
     /// Salesforce answered `session`'s call with something other than an expired session, which
     /// proves the token good: a caller's own token is stored now. A failure to store it is
-    /// logged, not answered: the caller's answer is already here.
-    pub async fn accepted(&self, session: &Session) {
-        let (Some(entry), Some((key, _))) = (&session.unstored, &session.entry_seen) else {
+    /// logged, not answered: the caller's answer is already here. It is stored once, however many
+    /// calls the session makes.
+    pub async fn accepted(&self, session: &mut Session) {
+        let (Some(entry), Some((key, _))) = (session.unstored.take(), &session.entry_seen) else {
             return;
         };
         let mut budget = Budget::new(&self.shared.limits);
-        let stored = budget
-            .run(self.shared.registry.put(key, entry.clone()))
-            .await;
+        let stored = budget.run(self.shared.registry.put(key, entry)).await;
         if let Err(error) = stored {
             tracing::warn!(
                 request_id = crate::request_id::current_request_id().as_deref(),

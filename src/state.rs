@@ -59,9 +59,9 @@ impl AppState {
                 + crate::config::seconds(settings.salesforce.response_timeout_secs)
                 + crate::config::seconds(settings.salesforce.read_timeout_secs),
         };
-        let names: Vec<&'static str> = crate::operation::OPERATIONS
+        let names: Vec<_> = crate::operation::OPERATIONS
             .iter()
-            .map(|o| o.name)
+            .map(|o| (o.api.label(), o.name))
             .collect();
         let metrics = Arc::new(Metrics::new(&names));
         let salesforce = SalesforceClient::new(

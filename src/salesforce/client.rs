@@ -1,5 +1,5 @@
-//! The Bulk API 1.0 client: sends an [`UpstreamCall`] with a session token and hands back the
-//! answer, noting whether it says the session expired.
+//! The Bulk API client (1.0 and 2.0): sends an [`UpstreamCall`] with a session token and hands
+//! back the answer, noting whether it says the session expired.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::http::{Http, HttpError, UpstreamBody};
 use crate::config::SalesforceSettings;
 use crate::domain::ApiVersion;
 use crate::metrics::{Metrics, RETRY_REASONS};
-use crate::operation::UpstreamCall;
+use crate::operation::{Api, UpstreamCall};
 use crate::origin::Origin;
 use crate::secret::Secret;
 use crate::xml::read_document;
@@ -23,7 +23,7 @@ use crate::xml::read_document;
 /// W3C trace context, passed on with a span id of the proxy's own.
 const TRACEPARENT: &str = "traceparent";
 
-/// The Bulk API's session header.
+/// Bulk API 1.0's session header; 2.0 takes the token as `Authorization: Bearer`.
 const SESSION_HEADER: &str = "x-sfdc-session";
 
 /// Error documents are small; an answer larger than this is relayed without being inspected.
@@ -54,7 +54,8 @@ pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Body,
-    /// HTTP 400 with `InvalidSessionId`, or 401: the token is no longer good.
+    /// HTTP 400 with `InvalidSessionId` (1.0), or 401 (1.0, and 2.0's `INVALID_SESSION_ID`): the
+    /// token is no longer good.
     pub session_expired: bool,
 }
 
@@ -161,11 +162,13 @@ impl SalesforceClient {
         }
     }
 
-    /// Sends `call` to `{instance}/services/async/{version}{path}`. Reads (GET) are repeated after
-    /// a failed connection or a 502/503/504, up to `salesforce.read_retries` times; nothing else is.
+    /// Sends `call` to `{instance}/services/async/{version}{path}` (1.0) or
+    /// `{instance}/services/data/v{version}{path}` (2.0). Reads (GET) are repeated after a failed
+    /// connection or a 502/503/504, up to `salesforce.read_retries` times; nothing else is.
     /// `None` when the call's streamed body was already sent once.
     pub async fn send(
         &self,
+        api: Api,
         instance: &Origin,
         version: &ApiVersion,
         call: &UpstreamCall,
@@ -174,12 +177,18 @@ impl SalesforceClient {
     ) -> Result<Option<UpstreamResponse>, UpstreamError> {
         // The path is made of the API version and ids, each checked to be letters, digits and
         // dots, so it always makes a URI: a failure is the proxy's, not the caller's.
-        let uri = Uri::try_from(["/services/async/", version.as_str(), &call.path].concat())
+        let (base, session_header, scheme) = match api {
+            Api::Bulk1 => ("/services/async/", SESSION_HEADER, ""),
+            Api::Bulk2 => ("/services/data/v", "authorization", "Bearer "),
+        };
+        let uri = Uri::try_from([base, version.as_str(), &call.path].concat())
             .map_err(|_| UpstreamError::BadPath)?;
         let mut session =
-            HeaderValue::from_str(token.expose()).map_err(|_| UpstreamError::Unsendable {
-                field: "accessToken",
-                reason: "not a valid header value",
+            HeaderValue::from_str(&[scheme, token.expose()].concat()).map_err(|_| {
+                UpstreamError::Unsendable {
+                    field: "accessToken",
+                    reason: "not a valid header value",
+                }
             })?;
         session.set_sensitive(true);
         let content_type = call
@@ -207,7 +216,7 @@ impl SalesforceClient {
             *request.method_mut() = call.method.clone();
             *request.uri_mut() = uri.clone();
             let headers = request.headers_mut();
-            headers.insert(SESSION_HEADER, session.clone());
+            headers.insert(session_header, session.clone());
             if let Some(content_type) = &content_type {
                 headers.insert(header::CONTENT_TYPE, content_type.clone());
             }

@@ -1,196 +1,282 @@
 //! Each connector operation, and the Salesforce request it becomes. Adding an operation is one
-//! entry in [`OPERATIONS`] and, for most, one small function building its [`UpstreamCall`].
+//! entry in [`OPERATIONS`] and, for most, one small function building its [`UpstreamCall`]:
+//! Bulk API 1.0's in [`bulk1`], 2.0's in [`bulk2`].
 
-use axum::body::Bytes;
+mod bulk1;
+mod bulk2;
+
 use axum::http::Method;
 
 use crate::body::Payload;
-use crate::domain::SalesforceId;
-use crate::envelope::{media_type, Envelope, EnvelopeError, Fields, Format};
-use crate::xml::escape;
+use crate::domain::{ApiVersion, SalesforceId};
+use crate::envelope::{Envelope, EnvelopeError, Fields};
 
-/// The namespace of every Bulk API 1.0 document.
-use crate::xml::ASYNC_API_NAMESPACE;
-
-/// The `jobInfo` fields a client may set when creating a job, in schema order; every other field
-/// is the system's, and Salesforce refuses it.
-pub const JOB_CREATE_FIELDS: &[&str] = &[
-    "operation",
-    "object",
-    "externalIdFieldName",
-    "concurrencyMode",
-    "contentType",
-    "assignmentRuleId",
-];
+pub use bulk1::JOB_CREATE_FIELDS;
 
 /// Bodies are labelled with their charset, as Salesforce's own clients do.
 const XML_CONTENT_TYPE: &str = "application/xml; charset=UTF-8";
 const JSON_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 const CSV_CONTENT_TYPE: &str = "text/csv; charset=UTF-8";
 
-/// A request to Salesforce, relative to `{instance}/services/async/{version}`.
+/// The Salesforce API an operation speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// Bulk API 1.0: `{instance}/services/async/{version}`, the session in `X-SFDC-Session`, XML
+    /// or JSON documents. Served at `/services/salesforcebulk_<operation>`.
+    Bulk1,
+    /// Bulk API 2.0: `{instance}/services/data/v{version}`, `Authorization: Bearer`, JSON and CSV.
+    /// Served at `/services/salesforcebulkv2_<operation>`.
+    Bulk2,
+}
+
+impl Api {
+    /// The `api` label of metrics and the access log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Api::Bulk1 => "bulk1",
+            Api::Bulk2 => "bulk2",
+        }
+    }
+
+    /// The version an envelope without `apiVersion` gets; `None`: the field is required.
+    pub fn default_version(self) -> Option<&'static str> {
+        match self {
+            Api::Bulk1 => None,
+            Api::Bulk2 => Some(bulk2::DEFAULT_VERSION),
+        }
+    }
+}
+
+/// A request to Salesforce, relative to the operation's API base (`{instance}/services/async/
+/// {version}` or `{instance}/services/data/v{version}`).
 #[derive(Debug)]
 pub struct UpstreamCall {
     pub method: Method,
-    /// Starts with `/`, e.g. `/job/750...`.
+    /// Starts with `/`, e.g. `/job/750...`; may end with a query string.
     pub path: String,
     pub content_type: Option<String>,
     pub payload: Payload,
+    /// Set when the answer is the first page of a result whose other pages are to follow it in
+    /// the same answer (`getQueryJobResults` with `allPages`).
+    pub pages: Option<Pages>,
+}
+
+/// Where the pages after the first are read: `{path}?locator=..` with the same `maxRecords`.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    path: String,
+    max_records: Option<u32>,
+}
+
+impl Pages {
+    /// The call for the page `locator` (Salesforce's `Sforce-Locator`, checked by the caller of
+    /// this to be a [`Locator`]).
+    pub fn page(&self, locator: &Locator) -> UpstreamCall {
+        get(bulk2::results_path(
+            &self.path,
+            Some(locator),
+            self.max_records,
+        ))
+    }
+}
+
+/// A result page's locator, as Salesforce gives them: letters, digits and base64's `+/=`, or
+/// `-` and `_`. Anything else is refused rather than put in a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator(String);
+
+/// Longer than any locator Salesforce makes.
+const MAX_LOCATOR_LEN: usize = 256;
+
+impl Locator {
+    pub fn parse(raw: &str) -> Result<Locator, String> {
+        if raw.is_empty() || raw.len() > MAX_LOCATOR_LEN {
+            return Err(format!("must be 1 to {MAX_LOCATOR_LEN} characters"));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b))
+        {
+            return Err("only letters, digits and + / = - _ are allowed".into());
+        }
+        Ok(Locator(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// How an operation reads its request.
 pub enum Input {
     /// An envelope whose fields become the call.
     Envelope(fn(&Envelope) -> Result<UpstreamCall, EnvelopeError>),
-    /// Connection fields in the URL query; the request body is sent as it is, to the `POST`
-    /// path this function gives.
-    Upload(fn(&dyn Fields) -> Result<String, EnvelopeError>),
+    /// Connection fields in the URL query; the request body is sent as it is, to the target this
+    /// function gives.
+    Upload(fn(&dyn Fields) -> Result<UploadTarget, EnvelopeError>),
+}
+
+/// Where an upload's body goes.
+pub struct UploadTarget {
+    pub method: Method,
+    pub path: String,
+    /// Sent when the caller labelled the body with nothing.
+    pub default_content_type: Option<&'static str>,
 }
 
 /// A connector operation, by the name WSO2 flows use.
 pub struct Operation {
+    pub api: Api,
     pub name: &'static str,
     pub input: Input,
+    /// The lowest major API version that has the operation (0: any).
+    pub since: u16,
+}
+
+const fn bulk1(name: &'static str, input: Input) -> Operation {
+    Operation {
+        api: Api::Bulk1,
+        name,
+        input,
+        since: 0,
+    }
+}
+
+/// A Bulk API 2.0 ingest job operation: Salesforce has them from v41.0.
+const fn ingest(name: &'static str, input: Input) -> Operation {
+    Operation {
+        api: Api::Bulk2,
+        name,
+        input,
+        since: 41,
+    }
+}
+
+/// A Bulk API 2.0 query job operation: Salesforce has them from v47.0.
+const fn query(name: &'static str, input: Input) -> Operation {
+    Operation {
+        api: Api::Bulk2,
+        name,
+        input,
+        since: 47,
+    }
 }
 
 /// Every operation the proxy serves.
 pub const OPERATIONS: &[Operation] = &[
-    Operation {
-        name: "createJob",
-        input: Input::Envelope(create_job),
-    },
-    Operation {
-        name: "updateJob",
-        input: Input::Envelope(update_job),
-    },
-    Operation {
-        name: "getJob",
-        input: Input::Envelope(|e| Ok(get(format!("/job/{}", id(e, "jobId")?)))),
-    },
-    Operation {
-        name: "addBatch",
-        input: Input::Envelope(add_batch),
-    },
-    Operation {
-        name: "listBatches",
-        input: Input::Envelope(|e| Ok(get(format!("/job/{}/batch", id(e, "jobId")?)))),
-    },
-    Operation {
-        name: "getBatchStatus",
-        input: Input::Envelope(|e| Ok(get(batch_path(e, "")?))),
-    },
-    Operation {
-        name: "getBatchResults",
-        input: Input::Envelope(|e| Ok(get(batch_path(e, "/result")?))),
-    },
-    Operation {
-        name: "getBatchRequest",
-        input: Input::Envelope(|e| Ok(get(batch_path(e, "/request")?))),
-    },
-    Operation {
-        name: "getBulkQueryResults",
-        input: Input::Envelope(|e| {
+    bulk1("createJob", Input::Envelope(bulk1::create_job)),
+    bulk1("updateJob", Input::Envelope(bulk1::update_job)),
+    bulk1(
+        "getJob",
+        Input::Envelope(|e| Ok(get(format!("/job/{}", id(e, "jobId")?)))),
+    ),
+    bulk1("addBatch", Input::Envelope(bulk1::add_batch)),
+    bulk1(
+        "listBatches",
+        Input::Envelope(|e| Ok(get(format!("/job/{}/batch", id(e, "jobId")?)))),
+    ),
+    bulk1(
+        "getBatchStatus",
+        Input::Envelope(|e| Ok(get(bulk1::batch_path(e, "")?))),
+    ),
+    bulk1(
+        "getBatchResults",
+        Input::Envelope(|e| Ok(get(bulk1::batch_path(e, "/result")?))),
+    ),
+    bulk1(
+        "getBatchRequest",
+        Input::Envelope(|e| Ok(get(bulk1::batch_path(e, "/request")?))),
+    ),
+    bulk1(
+        "getBulkQueryResults",
+        Input::Envelope(|e| {
             let result = id(e, "resultId")?;
-            Ok(get(batch_path(e, &format!("/result/{result}"))?))
+            Ok(get(bulk1::batch_path(e, &format!("/result/{result}"))?))
         }),
-    },
-    Operation {
-        name: "createJobToUploadBatchFile",
-        input: Input::Upload(|_| Ok("/job".into())),
-    },
-    Operation {
-        name: "uploadBatchFile",
-        input: Input::Upload(|fields| Ok(format!("/job/{}/batch", id(fields, "jobId")?))),
-    },
+    ),
+    bulk1(
+        "createJobToUploadBatchFile",
+        Input::Upload(|_| Ok(bulk1::upload("/job".into()))),
+    ),
+    bulk1(
+        "uploadBatchFile",
+        Input::Upload(|f| Ok(bulk1::upload(format!("/job/{}/batch", id(f, "jobId")?)))),
+    ),
+    ingest("createJob", Input::Envelope(bulk2::create_job)),
+    ingest("uploadJobData", Input::Envelope(bulk2::upload_job_data)),
+    ingest("uploadJobFile", Input::Upload(bulk2::upload_job_file)),
+    ingest(
+        "closeJob",
+        Input::Envelope(|e| bulk2::set_state(e, "ingest", "UploadComplete")),
+    ),
+    ingest(
+        "abortJob",
+        Input::Envelope(|e| bulk2::set_state(e, "ingest", "Aborted")),
+    ),
+    ingest("deleteJob", Input::Envelope(|e| bulk2::delete(e, "ingest"))),
+    ingest(
+        "getJobInfo",
+        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "")?))),
+    ),
+    ingest(
+        "getAllJobInfo",
+        Input::Envelope(|e| bulk2::list(e, "ingest")),
+    ),
+    ingest(
+        "getSuccessfulResults",
+        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "/successfulResults/")?))),
+    ),
+    ingest(
+        "getFailedResults",
+        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "/failedResults/")?))),
+    ),
+    ingest(
+        "getUnprocessedResults",
+        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "/unprocessedrecords/")?))),
+    ),
+    query("createQueryJob", Input::Envelope(bulk2::create_query_job)),
+    query(
+        "getQueryJobInfo",
+        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "query", "")?))),
+    ),
+    query("getQueryJobResults", Input::Envelope(bulk2::query_results)),
+    query(
+        "abortQueryJob",
+        Input::Envelope(|e| bulk2::set_state(e, "query", "Aborted")),
+    ),
+    query(
+        "deleteQueryJob",
+        Input::Envelope(|e| bulk2::delete(e, "query")),
+    ),
+    query(
+        "getAllQueryJobInfo",
+        Input::Envelope(|e| bulk2::list(e, "query")),
+    ),
 ];
 
-/// The operation called `name`, if the proxy serves it.
-pub fn lookup(name: &str) -> Option<&'static Operation> {
-    OPERATIONS.iter().find(|op| op.name == name)
-}
-
-/// `createJob` → `POST /job` with the given fields in schema order.
-fn create_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    envelope.required("operation")?;
-    envelope.required("object")?;
-    let fields: Vec<_> = JOB_CREATE_FIELDS
+/// The operation of `api` called `name`, if the proxy serves it.
+pub fn lookup(api: Api, name: &str) -> Option<&'static Operation> {
+    OPERATIONS
         .iter()
-        .map(|&name| (name, envelope.optional(name)))
-        .collect();
-    Ok(post_job_info("/job".into(), envelope.format(), &fields))
+        .find(|op| op.api == api && op.name == name)
 }
 
-/// `updateJob` → `POST /job/{jobId}` with only `<state>`: Salesforce refuses system fields.
-fn update_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let path = format!("/job/{}", id(envelope, "jobId")?);
-    let state = envelope.required("state")?;
-    Ok(post_job_info(
-        path,
-        envelope.format(),
-        &[("state", Some(state))],
-    ))
-}
-
-/// `addBatch` → `POST /job/{jobId}/batch`. CSV rows, a query, or JSON records go as the text of
-/// `<objects><values>`; otherwise the `<sObject>` elements inside `<values>` go wrapped in
-/// `<sObjects>`. An `<objects>` without `<values>` counts as missing.
-fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let path = format!("/job/{}/batch", id(envelope, "jobId")?);
-    let is_query = envelope
-        .optional("isQuery")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let declared = envelope.optional("contentType");
-    let kind = declared.map(media_type);
-    let (content_type, body) = match envelope.format() {
-        Format::Json => {
-            let body = match envelope.json("objects") {
-                Some(records) => records.to_string(),
-                None => envelope.required("objects")?.to_string(),
-            };
-            let default = if is_query {
-                CSV_CONTENT_TYPE
-            } else {
-                JSON_CONTENT_TYPE
-            };
-            (declared.unwrap_or(default).to_string(), body)
+impl Operation {
+    /// Refuses a version older than the operation: Salesforce would answer 404 to its path, which
+    /// says less.
+    pub fn check_version(&self, version: &ApiVersion) -> Result<(), EnvelopeError> {
+        if version.major() >= self.since {
+            return Ok(());
         }
-        Format::Xml => {
-            let (values, source) = envelope
-                .nested_xml("objects")?
-                .filter(|(doc, _)| doc.root == "values")
-                .ok_or(EnvelopeError::MissingField("objects"))?;
-            match kind.as_deref() {
-                _ if is_query => (
-                    declared.unwrap_or(CSV_CONTENT_TYPE).to_string(),
-                    values.text.trim().to_string(),
-                ),
-                Some("text/csv") => (CSV_CONTENT_TYPE.to_string(), unindent_csv(&values.text)),
-                Some("application/json") => (JSON_CONTENT_TYPE.to_string(), values.text.trim().to_string()),
-                None | Some("application/xml") => (
-                    XML_CONTENT_TYPE.to_string(),
-                    format!(
-                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><sObjects xmlns=\"{ASYNC_API_NAMESPACE}\">{}</sObjects>",
-                        &source[values.inner.clone()]
-                    ),
-                ),
-                Some(other) => {
-                    return Err(EnvelopeError::InvalidField {
-                        field: "contentType",
-                        reason: format!(
-                            "{other}: addBatch sends text/csv, application/xml or application/json; \
-                             send files with uploadBatchFile"
-                        ),
-                    })
-                }
-            }
-        }
-    };
-    Ok(UpstreamCall {
-        method: Method::POST,
-        path,
-        content_type: Some(content_type),
-        payload: Payload::Whole(Bytes::from(body)),
-    })
+        let kind = if self.since == 41 { "ingest" } else { "query" };
+        Err(EnvelopeError::InvalidField {
+            field: "apiVersion",
+            reason: format!(
+                "{version}: Bulk API 2.0 {kind} jobs need {}.0 or later",
+                self.since
+            ),
+        })
+    }
 }
 
 /// Undoes the indentation that pretty-printing an envelope adds around CSV in `<values>`:
@@ -225,15 +311,6 @@ pub fn unindent_csv(text: &str) -> String {
     csv
 }
 
-/// `/job/{jobId}/batch/{batchId}{rest}`.
-fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, EnvelopeError> {
-    Ok(format!(
-        "/job/{}/batch/{}{rest}",
-        id(fields, "jobId")?,
-        id(fields, "batchId")?
-    ))
-}
-
 fn id(fields: &dyn Fields, field: &'static str) -> Result<SalesforceId, EnvelopeError> {
     SalesforceId::parse(fields.required(field)?)
         .map_err(|reason| EnvelopeError::InvalidField { field, reason })
@@ -245,6 +322,7 @@ fn get(path: String) -> UpstreamCall {
         path,
         content_type: None,
         payload: Payload::Empty,
+        pages: None,
     }
 }
 
@@ -262,40 +340,10 @@ impl serde::Serialize for JsonMembers<'_> {
     }
 }
 
-/// A `jobInfo` request holding the fields that have a value, in the order given, in `format`.
-fn post_job_info(path: String, format: Format, fields: &[(&str, Option<&str>)]) -> UpstreamCall {
-    let present = fields.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
-    let (content_type, body) = match format {
-        Format::Xml => {
-            let mut xml = String::with_capacity(512);
-            xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"");
-            xml.push_str(ASYNC_API_NAMESPACE);
-            xml.push_str("\">");
-            for (name, value) in present {
-                for part in ["<", name, ">", &escape(value), "</", name, ">"] {
-                    xml.push_str(part);
-                }
-            }
-            xml.push_str("</jobInfo>");
-            (XML_CONTENT_TYPE, xml)
-        }
-        Format::Json => {
-            let members = JsonMembers(present.collect());
-            let json = serde_json::to_string(&members).expect("strings always serialize");
-            (JSON_CONTENT_TYPE, json)
-        }
-    };
-    UpstreamCall {
-        method: Method::POST,
-        path,
-        content_type: Some(content_type.to_string()),
-        payload: Payload::Whole(Bytes::from(body)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Bytes;
 
     fn call_with(
         op: &str,
@@ -303,7 +351,7 @@ mod tests {
         body: &str,
     ) -> Result<UpstreamCall, EnvelopeError> {
         let envelope = Envelope::parse(content_type, Bytes::from(body.to_string()), op).unwrap();
-        match lookup(op).unwrap().input {
+        match lookup(Api::Bulk1, op).unwrap().input {
             Input::Envelope(build) => build(&envelope),
             Input::Upload(_) => unreachable!(),
         }

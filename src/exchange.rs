@@ -1,0 +1,126 @@
+//! One call to Salesforce as a caller's session: the session is opened (from the registry or the
+//! caller's own token), and after an expired-session answer renewed once and the call made once
+//! more. What Salesforce says of the org's API usage is noted on the way.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::credentials::Credentials;
+use crate::fault::Fault;
+use crate::metrics;
+use crate::operation::{Api, UpstreamCall};
+use crate::request_id::current_request_id;
+use crate::salesforce::UpstreamResponse;
+use crate::secret::Secret;
+use crate::session::Session;
+use crate::state::AppState;
+
+/// Calls Salesforce with the session's token; after an expired-session answer, refreshes once
+/// and calls once more. The answer comes with the session it was made with.
+pub async fn call_salesforce(
+    state: &AppState,
+    api: Api,
+    credentials: &Credentials,
+    call: &UpstreamCall,
+    traceparent: Option<&HeaderValue>,
+) -> Result<(UpstreamResponse, Session), Fault> {
+    let session = state.sessions.open(credentials).await?;
+    call_as(state, api, credentials, session, call, traceparent).await
+}
+
+/// [`call_salesforce`] with a session already open (the pages after a result's first).
+pub async fn call_as(
+    state: &AppState,
+    api: Api,
+    credentials: &Credentials,
+    mut session: Session,
+    call: &UpstreamCall,
+    traceparent: Option<&HeaderValue>,
+) -> Result<(UpstreamResponse, Session), Fault> {
+    let answer = state
+        .salesforce
+        .send(
+            api,
+            &session.instance,
+            &credentials.api_version,
+            call,
+            &session.token,
+            traceparent,
+        )
+        .await?
+        .ok_or(Fault::UploadNotReplayable {
+            limit: state.replay_buffer_bytes,
+        })?;
+    if !answer.session_expired {
+        state.sessions.accepted(&mut session).await;
+        note_api_usage(state, &session.token, &answer.headers);
+        return Ok((answer, session));
+    }
+    tracing::info!(
+        request_id = current_request_id().as_deref(),
+        "Salesforce says the session expired"
+    );
+    Box::pin(call_again(
+        state,
+        api,
+        credentials,
+        call,
+        session,
+        answer,
+        traceparent,
+    ))
+    .await
+}
+
+/// After an expired-session answer: the renewed session's call, boxed so the rare path does
+/// not make every request's future larger.
+async fn call_again(
+    state: &AppState,
+    api: Api,
+    credentials: &Credentials,
+    call: &UpstreamCall,
+    session: Session,
+    answer: UpstreamResponse,
+    traceparent: Option<&HeaderValue>,
+) -> Result<(UpstreamResponse, Session), Fault> {
+    let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
+        return Ok((answer, session));
+    };
+    match state
+        .salesforce
+        .send(
+            api,
+            &renewed.instance,
+            &credentials.api_version,
+            call,
+            &renewed.token,
+            traceparent,
+        )
+        .await?
+    {
+        Some(retried) => {
+            if !retried.session_expired {
+                note_api_usage(state, &renewed.token, &retried.headers);
+            }
+            Ok((retried, renewed))
+        }
+        None => Err(Fault::UploadNotReplayable {
+            limit: state.replay_buffer_bytes,
+        }),
+    }
+}
+
+/// `Sforce-Limit-Info`'s API usage, for the org of `token`, a session Salesforce accepted.
+fn note_api_usage(state: &AppState, token: &Secret, headers: &HeaderMap) {
+    let Some(info) = headers.get(&LIMIT_INFO).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if let (Some(org), Some((used, limit))) = (
+        metrics::org_of_session(token.expose()),
+        metrics::api_usage_of(info),
+    ) {
+        state.metrics.api_usage(org, used, limit);
+    }
+}
+
+/// Salesforce's report of the org's API usage.
+const LIMIT_INFO: HeaderName = HeaderName::from_static("sforce-limit-info");

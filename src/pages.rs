@@ -1,0 +1,371 @@
+//! Every page of a Bulk API 2.0 query result in one answer (`getQueryJobResults` with
+//! `allPages`): after the first page, the proxy reads the page each `Sforce-Locator` names until
+//! Salesforce says `null`, and sends the caller one CSV, the header line once and the rows in
+//! Salesforce's order.
+//!
+//! The pages are read by a task of their own and handed to the caller's answer through a channel
+//! of a few chunks, so memory stays bounded whatever the result's size, and a caller that reads
+//! slowly slows the reads. The answer is chunked, `Sforce-Locator: null` (all pages are in it).
+//! The total `Sforce-NumberOfRecords` is sent as a trailer when the caller asked for trailers
+//! (`TE: trailers`), and not at all otherwise, since it is not known when the head goes out.
+//! A page that cannot be read ends the answer without its last chunk, which a caller's HTTP
+//! client reports as an error: never a short file that looks whole. A session that expires between
+//! pages is renewed, and that page read again, once.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response};
+use http_body::Frame;
+use tokio::sync::mpsc;
+
+use crate::credentials::Credentials;
+use crate::exchange;
+use crate::fault::Fault;
+use crate::operation::{Api, Locator, Pages};
+use crate::relay::relay;
+use crate::request_id::{current_request_id, with_current_request_id};
+use crate::salesforce::UpstreamResponse;
+use crate::session::Session;
+use crate::state::AppState;
+
+const LOCATOR: HeaderName = HeaderName::from_static("sforce-locator");
+const NUMBER_OF_RECORDS: HeaderName = HeaderName::from_static("sforce-numberofrecords");
+
+/// A header line longer than this is not one: the result is refused rather than buffered.
+const MAX_HEADER_LINE: usize = 64 * 1024;
+
+/// Chunks read ahead of the caller.
+const CHUNKS_AHEAD: usize = 4;
+
+/// What reading the pages after the first needs.
+pub struct Reading {
+    pub state: Arc<AppState>,
+    pub api: Api,
+    pub credentials: Credentials,
+    pub session: Session,
+    pub pages: Pages,
+    pub traceparent: Option<HeaderValue>,
+    /// The caller takes trailers: the total number of records is sent as one.
+    pub trailers: bool,
+}
+
+/// Why the answer was cut short.
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    #[error("page {page}: {fault}")]
+    Call { page: u32, fault: Fault },
+    #[error("page {page}: Salesforce answered {status}: {said}")]
+    Refused {
+        page: u32,
+        status: u16,
+        said: String,
+    },
+    #[error("page {page}: reading it failed: {source}")]
+    Read { page: u32, source: axum::Error },
+    #[error("page {page}: {reason}")]
+    Unexpected { page: u32, reason: String },
+}
+
+type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+/// The caller's answer for the first page `first` (a 200) and the pages after it.
+pub fn follow(reading: Reading, first: UpstreamResponse) -> Response<Body> {
+    let first_headers = first.headers.clone();
+    let mut response = relay(UpstreamResponse {
+        body: Body::empty(),
+        ..first
+    });
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(&NUMBER_OF_RECORDS);
+    headers.insert(LOCATOR, HeaderValue::from_static("null"));
+    if reading.trailers {
+        headers.insert(
+            header::TRAILER,
+            HeaderValue::from_static("Sforce-NumberOfRecords"),
+        );
+    }
+    let (chunks, mut receiver) = mpsc::channel::<Chunk>(CHUNKS_AHEAD);
+    let (pager, session) = reading.split();
+    tokio::spawn(with_current_request_id(pager.run(
+        session,
+        first_headers,
+        first.body,
+        Sender(chunks),
+    )));
+    let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+    *response.body_mut() = Body::new(http_body_util::StreamBody::new(stream));
+    response
+}
+
+/// The caller's end of the channel; `Err` once the caller has gone.
+struct Sender(mpsc::Sender<Chunk>);
+
+impl Sender {
+    async fn send(&self, chunk: Chunk) -> Result<(), Gone> {
+        self.0.send(chunk).await.map_err(|_| Gone)
+    }
+}
+
+/// The caller went away: nothing more to read.
+struct Gone;
+
+/// The result's header line, taken from the first page and cut from the others.
+#[derive(Default)]
+struct HeaderLine {
+    line: Vec<u8>,
+    /// The first page's line is complete.
+    known: bool,
+}
+
+impl Reading {
+    fn split(self) -> (Pager, Session) {
+        let Reading {
+            state,
+            api,
+            credentials,
+            session,
+            pages,
+            traceparent,
+            trailers,
+        } = self;
+        let pager = Pager {
+            state,
+            api,
+            credentials,
+            pages,
+            traceparent,
+            trailers,
+        };
+        (pager, session)
+    }
+}
+
+/// [`Reading`] but the session, which each page's call hands on to the next.
+struct Pager {
+    state: Arc<AppState>,
+    api: Api,
+    credentials: Credentials,
+    pages: Pages,
+    traceparent: Option<HeaderValue>,
+    trailers: bool,
+}
+
+impl Pager {
+    async fn run(self, mut session: Session, headers: HeaderMap, body: Body, out: Sender) {
+        let mut header = HeaderLine::default();
+        let mut total = number_of_records(&headers);
+        let mut next = headers.get(LOCATOR).cloned();
+        let mut page = 1;
+        let mut body = body;
+        loop {
+            match Self::pass_page(page, body, &mut header, &out).await {
+                Ok(()) => {}
+                Err(Stop::Gone) => return,
+                Err(Stop::Failed(error)) => return fail(&out, error).await,
+            }
+            let locator = match next_locator(page, next.as_ref()) {
+                Ok(Some(locator)) => locator,
+                Ok(None) => break,
+                Err(error) => return fail(&out, error).await,
+            };
+            page += 1;
+            let (answer, renewed) = match self.read_page(page, &locator, session).await {
+                Ok(read) => read,
+                Err(error) => return fail(&out, error).await,
+            };
+            session = renewed;
+            total = total.saturating_add(number_of_records(&answer.headers));
+            next = answer.headers.get(LOCATOR).cloned();
+            body = answer.body;
+        }
+        tracing::debug!(
+            request_id = current_request_id().as_deref(),
+            pages = page,
+            records = total,
+            "every page of the result was sent"
+        );
+        if self.trailers {
+            let mut trailers = HeaderMap::new();
+            trailers.insert(NUMBER_OF_RECORDS, HeaderValue::from(total));
+            let _ = out.send(Ok(Frame::trailers(trailers))).await;
+        }
+    }
+
+    /// Page `page` (from 2) at `locator`, as the session, renewed once if it expired.
+    async fn read_page(
+        &self,
+        page: u32,
+        locator: &Locator,
+        session: Session,
+    ) -> Result<(UpstreamResponse, Session), PageError> {
+        let call = self.pages.page(locator);
+        let (answer, session) = exchange::call_as(
+            &self.state,
+            self.api,
+            &self.credentials,
+            session,
+            &call,
+            self.traceparent.as_ref(),
+        )
+        .await
+        .map_err(|fault| PageError::Call { page, fault })?;
+        if answer.status != axum::http::StatusCode::OK {
+            return Err(PageError::Refused {
+                page,
+                status: answer.status.as_u16(),
+                said: said(answer.body).await,
+            });
+        }
+        Ok((answer, session))
+    }
+
+    /// Sends page `page`'s rows to the caller: the first page whole, the others without their
+    /// header line (which must be the first page's).
+    async fn pass_page(
+        page: u32,
+        mut body: Body,
+        header: &mut HeaderLine,
+        out: &Sender,
+    ) -> Result<(), Stop> {
+        use http_body_util::BodyExt;
+        // Until the end of this page's header line: its bytes so far.
+        let mut line: Option<Vec<u8>> = Some(Vec::new());
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| PageError::Read { page, source })?;
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            if let Some(seen) = &mut line {
+                let end = data.iter().position(|b| *b == b'\n');
+                let taken = end.map_or(data.len(), |at| at + 1);
+                if seen.len() + taken > MAX_HEADER_LINE {
+                    return Err(PageError::Unexpected {
+                        page,
+                        reason: format!("no header line in its first {MAX_HEADER_LINE} bytes"),
+                    }
+                    .into());
+                }
+                seen.extend_from_slice(&data[..taken]);
+                if end.is_some() {
+                    let seen = line.take().expect("still reading the line");
+                    if header.known {
+                        if seen != header.line {
+                            return Err(PageError::Unexpected {
+                                page,
+                                reason: "its header line is not the first page's".into(),
+                            }
+                            .into());
+                        }
+                        data = data.slice(taken..);
+                    } else {
+                        header.line = seen;
+                        header.known = true;
+                    }
+                } else if header.known {
+                    continue;
+                }
+            }
+            if !data.is_empty() {
+                out.send(Ok(Frame::data(data)))
+                    .await
+                    .map_err(|Gone| Stop::Gone)?;
+            }
+        }
+        match line {
+            Some(seen) if !header.known => {
+                header.line = seen;
+                header.known = true;
+            }
+            // A page of no rows may end its header line without a line break.
+            Some(seen) if !seen.is_empty() && seen != without_break(&header.line) => {
+                return Err(PageError::Unexpected {
+                    page,
+                    reason: "its header line is not the first page's".into(),
+                }
+                .into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `line` without its line break (LF or CRLF).
+fn without_break(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// How passing a page ended early.
+enum Stop {
+    Gone,
+    Failed(PageError),
+}
+
+impl From<PageError> for Stop {
+    fn from(error: PageError) -> Stop {
+        Stop::Failed(error)
+    }
+}
+
+/// The locator of the page after `page`, from its `Sforce-Locator`: `None` after the last.
+fn next_locator(page: u32, value: Option<&HeaderValue>) -> Result<Option<Locator>, PageError> {
+    let Some(value) = value else {
+        return Err(PageError::Unexpected {
+            page,
+            reason: "Salesforce sent no Sforce-Locator".into(),
+        });
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "null" {
+        return Ok(None);
+    }
+    Locator::parse(text)
+        .map(Some)
+        .map_err(|reason| PageError::Unexpected {
+            page,
+            reason: format!("Salesforce's Sforce-Locator is not a locator: {reason}"),
+        })
+}
+
+/// What an error answer says, escaped and cut to a few hundred characters, for the log.
+async fn said(body: Body) -> String {
+    use http_body_util::BodyExt;
+    const SHOWN: usize = 300;
+    let mut body = body;
+    let mut seen = Vec::new();
+    while seen.len() < SHOWN {
+        match tokio::time::timeout(std::time::Duration::from_secs(1), body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    seen.extend_from_slice(data);
+                }
+            }
+            _ => break,
+        }
+    }
+    seen.truncate(SHOWN);
+    String::from_utf8_lossy(&seen).escape_debug().to_string()
+}
+
+fn number_of_records(headers: &HeaderMap) -> u64 {
+    headers
+        .get(NUMBER_OF_RECORDS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Ends the caller's answer with `error`, which its HTTP client sees as a broken transfer.
+async fn fail(out: &Sender, error: PageError) {
+    tracing::warn!(
+        request_id = current_request_id().as_deref(),
+        error = %error,
+        "a query result's page could not be read; the answer is cut off"
+    );
+    let _ = out
+        .send(Err(std::io::Error::other(error.to_string())))
+        .await;
+}
