@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::operation::Api;
 use crate::xml;
 
 /// Marks an answer the proxy made itself; its value is the fault's code.
@@ -242,21 +243,35 @@ pub struct FaultRecord {
 }
 
 impl IntoResponse for Fault {
+    /// The answer in Bulk API 1.0's layout, for callers whose API is not known.
     fn into_response(self) -> Response {
+        self.response(Api::Bulk1)
+    }
+}
+
+impl Fault {
+    /// The answer to a caller of `api`, in the layout of that API's own errors so that a flow's
+    /// fault handling reads ours too: 1.0's `<error>` with its namespace, or 2.0's JSON array of
+    /// `errorCode` and `message`. Our codes all start with `SFBULK_`, which no Salesforce code does.
+    pub fn response(self, api: Api) -> Response {
         // Messages may quote what the caller sent: never a URL's userinfo, never at length.
         let message = crate::redact::quotable(&self.to_string());
-        // Salesforce's own `<error>` layout and namespace, so a flow's fault handling reads ours
-        // too; our codes all start with `SFBULK_`, which no Salesforce code does.
-        let mut body = xml::start_document("error");
-        xml::push_element(&mut body, 1, "exceptionCode", self.code());
-        xml::push_element(&mut body, 1, "exceptionMessage", &message);
-        xml::end_document(&mut body, "error");
+        let (content_type, body) = match api {
+            Api::Bulk1 => {
+                let mut body = xml::start_document("error");
+                xml::push_element(&mut body, 1, "exceptionCode", self.code());
+                xml::push_element(&mut body, 1, "exceptionMessage", &message);
+                xml::end_document(&mut body, "error");
+                ("application/xml", body)
+            }
+            Api::Bulk2 => {
+                let body = serde_json::json!([{ "errorCode": self.code(), "message": message }]);
+                ("application/json", body.to_string())
+            }
+        };
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
         match self {
             Fault::Overloaded(_) | Fault::RegistryUnavailable(_) => {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::access_log::Handled;
 use crate::body;
@@ -28,6 +28,16 @@ pub const SERVICES: [(&str, Api); 2] = [
     ("salesforcebulk", Api::Bulk1),
     ("salesforcebulkv2", Api::Bulk2),
 ];
+
+/// The API a `/services/` path is for, as far as its name tells: its faults are in that API's
+/// layout even before an operation is found.
+pub fn service_api(service: &str) -> Api {
+    if service.starts_with("salesforcebulkv2") {
+        Api::Bulk2
+    } else {
+        Api::Bulk1
+    }
+}
 
 /// The operation of `POST /services/salesforcebulk_<operation>` (or `salesforcebulkv2_`).
 pub fn service_operation(service: &str) -> Result<&'static Operation, Fault> {
@@ -65,7 +75,7 @@ pub async fn call(
     let trace = request.extensions().get::<TraceContext>().copied();
     let mut upstream = None;
     let outcome = handle(state, operation, request, trace, &mut upstream).await;
-    let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
+    let mut response = outcome.unwrap_or_else(|fault| fault.response(operation.api));
     response.extensions_mut().insert(Handled {
         api: operation.api.label(),
         operation: operation.name,

@@ -114,12 +114,13 @@ impl ProxyService {
         if *method != Method::POST {
             return not_allowed("POST");
         }
+        let api = proxy::service_api(service);
         // Before the body is read and before anything goes upstream.
         if !self.bearer.admit(request.headers()) {
-            return Fault::Unauthorized.into_response();
+            return Fault::Unauthorized.response(api);
         }
         let Some(_in_flight) = self.in_flight.try_enter() else {
-            return Fault::Overloaded(self.in_flight.setting()).into_response();
+            return Fault::Overloaded(self.in_flight.setting()).response(api);
         };
         let operation = match by_action {
             Some(api) => proxy::action_operation(api, request.headers()),
@@ -130,7 +131,7 @@ impl ProxyService {
         };
         match operation {
             Ok(operation) => proxy::call(&self.state, operation, request).await,
-            Err(fault) => fault.into_response(),
+            Err(fault) => fault.response(api),
         }
     }
 }

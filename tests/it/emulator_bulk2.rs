@@ -3,18 +3,7 @@
 //! upload applied on close, the three result files, locator pages with their header line each,
 //! and errors as JSON arrays.
 
-use crate::support::{spawn_app, TestApp};
-
-/// A JSON answer's body (reqwest is built without its `json` feature).
-trait JsonValue {
-    async fn json_value(self) -> Result<serde_json::Value, serde_json::Error>;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::from_str(&self.text().await.unwrap_or_default())
-    }
-}
+use crate::support::{spawn_app, JsonValue, TestApp};
 
 impl TestApp {
     fn v2(&self, path: &str) -> String {

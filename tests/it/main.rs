@@ -8,6 +8,7 @@ mod support;
 mod access_control;
 mod access_log;
 mod batch_operations;
+mod bulk2_operations;
 mod command_line;
 mod deploying;
 mod drain;

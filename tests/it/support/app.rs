@@ -149,6 +149,33 @@ impl TestApp {
             .expect("proxy answers")
     }
 
+    /// A Bulk API 2.0 envelope: full credentials but no `apiVersion` (the default), plus `fields`
+    /// (which win over them).
+    pub fn envelope_v2(&self, operation: &str, fields: &[(&str, &str)]) -> String {
+        let mut all: Vec<(&str, String)> = self
+            .credentials()
+            .into_iter()
+            .filter(|(name, _)| *name != "apiVersion" && !fields.iter().any(|(n, _)| n == name))
+            .collect();
+        all.extend(fields.iter().map(|(n, v)| (*n, v.to_string())));
+        let borrowed: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        envelope(operation, &borrowed)
+    }
+
+    /// POSTs [`TestApp::envelope_v2`] to the proxy's `salesforcebulkv2_<operation>` service.
+    pub async fn call_v2(&self, operation: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_{operation}",
+                self.proxy
+            ))
+            .header("content-type", "text/xml")
+            .body(self.envelope_v2(operation, fields))
+            .send()
+            .await
+            .expect("proxy answers")
+    }
+
     /// Calls `operation` with an envelope of full credentials plus `fields`.
     pub async fn call_with(&self, operation: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         self.call(operation, self.envelope(operation, fields)).await
@@ -258,12 +285,21 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
-    /// Requests the emulator received, oldest first, excluding the token endpoint.
+    /// Bulk API 1.0 requests the emulator received, oldest first.
     pub fn bulk_requests(&self) -> Vec<RecordedRequest> {
         self.org
             .recorded_requests()
             .into_iter()
             .filter(|r| r.uri.starts_with("/services/async/"))
+            .collect()
+    }
+
+    /// Bulk API 2.0 requests the emulator received, oldest first.
+    pub fn bulk2_requests(&self) -> Vec<RecordedRequest> {
+        self.org
+            .recorded_requests()
+            .into_iter()
+            .filter(|r| r.uri.starts_with("/services/data/"))
             .collect()
     }
 }

@@ -11,3 +11,14 @@ pub use app::{spawn_app, spawn_app_with, spawn_proxy, temp_dir, test_settings, T
 pub use envelopes::{element, envelope, CSV_INSERT_JOB};
 pub use logs::LogCapture;
 pub use upstream::canned_server;
+
+/// A JSON answer's body (reqwest is built without its `json` feature).
+pub trait JsonValue {
+    async fn json_value(self) -> Result<serde_json::Value, serde_json::Error>;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.text().await.unwrap_or_default())
+    }
+}
