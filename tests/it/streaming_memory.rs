@@ -92,3 +92,76 @@ async fn a_result_far_larger_than_the_buffer_streams_with_bounded_proxy_memory()
     );
     eprintln!("relayed {bytes} bytes; proxy peak RSS {before_kb} kB before, {peak_kb} kB after");
 }
+
+/// Bulk API 2.0 rows of the `allPages` result: about 94 bytes each, all values quoted, so about
+/// 150 MB in all, in pages of Salesforce's default 10,000 rows.
+const BULK2_ROWS: u64 = 1_600_000;
+/// The bound for `allPages`.
+const ALL_PAGES_PEAK_RSS_LIMIT_KB: u64 = 64 * 1024;
+
+#[tokio::test]
+async fn every_page_of_a_large_query_result_streams_as_one_answer_with_bounded_proxy_memory() {
+    let app = spawn_app_with(|s| s.emulator.generated_contacts = BULK2_ROWS).await;
+    let proxy = start_proxy(&app, &[]);
+    let call = |operation: &'static str, fields: &[(&str, &str)]| {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_{operation}",
+                proxy.url
+            ))
+            .body(app.envelope_v2(operation, fields))
+            .send()
+    };
+    let created = call(
+        "createQueryJob",
+        &[(
+            "query",
+            "SELECT Id, FirstName, LastName, Email FROM Contact",
+        )],
+    )
+    .await
+    .unwrap();
+    let created: serde_json::Value = serde_json::from_str(&created.text().await.unwrap()).unwrap();
+    let job = created["id"].as_str().unwrap().to_string();
+    let before_kb = status_kb(proxy.child.id(), "VmHWM");
+
+    let response = call(
+        "getQueryJobResults",
+        &[("jobId", &job), ("allPages", "true")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (mut bytes, mut lines, mut headers) = (0u64, 0u64, 0u64);
+    let mut paused = false;
+    let mut line_start = true;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        bytes += chunk.len() as u64;
+        if !paused && bytes > 20_000_000 {
+            // A caller that stops reading: the pages must wait for it, not pile up in memory.
+            paused = true;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        for (i, byte) in chunk.iter().enumerate() {
+            if line_start && chunk[i..].starts_with(b"\"Id\"") {
+                headers += 1;
+            }
+            line_start = *byte == b'\n';
+        }
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+
+    let peak_kb = status_kb(proxy.child.id(), "VmHWM");
+    assert_eq!(lines, BULK2_ROWS + 1, "the header and every row arrived");
+    assert_eq!(headers, 1, "the header line came once");
+    assert!(bytes > 140_000_000, "{bytes} bytes is not about 150 MB");
+    assert!(
+        peak_kb < ALL_PAGES_PEAK_RSS_LIMIT_KB,
+        "proxy peak RSS {peak_kb} kB (before the result: {before_kb} kB) for {bytes} bytes relayed"
+    );
+    eprintln!(
+        "allPages relayed {bytes} bytes; proxy peak RSS {before_kb} kB before, {peak_kb} kB after"
+    );
+}
