@@ -183,13 +183,7 @@ async fn an_ingest_job_runs_from_create_to_its_three_result_files_and_is_deleted
 async fn an_uploaded_file_is_streamed_as_sent_and_a_job_can_be_aborted() {
     let app = spawn_app().await;
     let job = app.create_ingest_job().await;
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in app.credentials() {
-        if name != "apiVersion" {
-            query.append_pair(name, &value);
-        }
-    }
-    query.append_pair("jobId", &job);
+    let query = app.upload_query(&[("apiVersion", ""), ("jobId", &job)]);
     let csv = "FirstName,LastName\r\n\"Grace \"\"Amazing\"\"\",Hopper\r\n";
     let chunks = futures_util::stream::iter(
         csv.as_bytes()
@@ -201,8 +195,7 @@ async fn an_uploaded_file_is_streamed_as_sent_and_a_job_can_be_aborted() {
         .http
         .post(format!(
             "{}/services/salesforcebulkv2_uploadJobFile?{}",
-            app.proxy,
-            query.finish()
+            app.proxy, query
         ))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
@@ -239,18 +232,10 @@ async fn an_uploaded_file_whose_session_expired_is_asked_for_again() {
     let app = spawn_app_with(|s| s.server.replay_buffer_bytes = 1024).await;
     let job = app.create_ingest_job().await;
     app.org.expire_sessions();
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in app.credentials() {
-        if name != "apiVersion" {
-            query.append_pair(name, &value);
-        }
-    }
-    query.append_pair("apiVersion", "59");
-    query.append_pair("jobId", &job);
+    let query = app.upload_query(&[("apiVersion", "59"), ("jobId", &job)]);
     let url = format!(
         "{}/services/salesforcebulkv2_uploadJobFile?{}",
-        app.proxy,
-        query.finish()
+        app.proxy, query
     );
     let csv = format!("LastName\n{}", "Curie\n".repeat(1000));
 

@@ -12,15 +12,19 @@ use sfbulk_proxy::xml::read_document;
 
 /// The envelopes the samples hold, as real flows send them.
 fn samples() -> Vec<Vec<u8>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/salesforce");
-    let mut found: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .unwrap()
+    let dirs = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/samples/salesforce"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/samples/salesforce/v2"),
+    ];
+    let mut found: Vec<Vec<u8>> = dirs
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
         .map(|f| f.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "xml"))
         .map(|p| std::fs::read(p).unwrap())
         .collect();
     found.sort();
-    assert!(found.len() >= 10, "the samples are there");
+    assert!(found.len() >= 26, "the samples of both APIs are there");
     found
 }
 

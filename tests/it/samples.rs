@@ -139,3 +139,177 @@ async fn the_upload_samples_run_end_to_end() {
     .await;
     assert_eq!(status, 201, "{batch}");
 }
+
+impl TestApp {
+    fn sample_v2(&self, name: &str, replacements: &[(&str, &str)]) -> String {
+        self.sample(&format!("v2/{name}"), replacements)
+    }
+
+    /// Posts the 2.0 sample `operation.xml` with `replacements` made.
+    async fn run_sample_v2(
+        &self,
+        operation: &str,
+        replacements: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_{operation}",
+                self.proxy
+            ))
+            .body(self.sample_v2(&format!("{operation}.xml"), replacements))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The id in a 2.0 job info answer.
+async fn job_id(response: reqwest::Response) -> String {
+    let text = response.text().await.unwrap();
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    info["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_bulk2_demo_samples_run_end_to_end() {
+    let app = spawn_app().await;
+    let job = job_id(app.run_sample_v2("createJob", &[]).await).await;
+    let j = [("JOB_ID", job.as_str())];
+    let uploaded = app.run_sample_v2("uploadJobData", &j).await;
+    assert_eq!(uploaded.status(), 201);
+    for (operation, status, expected) in [
+        ("closeJob", 200, "\"UploadComplete\""),
+        ("getJobInfo", 200, "\"numberRecordsFailed\":1"),
+        (
+            "getSuccessfulResults",
+            200,
+            "\"Analyst, \"\"first programmer\"\"\"",
+        ),
+        ("getFailedResults", 200, "REQUIRED_FIELD_MISSING"),
+        (
+            "getUnprocessedResults",
+            200,
+            "\"FirstName\",\"LastName\",\"Email\",\"Description\"",
+        ),
+        ("getAllJobInfo", 200, &job),
+        ("deleteJob", 204, ""),
+    ] {
+        let answer = app.run_sample_v2(operation, &j).await;
+        assert_eq!(answer.status(), status, "{operation}");
+        let body = answer.text().await.unwrap();
+        assert!(body.contains(expected), "{operation}: {body}");
+    }
+
+    let aborted = job_id(app.run_sample_v2("createJob", &[]).await).await;
+    let answer = app.run_sample_v2("abortJob", &[("JOB_ID", &aborted)]).await;
+    assert!(answer.text().await.unwrap().contains("\"Aborted\""));
+
+    let file_job = job_id(app.run_sample_v2("createJob", &[]).await).await;
+    let query = app.upload_query(&[("jobId", &file_job), ("apiVersion", "59.0")]);
+    let answer = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_uploadJobFile?{query}",
+            app.proxy
+        ))
+        .header("content-type", "text/csv")
+        .body(app.sample_v2("contacts.csv", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    let closed = app
+        .run_sample_v2("closeJob", &[("JOB_ID", &file_job)])
+        .await;
+    assert_eq!(closed.status(), 200);
+
+    // Four Contacts are stored now: a query in two pages of 2 rows, by hand and all at once.
+    let query_job = job_id(app.run_sample_v2("createQueryJob", &[]).await).await;
+    let q = [("JOB_ID", query_job.as_str())];
+    let info = app.run_sample_v2("getQueryJobInfo", &q).await;
+    assert!(info.text().await.unwrap().contains("\"JobComplete\""));
+    let first = app.run_sample_v2("getQueryJobResults", &q).await;
+    let locator = first.headers()["sforce-locator"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(locator, "null");
+    assert_eq!(first.text().await.unwrap().lines().count(), 3);
+    let locator_element = format!("<locator>{locator}</locator>");
+    let second = app
+        .run_sample_v2(
+            "getQueryJobResults",
+            &[
+                ("JOB_ID", &query_job),
+                ("<locator></locator>", &locator_element),
+            ],
+        )
+        .await;
+    assert_eq!(second.headers()["sforce-locator"], "null");
+    let all = app
+        .run_sample_v2(
+            "getQueryJobResults",
+            &[
+                ("JOB_ID", &query_job),
+                ("<allPages>false<", "<allPages>true<"),
+            ],
+        )
+        .await;
+    let all = all.text().await.unwrap();
+    assert!(
+        all.starts_with("\"Id\",\"FirstName\",\"LastName\",\"Email\"\n"),
+        "{all}"
+    );
+    assert_eq!(all.lines().count(), 5, "{all}");
+    assert!(all.contains("\"Katherine\",\"Johnson\""), "{all}");
+
+    let list = app.run_sample_v2("getAllQueryJobInfo", &[]).await;
+    assert!(list.text().await.unwrap().contains(&query_job));
+    let abort = app.run_sample_v2("abortQueryJob", &q).await;
+    assert_eq!(
+        abort.status(),
+        409,
+        "a finished query job cannot be aborted"
+    );
+    let delete = app.run_sample_v2("deleteQueryJob", &q).await;
+    assert_eq!(delete.status(), 204);
+}
+
+#[test]
+fn every_bulk2_demo_sample_has_a_salesforce_twin_with_the_same_fields() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let names = |dir: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(format!("{root}/{dir}"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let demo = names("samples/demo/v2");
+    assert_eq!(demo, names("samples/salesforce/v2"));
+    assert_eq!(
+        demo.len(),
+        17,
+        "an envelope per operation but uploadJobFile, and its CSV"
+    );
+    let elements = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix('<'))
+            .filter_map(|l| l.split('>').next())
+            .filter(|n| !n.starts_with('/') && *n != "tokenEndpointHostname")
+            .map(str::to_string)
+            .collect()
+    };
+    for name in demo.iter().filter(|n| n.ends_with(".xml")) {
+        let read = |dir: &str| std::fs::read_to_string(format!("{root}/{dir}/{name}")).unwrap();
+        assert_eq!(
+            elements(&read("samples/demo/v2")),
+            elements(&read("samples/salesforce/v2")),
+            "{name}"
+        );
+    }
+}

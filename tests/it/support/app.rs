@@ -198,7 +198,9 @@ impl TestApp {
     pub fn upload_query(&self, extra: &[(&str, &str)]) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         for (name, value) in self.credentials() {
-            query.append_pair(name, &value);
+            if !extra.iter().any(|(n, _)| *n == name) {
+                query.append_pair(name, &value);
+            }
         }
         for (name, value) in extra {
             query.append_pair(name, value);
