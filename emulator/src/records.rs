@@ -558,9 +558,10 @@ mod tests {
         assert_eq!(
             json_records(json).unwrap()[0],
             vec![
-                ("Age".to_string(), "3".to_string()),
-                ("LastName".to_string(), "D".to_string())
-            ]
+                ("LastName".to_string(), "D".to_string()),
+                ("Age".to_string(), "3".to_string())
+            ],
+            "the fields in the order sent"
         );
     }
 }

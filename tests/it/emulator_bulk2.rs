@@ -33,6 +33,38 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
     assert_eq!(info["jobType"], "V2Ingest");
     assert_eq!(info["apiVersion"], 59.0);
     assert_eq!(info["columnDelimiter"], "COMMA");
+    // The job info's fields in the order of the reference page (Salesforce's).
+    let names: Vec<&str> = info
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "operation",
+            "object",
+            "createdById",
+            "createdDate",
+            "systemModstamp",
+            "state",
+            "concurrencyMode",
+            "contentType",
+            "apiVersion",
+            "contentUrl",
+            "lineEnding",
+            "columnDelimiter",
+            "jobType",
+            "numberRecordsProcessed",
+            "numberRecordsFailed",
+            "retries",
+            "totalProcessingTime",
+            "apiActiveProcessingTime",
+            "apexProcessingTime"
+        ]
+    );
     let id = info["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("750"), "{id}");
     assert_eq!(

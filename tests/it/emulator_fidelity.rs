@@ -344,16 +344,17 @@ async fn the_refresh_grant_answers_like_salesforce() {
         .keys()
         .map(String::as_str)
         .collect();
+    // In the reference page's (Salesforce's) order.
     assert_eq!(
         keys,
         [
             "access_token",
-            "id",
-            "instance_url",
-            "issued_at",
-            "scope",
             "signature",
-            "token_type"
+            "scope",
+            "instance_url",
+            "id",
+            "token_type",
+            "issued_at"
         ]
     );
     assert_eq!(token["instance_url"], app.emulator);
