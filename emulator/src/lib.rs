@@ -285,8 +285,14 @@ impl Org {
             .collect()
     }
 
+    /// The 2.0 ingest jobs, each closed one moved on as its time has come (an emulator holds a
+    /// few, so looking at each on every call costs nothing worth a timer).
     fn ingest_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, v2::IngestJob>> {
-        self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner())
+        let mut jobs = self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for job in jobs.values_mut() {
+            job.advance(self);
+        }
+        jobs
     }
 
     fn query_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, v2::QueryJob>> {
@@ -357,8 +363,14 @@ pub fn router(org: Arc<Org>) -> Router {
             "/services/data/{version}/jobs/ingest/{job_id}/batches",
             axum::routing::put(v2::upload),
         )
+        // The result files, with the trailing slash of Salesforce's documentation or without it
+        // (as jsforce asks): Salesforce serves both.
         .route(
             "/services/data/{version}/jobs/ingest/{job_id}/successfulResults/",
+            get(|s, p, h| v2_results(v2::ResultFile::Successful, s, p, h)),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/successfulResults",
             get(|s, p, h| v2_results(v2::ResultFile::Successful, s, p, h)),
         )
         .route(
@@ -366,7 +378,15 @@ pub fn router(org: Arc<Org>) -> Router {
             get(|s, p, h| v2_results(v2::ResultFile::Failed, s, p, h)),
         )
         .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/failedResults",
+            get(|s, p, h| v2_results(v2::ResultFile::Failed, s, p, h)),
+        )
+        .route(
             "/services/data/{version}/jobs/ingest/{job_id}/unprocessedrecords/",
+            get(|s, p, h| v2_results(v2::ResultFile::Unprocessed, s, p, h)),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job_id}/unprocessedrecords",
             get(|s, p, h| v2_results(v2::ResultFile::Unprocessed, s, p, h)),
         )
         .route(

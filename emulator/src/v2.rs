@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query as UrlQuery, State};
@@ -47,6 +48,8 @@ pub struct IngestJob {
     results: Vec<(Vec<(String, String)>, RecordResult)>,
     /// The uploaded header, for the result files.
     columns: Vec<String>,
+    /// Once closed, until it has run: when it shows `InProgress`, and when it runs.
+    finishing: Option<(Instant, Instant)>,
 }
 
 /// A refusal, answered as [`error`] does.
@@ -151,6 +154,28 @@ impl IngestJob {
     }
 
     /// Runs the uploaded rows against the org's records.
+    /// Closes the job: it shows `InProgress` after half of `emulator.batch_processing_ms` and
+    /// runs when all of it has passed, as Salesforce's jobs take their time.
+    fn close(&mut self, processing: Duration) {
+        let now = Instant::now();
+        self.state = "UploadComplete";
+        self.finishing = Some((now + processing / 2, now + processing));
+    }
+
+    /// Moves a closed job on as its time has come.
+    pub(super) fn advance(&mut self, org: &Org) {
+        let Some((busy, done)) = self.finishing else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= done {
+            self.finishing = None;
+            self.run(org);
+        } else if now >= busy {
+            self.state = "InProgress";
+        }
+    }
+
     fn run(&mut self, org: &Org) {
         let text = String::from_utf8_lossy(&self.data).into_owned();
         let rows = match csv_records(&text) {
@@ -239,6 +264,7 @@ pub async fn create(
         data: Vec::new(),
         results: Vec::new(),
         columns: Vec::new(),
+        finishing: None,
     };
     let info = job.info();
     org.ingest_jobs().insert(job.id.clone(), job);
@@ -363,13 +389,14 @@ pub async fn update(
             let open = job.state == "Open";
             match wanted.as_deref() {
                 Some("UploadComplete") if open => {
-                    job.state = "UploadComplete";
-                    let answer = json(StatusCode::OK, job.info());
-                    job.run(&org_for_run);
-                    answer
+                    job.close(Duration::from_millis(
+                        org_for_run.settings.batch_processing_ms,
+                    ));
+                    json(StatusCode::OK, job.info())
                 }
-                Some("Aborted") if open || job.state == "UploadComplete" => {
+                Some("Aborted") if open || job.finishing.is_some() => {
                     job.state = "Aborted";
+                    job.finishing = None;
                     json(StatusCode::OK, job.info())
                 }
                 Some("UploadComplete" | "Aborted") => error(

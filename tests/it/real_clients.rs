@@ -1,16 +1,21 @@
 //! Clients written against Salesforce work against the emulator unchanged: Python's
-//! `salesforce-bulk` and Node's `jsforce` (installed under the target directory on first run, from
-//! PyPI and the npm registry) load records, wait for their batch, read the results, and query
-//! them back.
+//! `salesforce-bulk` and Node's `jsforce` 1.x (Bulk API 1.0) and 3.x (its `bulk2`, Bulk API 2.0),
+//! installed under the target directory on first run from PyPI and the npm registry, load
+//! records, wait for their batch or job, read the results, and query them back.
 
 use std::path::PathBuf;
 use std::process::Command;
+
+use sfbulk_emulator::RecordedRequest;
 
 use crate::support::spawn_app_with;
 
 /// The client versions the emulator is checked against.
 const SALESFORCE_BULK: &str = "salesforce-bulk==2.2.0";
 const JSFORCE: &str = "jsforce@1.11.1";
+/// 1.x has no `bulk2`; 3.x is installed beside it, in a prefix of its own. 3.10.16 is the last
+/// release that runs on the machine's Node.js 20 (later ones need 22, through undici 8).
+const JSFORCE_3: &str = "jsforce@3.10.16";
 
 /// A Python with `salesforce-bulk`, made once per target directory.
 fn python_with_salesforce_bulk() -> PathBuf {
@@ -48,29 +53,75 @@ fn python_with_salesforce_bulk() -> PathBuf {
     python
 }
 
-/// `node_modules` holding `jsforce`, made once per target directory.
-fn node_modules_with_jsforce() -> PathBuf {
-    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jsforce");
+/// `node_modules` holding `package` (`jsforce@VERSION`), made once per target directory in the
+/// folder `prefix`.
+fn node_modules_with(prefix: &str, package: &str) -> PathBuf {
+    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(prefix);
     let modules = prefix.join("node_modules");
-    if modules.join("jsforce/package.json").exists() {
+    let version = package.rsplit('@').next().unwrap();
+    let installed_version = std::fs::read_to_string(modules.join("jsforce/package.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| json["version"].as_str().map(str::to_string));
+    if installed_version.as_deref() == Some(version) {
         return modules;
     }
     let installed = Command::new("npm")
         .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
         .arg(&prefix)
-        .arg(JSFORCE)
+        .arg(package)
         .status();
     assert!(
         installed.is_ok_and(|s| s.success()),
-        "could not install {JSFORCE} from the npm registry"
+        "could not install {package} from the npm registry"
     );
     modules
 }
 
-/// Runs a client script against a fresh emulator whose batches take half a second, so the
-/// client has to poll; checks the steps it reports and that it did poll.
-async fn run_client(program: PathBuf, script: &str, env: &[(&str, String)], steps: &[&str]) {
-    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = 500).await;
+/// A client script, and what to expect of its run.
+struct Client<'a> {
+    program: PathBuf,
+    script: &'a str,
+    env: Vec<(&'a str, String)>,
+    /// Lines it must print.
+    steps: &'a [&'a str],
+    /// Generated Contacts the emulator's queries return after the stored ones.
+    generated_contacts: u64,
+    /// Whether a request the emulator received is a read of the batch's or job's state.
+    is_poll: fn(&RecordedRequest) -> bool,
+}
+
+/// A read of a Bulk API 1.0 batch's state.
+fn batch_poll(r: &RecordedRequest) -> bool {
+    r.method == "GET" && r.uri.contains("/batch/") && !r.uri.contains("/result")
+}
+
+/// A read of a Bulk API 2.0 ingest job's state.
+fn ingest_job_poll(r: &RecordedRequest) -> bool {
+    r.method == "GET"
+        && r.uri.contains("/jobs/ingest/")
+        && r.uri
+            .rsplit('/')
+            .next()
+            .is_some_and(|id| id.starts_with("750"))
+}
+
+/// Runs a client script against a fresh emulator whose batches and jobs take half a second, so
+/// the client has to poll; checks the steps it reports and that it did poll.
+async fn run_client(client: Client<'_>) {
+    let Client {
+        program,
+        script,
+        env,
+        steps,
+        generated_contacts,
+        is_poll,
+    } = client;
+    let app = spawn_app_with(|s| {
+        s.emulator.batch_processing_ms = 500;
+        s.emulator.generated_contacts = generated_contacts;
+    })
+    .await;
     let output = tokio::process::Command::new(program)
         .arg(format!(
             "{}/tests/clients/{script}",
@@ -99,33 +150,62 @@ async fn run_client(program: PathBuf, script: &str, env: &[(&str, String)], step
         .org
         .recorded_requests()
         .iter()
-        .filter(|r| r.method == "GET" && r.uri.contains("/batch/") && !r.uri.contains("/result"))
+        .filter(|r| is_poll(r))
         .count();
     assert!(
         polls >= 2,
-        "the client polled the batch state ({polls} reads)"
+        "the client polled the batch or job state ({polls} reads)"
     );
 }
 
 #[tokio::test]
 async fn pythons_salesforce_bulk_loads_and_queries_against_the_emulator() {
-    run_client(
-        python_with_salesforce_bulk(),
-        "salesforce_bulk_flow.py",
-        &[],
-        &["load ok 003", "query ok 1", "closed job refused ok"],
-    )
+    run_client(Client {
+        program: python_with_salesforce_bulk(),
+        script: "salesforce_bulk_flow.py",
+        env: Vec::new(),
+        steps: &["load ok 003", "query ok 1", "closed job refused ok"],
+        generated_contacts: 0,
+        is_poll: batch_poll,
+    })
     .await;
 }
 
 #[tokio::test]
 async fn jsforce_loads_and_queries_against_the_emulator() {
-    let modules = node_modules_with_jsforce();
-    run_client(
-        PathBuf::from("node"),
-        "jsforce_flow.js",
-        &[("NODE_PATH", modules.display().to_string())],
-        &["load ok 003", "query ok 1"],
-    )
+    let modules = node_modules_with("jsforce", JSFORCE);
+    run_client(Client {
+        program: PathBuf::from("node"),
+        script: "jsforce_flow.js",
+        env: vec![("NODE_PATH", modules.display().to_string())],
+        steps: &["load ok 003", "query ok 1"],
+        generated_contacts: 0,
+        is_poll: batch_poll,
+    })
+    .await;
+}
+
+/// Rows the 2.0 query returns after the loaded one: three of the emulator's default pages.
+const BULK2_GENERATED: u64 = 25_000;
+
+#[tokio::test]
+async fn jsforce_bulk2_loads_and_queries_pages_against_the_emulators_bulk_api_2() {
+    let modules = node_modules_with("jsforce3", JSFORCE_3);
+    let rows = (BULK2_GENERATED + 1).to_string();
+    run_client(Client {
+        program: PathBuf::from("node"),
+        script: "jsforce_bulk2_flow.js",
+        env: vec![
+            ("NODE_PATH", modules.display().to_string()),
+            ("SFBULK_GENERATED_CONTACTS", BULK2_GENERATED.to_string()),
+        ],
+        steps: &[
+            "load ok 003",
+            &format!("query ok {rows}"),
+            "aborted job refused ok",
+        ],
+        generated_contacts: BULK2_GENERATED,
+        is_poll: ingest_job_poll,
+    })
     .await;
 }
