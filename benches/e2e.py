@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,6 +265,40 @@ def stream(url, body=None, headers=()):
     return int(size) / float(seconds) / 1e6, int(size)
 
 
+def stream_pages(url, headers):
+    """MB/s, bytes and pages for a client reading every page of a Bulk API 2.0 query result by hand
+    (what a flow does without allPages): the locators are collected first, untimed, then one curl
+    reads every page in order over one kept-alive connection, so the baseline is curl's speed and
+    not a script's."""
+    import http.client
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.netloc)
+    locators, locator = [None], None
+    while True:
+        path = parsed.path if locator is None else f"{parsed.path}?locator={urllib.parse.quote(locator, safe='')}"
+        connection.request("GET", path, headers=dict(headers))
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        locator = response.getheader("Sforce-Locator", "null")
+        while response.read(1 << 20):
+            pass
+        if locator == "null":
+            break
+        locators.append(locator)
+    connection.close()
+    args = ["taskset", "-c", LOAD_CORE, "curl", "-sS", "-w", "%{size_download}\n"]
+    for name, value in headers:
+        args += ["-H", f"{name}: {value}"]
+    for locator in locators:
+        page = url if locator is None else f"{url}?locator={urllib.parse.quote(locator, safe='')}"
+        args += ["-o", "/dev/null", page]
+    started = time.monotonic()
+    sizes = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    seconds = time.monotonic() - started
+    total = sum(int(size) for size in sizes)
+    return total / seconds / 1e6, total, len(locators)
+
+
 def check_ports_free():
     """A leftover server on one of our ports would answer for the one we start, so refuse to run."""
     for address in (EMULATOR, NGINX, PROXY, REDIS, REDIS_PROXY) + ((BASELINE_PROXY,) if BASELINE else ()):
@@ -362,15 +397,39 @@ def main():
                                     body=envelope("getBulkQueryResults", {"jobId": query_job, "batchId": batch, "resultId": result}))
     stream_rss = peak_rss_mb(proxy)
     assert proxy_size == size, (proxy_size, size)
+    processes.remove(proxy)
+    proxy.send_signal(signal.SIGTERM)
+    proxy.wait()
+
+    # Bulk API 2.0: the same rows as a query job's pages (Salesforce's default of 10,000 rows a
+    # page), read page by page directly, then in one allPages answer through a fresh proxy.
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    v2_job = json.loads(http("POST", f"http://{EMULATOR}/services/data/v59.0/jobs/query",
+                             json.dumps({"operation": "query",
+                                         "query": "SELECT Id, FirstName, LastName, Email, Description FROM Contact"}).encode(),
+                             {**bearer, "Content-Type": "application/json"}))["id"]
+    v2_direct_mbps, v2_size, v2_pages = stream_pages(
+        f"http://{EMULATOR}/services/data/v59.0/jobs/query/{v2_job}/results", bearer.items())
+    proxy = start_proxy()
+    v2_proxy_mbps, v2_proxy_size = stream(f"http://{PROXY}/services/salesforcebulkv2_getQueryJobResults",
+                                          body=envelope("getQueryJobResults", {"apiVersion": "59.0", "jobId": v2_job,
+                                                                               "allPages": "true"}))
+    v2_rss = peak_rss_mb(proxy)
+    # One header line for the whole answer instead of one a page.
+    header = len("\"Id\",\"FirstName\",\"LastName\",\"Email\",\"Description\"\n")
+    assert v2_proxy_size == v2_size - (v2_pages - 1) * header, (v2_proxy_size, v2_size, v2_pages)
     stop_all()
+    all_pages = (v2_proxy_size, v2_pages, v2_direct_mbps, v2_proxy_mbps, v2_rss)
 
     ready_ms = start_to_ready()
     print(f"stream: {size / 1e9:.2f} GB, direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s, proxy peak RSS {stream_rss:.1f} MB")
+    print(f"allPages: {v2_proxy_size / 1e9:.2f} GB in {v2_pages} pages, page by page directly {v2_direct_mbps:.0f} MB/s, "
+          f"one answer through the proxy {v2_proxy_mbps:.0f} MB/s, proxy peak RSS {v2_rss:.1f} MB")
     print(f"start to ready: {ready_ms:.1f} ms (median of 5)")
-    report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms)
+    report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms, all_pages)
 
 
-def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms):
+def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms, all_pages):
     median = statistics.median
     runs = {}
     for r in rows:
@@ -436,6 +495,9 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
                          f"{cell(ratios('proxy createJob', 'baseline createJob', c, 'cpu_us'), 2)} |")
     lines += ["", f"Streaming {size / 1e9:.2f} GB: direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
               f"({proxy_mbps / direct_mbps:.2f} of direct), proxy peak RSS {stream_rss:.1f} MB.",
+              f"Bulk API 2.0 allPages, {all_pages[0] / 1e9:.2f} GB in {all_pages[1]} pages: page by page directly "
+              f"{all_pages[2]:.0f} MB/s, one answer through the proxy {all_pages[3]:.0f} MB/s "
+              f"({all_pages[3] / all_pages[2]:.2f} of direct), proxy peak RSS {all_pages[4]:.1f} MB.",
               f"Proxy peak RSS over all load runs: {rss_after_load:.1f} MB. Start to ready: {ready_ms:.1f} ms (median of 5).",
               f"Machine: {os.cpu_count()} cores; hop and upstream on core {HOP_CORE}, load generator on core {LOAD_CORE} "
               f"(streaming: proxy on core {HOP_CORE}, emulator and curl on core {LOAD_CORE}); "

@@ -148,6 +148,17 @@ where
     Response::from_parts(parts, Body::new(body))
 }
 
+/// How an answer's body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// All of it went out.
+    Complete,
+    /// The caller went away before its end.
+    CallerLeft,
+    /// What it relayed failed midway.
+    SourceFailed,
+}
+
 /// What a request's line says, kept until its answer is done.
 struct AccessLine {
     method: Method,
@@ -166,8 +177,8 @@ struct AccessLine {
 }
 
 impl AccessLine {
-    /// Logs the line and counts the request: `bytes` of body sent, `complete` when all of it.
-    fn write(self, bytes: u64, complete: bool) {
+    /// Logs the line and counts the request: `bytes` of body sent, and how the body ended.
+    fn write(self, bytes: u64, ending: Ending) {
         let duration = self.started.elapsed();
         self.metrics.request_done(
             self.operation,
@@ -207,8 +218,14 @@ impl AccessLine {
             Some(f) if f.code == Fault::CLIENT_ABORTED => {
                 access_line!(tracing::Level::WARN, "request aborted by the caller")
             }
-            _ if !complete => {
+            _ if ending == Ending::CallerLeft => {
                 access_line!(tracing::Level::WARN, "answer aborted by the caller")
+            }
+            _ if ending == Ending::SourceFailed => {
+                access_line!(
+                    tracing::Level::ERROR,
+                    "answer cut off: what it relayed failed midway"
+                )
             }
             Some(_) if self.status.is_server_error() => {
                 access_line!(tracing::Level::ERROR, "request failed")
@@ -270,9 +287,9 @@ struct LoggedBody {
 }
 
 impl LoggedBody {
-    fn finish(&mut self, complete: bool) {
+    fn finish(&mut self, ending: Ending) {
         if let Some(line) = self.line.take() {
-            line.write(self.bytes, complete);
+            line.write(self.bytes, ending);
         }
     }
 }
@@ -292,11 +309,13 @@ impl http_body::Body for LoggedBody {
                     self.bytes += data.len() as u64;
                 }
                 if self.inner.is_end_stream() {
-                    self.finish(true);
+                    self.finish(Ending::Complete);
                 }
             }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(None) => self.finish(Ending::Complete),
+            // The body's own source broke (Salesforce's answer, a page of `allPages`): the
+            // caller is still there, and sees the answer cut off.
+            Poll::Ready(Some(Err(_))) => self.finish(Ending::SourceFailed),
             Poll::Pending => {}
         }
         polled
@@ -314,8 +333,12 @@ impl http_body::Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         // An empty body is never polled; one dropped before its end lost its caller.
-        let complete = http_body::Body::is_end_stream(&self.inner);
-        self.finish(complete);
+        let ending = if http_body::Body::is_end_stream(&self.inner) {
+            Ending::Complete
+        } else {
+            Ending::CallerLeft
+        };
+        self.finish(ending);
     }
 }
 

@@ -124,11 +124,7 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
                 return Outcome::Failed(format!("InvalidBatch : Failed to process query: {e}"))
             }
         };
-        let stored = org
-            .records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot(&job.object);
+        let stored = org.stored_records(&job.object);
         let generated = if job.object == GENERATED_OBJECT {
             org.settings.generated_contacts
         } else {

@@ -285,6 +285,16 @@ impl Org {
             .collect()
     }
 
+    /// The records of `object` now, as a query sees them: a 2.0 ingest job whose time has come
+    /// has run first.
+    fn stored_records(&self, object: &str) -> Vec<records::Record> {
+        drop(self.ingest_jobs());
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(object)
+    }
+
     /// The 2.0 ingest jobs, each closed one moved on as its time has come (an emulator holds a
     /// few, so looking at each on every call costs nothing worth a timer).
     fn ingest_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, v2::IngestJob>> {

@@ -698,11 +698,7 @@ pub async fn create_query(
             ),
         );
     };
-    let stored = org
-        .records
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .snapshot(&object);
+    let stored = org.stored_records(&object);
     let generated = if object == GENERATED_OBJECT {
         org.settings.generated_contacts
     } else {

@@ -477,6 +477,13 @@ async fn a_page_that_cannot_be_read_ends_the_answer_with_an_error_not_a_short_fi
         text.contains("page 2: Salesforce answered 401") && text.contains("INVALID_SESSION_ID"),
         "{text}"
     );
+    assert!(
+        text.lines().any(
+            |l| l.contains("answer cut off: what it relayed failed midway")
+                && l.contains("operation=\"getQueryJobResults\"")
+        ),
+        "the access line says the answer was cut off, not that the caller left: {text}"
+    );
 }
 
 #[tokio::test]
