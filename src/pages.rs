@@ -158,6 +158,7 @@ impl Pager {
         let mut total = number_of_records(&headers);
         let mut next = headers.get(LOCATOR).cloned();
         let mut page = 1;
+        let mut previous: Option<Locator> = None;
         let mut body = body;
         loop {
             match Self::pass_page(page, body, &mut header, &out).await {
@@ -170,6 +171,15 @@ impl Pager {
                 Ok(None) => break,
                 Err(error) => return fail(&out, error).await,
             };
+            // An answer that names the page it is would be read for ever.
+            if previous.as_ref() == Some(&locator) {
+                let error = PageError::Unexpected {
+                    page,
+                    reason: "Salesforce named the same locator twice running".into(),
+                };
+                return fail(&out, error).await;
+            }
+            previous = Some(locator.clone());
             page += 1;
             let (answer, renewed) = match self.read_page(page, &locator, session).await {
                 Ok(read) => read,

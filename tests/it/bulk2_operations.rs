@@ -592,3 +592,74 @@ async fn the_json_envelope_flavour_works_for_2_0_too_and_metrics_and_logs_say_bu
         "{text}"
     );
 }
+
+/// A stand-in for Salesforce (no emulator code) whose every result page is `csv` and names the
+/// locator `QUJD` next: the proxy's `allPages` answer through it, read to its end or its break.
+async fn all_pages_from_canned(csv: &str) -> (String, bool, Vec<String>) {
+    let (salesforce, seen) = crate::support::canned_server(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nSforce-Locator: QUJD\r\n\
+             Sforce-NumberOfRecords: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{csv}",
+            csv.len()
+        ),
+        std::time::Duration::ZERO,
+    )
+    .await;
+    let salesforce = format!("http://{salesforce}");
+    let mut settings = crate::support::test_settings();
+    settings.salesforce.allowed_origins.push(salesforce.clone());
+    let proxy = crate::support::spawn_proxy(&settings).await;
+    let envelope = crate::support::envelope(
+        "getQueryJobResults",
+        &[
+            ("accessToken", "00D000000000001!token"),
+            ("apiUrl", &salesforce),
+            ("jobId", "750x"),
+            ("allPages", "true"),
+        ],
+    );
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{proxy}/services/salesforcebulkv2_getQueryJobResults"
+        ))
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.bytes_stream();
+    let (mut received, mut broke) = (Vec::new(), false);
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => received.extend_from_slice(&chunk),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+        assert!(
+            received.len() < 1_000_000,
+            "the pages are being read for ever"
+        );
+    }
+    let requests = seen.lock().unwrap().clone();
+    (String::from_utf8(received).unwrap(), broke, requests)
+}
+
+#[tokio::test]
+async fn a_result_whose_pages_name_themselves_is_cut_off_not_read_for_ever() {
+    let (csv, broke, requests) = all_pages_from_canned("\"Id\"\n\"003A\"\n").await;
+    assert!(broke, "the answer ended as if whole: {csv}");
+    // Page 2's row may or may not have gone out before the break; nothing after it did.
+    assert!(
+        csv == "\"Id\"\n\"003A\"\n" || csv == "\"Id\"\n\"003A\"\n\"003A\"\n",
+        "{csv}"
+    );
+    assert_eq!(
+        requests,
+        [
+            "GET /services/data/v59.0/jobs/query/750x/results HTTP/1.1",
+            "GET /services/data/v59.0/jobs/query/750x/results?locator=QUJD HTTP/1.1"
+        ]
+    );
+}
