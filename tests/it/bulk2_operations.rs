@@ -405,19 +405,27 @@ async fn an_expired_session_is_refreshed_on_401_and_the_call_made_once_more() {
     assert_ne!(refused.session, retried.session);
 }
 
-#[tokio::test]
-async fn a_session_that_expires_between_pages_is_renewed_and_that_page_read_again() {
+/// `allPages` over [`ROWS`] rows in pages of 10, with `fields` added to the envelope, where the
+/// session has expired when the second page is asked for.
+async fn all_pages_expiring_after_the_first(
+    fields: &[(&str, &str)],
+) -> (TestApp, reqwest::Response) {
     let app = spawn_app_with(|s| s.emulator.generated_contacts = ROWS).await;
     let job = app.create_query_job().await;
-    // The first page is read; the session has expired when the second is asked for.
     app.org.expire_sessions_after(1);
+    let mut all_fields = vec![
+        ("jobId", job.as_str()),
+        ("maxRecords", "10"),
+        ("allPages", "true"),
+    ];
+    all_fields.extend_from_slice(fields);
+    let answer = app.call_v2("getQueryJobResults", &all_fields).await;
+    (app, answer)
+}
 
-    let all = app
-        .call_v2(
-            "getQueryJobResults",
-            &[("jobId", &job), ("maxRecords", "10"), ("allPages", "true")],
-        )
-        .await;
+#[tokio::test]
+async fn a_session_that_expires_between_pages_is_renewed_and_that_page_read_again() {
+    let (app, all) = all_pages_expiring_after_the_first(&[]).await;
     assert_eq!(all.status(), 200);
     let csv = all.text().await.unwrap();
 
@@ -436,22 +444,8 @@ async fn a_session_that_expires_between_pages_is_renewed_and_that_page_read_agai
 #[tokio::test]
 async fn a_page_that_cannot_be_read_ends_the_answer_with_an_error_not_a_short_file() {
     let logs = LogCapture::install(tracing::Level::WARN);
-    let app = spawn_app_with(|s| s.emulator.generated_contacts = ROWS).await;
-    let job = app.create_query_job().await;
-    app.org.expire_sessions_after(1);
-
     // Without a refresh token the session cannot be renewed: page 2 is Salesforce's 401.
-    let all = app
-        .call_v2(
-            "getQueryJobResults",
-            &[
-                ("jobId", &job),
-                ("maxRecords", "10"),
-                ("allPages", "true"),
-                ("refreshToken", ""),
-            ],
-        )
-        .await;
+    let (_app, all) = all_pages_expiring_after_the_first(&[("refreshToken", "")]).await;
     assert_eq!(all.status(), 200);
     let mut body = all.bytes_stream();
     let mut received = Vec::new();
