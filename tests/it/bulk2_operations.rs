@@ -657,3 +657,51 @@ async fn a_result_whose_pages_name_themselves_is_cut_off_not_read_for_ever() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_action_path_and_api_usage_work_for_2_0_as_for_1_0() {
+    let app = spawn_app().await;
+    app.org.send_limit_info(Some("api-usage=25/15000"));
+    let by_action = app
+        .http
+        .post(format!("{}/services/salesforcebulkv2", app.proxy))
+        .header("soapaction", "\"urn:getAllQueryJobInfo\"")
+        .body(app.envelope_v2("getAllQueryJobInfo", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_action.status(), 200);
+    assert_eq!(
+        by_action.headers()["sforce-limit-info"],
+        "api-usage=25/15000"
+    );
+    assert_eq!(by_action.json_value().await.unwrap()["done"], true);
+    let metrics = app.metrics().await;
+    let org = app
+        .settings
+        .emulator
+        .access_token
+        .expose()
+        .split('!')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        metrics.contains(&format!("sfbulk_salesforce_api_usage{{org=\"{org}\"}} 25")),
+        "{metrics}"
+    );
+    // A 1.0 operation's name on the 2.0 Action path is not a 2.0 operation.
+    let unknown = app
+        .http
+        .post(format!("{}/services/salesforcebulkv2", app.proxy))
+        .header("action", "urn:getBatchStatus")
+        .body(app.envelope_v2("getBatchStatus", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.json_value().await.unwrap()[0]["errorCode"],
+        "SFBULK_UNKNOWN_OPERATION"
+    );
+}
