@@ -42,6 +42,10 @@ pub enum EnvelopeError {
     /// A field's value cannot be used; the reason never quotes a secret.
     #[error("invalid <{field}>: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// CSV data in `field` holds no line break, so it cannot be a header and records: the usual
+    /// cause is `curl -d`, which strips them.
+    #[error("<{0}> holds CSV without a line break, so it has a header and no records; curl -d strips line breaks from the file it sends: use --data-binary")]
+    SingleLineCsv(&'static str),
 }
 
 /// Named values, wherever they came from.

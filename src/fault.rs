@@ -51,6 +51,9 @@ pub enum Fault {
     /// 400: a field's value cannot be used; the reason never quotes a secret.
     #[error("invalid <{field}>: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// 400: CSV data of one line (a header, no records), as `curl -d` makes of a file.
+    #[error("{0}")]
+    SingleLineCsv(String),
     /// 403: a URL the proxy was asked to contact is not on the allow-list.
     #[error("<{field}>: {reason}")]
     OriginRefused { field: &'static str, reason: String },
@@ -103,6 +106,7 @@ impl From<crate::envelope::EnvelopeError> for Fault {
             EnvelopeError::UnsupportedMediaType(media) => Fault::UnsupportedMediaType(media),
             EnvelopeError::MissingField(field) => Fault::MissingField(field),
             EnvelopeError::InvalidField { field, reason } => Fault::InvalidField { field, reason },
+            EnvelopeError::SingleLineCsv(_) => Fault::SingleLineCsv(error.to_string()),
             EnvelopeError::Xml(_)
             | EnvelopeError::NestedXml { .. }
             | EnvelopeError::Json(_)
@@ -193,7 +197,8 @@ impl Fault {
             Fault::InvalidEnvelope(_)
             | Fault::WrongOperation { .. }
             | Fault::MissingField(_)
-            | Fault::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            | Fault::InvalidField { .. }
+            | Fault::SingleLineCsv(_) => StatusCode::BAD_REQUEST,
             Fault::OriginRefused { .. } => StatusCode::FORBIDDEN,
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -218,6 +223,7 @@ impl Fault {
             Fault::WrongOperation { .. } => "SFBULK_WRONG_OPERATION",
             Fault::MissingField(_) => "SFBULK_MISSING_FIELD",
             Fault::InvalidField { .. } => "SFBULK_INVALID_FIELD",
+            Fault::SingleLineCsv(_) => "SFBULK_CSV_SINGLE_LINE",
             Fault::OriginRefused { .. } => "SFBULK_ORIGIN_NOT_ALLOWED",
             Fault::RefreshRejected { .. } => "SFBULK_REFRESH_REJECTED",
             Fault::Unauthorized => "SFBULK_UNAUTHORIZED",

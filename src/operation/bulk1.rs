@@ -4,8 +4,8 @@ use axum::body::Bytes;
 use axum::http::Method;
 
 use super::{
-    id, unindent_csv, JsonMembers, UploadTarget, UpstreamCall, CSV_CONTENT_TYPE, JSON_CONTENT_TYPE,
-    XML_CONTENT_TYPE,
+    id, multi_line_csv, unindent_csv, JsonMembers, UploadTarget, UpstreamCall, CSV_CONTENT_TYPE,
+    JSON_CONTENT_TYPE, XML_CONTENT_TYPE,
 };
 use crate::body::Payload;
 use crate::envelope::{media_type, Envelope, EnvelopeError, Fields, Format};
@@ -74,6 +74,11 @@ pub(super) fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeErr
             } else {
                 JSON_CONTENT_TYPE
             };
+            let body = if !is_query && kind.as_deref() == Some("text/csv") {
+                multi_line_csv(body, "objects")?
+            } else {
+                body
+            };
             (declared.unwrap_or(default).to_string(), body)
         }
         Format::Xml => {
@@ -86,7 +91,10 @@ pub(super) fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeErr
                     declared.unwrap_or(CSV_CONTENT_TYPE).to_string(),
                     values.text.trim().to_string(),
                 ),
-                Some("text/csv") => (CSV_CONTENT_TYPE.to_string(), unindent_csv(&values.text)),
+                Some("text/csv") => (
+                    CSV_CONTENT_TYPE.to_string(),
+                    multi_line_csv(unindent_csv(&values.text), "objects")?,
+                ),
                 Some("application/json") => (JSON_CONTENT_TYPE.to_string(), values.text.trim().to_string()),
                 None | Some("application/xml") => (
                     XML_CONTENT_TYPE.to_string(),

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::http::Method;
 
 use super::{
-    get, id, unindent_csv, JsonMembers, Locator, Pages, UploadTarget, UpstreamCall,
+    get, id, multi_line_csv, unindent_csv, JsonMembers, Locator, Pages, UploadTarget, UpstreamCall,
     CSV_CONTENT_TYPE, JSON_CONTENT_TYPE,
 };
 use crate::body::Payload;
@@ -67,6 +67,7 @@ pub(super) fn upload_job_data(envelope: &Envelope) -> Result<UpstreamCall, Envel
         Format::Xml => unindent_csv(text),
         Format::Json => text.to_string(),
     };
+    let csv = multi_line_csv(csv, "inputData")?;
     Ok(UpstreamCall {
         method: Method::PUT,
         path,

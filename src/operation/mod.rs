@@ -311,6 +311,16 @@ pub fn unindent_csv(text: &str) -> String {
     csv
 }
 
+/// `csv`, refused when it holds no line break: a header with no records is never a batch, and
+/// `curl -d` (which WSO2's documentation uses) strips the line breaks of the file it sends.
+fn multi_line_csv(csv: String, field: &'static str) -> Result<String, EnvelopeError> {
+    if csv.contains(['\n', '\r']) {
+        Ok(csv)
+    } else {
+        Err(EnvelopeError::SingleLineCsv(field))
+    }
+}
+
 fn id(fields: &dyn Fields, field: &'static str) -> Result<SalesforceId, EnvelopeError> {
     SalesforceId::parse(fields.required(field)?)
         .map_err(|reason| EnvelopeError::InvalidField { field, reason })

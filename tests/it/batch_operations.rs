@@ -411,3 +411,71 @@ async fn batches_without_values_and_calls_without_an_action_are_refused_locally(
         .contains("no Action or SOAPAction header"));
     assert!(app.org.recorded_requests().is_empty());
 }
+
+/// What `curl -d @file` makes of a pretty-printed CSV envelope: its line breaks gone.
+const FLATTENED_CSV: &str = "   FirstName,LastName   Ada,Lovelace   Grace,Hopper   ";
+
+#[tokio::test]
+async fn a_csv_batch_without_a_line_break_is_refused_naming_curl_d_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    let before = app.bulk_requests().len();
+    let objects = format!("<values>{FLATTENED_CSV}</values>");
+    for content_type in ["text/csv", "text/csv; charset=UTF-8"] {
+        let refused = app
+            .call_with(
+                "addBatch",
+                &[
+                    ("jobId", &job),
+                    ("contentType", content_type),
+                    ("objects", &objects),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status(), 400);
+        assert_eq!(
+            refused.headers()["x-sfbulk-proxy-fault"],
+            "SFBULK_CSV_SINGLE_LINE"
+        );
+        let text = refused.text().await.unwrap();
+        assert!(
+            text.contains("curl -d") && text.contains("--data-binary"),
+            "{text}"
+        );
+    }
+    // A JSON envelope's CSV string is held to the same rule.
+    let mut fields = serde_json::Map::new();
+    for (name, value) in app.credentials() {
+        fields.insert(name.into(), value.into());
+    }
+    fields.insert("jobId".into(), job.clone().into());
+    fields.insert("contentType".into(), "text/csv".into());
+    fields.insert("objects".into(), FLATTENED_CSV.into());
+    let refused = app
+        .http
+        .post(format!("{}/services/salesforcebulk_addBatch", app.proxy))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "addBatch": fields }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        app.bulk_requests().len(),
+        before,
+        "nothing went to Salesforce"
+    );
+
+    // A one-line query is a query, not CSV data.
+    let query = app
+        .call_with(
+            "addBatch",
+            &[
+                ("jobId", &job),
+                ("isQuery", "true"),
+                ("objects", "<values>SELECT Id FROM Contact</values>"),
+            ],
+        )
+        .await;
+    assert_ne!(query.status(), 400, "{}", query.text().await.unwrap());
+}

@@ -705,3 +705,31 @@ async fn the_action_path_and_api_usage_work_for_2_0_as_for_1_0() {
         "SFBULK_UNKNOWN_OPERATION"
     );
 }
+
+#[tokio::test]
+async fn upload_job_data_without_a_line_break_is_refused_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let job = app.create_ingest_job().await;
+    let before = app.bulk2_requests().len();
+    let refused = app
+        .call_v2(
+            "uploadJobData",
+            &[
+                ("jobId", &job),
+                ("inputData", "  FirstName,LastName   Ada,Lovelace  "),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let error = refused.json_value().await.unwrap();
+    assert_eq!(error[0]["errorCode"], "SFBULK_CSV_SINGLE_LINE");
+    assert!(error[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--data-binary"));
+    assert_eq!(
+        app.bulk2_requests().len(),
+        before,
+        "nothing went to Salesforce"
+    );
+}
