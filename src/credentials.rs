@@ -1,6 +1,8 @@
 //! The connection fields every envelope carries, parsed into where to call and with which
 //! credentials. Secrets stay [`Secret`]s from here on.
 
+use std::time::Duration;
+
 use crate::domain::{ApiVersion, IntervalTime};
 use crate::envelope::{EnvelopeError, Fields};
 use crate::origin::{AllowList, Origin, OriginRefused};
@@ -32,6 +34,9 @@ pub struct Credentials {
     pub access_token: Secret,
     /// Present when the caller gave what a refresh needs; then the token lives in the registry.
     pub grant: Option<RefreshGrant>,
+    /// WSO2 1.1's `timeout`: how long this call waits for Salesforce's answer, at most
+    /// `salesforce.response_timeout_secs`.
+    pub timeout: Option<Duration>,
 }
 
 /// What the OAuth refresh-token flow needs, plus where its result is kept.
@@ -83,8 +88,10 @@ impl Credentials {
         let grant = match envelope.optional("refreshToken") {
             None => None,
             Some(refresh_token) => Some(RefreshGrant {
+                // WSO2 1.1 names the registry entry `name`; 1.0 gave its path.
                 registry_path: envelope
                     .optional("registryPath")
+                    .or_else(|| envelope.optional("name"))
                     .unwrap_or(DEFAULT_REGISTRY_PATH)
                     .to_string(),
                 refresh_token: Secret::new(refresh_token),
@@ -105,11 +112,25 @@ impl Credentials {
                 },
             }),
         };
+        let timeout = match envelope.optional("timeout") {
+            None => None,
+            Some(raw) => Some(
+                IntervalTime::parse(raw)
+                    .ok()
+                    .map(IntervalTime::as_duration)
+                    .filter(|t| !t.is_zero())
+                    .ok_or_else(|| EnvelopeError::InvalidField {
+                        field: "timeout",
+                        reason: format!("{raw:?} is not a whole number of milliseconds above 0"),
+                    })?,
+            ),
+        };
         Ok(Credentials {
             api_version,
             instance,
             access_token,
             grant,
+            timeout,
         })
     }
 }
@@ -140,6 +161,42 @@ mod tests {
     fn parse(body: &'static str) -> Result<Credentials, CredentialsError> {
         let envelope = Envelope::parse(None, body.as_bytes().to_vec().into(), "getJob").unwrap();
         Credentials::from_fields(&envelope, &allow(), "https://login.salesforce.com", None)
+    }
+
+    #[test]
+    fn a_wso2_1_1_name_is_the_registry_path_when_there_is_none_and_timeout_is_milliseconds() {
+        let grant = |extra: &'static str| {
+            let body: &'static str = Box::leak(
+                format!(
+                    "<getJob><apiVersion>34</apiVersion><apiUrl>https://ap2.salesforce.com</apiUrl>\
+                     <accessToken>a</accessToken><refreshToken>r</refreshToken><clientId>c</clientId>{extra}</getJob>"
+                )
+                .into_boxed_str(),
+            );
+            parse(body)
+        };
+        let named = grant("<name>flow-a</name><timeout>2500</timeout>").unwrap();
+        assert_eq!(named.grant.unwrap().registry_path, "flow-a");
+        assert_eq!(named.timeout, Some(std::time::Duration::from_millis(2500)));
+        let both = grant("<registryPath>p</registryPath><name>flow-a</name>").unwrap();
+        assert_eq!(both.grant.unwrap().registry_path, "p", "registryPath wins");
+        assert_eq!(both.timeout, None);
+        for bad in [
+            "<timeout>0</timeout>",
+            "<timeout>soon</timeout>",
+            "<timeout>-5</timeout>",
+        ] {
+            assert!(
+                matches!(
+                    grant(bad),
+                    Err(CredentialsError::Field(EnvelopeError::InvalidField {
+                        field: "timeout",
+                        ..
+                    }))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub async fn call_as(
             call,
             &session.token,
             traceparent,
+            credentials.timeout,
         )
         .await?
         .ok_or(Fault::UploadNotReplayable {
@@ -94,6 +95,7 @@ async fn call_again(
             call,
             &renewed.token,
             traceparent,
+            credentials.timeout,
         )
         .await?
     {

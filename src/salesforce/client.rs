@@ -165,7 +165,9 @@ impl SalesforceClient {
     /// Sends `call` to `{instance}/services/async/{version}{path}` (1.0) or
     /// `{instance}/services/data/v{version}{path}` (2.0). Reads (GET) are repeated after a failed
     /// connection or a 502/503/504, up to `salesforce.read_retries` times; nothing else is.
-    /// `None` when the call's streamed body was already sent once.
+    /// `None` when the call's streamed body was already sent once. `answer_within` (a WSO2 1.1
+    /// envelope's `timeout`) shortens `salesforce.response_timeout_secs` for this call.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         api: Api,
@@ -174,7 +176,11 @@ impl SalesforceClient {
         call: &UpstreamCall,
         token: &Secret,
         traceparent: Option<&HeaderValue>,
+        answer_within: Option<Duration>,
     ) -> Result<Option<UpstreamResponse>, UpstreamError> {
+        let response_timeout = answer_within.map_or(self.response_timeout, |within| {
+            within.min(self.response_timeout)
+        });
         // The path is made of the API version and ids, each checked to be letters, digits and
         // dots, so it always makes a URI: a failure is the proxy's, not the caller's.
         let (base, session_header, scheme) = match api {
@@ -224,7 +230,11 @@ impl SalesforceClient {
                 headers.insert(TRACEPARENT, traceparent.clone());
             }
             let outcome = self
-                .timed_after_body(self.http.send(instance, request), &progress)
+                .timed_after_body(
+                    self.http.send(instance, request),
+                    &progress,
+                    response_timeout,
+                )
                 .await;
             let retry = attempt < retries
                 && match &outcome {
@@ -275,7 +285,8 @@ impl SalesforceClient {
         origin: &Origin,
         request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.timed(self.http.send(origin, request)).await
+        self.timed(self.http.send(origin, request), self.response_timeout)
+            .await
     }
 
     /// The answer to a request whose body is being sent: the response timeout starts once the
@@ -285,6 +296,7 @@ impl SalesforceClient {
         &self,
         sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
         progress: &Progress,
+        response_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut sending = std::pin::pin!(sending);
         while !progress.0.done.load(Ordering::Acquire) {
@@ -298,15 +310,16 @@ impl SalesforceClient {
                 }
             }
         }
-        self.timed(sending).await
+        self.timed(sending, response_timeout).await
     }
 
     async fn timed(
         &self,
         sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
+        response_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, sending).await {
-            Err(_) => Err(UpstreamError::NoAnswer(self.response_timeout)),
+        match tokio::time::timeout(response_timeout, sending).await {
+            Err(_) => Err(UpstreamError::NoAnswer(response_timeout)),
             Ok(result) => Ok(result?),
         }
     }

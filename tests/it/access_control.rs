@@ -232,3 +232,31 @@ async fn beyond_max_connections_per_origin_a_request_waits_briefly_then_is_refus
     // The place comes back when the connection closes.
     assert_eq!(slow.at_once(1).await[0].0, 200);
 }
+
+#[tokio::test]
+async fn a_wso2_1_1_envelopes_timeout_bounds_its_own_wait_for_salesforce() {
+    // Salesforce answers after 30 s; the proxy would wait salesforce.response_timeout_secs (30).
+    let slow = behind_slow_salesforce(Duration::from_secs(30), |_| {}).await;
+    let envelope = slow.envelope.replace(
+        "</getJob>",
+        "<name>flow-a</name><timeout>50</timeout></getJob>",
+    );
+    let answer = slow
+        .app
+        .http
+        .post(format!("{}/services/salesforcebulk_getJob", slow.app.proxy))
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 504);
+    assert_eq!(
+        answer.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_UPSTREAM_TIMEOUT"
+    );
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.contains("no answer within 0.05 s"),
+        "the envelope's timeout, not the setting's: {text}"
+    );
+}
