@@ -143,6 +143,7 @@ async fn handle(
                 )
                 .await?,
                 pages: None,
+                headers: target.headers,
             };
             (credentials, call)
         }

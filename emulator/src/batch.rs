@@ -21,7 +21,11 @@ pub(super) enum Outcome {
         stored: Arc<Vec<Record>>,
         /// Generated records that follow the stored ones.
         generated: u64,
+        /// A PK chunk's rows of the result (`start..end`); `None`: all of them.
+        rows: Option<(u64, u64)>,
     },
+    /// The batch a PK-chunked query was sent in: its chunks' batches do the work.
+    NotProcessed,
     Failed(String),
 }
 
@@ -43,6 +47,7 @@ pub enum BatchState {
     InProgress,
     Completed,
     Failed,
+    NotProcessed,
 }
 
 impl BatchState {
@@ -52,6 +57,7 @@ impl BatchState {
             BatchState::InProgress => "InProgress",
             BatchState::Completed => "Completed",
             BatchState::Failed => "Failed",
+            BatchState::NotProcessed => "NotProcessed",
         }
     }
 }
@@ -65,6 +71,8 @@ impl Batch {
             BatchState::InProgress
         } else if matches!(self.outcome, Outcome::Failed(_)) {
             BatchState::Failed
+        } else if matches!(self.outcome, Outcome::NotProcessed) {
+            BatchState::NotProcessed
         } else {
             BatchState::Completed
         }
@@ -81,7 +89,7 @@ impl Batch {
                 results.iter().filter(|r| !r.success).count() as u64,
             ),
             Outcome::Query { .. } => (self.query_rows(), 0),
-            Outcome::Failed(_) => (0, 0),
+            Outcome::Failed(_) | Outcome::NotProcessed => (0, 0),
         }
     }
 
@@ -91,11 +99,15 @@ impl Batch {
                 query,
                 stored,
                 generated,
+                rows,
                 ..
-            } => {
-                let all = stored.len() as u64 + generated;
-                query.limit.map_or(all, |limit| all.min(limit))
-            }
+            } => match rows {
+                Some((start, end)) => end - start,
+                None => {
+                    let all = stored.len() as u64 + generated;
+                    query.limit.map_or(all, |limit| all.min(limit))
+                }
+            },
             _ => 0,
         }
     }

@@ -90,21 +90,57 @@ pub async fn add(
         .in_format(format));
     }
     let outcome = process(&org, job, &essence, &body);
-    let batch = Batch {
+    let new_batch = |outcome| Batch {
         id: org.ids.next(ids::BATCH),
         job_id: job.id.clone(),
         created_secs: now_secs(),
         created_at: Instant::now(),
         processing: Duration::from_millis(org.settings.batch_processing_ms),
-        request: body,
+        request: body.clone(),
         request_content_type: raw_type.to_string(),
         outcome,
+    };
+    // PK chunking: the batch sent is not processed; a batch per chunk of rows is made instead.
+    let chunks = match (&outcome, job.pk_chunk_size) {
+        (Outcome::Query { .. }, Some(size)) => {
+            let whole = new_batch(outcome.clone());
+            let rows = whole.query_rows();
+            let Outcome::Query {
+                query,
+                stored,
+                generated,
+                ..
+            } = outcome.clone()
+            else {
+                unreachable!("matched as a query above")
+            };
+            let starts: Vec<u64> = (0..rows.max(1)).step_by(size as usize).collect();
+            starts
+                .into_iter()
+                .map(|start| {
+                    new_batch(Outcome::Query {
+                        result_id: org.ids.next(ids::QUERY_RESULT),
+                        query: query.clone(),
+                        stored: stored.clone(),
+                        generated,
+                        rows: Some((start, (start + size).min(rows))),
+                    })
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let batch = if chunks.is_empty() {
+        new_batch(outcome)
+    } else {
+        new_batch(Outcome::NotProcessed)
     };
     // Salesforce answers a new batch as Queued, however fast it will run.
     let response = batch
         .document(format, Some(BatchState::Queued))
         .respond(StatusCode::CREATED, format);
     job.batches.push(batch);
+    job.batches.extend(chunks);
     Ok(response)
 }
 
@@ -135,6 +171,7 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
             query,
             stored: Arc::new(stored),
             generated,
+            rows: None,
         };
     }
     let records = match essence {
@@ -272,7 +309,7 @@ pub async fn result(
             ),
         ),
         (Outcome::Ingest(results), _) => ingest_results(&job, results),
-        (Outcome::Failed(_), _) => return Err(not_processed(job.format)),
+        (Outcome::Failed(_) | Outcome::NotProcessed, _) => return Err(not_processed(job.format)),
     })
 }
 
@@ -389,6 +426,7 @@ pub async fn query_result(
         query,
         stored,
         generated,
+        rows,
     } = batch.outcome.clone()
     else {
         return Err(
@@ -403,7 +441,7 @@ pub async fn query_result(
     }
     let total = batch.query_rows();
     let stored_len = stored.len() as u64;
-    debug_assert!(total <= stored_len + generated);
+    debug_assert!(rows.map_or(total, |(_, end)| end) <= stored_len + generated);
     let shape = ResultShape {
         format: shape_format(&job),
         generated_columns: query
@@ -418,38 +456,40 @@ pub async fn query_result(
         fields: query.fields.clone(),
         object: job.object.clone(),
     };
-    let chunks = stream::unfold(0u64, move |start| {
+    // A PK chunk's batch holds its rows of the whole result; any other, all of them.
+    let (first, last) = rows.unwrap_or((0, total));
+    let chunks = stream::unfold(first, move |start| {
         let shape = shape.clone();
         let stored = stored.clone();
         async move {
-            if start > total {
+            if start > last {
                 return None;
             }
-            let end = (start + ROWS_PER_CHUNK).min(total);
+            let end = (start + ROWS_PER_CHUNK).min(last);
             let mut chunk = String::with_capacity(ROWS_PER_CHUNK as usize * 128);
-            if start == 0 {
+            if start == first {
                 shape.open(&mut chunk);
             }
             let mut generated = GeneratedContact::default();
             for n in start..end {
                 if n < stored_len {
                     let record = &stored[n as usize];
-                    shape.row(&mut chunk, n, |i| {
+                    shape.row(&mut chunk, n - first, |i| {
                         field(record, &shape.fields[i]).unwrap_or_default()
                     });
                 } else {
                     generated.fill(n - stored_len);
                     let values = generated.values();
-                    shape.row(&mut chunk, n, |i| {
+                    shape.row(&mut chunk, n - first, |i| {
                         shape.generated_columns[i].map_or("", |column| values[column])
                     });
                 }
             }
-            if end == total {
+            if end == last {
                 shape.close(&mut chunk);
             }
             // Past the end by one marks the stream finished after the closing chunk.
-            let next = if end == total { total + 1 } else { end };
+            let next = if end == last { last + 1 } else { end };
             Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), next))
         }
     });

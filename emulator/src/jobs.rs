@@ -103,6 +103,8 @@ pub struct Job {
     assignment_rule_id: Option<String>,
     /// The format the job answers in: JSON jobs in JSON, the rest in XML.
     pub(super) format: Format,
+    /// `Sforce-Enable-PKChunking` on a query job: the rows of each chunk's batch.
+    pub(super) pk_chunk_size: Option<u64>,
     pub(super) batches: Vec<Batch>,
 }
 
@@ -334,6 +336,13 @@ pub async fn create(
         ("upsert", Some(field)) => Some(field.to_string()),
         _ => None,
     };
+    let pk_chunk_size = match headers.get("sforce-enable-pkchunking") {
+        Some(value) if operation == "query" || operation == "queryAll" => {
+            pk_chunk_size(value.to_str().unwrap_or_default())
+                .map_err(|message| ApiError::new("InvalidJob", message).in_format(format))?
+        }
+        _ => None,
+    };
     let now = now_secs();
     let job = Job {
         id: org.ids.next(ids::JOB),
@@ -354,6 +363,7 @@ pub async fn create(
             Format::Xml
         },
         batches: Vec::new(),
+        pk_chunk_size,
     };
     // A new job answers in the format of the request that created it.
     let mut response = job.document(format).respond(StatusCode::CREATED, format);
@@ -367,6 +377,40 @@ pub async fn create(
         .unwrap_or_else(|e| e.into_inner())
         .insert(job.id.clone(), job);
     Ok(response)
+}
+
+/// Salesforce's default chunk, and the largest it takes.
+const PK_CHUNK_DEFAULT: u64 = 100_000;
+const PK_CHUNK_MAX: u64 = 250_000;
+
+/// The chunk size a `Sforce-Enable-PKChunking` value asks for: `TRUE`, `FALSE`, or
+/// `chunkSize=N; parent=Object; startRow=Id` (`parent` and `startRow` are taken and not
+/// imitated: the emulator's rows are in one order already).
+fn pk_chunk_size(value: &str) -> Result<Option<u64>, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("true") {
+        return Ok(Some(PK_CHUNK_DEFAULT));
+    }
+    if value.eq_ignore_ascii_case("false") {
+        return Ok(None);
+    }
+    let mut size = PK_CHUNK_DEFAULT;
+    for option in value.split(';').map(str::trim).filter(|o| !o.is_empty()) {
+        match option.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("chunkSize", n)) => {
+                size = n
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=PK_CHUNK_MAX).contains(n))
+                    .ok_or_else(|| {
+                        format!("Invalid chunk size: {n}; the maximum is {PK_CHUNK_MAX}")
+                    })?;
+            }
+            Some(("parent" | "startRow", _)) => {}
+            _ => return Err(format!("Unknown PK chunking option: {option}")),
+        }
+    }
+    Ok(Some(size))
 }
 
 /// `GET /services/async/{version}/job/{jobId}`.

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -135,6 +135,8 @@ pub struct RecordedRequest {
     pub session: Option<String>,
     /// The W3C `traceparent` the request carried.
     pub traceparent: Option<String>,
+    /// Every header, for the ones a test asks about by name (`Sforce-Enable-PKChunking`...).
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -424,7 +426,7 @@ async fn v2_results(
     file: v2::ResultFile,
     State(org): State<Arc<Org>>,
     axum::extract::Path((version, id)): axum::extract::Path<(String, String)>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> Response {
     v2::results(file, org, version, id, headers).await
 }
@@ -458,6 +460,7 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
             header("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(&v).to_string())
         }),
         traceparent: header("traceparent"),
+        headers: parts.headers.clone(),
         body: if bytes.len() <= RECORDED_BODY_LIMIT {
             bytes.clone()
         } else {

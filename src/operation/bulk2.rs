@@ -74,6 +74,7 @@ pub(super) fn upload_job_data(envelope: &Envelope) -> Result<UpstreamCall, Envel
         content_type: Some(CSV_CONTENT_TYPE.into()),
         payload: Payload::Whole(Bytes::from(csv)),
         pages: None,
+        headers: Vec::new(),
     })
 }
 
@@ -83,6 +84,7 @@ pub(super) fn upload_job_file(fields: &dyn Fields) -> Result<UploadTarget, Envel
         method: Method::PUT,
         path: job_path(fields, "ingest", "/batches")?,
         default_content_type: Some(CSV_CONTENT_TYPE),
+        headers: Vec::new(),
     })
 }
 
@@ -238,6 +240,7 @@ fn json_call(method: Method, path: String, members: Vec<(&str, &str)>) -> Upstre
         content_type: Some(JSON_CONTENT_TYPE.into()),
         payload: Payload::Whole(Bytes::from(json)),
         pages: None,
+        headers: Vec::new(),
     }
 }
 

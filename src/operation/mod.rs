@@ -5,7 +5,7 @@
 mod bulk1;
 mod bulk2;
 
-use axum::http::Method;
+use axum::http::{HeaderName, HeaderValue, Method};
 
 use crate::body::Payload;
 use crate::domain::{ApiVersion, SalesforceId};
@@ -59,6 +59,9 @@ pub struct UpstreamCall {
     /// Set when the answer is the first page of a result whose other pages are to follow it in
     /// the same answer (`getQueryJobResults` with `allPages`).
     pub pages: Option<Pages>,
+    /// Request headers the call needs besides the session and content type (Bulk 1.0's
+    /// `Sforce-Enable-PKChunking`...), each built from a checked field.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Where the pages after the first are read: `{path}?locator=..` with the same `maxRecords`.
@@ -122,6 +125,8 @@ pub struct UploadTarget {
     pub path: String,
     /// Sent when the caller labelled the body with nothing.
     pub default_content_type: Option<&'static str>,
+    /// As [`UpstreamCall::headers`].
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A connector operation, by the name WSO2 flows use.
@@ -196,7 +201,11 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     bulk1(
         "createJobToUploadBatchFile",
-        Input::Upload(|_| Ok(bulk1::upload("/job".into()))),
+        Input::Upload(|f| {
+            let mut target = bulk1::upload("/job".into());
+            target.headers = bulk1::job_headers(f, None)?;
+            Ok(target)
+        }),
     ),
     bulk1(
         "uploadBatchFile",
@@ -333,6 +342,7 @@ fn get(path: String) -> UpstreamCall {
         content_type: None,
         payload: Payload::Empty,
         pages: None,
+        headers: Vec::new(),
     }
 }
 

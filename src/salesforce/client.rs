@@ -229,6 +229,9 @@ impl SalesforceClient {
             if let Some(traceparent) = traceparent {
                 headers.insert(TRACEPARENT, traceparent.clone());
             }
+            for (name, value) in &call.headers {
+                headers.insert(name.clone(), value.clone());
+            }
             let outcome = self
                 .timed_after_body(
                     self.http.send(instance, request),

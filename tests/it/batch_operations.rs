@@ -479,3 +479,100 @@ async fn a_csv_batch_without_a_line_break_is_refused_naming_curl_d_and_nothing_i
         .await;
     assert_ne!(query.status(), 400, "{}", query.text().await.unwrap());
 }
+
+#[tokio::test]
+async fn pk_chunking_is_sent_as_its_header_and_the_emulator_splits_the_query_into_chunks() {
+    let app = spawn_app_with(|s| s.emulator.generated_contacts = 5).await;
+    let job = app
+        .create_job_with(&[
+            ("operation", "query"),
+            ("object", "Contact"),
+            ("contentType", "CSV"),
+            ("pkChunking", "chunkSize=2"),
+            ("disableBatchRetry", "true"),
+        ])
+        .await;
+    let created = app.bulk_requests().pop().unwrap();
+    assert_eq!(created.headers["sforce-enable-pkchunking"], "chunkSize=2");
+    assert_eq!(created.headers["sforce-disable-batch-retry"], "true");
+    assert!(
+        !std::str::from_utf8(&created.body)
+            .unwrap()
+            .contains("pkChunking"),
+        "not a jobInfo field"
+    );
+    let sent = app
+        .call_with(
+            "addBatch",
+            &[
+                ("jobId", &job),
+                ("isQuery", "true"),
+                (
+                    "objects",
+                    "<values>SELECT Id, LastName FROM Contact</values>",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    let original = element(&sent.text().await.unwrap(), "id").unwrap();
+
+    let list = app.call_with("listBatches", &[("jobId", &job)]).await;
+    let list = list.text().await.unwrap();
+    let batches: Vec<(String, String)> = list
+        .split("<batchInfo>")
+        .skip(1)
+        .map(|b| (element(b, "id").unwrap(), element(b, "state").unwrap()))
+        .collect();
+    assert_eq!(
+        batches.len(),
+        4,
+        "the batch sent and a batch per chunk of 2: {list}"
+    );
+    assert_eq!(batches[0], (original.clone(), "NotProcessed".to_string()));
+    let mut rows = Vec::new();
+    for (batch, state) in &batches[1..] {
+        assert_eq!(state, "Completed");
+        let results = app
+            .call_with("getBatchResults", &[("jobId", &job), ("batchId", batch)])
+            .await;
+        let result = element(&results.text().await.unwrap(), "result").unwrap();
+        let data = app
+            .call_with(
+                "getBulkQueryResults",
+                &[("jobId", &job), ("batchId", batch), ("resultId", &result)],
+            )
+            .await;
+        let data = data.text().await.unwrap();
+        let mut lines = data.lines();
+        assert_eq!(lines.next(), Some("\"Id\",\"LastName\""));
+        rows.extend(lines.map(str::to_string));
+    }
+    assert_eq!(rows.len(), 5, "every row once, across the chunks: {rows:?}");
+    let mut unique = rows.clone();
+    unique.dedup();
+    assert_eq!(unique, rows);
+
+    let before = app.bulk_requests().len();
+    let refused = app
+        .call_with(
+            "createJob",
+            &[
+                ("operation", "query"),
+                ("object", "Contact"),
+                ("pkChunking", "chunkSize=300000"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("chunkSize is a whole number from 1 to 250000"));
+    assert_eq!(
+        app.bulk_requests().len(),
+        before,
+        "refused before Salesforce"
+    );
+}
