@@ -501,19 +501,7 @@ async fn pk_chunking_is_sent_as_its_header_and_the_emulator_splits_the_query_int
             .contains("pkChunking"),
         "not a jobInfo field"
     );
-    let sent = app
-        .call_with(
-            "addBatch",
-            &[
-                ("jobId", &job),
-                ("isQuery", "true"),
-                (
-                    "objects",
-                    "<values>SELECT Id, LastName FROM Contact</values>",
-                ),
-            ],
-        )
-        .await;
+    let sent = app.add_query_batch(&job).await;
     assert_eq!(sent.status(), 201);
     let original = element(&sent.text().await.unwrap(), "id").unwrap();
 

@@ -239,6 +239,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Adds the query batch `SELECT Id, LastName FROM Contact` to `job` through the proxy.
+    pub async fn add_query_batch(&self, job: &str) -> reqwest::Response {
+        self.call_with(
+            "addBatch",
+            &[
+                ("jobId", job),
+                ("isQuery", "true"),
+                (
+                    "objects",
+                    "<values>SELECT Id, LastName FROM Contact</values>",
+                ),
+            ],
+        )
+        .await
+    }
+
     /// A completed query on Contact through the proxy: its job, batch and result ids.
     pub async fn query_result(&self) -> (String, String, String) {
         let job = self
@@ -248,22 +264,7 @@ impl TestApp {
                 ("contentType", "CSV"),
             ])
             .await;
-        let batch = self
-            .call_with(
-                "addBatch",
-                &[
-                    ("jobId", &job),
-                    ("isQuery", "true"),
-                    (
-                        "objects",
-                        "<values>SELECT Id, LastName FROM Contact</values>",
-                    ),
-                ],
-            )
-            .await
-            .text()
-            .await
-            .unwrap();
+        let batch = self.add_query_batch(&job).await.text().await.unwrap();
         let batch = element(&batch, "id").expect("batchInfo has an id");
         let list = self
             .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
