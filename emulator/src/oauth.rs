@@ -158,7 +158,8 @@ pub async fn token(
         );
     };
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    if field("grant_type") != "refresh_token" {
+    let grant = field("grant_type");
+    if grant != "refresh_token" && grant != "client_credentials" {
         return oauth_error("unsupported_grant_type", "grant type not supported");
     }
     if field("client_id") != org.settings.client_id {
@@ -174,6 +175,21 @@ pub async fn token(
     org.token_gate.pass().await;
     org.refresh_attempts
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if grant == "client_credentials" {
+        // The connected app's run-as user: the secret is required, and no refresh token is
+        // issued (a new session is asked for the same way).
+        if field("client_secret") != org.settings.client_secret
+            || org.settings.client_secret.is_empty()
+        {
+            return oauth_error("invalid_client", "invalid client credentials");
+        }
+        let access_token = format!("{}!{}", org.org_id, random_token(96));
+        org.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .issue_session(access_token.clone());
+        return Json(session_answer(&org, access_token, "api")).into_response();
+    }
 
     let presented = field("refresh_token");
     let mut auth = org.auth.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,7 +213,15 @@ pub async fn token(
         next
     });
     drop(auth);
+    let mut answer = session_answer(&org, access_token, "refresh_token full");
+    if let Some(next) = rotated {
+        answer["refresh_token"] = next.into();
+    }
+    Json(answer).into_response()
+}
 
+/// A token answer for `access_token`, in Salesforce's fields and order, signed as it signs them.
+fn session_answer(org: &Org, access_token: String, scope: &str) -> serde_json::Value {
     let issued_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -210,19 +234,15 @@ pub async fn token(
     mac.update(format!("{id}{issued_at}").as_bytes());
     let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
 
-    let mut answer = serde_json::json!({
+    serde_json::json!({
         "access_token": access_token,
         "signature": signature,
-        "scope": "refresh_token full",
+        "scope": scope,
         "instance_url": instance_url,
         "id": id,
         "token_type": "Bearer",
         "issued_at": issued_at,
-    });
-    if let Some(next) = rotated {
-        answer["refresh_token"] = next.into();
-    }
-    Json(answer).into_response()
+    })
 }
 
 /// Letters, digits and the punctuation Salesforce session ids use.

@@ -324,6 +324,49 @@ async fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, serde_json
 }
 
 #[tokio::test]
+async fn the_client_credentials_grant_issues_a_session_without_a_refresh_token() {
+    let app = spawn_app().await;
+    let e = &app.settings.emulator;
+    let (status, token) = token_request(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &e.client_id),
+            ("client_secret", e.client_secret.expose()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["scope"], "api");
+    assert!(token.get("refresh_token").is_none(), "{token}");
+    let session = token["access_token"].as_str().unwrap();
+    let works = app
+        .http
+        .get(format!("{}/services/data/v59.0/jobs/ingest", app.emulator))
+        .header("authorization", format!("Bearer {session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(works.status(), 200, "the session is live");
+    for (secret, error) in [("wrong", "invalid_client"), ("", "invalid_client")] {
+        let (status, refused) = token_request(
+            &app,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &e.client_id),
+                ("client_secret", secret),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, refused["error"].as_str()),
+            (400, Some(error)),
+            "{secret:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_refresh_grant_answers_like_salesforce() {
     let app = spawn_app().await;
     let e = &app.settings.emulator;
