@@ -43,7 +43,6 @@ pub struct Reading {
     pub state: Arc<AppState>,
     pub api: Api,
     pub credentials: Credentials,
-    pub session: Session,
     pub pages: Pages,
     pub traceparent: Option<HeaderValue>,
     /// The caller takes trailers: the total number of records is sent as one.
@@ -69,9 +68,11 @@ enum PageError {
 
 type Chunk = Result<Frame<Bytes>, std::io::Error>;
 
-/// The caller's answer for the first page `first` (a 200) and the pages after it.
-pub fn follow(reading: Reading, first: UpstreamResponse) -> Response<Body> {
-    let first_headers = first.headers.clone();
+/// The caller's answer for the first page `first` (a 200, read as `session`) and the pages after
+/// it.
+pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Response<Body> {
+    let records = number_of_records(&first.headers);
+    let next = first.headers.get(LOCATOR).cloned();
     let mut response = relay(UpstreamResponse {
         body: Body::empty(),
         ..first
@@ -87,10 +88,10 @@ pub fn follow(reading: Reading, first: UpstreamResponse) -> Response<Body> {
         );
     }
     let (chunks, mut receiver) = mpsc::channel::<Chunk>(CHUNKS_AHEAD);
-    let (pager, session) = reading.split();
-    tokio::spawn(with_current_request_id(pager.run(
+    tokio::spawn(with_current_request_id(reading.run(
         session,
-        first_headers,
+        records,
+        next,
         first.body,
         Sender(chunks),
     )));
@@ -111,52 +112,19 @@ impl Sender {
 /// The caller went away: nothing more to read.
 struct Gone;
 
-/// The result's header line, taken from the first page and cut from the others.
-#[derive(Default)]
-struct HeaderLine {
-    line: Vec<u8>,
-    /// The first page's line is complete.
-    known: bool,
-}
-
 impl Reading {
-    fn split(self) -> (Pager, Session) {
-        let Reading {
-            state,
-            api,
-            credentials,
-            session,
-            pages,
-            traceparent,
-            trailers,
-        } = self;
-        let pager = Pager {
-            state,
-            api,
-            credentials,
-            pages,
-            traceparent,
-            trailers,
-        };
-        (pager, session)
-    }
-}
-
-/// [`Reading`] but the session, which each page's call hands on to the next.
-struct Pager {
-    state: Arc<AppState>,
-    api: Api,
-    credentials: Credentials,
-    pages: Pages,
-    traceparent: Option<HeaderValue>,
-    trailers: bool,
-}
-
-impl Pager {
-    async fn run(self, mut session: Session, headers: HeaderMap, body: Body, out: Sender) {
-        let mut header = HeaderLine::default();
-        let mut total = number_of_records(&headers);
-        let mut next = headers.get(LOCATOR).cloned();
+    /// Passes the first page, whose answer said `records` and `next`, then the rest.
+    async fn run(
+        self,
+        mut session: Session,
+        records: u64,
+        next: Option<HeaderValue>,
+        body: Body,
+        out: Sender,
+    ) {
+        let mut header = None;
+        let mut total = records;
+        let mut next = next;
         let mut page = 1;
         let mut previous: Option<Locator> = None;
         let mut body = body;
@@ -231,50 +199,36 @@ impl Pager {
         Ok((answer, session))
     }
 
-    /// Sends page `page`'s rows to the caller: the first page whole, the others without their
-    /// header line (which must be the first page's).
+    /// Sends page `page`'s rows to the caller: the first page whole (its header line becomes the
+    /// result's), the others without their header line, which must be the result's.
     async fn pass_page(
         page: u32,
         mut body: Body,
-        header: &mut HeaderLine,
+        header: &mut Option<Vec<u8>>,
         out: &Sender,
     ) -> Result<(), Stop> {
         use http_body_util::BodyExt;
-        // Until the end of this page's header line: its bytes so far.
-        let mut line: Option<Vec<u8>> = Some(Vec::new());
+        let first = header.is_none();
+        // This page's header line so far, until its line break.
+        let mut line = Some(Vec::new());
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| PageError::Read { page, source })?;
             let Ok(mut data) = frame.into_data() else {
                 continue;
             };
             if let Some(seen) = &mut line {
-                let end = data.iter().position(|b| *b == b'\n');
-                let taken = end.map_or(data.len(), |at| at + 1);
+                let end = data.iter().position(|b| *b == b'\n').map(|at| at + 1);
+                let taken = end.unwrap_or(data.len());
                 if seen.len() + taken > MAX_HEADER_LINE {
-                    return Err(PageError::Unexpected {
-                        page,
-                        reason: format!("no header line in its first {MAX_HEADER_LINE} bytes"),
-                    }
-                    .into());
+                    let reason = format!("no header line in its first {MAX_HEADER_LINE} bytes");
+                    return Err(PageError::Unexpected { page, reason }.into());
                 }
                 seen.extend_from_slice(&data[..taken]);
                 if end.is_some() {
-                    let seen = line.take().expect("still reading the line");
-                    if header.known {
-                        if seen != header.line {
-                            return Err(PageError::Unexpected {
-                                page,
-                                reason: "its header line is not the first page's".into(),
-                            }
-                            .into());
-                        }
-                        data = data.slice(taken..);
-                    } else {
-                        header.line = seen;
-                        header.known = true;
-                    }
-                } else if header.known {
-                    continue;
+                    settle_line(page, line.take(), header)?;
+                }
+                if !first {
+                    data = data.slice(taken..);
                 }
             }
             if !data.is_empty() {
@@ -283,23 +237,33 @@ impl Pager {
                     .map_err(|Gone| Stop::Gone)?;
             }
         }
-        match line {
-            Some(seen) if !header.known => {
-                header.line = seen;
-                header.known = true;
-            }
-            // A page of no rows may end its header line without a line break.
-            Some(seen) if !seen.is_empty() && seen != without_break(&header.line) => {
-                return Err(PageError::Unexpected {
-                    page,
-                    reason: "its header line is not the first page's".into(),
-                }
-                .into());
-            }
-            _ => {}
-        }
+        // A page of no rows may end its header line without a line break.
+        settle_line(page, line.filter(|seen| !seen.is_empty()), header)?;
         Ok(())
     }
+}
+
+/// A page's header line, once read: the result's if it has none yet, else checked to be it
+/// (with or without its line break).
+fn settle_line(
+    page: u32,
+    line: Option<Vec<u8>>,
+    header: &mut Option<Vec<u8>>,
+) -> Result<(), PageError> {
+    let Some(line) = line else {
+        return Ok(());
+    };
+    match header {
+        None => *header = Some(line),
+        Some(known) if line == *known || line == without_break(known) => {}
+        Some(_) => {
+            return Err(PageError::Unexpected {
+                page,
+                reason: "its header line is not the first page's".into(),
+            })
+        }
+    }
+    Ok(())
 }
 
 /// `line` without its line break (LF or CRLF).

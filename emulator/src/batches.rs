@@ -16,7 +16,7 @@ use super::ids;
 use super::jobs::{admitted_jobs, find_job, Job, JobState};
 use super::records::{
     csv_records, field, json_records, xml_records, GeneratedContact, Query, RecordResult,
-    GENERATED_FIELDS, GENERATED_OBJECT,
+    GENERATED_FIELDS,
 };
 use super::wire::ASYNC_API_NAMESPACE;
 use super::wire::{
@@ -161,11 +161,7 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
             }
         };
         let stored = org.stored_records(&job.object);
-        let generated = if job.object == GENERATED_OBJECT {
-            org.settings.generated_contacts
-        } else {
-            0
-        };
+        let generated = org.generated_rows(&job.object);
         return Outcome::Query {
             result_id: org.ids.next(ids::QUERY_RESULT),
             query,

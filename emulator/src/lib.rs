@@ -287,6 +287,15 @@ impl Org {
             .collect()
     }
 
+    /// The generated rows a query of `object` returns after the stored ones.
+    fn generated_rows(&self, object: &str) -> u64 {
+        if object == records::GENERATED_OBJECT {
+            self.settings.generated_contacts
+        } else {
+            0
+        }
+    }
+
     /// The records of `object` now, as a query sees them: a 2.0 ingest job whose time has come
     /// has run first.
     fn stored_records(&self, object: &str) -> Vec<records::Record> {
@@ -378,28 +387,12 @@ pub fn router(org: Arc<Org>) -> Router {
         // The result files, with the trailing slash of Salesforce's documentation or without it
         // (as jsforce asks): Salesforce serves both.
         .route(
-            "/services/data/{version}/jobs/ingest/{job_id}/successfulResults/",
-            get(|s, p, h| v2_results(v2::ResultFile::Successful, s, p, h)),
+            "/services/data/{version}/jobs/ingest/{job_id}/{file}",
+            get(v2_results),
         )
         .route(
-            "/services/data/{version}/jobs/ingest/{job_id}/successfulResults",
-            get(|s, p, h| v2_results(v2::ResultFile::Successful, s, p, h)),
-        )
-        .route(
-            "/services/data/{version}/jobs/ingest/{job_id}/failedResults/",
-            get(|s, p, h| v2_results(v2::ResultFile::Failed, s, p, h)),
-        )
-        .route(
-            "/services/data/{version}/jobs/ingest/{job_id}/failedResults",
-            get(|s, p, h| v2_results(v2::ResultFile::Failed, s, p, h)),
-        )
-        .route(
-            "/services/data/{version}/jobs/ingest/{job_id}/unprocessedrecords/",
-            get(|s, p, h| v2_results(v2::ResultFile::Unprocessed, s, p, h)),
-        )
-        .route(
-            "/services/data/{version}/jobs/ingest/{job_id}/unprocessedrecords",
-            get(|s, p, h| v2_results(v2::ResultFile::Unprocessed, s, p, h)),
+            "/services/data/{version}/jobs/ingest/{job_id}/{file}/",
+            get(v2_results),
         )
         .route(
             "/services/data/{version}/jobs/query",
@@ -423,12 +416,11 @@ pub fn router(org: Arc<Org>) -> Router {
 
 /// One of an ingest job's three result files.
 async fn v2_results(
-    file: v2::ResultFile,
     State(org): State<Arc<Org>>,
-    axum::extract::Path((version, id)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((version, id, file)): axum::extract::Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    v2::results(file, org, version, id, headers).await
+    v2::results(&file, org, version, id, headers).await
 }
 
 /// Keeps a copy of each request for tests to inspect.

@@ -13,9 +13,7 @@ use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::records::{
-    csv_records, field, GeneratedContact, Query, RecordResult, GENERATED_FIELDS, GENERATED_OBJECT,
-};
+use super::records::{csv_records, field, GeneratedContact, Query, RecordResult, GENERATED_FIELDS};
 use super::wire::{format_date, now_secs, Format};
 use super::{ids, Org};
 
@@ -205,6 +203,49 @@ fn quoted(value: &str) -> String {
     format!("\"{}\"", value.replace('"', "\"\""))
 }
 
+/// A job request's JSON object, read by member.
+struct JobRequest(serde_json::Map<String, serde_json::Value>);
+
+impl JobRequest {
+    /// The body as a JSON object, or Salesforce's answer to one that is not.
+    fn parse(body: &[u8]) -> Result<JobRequest, Refusal> {
+        match serde_json::from_slice(body) {
+            Ok(serde_json::Value::Object(members)) => Ok(JobRequest(members)),
+            _ => Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: "JSON_PARSER_ERROR",
+                message: "The request body is not a JSON object",
+            }),
+        }
+    }
+
+    /// A string member.
+    fn text(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+
+    /// `columnDelimiter` and `lineEnding`, defaulted (`COMMA`, `LF`) and checked.
+    fn csv_format(&self) -> Result<(String, String), Refusal> {
+        let column_delimiter = self
+            .text("columnDelimiter")
+            .unwrap_or_else(|| "COMMA".into());
+        let line_ending = self.text("lineEnding").unwrap_or_else(|| "LF".into());
+        if !DELIMITERS.contains(&column_delimiter.as_str())
+            || !LINE_ENDINGS.contains(&line_ending.as_str())
+        {
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: "INVALIDJOB",
+                message: "InvalidJob : Invalid columnDelimiter or lineEnding",
+            });
+        }
+        Ok((column_delimiter, line_ending))
+    }
+}
+
 /// `POST /services/data/vNN.N/jobs/ingest`
 pub async fn create(
     State(org): State<Arc<Org>>,
@@ -216,19 +257,11 @@ pub async fn create(
         Ok(v) => v,
         Err(refused) => return refused.into_response(),
     };
-    let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "JSON_PARSER_ERROR",
-            "The request body is not a JSON object",
-        );
+    let request = match JobRequest::parse(&body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
     };
-    let text = |name: &str| {
-        request
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let text = |name: &str| request.text(name);
     let invalid = |message: String| error(StatusCode::BAD_REQUEST, "INVALIDJOB", &message);
     let Some(object) = text("object").and_then(|o| org.known_object(&o)) else {
         return invalid("InvalidJob : Invalid object: the object is missing or unknown".into());
@@ -244,13 +277,10 @@ pub async fn create(
     if text("contentType").is_some_and(|c| c != "CSV") {
         return invalid("InvalidJob : contentType must be CSV".into());
     }
-    let column_delimiter = text("columnDelimiter").unwrap_or_else(|| "COMMA".into());
-    let line_ending = text("lineEnding").unwrap_or_else(|| "LF".into());
-    if !DELIMITERS.contains(&column_delimiter.as_str())
-        || !LINE_ENDINGS.contains(&line_ending.as_str())
-    {
-        return invalid("InvalidJob : Invalid columnDelimiter or lineEnding".into());
-    }
+    let (column_delimiter, line_ending) = match request.csv_format() {
+        Ok(format) => format,
+        Err(refused) => return refused.into_response(),
+    };
     let job = IngestJob {
         id: org.ids.next(ids::JOB),
         operation,
@@ -453,20 +483,35 @@ pub async fn list(
 
 /// Which result file.
 #[derive(Clone, Copy)]
-pub enum ResultFile {
+enum ResultFile {
     Successful,
     Failed,
     Unprocessed,
 }
 
+impl ResultFile {
+    /// The file a path's last segment names.
+    fn named(name: &str) -> Option<ResultFile> {
+        match name {
+            "successfulResults" => Some(ResultFile::Successful),
+            "failedResults" => Some(ResultFile::Failed),
+            "unprocessedrecords" => Some(ResultFile::Unprocessed),
+            _ => None,
+        }
+    }
+}
+
 /// `GET .../successfulResults/`, `failedResults/`, `unprocessedrecords/`
 pub async fn results(
-    file: ResultFile,
+    file: &str,
     org: Arc<Org>,
     raw_version: String,
     id: String,
     headers: HeaderMap,
 ) -> Response {
+    let Some(file) = ResultFile::named(file) else {
+        return not_found();
+    };
     with_job(
         admitted(&org, &raw_version, &headers),
         org.ingest_jobs(),
@@ -663,19 +708,11 @@ pub async fn create_query(
         Ok(v) => v,
         Err(refused) => return refused.into_response(),
     };
-    let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "JSON_PARSER_ERROR",
-            "The request body is not a JSON object",
-        );
+    let request = match JobRequest::parse(&body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
     };
-    let text = |name: &str| {
-        request
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let text = |name: &str| request.text(name);
     let operation = text("operation").unwrap_or_else(|| "query".into());
     if operation != "query" && operation != "queryAll" {
         return error(
@@ -698,19 +735,19 @@ pub async fn create_query(
             ),
         );
     };
-    let stored = org.stored_records(&object);
-    let generated = if object == GENERATED_OBJECT {
-        org.settings.generated_contacts
-    } else {
-        0
+    let (column_delimiter, line_ending) = match request.csv_format() {
+        Ok(format) => format,
+        Err(refused) => return refused.into_response(),
     };
+    let stored = org.stored_records(&object);
+    let generated = org.generated_rows(&object);
     let mut job = QueryJob {
         id: org.ids.next(ids::JOB),
         operation,
         query: Query { object, ..query },
         api_version,
-        column_delimiter: text("columnDelimiter").unwrap_or_else(|| "COMMA".into()),
-        line_ending: text("lineEnding").unwrap_or_else(|| "LF".into()),
+        column_delimiter,
+        line_ending,
         created: format_date(now_secs(), Format::Json),
         state: "UploadComplete",
         stored: Arc::new(stored),
