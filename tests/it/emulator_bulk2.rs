@@ -13,15 +13,24 @@ impl TestApp {
     fn bearer(&self) -> String {
         format!("Bearer {}", self.settings.emulator.access_token.expose())
     }
+
+    /// A request to the emulator with the org's live session as `Bearer`.
+    fn with_bearer(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url)
+            .header("authorization", self.bearer())
+    }
 }
 
 #[tokio::test]
 async fn an_ingest_job_runs_from_create_to_its_result_files() {
     let app = spawn_app().await;
     let created = app
-        .http
-        .post(app.v2(""))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::POST, app.v2(""))
         .header("content-type", "application/json")
         .body(r#"{"object":"Contact","operation":"insert","contentType":"CSV","lineEnding":"LF"}"#)
         .send()
@@ -73,9 +82,7 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
     );
 
     let uploaded = app
-        .http
-        .put(app.v2(&format!("/{id}/batches")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::PUT, app.v2(&format!("/{id}/batches")))
         .header("content-type", "text/csv")
         .body("FirstName,LastName\nAda,Lovelace\nNo,\n")
         .send()
@@ -85,9 +92,7 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
     assert!(uploaded.text().await.unwrap().is_empty());
 
     let closed = app
-        .http
-        .patch(app.v2(&format!("/{id}")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::PATCH, app.v2(&format!("/{id}")))
         .header("content-type", "application/json")
         .body(r#"{"state":"UploadComplete"}"#)
         .send()
@@ -98,9 +103,7 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
     assert_eq!(closed["state"], "UploadComplete");
 
     let info: serde_json::Value = app
-        .http
-        .get(app.v2(&format!("/{id}")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::GET, app.v2(&format!("/{id}")))
         .send()
         .await
         .unwrap()
@@ -112,10 +115,7 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
     assert_eq!(info["numberRecordsFailed"], 1);
 
     let file = |name: &'static str| {
-        let request = app
-            .http
-            .get(app.v2(&format!("/{id}/{name}/")))
-            .header("authorization", app.bearer());
+        let request = app.with_bearer(reqwest::Method::GET, app.v2(&format!("/{id}/{name}/")));
         async move {
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), 200);
@@ -149,9 +149,7 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
 
     // Closed: no more data, and it can be deleted.
     let late = app
-        .http
-        .put(app.v2(&format!("/{id}/batches")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::PUT, app.v2(&format!("/{id}/batches")))
         .header("content-type", "text/csv")
         .body("LastName\nLate\n")
         .send()
@@ -161,17 +159,13 @@ async fn an_ingest_job_runs_from_create_to_its_result_files() {
     let late: serde_json::Value = late.json_value().await.unwrap();
     assert_eq!(late[0]["errorCode"], "INVALIDJOBSTATE");
     let deleted = app
-        .http
-        .delete(app.v2(&format!("/{id}")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::DELETE, app.v2(&format!("/{id}")))
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
     let gone = app
-        .http
-        .get(app.v2(&format!("/{id}")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::GET, app.v2(&format!("/{id}")))
         .send()
         .await
         .unwrap();
@@ -183,9 +177,7 @@ async fn an_expired_session_is_401_invalid_session_id_as_a_json_array() {
     let app = spawn_app().await;
     app.org.expire_sessions();
     let refused = app
-        .http
-        .get(app.v2(""))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::GET, app.v2(""))
         .send()
         .await
         .unwrap();
@@ -230,9 +222,7 @@ async fn a_job_that_is_not_one_salesforce_takes_is_refused_with_its_reason() {
         ("not json", "JSON"),
     ] {
         let refused = app
-            .http
-            .post(app.v2(""))
-            .header("authorization", app.bearer())
+            .with_bearer(reqwest::Method::POST, app.v2(""))
             .body(body)
             .send()
             .await
@@ -254,9 +244,7 @@ async fn a_query_job_pages_its_rows_by_locator_each_page_with_its_header() {
     const ROWS: u64 = 25;
     let app = crate::support::spawn_app_with(|s| s.emulator.generated_contacts = ROWS).await;
     let created = app
-        .http
-        .post(app.v2_query(""))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::POST, app.v2_query(""))
         .header("content-type", "application/json")
         .body(r#"{"operation":"query","query":"SELECT Id, LastName FROM Contact"}"#)
         .send()
@@ -268,9 +256,7 @@ async fn a_query_job_pages_its_rows_by_locator_each_page_with_its_header() {
     assert_eq!(info["state"], "UploadComplete");
     let id = info["id"].as_str().unwrap().to_string();
     let info = app
-        .http
-        .get(app.v2_query(&format!("/{id}")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::GET, app.v2_query(&format!("/{id}")))
         .send()
         .await
         .unwrap()
@@ -289,9 +275,7 @@ async fn a_query_job_pages_its_rows_by_locator_each_page_with_its_header() {
             url.push_str(&format!("&locator={locator}"));
         }
         let page = app
-            .http
-            .get(url)
-            .header("authorization", app.bearer())
+            .with_bearer(reqwest::Method::GET, url)
             .send()
             .await
             .unwrap();
@@ -327,20 +311,19 @@ async fn a_query_job_pages_its_rows_by_locator_each_page_with_its_header() {
         assert!(row.ends_with(&format!(",\"Contact{n}\"")), "row {n}: {row}");
     }
     let bad = app
-        .http
-        .get(format!(
-            "{}?locator=nonsense!",
-            app.v2_query(&format!("/{id}/results"))
-        ))
-        .header("authorization", app.bearer())
+        .with_bearer(
+            reqwest::Method::GET,
+            format!(
+                "{}?locator=nonsense!",
+                app.v2_query(&format!("/{id}/results"))
+            ),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
     let deleted = app
-        .http
-        .delete(app.v2_query(&format!("/{id}")))
-        .header("authorization", app.bearer())
+        .with_bearer(reqwest::Method::DELETE, app.v2_query(&format!("/{id}")))
         .send()
         .await
         .unwrap();
