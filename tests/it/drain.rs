@@ -64,16 +64,10 @@ async fn on_sigterm_readiness_drops_requests_in_flight_and_during_the_drain_comp
     assert_eq!(during.status(), 200);
     assert_eq!(during.headers()["connection"], "close");
 
-    let exited = tokio::time::timeout(CEILING, async {
-        loop {
-            if let Some(status) = proxy.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the process exits after the drain");
+    let exited = proxy
+        .exit_status(CEILING)
+        .await
+        .expect("the process exits after the drain");
     assert_eq!(exited.code(), Some(0));
 }
 
@@ -99,15 +93,9 @@ async fn a_second_signal_ends_the_process_at_once() {
     .await
     .expect("draining");
     proxy.signal("INT");
-    let exited = tokio::time::timeout(CEILING, async {
-        loop {
-            if let Some(status) = proxy.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the second signal ends it without waiting for the 600 s drain");
+    let exited = proxy
+        .exit_status(CEILING)
+        .await
+        .expect("the second signal ends it without waiting for the 600 s drain");
     assert_eq!(exited.code(), Some(130));
 }

@@ -9,6 +9,19 @@ use std::sync::{Arc, Mutex};
 use crate::support::{canned_server, element, spawn_app_with};
 use sfbulk_proxy::secret::Secret;
 
+/// A getJob on the https test org, which only the outbound proxy could reach.
+async fn get_job_at_the_https_org(app: &crate::support::TestApp) -> reqwest::Response {
+    app.call_with(
+        "getJob",
+        &[
+            ("apiUrl", "https://sfbulk-test.my.salesforce.com"),
+            ("jobId", "750000000000001AAA"),
+            ("registryPath", "connectors/ThroughTheProxy"),
+        ],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn https_origins_go_through_the_proxy_and_http_origins_do_not() {
     // A proxy that refuses every CONNECT.
@@ -25,16 +38,7 @@ async fn https_origins_go_through_the_proxy_and_http_origins_do_not() {
     })
     .await;
 
-    let response = app
-        .call_with(
-            "getJob",
-            &[
-                ("apiUrl", "https://sfbulk-test.my.salesforce.com"),
-                ("jobId", "750000000000001AAA"),
-                ("registryPath", "connectors/ThroughTheProxy"),
-            ],
-        )
-        .await;
+    let response = get_job_at_the_https_org(&app).await;
     assert_eq!(response.status(), 502);
     let text = response.text().await.unwrap();
     assert!(text.contains("SFBULK_UPSTREAM_UNAVAILABLE"), "{text}");
@@ -109,16 +113,7 @@ async fn the_proxy_urls_credentials_are_sent_and_no_proxy_hosts_go_direct() {
             .extend(["https://sfbulk-test.my.salesforce.com".into(), allowed]);
     })
     .await;
-    let through = app
-        .call_with(
-            "getJob",
-            &[
-                ("apiUrl", "https://sfbulk-test.my.salesforce.com"),
-                ("jobId", "750000000000001AAA"),
-                ("registryPath", "connectors/ThroughTheProxy"),
-            ],
-        )
-        .await;
+    let through = get_job_at_the_https_org(&app).await;
     assert_eq!(through.status(), 502);
     let text = through.text().await.unwrap();
     assert!(text.contains("refused CONNECT"), "{text}");

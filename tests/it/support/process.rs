@@ -29,6 +29,24 @@ impl ProxyProcess {
             .expect("kill runs");
         assert!(sent.success());
     }
+
+    /// The process's exit status once it has exited, or `None` if it has not within `ceiling`
+    /// (a bound for a hung test, not a timing assertion).
+    pub async fn exit_status(
+        &mut self,
+        ceiling: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(ceiling, async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .ok()
+    }
 }
 
 /// Starts `sfbulk-proxy serve` on a free port, pointed at the emulator, with `env` added; waits
