@@ -63,6 +63,12 @@ pub struct Settings {
     pub batch_processing_ms: u64,
     /// Generated Contact records that queries return after the stored ones.
     pub generated_contacts: u64,
+    /// The JWT bearer grant: the PEM public key (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`)
+    /// of the certificate uploaded to the connected app. `None`: the app has none, and every
+    /// assertion is refused.
+    pub jwt_public_key_pem: Option<String>,
+    /// The integration user, whom a JWT's `sub` must name (pre-authorised for the app).
+    pub username: String,
 }
 
 /// The demo credentials are not secrets of any real org, but they are printed as none either.
@@ -76,6 +82,8 @@ impl std::fmt::Debug for Settings {
             .field("rotate_refresh_tokens", &self.rotate_refresh_tokens)
             .field("batch_processing_ms", &self.batch_processing_ms)
             .field("generated_contacts", &self.generated_contacts)
+            .field("jwt_public_key_pem", &self.jwt_public_key_pem.is_some())
+            .field("username", &self.username)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +102,8 @@ impl Default for Settings {
             rotate_refresh_tokens: false,
             batch_processing_ms: 2000,
             generated_contacts: 0,
+            jwt_public_key_pem: None,
+            username: "integration@sfbulk.demo".into(),
         }
     }
 }
