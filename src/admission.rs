@@ -105,12 +105,32 @@ impl BurstLog {
     }
 }
 
-/// The bearer tokens callers must show; none means every caller may call.
+/// Which named connections a caller may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A token of `server.auth_tokens`, or any caller where no token is required.
+    Every,
+    /// A token of `server.token_scopes`: only these (lower-case names).
+    Only(Arc<[String]>),
+}
+
+impl Scope {
+    /// Whether this scope covers the connection `name` (lower case).
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Scope::Every => true,
+            Scope::Only(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
+/// The bearer tokens callers must show, each with the connections it may use; none means
+/// every caller may call.
 #[derive(Default)]
 pub struct BearerTokens {
     /// SHA-256 of each token: comparing digests of equal length leaks neither a token's bytes nor
     /// its length through timing.
-    digests: Vec<[u8; 32]>,
+    digests: Vec<([u8; 32], Scope)>,
 }
 
 impl std::fmt::Debug for BearerTokens {
@@ -120,43 +140,68 @@ impl std::fmt::Debug for BearerTokens {
 }
 
 impl BearerTokens {
-    pub fn new(tokens: &[Secret]) -> BearerTokens {
-        BearerTokens {
-            digests: tokens
+    /// `every`: tokens that may use every connection; `scoped`: tokens each limited to some
+    /// connections. A token given more than once gets the union of its scopes.
+    pub fn new(every: &[Secret], scoped: &[(Secret, Vec<String>)]) -> BearerTokens {
+        let mut digests: Vec<([u8; 32], Scope)> = Vec::new();
+        let given = every.iter().map(|t| (t, Scope::Every)).chain(
+            scoped
                 .iter()
-                .map(|t| Sha256::digest(t.expose().as_bytes()).into())
-                .collect(),
+                .map(|(t, names)| (t, Scope::Only(names.clone().into()))),
+        );
+        for (token, scope) in given {
+            let digest: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+            match digests.iter_mut().find(|(d, _)| *d == digest) {
+                None => digests.push((digest, scope)),
+                Some((_, known)) => *known = union(known, &scope),
+            }
         }
+        BearerTokens { digests }
     }
 
     pub fn is_required(&self) -> bool {
         !self.digests.is_empty()
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <one of the tokens>` (always, when no
-    /// token is configured). Every token is compared, in constant time.
-    pub fn admit(&self, headers: &HeaderMap) -> bool {
+    /// The scope of the `Authorization: Bearer <token>` that `headers` carry, `None` when it is
+    /// none of the tokens (every caller is admitted to every connection when no token is
+    /// configured). Every token is compared, in constant time.
+    pub fn admit(&self, headers: &HeaderMap) -> Option<Scope> {
         if !self.is_required() {
-            return true;
+            return Some(Scope::Every);
         }
-        let Some(presented) = headers
+        let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-        else {
-            return false;
-        };
+            })?;
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.digests.iter().fold(false, |found, digest| {
+        let mut found = None;
+        for (digest, scope) in &self.digests {
             let differing = digest
                 .iter()
                 .zip(presented.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            found | (differing == 0)
-        })
+            if differing == 0 {
+                found = Some(scope);
+            }
+        }
+        found.cloned()
+    }
+}
+
+/// Both scopes' connections.
+fn union(a: &Scope, b: &Scope) -> Scope {
+    match (a, b) {
+        (Scope::Only(a), Scope::Only(b)) => {
+            let mut names: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
+            names.sort();
+            names.dedup();
+            Scope::Only(names.into())
+        }
+        _ => Scope::Every,
     }
 }
 
@@ -177,18 +222,49 @@ mod tests {
 
     #[test]
     fn only_a_configured_bearer_token_is_admitted() {
-        let tokens = BearerTokens::new(&[Secret::new("alpha"), Secret::new("beta")]);
+        let tokens = BearerTokens::new(&[Secret::new("alpha"), Secret::new("beta")], &[]);
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-            tokens.admit(&headers)
+            tokens.admit(&headers).is_some()
         };
         assert!(with("Bearer beta"));
         assert!(with("bearer alpha"));
         assert!(!with("Bearer gamma"));
         assert!(!with("Bearer alph"));
         assert!(!with("Basic YWxwaGE="));
-        assert!(!tokens.admit(&HeaderMap::new()));
-        assert!(BearerTokens::default().admit(&HeaderMap::new()));
+        assert!(tokens.admit(&HeaderMap::new()).is_none());
+        assert_eq!(
+            BearerTokens::default().admit(&HeaderMap::new()),
+            Some(Scope::Every)
+        );
+    }
+
+    #[test]
+    fn a_scoped_token_covers_its_connections_and_a_token_given_twice_gets_both_scopes() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let tokens = BearerTokens::new(
+            &[Secret::new("ops")],
+            &[
+                (Secret::new("sales-team"), names(&["sales"])),
+                (Secret::new("both"), names(&["sales"])),
+                (Secret::new("both"), names(&["finance"])),
+                (Secret::new("ops"), names(&["sales"])),
+            ],
+        );
+        let scope = |token: &str| {
+            let mut headers = HeaderMap::new();
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+            headers.insert(header::AUTHORIZATION, value);
+            tokens.admit(&headers).unwrap()
+        };
+        assert!(scope("sales-team").allows("sales"));
+        assert!(!scope("sales-team").allows("finance"));
+        assert!(scope("both").allows("sales") && scope("both").allows("finance"));
+        assert_eq!(
+            scope("ops"),
+            Scope::Every,
+            "auth_tokens may use every connection"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Typed settings: `config/default.toml`, then an optional `--config` file, then `SFBULK__SECTION__KEY`
 //! environment variables; every problem is reported at once before anything serves.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::connection::{ConnectionSettings, Connections};
 use crate::origin::AllowList;
 use crate::outbound::OutboundProxy;
 use crate::secret::Secret;
@@ -23,6 +25,9 @@ pub struct Settings {
     pub registry: RegistrySettings,
     pub log: LogSettings,
     pub emulator: EmulatorSettings,
+    /// `[connections.NAME]`: none by default.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,6 +49,17 @@ pub struct ServerSettings {
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
     pub tls_client_ca_file: PathBuf,
+    /// `[server.token_scopes.TEAM]`: none by default.
+    #[serde(default)]
+    pub token_scopes: BTreeMap<String, TokenScopeSettings>,
+}
+
+/// Bearer tokens (one per line of `token_file`) that may use only `connections`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TokenScopeSettings {
+    pub token_file: PathBuf,
+    pub connections: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,13 +152,26 @@ pub struct EmulatorSettings {
     pub rotate_refresh_tokens: bool,
     pub batch_processing_ms: u64,
     pub generated_contacts: u64,
+    pub jwt_public_key_file: PathBuf,
+    pub username: String,
 }
 
 #[cfg(feature = "emulator")]
 impl EmulatorSettings {
-    /// The emulator crate's settings, from these.
-    pub fn to_emulator(&self) -> sfbulk_emulator::Settings {
-        sfbulk_emulator::Settings {
+    /// The emulator crate's settings, from these (the JWT public key read from its file).
+    pub fn to_emulator(&self) -> Result<sfbulk_emulator::Settings, String> {
+        let jwt_public_key_pem = match self.jwt_public_key_file.as_os_str().is_empty() {
+            true => None,
+            false => Some(
+                std::fs::read_to_string(&self.jwt_public_key_file).map_err(|e| {
+                    format!(
+                        "emulator.jwt_public_key_file {}: {e}",
+                        self.jwt_public_key_file.display()
+                    )
+                })?,
+            ),
+        };
+        Ok(sfbulk_emulator::Settings {
             listen: self.listen.clone(),
             instance_url: self.instance_url.clone(),
             client_id: self.client_id.clone(),
@@ -153,7 +182,9 @@ impl EmulatorSettings {
             rotate_refresh_tokens: self.rotate_refresh_tokens,
             batch_processing_ms: self.batch_processing_ms,
             generated_contacts: self.generated_contacts,
-        }
+            jwt_public_key_pem,
+            username: self.username.clone(),
+        })
     }
 }
 
@@ -169,6 +200,10 @@ pub struct Built {
     pub emulator_listen: SocketAddr,
     /// `server.auth_tokens` and the lines of `server.auth_tokens_file`.
     pub auth_tokens: Vec<Secret>,
+    /// The tokens of `server.token_scopes`, each with the connections it may use.
+    pub scoped_tokens: Vec<(Secret, Vec<String>)>,
+    /// `[connections.NAME]`, checked and with their files read.
+    pub connections: Arc<Connections>,
     /// `salesforce.allowed_origins`.
     pub allow: AllowList,
     /// `salesforce.https_proxy` (or `HTTPS_PROXY`) and `no_proxy`; `None` when no proxy is set.
@@ -220,17 +255,36 @@ impl Settings {
             })
             .collect();
         let defaults = Defaults::parse();
-        let unknown = unknown_keys(&defaults.keys, file, &env);
+        let unknown = unknown_keys(&defaults.known(), file, &env);
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
         }
         let mut builder = config::Config::builder().add_source(defaults.config.clone());
         if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).required(true));
+            let table = config::Config::builder()
+                .add_source(config::File::from(file).required(true))
+                .build()
+                .and_then(|c| config::Source::collect(&c))
+                .map_err(|e| ConfigError(vec![e.to_string()]))?;
+            builder = builder.add_source(FoldedNames(table));
         }
+        // A team's connections, like every list, may be comma-separated in the environment.
+        let scope_lists: Vec<String> = env
+            .keys()
+            .map(|k| setting_of_variable(k))
+            .filter(|k| {
+                k.strip_prefix("server.token_scopes.")
+                    .and_then(|rest| rest.strip_suffix(".connections"))
+                    .is_some_and(|team| !team.contains('.'))
+            })
+            .collect();
+        let environment = scope_lists.into_iter().fold(
+            config::Environment::with_prefix("SFBULK"),
+            |environment, key| environment.with_list_parse_key(&key),
+        );
         let merged = builder
             .add_source(
-                config::Environment::with_prefix("SFBULK")
+                environment
                     .prefix_separator("__")
                     .separator("__")
                     .list_separator(",")
@@ -347,6 +401,37 @@ impl Settings {
                 None
             }
         };
+        let (connections, connection_problems) =
+            Connections::build(&self.connections, allow.as_ref());
+        problems.extend(connection_problems);
+        let scoped_tokens = self.server.scoped_tokens(&connections, &mut problems);
+        if !connections.is_empty() {
+            let bearer = !auth_tokens.is_empty() || !scoped_tokens.is_empty();
+            let client_certificates = !self.server.tls_client_ca_file.as_os_str().is_empty();
+            for (key, address, guarded) in [
+                ("server.listen", listen, bearer),
+                (
+                    "server.tls_listen",
+                    tls.as_ref().map(|(a, _)| *a),
+                    bearer || client_certificates,
+                ),
+            ] {
+                if let Some(address) = address.filter(|a| !a.ip().is_loopback() && !guarded) {
+                    problems.push(format!(
+                        "{key} {address} is beyond loopback and lets anyone in, while \
+                         connections are configured: anyone who reaches it could use their \
+                         credentials. Require a bearer token (server.auth_tokens, \
+                         server.auth_tokens_file or server.token_scopes){}, or listen on \
+                         127.0.0.1",
+                        if key == "server.tls_listen" {
+                            " or a client certificate (server.tls_client_ca_file)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
         if self.salesforce.read_retries > MAX_READ_RETRIES {
             problems.push(format!(
                 "salesforce.read_retries must be at most {MAX_READ_RETRIES}, not {}",
@@ -446,6 +531,8 @@ impl Settings {
                 tls,
                 emulator_listen,
                 auth_tokens,
+                scoped_tokens,
+                connections: Arc::new(connections),
                 allow,
                 https_proxy,
                 registry_keys,
@@ -500,6 +587,125 @@ struct Defaults {
     keys: Vec<String>,
 }
 
+/// Sections of which there may be any number, each under a name the operator picks
+/// (`[connections.sales]`): the prefix, and the keys each may hold.
+fn named_sections() -> [(&'static str, Vec<String>); 2] {
+    let keys_of = |value: toml::Value| match value {
+        toml::Value::Table(table) => table.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    [
+        (
+            "connections",
+            keys_of(
+                toml::Value::try_from(ConnectionSettings::default())
+                    .unwrap_or(toml::Value::Boolean(false)),
+            ),
+        ),
+        (
+            "server.token_scopes",
+            keys_of(
+                toml::Value::try_from(TokenScopeSettings::default())
+                    .unwrap_or(toml::Value::Boolean(false)),
+            ),
+        ),
+    ]
+}
+
+/// A settings file's table with the names of named sections folded to lower case, as the
+/// environment's are, so `[connections.Sales]` and `SFBULK__CONNECTIONS__SALES__...` are one
+/// connection (two spellings of one name in the file are merged).
+#[derive(Debug, Clone)]
+struct FoldedNames(config::Map<String, config::Value>);
+
+impl FoldedNames {
+    fn fold(table: &mut config::Map<String, config::Value>, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let Some(config::Value {
+            kind: config::ValueKind::Table(inner),
+            ..
+        }) = table.get_mut(*first)
+        else {
+            return;
+        };
+        if !rest.is_empty() {
+            return FoldedNames::fold(inner, rest);
+        }
+        let mut folded = config::Map::new();
+        for (name, value) in std::mem::take(inner) {
+            let name = name.to_ascii_lowercase();
+            match (folded.get_mut(&name), value.kind) {
+                (
+                    Some(config::Value {
+                        kind: config::ValueKind::Table(known),
+                        ..
+                    }),
+                    config::ValueKind::Table(more),
+                ) => known.extend(more),
+                (_, kind) => {
+                    folded.insert(name, config::Value::new(None, kind));
+                }
+            }
+        }
+        *inner = folded;
+    }
+}
+
+impl config::Source for FoldedNames {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        let mut table = self.0.clone();
+        for (prefix, _) in named_sections() {
+            let path: Vec<&str> = prefix.split('.').collect();
+            FoldedNames::fold(&mut table, &path);
+        }
+        Ok(table)
+    }
+}
+
+/// What the loader knows of the settings' names.
+struct Known {
+    keys: Vec<String>,
+    named: [(&'static str, Vec<String>); 2],
+}
+
+impl Known {
+    /// Whether `key` names a setting: one of the defaults' keys, or a key of a named section.
+    fn contains(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+            || self.named.iter().any(|(prefix, keys)| {
+                key.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .and_then(|rest| rest.split_once('.'))
+                    .is_some_and(|(name, field)| {
+                        !name.is_empty() && keys.iter().any(|k| k == field)
+                    })
+            })
+    }
+
+    /// The settings `key` could have meant: the defaults' keys, and for a key in a named
+    /// section, that section's keys under the same name.
+    fn candidates(&self, key: &str) -> Vec<String> {
+        let mut candidates = self.keys.clone();
+        for (prefix, keys) in &self.named {
+            let name = key
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|rest| rest.split_once('.'))
+                .map(|(name, _)| name);
+            if let Some(name) = name {
+                candidates.extend(keys.iter().map(|k| format!("{prefix}.{name}.{k}")));
+            }
+        }
+        candidates
+    }
+}
+
 impl Defaults {
     fn parse() -> Defaults {
         let config = config::Config::builder()
@@ -511,6 +717,21 @@ impl Defaults {
         flatten("", table, &mut keys);
         Defaults { config, keys }
     }
+
+    fn known(&self) -> Known {
+        Known {
+            keys: self.keys.clone(),
+            named: named_sections(),
+        }
+    }
+}
+
+/// The setting an `SFBULK__SECTION__KEY` variable names (`section.key`).
+fn setting_of_variable(variable: &str) -> String {
+    variable
+        .trim_start_matches("SFBULK__")
+        .to_ascii_lowercase()
+        .replace("__", ".")
 }
 
 fn flatten(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
@@ -616,7 +837,7 @@ fn with_types_checked(
 /// Keys in `file` and `SFBULK__` variables in `env` that name no setting, each with the nearest
 /// one that does: a misspelled key must not be silently ignored.
 fn unknown_keys(
-    known: &[String],
+    known: &Known,
     file: Option<&Path>,
     env: &config::Map<String, String>,
 ) -> Vec<String> {
@@ -632,7 +853,7 @@ fn unknown_keys(
         }
         // A file that does not parse is reported by the loader itself.
         for key in found.iter().filter(|k| !known.contains(k)) {
-            problems.push(match nearest(key, known) {
+            problems.push(match nearest(key, &known.candidates(key)) {
                 Some(near) => format!(
                     "{key} (in {}) is not a setting; did you mean {near}?",
                     file.display()
@@ -642,15 +863,12 @@ fn unknown_keys(
         }
     }
     for variable in env.keys() {
-        let key = variable
-            .trim_start_matches("SFBULK__")
-            .to_ascii_lowercase()
-            .replace("__", ".");
+        let key = setting_of_variable(variable);
         if known.contains(&key) {
             continue;
         }
         let shown = crate::redact::quotable(variable);
-        problems.push(match nearest(&key, known) {
+        problems.push(match nearest(&key, &known.candidates(&key)) {
             Some(near) => format!(
                 "{shown} is not a setting; did you mean SFBULK__{}?",
                 near.to_ascii_uppercase().replace('.', "__")
@@ -662,7 +880,7 @@ fn unknown_keys(
 }
 
 /// The known key closest to `key` by edit distance, if it is close enough to be a misspelling.
-fn nearest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+fn nearest(key: &str, known: &[String]) -> Option<String> {
     if key.len() > 128 {
         return None;
     }
@@ -671,7 +889,7 @@ fn nearest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
         .map(|k| (edit_distance(key, k), k))
         .filter(|(distance, k)| *distance <= 3.max(k.len() / 4))
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, k)| k.as_str())
+        .map(|(_, k)| k.clone())
 }
 
 /// Levenshtein distance over bytes, one row at a time.
@@ -690,6 +908,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// The tokens of a token file: one per line, blank lines and `#` comments skipped. The error
+/// names the file, never its content.
+fn token_lines(path: &Path) -> Result<Vec<Secret>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(Secret::new)
+        .collect())
 }
 
 /// An address setting that may be empty (off).
@@ -753,20 +983,53 @@ impl ServerSettings {
             .map(|t| Secret::new(t.expose().trim()))
             .collect();
         if !self.auth_tokens_file.as_os_str().is_empty() {
-            let text = std::fs::read_to_string(&self.auth_tokens_file).map_err(|e| {
-                format!(
-                    "server.auth_tokens_file {}: {e}",
-                    self.auth_tokens_file.display()
-                )
-            })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(Secret::new),
-            );
+            let lines = token_lines(&self.auth_tokens_file)
+                .map_err(|e| format!("server.auth_tokens_file {e}"))?;
+            tokens.extend(lines);
         }
         Ok(tokens)
+    }
+
+    /// The tokens of every `token_scopes` team, each with its connections (lower case), which
+    /// must all be configured.
+    fn scoped_tokens(
+        &self,
+        connections: &Connections,
+        problems: &mut Vec<String>,
+    ) -> Vec<(Secret, Vec<String>)> {
+        let mut scoped = Vec::new();
+        for (team, scope) in &self.token_scopes {
+            let key = format!("server.token_scopes.{}", crate::redact::quotable(team));
+            let names: Vec<String> = scope
+                .connections
+                .iter()
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty())
+                .collect();
+            for name in names.iter().filter(|n| !connections.contains(n)) {
+                problems.push(format!(
+                    "{key}.connections: {} is not a configured connection",
+                    crate::redact::quotable(name)
+                ));
+            }
+            if scope.token_file.as_os_str().is_empty() {
+                problems.push(format!("{key}.token_file must be set"));
+                continue;
+            }
+            match token_lines(&scope.token_file) {
+                Ok(tokens) if tokens.is_empty() => {
+                    problems.push(format!(
+                        "{key}.token_file {} holds no token",
+                        scope.token_file.display()
+                    ));
+                }
+                Ok(tokens) => {
+                    scoped.extend(tokens.into_iter().map(|t| (t, names.clone())));
+                }
+                Err(e) => problems.push(format!("{key}.token_file {e}")),
+            }
+        }
+        scoped
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -995,6 +1258,105 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("registry.timeout_ms"), "{text}");
+    }
+
+    #[test]
+    fn connections_and_token_scopes_come_from_the_file_and_the_environment_under_any_name() {
+        let dir = std::env::temp_dir().join(format!("sfbulk-config-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("settings.toml");
+        let tokens = dir.join("team.tokens");
+        std::fs::write(&tokens, "# the sales team\nsales-team-token\n").unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n\
+                 [server.token_scopes.sales-team]\ntoken_file = {tokens:?}\n\
+                 [connections.Sales_EU]\nclient_id = \"cid\"\nrefresh_token = \"rt\"\n"
+            ),
+        )
+        .unwrap();
+        let settings = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRET", "cs"),
+                ("SFBULK__CONNECTIONS__OPS__CLIENT_ID", "ops-id"),
+                ("SFBULK__CONNECTIONS__OPS__REFRESH_TOKEN", "ops-rt"),
+                ("SFBULK__CONNECTIONS__OPS__API_VERSION", "59"),
+                (
+                    "SFBULK__SERVER__TOKEN_SCOPES__SALES-TEAM__CONNECTIONS",
+                    "sales_eu,OPS",
+                ),
+            ]),
+        )
+        .unwrap();
+        let built = settings.build().unwrap();
+        assert!(built.connections.contains("sales_eu"));
+        assert!(built.connections.contains("ops"));
+        assert_eq!(built.scoped_tokens.len(), 1);
+        assert_eq!(built.scoped_tokens[0].0.expose(), "sales-team-token");
+        assert_eq!(built.scoped_tokens[0].1, ["sales_eu", "ops"]);
+        // The secrets are shown as [REDACTED] by `check`.
+        let shown = settings.to_toml();
+        assert!(
+            !shown.contains("\"cs\"") && !shown.contains("ops-rt"),
+            "{shown}"
+        );
+
+        let err = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRT", "cs"),
+                (
+                    "SFBULK__SERVER__TOKEN_SCOPES__SALES-TEAM__CONNECTIONS",
+                    "finance",
+                ),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            [
+                "SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRT is not a setting; did you mean \
+              SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRET?"
+            ]
+        );
+        let err = Settings::load_from(
+            Some(&file),
+            env(&[(
+                "SFBULK__SERVER__TOKEN_SCOPES__SALES-TEAM__CONNECTIONS",
+                "finance",
+            )]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("server.token_scopes.sales-team.connections: finance is not a configured connection"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn connections_are_refused_on_an_open_listener_beyond_loopback() {
+        let base = [
+            ("SFBULK__CONNECTIONS__SALES__CLIENT_ID", "cid"),
+            ("SFBULK__CONNECTIONS__SALES__REFRESH_TOKEN", "rt"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            Settings::load_from(None, env(&vars))
+        };
+        let err = with(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("server.listen 0.0.0.0:8280 is beyond loopback and lets anyone in, while connections are configured"),
+            "{err}"
+        );
+        assert!(with(&[("SFBULK__SERVER__LISTEN", "127.0.0.1:8280")]).is_ok());
+        assert!(with(&[("SFBULK__SERVER__AUTH_TOKENS", "t")]).is_ok());
+        // Without connections an open listener is only warned about at start.
+        assert!(Settings::load_from(None, Vec::new()).is_ok());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The connection fields every envelope carries, parsed into where to call and with which
-//! credentials. Secrets stay [`Secret`]s from here on.
+//! credentials, or the named connection it uses instead (see `connection.rs`). Secrets stay
+//! [`Secret`]s from here on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{ApiVersion, IntervalTime};
@@ -23,32 +25,112 @@ pub enum CredentialsError {
         field: &'static str,
         source: OriginRefused,
     },
+    /// `<connection>` (or `<configKey>`) names no configured connection; `name` is quotable.
+    #[error("no connection is named {name} (connections are [connections.NAME] in the proxy's settings)")]
+    UnknownConnection { name: String },
+    /// The envelope names a connection and also carries credentials of its own.
+    #[error("<{field}> cannot be sent with a named connection: the connection holds the credentials (send <connection> alone, or the credentials alone)")]
+    MixedCredentials { field: &'static str },
+    /// The caller's bearer token is not scoped for the connection it named.
+    #[error("this bearer token may not use the connection {name} (server.token_scopes)")]
+    ConnectionNotAllowed { name: String },
 }
+
+/// What a named connection's registry path starts with (`connection:sales`).
+pub const CONNECTION_PATH_PREFIX: &str = "connection:";
+
+/// The envelope fields that carry credentials of the caller's own, refused beside a named
+/// connection so that nobody mixes the two by accident.
+pub const CREDENTIAL_FIELDS: &[&str] = &[
+    "accessToken",
+    "apiUrl",
+    "refreshToken",
+    "clientId",
+    "clientSecret",
+    "tokenEndpointHostname",
+    "registryPath",
+    "name",
+];
 
 /// Where and as whom to call Salesforce.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub api_version: ApiVersion,
-    /// `apiUrl`: the instance the caller believes its token belongs to.
-    pub instance: Origin,
-    pub access_token: Secret,
-    /// Present when the caller gave what a refresh needs; then the token lives in the registry.
+    /// The caller's own session (`apiUrl`, `accessToken`); `None` for a named connection, whose
+    /// sessions come only from its grant.
+    pub own: Option<OwnSession>,
+    /// Present when the caller gave what a refresh needs, or named a connection; then the
+    /// token lives in the registry.
     pub grant: Option<RefreshGrant>,
     /// WSO2 1.1's `timeout`: how long this call waits for Salesforce's answer, at most
     /// `salesforce.response_timeout_secs`.
     pub timeout: Option<Duration>,
 }
 
-/// What the OAuth refresh-token flow needs, plus where its result is kept.
+/// A session the caller brought.
+#[derive(Debug, Clone)]
+pub struct OwnSession {
+    /// `apiUrl`: the instance the caller believes its token belongs to.
+    pub instance: Origin,
+    pub access_token: Secret,
+}
+
+/// What getting a new session needs, plus where its result is kept.
 #[derive(Debug, Clone)]
 pub struct RefreshGrant {
+    /// The envelope's `registryPath` (or `name`), or `connection:NAME`: shown to operators.
     pub registry_path: String,
-    pub refresh_token: Secret,
+    pub kind: GrantKind,
     pub client_id: String,
     /// Optional in OAuth unless the connected app requires it.
     pub client_secret: Option<Secret>,
     pub token_endpoint: Origin,
     pub interval: IntervalTime,
+    /// A connection's `instance_url`: its sessions go there whatever the grant answers.
+    pub instance: Option<Origin>,
+}
+
+/// The OAuth grant that gets a session.
+#[derive(Debug, Clone)]
+pub enum GrantKind {
+    /// `grant_type=refresh_token` (the envelope's, or a connection's).
+    RefreshToken(Secret),
+    /// A connection's JWT bearer grant: an RS256 assertion minted for each new session.
+    JwtBearer(Arc<JwtBearer>),
+    /// A connection's client credentials grant (the client id and secret alone).
+    ClientCredentials,
+}
+
+/// What a JWT bearer assertion says, and the key that signs it.
+pub struct JwtBearer {
+    /// `sub`: the integration user.
+    pub username: String,
+    /// `aud`: the login host Salesforce expects.
+    pub audience: String,
+    pub key: jsonwebtoken::EncodingKey,
+    /// What the registry keys the grant by: the user and audience (the key is the client's).
+    identity: String,
+}
+
+impl JwtBearer {
+    pub fn new(username: String, audience: String, key: jsonwebtoken::EncodingKey) -> JwtBearer {
+        let identity = format!("jwt_bearer\n{username}\n{audience}");
+        JwtBearer {
+            username,
+            audience,
+            key,
+            identity,
+        }
+    }
+}
+
+impl std::fmt::Debug for JwtBearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtBearer")
+            .field("username", &self.username)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RefreshGrant {
@@ -59,7 +141,19 @@ impl RefreshGrant {
             token_endpoint: self.token_endpoint.as_str(),
             client_id: &self.client_id,
             client_secret: self.client_secret.as_ref(),
-            refresh_token: &self.refresh_token,
+            grant: match &self.kind {
+                GrantKind::RefreshToken(token) => token.expose(),
+                GrantKind::JwtBearer(jwt) => &jwt.identity,
+                GrantKind::ClientCredentials => "client_credentials",
+            },
+        }
+    }
+
+    /// The refresh token this grant was given, for the refresh-token grant.
+    pub fn refresh_token(&self) -> Option<&Secret> {
+        match &self.kind {
+            GrantKind::RefreshToken(token) => Some(token),
+            _ => None,
         }
     }
 }
@@ -88,51 +182,107 @@ impl Credentials {
         let grant = match envelope.optional("refreshToken") {
             None => None,
             Some(refresh_token) => Some(RefreshGrant {
+                kind: GrantKind::RefreshToken(Secret::new(refresh_token)),
+                instance: None,
                 // WSO2 1.1 names the registry entry `name`; 1.0 gave its path.
                 registry_path: envelope
                     .optional("registryPath")
                     .or_else(|| envelope.optional("name"))
                     .unwrap_or(DEFAULT_REGISTRY_PATH)
                     .to_string(),
-                refresh_token: Secret::new(refresh_token),
                 client_id: envelope.required("clientId")?.to_string(),
                 client_secret: envelope.optional("clientSecret").map(Secret::new),
                 token_endpoint: match envelope.optional("tokenEndpointHostname") {
                     Some(host) => admit(allow, "tokenEndpointHostname", host, true)?,
                     None => admit(allow, "tokenEndpointHostname", default_token_endpoint, true)?,
                 },
-                interval: match envelope.optional("intervalTime") {
-                    Some(raw) => {
-                        IntervalTime::parse(raw).map_err(|reason| EnvelopeError::InvalidField {
-                            field: "intervalTime",
-                            reason,
-                        })?
-                    }
-                    None => IntervalTime::DEFAULT,
-                },
+                interval: interval(envelope)?,
             }),
-        };
-        let timeout = match envelope.optional("timeout") {
-            None => None,
-            Some(raw) => Some(
-                IntervalTime::parse(raw)
-                    .ok()
-                    .map(IntervalTime::as_duration)
-                    .filter(|t| !t.is_zero())
-                    .ok_or_else(|| EnvelopeError::InvalidField {
-                        field: "timeout",
-                        reason: format!("{raw:?} is not a whole number of milliseconds above 0"),
-                    })?,
-            ),
         };
         Ok(Credentials {
             api_version,
-            instance,
-            access_token,
+            own: Some(OwnSession {
+                instance,
+                access_token,
+            }),
             grant,
-            timeout,
+            timeout: timeout(envelope)?,
         })
     }
+
+    /// The credentials of a named connection: its grant, and of the envelope only `apiVersion`
+    /// (else the connection's `api_version`, else `default_version`), `intervalTime` and
+    /// `timeout`. An envelope that carries credentials of its own as well is refused.
+    pub fn for_connection(
+        envelope: &dyn Fields,
+        grant: &RefreshGrant,
+        connection_version: Option<&ApiVersion>,
+        default_version: Option<&str>,
+    ) -> Result<Credentials, CredentialsError> {
+        if let Some(field) = CREDENTIAL_FIELDS
+            .iter()
+            .find(|f| envelope.optional(f).is_some())
+        {
+            return Err(CredentialsError::MixedCredentials { field });
+        }
+        let api_version = match (envelope.optional("apiVersion"), connection_version) {
+            (None, Some(version)) => version.clone(),
+            (given, _) => {
+                let version = match (given, default_version) {
+                    (Some(given), _) => given,
+                    (None, Some(default)) => default,
+                    (None, None) => envelope.required("apiVersion")?,
+                };
+                ApiVersion::parse(version).map_err(|reason| EnvelopeError::InvalidField {
+                    field: "apiVersion",
+                    reason,
+                })?
+            }
+        };
+        let mut grant = grant.clone();
+        if envelope.optional("intervalTime").is_some() {
+            grant.interval = interval(envelope)?;
+        }
+        Ok(Credentials {
+            api_version,
+            own: None,
+            grant: Some(grant),
+            timeout: timeout(envelope)?,
+        })
+    }
+}
+
+/// `intervalTime`: how old a stored token may be before it is refreshed first.
+fn interval(envelope: &dyn Fields) -> Result<IntervalTime, CredentialsError> {
+    match envelope.optional("intervalTime") {
+        Some(raw) => IntervalTime::parse(raw).map_err(|reason| {
+            EnvelopeError::InvalidField {
+                field: "intervalTime",
+                reason,
+            }
+            .into()
+        }),
+        None => Ok(IntervalTime::DEFAULT),
+    }
+}
+
+/// WSO2 1.1's `timeout`, in milliseconds above 0.
+fn timeout(envelope: &dyn Fields) -> Result<Option<Duration>, CredentialsError> {
+    let Some(raw) = envelope.optional("timeout") else {
+        return Ok(None);
+    };
+    IntervalTime::parse(raw)
+        .ok()
+        .map(IntervalTime::as_duration)
+        .filter(|t| !t.is_zero())
+        .map(Some)
+        .ok_or_else(|| {
+            EnvelopeError::InvalidField {
+                field: "timeout",
+                reason: format!("{raw:?} is not a whole number of milliseconds above 0"),
+            }
+            .into()
+        })
 }
 
 fn admit(

@@ -54,6 +54,16 @@ pub enum Fault {
     /// 400: CSV data of one line (a header, no records), as `curl -d` makes of a file.
     #[error("{0}")]
     SingleLineCsv(String),
+    /// 400: `<connection>` (`<configKey>`) names no configured connection.
+    #[error("{0}")]
+    UnknownConnection(String),
+    /// 400: the envelope names a connection and carries credentials of its own too.
+    #[error("{0}")]
+    MixedCredentials(String),
+    /// 403: the caller's bearer token is not scoped for the connection it named; nothing was
+    /// sent to Salesforce.
+    #[error("{0}")]
+    ConnectionNotAllowed(String),
     /// 403: a URL the proxy was asked to contact is not on the allow-list.
     #[error("<{field}>: {reason}")]
     OriginRefused { field: &'static str, reason: String },
@@ -124,6 +134,13 @@ impl From<crate::credentials::CredentialsError> for Fault {
                 field,
                 reason: source.to_string(),
             },
+            CredentialsError::UnknownConnection { .. } => {
+                Fault::UnknownConnection(error.to_string())
+            }
+            CredentialsError::MixedCredentials { .. } => Fault::MixedCredentials(error.to_string()),
+            CredentialsError::ConnectionNotAllowed { .. } => {
+                Fault::ConnectionNotAllowed(error.to_string())
+            }
         }
     }
 }
@@ -198,8 +215,10 @@ impl Fault {
             | Fault::WrongOperation { .. }
             | Fault::MissingField(_)
             | Fault::InvalidField { .. }
-            | Fault::SingleLineCsv(_) => StatusCode::BAD_REQUEST,
-            Fault::OriginRefused { .. } => StatusCode::FORBIDDEN,
+            | Fault::SingleLineCsv(_)
+            | Fault::UnknownConnection(_)
+            | Fault::MixedCredentials(_) => StatusCode::BAD_REQUEST,
+            Fault::OriginRefused { .. } | Fault::ConnectionNotAllowed(_) => StatusCode::FORBIDDEN,
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -224,6 +243,9 @@ impl Fault {
             Fault::MissingField(_) => "SFBULK_MISSING_FIELD",
             Fault::InvalidField { .. } => "SFBULK_INVALID_FIELD",
             Fault::SingleLineCsv(_) => "SFBULK_CSV_SINGLE_LINE",
+            Fault::UnknownConnection(_) => "SFBULK_UNKNOWN_CONNECTION",
+            Fault::MixedCredentials(_) => "SFBULK_MIXED_CREDENTIALS",
+            Fault::ConnectionNotAllowed(_) => "SFBULK_CONNECTION_NOT_ALLOWED",
             Fault::OriginRefused { .. } => "SFBULK_ORIGIN_NOT_ALLOWED",
             Fault::RefreshRejected { .. } => "SFBULK_REFRESH_REJECTED",
             Fault::Unauthorized => "SFBULK_UNAUTHORIZED",

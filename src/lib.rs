@@ -4,7 +4,8 @@
 //! come in at all (bearer tokens, requests in flight, connections); [`body`] reads the request's
 //! body within its limits; [`envelope`] turns the WSO2 XML (or JSON) body into named fields;
 //! [`operation`] turns the operation's fields into a Salesforce call; [`credentials`] reads where
-//! and as whom to call, admitting URLs only through the [`origin`] allow-list; [`session`] picks
+//! and as whom to call (or the named [`connection`] that holds the credentials), admitting URLs
+//! only through the [`origin`] allow-list; [`session`] picks
 //! the token (WSO2's `init`), keeping it in the [`registry`] and refreshing it once for all
 //! waiting requests; [`salesforce`] makes the call (through the [`outbound`] proxy when one is
 //! set), and [`exchange`] makes it as the session, once more after a refresh; [`relay`] hands
@@ -32,6 +33,7 @@ pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod body;
 pub mod config;
+pub mod connection;
 pub mod credentials;
 pub mod domain;
 pub mod envelope;

@@ -182,7 +182,11 @@ async fn serve_emulator(
     settings: &Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let emulator = sfbulk_emulator::Emulator::bind(&settings.emulator.to_emulator()).await?;
+    let emulator_settings = settings
+        .emulator
+        .to_emulator()
+        .map_err(anyhow::Error::msg)?;
+    let emulator = sfbulk_emulator::Emulator::bind(&emulator_settings).await?;
     tracing::info!(address = %emulator.local_addr(), instance_url = %emulator.org().instance_url(), "Salesforce emulator listening");
     emulator.run_until(shutdown).await?;
     Ok(())

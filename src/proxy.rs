@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 
 use crate::access_log::Handled;
+use crate::admission::Scope;
 use crate::body;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
@@ -71,10 +72,11 @@ pub async fn call(
     state: &Arc<AppState>,
     operation: &'static Operation,
     request: Request,
+    scope: &Scope,
 ) -> Response {
     let trace = request.extensions().get::<TraceContext>().copied();
     let mut upstream = None;
-    let outcome = handle(state, operation, request, trace, &mut upstream).await;
+    let outcome = handle(state, operation, request, scope, trace, &mut upstream).await;
     let mut response = outcome.unwrap_or_else(|fault| fault.response(operation.api));
     response.extensions_mut().insert(Handled {
         api: operation.api.label(),
@@ -95,6 +97,7 @@ async fn handle(
     state: &Arc<AppState>,
     operation: &'static Operation,
     request: Request,
+    scope: &Scope,
     trace: Option<TraceContext>,
     upstream: &mut Option<std::time::Duration>,
 ) -> Result<Response, Fault> {
@@ -123,12 +126,12 @@ async fn handle(
             } else {
                 read_envelope(content_type, bytes, operation, build)?
             };
-            (state.credentials(operation, &envelope)?, call)
+            (state.credentials(operation, &envelope, scope)?, call)
         }
         Input::Upload(target) => {
             let fields = QueryFields::parse(parts.uri.query())?;
             let target = target(&fields)?;
-            let credentials = state.credentials(operation, &fields)?;
+            let credentials = state.credentials(operation, &fields, scope)?;
             let call = UpstreamCall {
                 method: target.method,
                 path: target.path,
@@ -211,18 +214,29 @@ fn read_envelope(
 }
 
 impl AppState {
-    /// The request's credentials, at an API version `operation` has.
+    /// The request's credentials (its own, or those of the connection it names, when `scope`
+    /// covers it), at an API version `operation` has.
     fn credentials(
         &self,
         operation: &Operation,
         fields: &dyn Fields,
+        scope: &Scope,
     ) -> Result<Credentials, CredentialsError> {
-        let credentials = Credentials::from_fields(
-            fields,
-            &self.allow,
-            &self.default_token_endpoint,
-            operation.api.default_version(),
-        )?;
+        let default_version = operation.api.default_version();
+        let credentials = match self.connections.resolve(fields, scope)? {
+            Some(connection) => Credentials::for_connection(
+                fields,
+                &connection.grant,
+                connection.api_version.as_ref(),
+                default_version,
+            )?,
+            None => Credentials::from_fields(
+                fields,
+                &self.allow,
+                &self.default_token_endpoint,
+                default_version,
+            )?,
+        };
         operation.check_version(&credentials.api_version)?;
         Ok(credentials)
     }

@@ -116,9 +116,9 @@ impl ProxyService {
         }
         let api = proxy::service_api(service);
         // Before the body is read and before anything goes upstream.
-        if !self.bearer.admit(request.headers()) {
+        let Some(scope) = self.bearer.admit(request.headers()) else {
             return Fault::Unauthorized.response(api);
-        }
+        };
         let Some(_in_flight) = self.in_flight.try_enter() else {
             return Fault::Overloaded(self.in_flight.setting()).response(api);
         };
@@ -130,7 +130,7 @@ impl ProxyService {
             ),
         };
         match operation {
-            Ok(operation) => proxy::call(&self.state, operation, request).await,
+            Ok(operation) => proxy::call(&self.state, operation, request, &scope).await,
             Err(fault) => fault.response(api),
         }
     }

@@ -52,7 +52,7 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let built = settings.build()?;
         let state = Arc::new(AppState::from_settings(settings, &built)?);
-        let tokens = built.auth_tokens;
+        let bearer = BearerTokens::new(&built.auth_tokens, &built.scoped_tokens);
         let listener = match built.listen {
             Some(address) => Some(bind("server.listen", address).await?),
             None => None,
@@ -75,10 +75,10 @@ impl Application {
         // Client certificates guard the HTTPS listener only; bearer tokens guard both.
         let client_certificates = !settings.server.tls_client_ca_file.as_os_str().is_empty();
         let guarded = [
-            (listener.as_ref(), !tokens.is_empty()),
+            (listener.as_ref(), bearer.is_required()),
             (
                 tls.as_ref().map(|(l, _)| l),
-                !tokens.is_empty() || client_certificates,
+                bearer.is_required() || client_certificates,
             ),
         ];
         for (listener, guarded) in guarded {
@@ -106,11 +106,7 @@ impl Application {
             admin,
             state: state.clone(),
             drain: settings.server.drain(),
-            proxy: ProxyService::new(
-                state,
-                BearerTokens::new(&tokens),
-                settings.server.max_in_flight,
-            ),
+            proxy: ProxyService::new(state, bearer, settings.server.max_in_flight),
             limits: ServeLimits {
                 grace: settings.server.shutdown_grace(),
                 header_read_timeout: settings.server.header_read_timeout(),

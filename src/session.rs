@@ -97,9 +97,12 @@ impl Sessions {
     /// Salesforce has accepted it ([`Sessions::accepted`]).
     pub async fn open(&self, credentials: &Credentials) -> Result<Session, Fault> {
         let Some(grant) = &credentials.grant else {
+            let own = credentials.own.as_ref().ok_or_else(|| {
+                Fault::Internal("credentials with neither a session nor a grant".into())
+            })?;
             return Ok(Session {
-                token: credentials.access_token.clone(),
-                instance: credentials.instance.clone(),
+                token: own.access_token.clone(),
+                instance: own.instance.clone(),
                 entry_seen: None,
                 unstored: None,
             });
@@ -113,15 +116,20 @@ impl Sessions {
             hit = found.is_some(),
             "registry lookup"
         );
-        let (entry, unstored) = match found {
-            Some(entry) => (entry, false),
-            None => (
-                Entry::callers(
-                    credentials.access_token.clone(),
-                    credentials.instance.to_string(),
-                ),
+        let (entry, unstored) = match (found, &credentials.own) {
+            (Some(entry), _) => (entry, false),
+            (None, Some(own)) => (
+                Entry::callers(own.access_token.clone(), own.instance.to_string()),
                 true,
             ),
+            // A named connection's first session: nothing to try before its grant.
+            (None, None) => {
+                let never = Seen {
+                    stored_at_ms: 0,
+                    version: 0,
+                };
+                return self.refresh(grant, key, never, None).await;
+            }
         };
         let seen = Seen {
             stored_at_ms: entry.stored_at_ms,
@@ -330,8 +338,10 @@ enum RefreshTokenSource {
     Rotated,
     /// The envelope's, while the stored lineage could not be opened.
     EnvelopeForLostLineage,
-    /// The envelope's.
+    /// The envelope's (or a connection's).
     Envelope,
+    /// None: a connection's JWT bearer or client credentials grant.
+    NotUsed,
 }
 
 /// One refresh, run as a task of its own.
@@ -465,9 +475,11 @@ impl Refresh {
             .and_then(|l| l.refresh_token.clone())
             // Entries of earlier versions kept the rotated token beside the path's session.
             .or_else(|| path.as_ref().and_then(|p| p.refresh_token.clone()));
-        let (refresh_token, source) = match stored_refresh.clone() {
-            Some(rotated) => (rotated, RefreshTokenSource::Rotated),
-            None if lost => {
+        let (refresh_token, source) = match (self.grant.refresh_token(), stored_refresh.clone()) {
+            // A server-to-server grant asks afresh each time: nothing is rotated.
+            (None, _) => (None, RefreshTokenSource::NotUsed),
+            (Some(_), Some(rotated)) => (Some(rotated), RefreshTokenSource::Rotated),
+            (Some(given), None) if lost => {
                 tracing::warn!(
                     registry.path = %self.grant.registry_path,
                     entry.id = self.lineage.id(),
@@ -475,29 +487,28 @@ impl Refresh {
                      token, which rotation may have retired"
                 );
                 (
-                    self.grant.refresh_token.clone(),
+                    Some(given.clone()),
                     RefreshTokenSource::EnvelopeForLostLineage,
                 )
             }
-            None => (
-                self.grant.refresh_token.clone(),
-                RefreshTokenSource::Envelope,
-            ),
+            (Some(given), None) => (Some(given.clone()), RefreshTokenSource::Envelope),
         };
         let started = Instant::now();
-        let call = self.shared.salesforce.refresh_session(
-            &self.grant.token_endpoint,
-            &self.grant,
-            &refresh_token,
-        );
+        let call = self
+            .shared
+            .salesforce
+            .new_session(&self.grant, refresh_token.as_ref());
         let fresh = renewing(lease, call, limits)
             .await
-            .map_err(|error| advise(error.into(), source))?;
-        let instance = self
-            .shared
-            .allow
-            .admit(&fresh.instance_url)
-            .map_err(|e| Fault::RefreshFailed(format!("instance_url: {e}")))?;
+            .map_err(|error| advise(error.into(), source, &self.grant.registry_path))?;
+        let instance = match &self.grant.instance {
+            Some(configured) => configured.clone(),
+            None => self
+                .shared
+                .allow
+                .admit(&fresh.instance_url)
+                .map_err(|e| Fault::RefreshFailed(format!("instance_url: {e}")))?,
+        };
         let last_version = lineage.as_ref().map_or(0, |l| l.version);
         let next = Entry {
             access_token: fresh.access_token,
@@ -589,14 +600,31 @@ fn poll_interval(lease: Duration) -> Duration {
 }
 
 /// A refusal of the refresh token, with what it means for the grant.
-fn advise(fault: Fault, source: RefreshTokenSource) -> Fault {
+fn advise(fault: Fault, source: RefreshTokenSource, registry_path: &str) -> Fault {
     match fault {
+        Fault::RefreshRejected {
+            error,
+            description,
+            advice: _,
+        } if source == RefreshTokenSource::NotUsed => {
+            let name = registry_path.trim_start_matches(crate::credentials::CONNECTION_PATH_PREFIX);
+            Fault::RefreshRejected {
+                error,
+                description,
+                advice: format!(
+                    "; the grant of connection {name} was refused: check its settings \
+                     (client_id, client_secret or private_key_file and the certificate the \
+                     connected app holds, username, audience, login_url)"
+                ),
+            }
+        }
         Fault::RefreshRejected {
             error,
             description,
             advice: _,
         } if error == "invalid_grant" => {
             let advice = match source {
+                RefreshTokenSource::NotUsed => "",
                 RefreshTokenSource::Rotated => {
                     "; the newest stored refresh token was refused: the grant must be \
                      re-authorised (a new refresh token from the OAuth flow)"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::body::BufferBudget;
 use crate::config::{Built, RegistryBackend, Settings};
+use crate::connection::Connections;
 use crate::metrics::Metrics;
 use crate::origin::AllowList;
 use crate::registry::{FileRegistry, MemoryRegistry, RedisRegistry, TokenRegistry};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub sessions: Sessions,
     pub salesforce: SalesforceClient,
     pub allow: AllowList,
+    /// `[connections.NAME]`.
+    pub connections: Arc<Connections>,
     /// `salesforce.token_endpoint_hostname`, for envelopes without `tokenEndpointHostname`.
     pub default_token_endpoint: String,
     pub max_body_bytes: usize,
@@ -76,6 +79,7 @@ impl AppState {
             sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits, metrics),
             salesforce,
             allow,
+            connections: built.connections.clone(),
             default_token_endpoint: settings.salesforce.token_endpoint_hostname.clone(),
             max_body_bytes: settings.server.max_body_bytes,
             replay_buffer_bytes: settings.server.replay_buffer_bytes,

@@ -385,7 +385,8 @@ mod tests {
         let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
         let grant = RefreshGrant {
             registry_path: "connectors/SalesforceBulk".into(),
-            refresh_token: Secret::new("rt"),
+            kind: crate::credentials::GrantKind::RefreshToken(Secret::new("rt")),
+            instance: None,
             client_id: "cid".into(),
             client_secret: None,
             token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),

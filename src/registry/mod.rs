@@ -34,7 +34,9 @@ pub struct KeyParts<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
     pub client_secret: Option<&'a Secret>,
-    pub refresh_token: &'a Secret,
+    /// The refresh token, or for a connection's server-to-server grant what it stands for
+    /// (the JWT's user and audience; the client credentials themselves).
+    pub grant: &'a str,
 }
 
 /// Identifies one registry entry. Its `id` is a hash, safe as a file name or a Redis key.
@@ -67,7 +69,7 @@ impl RegistryKey {
                 grant.token_endpoint,
                 grant.client_id,
                 grant.client_secret.map(Secret::expose).unwrap_or_default(),
-                grant.refresh_token.expose(),
+                grant.grant,
             ]),
         }
     }
@@ -85,7 +87,7 @@ impl RegistryKey {
                 "sfbulk-lineage-v1",
                 grant.token_endpoint,
                 grant.client_id,
-                grant.refresh_token.expose(),
+                grant.grant,
             ]),
         }
     }
@@ -285,7 +287,8 @@ mod tests {
         let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
         RefreshGrant {
             registry_path: path.into(),
-            refresh_token: Secret::new(refresh),
+            kind: crate::credentials::GrantKind::RefreshToken(Secret::new(refresh)),
+            instance: None,
             client_id: "cid".into(),
             client_secret: Some(Secret::new("cs")),
             token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),

@@ -1,4 +1,6 @@
-//! The OAuth 2.0 refresh-token grant against `{login host}/services/oauth2/token`.
+//! The OAuth 2.0 grants that get a session, against `{login host}/services/oauth2/token`: the
+//! refresh token (the envelope's or a connection's), and a connection's JWT bearer assertion or
+//! client credentials.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request};
@@ -7,9 +9,13 @@ use serde::Deserialize;
 
 use super::client::SalesforceClient;
 use super::error::UpstreamError;
-use crate::credentials::RefreshGrant;
-use crate::origin::Origin;
+use crate::credentials::{GrantKind, JwtBearer, RefreshGrant};
 use crate::secret::Secret;
+
+/// How long a JWT bearer assertion is valid: Salesforce takes at most three minutes.
+const ASSERTION_LIFETIME_SECS: u64 = 170;
+
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// A token answers are at most a few hundred bytes; more is not a token answer.
 const TOKEN_ANSWER_LIMIT: usize = 64 * 1024;
@@ -50,24 +56,15 @@ struct Refusal {
 }
 
 impl SalesforceClient {
-    /// Trades a refresh token for a new session.
-    pub async fn refresh_session(
+    /// A new session from `grant`: for the refresh-token grant, traded for `refresh_token`
+    /// (the lineage's newest; `None`: the grant's own).
+    pub async fn new_session(
         &self,
-        endpoint: &Origin,
         grant: &RefreshGrant,
-        refresh_token: &Secret,
+        refresh_token: Option<&Secret>,
     ) -> Result<TokenGrant, UpstreamError> {
-        let form = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "refresh_token")
-                .append_pair("refresh_token", refresh_token.expose())
-                .append_pair("client_id", &grant.client_id)
-                .append_pair("format", "json");
-            if let Some(secret) = &grant.client_secret {
-                form.append_pair("client_secret", secret.expose());
-            }
-            form.finish()
-        };
+        let (form, sent) = token_form(grant, refresh_token)?;
+        let endpoint = &grant.token_endpoint;
         let mut request = Request::new(Body::from(form));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = axum::http::Uri::from_static("/services/oauth2/token");
@@ -117,7 +114,7 @@ impl SalesforceClient {
         }
         match serde_json::from_slice::<Refusal>(&body) {
             Ok(refusal) if status.is_client_error() => {
-                let sent = [Some(refresh_token), grant.client_secret.as_ref()];
+                let sent: Vec<_> = sent.iter().map(Some).collect();
                 Err(UpstreamError::Refused {
                     error: refusal_text(refusal.error, &sent),
                     description: refusal_text(refusal.error_description, &sent),
@@ -128,6 +125,70 @@ impl SalesforceClient {
             ))),
         }
     }
+}
+
+/// The token request's form for `grant`, and what it holds that the endpoint must never be
+/// caught echoing.
+fn token_form(
+    grant: &RefreshGrant,
+    refresh_token: Option<&Secret>,
+) -> Result<(String, Vec<Secret>), UpstreamError> {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    // What the form holds that the endpoint must never be caught echoing.
+    let mut sent: Vec<Secret> = grant.client_secret.iter().cloned().collect();
+    match &grant.kind {
+        GrantKind::RefreshToken(given) => {
+            let token = refresh_token.unwrap_or(given);
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", token.expose())
+                .append_pair("client_id", &grant.client_id);
+            if let Some(secret) = &grant.client_secret {
+                form.append_pair("client_secret", secret.expose());
+            }
+            sent.push(token.clone());
+        }
+        GrantKind::JwtBearer(jwt) => {
+            let assertion = Secret::new(assertion(jwt, &grant.client_id)?);
+            form.append_pair("grant_type", JWT_BEARER_GRANT)
+                .append_pair("assertion", assertion.expose());
+            sent.push(assertion);
+        }
+        GrantKind::ClientCredentials => {
+            form.append_pair("grant_type", "client_credentials")
+                .append_pair("client_id", &grant.client_id);
+            if let Some(secret) = &grant.client_secret {
+                form.append_pair("client_secret", secret.expose());
+            }
+        }
+    }
+    form.append_pair("format", "json");
+    Ok((form.finish(), sent))
+}
+
+/// A JWT bearer assertion for `jwt`'s user, issued by `client_id`: RS256, expiring in under
+/// three minutes, as Salesforce asks.
+fn assertion(jwt: &JwtBearer, client_id: &str) -> Result<String, UpstreamError> {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        sub: &'a str,
+        aud: &'a str,
+        exp: u64,
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let claims = Claims {
+        iss: client_id,
+        sub: &jwt.username,
+        aud: &jwt.audience,
+        exp: now + ASSERTION_LIFETIME_SECS,
+    };
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    jsonwebtoken::encode(&header, &claims, &jwt.key).map_err(|e| {
+        UpstreamError::BadTokenAnswer(format!("the JWT assertion could not be signed: {e}"))
+    })
 }
 
 /// A refusal's text as the caller may see it: cut short, and withheld whole when it quotes a

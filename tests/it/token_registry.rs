@@ -4,7 +4,7 @@
 
 use crate::support::{element, spawn_app, spawn_app_with, spawn_proxy, temp_dir, TestApp};
 use sfbulk_proxy::config::RegistryBackend;
-use sfbulk_proxy::credentials::RefreshGrant;
+use sfbulk_proxy::credentials::{GrantKind, RefreshGrant};
 use sfbulk_proxy::domain::IntervalTime;
 use sfbulk_proxy::registry::{now_ms, Entry, FileRegistry, RegistryKey, TokenRegistry};
 use sfbulk_proxy::secret::Secret;
@@ -69,7 +69,8 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
     let e = &app.settings.emulator;
     let grant = RefreshGrant {
         registry_path: "connectors/SalesforceBulk".into(),
-        refresh_token: Secret::new(e.refresh_token.expose()),
+        kind: GrantKind::RefreshToken(Secret::new(e.refresh_token.expose())),
+        instance: None,
         client_id: e.client_id.clone(),
         client_secret: Some(Secret::new(e.client_secret.expose())),
         token_endpoint: allow.admit(&app.emulator).unwrap(),
@@ -234,7 +235,8 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
     let allow = app.settings.build().unwrap().allow;
     let grant = RefreshGrant {
         registry_path: "flows/rotated".into(),
-        refresh_token: Secret::new("rotated-away-original"),
+        kind: GrantKind::RefreshToken(Secret::new("rotated-away-original")),
+        instance: None,
         client_id: e.client_id.clone(),
         client_secret: Some(Secret::new(e.client_secret.expose())),
         token_endpoint: allow.admit(&app.emulator).unwrap(),

@@ -49,7 +49,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     tweak(&mut settings);
-    let emulator = Emulator::bind(&settings.emulator.to_emulator())
+    let emulator = Emulator::bind(&settings.emulator.to_emulator().expect("emulator settings"))
         .await
         .expect("emulator binds");
     let port = emulator.local_addr().port();
