@@ -404,7 +404,12 @@ impl Settings {
         let (connections, connection_problems) =
             Connections::build(&self.connections, allow.as_ref());
         problems.extend(connection_problems);
-        let scoped_tokens = self.server.scoped_tokens(&connections, &mut problems);
+        let configured: Vec<String> = self
+            .connections
+            .keys()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        let scoped_tokens = self.server.scoped_tokens(&configured, &mut problems);
         if !connections.is_empty() {
             let bearer = !auth_tokens.is_empty() || !scoped_tokens.is_empty();
             let client_certificates = !self.server.tls_client_ca_file.as_os_str().is_empty();
@@ -994,7 +999,7 @@ impl ServerSettings {
     /// must all be configured.
     fn scoped_tokens(
         &self,
-        connections: &Connections,
+        connections: &[String],
         problems: &mut Vec<String>,
     ) -> Vec<(Secret, Vec<String>)> {
         let mut scoped = Vec::new();

@@ -263,23 +263,26 @@ fn build_one(
             ("refresh_token_file", &settings.refresh_token_file),
             &mut problem,
         ) {
-            Some(token) => Some(GrantKind::RefreshToken(token)),
-            None => {
+            Ok(Some(token)) => Some(GrantKind::RefreshToken(token)),
+            Ok(None) => {
                 problem("refresh_token or refresh_token_file must be set".into());
                 None
             }
+            Err(()) => None,
         },
-        "client_credentials" => match client_secret {
-            Some(_) => Some(GrantKind::ClientCredentials),
-            None => {
+        "client_credentials" => match &client_secret {
+            Ok(Some(_)) => Some(GrantKind::ClientCredentials),
+            Ok(None) => {
                 problem(
                     "client_secret or client_secret_file must be set for client credentials".into(),
                 );
                 None
             }
+            Err(()) => None,
         },
         _ => jwt_bearer(settings, login.as_ref(), &mut problem).map(GrantKind::JwtBearer),
     };
+    let client_secret = client_secret.ok().flatten();
     let (Some(kind), Some(token_endpoint), true) = (kind, login, ok) else {
         return None;
     };
@@ -314,7 +317,7 @@ fn jwt_bearer(
     }
     let key = match read(&settings.private_key_file) {
         Ok(pem) => match jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()) {
-            Ok(key) => Some(key),
+            Ok(key) => Some((key, pem)),
             Err(_) => {
                 problem(format!(
                     "private_key_file {}: not a PEM RSA private key (BEGIN PRIVATE KEY or BEGIN \
@@ -334,42 +337,39 @@ fn jwt_bearer(
         given => given.trim_end_matches('/').to_string(),
     };
     match (key, username.is_empty()) {
-        (Some(key), false) => Some(Arc::new(JwtBearer::new(
+        (Some((key, pem)), false) => Some(Arc::new(JwtBearer::new(
             username.to_string(),
             audience,
             key,
+            pem.as_bytes(),
         ))),
         _ => None,
     }
 }
 
-/// A secret given either inline or in a file (trimmed), not both; `None` when neither.
+/// A secret given either inline or in a file (trimmed), not both: `Ok(None)` when neither,
+/// `Err` when a problem was reported.
 fn one_of(
     inline: (&str, &Secret),
     file: (&str, &Path),
     problem: &mut dyn FnMut(String),
-) -> Option<Secret> {
+) -> Result<Option<Secret>, ()> {
+    let reported = |problem: &mut dyn FnMut(String), text: String| {
+        problem(text);
+        Err(())
+    };
     match (inline.1.expose().trim(), is_set(file.1)) {
-        ("", false) => None,
-        (value, false) => Some(Secret::new(value)),
+        ("", false) => Ok(None),
+        (value, false) => Ok(Some(Secret::new(value))),
         ("", true) => match read(file.1) {
-            Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
-            Ok(_) => {
-                problem(format!("{} {} is empty", file.0, file.1.display()));
-                None
-            }
-            Err(e) => {
-                problem(format!("{} {e}", file.0));
-                None
-            }
+            Ok(text) if !text.trim().is_empty() => Ok(Some(Secret::new(text.trim()))),
+            Ok(_) => reported(problem, format!("{} {} is empty", file.0, file.1.display())),
+            Err(e) => reported(problem, format!("{} {e}", file.0)),
         },
-        (_, true) => {
-            problem(format!(
-                "{} and {} are both set: give one",
-                inline.0, file.0
-            ));
-            None
-        }
+        (_, true) => reported(
+            problem,
+            format!("{} and {} are both set: give one", inline.0, file.0),
+        ),
     }
 }
 

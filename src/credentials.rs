@@ -108,13 +108,22 @@ pub struct JwtBearer {
     /// `aud`: the login host Salesforce expects.
     pub audience: String,
     pub key: jsonwebtoken::EncodingKey,
-    /// What the registry keys the grant by: the user and audience (the key is the client's).
+    /// What the registry keys the grant by: the user, the audience and a digest of the key, so
+    /// that a connection with another key never shares a session it could not get itself.
     identity: String,
 }
 
 impl JwtBearer {
-    pub fn new(username: String, audience: String, key: jsonwebtoken::EncodingKey) -> JwtBearer {
-        let identity = format!("jwt_bearer\n{username}\n{audience}");
+    /// `key_pem`: the PEM the key was read from, of which only a digest is kept.
+    pub fn new(
+        username: String,
+        audience: String,
+        key: jsonwebtoken::EncodingKey,
+        key_pem: &[u8],
+    ) -> JwtBearer {
+        use sha2::Digest;
+        let digest = crate::hex::encode(&sha2::Sha256::digest(key_pem));
+        let identity = format!("jwt_bearer\n{username}\n{audience}\n{digest}");
         JwtBearer {
             username,
             audience,

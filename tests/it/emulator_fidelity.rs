@@ -367,6 +367,120 @@ async fn the_client_credentials_grant_issues_a_session_without_a_refresh_token()
 }
 
 #[tokio::test]
+async fn the_jwt_bearer_grant_checks_signature_audience_expiry_issuer_and_user_in_salesforces_words(
+) {
+    let dir = crate::support::temp_dir("emulator-jwt");
+    let keys = crate::support::keys::RsaKeyPair::generate(&dir, "app");
+    let other = crate::support::keys::RsaKeyPair::generate(&dir, "other");
+    let public_key_file = keys.public_key_file.clone();
+    let app =
+        crate::support::spawn_app_with(move |s| s.emulator.jwt_public_key_file = public_key_file)
+            .await;
+    let e = &app.settings.emulator;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |pem: &[u8], claims: serde_json::Value| {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem).unwrap();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    let claims = |iss: &str, sub: &str, aud: &str, exp: u64| serde_json::json!({ "iss": iss, "sub": sub, "aud": aud, "exp": exp });
+    let good = claims(
+        &e.client_id,
+        &e.username,
+        "https://login.salesforce.com",
+        now + 120,
+    );
+    let cases = [
+        (sign(&keys.private_pem(), good.clone()), None),
+        (
+            sign(
+                &keys.private_pem(),
+                claims(&e.client_id, &e.username, &app.emulator, now + 60),
+            ),
+            None,
+        ),
+        (
+            sign(&other.private_pem(), good.clone()),
+            Some(("invalid_grant", "invalid assertion")),
+        ),
+        (
+            "not.a.jwt".to_string(),
+            Some(("invalid_grant", "invalid assertion")),
+        ),
+        (
+            sign(
+                &keys.private_pem(),
+                claims(
+                    &e.client_id,
+                    &e.username,
+                    "https://test.salesforce.com",
+                    now + 60,
+                ),
+            ),
+            Some(("invalid_grant", "audience is invalid")),
+        ),
+        (
+            sign(
+                &keys.private_pem(),
+                claims(&e.client_id, &e.username, &app.emulator, now - 10),
+            ),
+            Some(("invalid_grant", "expired authorization code")),
+        ),
+        (
+            sign(
+                &keys.private_pem(),
+                claims(&e.client_id, &e.username, &app.emulator, now + 3600),
+            ),
+            Some(("invalid_grant", "invalid assertion")),
+        ),
+        (
+            sign(
+                &keys.private_pem(),
+                claims("another-app", &e.username, &app.emulator, now + 60),
+            ),
+            Some(("invalid_client_id", "client identifier invalid")),
+        ),
+        (
+            sign(
+                &keys.private_pem(),
+                claims(&e.client_id, "someone@else", &app.emulator, now + 60),
+            ),
+            Some(("invalid_grant", "user hasn't approved this consumer")),
+        ),
+    ];
+    for (assertion, refusal) in cases {
+        let (status, answer) = token_request(
+            &app,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &assertion),
+            ],
+        )
+        .await;
+        match refusal {
+            None => {
+                assert_eq!(status, 200, "{answer}");
+                assert!(answer.get("refresh_token").is_none(), "{answer}");
+                assert!(answer["access_token"].as_str().unwrap().starts_with("00D"));
+            }
+            Some((error, description)) => {
+                assert_eq!(status, 400, "{answer}");
+                assert_eq!(answer["error"], error, "{answer}");
+                assert_eq!(answer["error_description"], description, "{answer}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
 async fn the_refresh_grant_answers_like_salesforce() {
     let app = spawn_app().await;
     let e = &app.settings.emulator;

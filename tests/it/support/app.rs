@@ -47,6 +47,15 @@ pub async fn spawn_app() -> TestApp {
 /// Spawns emulator and proxy; `tweak` adjusts settings before either starts. The emulator is
 /// allowed both as 127.0.0.1 and as localhost, and is the token endpoint.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_around_emulator(tweak, |_, _| {}).await
+}
+
+/// As [`spawn_app_with`], and `then` adjusts the proxy's settings once the emulator's origin
+/// (`http://127.0.0.1:PORT`, given as the second argument) is known.
+pub async fn spawn_app_around_emulator(
+    tweak: impl FnOnce(&mut Settings),
+    then: impl FnOnce(&mut Settings, &str),
+) -> TestApp {
     let mut settings = test_settings();
     tweak(&mut settings);
     let emulator = Emulator::bind(&settings.emulator.to_emulator().expect("emulator settings"))
@@ -60,6 +69,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .allowed_origins
         .push(format!("http://localhost:{port}"));
     settings.salesforce.token_endpoint_hostname = origin.clone();
+    then(&mut settings, &origin);
     let org = emulator.org();
     tokio::spawn(emulator.run_until(std::future::pending()));
     let (proxy, admin) = spawn_proxy_and_admin(&settings).await;
@@ -286,6 +296,16 @@ impl TestApp {
             .expect("the admin port answers");
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
+    }
+
+    /// Token requests the emulator received, oldest first, each as its form's fields.
+    pub fn token_requests(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.org
+            .recorded_requests()
+            .into_iter()
+            .filter(|r| r.uri.starts_with("/services/oauth2/token"))
+            .map(|r| url::form_urlencoded::parse(&r.body).into_owned().collect())
+            .collect()
     }
 
     /// Bulk API 1.0 requests the emulator received, oldest first.
