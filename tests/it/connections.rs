@@ -151,6 +151,32 @@ async fn a_refresh_token_connection_serves_envelopes_without_credentials_across_
         ["refresh_token", "refresh_token"]
     );
 
+    // The upload operations name it in their query, beside the file.
+    let job_file = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<jobInfo \
+        xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><operation>insert</operation>\
+        <object>Contact</object><contentType>CSV</contentType></jobInfo>";
+    let created = app
+        .upload(
+            "createJobToUploadBatchFile",
+            "connection=sales",
+            "application/xml",
+            job_file,
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let sent = app.bulk_requests().pop().unwrap();
+    assert_eq!(sent.uri, "/services/async/34.0/job");
+    assert_eq!(sent.body, job_file.as_bytes());
+    let refused = app
+        .upload(
+            "createJobToUploadBatchFile",
+            "connection=sales&clientSecret=x",
+            "application/xml",
+            job_file,
+        )
+        .await;
+    assert_eq!(fault(refused).await.1, "SFBULK_MIXED_CREDENTIALS");
+
     // Bulk 2.0 uses the same connection and session; the envelope's version wins over the
     // connection's (34.0, which 2.0 does not have).
     let jobs = app
@@ -428,4 +454,58 @@ async fn start_up_is_refused_for_connections_on_a_listener_beyond_loopback_that_
     // With a bearer token required, the same listener starts.
     settings.server.auth_tokens = vec![Secret::new("team-token")];
     assert!(Application::build(&settings).await.is_ok());
+}
+
+#[tokio::test]
+async fn replicas_on_one_redis_share_a_connections_session_and_renew_it_once_per_expiry() {
+    let redis = crate::support::redis::RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_around_emulator(
+        move |s| {
+            s.registry.backend = sfbulk_proxy::config::RegistryBackend::Redis;
+            s.registry.redis_url = Secret::new(url);
+        },
+        |settings, emulator| {
+            let mut cc = connection(settings, "client_credentials", emulator);
+            cc.client_secret = settings.emulator.client_secret.clone();
+            settings.connections.insert("sales".into(), cc);
+        },
+    )
+    .await;
+    let replica = crate::support::spawn_proxy(&app.settings).await;
+    let job = app.create_job_as("sales", None).await;
+    let get_job = |proxy: String| {
+        let http = app.http.clone();
+        let body = envelope("getJob", &[("connection", "sales"), ("jobId", &job)]);
+        async move {
+            http.post(format!("{proxy}/services/salesforcebulk_getJob"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get_job(replica.clone()).await, 200);
+    assert_eq!(
+        app.token_requests().len(),
+        1,
+        "the replica used the stored session"
+    );
+    app.org.expire_sessions();
+    let calls = (0..8).map(|i| {
+        get_job(if i % 2 == 0 {
+            app.proxy.clone()
+        } else {
+            replica.clone()
+        })
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        app.token_requests().len(),
+        2,
+        "one new session for the whole fleet"
+    );
 }
