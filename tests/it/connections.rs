@@ -32,6 +32,17 @@ fn connection(
     }
 }
 
+/// Adds the client-credentials connection `name` to the emulator's org.
+fn add_client_credentials(
+    settings: &mut sfbulk_proxy::config::Settings,
+    emulator: &str,
+    name: &str,
+) {
+    let mut cc = connection(settings, "client_credentials", emulator);
+    cc.client_secret = settings.emulator.client_secret.clone();
+    settings.connections.insert(name.into(), cc);
+}
+
 impl TestApp {
     /// POSTs an envelope of `fields` alone (no credentials) to a Bulk 1.0 operation, with
     /// `bearer` as the caller's token when given.
@@ -64,6 +75,13 @@ impl TestApp {
         let body = created.text().await.unwrap();
         assert_eq!(status, 201, "{body}");
         element(&body, "id").expect("jobInfo has an id")
+    }
+
+    /// A `getJob` with `fields` (and a job id) that the proxy refuses: status, code, message.
+    async fn get_job_refused(&self, fields: &[(&str, &str)]) -> (u16, String, String) {
+        let mut all = vec![("jobId", "750000000000001AAA")];
+        all.extend_from_slice(fields);
+        fault(self.call_bare("getJob", &all, None).await).await
     }
 
     /// Reads a job back through the connection `name`, after the org ended every session: the
@@ -276,9 +294,13 @@ async fn a_client_credentials_connection_asks_with_its_id_and_secret_each_time_a
     let app = spawn_app_around_emulator(
         |_| {},
         |settings, emulator| {
-            let mut cc = connection(settings, "client_credentials", emulator);
-            cc.client_secret = settings.emulator.client_secret.clone();
-            settings.connections.insert("batch-runner".into(), cc);
+            add_client_credentials(settings, emulator, "batch-runner");
+            // Its calls go to the configured instance, not to the one the grant answers.
+            settings
+                .connections
+                .get_mut("batch-runner")
+                .unwrap()
+                .instance_url = emulator.replace("127.0.0.1", "localhost");
         },
     )
     .await;
@@ -294,6 +316,14 @@ async fn a_client_credentials_connection_asks_with_its_id_and_secret_each_time_a
         app.settings.emulator.client_secret.expose()
     );
     assert!(!tokens[1].contains_key("refresh_token"));
+    let calls = app.bulk_requests();
+    assert!(!calls.is_empty());
+    for call in calls {
+        assert_eq!(
+            call.host.as_deref(),
+            Some(&*format!("localhost:{}", app.emulator_port))
+        );
+    }
 }
 
 #[tokio::test]
@@ -301,70 +331,32 @@ async fn an_unknown_name_and_credentials_beside_a_connection_are_refused_with_no
     let app = spawn_app_around_emulator(
         |_| {},
         |settings, emulator| {
-            let mut cc = connection(settings, "client_credentials", emulator);
-            cc.client_secret = settings.emulator.client_secret.clone();
-            settings.connections.insert("sales".into(), cc);
+            add_client_credentials(settings, emulator, "sales");
         },
     )
     .await;
-    let (status, code, message) = fault(
-        app.call_bare(
-            "getJob",
-            &[("connection", "nope"), ("jobId", "750000000000001AAA")],
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, code, message) = app.get_job_refused(&[("connection", "nope")]).await;
     assert_eq!((status, code.as_str()), (400, "SFBULK_UNKNOWN_CONNECTION"));
     assert!(message.contains("no connection is named nope"), "{message}");
 
     // A name that is no name at all is quoted, escaped and cut.
     let hostile = format!("<![CDATA[x\ny{}]]>", "z".repeat(500));
-    let (status, code, message) = fault(
-        app.call_bare(
-            "getJob",
-            &[("connection", &hostile), ("jobId", "750000000000001AAA")],
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, code, message) = app.get_job_refused(&[("connection", &hostile)]).await;
     assert_eq!((status, code.as_str()), (400, "SFBULK_UNKNOWN_CONNECTION"));
     assert!(!message.contains('\n') && message.len() < 300, "{message}");
 
-    let (status, code, message) = fault(
-        app.call_bare(
-            "getJob",
-            &[
-                ("connection", "sales"),
-                ("jobId", "750000000000001AAA"),
-                ("accessToken", "00Dx!mine"),
-            ],
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, code, message) = app
+        .get_job_refused(&[("connection", "sales"), ("accessToken", "00Dx!mine")])
+        .await;
     assert_eq!((status, code.as_str()), (400, "SFBULK_MIXED_CREDENTIALS"));
     assert!(
         message.contains("<accessToken> cannot be sent with a named connection"),
         "{message}"
     );
 
-    let (status, code, _) = fault(
-        app.call_bare(
-            "getJob",
-            &[
-                ("connection", "sales"),
-                ("configKey", "other"),
-                ("jobId", "750000000000001AAA"),
-            ],
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, code, _) = app
+        .get_job_refused(&[("connection", "sales"), ("configKey", "other")])
+        .await;
     assert_eq!((status, code.as_str()), (400, "SFBULK_INVALID_FIELD"));
     assert!(
         app.org.recorded_requests().is_empty(),
@@ -389,9 +381,7 @@ async fn a_bearer_token_scoped_to_one_teams_connections_cannot_use_another_teams
                 },
             );
             for name in ["sales", "finance"] {
-                let mut cc = connection(settings, "client_credentials", emulator);
-                cc.client_secret = settings.emulator.client_secret.clone();
-                settings.connections.insert(name.into(), cc);
+                add_client_credentials(settings, emulator, name);
             }
         },
     )
@@ -466,9 +456,7 @@ async fn replicas_on_one_redis_share_a_connections_session_and_renew_it_once_per
             s.registry.redis_url = Secret::new(url);
         },
         |settings, emulator| {
-            let mut cc = connection(settings, "client_credentials", emulator);
-            cc.client_secret = settings.emulator.client_secret.clone();
-            settings.connections.insert("sales".into(), cc);
+            add_client_credentials(settings, emulator, "sales");
         },
     )
     .await;
