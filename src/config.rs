@@ -82,6 +82,8 @@ pub struct SalesforceSettings {
     /// May carry the proxy's password: a secret, never logged or shown.
     pub https_proxy: Secret,
     pub no_proxy: String,
+    pub ca_file: PathBuf,
+    pub native_roots: bool,
     /// `HTTPS_PROXY` (or `https_proxy`) as the loader found it in the environment it was given:
     /// the environment is read only by the loader, so a developer's own proxy variable never
     /// reaches settings that tests build.
@@ -154,6 +156,9 @@ pub struct EmulatorSettings {
     pub generated_contacts: u64,
     pub jwt_public_key_file: PathBuf,
     pub username: String,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub latency_ms: u64,
 }
 
 #[cfg(feature = "emulator")]
@@ -171,6 +176,20 @@ impl EmulatorSettings {
                 })?,
             ),
         };
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("emulator.{key} {}: {e}", path.display()))
+        };
+        let tls = match (
+            self.tls_cert_file.as_os_str().is_empty(),
+            self.tls_key_file.as_os_str().is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some(sfbulk_emulator::TlsPair {
+                cert_pem: read("tls_cert_file", &self.tls_cert_file)?,
+                key_pem: read("tls_key_file", &self.tls_key_file)?,
+            }),
+            _ => return Err("emulator.tls_cert_file and emulator.tls_key_file go together".into()),
+        };
         Ok(sfbulk_emulator::Settings {
             listen: self.listen.clone(),
             instance_url: self.instance_url.clone(),
@@ -184,6 +203,8 @@ impl EmulatorSettings {
             generated_contacts: self.generated_contacts,
             jwt_public_key_pem,
             username: self.username.clone(),
+            tls,
+            latency: Duration::from_millis(self.latency_ms),
         })
     }
 }
@@ -208,6 +229,8 @@ pub struct Built {
     pub allow: AllowList,
     /// `salesforce.https_proxy` (or `HTTPS_PROXY`) and `no_proxy`; `None` when no proxy is set.
     pub https_proxy: Option<OutboundProxy>,
+    /// The roots trusted for Salesforce (`salesforce.ca_file`, `salesforce.native_roots`).
+    pub salesforce_roots: Arc<tokio_rustls::rustls::RootCertStore>,
     /// The sealing keys, current first; `None` when entries are stored unsealed.
     pub registry_keys: Option<Arc<crate::registry::Keys>>,
 }
@@ -498,6 +521,13 @@ impl Settings {
                 problems.push(format!("{key} {e}"));
             }
         }
+        let salesforce_roots =
+            crate::tls::client_roots(&self.salesforce.ca_file, self.salesforce.native_roots)
+                .map(Arc::new)
+                .unwrap_or_else(|e| {
+                    problems.push(e);
+                    Arc::new(tokio_rustls::rustls::RootCertStore::empty())
+                });
         let https_proxy = self.salesforce.https_proxy().unwrap_or_else(|e| {
             problems.push(format!("salesforce.https_proxy (or HTTPS_PROXY): {e}"));
             None
@@ -538,6 +568,7 @@ impl Settings {
                 auth_tokens,
                 scoped_tokens,
                 connections: Arc::new(connections),
+                salesforce_roots,
                 allow,
                 https_proxy,
                 registry_keys,

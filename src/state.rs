@@ -70,6 +70,7 @@ impl AppState {
         let salesforce = SalesforceClient::new(
             &settings.salesforce,
             built.https_proxy.clone(),
+            built.salesforce_roots.clone(),
             metrics.clone(),
         );
         Ok(AppState {

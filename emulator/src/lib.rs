@@ -69,6 +69,17 @@ pub struct Settings {
     pub jwt_public_key_pem: Option<String>,
     /// The integration user, whom a JWT's `sub` must name (pre-authorised for the app).
     pub username: String,
+    /// Served over HTTPS with this PEM certificate chain and key; `None`: plain HTTP.
+    pub tls: Option<TlsPair>,
+    /// Added before every answer but `/healthz`'s, so the org stands in for a distant one.
+    pub latency: Duration,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key.
+#[derive(Clone)]
+pub struct TlsPair {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
 }
 
 /// The demo credentials are not secrets of any real org, but they are printed as none either.
@@ -84,6 +95,8 @@ impl std::fmt::Debug for Settings {
             .field("generated_contacts", &self.generated_contacts)
             .field("jwt_public_key_pem", &self.jwt_public_key_pem.is_some())
             .field("username", &self.username)
+            .field("tls", &self.tls.is_some())
+            .field("latency", &self.latency)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +117,8 @@ impl Default for Settings {
             generated_contacts: 0,
             jwt_public_key_pem: None,
             username: "integration@sfbulk.demo".into(),
+            tls: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -478,6 +493,9 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
     }
     let bulk = parts.uri.path().starts_with("/services/async/")
         || parts.uri.path().starts_with("/services/data/");
+    if !org.settings.latency.is_zero() && parts.uri.path() != "/healthz" {
+        tokio::time::sleep(org.settings.latency).await;
+    }
     if bulk {
         let counted =
             org.expiry_countdown
@@ -506,29 +524,33 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
 pub struct Emulator {
     listener: TcpListener,
     org: Arc<Org>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Emulator {
     /// Binds `settings.listen` (port 0 picks a free port). Unless configured, the instance URL is
-    /// `http://` plus the bound address.
+    /// `http://` (or with TLS `https://`) plus the bound address.
     pub async fn bind(settings: &Settings) -> std::io::Result<Emulator> {
         let addr: SocketAddr = settings
             .listen
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = settings.tls.as_ref().map(acceptor).transpose()?;
         let listener = TcpListener::bind(addr).await?;
         let mut local = listener.local_addr()?;
         if local.ip().is_unspecified() {
             local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let instance_url = if settings.instance_url.is_empty() {
-            format!("http://{local}")
+            format!("{scheme}://{local}")
         } else {
             settings.instance_url.clone()
         };
         Ok(Emulator {
             listener,
             org: Arc::new(Org::new(settings.clone(), instance_url)),
+            tls,
         })
     }
 
@@ -546,8 +568,57 @@ impl Emulator {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.org))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let Some(tls) = self.tls else {
+            return axum::serve(self.listener, router(self.org))
+                .with_graceful_shutdown(shutdown)
+                .await;
+        };
+        // HTTPS: each connection's handshake and requests on a task of their own; connections
+        // in flight finish after the listener stops.
+        let service = hyper_util::service::TowerToHyperService::new(router(self.org));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+                () = &mut shutdown => return Ok(()),
+            };
+            let (tls, service) = (tls.clone(), service.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     }
+}
+
+/// A TLS acceptor for `pair` (TLS 1.2 and 1.3, ALPN http/1.1).
+fn acceptor(pair: &TlsPair) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &str, e: String| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_slice_iter(&pair.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("the emulator's TLS certificate", e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&pair.key_pem)
+        .map_err(|e| invalid("the emulator's TLS key", e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid("TLS", e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid("the emulator's TLS pair", e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

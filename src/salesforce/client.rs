@@ -144,13 +144,15 @@ impl Drop for ProgressBody {
 }
 
 impl SalesforceClient {
-    /// A client on `settings`, reaching https origins through `https_proxy` when given.
+    /// A client on `settings`, trusting `roots`, reaching https origins through `https_proxy`
+    /// when given.
     pub fn new(
         settings: &SalesforceSettings,
         https_proxy: Option<crate::outbound::OutboundProxy>,
+        roots: Arc<tokio_rustls::rustls::RootCertStore>,
         metrics: Arc<Metrics>,
     ) -> SalesforceClient {
-        let http = Arc::new(Http::new(settings, https_proxy));
+        let http = Arc::new(Http::new(settings, https_proxy, roots));
         let pool = http.clone();
         metrics.watch_pool(Box::new(move || pool.connections()));
         SalesforceClient {

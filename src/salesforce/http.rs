@@ -132,10 +132,11 @@ struct Idle {
 }
 
 impl Http {
-    pub fn new(settings: &SalesforceSettings, https_proxy: Option<OutboundProxy>) -> Http {
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
+    pub fn new(
+        settings: &SalesforceSettings,
+        https_proxy: Option<OutboundProxy>,
+        roots: Arc<RootCertStore>,
+    ) -> Http {
         let mut config =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()

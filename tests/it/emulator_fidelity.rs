@@ -649,3 +649,21 @@ async fn the_proxys_create_job_body_keeps_the_emulators_own_schema_order() {
         ["createJob: <operation> after <object>"]
     );
 }
+
+#[tokio::test]
+async fn with_a_latency_every_answer_waits_at_least_that_long() {
+    let app = crate::support::spawn_app_with(|s| s.emulator.latency_ms = 60).await;
+    let started = std::time::Instant::now();
+    let answer = app
+        .http
+        .get(format!("{}/services/data/v59.0/jobs/ingest", app.emulator))
+        .header(
+            "authorization",
+            format!("Bearer {}", app.settings.emulator.access_token.expose()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(60));
+}

@@ -169,3 +169,109 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_through() {
         .unwrap();
     assert_eq!(created.status(), 201);
 }
+
+#[tokio::test]
+async fn salesforce_over_https_is_trusted_through_salesforce_ca_file_and_refused_without_it() {
+    let dir = temp_dir("upstream-tls");
+    let ca = ca("test org CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    write_pair(
+        &dir,
+        &(
+            params.signed_by(&key, &ca).unwrap().pem(),
+            key.serialize_pem(),
+        ),
+    );
+    let (cert, key, ca_file) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    let app = crate::support::spawn_app_around_emulator(
+        move |s| {
+            s.emulator.tls_cert_file = cert;
+            s.emulator.tls_key_file = key;
+        },
+        move |s, emulator| {
+            let https = emulator.replace("http://", "https://");
+            s.salesforce.allowed_origins.push(https.clone());
+            s.salesforce.token_endpoint_hostname = https;
+            s.salesforce.ca_file = ca_file;
+        },
+    )
+    .await;
+    let https = app.emulator.replace("http://", "https://");
+    assert_eq!(
+        app.org.instance_url(),
+        https,
+        "the emulator says it serves HTTPS"
+    );
+    let job = app
+        .call_with(
+            "createJob",
+            &[
+                ("apiUrl", &https),
+                ("operation", "insert"),
+                ("object", "Contact"),
+                ("contentType", "CSV"),
+            ],
+        )
+        .await;
+    assert_eq!(job.status(), 201, "{}", job.text().await.unwrap());
+    // A session refresh goes to the HTTPS token endpoint too.
+    app.org.expire_sessions();
+    let again = app
+        .call_with(
+            "createJob",
+            &[
+                ("apiUrl", &https),
+                ("operation", "insert"),
+                ("object", "Contact"),
+                ("contentType", "CSV"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(app.org.refresh_attempts(), 1);
+
+    // The built-in roots alone do not know the test org's CA.
+    let mut untrusting = app.settings.clone();
+    untrusting.salesforce.ca_file = Default::default();
+    let proxy = crate::support::spawn_proxy(&untrusting).await;
+    let refused = app
+        .call_at(
+            &proxy,
+            "getJob",
+            &[("apiUrl", &https), ("jobId", "750000000000001AAA")],
+        )
+        .await;
+    assert_eq!(refused.status(), 502);
+    assert_eq!(
+        refused.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_UPSTREAM_UNAVAILABLE"
+    );
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("certificate"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_ca_file_that_holds_no_certificate_stops_start_up_naming_the_setting() {
+    let dir = temp_dir("bad-ca");
+    std::fs::write(dir.join("ca.pem"), "not a certificate").unwrap();
+    let mut settings = crate::support::test_settings();
+    settings.salesforce.ca_file = dir.join("ca.pem");
+    let message = settings.build().unwrap_err().to_string();
+    assert!(message.contains("salesforce.ca_file"), "{message}");
+    settings.salesforce.ca_file = Default::default();
+    settings.salesforce.native_roots = true;
+    // The system store is read (Debian's ca-certificates, or none at all: then start-up says so).
+    match settings.build() {
+        Ok(_) => {}
+        Err(e) => assert!(e.to_string().contains("salesforce.native_roots"), "{e}"),
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
