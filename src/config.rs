@@ -159,6 +159,7 @@ pub struct EmulatorSettings {
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
     pub latency_ms: u64,
+    pub reuse_compressed_answers: bool,
 }
 
 #[cfg(feature = "emulator")]
@@ -205,6 +206,7 @@ impl EmulatorSettings {
             username: self.username.clone(),
             tls,
             latency: Duration::from_millis(self.latency_ms),
+            reuse_compressed_answers: self.reuse_compressed_answers,
         })
     }
 }

@@ -24,6 +24,9 @@ pub enum Fault {
     /// 415: the body is labelled as something other than an XML or JSON envelope.
     #[error("unsupported content type {0:?}: send text/xml, application/xml or application/json")]
     UnsupportedMediaType(String),
+    /// 415: an upload's `Content-Encoding` is neither gzip nor identity.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -206,7 +209,9 @@ impl Fault {
     pub fn status(&self) -> StatusCode {
         match self {
             Fault::UnknownOperation(_) => StatusCode::NOT_FOUND,
-            Fault::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Fault::UnsupportedMediaType(_) | Fault::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Fault::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Fault::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Fault::ClientAborted(_) => StatusCode::BAD_REQUEST,
@@ -233,7 +238,9 @@ impl Fault {
     pub fn code(&self) -> &'static str {
         match self {
             Fault::UnknownOperation(_) => "SFBULK_UNKNOWN_OPERATION",
-            Fault::UnsupportedMediaType(_) => "SFBULK_UNSUPPORTED_MEDIA_TYPE",
+            Fault::UnsupportedMediaType(_) | Fault::UnsupportedEncoding(_) => {
+                "SFBULK_UNSUPPORTED_MEDIA_TYPE"
+            }
             Fault::BodyTooLarge { .. } => "SFBULK_BODY_TOO_LARGE",
             Fault::RequestTimeout(_) => "SFBULK_REQUEST_TIMEOUT",
             Fault::ClientAborted(_) => Self::CLIENT_ABORTED,

@@ -39,6 +39,7 @@ pub mod domain;
 pub mod envelope;
 pub(crate) mod exchange;
 pub(crate) mod fault;
+pub(crate) mod gzip;
 pub(crate) mod hex;
 pub(crate) mod metrics;
 pub mod operation;

@@ -47,6 +47,9 @@ pub struct Reading {
     pub traceparent: Option<HeaderValue>,
     /// The caller takes trailers: the total number of records is sent as one.
     pub trailers: bool,
+    /// The caller takes gzip: the answer is compressed again as it streams (the pages are read
+    /// decoded, to drop their header lines).
+    pub gzip_ok: bool,
 }
 
 /// Why the answer was cut short.
@@ -71,13 +74,20 @@ type Chunk = Result<Frame<Bytes>, std::io::Error>;
 /// The caller's answer for the first page `first` (a 200, read as `session`) and the pages after
 /// it.
 pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Response<Body> {
+    let first = decoded(first);
     let records = number_of_records(&first.headers);
     let next = first.headers.get(LOCATOR).cloned();
-    let mut response = relay(UpstreamResponse {
-        body: Body::empty(),
-        ..first
-    });
+    let mut response = relay(
+        UpstreamResponse {
+            body: Body::empty(),
+            ..first
+        },
+        false,
+    );
     let headers = response.headers_mut();
+    if reading.gzip_ok {
+        crate::gzip::mark_encoded(headers);
+    }
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(&NUMBER_OF_RECORDS);
     headers.insert(LOCATOR, HeaderValue::from_static("null"));
@@ -87,6 +97,7 @@ pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Re
             HeaderValue::from_static("Sforce-NumberOfRecords"),
         );
     }
+    let reading_gzip_ok = reading.gzip_ok;
     let (chunks, mut receiver) = mpsc::channel::<Chunk>(CHUNKS_AHEAD);
     tokio::spawn(with_current_request_id(reading.run(
         session,
@@ -96,8 +107,22 @@ pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Re
         Sender(chunks),
     )));
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
-    *response.body_mut() = Body::new(http_body_util::StreamBody::new(stream));
+    let body = http_body_util::StreamBody::new(stream);
+    *response.body_mut() = if reading_gzip_ok {
+        Body::new(crate::gzip::Gzip::new(body))
+    } else {
+        Body::new(body)
+    };
     response
+}
+
+/// `answer` with its body decoded, if it came gzip.
+fn decoded(mut answer: UpstreamResponse) -> UpstreamResponse {
+    if crate::gzip::is_gzip(&answer.headers) {
+        answer.body = crate::gzip::Gunzip::decoding(answer.body);
+        crate::gzip::mark_decoded(&mut answer.headers);
+    }
+    answer
 }
 
 /// The caller's end of the channel; `Err` once the caller has gone.
@@ -189,6 +214,7 @@ impl Reading {
         )
         .await
         .map_err(|fault| PageError::Call { page, fault })?;
+        let answer = decoded(answer);
         if answer.status != axum::http::StatusCode::OK {
             return Err(PageError::Refused {
                 page,

@@ -146,7 +146,7 @@ async fn handle(
                 )
                 .await?,
                 pages: None,
-                headers: target.headers,
+                headers: upload_headers(target.headers, headers)?,
             };
             (credentials, call)
         }
@@ -177,12 +177,32 @@ async fn handle(
                 pages,
                 traceparent,
                 trailers: te_trailers(headers),
+                gzip_ok: crate::gzip::accepts_gzip(headers),
             },
             session,
             answer,
         ),
-        _ => relay(answer),
+        _ => relay(answer, crate::gzip::accepts_gzip(headers)),
     })
+}
+
+/// An upload's headers: the target's, and the caller's `Content-Encoding: gzip` (Salesforce takes
+/// gzip uploads; the body is sent as it came). Another encoding is refused: nothing could read it.
+fn upload_headers(
+    mut target: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    caller: &HeaderMap,
+) -> Result<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>, Fault> {
+    if let Some(encoding) = caller.get(header::CONTENT_ENCODING) {
+        if crate::gzip::is_gzip(caller) {
+            target.push((header::CONTENT_ENCODING, encoding.clone()));
+        } else if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(Fault::UnsupportedEncoding(format!(
+                "Content-Encoding {}: uploads may be gzip, or not encoded",
+                crate::redact::quotable(&String::from_utf8_lossy(encoding.as_bytes()))
+            )));
+        }
+    }
+    Ok(target)
 }
 
 /// Whether the caller takes trailers (`TE: trailers`).

@@ -1,5 +1,6 @@
 //! Salesforce's answer becomes ours: same status, same body bytes (streamed), and only the headers
-//! a caller has use for.
+//! a caller has use for. A gzip answer is relayed compressed to a caller that takes gzip, and
+//! decoded as it streams for one that does not.
 
 use axum::body::Body;
 use axum::http::{HeaderName, Response};
@@ -22,9 +23,15 @@ const RELAYED_HEADERS: &[&str] = &[
     "sforce-numberofrecords",
 ];
 
-/// The caller's response for `answer`.
-pub fn relay(answer: UpstreamResponse) -> Response<Body> {
-    let mut response = Response::new(answer.body);
+/// The caller's response for `answer`; `gzip_ok`: the caller takes gzip.
+pub fn relay(answer: UpstreamResponse, gzip_ok: bool) -> Response<Body> {
+    let decode = !gzip_ok && crate::gzip::is_gzip(&answer.headers);
+    let body = if decode {
+        crate::gzip::Gunzip::decoding(answer.body)
+    } else {
+        answer.body
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
     // Salesforce's few headers are walked once, rather than looked up name by name. A name comes
@@ -37,6 +44,9 @@ pub fn relay(answer: UpstreamResponse) -> Response<Body> {
         if let Some(name) = &current {
             headers.append(name.clone(), value);
         }
+    }
+    if decode {
+        crate::gzip::mark_decoded(headers);
     }
     response
 }
@@ -61,12 +71,15 @@ mod tests {
         ] {
             headers.append(name, HeaderValue::from_static(value));
         }
-        let response = relay(UpstreamResponse {
-            status: StatusCode::CREATED,
-            headers,
-            body: Body::empty(),
-            session_expired: false,
-        });
+        let response = relay(
+            UpstreamResponse {
+                status: StatusCode::CREATED,
+                headers,
+                body: Body::empty(),
+                session_expired: false,
+            },
+            true,
+        );
         assert_eq!(response.status(), StatusCode::CREATED);
         let kept = response.headers();
         assert_eq!(

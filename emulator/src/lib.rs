@@ -16,6 +16,7 @@
 
 mod batch;
 mod batches;
+mod compression;
 mod ids;
 mod jobs;
 mod oauth;
@@ -73,6 +74,10 @@ pub struct Settings {
     pub tls: Option<TlsPair>,
     /// Added before every answer but `/healthz`'s, so the org stands in for a distant one.
     pub latency: Duration,
+    /// A GET answer compressed for a caller once is served from memory to the next that asks for
+    /// gzip at the same path and query, whatever its session (benchmarks only: the emulator's own
+    /// gzip work then does not set the figure).
+    pub reuse_compressed_answers: bool,
 }
 
 /// A PEM certificate chain (leaf first) and its PEM private key.
@@ -97,6 +102,7 @@ impl std::fmt::Debug for Settings {
             .field("username", &self.username)
             .field("tls", &self.tls.is_some())
             .field("latency", &self.latency)
+            .field("reuse_compressed_answers", &self.reuse_compressed_answers)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +125,7 @@ impl Default for Settings {
             username: "integration@sfbulk.demo".into(),
             tls: None,
             latency: Duration::ZERO,
+            reuse_compressed_answers: false,
         }
     }
 }
@@ -176,6 +183,8 @@ pub struct Org {
     jobs: Mutex<HashMap<String, jobs::Job>>,
     records: Mutex<records::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
+    /// Answers compressed once, when `Settings::reuse_compressed_answers` is on.
+    compressed: Arc<compression::CompressedAnswers>,
     refresh_attempts: AtomicUsize,
     /// One more than the Bulk API calls to serve before sessions expire; 0: no expiry planned.
     expiry_countdown: AtomicUsize,
@@ -206,6 +215,7 @@ impl Org {
             jobs: Mutex::new(HashMap::new()),
             records: Mutex::new(records::Store::default()),
             recorded: Mutex::new(VecDeque::new()),
+            compressed: Arc::default(),
             refresh_attempts: AtomicUsize::new(0),
             expiry_countdown: AtomicUsize::new(0),
             token_gate: oauth::TokenGate::default(),
@@ -496,6 +506,26 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
     if !org.settings.latency.is_zero() && parts.uri.path() != "/healthz" {
         tokio::time::sleep(org.settings.latency).await;
     }
+    // Salesforce takes gzip request bodies and compresses answers for callers that ask.
+    let (mut parts, bytes) = (parts, bytes);
+    let bytes = if compression::is_gzip(&parts.headers) {
+        let Some(decoded) = compression::decode(&bytes, MAX_REQUEST_BYTES) else {
+            return wire::ApiError::new("ClientInputError", "Failed to read the gzip request body")
+                .into_response();
+        };
+        parts.headers.remove(axum::http::header::CONTENT_ENCODING);
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        decoded
+    } else {
+        bytes
+    };
+    let gzip = bulk && compression::wants_gzip(&parts.headers);
+    let reuse =
+        (gzip && org.settings.reuse_compressed_answers && parts.method == axum::http::Method::GET)
+            .then(|| parts.uri.to_string());
+    if let Some(cached) = reuse.as_deref().and_then(|key| org.compressed.get(key)) {
+        return cached;
+    }
     if bulk {
         let counted =
             org.expiry_countdown
@@ -516,6 +546,12 @@ async fn record(State(org): State<Arc<Org>>, request: Request, next: Next) -> Re
         .clone();
     if let (true, Some(value)) = (bulk, limit_info) {
         response.headers_mut().insert("sforce-limit-info", value);
+    }
+    if gzip {
+        let keep = reuse
+            .filter(|_| response.status().is_success())
+            .map(|key| (org.compressed.clone(), key));
+        return compression::compress(response, keep);
     }
     response
 }

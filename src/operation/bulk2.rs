@@ -175,7 +175,7 @@ pub(super) fn query_results(envelope: &Envelope) -> Result<UpstreamCall, Envelop
         Some(value) => boolean(value, "allPages")? == "true",
         None => false,
     };
-    let mut call = get(results_path(&path, locator.as_ref(), max_records));
+    let mut call = super::large(get(results_path(&path, locator.as_ref(), max_records)));
     if all_pages {
         call.pages = Some(Pages { path, max_records });
     }

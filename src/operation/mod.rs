@@ -75,11 +75,11 @@ impl Pages {
     /// The call for the page `locator` (Salesforce's `Sforce-Locator`, checked by the caller of
     /// this to be a [`Locator`]).
     pub fn page(&self, locator: &Locator) -> UpstreamCall {
-        get(bulk2::results_path(
+        large(get(bulk2::results_path(
             &self.path,
             Some(locator),
             self.max_records,
-        ))
+        )))
     }
 }
 
@@ -186,17 +186,20 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     bulk1(
         "getBatchResults",
-        Input::Envelope(|e| Ok(get(bulk1::batch_path(e, "/result")?))),
+        Input::Envelope(|e| Ok(large(get(bulk1::batch_path(e, "/result")?)))),
     ),
     bulk1(
         "getBatchRequest",
-        Input::Envelope(|e| Ok(get(bulk1::batch_path(e, "/request")?))),
+        Input::Envelope(|e| Ok(large(get(bulk1::batch_path(e, "/request")?)))),
     ),
     bulk1(
         "getBulkQueryResults",
         Input::Envelope(|e| {
             let result = id(e, "resultId")?;
-            Ok(get(bulk1::batch_path(e, &format!("/result/{result}"))?))
+            Ok(large(get(bulk1::batch_path(
+                e,
+                &format!("/result/{result}"),
+            )?)))
         }),
     ),
     bulk1(
@@ -233,15 +236,27 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     ingest(
         "getSuccessfulResults",
-        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "/successfulResults/")?))),
+        Input::Envelope(|e| {
+            Ok(large(get(bulk2::job_path(
+                e,
+                "ingest",
+                "/successfulResults/",
+            )?)))
+        }),
     ),
     ingest(
         "getFailedResults",
-        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "/failedResults/")?))),
+        Input::Envelope(|e| Ok(large(get(bulk2::job_path(e, "ingest", "/failedResults/")?)))),
     ),
     ingest(
         "getUnprocessedResults",
-        Input::Envelope(|e| Ok(get(bulk2::job_path(e, "ingest", "/unprocessedrecords/")?))),
+        Input::Envelope(|e| {
+            Ok(large(get(bulk2::job_path(
+                e,
+                "ingest",
+                "/unprocessedrecords/",
+            )?)))
+        }),
     ),
     query("createQueryJob", Input::Envelope(bulk2::create_query_job)),
     query(
@@ -344,6 +359,16 @@ fn get(path: String) -> UpstreamCall {
         pages: None,
         headers: Vec::new(),
     }
+}
+
+/// `call`, whose answer can be large (results, a batch's request): Salesforce is asked for
+/// gzip, as its own guidance recommends; the relay decodes it for callers that do not take it.
+pub(crate) fn large(mut call: UpstreamCall) -> UpstreamCall {
+    call.headers.push((
+        axum::http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("gzip"),
+    ));
+    call
 }
 
 /// String members as a JSON object, in the order given (Salesforce's field order).

@@ -357,8 +357,12 @@ impl UpstreamResponse {
                     }
                 }
                 None => {
-                    let session_expired =
-                        status == StatusCode::UNAUTHORIZED || is_invalid_session(&peeked);
+                    // A compressed error is read decoded, so an expiry is never missed behind gzip.
+                    let decoded = crate::gzip::is_gzip(&headers)
+                        .then(|| crate::gzip::gunzip_bounded(&peeked, ERROR_PEEK_LIMIT))
+                        .flatten();
+                    let session_expired = status == StatusCode::UNAUTHORIZED
+                        || is_invalid_session(decoded.as_deref().unwrap_or(&peeked));
                     return Ok(UpstreamResponse {
                         status,
                         headers,

@@ -10,6 +10,7 @@ mod access_log;
 mod batch_operations;
 mod bulk2_operations;
 mod command_line;
+mod compression;
 mod connections;
 mod deploying;
 mod drain;
