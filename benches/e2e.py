@@ -44,6 +44,20 @@ BASELINE_PROXY = "127.0.0.1:18283"
 # on the hop's core, since Redis's work is part of that hop's cost.
 REDIS = "127.0.0.1:18284"
 REDIS_PROXY = "127.0.0.1:18285"
+# TLS upstream: a second emulator serving HTTPS (a certificate of a CA made for the run), nginx
+# with proxy_pass https:// (upstream keepalive, session reuse, the certificate verified) and a
+# proxy trusting the CA through salesforce.ca_file.
+TLS_EMULATOR = "127.0.0.1:18286"
+TLS_NGINX = "127.0.0.1:18287"
+TLS_PROXY = "127.0.0.1:18288"
+# Slow Salesforce: a third emulator that waits SLOW_LATENCY_MS before every answer, and
+# SLOW_CALLERS callers at once through nginx and the proxy.
+SLOW_EMULATOR = "127.0.0.1:18292"
+SLOW_NGINX = "127.0.0.1:18293"
+SLOW_PROXY = "127.0.0.1:18294"
+SLOW_LATENCY_MS = int(os.environ.get("SLOW_LATENCY_MS", "1000"))
+SLOW_CALLERS = int(os.environ.get("SLOW_CALLERS", "2000"))
+SLOW_DURATION = int(os.environ.get("SLOW_DURATION", "10"))
 TOKEN = "00DBENCHMARK001!benchmark-session"
 NS = "http://www.force.com/2009/06/asyncapi/dataload"
 
@@ -91,9 +105,47 @@ def wait_ready(address, path="/healthz", timeout=10.0):
     raise RuntimeError(f"{address} did not become ready")
 
 
-def http(method, url, body=None, headers=None):
+def wait_ready_tls(address, ca_file, timeout=10.0):
+    """As wait_ready, over HTTPS trusting `ca_file`."""
+    import ssl
+    context = ssl.create_default_context(cafile=ca_file)
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            urllib.request.urlopen(f"https://{address}/healthz", context=context, timeout=0.5).read()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"{address} did not become ready over HTTPS")
+
+
+def make_tls_files():
+    """A CA and a certificate for 127.0.0.1 signed by it (RSA 2048, as Salesforce's are), by the
+    openssl command; returns the CA's, the certificate's and the key's paths."""
+    ca, ca_key = os.path.join(work, "ca.pem"), os.path.join(work, "ca.key")
+    cert, key, csr = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem"), os.path.join(work, "cert.csr")
+    ext = os.path.join(work, "cert.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-subj", "/CN=bench CA",
+        "-days", "2", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+        "-extfile", ext)
+    return ca, cert, key
+
+
+def established(port):
+    """TCP connections established to `port` on this machine now."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def http(method, url, body=None, headers=None, context=None):
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(request) as response:
+    with urllib.request.urlopen(request, context=context) as response:
         return response.read().decode()
 
 
@@ -110,11 +162,11 @@ def peak_rss_mb(process):
     return float("nan")
 
 
-def envelope(operation, fields):
+def envelope(operation, fields, api_url=None):
     connection = {
         "apiVersion": "34.0",
         "accessToken": TOKEN,
-        "apiUrl": f"http://{EMULATOR}",
+        "apiUrl": api_url or f"http://{EMULATOR}",
         "refreshToken": "sfbulk-demo-refresh-token",
         "clientId": "sfbulk-demo-client-id",
         "clientSecret": "sfbulk-demo-client-secret",
@@ -134,7 +186,7 @@ def cpu_seconds(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def wrk(url, connections, body=None, headers=(), hop=None):
+def wrk(url, connections, body=None, headers=(), hop=None, duration=None, sample=None):
     """Requests/s, p50 ms, p99 ms and errors for one wrk run; with `hop` (a pid, or a list of them),
     also the CPU time those processes spent per request, in microseconds, in all and in user space."""
     script = os.path.join(work, "request.lua")
@@ -152,10 +204,17 @@ def wrk(url, connections, body=None, headers=(), hop=None):
         times = [cpu_seconds(pid) for pid in hops]
         return sum(t[0] for t in times), sum(t[1] for t in times)
 
+    duration = duration or DURATION
+    sampled = {}
+    if sample:
+        # Read once, halfway through the run (say, the connections open upstream).
+        import threading
+        timer = threading.Timer(duration / 2, lambda: sampled.update(value=sample()))
+        timer.start()
     cpu_before = hop_cpu()
     output = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
-         "-d", f"{DURATION}s", "--latency", "-s", script, url],
+         "-d", f"{duration}s", "--timeout", "10s", "--latency", "-s", script, url],
         capture_output=True, text=True, check=True,
     ).stdout
 
@@ -174,29 +233,38 @@ def wrk(url, connections, body=None, headers=(), hop=None):
         cpu_us = (user + system - user_before - system_before) * 1e6 / requests
         user_us = (user - user_before) * 1e6 / requests
     return {"rps": rps, "p50": latency(50), "p99": latency(99), "errors": errors, "cpu_us": cpu_us,
-            "user_us": user_us}
+            "user_us": user_us, "sampled": sampled.get("value")}
 
 
-def nginx_config():
-    path = os.path.join(work, "nginx.conf")
+def nginx_config(name="nginx", listen=NGINX, upstream=EMULATOR, tls_ca=None, keepalive=128):
+    """nginx passing everything to `upstream`: over https (verifying its certificate against
+    `tls_ca`, reusing TLS sessions) when `tls_ca` is given."""
+    path = os.path.join(work, f"{name}.conf")
+    scheme = "https" if tls_ca else "http"
+    tls = f"""
+            proxy_ssl_trusted_certificate {tls_ca};
+            proxy_ssl_verify on;
+            proxy_ssl_name 127.0.0.1;
+            proxy_ssl_session_reuse on;""" if tls_ca else ""
     with open(path, "w") as conf:
         conf.write(f"""
 worker_processes 1;
+worker_rlimit_nofile 65536;
 daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
+events {{ worker_connections 16384; }}
 http {{
-    access_log {work}/nginx-access.log;
-    client_body_temp_path {work}/nginx-body;
-    proxy_temp_path {work}/nginx-proxy;
-    upstream salesforce {{ server {EMULATOR}; keepalive 128; }}
+    access_log {work}/{name}-access.log;
+    client_body_temp_path {work}/{name}-body;
+    proxy_temp_path {work}/{name}-proxy;
+    upstream salesforce {{ server {upstream}; keepalive {keepalive}; }}
     server {{
-        listen {NGINX};
+        listen {listen};
         location / {{
-            proxy_pass http://salesforce;
+            proxy_pass {scheme}://salesforce;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";{tls}
         }}
     }}
 }}
@@ -204,16 +272,25 @@ http {{
     return path
 
 
-def proxy_env(listen=PROXY, backend="memory"):
+def start_nginx(name, listen, **options):
+    """An nginx on `listen` and the pid of its one worker."""
+    nginx = start(["nginx", "-c", nginx_config(name, listen, **options)], log=f"{name}.log")
+    wait_ready(listen)  # nginx passes /healthz on to its upstream
+    worker = int(subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()[0])
+    return nginx, worker
+
+
+def proxy_env(listen=PROXY, backend="memory", upstream=f"http://{EMULATOR}", extra=None):
     return {
         "SFBULK__SERVER__LISTEN": listen,
-        # Two proxies run at once here; the admin port is not measured.
+        # Several proxies run at once here; the admin port is not measured.
         "SFBULK__ADMIN__LISTEN": "",
-        "SFBULK__SALESFORCE__ALLOWED_ORIGINS": f"http://{EMULATOR}",
-        "SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME": f"http://{EMULATOR}",
+        "SFBULK__SALESFORCE__ALLOWED_ORIGINS": upstream,
+        "SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME": upstream,
         "SFBULK__REGISTRY__BACKEND": backend,
         "SFBULK__REGISTRY__DIR": os.path.join(work, f"registry-{listen.rsplit(':', 1)[1]}"),
         "SFBULK__REGISTRY__REDIS_URL": f"redis://{REDIS}/0",
+        **(extra or {}),
     }
 
 
@@ -235,8 +312,9 @@ def start_redis():
         time.sleep(0.05)
 
 
-def start_proxy(binary=BIN, listen=PROXY, backend="memory"):
-    proxy = start([binary, "serve"], proxy_env(listen, backend), log=f"proxy-{listen.rsplit(':', 1)[1]}.log")
+def start_proxy(binary=BIN, listen=PROXY, backend="memory", upstream=f"http://{EMULATOR}", extra=None):
+    proxy = start([binary, "serve"], proxy_env(listen, backend, upstream, extra),
+                  log=f"proxy-{listen.rsplit(':', 1)[1]}.log")
     wait_ready(listen)
     return proxy
 
@@ -254,14 +332,19 @@ def start_to_ready(runs=5):
     return statistics.median(times)
 
 
-def stream(url, body=None, headers=()):
-    """MB/s and bytes for one curl download discarded as it arrives."""
+def stream(url, body=None, headers=(), hop=None):
+    """MB/s and bytes for one curl download discarded as it arrives (bytes as they came: with
+    Accept-Encoding: gzip, the compressed ones); with `hop`, also that process's CPU seconds."""
     args = ["taskset", "-c", LOAD_CORE, "curl", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]
     for name, value in headers:
         args += ["-H", f"{name}: {value}"]
     if body:
         args += ["-H", "Content-Type: text/xml", "--data-binary", body]
+    before = sum(cpu_seconds(hop.pid)) if hop else 0
     size, seconds = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout.split()
+    cpu = sum(cpu_seconds(hop.pid)) - before if hop else None
+    if hop:
+        return int(size) / float(seconds) / 1e6, int(size), float(seconds), cpu
     return int(size) / float(seconds) / 1e6, int(size)
 
 
@@ -301,7 +384,8 @@ def stream_pages(url, headers):
 
 def check_ports_free():
     """A leftover server on one of our ports would answer for the one we start, so refuse to run."""
-    for address in (EMULATOR, NGINX, PROXY, REDIS, REDIS_PROXY) + ((BASELINE_PROXY,) if BASELINE else ()):
+    for address in (EMULATOR, NGINX, PROXY, REDIS, REDIS_PROXY, TLS_EMULATOR, TLS_NGINX, TLS_PROXY, SLOW_EMULATOR,
+                    SLOW_NGINX, SLOW_PROXY) + ((BASELINE_PROXY,) if BASELINE else ()):
         host, port = address.rsplit(":", 1)
         with socket.socket() as s:
             # As servers do: closed connections' TIME_WAIT must not count, only a listener.
@@ -320,15 +404,30 @@ def main():
         "SFBULK__EMULATOR__SESSION_TTL_SECS": "86400",
         "SFBULK__EMULATOR__BATCH_PROCESSING_MS": "0",
         "SFBULK__EMULATOR__GENERATED_CONTACTS": str(STREAM_ROWS),
+        # A result is compressed once for the first gzip caller and served from memory after
+        # that, so the emulator's own gzip work does not set the compressed figures.
+        "SFBULK__EMULATOR__REUSE_COMPRESSED_ANSWERS": "true",
         "SFBULK__LOG__LEVEL": "warn",
     }
     emulator = start([BIN, "emulator"], emulator_env, log="emulator.log")
     wait_ready(EMULATOR)
+    ca, cert, key = make_tls_files()
+    tls_emulator = start([BIN, "emulator"], {**emulator_env, "SFBULK__EMULATOR__LISTEN": TLS_EMULATOR,
+                                             "SFBULK__EMULATOR__TLS_CERT_FILE": cert,
+                                             "SFBULK__EMULATOR__TLS_KEY_FILE": key,
+                                             "SFBULK__EMULATOR__GENERATED_CONTACTS": "0"},
+                         log="emulator-tls.log")
+    wait_ready_tls(TLS_EMULATOR, ca)
+    import ssl
+    tls_context = ssl.create_default_context(cafile=ca)
     session = {"X-SFDC-Session": TOKEN}
     job_info = f'<jobInfo xmlns="{NS}"><operation>insert</operation><object>Contact</object><contentType>CSV</contentType></jobInfo>'
     job = element(http("POST", f"http://{EMULATOR}/services/async/34.0/job", job_info.encode(),
                        {**session, "Content-Type": "application/xml"}), "id")
     job_path = f"/services/async/34.0/job/{job}"
+    tls_job = element(http("POST", f"https://{TLS_EMULATOR}/services/async/34.0/job", job_info.encode(),
+                           {**session, "Content-Type": "application/xml"}, tls_context), "id")
+    tls_job_path = f"/services/async/34.0/job/{tls_job}"
 
     rows = []
     def record(case, connections, result, rss=None):
@@ -339,10 +438,13 @@ def main():
               + (f"  peak RSS {rss:.1f} MB" if rss else ""),
               flush=True)
 
-    nginx = start(["nginx", "-c", nginx_config()], log="nginx.log")
-    wait_ready(NGINX)  # nginx passes /healthz on to the emulator
-    nginx_worker = int(subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True, text=True).stdout.split()[0])
+    nginx, nginx_worker = start_nginx("nginx", NGINX)
+    tls_nginx, tls_nginx_worker = start_nginx("nginx-tls", TLS_NGINX, upstream=TLS_EMULATOR, tls_ca=ca)
     get_job = envelope("getJob", {"jobId": job})
+    tls_get_job = envelope("getJob", {"jobId": tls_job}, api_url=f"https://{TLS_EMULATOR}")
+    tls_proxy = start_proxy(listen=TLS_PROXY, upstream=f"https://{TLS_EMULATOR}",
+                            extra={"SFBULK__SALESFORCE__CA_FILE": ca})
+    http("POST", f"http://{TLS_PROXY}/services/salesforcebulk_getJob", tls_get_job.encode(), {"Content-Type": "text/xml"})
     proxy = start_proxy()
     proxies = [("proxy", proxy, PROXY)]
     if BASELINE:
@@ -366,6 +468,13 @@ def main():
             # The proxy's front half alone: hyper's server, routing, request id and access line,
             # with no envelope and no call upstream.
             record("proxy healthz", c, wrk(f"http://{PROXY}/healthz", c, hop=proxy.pid))
+            # The same read from an HTTPS upstream: what TLS to Salesforce adds to each hop.
+            record("direct tls", c, wrk(f"https://{TLS_EMULATOR}{tls_job_path}", c, headers=session.items(),
+                                        hop=tls_emulator.pid))
+            record("nginx tls", c, wrk(f"http://{TLS_NGINX}{tls_job_path}", c, headers=session.items(),
+                                       hop=tls_nginx_worker))
+            record("proxy tls getJob", c, wrk(f"http://{TLS_PROXY}/services/salesforcebulk_getJob", c,
+                                              body=tls_get_job, hop=tls_proxy.pid), peak_rss_mb(tls_proxy))
     create_proxy = envelope("createJob", {"operation": "insert", "object": "Contact", "contentType": "CSV"})
     for c in CONNECTIONS:
         for _ in range(ROUNDS):
@@ -375,7 +484,9 @@ def main():
                 record(f"{name} createJob", c, wrk(f"http://{address}/services/salesforcebulk_createJob", c,
                                                    body=create_proxy, hop=process.pid), peak_rss_mb(process))
     rss_after_load = peak_rss_mb(proxy)
-    for _, process, _ in proxies + [("redis proxy", redis_proxy, None), ("redis", redis, None)]:
+    for _, process, _ in proxies + [("redis proxy", redis_proxy, None), ("redis", redis, None),
+                                    ("tls proxy", tls_proxy, None), ("tls nginx", tls_nginx, None),
+                                    ("tls emulator", tls_emulator, None)]:
         processes.remove(process)
         process.send_signal(signal.SIGTERM)
         process.wait()
@@ -390,13 +501,28 @@ def main():
     result = element(http("GET", f"http://{EMULATOR}/services/async/34.0/job/{query_job}/batch/{batch}/result",
                           headers=session), "result")
     subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(emulator.pid)], check=True, capture_output=True)
-    direct_mbps, size = stream(f"http://{EMULATOR}/services/async/34.0/job/{query_job}/batch/{batch}/result/{result}",
-                               headers=session.items())
+    result_url = f"http://{EMULATOR}/services/async/34.0/job/{query_job}/batch/{batch}/result/{result}"
+    gzip = [("Accept-Encoding", "gzip")]
+    direct_mbps, size = stream(result_url, headers=session.items())
+    # The first gzip read compresses the result (once); the second is what a gzip caller of
+    # Salesforce itself would see.
+    stream(result_url, headers=[*session.items(), *gzip])
+    _, gz_size = stream(result_url, headers=[*session.items(), *gzip])
     proxy = start_proxy()
-    proxy_mbps, proxy_size = stream(f"http://{PROXY}/services/salesforcebulk_getBulkQueryResults",
-                                    body=envelope("getBulkQueryResults", {"jobId": query_job, "batchId": batch, "resultId": result}))
+    results_body = envelope("getBulkQueryResults", {"jobId": query_job, "batchId": batch, "resultId": result})
+    proxy_url = f"http://{PROXY}/services/salesforcebulk_getBulkQueryResults"
+    # A caller that takes no gzip: the proxy asks Salesforce for gzip and decodes as it streams.
+    _, proxy_size, plain_seconds, plain_cpu = stream(proxy_url, body=results_body, hop=proxy)
+    proxy_mbps = size / plain_seconds / 1e6
     stream_rss = peak_rss_mb(proxy)
+    # A caller that takes gzip: Salesforce's compressed bytes relayed unchanged.
+    _, gz_proxy_size, gz_seconds, gz_cpu = stream(proxy_url, body=results_body, headers=gzip, hop=proxy)
+    gz_rss = peak_rss_mb(proxy)
     assert proxy_size == size, (proxy_size, size)
+    assert gz_proxy_size == gz_size, (gz_proxy_size, gz_size)
+    compressed = {"size": size, "gz_size": gz_size, "plain_mbps": proxy_mbps, "gz_mbps": size / gz_seconds / 1e6,
+                  "plain_cpu_ms_per_mb": plain_cpu * 1e3 / (size / 1e6),
+                  "gz_cpu_ms_per_mb": gz_cpu * 1e3 / (size / 1e6), "plain_rss": stream_rss, "gz_rss": gz_rss}
     processes.remove(proxy)
     proxy.send_signal(signal.SIGTERM)
     proxy.wait()
@@ -411,25 +537,68 @@ def main():
     v2_direct_mbps, v2_size, v2_pages = stream_pages(
         f"http://{EMULATOR}/services/data/v59.0/jobs/query/{v2_job}/results", bearer.items())
     proxy = start_proxy()
-    v2_proxy_mbps, v2_proxy_size = stream(f"http://{PROXY}/services/salesforcebulkv2_getQueryJobResults",
-                                          body=envelope("getQueryJobResults", {"apiVersion": "59.0", "jobId": v2_job,
-                                                                               "allPages": "true"}))
+    v2_body = envelope("getQueryJobResults", {"apiVersion": "59.0", "jobId": v2_job, "allPages": "true"})
+    v2_url = f"http://{PROXY}/services/salesforcebulkv2_getQueryJobResults"
+    # A first gzip read has the emulator compress each page once.
+    stream(v2_url, body=v2_body, headers=gzip)
+    _, v2_proxy_size, v2_seconds, v2_cpu = stream(v2_url, body=v2_body, hop=proxy)
+    v2_proxy_mbps = v2_proxy_size / v2_seconds / 1e6
     v2_rss = peak_rss_mb(proxy)
+    # A gzip caller: every page decoded, header lines dropped, the answer compressed again.
+    _, v2_gz_size, v2_gz_seconds, v2_gz_cpu = stream(v2_url, body=v2_body, headers=gzip, hop=proxy)
     # One header line for the whole answer instead of one a page.
     header = len("\"Id\",\"FirstName\",\"LastName\",\"Email\",\"Description\"\n")
     assert v2_proxy_size == v2_size - (v2_pages - 1) * header, (v2_proxy_size, v2_size, v2_pages)
+    compressed.update(v2_plain_mbps=v2_proxy_mbps, v2_gz_mbps=v2_proxy_size / v2_gz_seconds / 1e6,
+                      v2_gz_size=v2_gz_size, v2_plain_cpu_ms_per_mb=v2_cpu * 1e3 / (v2_proxy_size / 1e6),
+                      v2_gz_cpu_ms_per_mb=v2_gz_cpu * 1e3 / (v2_proxy_size / 1e6), v2_rss=peak_rss_mb(proxy))
     stop_all()
     all_pages = (v2_proxy_size, v2_pages, v2_direct_mbps, v2_proxy_mbps, v2_rss)
+
+    slow = slow_salesforce(emulator_env, job_info, session, record)
 
     ready_ms = start_to_ready()
     print(f"stream: {size / 1e9:.2f} GB, direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s, proxy peak RSS {stream_rss:.1f} MB")
     print(f"allPages: {v2_proxy_size / 1e9:.2f} GB in {v2_pages} pages, page by page directly {v2_direct_mbps:.0f} MB/s, "
           f"one answer through the proxy {v2_proxy_mbps:.0f} MB/s, proxy peak RSS {v2_rss:.1f} MB")
     print(f"start to ready: {ready_ms:.1f} ms (median of 5)")
-    report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms, all_pages)
+    report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms, all_pages, compressed, slow)
 
 
-def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms, all_pages):
+def slow_salesforce(emulator_env, job_info, session, record):
+    """SLOW_CALLERS callers at once against an org SLOW_LATENCY_MS away: directly, through nginx
+    and through the proxy, ROUNDS times each; the proxy's peak RSS and the connections each hop
+    holds open upstream halfway through a run."""
+    slow_emulator = start([BIN, "emulator"], {**emulator_env, "SFBULK__EMULATOR__LISTEN": SLOW_EMULATOR,
+                                              "SFBULK__EMULATOR__LATENCY_MS": str(SLOW_LATENCY_MS),
+                                              "SFBULK__EMULATOR__GENERATED_CONTACTS": "0"},
+                          log="emulator-slow.log")
+    wait_ready(SLOW_EMULATOR)
+    job = element(http("POST", f"http://{SLOW_EMULATOR}/services/async/34.0/job", job_info.encode(),
+                       {**session, "Content-Type": "application/xml"}), "id")
+    path = f"/services/async/34.0/job/{job}"
+    _, worker = start_nginx("nginx-slow", SLOW_NGINX, upstream=SLOW_EMULATOR, keepalive=SLOW_CALLERS)
+    # As README.md says to: as many kept-alive connections as requests in flight.
+    proxy = start_proxy(listen=SLOW_PROXY, upstream=f"http://{SLOW_EMULATOR}",
+                        extra={"SFBULK__SALESFORCE__IDLE_CONNECTIONS_PER_ORIGIN": str(SLOW_CALLERS)})
+    body = envelope("getJob", {"jobId": job}, api_url=f"http://{SLOW_EMULATOR}")
+    http("POST", f"http://{SLOW_PROXY}/services/salesforcebulk_getJob", body.encode(), {"Content-Type": "text/xml"})
+    port = SLOW_EMULATOR.rsplit(":", 1)[1]
+    upstream = lambda: established(port)
+    for _ in range(ROUNDS):
+        record("slow direct", SLOW_CALLERS, wrk(f"http://{SLOW_EMULATOR}{path}", SLOW_CALLERS,
+                                                headers=session.items(), duration=SLOW_DURATION, sample=upstream))
+        record("slow nginx", SLOW_CALLERS, wrk(f"http://{SLOW_NGINX}{path}", SLOW_CALLERS, headers=session.items(),
+                                               hop=worker, duration=SLOW_DURATION, sample=upstream))
+        record("slow proxy", SLOW_CALLERS, wrk(f"http://{SLOW_PROXY}/services/salesforcebulk_getJob", SLOW_CALLERS,
+                                               body=body, hop=proxy.pid, duration=SLOW_DURATION, sample=upstream),
+               peak_rss_mb(proxy))
+    rss = peak_rss_mb(proxy)
+    stop_all()
+    return {"rss": rss}
+
+
+def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, ready_ms, all_pages, compressed, slow):
     median = statistics.median
     runs = {}
     for r in rows:
@@ -439,7 +608,7 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
              "| case | conns | req/s | p50 ms | p99 ms | errors | CPU µs/request (hop; direct: the emulator) | of which user space | proxy peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for case in cases:
-        for c in CONNECTIONS:
+        for c in sorted({r["connections"] for r in rows if r["case"] == case}):
             rs = runs[(case, c)]
             rss = max((r["rss"] for r in rs if r["rss"]), default=None)
             cpu = median(r["cpu_us"] for r in rs) if rs[0]["cpu_us"] else None
@@ -493,7 +662,51 @@ def report(rows, rss_after_load, size, direct_mbps, proxy_mbps, stream_rss, read
                          f"{cell(ratios('proxy getJob', 'baseline getJob', c, 'cpu_us'), 2)} | "
                          f"{cell(ratios('proxy createJob', 'baseline createJob', c), 2)} | "
                          f"{cell(ratios('proxy createJob', 'baseline createJob', c, 'cpu_us'), 2)} |")
-    lines += ["", f"Streaming {size / 1e9:.2f} GB: direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
+    lines += ["", "TLS to the upstream, per round: what HTTPS to the emulator adds to each hop's CPU per request "
+              "(the same read over HTTPS minus over HTTP, same round), and the proxy's req/s over nginx's, both over "
+              "TLS. Targets: the proxy's addition at most nginx's; stretch: req/s ≥ 1.0 × nginx.", "",
+              "| conns | TLS adds, proxy (µs/request) | TLS adds, nginx (µs/request) | proxy's addition / nginx's | getJob req/s proxy/nginx over TLS | CPU per request proxy/nginx over TLS |",
+              "|---|---|---|---|---|---|"]
+    for c in CONNECTIONS:
+        proxy_adds = ratios('proxy tls getJob', 'proxy getJob', c, 'cpu_us', True)
+        nginx_adds = ratios('nginx tls', 'nginx', c, 'cpu_us', True)
+        pairs = sorted(a / b for a, b in zip(
+            [x['cpu_us'] - y['cpu_us'] for x, y in zip(runs[('proxy tls getJob', c)], runs[('proxy getJob', c)])],
+            [x['cpu_us'] - y['cpu_us'] for x, y in zip(runs[('nginx tls', c)], runs[('nginx', c)])]))
+        lines.append(f"| {c} | {cell(proxy_adds, 1)} | {cell(nginx_adds, 1)} | {cell(pairs, 2)} | "
+                     f"{cell(ratios('proxy tls getJob', 'nginx tls', c), 2)} | "
+                     f"{cell(ratios('proxy tls getJob', 'nginx tls', c, 'cpu_us'), 2)} |")
+    cz = compressed
+    lines += ["", f"Compressed results: getBulkQueryResults of {cz['size'] / 1e9:.2f} GB of CSV "
+              f"({cz['gz_size'] / 1e9:.2f} GB as gzip), and allPages of {all_pages[0] / 1e9:.2f} GB "
+              f"({cz['v2_gz_size'] / 1e9:.2f} GB as gzip), each through the proxy with and without "
+              "`Accept-Encoding: gzip`. MB/s are of result data (uncompressed), CPU is the proxy's per MB of it. "
+              "The emulator serves each result from a body it compressed once.", "",
+              "| case | caller | MB/s of data | proxy CPU ms per MB | proxy peak RSS MB |", "|---|---|---|---|---|",
+              f"| getBulkQueryResults | no gzip (decoded as it streams) | {cz['plain_mbps']:.0f} | {cz['plain_cpu_ms_per_mb']:.2f} | {cz['plain_rss']:.1f} |",
+              f"| getBulkQueryResults | gzip (relayed unchanged) | {cz['gz_mbps']:.0f} | {cz['gz_cpu_ms_per_mb']:.2f} | {cz['gz_rss']:.1f} |",
+              f"| allPages | no gzip (pages decoded) | {cz['v2_plain_mbps']:.0f} | {cz['v2_plain_cpu_ms_per_mb']:.2f} | {cz['v2_rss']:.1f} |",
+              f"| allPages | gzip (pages decoded, compressed again) | {cz['v2_gz_mbps']:.0f} | {cz['v2_gz_cpu_ms_per_mb']:.2f} | {cz['v2_rss']:.1f} |",
+              "", f"gzip caller / no-gzip caller, getBulkQueryResults: {cz['gz_mbps'] / cz['plain_mbps']:.2f}× the MB/s "
+              f"of data, {cz['gz_cpu_ms_per_mb'] / cz['plain_cpu_ms_per_mb']:.2f}× the CPU per MB (target: ≥ 3×, lower CPU)."]
+    ideal = SLOW_CALLERS / (SLOW_LATENCY_MS / 1000)
+    lines += ["", f"Slow Salesforce: {SLOW_CALLERS} callers at once, the org {SLOW_LATENCY_MS} ms away (ideal "
+              f"{ideal:.0f} req/s), {SLOW_DURATION} s runs; connections open to the org sampled halfway. Targets: "
+              "≥ 95% of the ideal, p99 added ≤ nginx's + 2 ms, peak RSS < 100 MB, no errors.", "",
+              "| hop | req/s | of the ideal | p50 ms | p99 ms | p99 added over the latency (ms) | errors | upstream connections | CPU µs/request | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    slow_rss = f"{slow['rss']:.1f}"
+    for case in ("slow direct", "slow nginx", "slow proxy"):
+        rs = runs[(case, SLOW_CALLERS)]
+        rps = median(r["rps"] for r in rs)
+        p99 = median(r["p99"] for r in rs)
+        cpu = median(r["cpu_us"] for r in rs) if rs[0]["cpu_us"] else None
+        conns = median(r["sampled"] or 0 for r in rs)
+        lines.append(f"| {case.split()[1]} | {rps:.0f} | {rps / ideal:.3f} | {median(r['p50'] for r in rs):.1f} | "
+                     f"{p99:.1f} | {p99 - SLOW_LATENCY_MS:.1f} | {sum(r['errors'] for r in rs)} | {conns:.0f} | "
+                     f"{f'{cpu:.1f}' if cpu else ''} | {slow_rss if case == 'slow proxy' else ''} |")
+    lines += ["", f"Streaming {size / 1e9:.2f} GB (a caller without gzip; the proxy now asks for gzip and decodes): "
+              f"direct {direct_mbps:.0f} MB/s, proxy {proxy_mbps:.0f} MB/s "
               f"({proxy_mbps / direct_mbps:.2f} of direct), proxy peak RSS {stream_rss:.1f} MB.",
               f"Bulk API 2.0 allPages, {all_pages[0] / 1e9:.2f} GB in {all_pages[1]} pages: page by page directly "
               f"{all_pages[2]:.0f} MB/s, one answer through the proxy {all_pages[3]:.0f} MB/s "
