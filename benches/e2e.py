@@ -57,7 +57,7 @@ SLOW_NGINX = "127.0.0.1:18293"
 SLOW_PROXY = "127.0.0.1:18294"
 SLOW_LATENCY_MS = int(os.environ.get("SLOW_LATENCY_MS", "1000"))
 SLOW_CALLERS = int(os.environ.get("SLOW_CALLERS", "2000"))
-SLOW_DURATION = int(os.environ.get("SLOW_DURATION", "10"))
+SLOW_DURATION = int(os.environ.get("SLOW_DURATION", "30"))
 TOKEN = "00DBENCHMARK001!benchmark-session"
 NS = "http://www.force.com/2009/06/asyncapi/dataload"
 
