@@ -280,17 +280,23 @@ impl Settings {
             })
             .collect();
         let defaults = Defaults::parse();
-        let unknown = unknown_keys(&defaults.known(), file, &env);
+        // The file is read once: its keys are checked, then it is layered over the defaults.
+        let table = match file {
+            Some(file) => Some(
+                config::Config::builder()
+                    .add_source(config::File::from(file).required(true))
+                    .build()
+                    .and_then(|c| config::Source::collect(&c))
+                    .map_err(|e| ConfigError(vec![e.to_string()]))?,
+            ),
+            None => None,
+        };
+        let unknown = unknown_keys(&defaults.known(), file.zip(table.as_ref()), &env);
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
         }
         let mut builder = config::Config::builder().add_source(defaults.config.clone());
-        if let Some(file) = file {
-            let table = config::Config::builder()
-                .add_source(config::File::from(file).required(true))
-                .build()
-                .and_then(|c| config::Source::collect(&c))
-                .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        if let Some(table) = table {
             builder = builder.add_source(FoldedNames(table));
         }
         // A team's connections, like every list, may be comma-separated in the environment.
@@ -876,20 +882,13 @@ fn with_types_checked(
 /// one that does: a misspelled key must not be silently ignored.
 fn unknown_keys(
     known: &Known,
-    file: Option<&Path>,
+    file: Option<(&Path, &config::Map<String, config::Value>)>,
     env: &config::Map<String, String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Some(file) = file {
+    if let Some((file, table)) = file {
         let mut found = Vec::new();
-        if let Ok(table) = config::Config::builder()
-            .add_source(config::File::from(file).required(true))
-            .build()
-            .and_then(|c| config::Source::collect(&c))
-        {
-            flatten("", table, &mut found);
-        }
-        // A file that does not parse is reported by the loader itself.
+        flatten("", table.clone(), &mut found);
         for key in found.iter().filter(|k| !known.contains(k)) {
             problems.push(match nearest(key, &known.candidates(key)) {
                 Some(near) => format!(

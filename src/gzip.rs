@@ -2,8 +2,8 @@
 //! caller that takes gzip gets those bytes unchanged, any other gets them decoded as they stream
 //! ([`Gunzip`]), in bounded memory whatever the ratio of the compressed data. `allPages` decodes
 //! every page (it must drop their header lines) and compresses its answer again as it streams
-//! ([`Gzip`]) for a caller that takes gzip. A small error body is decoded whole, bounded, before
-//! it is searched for an expired session ([`gunzip_bounded`]).
+//! ([`Gzip`]) for a caller that takes gzip; both are one [`Recoded`] body. A small error body is
+//! decoded whole, bounded, before it is searched for an expired session ([`gunzip_bounded`]).
 
 use std::io::Write;
 use std::pin::Pin;
@@ -79,113 +79,105 @@ pub fn gunzip_bounded(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
     (decoded.len() <= limit).then_some(decoded)
 }
 
-/// A gzip body, decoded as it streams.
-pub struct Gunzip {
-    inner: Body,
-    decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
-    /// Compressed input taken from `inner` and not yet fed to the decoder.
+/// One direction of gzip over a stream: input written in, output gathered in a `Vec`.
+trait Coder: Unpin {
+    fn write(&mut self, input: &[u8]) -> std::io::Result<usize>;
+    fn output(&mut self) -> &mut Vec<u8>;
+    fn finish(self) -> std::io::Result<Vec<u8>>;
+    /// The error for a stream this cannot code.
+    fn failed(e: std::io::Error) -> axum::Error;
+}
+
+impl Coder for flate2::write::GzDecoder<Vec<u8>> {
+    fn write(&mut self, input: &[u8]) -> std::io::Result<usize> {
+        Write::write(self, input)
+    }
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        flate2::write::GzDecoder::finish(self)
+    }
+    fn failed(e: std::io::Error) -> axum::Error {
+        axum::Error::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("Salesforce's gzip answer cannot be decoded: {e}"),
+        ))
+    }
+}
+
+impl Coder for flate2::write::GzEncoder<Vec<u8>> {
+    fn write(&mut self, input: &[u8]) -> std::io::Result<usize> {
+        Write::write(self, input)
+    }
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        flate2::write::GzEncoder::finish(self)
+    }
+    fn failed(e: std::io::Error) -> axum::Error {
+        axum::Error::new(e)
+    }
+}
+
+/// A body decoded ([`Gunzip`]) or encoded ([`Gzip`]) as it streams. Input is fed in steps of at
+/// most [`STEP`] while less than [`OUTPUT_CHUNK`] is gathered, so a frame stays bounded whatever
+/// the ratio; what is gathered goes on once the chunk is full, or when the input pauses or ends.
+/// Trailers follow the last data.
+pub struct Recoded<B, C> {
+    inner: B,
+    coder: Option<C>,
+    /// Input taken from `inner` and not yet fed to the coder.
     pending: Bytes,
-    /// Trailers of `inner`, handed on after the last data.
     trailers: Option<HeaderMap>,
 }
+
+/// A gzip body, decoded as it streams.
+pub struct Gunzip;
 
 impl Gunzip {
     /// `inner`, decoded as it streams.
     pub fn decoding(inner: Body) -> Body {
-        Body::new(Gunzip {
+        Body::new(Recoded::new(
             inner,
-            decoder: Some(flate2::write::GzDecoder::new(Vec::new())),
-            pending: Bytes::new(),
-            trailers: None,
-        })
-    }
-}
-
-fn corrupt(e: std::io::Error) -> axum::Error {
-    axum::Error::new(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("Salesforce's gzip answer cannot be decoded: {e}"),
-    ))
-}
-
-impl http_body::Body for Gunzip {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        loop {
-            let Some(decoder) = this.decoder.as_mut() else {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            };
-            while !this.pending.is_empty() && decoder.get_ref().len() < OUTPUT_CHUNK {
-                let step = this.pending.len().min(STEP);
-                match decoder.write(&this.pending[..step]) {
-                    Ok(0) => {
-                        return Poll::Ready(Some(Err(corrupt(std::io::Error::other(
-                            "data after the end of the gzip stream",
-                        )))))
-                    }
-                    Ok(taken) => {
-                        let _ = this.pending.split_to(taken);
-                    }
-                    Err(e) => return Poll::Ready(Some(Err(corrupt(e)))),
-                }
-            }
-            if !decoder.get_ref().is_empty() {
-                let out = std::mem::take(decoder.get_mut());
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => this.pending = data,
-                    Err(frame) => this.trailers = frame.into_trailers().ok(),
-                },
-                Poll::Ready(None) => {
-                    let decoder = this.decoder.take().expect("checked above");
-                    match decoder.finish() {
-                        Ok(rest) if !rest.is_empty() => {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))))
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Poll::Ready(Some(Err(corrupt(e)))),
-                    }
-                }
-            }
-        }
+            flate2::write::GzDecoder::new(Vec::new()),
+        ))
     }
 }
 
 /// A body compressed as it streams (the fast level: the point is the bytes on the wire, and the
-/// proxy's CPU is the caller's too). Trailers follow the end of the gzip data.
-pub struct Gzip<B> {
-    inner: B,
-    encoder: Option<flate2::write::GzEncoder<Vec<u8>>>,
-    trailers: Option<HeaderMap>,
+/// proxy's CPU is the caller's too).
+pub struct Gzip;
+
+impl Gzip {
+    /// `inner`, compressed as it streams.
+    pub fn encoding<B>(inner: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        Body::new(Recoded::new(inner, encoder))
+    }
 }
 
-impl<B> Gzip<B> {
-    pub fn new(inner: B) -> Gzip<B> {
-        Gzip {
+impl<B, C> Recoded<B, C> {
+    fn new(inner: B, coder: C) -> Recoded<B, C> {
+        Recoded {
             inner,
-            encoder: Some(flate2::write::GzEncoder::new(
-                Vec::new(),
-                flate2::Compression::fast(),
-            )),
+            coder: Some(coder),
+            pending: Bytes::new(),
             trailers: None,
         }
     }
 }
 
-impl<B> http_body::Body for Gzip<B>
+impl<B, C> http_body::Body for Recoded<B, C>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<axum::BoxError>,
+    C: Coder,
 {
     type Data = Bytes;
     type Error = axum::Error;
@@ -195,35 +187,46 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        let data = |out: Vec<u8>| Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
         loop {
-            let Some(encoder) = this.encoder.as_mut() else {
+            let Some(coder) = this.coder.as_mut() else {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             };
+            while !this.pending.is_empty() && coder.output().len() < OUTPUT_CHUNK {
+                let step = this.pending.len().min(STEP);
+                match coder.write(&this.pending[..step]) {
+                    Ok(0) => {
+                        let after = std::io::Error::other("data after the end of the gzip stream");
+                        return Poll::Ready(Some(Err(C::failed(after))));
+                    }
+                    Ok(taken) => {
+                        let _ = this.pending.split_to(taken);
+                    }
+                    Err(e) => return Poll::Ready(Some(Err(C::failed(e)))),
+                }
+            }
+            if coder.output().len() >= OUTPUT_CHUNK {
+                return data(std::mem::take(coder.output()));
+            }
+            if !this.pending.is_empty() {
+                continue;
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
-                // What is ready goes now rather than wait for the next input.
-                Poll::Pending if !encoder.get_ref().is_empty() => {
-                    let out = std::mem::take(encoder.get_mut());
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                Poll::Pending if !coder.output().is_empty() => {
+                    return data(std::mem::take(coder.output()))
                 }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(axum::Error::new(e)))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Err(e) = encoder.write_all(&data) {
-                            return Poll::Ready(Some(Err(axum::Error::new(e))));
-                        }
-                        if encoder.get_ref().len() >= OUTPUT_CHUNK {
-                            let out = std::mem::take(encoder.get_mut());
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                        }
-                    }
+                    Ok(input) => this.pending = input,
                     Err(frame) => this.trailers = frame.into_trailers().ok(),
                 },
                 Poll::Ready(None) => {
-                    let encoder = this.encoder.take().expect("checked above");
-                    match encoder.finish() {
-                        Ok(rest) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest))))),
-                        Err(e) => return Poll::Ready(Some(Err(axum::Error::new(e)))),
+                    let coder = this.coder.take().expect("checked above");
+                    match coder.finish() {
+                        Ok(rest) if !rest.is_empty() => return data(rest),
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Some(Err(C::failed(e)))),
                     }
                 }
             }
@@ -285,7 +288,7 @@ mod tests {
         assert_eq!(gunzip_bounded(b"not gzip", 1024), None);
 
         let text = b"Id,Name\n1,Ada\n".repeat(10_000);
-        let again = Gzip::new(Body::from(text.clone()))
+        let again = Gzip::encoding(Body::from(text.clone()))
             .collect()
             .await
             .unwrap()

@@ -109,7 +109,7 @@ pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Re
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
     let body = http_body_util::StreamBody::new(stream);
     *response.body_mut() = if reading_gzip_ok {
-        Body::new(crate::gzip::Gzip::new(body))
+        crate::gzip::Gzip::encoding(body)
     } else {
         Body::new(body)
     };

@@ -601,49 +601,44 @@ fn poll_interval(lease: Duration) -> Duration {
 
 /// A refusal of the refresh token, with what it means for the grant.
 fn advise(fault: Fault, source: RefreshTokenSource, registry_path: &str) -> Fault {
-    match fault {
-        Fault::RefreshRejected {
-            error,
-            description,
-            advice: _,
-        } if source == RefreshTokenSource::NotUsed => {
+    let Fault::RefreshRejected {
+        error,
+        description,
+        advice: _,
+    } = fault
+    else {
+        return fault;
+    };
+    let refresh_token_gone = error == "invalid_grant";
+    let advice = match source {
+        RefreshTokenSource::NotUsed => {
             let name = registry_path.trim_start_matches(crate::credentials::CONNECTION_PATH_PREFIX);
-            Fault::RefreshRejected {
-                error,
-                description,
-                advice: format!(
-                    "; the grant of connection {name} was refused: check its settings \
-                     (client_id, client_secret or private_key_file and the certificate the \
-                     connected app holds, username, audience, login_url)"
-                ),
-            }
+            format!(
+                "; the grant of connection {name} was refused: check its settings (client_id, \
+                 client_secret or private_key_file and the certificate the connected app holds, \
+                 username, audience, login_url)"
+            )
         }
-        Fault::RefreshRejected {
-            error,
-            description,
-            advice: _,
-        } if error == "invalid_grant" => {
-            let advice = match source {
-                RefreshTokenSource::NotUsed => "",
-                RefreshTokenSource::Rotated => {
-                    "; the newest stored refresh token was refused: the grant must be \
-                     re-authorised (a new refresh token from the OAuth flow)"
-                }
-                RefreshTokenSource::EnvelopeForLostLineage => {
-                    "; the stored grant could not be opened (see the proxy's log), so the \
-                     envelope's refresh token was tried: the grant must be re-authorised"
-                }
-                RefreshTokenSource::Envelope => {
-                    "; the refresh token no longer works (revoked, expired or retired by \
-                     rotation): the grant must be re-authorised"
-                }
-            };
-            Fault::RefreshRejected {
-                error,
-                description,
-                advice: advice.to_string(),
-            }
+        _ if !refresh_token_gone => String::new(),
+        RefreshTokenSource::Rotated => {
+            "; the newest stored refresh token was refused: the grant must be re-authorised (a \
+             new refresh token from the OAuth flow)"
+                .into()
         }
-        other => other,
+        RefreshTokenSource::EnvelopeForLostLineage => {
+            "; the stored grant could not be opened (see the proxy's log), so the envelope's \
+             refresh token was tried: the grant must be re-authorised"
+                .into()
+        }
+        RefreshTokenSource::Envelope => {
+            "; the refresh token no longer works (revoked, expired or retired by rotation): the \
+             grant must be re-authorised"
+                .into()
+        }
+    };
+    Fault::RefreshRejected {
+        error,
+        description,
+        advice,
     }
 }

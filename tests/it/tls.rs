@@ -209,31 +209,17 @@ async fn salesforce_over_https_is_trusted_through_salesforce_ca_file_and_refused
         https,
         "the emulator says it serves HTTPS"
     );
-    let job = app
-        .call_with(
-            "createJob",
-            &[
-                ("apiUrl", &https),
-                ("operation", "insert"),
-                ("object", "Contact"),
-                ("contentType", "CSV"),
-            ],
-        )
-        .await;
+    let fields = [
+        ("apiUrl", https.as_str()),
+        ("operation", "insert"),
+        ("object", "Contact"),
+        ("contentType", "CSV"),
+    ];
+    let job = app.call_with("createJob", &fields).await;
     assert_eq!(job.status(), 201, "{}", job.text().await.unwrap());
     // A session refresh goes to the HTTPS token endpoint too.
     app.org.expire_sessions();
-    let again = app
-        .call_with(
-            "createJob",
-            &[
-                ("apiUrl", &https),
-                ("operation", "insert"),
-                ("object", "Contact"),
-                ("contentType", "CSV"),
-            ],
-        )
-        .await;
+    let again = app.call_with("createJob", &fields).await;
     assert_eq!(again.status(), 201);
     assert_eq!(app.org.refresh_attempts(), 1);
 
