@@ -65,6 +65,33 @@ thread_local! {
     static FORMATTED: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
+thread_local! {
+    /// Where a line is put together before it is handed to the subscriber's writer in one
+    /// piece, reused from line to line: writing it a field at a time through the writer's
+    /// `dyn fmt::Write` cost a dynamic call per piece (BENCHMARKS.md, issue 16).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Puts a line together with `build`, then writes it to `writer`.
+fn with_line(
+    writer: &mut Writer<'_>,
+    build: impl FnOnce(&mut String) -> fmt::Result,
+) -> fmt::Result {
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            build(&mut line)?;
+            writer.write_str(&line)
+        }
+        // A value whose Debug logs: put that line together on its own.
+        Err(_) => {
+            let mut line = String::new();
+            build(&mut line)?;
+            writer.write_str(&line)
+        }
+    })
+}
+
 /// Formats `value` and hands its text to `write`.
 fn with_formatted<R>(value: &dyn fmt::Debug, write: impl FnOnce(&str) -> R) -> R {
     FORMATTED.with(|buffer| match buffer.try_borrow_mut() {
@@ -104,16 +131,19 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write_timestamp(&mut writer, SystemTime::now())?;
-        let meta = event.metadata();
-        let level = level_name(*meta.level());
-        writer.write_str(&"      "[level.len()..])?;
-        writer.write_str(level)?;
-        writer.write_char(' ')?;
-        writer.write_str(meta.target())?;
-        writer.write_char(':')?;
-        FieldWriter::write_all(&mut writer, event, Layout::Text)?;
-        writer.write_char('\n')
+        with_line(&mut writer, |line| {
+            write_timestamp(line, SystemTime::now())?;
+            let meta = event.metadata();
+            let level = level_name(*meta.level());
+            line.push_str(&"      "[level.len()..]);
+            line.push_str(level);
+            line.push(' ');
+            line.push_str(meta.target());
+            line.push(':');
+            FieldWriter::write_all(line, event, Layout::Text)?;
+            line.push('\n');
+            Ok(())
+        })
     }
 }
 
@@ -128,8 +158,8 @@ enum Layout {
 
 /// Writes an event's fields in one [`Layout`]. Every value goes through [`capped`] and is
 /// escaped for its layout here, so no field can be written unescaped.
-struct FieldWriter<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+struct FieldWriter<'a> {
+    writer: &'a mut String,
     layout: Layout,
     first: bool,
     /// Which of the fields to write.
@@ -145,14 +175,14 @@ enum Only {
     AllButMessage,
 }
 
-impl<'a, 'w> FieldWriter<'a, 'w> {
-    fn write_all(writer: &'a mut Writer<'w>, event: &Event<'_>, layout: Layout) -> fmt::Result {
+impl<'a> FieldWriter<'a> {
+    fn write_all(writer: &'a mut String, event: &Event<'_>, layout: Layout) -> fmt::Result {
         Self::write_some(writer, event, layout, Only::All, true)
     }
 
     /// The fields `only` selects; `first` false puts a comma before the first one too.
     fn write_some(
-        writer: &'a mut Writer<'w>,
+        writer: &'a mut String,
         event: &Event<'_>,
         layout: Layout,
         only: Only,
@@ -169,7 +199,7 @@ impl<'a, 'w> FieldWriter<'a, 'w> {
         fields.result
     }
 
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         let message = field.name() == "message";
         let wanted = match self.only {
             Only::All => true,
@@ -214,7 +244,7 @@ impl<'a, 'w> FieldWriter<'a, 'w> {
     }
 }
 
-impl Visit for FieldWriter<'_, '_> {
+impl Visit for FieldWriter<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.text(field, value, false);
     }
@@ -252,7 +282,7 @@ fn is_bare(value: &str) -> bool {
 
 /// A string field: always quoted; escaped as Rust's `Debug` does when it holds anything that
 /// needs it. A formatted value (`quote_always` false) is bare when [`is_bare`].
-fn write_text_value(w: &mut Writer<'_>, value: &str, quote_always: bool) -> fmt::Result {
+fn write_text_value(w: &mut String, value: &str, quote_always: bool) -> fmt::Result {
     if !quote_always && is_bare(value) {
         return w.write_str(value);
     }
@@ -270,7 +300,7 @@ fn write_text_value(w: &mut Writer<'_>, value: &str, quote_always: bool) -> fmt:
 
 /// The message, unquoted as it reads best, but with control characters escaped so that even a
 /// message built from input cannot break the line.
-fn write_unquoted_message(w: &mut Writer<'_>, message: &str) -> fmt::Result {
+fn write_unquoted_message(w: &mut String, message: &str) -> fmt::Result {
     if !message.chars().any(char::is_control) {
         return w.write_str(message);
     }
@@ -302,37 +332,40 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, SystemTime::now())?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(level_name(*meta.level()))?;
-        writer.write_str("\",\"fields\":{")?;
-        // An access line's fields stand at the top level, where log pipelines index them
-        // without configuration; its message stays under `fields`, as every line's does.
-        let access = meta.target() == ACCESS_LOG_TARGET;
-        let only = if access { Only::Message } else { Only::All };
-        FieldWriter::write_some(&mut writer, event, Layout::Json, only, true)?;
-        writer.write_str("},\"target\":")?;
-        write_json_string(&mut writer, meta.target())?;
-        if access {
-            FieldWriter::write_some(&mut writer, event, Layout::Json, Only::AllButMessage, false)?;
-        }
-        writer.write_str("}\n")
+        with_line(&mut writer, |line| {
+            let meta = event.metadata();
+            line.push_str("{\"timestamp\":\"");
+            write_timestamp(line, SystemTime::now())?;
+            line.push_str("\",\"level\":\"");
+            line.push_str(level_name(*meta.level()));
+            line.push_str("\",\"fields\":{");
+            // An access line's fields stand at the top level, where log pipelines index them
+            // without configuration; its message stays under `fields`, as every line's does.
+            let access = meta.target() == ACCESS_LOG_TARGET;
+            let only = if access { Only::Message } else { Only::All };
+            FieldWriter::write_some(line, event, Layout::Json, only, true)?;
+            line.push_str("},\"target\":");
+            write_json_string(line, meta.target())?;
+            if access {
+                FieldWriter::write_some(line, event, Layout::Json, Only::AllButMessage, false)?;
+            }
+            line.push_str("}\n");
+            Ok(())
+        })
     }
 }
 
-fn write_json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
+fn write_json_string(w: &mut String, value: &str) -> fmt::Result {
     let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
     w.write_str(&quoted)
 }
 
-fn write_decimal(w: &mut Writer<'_>, value: u64) -> fmt::Result {
+fn write_decimal(w: &mut String, value: u64) -> fmt::Result {
     write_digits(w, value, 1)
 }
 
 /// `value` in decimal, zero-padded to at least `width` digits.
-fn write_digits(w: &mut Writer<'_>, mut value: u64, width: usize) -> fmt::Result {
+fn write_digits(w: &mut String, mut value: u64, width: usize) -> fmt::Result {
     let mut digits = [b'0'; 20];
     let mut at = digits.len();
     while value > 0 || digits.len() - at < width {
@@ -350,7 +383,7 @@ thread_local! {
 
 /// `2026-11-28T14:10:05.123456Z`; the date and time of day are worked out once a second (a
 /// formatted date per line cost more than the rest of the line: BENCHMARKS.md, the second round).
-fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_timestamp(w: &mut String, now: SystemTime) -> fmt::Result {
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
     SECOND.with(|second| {
