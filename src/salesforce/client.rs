@@ -191,12 +191,12 @@ impl SalesforceClient {
         };
         let uri = Uri::try_from([base, version.as_str(), &call.path].concat())
             .map_err(|_| UpstreamError::BadPath)?;
+        // Checked where it lies, not copied again (`from_str` copies).
+        let session = Bytes::from([scheme.as_bytes(), token.expose().as_bytes()].concat());
         let mut session =
-            HeaderValue::from_str(&[scheme, token.expose()].concat()).map_err(|_| {
-                UpstreamError::Unsendable {
-                    field: "accessToken",
-                    reason: "not a valid header value",
-                }
+            HeaderValue::from_maybe_shared(session).map_err(|_| UpstreamError::Unsendable {
+                field: "accessToken",
+                reason: "not a valid header value",
             })?;
         session.set_sensitive(true);
         let content_type = call
