@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sfbulk_proxy::config::Settings;
-use sfbulk_proxy::server::{shutdown_signal, Application};
+use sfbulk_proxy::server::{Application, ShutdownSignals};
 use sfbulk_proxy::telemetry;
 
 #[derive(Parser)]
@@ -114,7 +114,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve_proxy(&settings).await,
         #[cfg(feature = "emulator")]
-        Command::Emulator => serve_emulator(&settings, shutdown_signal()).await,
+        Command::Emulator => {
+            let mut signals = ShutdownSignals::install()?;
+            serve_emulator(&settings, async move { signals.recv().await }).await
+        }
         #[cfg(feature = "emulator")]
         Command::Demo => {
             // The emulator stays up while the proxy drains, and ends with it.
@@ -137,6 +140,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn serve_proxy(settings: &Settings) -> anyhow::Result<()> {
+    // Caught before the addresses are logged: whoever reads them may signal at once.
+    let mut signals = ShutdownSignals::install()?;
     let app = Application::build(settings).await?;
     if let Some(address) = app.local_addr() {
         tracing::info!(%address, "proxy listening");
@@ -147,11 +152,11 @@ async fn serve_proxy(settings: &Settings) -> anyhow::Result<()> {
     if let Some(address) = app.admin_local_addr() {
         tracing::info!(%address, "admin listening");
     }
-    app.run_until(async {
-        shutdown_signal().await;
+    app.run_until(async move {
+        signals.recv().await;
         // A second signal ends the process at once (Ctrl-C twice ends the demo).
-        tokio::spawn(async {
-            shutdown_signal().await;
+        tokio::spawn(async move {
+            signals.recv().await;
             tracing::warn!("second shutdown signal: exiting without waiting");
             std::process::exit(130);
         });
