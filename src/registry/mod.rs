@@ -14,6 +14,7 @@ mod memory;
 mod redis;
 mod seal;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -40,21 +41,23 @@ pub struct KeyParts<'a> {
 }
 
 /// Identifies one registry entry. Its `id` is a hash, safe as a file name or a Redis key.
+/// Both are shared, so that a key is cloned without copying (a request hands its key to the
+/// console).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RegistryKey {
     /// The registry path the entry was made for, kept beside it for operators; never a secret.
-    pub registry_path: String,
-    id: String,
+    pub registry_path: Arc<str>,
+    id: Arc<str>,
 }
 
 /// SHA-256 over length-prefixed parts (so no two different part lists hash alike), in hex.
-fn digest(parts: &[&str]) -> String {
+fn digest(parts: &[&str]) -> Arc<str> {
     let mut hash = Sha256::new();
     for part in parts {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
-    crate::hex::encode(&hash.finalize())
+    crate::hex::encode(&hash.finalize()).into()
 }
 
 impl RegistryKey {
@@ -62,7 +65,7 @@ impl RegistryKey {
     /// refresh.
     pub fn for_grant(grant: &KeyParts) -> RegistryKey {
         RegistryKey {
-            registry_path: grant.registry_path.to_string(),
+            registry_path: grant.registry_path.into(),
             id: digest(&[
                 "sfbulk-registry-v1",
                 grant.registry_path,
@@ -82,7 +85,7 @@ impl RegistryKey {
     /// refreshed them ([`Entry::secret_check`]).
     pub fn for_lineage(grant: &KeyParts) -> RegistryKey {
         RegistryKey {
-            registry_path: grant.registry_path.to_string(),
+            registry_path: grant.registry_path.into(),
             id: digest(&[
                 "sfbulk-lineage-v1",
                 grant.token_endpoint,
@@ -95,8 +98,8 @@ impl RegistryKey {
     /// The key of an entry found in storage under `id`, whose registry path is not known yet.
     fn stored(id: &str) -> RegistryKey {
         RegistryKey {
-            registry_path: String::new(),
-            id: id.to_string(),
+            registry_path: "".into(),
+            id: id.into(),
         }
     }
 
@@ -146,6 +149,7 @@ pub fn secret_check(lineage: &RegistryKey, client_secret: Option<&Secret>) -> St
         lineage.id(),
         client_secret.map(Secret::expose).unwrap_or_default(),
     ])
+    .to_string()
 }
 
 /// What a registry error was caused by: an io, Redis or sealing error, kept as it was.

@@ -132,7 +132,7 @@ pub enum Unreadable {
 /// `entry` written down for `key`, sealed with the current key when there is one.
 pub fn encode(key: &RegistryKey, entry: &Entry, keys: Option<&Keys>) -> Vec<u8> {
     let plain = Plain {
-        registry_path: key.registry_path.clone(),
+        registry_path: key.registry_path.to_string(),
         access_token: entry.access_token.expose().to_string(),
         instance_url: entry.instance_url.clone(),
         stored_at_ms: entry.stored_at_ms,
@@ -157,7 +157,7 @@ pub fn encode(key: &RegistryKey, entry: &Entry, keys: Option<&Keys>) -> Vec<u8> 
         )
         .expect("AES-GCM seals any entry");
     serde_json::to_vec(&Sealed {
-        registry_path: key.registry_path.clone(),
+        registry_path: key.registry_path.to_string(),
         key_id: keys.current.id.clone(),
         nonce: B64.encode(nonce),
         sealed: B64.encode(sealed),
