@@ -2,7 +2,8 @@
 //! away): request id, method, path (never the query string, which may carry credentials),
 //! operation, status, who made the answer, body bytes sent, duration to the last byte, time to
 //! Salesforce's answer head, the caller's address, its W3C trace id, and the fault when the proxy
-//! refused or failed the request. The request's metrics are counted at the same moment. Each request also gets an `x-request-id`:
+//! refused or failed the request. The request's metrics are counted at the same moment, and a
+//! job answer's frames are handed to the console ([`crate::console::Tap`]). Each request also gets an `x-request-id`:
 //! the caller's, or a new one; the answer carries it back.
 //!
 //! No tracing span is kept per request (formatting and entering one cost more than the line
@@ -23,6 +24,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
+use crate::console::Tap;
 use crate::fault::{Fault, FaultRecord};
 use crate::hex;
 use crate::metrics::{Metrics, Source};
@@ -115,6 +117,7 @@ where
     let response = request_id::scope(id.clone(), handler(request)).await;
     let (mut parts, body) = response.into_parts();
     let fault = parts.extensions.remove::<FaultRecord>();
+    let tap = parts.extensions.remove::<Tap>();
     let handled = parts.extensions.get::<Handled>().copied();
     let operation = handled.map(|h| (h.api, h.operation));
     let source = if fault.is_some() || operation.is_none() {
@@ -144,6 +147,7 @@ where
         inner: body,
         bytes: 0,
         line: Some(line),
+        tap,
     };
     Response::from_parts(parts, Body::new(body))
 }
@@ -279,17 +283,22 @@ fn address_text(address: SocketAddr, buffer: &mut [u8; CLIENT_TEXT]) -> Cow<'_, 
     Cow::Borrowed(std::str::from_utf8(&buffer[..at]).expect("digits, dots and a colon"))
 }
 
-/// An answer's body, counting what goes out; the access line is written at its end.
+/// An answer's body, counting what goes out; the access line is written at its end, and the
+/// console's [`Tap`], when the answer has one, is fed its frames and told of the end.
 struct LoggedBody {
     inner: Body,
     bytes: u64,
     line: Option<AccessLine>,
+    tap: Option<Tap>,
 }
 
 impl LoggedBody {
     fn finish(&mut self, ending: Ending) {
         if let Some(line) = self.line.take() {
             line.write(self.bytes, ending);
+        }
+        if let Some(tap) = self.tap.take() {
+            tap.end(ending == Ending::Complete);
         }
     }
 }
@@ -307,6 +316,9 @@ impl http_body::Body for LoggedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                    if let Some(tap) = self.tap.as_mut() {
+                        tap.frame(data);
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.finish(Ending::Complete);

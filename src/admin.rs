@@ -6,6 +6,13 @@
 //! | GET, HEAD | `/livez` | 200 while the process serves |
 //! | GET, HEAD | `/readyz` | 200 `ready`; 503 while draining (and, with `admin.ready_requires_registry`, while the registry cannot be reached); the body says the registry's state |
 //! | GET | `/metrics` | the Prometheus series, OpenMetrics text |
+//! | GET, HEAD | `/ui` (and its `/ui/console.js`, `/ui/console.css`) | the console page ([`crate::console`]) |
+//! | GET, HEAD | `/api/v1/status` | the console's JSON: traffic, jobs seen, tokens, API usage |
+//!
+//! With `admin.auth_tokens`, `/metrics`, `/ui` and `/api/...` need one of them, as
+//! `Authorization: Bearer <token>` or as the password of HTTP Basic (any user name), which is
+//! what a browser can send: a request without either is answered 401 with `WWW-Authenticate:
+//! Basic`, so the browser asks. `/livez` and `/readyz` stay open, for orchestrators.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +23,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::admission::BearerTokens;
+use crate::console::page;
 use crate::state::AppState;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -27,6 +36,8 @@ pub struct AdminService {
     ready_requires_registry: bool,
     /// How long `/readyz` waits for the registry (`registry.timeout_ms`).
     registry_timeout: Duration,
+    /// `admin.auth_tokens`.
+    tokens: BearerTokens,
 }
 
 impl AdminService {
@@ -34,11 +45,13 @@ impl AdminService {
         state: Arc<AppState>,
         ready_requires_registry: bool,
         registry_timeout: Duration,
+        tokens: BearerTokens,
     ) -> Arc<AdminService> {
         Arc::new(AdminService {
             state,
             ready_requires_registry,
             registry_timeout,
+            tokens,
         })
     }
 
@@ -60,14 +73,24 @@ impl AdminService {
     async fn answer(&self, request: Request<Body>) -> Response {
         let method = request.method();
         let read = *method == Method::GET || *method == Method::HEAD;
-        match request.uri().path() {
-            "/livez" | "/readyz" | "/metrics" if !read => {
-                let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
-                response
-            }
+        let path = request.uri().path();
+        let known = matches!(path, "/livez" | "/readyz" | "/metrics" | "/api/v1/status")
+            || page::asset(path).is_some();
+        if !known {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        if !read {
+            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+            return response;
+        }
+        let open = matches!(path, "/livez" | "/readyz");
+        if !open && !self.admits(request.headers()) {
+            return unauthorized();
+        }
+        match path {
             "/livez" => "live\n".into_response(),
             "/readyz" => self.readiness().await,
             "/metrics" => {
@@ -77,8 +100,65 @@ impl AdminService {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
                 response
             }
-            _ => StatusCode::NOT_FOUND.into_response(),
+            "/api/v1/status" => {
+                let status = self.state.console.status(&self.state.metrics);
+                let body = serde_json::to_vec(&status).unwrap_or_default();
+                let mut response = body.into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                no_store(headers);
+                response
+            }
+            _ => {
+                let (content_type, text) = page::asset(path).expect("a page file");
+                let mut response = text.into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                headers.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(page::CONTENT_SECURITY_POLICY),
+                );
+                headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                headers.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                no_store(headers);
+                response
+            }
         }
+    }
+
+    /// Whether `headers` carry one of `admin.auth_tokens`, as a bearer token or as HTTP Basic's
+    /// password; always, when there are none.
+    fn admits(&self, headers: &axum::http::HeaderMap) -> bool {
+        if !self.tokens.is_required() {
+            return true;
+        }
+        if self.tokens.admit(headers).is_some() {
+            return true;
+        }
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, encoded) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("basic").then(|| encoded.trim())
+            })
+            .and_then(|encoded| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+            })
+            .and_then(|decoded| String::from_utf8(decoded).ok());
+        basic
+            .as_deref()
+            .and_then(|pair| pair.split_once(':'))
+            .is_some_and(|(_, password)| self.tokens.scope_of(password).is_some())
     }
 
     async fn readiness(&self) -> Response {
@@ -101,4 +181,33 @@ impl AdminService {
         };
         (status, format!("{state}\n{registry}\n")).into_response()
     }
+}
+
+/// 401, asking a browser for HTTP Basic (and telling a script that a bearer token works too).
+fn unauthorized() -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        "a token of admin.auth_tokens is needed: Authorization: Bearer <token>, or HTTP Basic \
+         with the token as the password\n",
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"sfbulk-proxy admin\", charset=\"UTF-8\""),
+    );
+    headers.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"sfbulk-proxy admin\""),
+    );
+    response
+}
+
+/// Nothing the console shows is kept by a browser or a cache.
+fn no_store(headers: &mut axum::http::HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }

@@ -177,6 +177,12 @@ impl BearerTokens {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })?;
+        self.scope_of(presented)
+    }
+
+    /// The scope of the token `presented`, `None` when it is none of them. Every token is
+    /// compared, in constant time.
+    pub fn scope_of(&self, presented: &str) -> Option<Scope> {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for (digest, scope) in &self.digests {

@@ -66,7 +66,16 @@ pub struct TokenScopeSettings {
 pub struct AdminSettings {
     pub listen: String,
     pub ready_requires_registry: bool,
+    /// Bearer tokens (or HTTP Basic passwords) for `/ui`, `/api/...` and `/metrics`.
+    pub auth_tokens: Vec<Secret>,
+    /// Jobs the console keeps.
+    pub console_jobs: usize,
+    /// How often the console samples the traffic, in milliseconds.
+    pub console_sample_ms: u64,
 }
+
+/// The most jobs `admin.console_jobs` may keep: a job takes about a kilobyte.
+pub const MAX_CONSOLE_JOBS: usize = 100_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SalesforceSettings {
@@ -321,6 +330,7 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("salesforce.allowed_origins")
                     .with_list_parse_key("server.auth_tokens")
+                    .with_list_parse_key("admin.auth_tokens")
                     .with_list_parse_key("registry.encryption_previous_keys")
                     .try_parsing(true)
                     .source(Some(env)),
@@ -415,6 +425,26 @@ impl Settings {
             if value == 0 {
                 problems.push(format!("{key} must be above 0"));
             }
+        }
+        if self.admin.console_jobs > MAX_CONSOLE_JOBS {
+            problems.push(format!(
+                "admin.console_jobs must be at most {MAX_CONSOLE_JOBS} (it is {})",
+                self.admin.console_jobs
+            ));
+        }
+        if !(10..=60_000).contains(&self.admin.console_sample_ms) {
+            problems.push(format!(
+                "admin.console_sample_ms must be from 10 to 60000 (it is {})",
+                self.admin.console_sample_ms
+            ));
+        }
+        if self
+            .admin
+            .auth_tokens
+            .iter()
+            .any(|t| t.expose().trim().is_empty())
+        {
+            problems.push("admin.auth_tokens: a token is empty".into());
         }
         let auth_tokens = self.server.auth_tokens().unwrap_or_else(|e| {
             problems.push(e);

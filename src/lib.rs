@@ -14,8 +14,10 @@
 //! together for one request, [`state`] is what every request shares, and [`server`] binds the
 //! listeners and serves it (over HTTPS with [`tls`]), writing one [`access_log`] line per request
 //! when its answer is done ([`request_id`] gives events during it the request's id, [`trace`] its
-//! W3C trace), and draining on SIGTERM. [`admin`] answers the admin port: probes, and the
-//! Prometheus series of [`metrics`] and [`process_metrics`].
+//! W3C trace), and draining on SIGTERM. [`admin`] answers the admin port: probes, the
+//! Prometheus series of [`metrics`] and [`process_metrics`], and the [`console`]: a page of the
+//! jobs, tokens, traffic and API usage this replica has seen, from what requests hand it after
+//! their answers.
 //!
 //! Each stage reports its own error (`EnvelopeError`, `CredentialsError`, `RegistryError`,
 //! `UpstreamError`); [`fault`] is the proxy's answers and the one table that turns those errors
@@ -34,6 +36,7 @@ pub(crate) mod admission;
 pub(crate) mod body;
 pub mod config;
 pub mod connection;
+pub(crate) mod console;
 pub mod credentials;
 pub mod domain;
 pub mod envelope;

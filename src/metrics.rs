@@ -3,6 +3,7 @@
 //! operation table's names (or `unknown`), statuses are numbers, and `org` is an organisation id
 //! Salesforce accepted a session of, at most [`MAX_ORGS`] of them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -163,6 +164,27 @@ pub struct Metrics {
     orgs: Mutex<Vec<String>>,
     /// Reads the connection pool's idle and open counts at each scrape.
     pool: Mutex<Option<PoolProbe>>,
+    /// Every request's duration by [`DURATION_BUCKETS`] (then above the last), for the
+    /// console's quantiles: the histograms' own counts are not readable.
+    latency: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Requests shed, every limit together.
+    shed_total: AtomicU64,
+}
+
+/// The counters the console samples ([`Metrics::snapshot`]).
+pub struct Snapshot {
+    pub operations: Vec<OperationSnapshot>,
+    pub in_flight: i64,
+    pub shed: u64,
+    /// Requests by duration bucket, as [`Metrics`] counts them.
+    pub latency: Vec<u64>,
+}
+
+pub struct OperationSnapshot {
+    pub api: &'static str,
+    pub operation: &'static str,
+    /// Requests answered by status and source, since start.
+    pub answers: Vec<(u16, Source, u64)>,
 }
 
 /// `(idle, open)` connections to Salesforce right now.
@@ -318,7 +340,50 @@ impl Metrics {
             registry_reachable,
             orgs: Mutex::new(Vec::new()),
             pool: Mutex::new(None),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            shed_total: AtomicU64::new(0),
         }
+    }
+
+    /// The request counters as they stand, for the console.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            operations: self
+                .operations
+                .iter()
+                .map(|o| OperationSnapshot {
+                    api: o.api,
+                    operation: o.name,
+                    answers: o
+                        .answers
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .map(|(status, source, counter)| (*status, *source, counter.get()))
+                        .collect(),
+                })
+                .collect(),
+            in_flight: self.in_flight.get(),
+            shed: self.shed_total.load(Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// Each org's API usage and limit, as `Sforce-Limit-Info` last gave them.
+    pub fn api_usage_now(&self) -> Vec<(String, i64, i64)> {
+        let orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        orgs.into_iter()
+            .map(|org| {
+                let labels = Org { org };
+                let used = self.api_usage.get_or_create(&labels).get();
+                let limit = self.api_limit.get_or_create(&labels).get();
+                (labels.org, used, limit)
+            })
+            .collect()
     }
 
     /// The exposition, in Prometheus' text format (with process metrics on Linux).
@@ -401,8 +466,11 @@ impl Metrics {
         let operation = self.operation(operation.unwrap_or((BULK1, UNKNOWN)));
         self.in_flight.dec();
         self.count_answer(operation, status, source);
-        operation.duration.observe(duration.as_secs_f64());
+        let seconds = duration.as_secs_f64();
+        operation.duration.observe(seconds);
         operation.bytes.inc_by(bytes);
+        let bucket = DURATION_BUCKETS.partition_point(|&upper| upper < seconds);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Salesforce's answer head arrived `duration` after the call started.
@@ -448,6 +516,7 @@ impl Metrics {
     pub fn shed(&self, setting: &'static str) {
         let reason = setting.rsplit('.').next().unwrap_or(setting);
         self.shed.get_or_create(&Reason { reason }).inc();
+        self.shed_total.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn registry_reachable(&self, reachable: bool) {

@@ -13,6 +13,7 @@ use axum::response::Response;
 use crate::access_log::Handled;
 use crate::admission::Scope;
 use crate::body;
+use crate::console::EntrySeen;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
 use crate::exchange;
@@ -168,7 +169,25 @@ async fn handle(
         .metrics
         .upstream_answered(operation.api.label(), operation.name, took);
     *upstream = Some(took);
-    Ok(match call.pages {
+    let entry = || {
+        let (key, stored_at_ms, version) = session.stored()?;
+        Some(EntrySeen {
+            key: key.clone(),
+            instance: session.instance.clone(),
+            stored_at_ms,
+            version,
+            interval_ms: credentials
+                .grant
+                .as_ref()
+                .map_or(0, |g| g.interval.as_duration().as_millis() as u64),
+        })
+    };
+    let entry = if state.console.is_running() {
+        entry()
+    } else {
+        None
+    };
+    let response = match call.pages {
         Some(pages) if answer.status == axum::http::StatusCode::OK => crate::pages::follow(
             crate::pages::Reading {
                 state: state.clone(),
@@ -183,7 +202,8 @@ async fn handle(
             answer,
         ),
         _ => relay(answer, crate::gzip::accepts_gzip(headers)),
-    })
+    };
+    Ok(state.console.watch(response, operation.api.label(), entry))
 }
 
 /// An upload's headers: the target's, and the caller's `Content-Encoding: gzip` (Salesforce takes

@@ -68,6 +68,7 @@ impl Application {
                     state.clone(),
                     settings.admin.ready_requires_registry,
                     Duration::from_millis(settings.registry.timeout_ms),
+                    BearerTokens::new(&settings.admin.auth_tokens, &[]),
                 ),
             )),
             None => None,
@@ -180,21 +181,29 @@ impl Application {
             });
         }
         let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
-        let admin = self.admin.map(|(listener, admin)| {
-            let mut stopped = admin_stopped;
-            tokio::spawn(serve(
-                listener,
-                move |_| admin.clone().service(),
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                },
-                ServeLimits {
-                    grace: Duration::ZERO,
-                    ..self.limits
-                },
-                None,
-            ))
-        });
+        let admin =
+            self.admin.map(|(listener, admin)| {
+                let mut console_stopped = admin_stopped.clone();
+                tokio::spawn(self.state.console.clone().run(
+                    self.state.metrics.clone(),
+                    async move {
+                        let _ = console_stopped.wait_for(|stop| *stop).await;
+                    },
+                ));
+                let mut stopped = admin_stopped;
+                tokio::spawn(serve(
+                    listener,
+                    move |_| admin.clone().service(),
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                    ServeLimits {
+                        grace: Duration::ZERO,
+                        ..self.limits
+                    },
+                    None,
+                ))
+            });
         let proxy = self.proxy.clone();
         let plain = self.listener.map(|listener| {
             let proxy = proxy.clone();

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use crate::console::Console;
 use crate::credentials::{Credentials, RefreshGrant};
 use crate::fault::Fault;
 use crate::metrics::{Metrics, RefreshResult, RefreshTrigger};
@@ -37,6 +38,16 @@ pub struct Session {
     /// The caller's own token, to be stored once Salesforce has accepted it
     /// ([`Sessions::accepted`]): a stranger's made-up credentials leave nothing behind.
     unstored: Option<Entry>,
+}
+
+impl Session {
+    /// The registry entry the session came from: its key, when it was stored and its lineage's
+    /// version; `None` for a caller's own token.
+    pub fn stored(&self) -> Option<(&RegistryKey, u64, u64)> {
+        self.entry_seen
+            .as_ref()
+            .map(|(key, seen)| (key, seen.stored_at_ms, seen.version))
+    }
 }
 
 /// What a request saw of its path entry, to tell whether it was replaced since.
@@ -70,6 +81,8 @@ struct Shared {
     allow: AllowList,
     limits: RegistryLimits,
     metrics: Arc<Metrics>,
+    /// Told how each refresh ended.
+    console: Arc<Console>,
 }
 
 impl Sessions {
@@ -79,6 +92,7 @@ impl Sessions {
         allow: AllowList,
         limits: RegistryLimits,
         metrics: Arc<Metrics>,
+        console: Arc<Console>,
     ) -> Sessions {
         Sessions {
             shared: Arc::new(Shared {
@@ -87,6 +101,7 @@ impl Sessions {
                 allow,
                 limits,
                 metrics,
+                console,
             }),
             refreshing: Mutex::new(HashMap::new()),
         }
@@ -419,6 +434,7 @@ impl Refresh {
             self.shared
                 .metrics
                 .refreshed(trigger, result, started.elapsed());
+            self.shared.console.refreshed(&self.key, result);
             break called;
         };
         if let Some(mut held) = lease {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::body::BufferBudget;
 use crate::config::{Built, RegistryBackend, Settings};
 use crate::connection::Connections;
+use crate::console::Console;
 use crate::metrics::Metrics;
 use crate::origin::AllowList;
 use crate::registry::{FileRegistry, MemoryRegistry, RedisRegistry, TokenRegistry};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// `server.max_buffered_bytes`, shared by every request.
     pub buffers: Arc<BufferBudget>,
+    /// What the admin port's console shows.
+    pub console: Arc<Console>,
 }
 
 impl AppState {
@@ -67,6 +70,10 @@ impl AppState {
             .map(|o| (o.api.label(), o.name))
             .collect();
         let metrics = Arc::new(Metrics::new(&names));
+        let console = Console::new(
+            settings.admin.console_jobs,
+            Duration::from_millis(settings.admin.console_sample_ms),
+        );
         let salesforce = SalesforceClient::new(
             &settings.salesforce,
             built.https_proxy.clone(),
@@ -77,7 +84,14 @@ impl AppState {
             metrics: metrics.clone(),
             registry: registry.clone(),
             draining: AtomicBool::new(false),
-            sessions: Sessions::new(registry, salesforce.clone(), allow.clone(), limits, metrics),
+            sessions: Sessions::new(
+                registry,
+                salesforce.clone(),
+                allow.clone(),
+                limits,
+                metrics,
+                console.clone(),
+            ),
             salesforce,
             allow,
             connections: built.connections.clone(),
@@ -86,6 +100,7 @@ impl AppState {
             replay_buffer_bytes: settings.server.replay_buffer_bytes,
             body_read_timeout: settings.server.body_read_timeout(),
             buffers: BufferBudget::new(settings.server.max_buffered_bytes),
+            console,
         })
     }
 }

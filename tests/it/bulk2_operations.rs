@@ -677,15 +677,7 @@ async fn the_action_path_and_api_usage_work_for_2_0_as_for_1_0() {
     );
     assert_eq!(by_action.json_value().await.unwrap()["done"], true);
     let metrics = app.metrics().await;
-    let org = app
-        .settings
-        .emulator
-        .access_token
-        .expose()
-        .split('!')
-        .next()
-        .unwrap()
-        .to_string();
+    let org = app.org_id();
     assert!(
         metrics.contains(&format!("sfbulk_salesforce_api_usage{{org=\"{org}\"}} 25")),
         "{metrics}"

@@ -12,6 +12,7 @@ mod bulk2_operations;
 mod command_line;
 mod compression;
 mod connections;
+mod console;
 mod deploying;
 mod drain;
 mod edge_safety;

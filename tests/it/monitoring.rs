@@ -151,15 +151,7 @@ async fn api_usage_is_read_from_sforce_limit_info_for_the_accepted_sessions_org(
         app.call_with("getJob", &[("jobId", &job)]).await.status(),
         200
     );
-    let org = app
-        .settings
-        .emulator
-        .access_token
-        .expose()
-        .split('!')
-        .next()
-        .unwrap()
-        .to_string();
+    let org = app.org_id();
     let text = app.metrics().await;
     assert_eq!(
         sample(

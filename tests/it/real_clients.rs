@@ -8,6 +8,7 @@ use std::process::Command;
 
 use sfbulk_emulator::RecordedRequest;
 
+use crate::support::node::node_modules_with;
 use crate::support::spawn_app_with;
 
 /// The client versions the emulator is checked against.
@@ -51,31 +52,6 @@ fn python_with_salesforce_bulk() -> PathBuf {
         "could not install {SALESFORCE_BULK} from PyPI"
     );
     python
-}
-
-/// `node_modules` holding `package` (`jsforce@VERSION`), made once per target directory in the
-/// folder `prefix`.
-fn node_modules_with(prefix: &str, package: &str) -> PathBuf {
-    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(prefix);
-    let modules = prefix.join("node_modules");
-    let version = package.rsplit('@').next().unwrap();
-    let installed_version = std::fs::read_to_string(modules.join("jsforce/package.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|json| json["version"].as_str().map(str::to_string));
-    if installed_version.as_deref() == Some(version) {
-        return modules;
-    }
-    let installed = Command::new("npm")
-        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&prefix)
-        .arg(package)
-        .status();
-    assert!(
-        installed.is_ok_and(|s| s.success()),
-        "could not install {package} from the npm registry"
-    );
-    modules
 }
 
 /// A client script, and what to expect of its run.
@@ -173,7 +149,7 @@ async fn pythons_salesforce_bulk_loads_and_queries_against_the_emulator() {
 
 #[tokio::test]
 async fn jsforce_loads_and_queries_against_the_emulator() {
-    let modules = node_modules_with("jsforce", JSFORCE);
+    let modules = node_modules_with("jsforce", JSFORCE, "jsforce");
     run_client(Client {
         program: PathBuf::from("node"),
         script: "jsforce_flow.js",
@@ -190,7 +166,7 @@ const BULK2_GENERATED: u64 = 25_000;
 
 #[tokio::test]
 async fn jsforce_bulk2_loads_and_queries_pages_against_the_emulators_bulk_api_2() {
-    let modules = node_modules_with("jsforce3", JSFORCE_3);
+    let modules = node_modules_with("jsforce3", JSFORCE_3, "jsforce");
     let rows = (BULK2_GENERATED + 1).to_string();
     run_client(Client {
         program: PathBuf::from("node"),

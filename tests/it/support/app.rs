@@ -30,6 +30,7 @@ pub fn test_settings() -> Settings {
     settings.emulator.listen = "127.0.0.1:0".into();
     settings.registry.backend = RegistryBackend::Memory;
     settings.emulator.batch_processing_ms = 0;
+    settings.admin.console_sample_ms = 20;
     settings
 }
 
@@ -284,6 +285,12 @@ impl TestApp {
             .unwrap();
         let result = element(&list, "result").expect("a result list with a result");
         (job, batch, result)
+    }
+
+    /// The emulator's org id: the part of its session id before `!`.
+    pub fn org_id(&self) -> String {
+        let session = self.settings.emulator.access_token.expose();
+        session.split('!').next().unwrap().to_string()
     }
 
     /// The admin port's `/metrics` now.

@@ -4,6 +4,7 @@ pub mod app;
 pub mod envelopes;
 pub mod keys;
 pub mod logs;
+pub mod node;
 pub mod process;
 pub mod redis;
 pub mod upstream;

@@ -1,0 +1,410 @@
+//! The admin port's console: `/api/v1/status` and the `/ui` page show the jobs and batches whose
+//! answers went through the proxy, the registry entries used, the traffic and each org's API
+//! usage; `admin.auth_tokens` guards them (and `/metrics`) as a bearer token or as HTTP Basic's
+//! password; markup from callers or Salesforce shows as text in a real browser.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::node::node_modules_with;
+use crate::support::{canned_server, element, spawn_app, spawn_app_with, JsonValue, TestApp};
+
+/// How long a test waits for something that takes milliseconds.
+const CEILING: Duration = Duration::from_secs(20);
+
+/// A registry path holding markup, as an envelope carries it (escaped) and as it reads.
+const MARKUP_PATH_XML: &str = "flows/&lt;b onmouseover=alert(2)&gt;bold&lt;/b&gt;";
+const MARKUP_PATH: &str = "flows/<b onmouseover=alert(2)>bold</b>";
+/// An object name holding markup, from a canned Salesforce answer.
+const MARKUP_OBJECT: &str = "<img src=x onerror=alert(1)>";
+
+async fn status(app: &TestApp) -> Value {
+    app.http
+        .get(format!("{}/api/v1/status", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap()
+}
+
+/// Polls `/api/v1/status` until `ready` holds of it (the console reads answers after they are
+/// relayed, on its own task).
+async fn status_when(app: &TestApp, ready: impl Fn(&Value) -> bool) -> Value {
+    let waited = tokio::time::timeout(CEILING, async {
+        loop {
+            let status = status(app).await;
+            if ready(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match waited {
+        Ok(status) => status,
+        Err(_) => panic!("the console never showed it: {:#}", status(app).await),
+    }
+}
+
+fn job_of<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["jobs"].as_array()?.iter().find(|j| j["id"] == id)
+}
+
+/// Runs a Bulk 1.0 job with one failing batch (no records) and one that succeeds, through the
+/// proxy, reading each batch's status and the job; returns the job and the failed batch's ids.
+async fn job_with_a_failed_batch(app: &TestApp) -> (String, String) {
+    app.org.send_limit_info(Some("api-usage=25/15000"));
+    let job = app.create_job().await;
+    let failed = app.upload_csv_batch(&job, "").await;
+    assert_eq!(failed.status(), 201);
+    let failed = element(&failed.text().await.unwrap(), "id").unwrap();
+    let good = app
+        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+        .await;
+    assert_eq!(good.status(), 201);
+    let status = app
+        .call_with("getBatchStatus", &[("jobId", &job), ("batchId", &failed)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(status.contains("<state>Failed</state>"), "{status}");
+    let listed = app.call_with("listBatches", &[("jobId", &job)]).await;
+    assert_eq!(listed.status(), 200);
+    let info = app.call_with("getJob", &[("jobId", &job)]).await;
+    assert_eq!(info.status(), 200);
+    (job, failed)
+}
+
+#[tokio::test]
+async fn the_status_shows_a_job_with_its_failed_batch_the_token_entry_and_the_orgs_api_usage() {
+    let app = spawn_app().await;
+    let (job, failed) = job_with_a_failed_batch(&app).await;
+    let status = status_when(&app, |s| {
+        job_of(s, &job).is_some_and(|j| {
+            j["batches"]["failed"] == 1 && j["failed_batches"][0]["id"] == failed.as_str()
+        })
+    })
+    .await;
+    let seen = job_of(&status, &job).unwrap();
+    assert_eq!(seen["api"], "bulk1");
+    assert_eq!(seen["object"], "Contact");
+    assert_eq!(seen["operation"], "insert");
+    assert_eq!(seen["state"], "Open");
+    assert_eq!(seen["failed"], true);
+    assert_eq!(seen["batches"]["total"], 2);
+    assert_eq!(seen["via"], "connectors/SalesforceBulk");
+    assert!(
+        seen["failed_batches"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidBatch"),
+        "{seen}"
+    );
+
+    let token = status["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["path"] == "connectors/SalesforceBulk")
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(token["instance"], app.emulator);
+    let stored = token["stored_at_ms"].as_u64().unwrap();
+    let now = status["replica"]["now_ms"].as_u64().unwrap();
+    assert!(stored > 0 && stored <= now, "{token}");
+    // intervalTime is 3,000,000 ms in the test credentials.
+    assert_eq!(
+        token["next_refresh_ms"].as_u64().unwrap(),
+        stored + 3_000_000
+    );
+    // Nothing of the token, its key or the credentials.
+    let text = status.to_string();
+    let e = &app.settings.emulator;
+    for secret in [
+        e.access_token.expose(),
+        e.refresh_token.expose(),
+        e.client_secret.expose(),
+    ] {
+        assert!(!text.contains(secret), "the status shows a secret");
+    }
+    assert!(
+        !text.contains(&e.client_id),
+        "the status shows the client id"
+    );
+
+    let org = app.org_id();
+    let usage = &status["limits"][0];
+    assert_eq!(
+        (&usage["org"], &usage["used"], &usage["limit"]),
+        (&Value::from(org), &Value::from(25), &Value::from(15000))
+    );
+    assert!(status["replica"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("this replica"));
+
+    // The traffic: requests by operation, once a sample has been taken after them.
+    let status = status_when(&app, |s| {
+        s["traffic"]["operations"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["operation"] == "getJob"))
+    })
+    .await;
+    let get_job = status["traffic"]["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["operation"] == "getJob")
+        .unwrap();
+    assert_eq!(get_job["requests"], 1);
+    assert!(status["traffic"]["p50_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn the_same_answer_read_again_only_marks_the_job_seen_and_a_new_state_is_read() {
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    app.call_with("getJob", &[("jobId", &job)]).await;
+    let first = status_when(&app, |s| {
+        job_of(s, &job).is_some_and(|j| j["state"] == "Open")
+    })
+    .await;
+    let seen_first = job_of(&first, &job).unwrap()["last_seen_ms"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.call_with("getJob", &[("jobId", &job)]).await;
+    status_when(&app, |s| {
+        job_of(s, &job).is_some_and(|j| j["last_seen_ms"].as_u64().unwrap() > seen_first)
+    })
+    .await;
+    let closed = app
+        .call_with("updateJob", &[("jobId", &job), ("state", "Closed")])
+        .await;
+    assert_eq!(closed.status(), 200);
+    status_when(&app, |s| {
+        job_of(s, &job).is_some_and(|j| j["state"] == "Closed")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_tokens_guard_the_console_and_metrics_as_bearer_or_basic_and_leave_the_probes_open() {
+    let app = spawn_app_with(|s| {
+        s.admin.auth_tokens = vec![sfbulk_proxy::secret::Secret::new("console-token-1")];
+    })
+    .await;
+    let get = |path: &str, authorization: Option<&str>| {
+        let mut request = app.http.get(format!("{}{path}", app.admin));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    use base64::Engine as _;
+    let basic = |user_and_password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_and_password)
+        )
+    };
+    for path in ["/ui", "/ui/console.js", "/api/v1/status", "/metrics"] {
+        let refused = get(path, None).await;
+        assert_eq!(refused.status(), 401, "{path}");
+        let asks: Vec<_> = refused
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert!(asks.iter().any(|a| a.starts_with("Basic ")), "{asks:?}");
+        for wrong in [
+            "Bearer console-token-2".to_string(),
+            basic("admin:console-token-2"),
+            basic("console-token-1"),
+            "Basic !!!".to_string(),
+        ] {
+            assert_eq!(
+                get(path, Some(&wrong)).await.status(),
+                401,
+                "{path} {wrong}"
+            );
+        }
+        for right in [
+            "Bearer console-token-1".to_string(),
+            basic("admin:console-token-1"),
+            basic(":console-token-1"),
+        ] {
+            assert_eq!(
+                get(path, Some(&right)).await.status(),
+                200,
+                "{path} {right}"
+            );
+        }
+    }
+    for open in ["/livez", "/readyz"] {
+        assert_eq!(get(open, None).await.status(), 200, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn the_page_is_self_contained_and_allows_only_itself() {
+    let app = spawn_app().await;
+    let page = app
+        .http
+        .get(format!("{}/ui", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from outside"
+    );
+    assert!(!html.contains("<script>"), "no inline script");
+    for asset in ["/ui/console.js", "/ui/console.css"] {
+        assert!(html.contains(asset), "{asset}");
+        let served = app
+            .http
+            .get(format!("{}{asset}", app.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "{asset}");
+    }
+    let script = app
+        .http
+        .get(format!("{}/ui/console.js", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML"));
+    let posted = app
+        .http
+        .post(format!("{}/api/v1/status", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 405);
+}
+
+/// playwright-core, driving Debian's Chromium (no browser can be downloaded here).
+const PLAYWRIGHT: &str = "playwright-core@1.64.1";
+
+/// Where the page's screenshot is left, for people to look at.
+fn screenshot_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console.png")
+}
+
+#[tokio::test]
+async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usage_and_markup_as_text(
+) {
+    // A canned Salesforce whose jobInfo names an object with markup (the emulator refuses
+    // unknown objects).
+    let canned = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><id>750CANNED0000000001</id><operation>insert</operation><object>{}</object><state>Open</state></jobInfo>",
+        MARKUP_OBJECT.replace('<', "&lt;").replace('>', "&gt;")
+    );
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{canned}",
+        canned.len()
+    );
+    let (canned_address, _) = canned_server(answer, Duration::ZERO).await;
+    let canned_origin = format!("http://{canned_address}");
+    let allowed = canned_origin.clone();
+    let app = spawn_app_with(move |s| s.salesforce.allowed_origins.push(allowed)).await;
+
+    let (job, failed) = job_with_a_failed_batch(&app).await;
+    // A registry path holding markup.
+    let marked = app
+        .call_with(
+            "getJob",
+            &[("jobId", &job), ("registryPath", MARKUP_PATH_XML)],
+        )
+        .await;
+    assert_eq!(marked.status(), 200);
+    // A job from the canned answer, on the caller's own token.
+    let canned_job = app
+        .call(
+            "getJob",
+            crate::support::envelope(
+                "getJob",
+                &[
+                    ("apiVersion", "34.0"),
+                    ("accessToken", "00D000000000001!canned"),
+                    ("apiUrl", &canned_origin),
+                    ("jobId", "750CANNED0000000001"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(canned_job.status(), 200);
+    status_when(&app, |s| {
+        job_of(s, "750CANNED0000000001").is_some()
+            && job_of(s, &job).is_some_and(|j| !j["failed_batches"].as_array().unwrap().is_empty())
+            && s["tokens"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["path"] == MARKUP_PATH))
+            && s["traffic"]["operations"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["operation"] == "getJob"))
+    })
+    .await;
+
+    let modules = node_modules_with("playwright", PLAYWRIGHT, "playwright-core");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.cjs");
+    let org = app.org_id();
+    let expected = serde_json::json!({
+        "job": job,
+        "failedBatch": failed,
+        "tokenPath": "connectors/SalesforceBulk",
+        "markupPath": MARKUP_PATH,
+        "markupObject": MARKUP_OBJECT,
+        "org": org,
+        "usage": "25 / 15000",
+    });
+    let mut command = Command::new("node");
+    command
+        .arg(&script)
+        .env("NODE_PATH", &modules)
+        .env("CONSOLE_URL", format!("{}/ui", app.admin))
+        .env("SCREENSHOT", screenshot_path())
+        .env("EXPECTED", expected.to_string());
+    // On a thread of its own: this test's runtime serves the page meanwhile.
+    let run = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("node runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "the browser check failed:\n{report}");
+    assert!(report.contains("console checked"), "{report}");
+    let png = std::fs::read(screenshot_path()).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+}
