@@ -73,6 +73,15 @@ impl Application {
             )),
             None => None,
         };
+        if let Some(address) = admin.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
+            if settings.admin.auth_tokens.is_empty() && !address.ip().is_loopback() {
+                tracing::warn!(
+                    %address,
+                    "the admin listener is beyond loopback without admin.auth_tokens: anyone who \
+                     reaches it can read the console (registry paths, jobs) and the metrics"
+                );
+            }
+        }
         // Client certificates guard the HTTPS listener only; bearer tokens guard both.
         let client_certificates = !settings.server.tls_client_ca_file.as_os_str().is_empty();
         let guarded = [

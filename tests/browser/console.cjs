@@ -42,7 +42,7 @@ function check(condition, message) {
     page.on("request", (request) => {
       if (!request.url().startsWith(new URL(url).origin)) outside.push(request.url());
     });
-    const answer = await page.goto(url);
+    const answer = await page.goto(url, { timeout: 60000 });
     check(answer.status() === 200, "the page answered " + answer.status());
     await page.waitForSelector("body[data-loaded=true]", { timeout: 15000 });
 

@@ -408,3 +408,24 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usa
     let png = std::fs::read(screenshot_path()).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
 }
+
+#[tokio::test]
+async fn an_admin_listener_beyond_loopback_without_tokens_is_warned_of_and_with_tokens_is_not() {
+    let logs = crate::support::LogCapture::install(tracing::Level::WARN);
+    let open = spawn_app_with(|s| s.admin.listen = "0.0.0.0:0".into()).await;
+    let port = open.admin.rsplit(':').next().unwrap().to_string();
+    let warned = |port: &str| {
+        logs.text().lines().any(|l| {
+            l.contains("admin listener is beyond loopback without admin.auth_tokens")
+                && l.contains(&format!(":{port}"))
+        })
+    };
+    assert!(warned(&port), "{}", logs.text());
+    let guarded = spawn_app_with(|s| {
+        s.admin.listen = "0.0.0.0:0".into();
+        s.admin.auth_tokens = vec![sfbulk_proxy::secret::Secret::new("console-token-1")];
+    })
+    .await;
+    let port = guarded.admin.rsplit(':').next().unwrap().to_string();
+    assert!(!warned(&port), "{}", logs.text());
+}
