@@ -34,14 +34,15 @@ use crate::trace::TraceContext;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the pipeline did with a request, put on its answer for the log line: the operation
-/// asked for, and how long Salesforce took to send its answer's head (none when the proxy
-/// answered alone).
-#[derive(Debug, Clone, Copy)]
+/// asked for, how long Salesforce took to send its answer's head (none when the proxy
+/// answered alone), and the console's tap on the answer, if it has one.
+#[derive(Debug, Clone)]
 pub struct Handled {
     /// The operation's API label (`bulk1`, `bulk2`).
     pub api: &'static str,
     pub operation: &'static str,
     pub upstream: Option<Duration>,
+    pub tap: Option<Tap>,
 }
 
 /// Request ids unique to this process run, `pppppppp-nnnnnnnnnnnn`: a random prefix chosen at
@@ -117,9 +118,9 @@ where
     let response = request_id::scope(id.clone(), handler(request)).await;
     let (mut parts, body) = response.into_parts();
     let fault = parts.extensions.remove::<FaultRecord>();
-    let tap = parts.extensions.remove::<Tap>();
-    let handled = parts.extensions.get::<Handled>().copied();
-    let operation = handled.map(|h| (h.api, h.operation));
+    let mut handled = parts.extensions.remove::<Handled>();
+    let tap = handled.as_mut().and_then(|h| h.tap.take());
+    let operation = handled.as_ref().map(|h| (h.api, h.operation));
     let source = if fault.is_some() || operation.is_none() {
         Source::Proxy
     } else {

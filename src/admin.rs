@@ -87,7 +87,7 @@ impl AdminService {
             return response;
         }
         let open = matches!(path, "/livez" | "/readyz");
-        if !open && !self.admits(request.headers()) {
+        if !open && !self.tokens.admits_bearer_or_basic(request.headers()) {
             return unauthorized();
         }
         match path {
@@ -130,35 +130,6 @@ impl AdminService {
                 response
             }
         }
-    }
-
-    /// Whether `headers` carry one of `admin.auth_tokens`, as a bearer token or as HTTP Basic's
-    /// password; always, when there are none.
-    fn admits(&self, headers: &axum::http::HeaderMap) -> bool {
-        if !self.tokens.is_required() {
-            return true;
-        }
-        if self.tokens.admit(headers).is_some() {
-            return true;
-        }
-        let basic = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, encoded) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("basic").then(|| encoded.trim())
-            })
-            .and_then(|encoded| {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .ok()
-            })
-            .and_then(|decoded| String::from_utf8(decoded).ok());
-        basic
-            .as_deref()
-            .and_then(|pair| pair.split_once(':'))
-            .is_some_and(|(_, password)| self.tokens.scope_of(password).is_some())
     }
 
     async fn readiness(&self) -> Response {

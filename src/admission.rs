@@ -170,19 +170,30 @@ impl BearerTokens {
         if !self.is_required() {
             return Some(Scope::Every);
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })?;
-        self.scope_of(presented)
+        self.scope_of(authorization(headers, "bearer")?)
+    }
+
+    /// Whether `headers` carry one of the tokens as `Authorization: Bearer`, or as HTTP Basic's
+    /// password (any user name: what a browser can send); always, when none is configured.
+    pub fn admits_bearer_or_basic(&self, headers: &HeaderMap) -> bool {
+        if self.admit(headers).is_some() {
+            return true;
+        }
+        use base64::Engine as _;
+        authorization(headers, "basic")
+            .and_then(|encoded| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+            })
+            .and_then(|decoded| String::from_utf8(decoded).ok())
+            .and_then(|pair| Some(self.scope_of(pair.split_once(':')?.1).is_some()))
+            .unwrap_or(false)
     }
 
     /// The scope of the token `presented`, `None` when it is none of them. Every token is
     /// compared, in constant time.
-    pub fn scope_of(&self, presented: &str) -> Option<Scope> {
+    fn scope_of(&self, presented: &str) -> Option<Scope> {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for (digest, scope) in &self.digests {
@@ -196,6 +207,15 @@ impl BearerTokens {
         }
         found.cloned()
     }
+}
+
+/// The credentials of `Authorization: <scheme> <credentials>`, for `scheme` in any case.
+fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (given, credentials) = value.trim().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| credentials.trim())
 }
 
 /// Both scopes' connections.

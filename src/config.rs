@@ -74,6 +74,23 @@ pub struct AdminSettings {
     pub console_sample_ms: u64,
 }
 
+/// Tokens as given, trimmed, the empty ones left out (an empty list in the environment reads as
+/// one empty token).
+fn trimmed_tokens(given: &[Secret]) -> Vec<Secret> {
+    given
+        .iter()
+        .filter(|t| !t.expose().trim().is_empty())
+        .map(|t| Secret::new(t.expose().trim()))
+        .collect()
+}
+
+impl AdminSettings {
+    /// `admin.auth_tokens`, as `server.auth_tokens` are read.
+    pub fn auth_tokens(&self) -> Vec<Secret> {
+        trimmed_tokens(&self.auth_tokens)
+    }
+}
+
 /// The most jobs `admin.console_jobs` may keep: a job takes about a kilobyte.
 pub const MAX_CONSOLE_JOBS: usize = 100_000;
 
@@ -437,14 +454,6 @@ impl Settings {
                 "admin.console_sample_ms must be from 10 to 60000 (it is {})",
                 self.admin.console_sample_ms
             ));
-        }
-        if self
-            .admin
-            .auth_tokens
-            .iter()
-            .any(|t| t.expose().trim().is_empty())
-        {
-            problems.push("admin.auth_tokens: a token is empty".into());
         }
         let auth_tokens = self.server.auth_tokens().unwrap_or_else(|e| {
             problems.push(e);
@@ -1043,12 +1052,7 @@ impl ServerSettings {
     /// `auth_tokens` and the lines of `auth_tokens_file` (blank lines and `#` comments
     /// skipped), together.
     pub fn auth_tokens(&self) -> Result<Vec<Secret>, String> {
-        let mut tokens: Vec<Secret> = self
-            .auth_tokens
-            .iter()
-            .filter(|t| !t.expose().trim().is_empty())
-            .map(|t| Secret::new(t.expose().trim()))
-            .collect();
+        let mut tokens = trimmed_tokens(&self.auth_tokens);
         if !self.auth_tokens_file.as_os_str().is_empty() {
             let lines = token_lines(&self.auth_tokens_file)
                 .map_err(|e| format!("server.auth_tokens_file {e}"))?;

@@ -133,6 +133,17 @@ pub enum RefreshResult {
     Failed,
 }
 
+impl RefreshResult {
+    /// The `result` label, as the console shows it too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Ok => "ok",
+            RefreshResult::Rejected => "rejected",
+            RefreshResult::Failed => "failed",
+        }
+    }
+}
+
 /// One operation's series, resolved once: a request costs a few atomic adds, not a label lookup.
 struct OperationMetrics {
     api: &'static str,
@@ -490,11 +501,7 @@ impl Metrics {
             RefreshTrigger::Interval => "interval",
             RefreshTrigger::Expired => "expired",
         };
-        let result = match result {
-            RefreshResult::Ok => "ok",
-            RefreshResult::Rejected => "rejected",
-            RefreshResult::Failed => "failed",
-        };
+        let result = result.as_str();
         self.refreshes
             .get_or_create(&RefreshLabels { trigger, result })
             .inc();

@@ -76,14 +76,15 @@ pub async fn call(
     scope: &Scope,
 ) -> Response {
     let trace = request.extensions().get::<TraceContext>().copied();
-    let mut upstream = None;
-    let outcome = handle(state, operation, request, scope, trace, &mut upstream).await;
-    let mut response = outcome.unwrap_or_else(|fault| fault.response(operation.api));
-    response.extensions_mut().insert(Handled {
+    let mut handled = Handled {
         api: operation.api.label(),
         operation: operation.name,
-        upstream,
-    });
+        upstream: None,
+        tap: None,
+    };
+    let outcome = handle(state, operation, request, scope, trace, &mut handled).await;
+    let mut response = outcome.unwrap_or_else(|fault| fault.response(operation.api));
+    response.extensions_mut().insert(handled);
     response
 }
 
@@ -100,7 +101,7 @@ async fn handle(
     request: Request,
     scope: &Scope,
     trace: Option<TraceContext>,
-    upstream: &mut Option<std::time::Duration>,
+    handled: &mut Handled,
 ) -> Result<Response, Fault> {
     let (parts, body) = request.into_parts();
     let headers: &HeaderMap = &parts.headers;
@@ -168,7 +169,7 @@ async fn handle(
     state
         .metrics
         .upstream_answered(operation.api.label(), operation.name, took);
-    *upstream = Some(took);
+    handled.upstream = Some(took);
     let entry = || {
         let (key, stored_at_ms, version) = session.stored()?;
         Some(EntrySeen {
@@ -182,11 +183,8 @@ async fn handle(
                 .map_or(0, |g| g.interval.as_duration().as_millis() as u64),
         })
     };
-    let entry = if state.console.is_running() {
-        entry()
-    } else {
-        None
-    };
+    // Only while the console runs: otherwise nothing is handed over.
+    let entry = state.console.is_running().then(entry).flatten();
     let response = match call.pages {
         Some(pages) if answer.status == axum::http::StatusCode::OK => crate::pages::follow(
             crate::pages::Reading {
@@ -203,7 +201,9 @@ async fn handle(
         ),
         _ => relay(answer, crate::gzip::accepts_gzip(headers)),
     };
-    Ok(state.console.watch(response, operation.api.label(), entry))
+    let (response, tap) = state.console.watch(response, operation.api.label(), entry);
+    handled.tap = tap;
+    Ok(response)
 }
 
 /// An upload's headers: the target's, and the caller's `Content-Encoding: gzip` (Salesforce takes

@@ -68,13 +68,13 @@ impl Application {
                     state.clone(),
                     settings.admin.ready_requires_registry,
                     Duration::from_millis(settings.registry.timeout_ms),
-                    BearerTokens::new(&settings.admin.auth_tokens, &[]),
+                    BearerTokens::new(&settings.admin.auth_tokens(), &[]),
                 ),
             )),
             None => None,
         };
         if let Some(address) = admin.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
-            if settings.admin.auth_tokens.is_empty() && !address.ip().is_loopback() {
+            if settings.admin.auth_tokens().is_empty() && !address.ip().is_loopback() {
                 tracing::warn!(
                     %address,
                     "the admin listener is beyond loopback without admin.auth_tokens: anyone who \

@@ -265,8 +265,8 @@ impl JobTable {
             Described::Job(job) => job.id.clone(),
             Described::Batch(batch) => batch.job_id.clone(),
         };
+        // Seen now, and the newest.
         let job = self.entry(id, api, now_ms);
-        job.last_seen_ms = now_ms;
         if let Some(via) = via {
             job.via = Some(kept(via));
         }

@@ -3,10 +3,12 @@
 //! Bulk jobs whose answers it relayed ([`jobs`]), the registry entries its requests used, and
 //! each org's API usage.
 //!
-//! Requests only hand over what they saw ([`Console::watch`]): a job or batch answer's bytes,
-//! kept as the answer streams out (its frames are shared, not copied) and given, at its end, with
-//! the session's registry entry, to a bounded channel; a full channel drops the observation.
-//! The console's worker ([`Console::run`]) reads them, each answer only when its bytes differ
+//! Requests only hand over what they saw ([`Console::watch`]): a job or batch answer gets a
+//! [`Tap`], which the access log's body feeds the answer's frames as they go out (shared, not
+//! copied) and tells of its end; the tap then puts the answer, with the session's registry
+//! entry, on a list under a lock, bounded in count ([`PENDING`]) and bytes ([`PENDING_BYTES`]):
+//! beyond either, the answer is dropped and counted. Every `admin.console_sample_ms` the
+//! console's worker ([`Console::run`]) reads the list, each answer only when its bytes differ
 //! from one read before, and samples the metrics' counters for the traffic.
 
 mod fingerprint;
@@ -35,7 +37,10 @@ use traffic::{OperationTraffic, Sample, Traffic};
 /// The largest answer read for jobs and batches; a larger one (a result) is let through unread.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Observations waiting for the worker's next turn; more are dropped (and counted).
-const PENDING: usize = 4096;
+pub const PENDING: usize = 4096;
+/// Answer bytes waiting for the worker's next turn; an answer beyond is dropped (and counted),
+/// its session still noted.
+pub const PENDING_BYTES: usize = 8 * 1024 * 1024;
 /// Registry entries shown, the least recently used dropped first.
 pub const TOKENS_KEPT: usize = 1000;
 /// Answers remembered as read (by a hash of their bytes), so that the same answer polled again
@@ -52,6 +57,13 @@ struct Observation {
     entry: Option<EntrySeen>,
     /// A job or batch answer's frames.
     answer: Vec<Bytes>,
+}
+
+/// What requests handed over since the worker's last turn, and their answers' bytes.
+#[derive(Default)]
+struct Pending {
+    observations: Vec<Observation>,
+    bytes: usize,
 }
 
 /// A request's session, as its registry entry stood.
@@ -101,7 +113,7 @@ struct Tables {
 pub struct Console {
     /// What requests handed over since the worker's last turn: a push under a lock, no wake-up
     /// per request (a channel's wake-up cost more than the rest of the hand-over).
-    pending: Mutex<Vec<Observation>>,
+    pending: Mutex<Pending>,
     /// Set while the worker runs: otherwise requests hand over nothing.
     running: AtomicBool,
     dropped: AtomicU64,
@@ -116,7 +128,7 @@ impl Console {
     /// every `sample_every` (`admin.console_sample_ms`).
     pub fn new(jobs_kept: usize, sample_every: Duration) -> Arc<Console> {
         Arc::new(Console {
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             running: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             tables: Mutex::new(Tables {
@@ -153,9 +165,14 @@ impl Console {
                     return;
                 }
                 _ = tick.tick() => {
-                    let handed = std::mem::take(
-                        &mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()),
-                    );
+                    // The list keeps its room for the next turn's requests.
+                    let handed = {
+                        let mut pending =
+                            self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                        let room = pending.observations.len();
+                        pending.bytes = 0;
+                        std::mem::replace(&mut pending.observations, Vec::with_capacity(room))
+                    };
                     for observation in handed {
                         self.take(observation);
                     }
@@ -181,16 +198,17 @@ impl Console {
 
     /// `response`, relayed from Salesforce for an `api` call made with the session `entry`:
     /// a job or batch answer (2xx, XML or JSON, not compressed, at most [`MAX_ANSWER_BYTES`])
-    /// gets a [`Tap`] (in its extensions) for the body that writes the access line to keep its
-    /// frames and hand them over at its end; otherwise only the entry is handed over, now.
+    /// gets a [`Tap`], for the body that writes the access line to feed it the answer's frames
+    /// and its end (the access log finds it in [`crate::access_log::Handled`]); otherwise only
+    /// the entry is handed over, now.
     pub fn watch(
         self: &Arc<Console>,
         response: Response<Body>,
         api: &'static str,
         entry: Option<EntrySeen>,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, Option<Tap>) {
         if !self.is_running() {
-            return response;
+            return (response, None);
         }
         let headers = response.headers();
         let readable = response.status().is_success()
@@ -210,37 +228,40 @@ impl Console {
         };
         if !readable {
             self.hand_over(observation);
-            return response;
+            return (response, None);
         }
-        let mut response = response;
-        response.extensions_mut().insert(Tap {
+        let tap = Tap {
             kept: 0,
             observation,
             console: self.clone(),
-        });
-        response
+        };
+        (response, Some(tap))
     }
 
     fn hand_over(&self, observation: Observation) {
         if observation.entry.is_none() && observation.answer.is_empty() {
             return;
         }
+        let mut observation = observation;
+        let bytes: usize = observation.answer.iter().map(Bytes::len).sum();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.len() < PENDING {
-            pending.push(observation);
-        } else {
+        if pending.observations.len() >= PENDING {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        if pending.bytes + bytes > PENDING_BYTES {
+            observation.answer = Vec::new();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pending.bytes += bytes;
+        }
+        pending.observations.push(observation);
     }
 
     /// A refresh of the entry `key` ended with `result`.
     pub fn refreshed(&self, key: &RegistryKey, result: RefreshResult) {
-        let result = match result {
-            RefreshResult::Ok => "ok",
-            RefreshResult::Rejected => "rejected",
-            RefreshResult::Failed => "failed",
-        };
+        let result = result.as_str();
         let mut tables = self.tables();
         let entry = Self::token_entry(&mut tables.tokens, key);
         entry.last_refresh = Some(RefreshSeen {
@@ -375,6 +396,30 @@ impl Console {
 
 #[cfg(test)]
 #[test]
+fn answers_waiting_for_the_worker_are_bounded_in_bytes_and_count() {
+    let console = Console::new(10, Duration::from_secs(1));
+    let answer = || Observation {
+        api: "bulk1",
+        entry: None,
+        answer: vec![Bytes::from(vec![b' '; 1024 * 1024])],
+    };
+    for _ in 0..(PENDING_BYTES / (1024 * 1024) + 3) {
+        console.hand_over(answer());
+    }
+    let pending = console.pending.lock().unwrap();
+    assert!(pending.bytes <= PENDING_BYTES);
+    let kept: usize = pending.observations.iter().map(|o| o.answer.len()).sum();
+    assert_eq!(kept, PENDING_BYTES / (1024 * 1024));
+    assert_eq!(console.dropped.load(Ordering::Relaxed), 3);
+    drop(pending);
+    for _ in 0..PENDING {
+        console.hand_over(answer());
+    }
+    assert_eq!(console.pending.lock().unwrap().observations.len(), PENDING);
+}
+
+#[cfg(test)]
+#[test]
 fn xml_and_json_answers_are_told_by_their_content_type() {
     for yes in [
         "application/xml",
@@ -405,7 +450,8 @@ pub struct Status {
     pub jobs: Vec<Job>,
     pub tokens: Vec<TokenEntry>,
     pub limits: Vec<ApiUsage>,
-    /// Observations requests could not hand over because the worker was behind.
+    /// Answers requests could not hand over because the worker was behind ([`PENDING`],
+    /// [`PENDING_BYTES`]).
     pub observations_dropped: u64,
 }
 
@@ -458,12 +504,19 @@ fn is_xml_or_json(content_type: &[u8]) -> bool {
 
 /// A job or batch answer's frames, kept (shared, not copied) up to [`MAX_ANSWER_BYTES`] as
 /// they go out, and handed to the console at the answer's end. The access log's body, which sees
-/// every answer's frames and end, feeds it: one body wrapper per answer, not two.
+/// every answer's frames and end, feeds it: one body wrapper per answer, not two. (Clone only
+/// because response extensions must be, and it rides in one; nothing clones it.)
 #[derive(Clone)]
 pub struct Tap {
     kept: usize,
     observation: Observation,
     console: Arc<Console>,
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tap({} bytes kept)", self.kept)
+    }
 }
 
 impl Tap {

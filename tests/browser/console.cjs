@@ -27,8 +27,8 @@ function check(condition, message) {
       "--no-first-run",
     ],
   });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
     const dialogs = [];
     page.on("dialog", async (dialog) => {
       dialogs.push(dialog.message());
@@ -44,10 +44,10 @@ function check(condition, message) {
     });
     const answer = await page.goto(url, { timeout: 60000 });
     check(answer.status() === 200, "the page answered " + answer.status());
-    await page.waitForSelector("body[data-loaded=true]", { timeout: 15000 });
+    await page.waitForSelector("body[data-loaded=true]", { timeout: 60000 });
 
     const jobRow = page.locator("#jobs tbody tr", { hasText: expected.job });
-    await jobRow.waitFor({ timeout: 15000 });
+    await jobRow.waitFor({ timeout: 60000 });
     const jobText = await jobRow.innerText();
     check(jobText.includes("Contact"), "the job row names its object: " + jobText);
     check(jobText.includes(expected.failedBatch), "the job row shows its failed batch: " + jobText);
@@ -55,24 +55,24 @@ function check(condition, message) {
     check((await jobRow.getAttribute("class")).includes("failed"), "the failed job stands out");
 
     const tokenRow = page.locator("#tokens tbody tr", { hasText: expected.tokenPath });
-    await tokenRow.waitFor({ timeout: 15000 });
+    await tokenRow.waitFor({ timeout: 60000 });
     const tokenCells = await tokenRow.locator("td").allInnerTexts();
-    check(/^\d+ s$|min$|h$|d$/.test(tokenCells[2]), "the token's age shows: " + tokenCells.join(" | "));
+    check(/^\d+(\.\d)? (s|min|h|d)$/.test(tokenCells[2]), "the token's age shows: " + tokenCells.join(" | "));
 
     const gauge = page.locator("#gauges .gauge", { hasText: expected.org });
-    await gauge.waitFor({ timeout: 15000 });
+    await gauge.waitFor({ timeout: 60000 });
     const gaugeText = await gauge.innerText();
     check(gaugeText.includes(expected.usage), "the org's API usage shows: " + gaugeText);
 
     // Markup from Salesforce (an object name) and from a caller (a registry path) is text.
     const objectCell = page.locator("#jobs tbody td", { hasText: expected.markupObject });
-    await objectCell.waitFor({ timeout: 15000 });
+    await objectCell.waitFor({ timeout: 60000 });
     const pathCell = page.locator("#tokens tbody td", { hasText: expected.markupPath });
-    await pathCell.waitFor({ timeout: 15000 });
+    await pathCell.waitFor({ timeout: 60000 });
     check((await page.locator("main img").count()) === 0, "an img element was made of the markup");
     check((await page.locator("main b").count()) === 0, "a b element was made of the markup");
     const getJob = page.locator("#operations tbody tr", { hasText: "getJob" });
-    await getJob.waitFor({ timeout: 15000 });
+    await getJob.waitFor({ timeout: 60000 });
     const rps = await page.locator("#chart-requests polyline").count();
     check(rps > 0, "the requests chart has lines");
 
@@ -81,6 +81,10 @@ function check(condition, message) {
     check(violations.length === 0, "the page broke its own policy: " + violations.join(", "));
     check(outside.length === 0, "the page fetched from outside: " + outside.join(", "));
     console.log("console checked");
+  } catch (error) {
+    // The page as it stood when a check failed, for whoever reads the failure.
+    await page.screenshot({ path: screenshot, fullPage: true }).catch(() => {});
+    throw error;
   } finally {
     await browser.close();
   }
