@@ -5,6 +5,10 @@
 //! lineage from disk under it, so they make one refresh per expiry between them. At most
 //! `registry.max_entries` are cached, evicted as the memory registry evicts them (never one
 //! holding a rotated refresh token), and an evicted entry's file is removed.
+//!
+//! Nothing in the directory is trusted: entries and locks are opened without following links
+//! and without waiting (a FIFO never hangs a read), must be regular files, and are read up to
+//! [`MAX_ENTRY_BYTES`]; the directory itself must not be a link and must be the process's own.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -154,32 +158,94 @@ fn read_entry(
     keys: Option<&Keys>,
 ) -> Result<Option<Entry>, RegistryError> {
     let path = path_of(dir, key.id(), "json");
-    let bytes = match std::fs::read(&path) {
+    let bytes = match read_untrusted(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
+        Err(Untrusted::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(Untrusted::Io(e)) => {
             return Err(RegistryError::failure(
                 format!("cannot read registry entry {}", key.id()),
                 Some(e.into()),
             ))
         }
+        Err(refused) => return Err(set_aside(dir, key, &path, refused.to_string())),
     };
-    seal::decode(key, &bytes, keys).map(Some).map_err(|error| {
-        let aside = path_of(
-            dir,
-            key.id(),
-            &format!("unreadable-{}-{}", super::now_ms(), fastrand::u32(..)),
-        );
-        let moved = std::fs::rename(&path, &aside);
-        tracing::warn!(
-            entry.id = key.id(),
-            %error,
-            set_aside_as = %aside.display(),
-            set_aside = moved.is_ok(),
-            "a registry entry cannot be opened; it is set aside and treated as absent"
-        );
-        RegistryError::unreadable("", Some(error.into()))
-    })
+    seal::decode(key, &bytes, keys)
+        .map(Some)
+        .map_err(|error| set_aside(dir, key, &path, error.to_string()))
+}
+
+/// Moves an entry that cannot be opened out of the way, logging why and where it went, and
+/// reports it unreadable.
+fn set_aside(dir: &Path, key: &RegistryKey, path: &Path, error: String) -> RegistryError {
+    let aside = path_of(
+        dir,
+        key.id(),
+        &format!("unreadable-{}-{}", super::now_ms(), fastrand::u32(..)),
+    );
+    let moved = std::fs::rename(path, &aside);
+    tracing::warn!(
+        entry.id = key.id(),
+        %error,
+        path = %path.display(),
+        set_aside_as = %aside.display(),
+        set_aside = moved.is_ok(),
+        "a registry entry cannot be opened; it is set aside and treated as absent"
+    );
+    RegistryError::unreadable("", Some(error.into()))
+}
+
+/// The most bytes an entry file is read for: an entry is under 2 KiB, sealed or not.
+pub const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+/// Why a file of the directory was not read.
+#[derive(Debug, thiserror::Error)]
+enum Untrusted {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("it is a symbolic link, which the registry never follows")]
+    Link,
+    #[error("it is not a regular file (a FIFO, a device or a directory)")]
+    NotRegular,
+    #[error("it is larger than {MAX_ENTRY_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Opens `path` without following a link and without waiting (a FIFO opens at once, and is then
+/// refused as not a regular file).
+fn open_untrusted(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> Result<std::fs::File, Untrusted> {
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Untrusted::Link,
+            _ => Untrusted::Io(e),
+        })?;
+    if !file
+        .metadata()
+        .map_err(Untrusted::Io)?
+        .file_type()
+        .is_file()
+    {
+        return Err(Untrusted::NotRegular);
+    }
+    Ok(file)
+}
+
+/// An entry file's bytes, read only if it is a regular file of at most [`MAX_ENTRY_BYTES`].
+fn read_untrusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
+    use std::io::Read;
+    let file = open_untrusted(path, std::fs::OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Untrusted::Io)?;
+    if bytes.len() as u64 > MAX_ENTRY_BYTES {
+        return Err(Untrusted::TooLarge);
+    }
+    Ok(bytes)
 }
 
 fn path_of(dir: &Path, id: &str, extension: &str) -> PathBuf {
@@ -187,31 +253,85 @@ fn path_of(dir: &Path, id: &str, extension: &str) -> PathBuf {
 }
 
 /// Creates the directory owner-only, or tightens an existing one to 0700: entries are tokens.
+/// The directory itself must not be a symbolic link (its parents may be, as systemd's
+/// `StateDirectory=` with `DynamicUser=` makes them) and must be owned by the process's
+/// effective user; each refusal names the path and what to do.
 fn prepare_dir(dir: &Path) -> Result<(), RegistryError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            RegistryError::failure(format!("cannot create {}", dir.display()), Some(e.into()))
-        })?;
-    let mode = std::fs::metadata(dir)
-        .map_err(|e| {
-            RegistryError::failure(format!("cannot read {}", dir.display()), Some(e.into()))
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            RegistryError::failure(
-                format!(
-                    "{} is open to others (mode {:o}) and cannot be made owner-only",
-                    dir.display(),
-                    mode & 0o777
-                ),
+    let refused = |problem: String| {
+        RegistryError::failure(format!("registry.dir {}: {problem}", dir.display()), None)
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(found) if found.file_type().is_symlink() => {
+            return Err(refused(
+                "is a symbolic link; set registry.dir to the directory it points to (the \
+                 registry never follows a link at its last step)"
+                    .into(),
+            ))
+        }
+        Ok(found) if !found.is_dir() => {
+            return Err(refused(
+                "is not a directory; remove it or choose another registry.dir".into(),
+            ))
+        }
+        Ok(_) => {}
+        // Absent (or a parent is not a directory, which creating it reports).
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    RegistryError::failure(
+                        format!("cannot create {}", dir.display()),
+                        Some(e.into()),
+                    )
+                })?;
+        }
+        Err(e) => {
+            return Err(RegistryError::failure(
+                format!("cannot read {}", dir.display()),
                 Some(e.into()),
-            )
+            ))
+        }
+    }
+    // Opened without following a link, so the checks and the chmod are of this directory.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(|e| {
+            RegistryError::failure(format!("cannot open {}", dir.display()), Some(e.into()))
         })?;
+    let found = opened.metadata().map_err(|e| {
+        RegistryError::failure(format!("cannot read {}", dir.display()), Some(e.into()))
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if found.uid() != me {
+        return Err(refused(format!(
+            "is owned by uid {}, not by this process's user (uid {me}): another user could \
+             read or plant entries; chown it to the service's user, or choose a directory of \
+             its own",
+            found.uid()
+        )));
+    }
+    let mode = found.permissions().mode();
+    if mode & 0o077 != 0 {
+        opened
+            .set_permissions(std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| {
+                RegistryError::failure(
+                    format!(
+                        "{} is open to others (mode {:o}) and cannot be made owner-only",
+                        dir.display(),
+                        mode & 0o777
+                    ),
+                    Some(e.into()),
+                )
+            })?;
         tracing::warn!(
             dir = %dir.display(),
             was = format!("{:o}", mode & 0o777),
@@ -283,12 +403,22 @@ impl TokenRegistry for FileRegistry {
 /// removes the file before unlocking, so a lock taken on a file that is no longer at `path` is
 /// not the lock and is given up.
 fn try_flock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
+    let file = open_untrusted(
+        path,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )
+    .map_err(|refused| match refused {
+        Untrusted::Io(e) => e,
+        refused => std::io::Error::other(format!(
+            "the lock file {} is refused: {refused}; remove it from registry.dir (the registry \
+             makes its own)",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )),
+    })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Ok(None),

@@ -27,6 +27,7 @@ mod operations;
 mod outbound_proxy;
 mod parsers_fuzzed;
 mod real_clients;
+mod registry_directory;
 mod relay_headers;
 mod routes;
 mod samples;
