@@ -72,42 +72,53 @@ pub async fn call_as(
     .await
 }
 
-/// After an expired-session answer: the renewed session's call, boxed so the rare path does
-/// not make every request's future larger.
+/// After an expired-session answer: the call again with a renewed session, boxed so the rare
+/// path does not make every request's future larger. A renewed session taken from the store
+/// (another request's refresh) that Salesforce refuses too is renewed once more, which then
+/// refreshes: at most one refresh per request, and a refusal after it is relayed.
 async fn call_again(
     state: &AppState,
     api: Api,
     credentials: &Credentials,
     call: &UpstreamCall,
-    session: Session,
-    answer: UpstreamResponse,
+    mut session: Session,
+    mut answer: UpstreamResponse,
     traceparent: Option<&HeaderValue>,
 ) -> Result<(UpstreamResponse, Session), Fault> {
-    let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
-        return Ok((answer, session));
-    };
-    match state
-        .salesforce
-        .send(
-            api,
-            &renewed.instance,
-            &credentials.api_version,
-            call,
-            &renewed.token,
-            traceparent,
-            credentials.timeout,
-        )
-        .await?
-    {
-        Some(retried) => {
-            if !retried.session_expired {
-                note_api_usage(state, &renewed.token, &retried.headers);
-            }
-            Ok((retried, renewed))
+    // A refusal of a stored session is renewed once more; every other refusal is relayed.
+    let mut renewals = 0;
+    loop {
+        renewals += 1;
+        let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
+            return Ok((answer, session));
+        };
+        let retried = state
+            .salesforce
+            .send(
+                api,
+                &renewed.instance,
+                &credentials.api_version,
+                call,
+                &renewed.token,
+                traceparent,
+                credentials.timeout,
+            )
+            .await?
+            .ok_or(Fault::UploadNotReplayable {
+                limit: state.replay_buffer_bytes,
+            })?;
+        if !retried.session_expired {
+            note_api_usage(state, &renewed.token, &retried.headers);
+            return Ok((retried, renewed));
         }
-        None => Err(Fault::UploadNotReplayable {
-            limit: state.replay_buffer_bytes,
-        }),
+        if renewed.refreshed() || renewals == 2 {
+            return Ok((retried, renewed));
+        }
+        tracing::info!(
+            request_id = current_request_id().as_deref(),
+            "Salesforce says the stored session expired too"
+        );
+        (session, answer) = (renewed, retried);
     }
 }
 

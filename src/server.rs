@@ -248,6 +248,7 @@ impl Application {
                 }
             }
         );
+        self.state.sessions.write_unwritten_before_exit().await;
         let _ = admin_stop.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;

@@ -38,9 +38,30 @@ pub struct Session {
     /// The caller's own token, to be stored once Salesforce has accepted it
     /// ([`Sessions::accepted`]): a stranger's made-up credentials leave nothing behind.
     unstored: Option<Entry>,
+    /// Where the token came from.
+    provenance: Provenance,
+}
+
+/// Where a session's token came from, which decides what may replace it once refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provenance {
+    /// The caller's own token (a pass-through caller's, or a path's first call).
+    Caller,
+    /// The path's entry in the store.
+    Store,
+    /// The grant's lineage, for a path's first call.
+    Grant,
+    /// A token call made for this request.
+    Refresh,
 }
 
 impl Session {
+    /// Whether the session comes from a token call made for this request: a request refreshes
+    /// at most once, so a refusal of such a session is final.
+    pub fn refreshed(&self) -> bool {
+        self.provenance == Provenance::Refresh
+    }
+
     /// The registry entry the session came from: its key, when it was stored and its lineage's
     /// version; `None` for a caller's own token.
     pub fn stored(&self) -> Option<(&RegistryKey, u64, u64)> {
@@ -83,6 +104,13 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Told how each refresh ended.
     console: Arc<Console>,
+    /// Refreshed lineage entries whose write failed, by lineage id, until written (or given up
+    /// at shutdown): the newest session and refresh token of their grants.
+    unwritten: Mutex<HashMap<Arc<str>, Entry>>,
+    /// Raised at shutdown: unwritten entries are tried once more.
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Told each time an unwritten entry is written or given up.
+    written: tokio::sync::Notify,
 }
 
 impl Sessions {
@@ -102,6 +130,9 @@ impl Sessions {
                 limits,
                 metrics,
                 console,
+                unwritten: Mutex::default(),
+                shutdown: tokio::sync::watch::Sender::new(false),
+                written: tokio::sync::Notify::new(),
             }),
             refreshing: Mutex::new(HashMap::new()),
         }
@@ -120,6 +151,7 @@ impl Sessions {
                 instance: own.instance.clone(),
                 entry_seen: None,
                 unstored: None,
+                provenance: Provenance::Caller,
             });
         };
         let key = RegistryKey::for_grant(&grant.key_parts());
@@ -131,19 +163,31 @@ impl Sessions {
             hit = found.is_some(),
             "registry lookup"
         );
-        let (entry, unstored) = match (found, &credentials.own) {
-            (Some(entry), _) => (entry, false),
-            (None, Some(own)) => (
-                Entry::callers(own.access_token.clone(), own.instance.to_string()),
-                true,
-            ),
+        let (entry, provenance) = match (found, &credentials.own) {
+            (Some(entry), _) => (entry, Provenance::Store),
+            // The path's first call: the grant's own session when another path already has
+            // one for it (the caller's token is as old as the flow that carries it), else the
+            // caller's token, taken up now.
+            (None, Some(own)) => {
+                let taken_up_ms = now_ms();
+                match self.grant_session(grant, &mut budget).await? {
+                    Some(lineage) => (path_entry(&lineage), Provenance::Grant),
+                    None => (
+                        Entry {
+                            stored_at_ms: taken_up_ms,
+                            ..Entry::callers(own.access_token.clone(), own.instance.to_string())
+                        },
+                        Provenance::Caller,
+                    ),
+                }
+            }
             // A named connection's first session: nothing to try before its grant.
             (None, None) => {
                 let never = Seen {
                     stored_at_ms: 0,
                     version: 0,
                 };
-                return self.refresh(grant, key, never, None).await;
+                return self.refresh(grant, key, never, Trigger::Interval).await;
             }
         };
         let seen = Seen {
@@ -156,13 +200,51 @@ impl Sessions {
                 token.age_ms = now_ms().saturating_sub(entry.stored_at_ms),
                 "stored token is older than intervalTime"
             );
-            return self.refresh(grant, key, seen, None).await;
+            return self.refresh(grant, key, seen, Trigger::Interval).await;
         }
         let mut session = self.shared.session_from(key, entry.clone())?;
-        if unstored {
+        session.provenance = provenance;
+        if provenance != Provenance::Store {
             session.unstored = Some(entry);
         }
         Ok(session)
+    }
+
+    /// The session the grant's lineage holds, when the caller may use it (made with its client
+    /// secret) and it is younger than `intervalTime`.
+    async fn grant_session(
+        &self,
+        grant: &RefreshGrant,
+        budget: &mut Budget,
+    ) -> Result<Option<Entry>, Fault> {
+        let lineage = RegistryKey::for_lineage(&grant.key_parts());
+        let found = absent_if_unreadable(budget.run(self.shared.registry.get(&lineage)).await)?;
+        Ok(found.filter(|entry| {
+            made_with_callers_secret(entry, &lineage, grant) && fresh_enough(entry, grant)
+        }))
+    }
+
+    /// At shutdown: every refreshed session still unwritten is tried once more, waited for at
+    /// most a lease renewal and a write (`registry.timeout_ms` each).
+    pub async fn write_unwritten_before_exit(&self) {
+        let shared = &self.shared;
+        let limit = shared.limits.operation * 3;
+        let _ = shared.shutdown.send(true);
+        let all_done = async {
+            loop {
+                let notified = shared.written.notified();
+                if shared
+                    .unwritten
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all_done).await;
     }
 
     /// Salesforce answered `session`'s call with something other than an expired session, which
@@ -184,8 +266,11 @@ impl Sessions {
         }
     }
 
-    /// After Salesforce said `session`'s token expired: a fresh session, refreshing only if no
-    /// other request already did. `None` when the caller gave no way to refresh.
+    /// After Salesforce refused `session`'s token as expired: a fresh session. A stored session
+    /// is used without refreshing only when it is news to this request: stored after the
+    /// refused session was (when that came from the store), or after the caller's own token was
+    /// taken up (when it did not). Otherwise the grant is refreshed. `None` when the caller gave
+    /// no way to refresh.
     pub async fn renew(
         &self,
         credentials: &Credentials,
@@ -194,14 +279,18 @@ impl Sessions {
         let (Some(grant), Some((key, seen))) = (&credentials.grant, &session.entry_seen) else {
             return Ok(None);
         };
-        self.refresh(grant, key.clone(), *seen, Some(&session.token))
+        let trigger = Trigger::Expired {
+            refused: session.token.clone(),
+            stored: session.provenance != Provenance::Caller,
+        };
+        self.refresh(grant, key.clone(), *seen, trigger)
             .await
             .map(Some)
     }
 
-    /// Refreshes the path entry seen as `seen`, unless it was replaced meanwhile (by a token
-    /// other than `failed_token`, the one Salesforce just refused), in which case the
-    /// replacement is used. One task per lineage in this process at a time; it runs on its own,
+    /// Refreshes the path entry seen as `seen`, unless a usable replacement was stored meanwhile
+    /// ([`Trigger`] says which is), in which case the replacement is used. One task per lineage
+    /// in this process at a time; it runs on its own,
     /// so a caller that goes away never cuts a refresh short between Salesforce's answer and the
     /// write. Boxed: a refresh is a large future and a rare one, which the requests that need
     /// none should not carry.
@@ -210,7 +299,7 @@ impl Sessions {
         grant: &'a RefreshGrant,
         key: RegistryKey,
         seen: Seen,
-        failed_token: Option<&'a Secret>,
+        trigger: Trigger,
     ) -> BoxFuture<'a, Result<Session, Fault>> {
         Box::pin(async move {
             let lineage = RegistryKey::for_lineage(&grant.key_parts());
@@ -227,15 +316,18 @@ impl Sessions {
                 key,
                 lineage: lineage.clone(),
                 seen,
-                failed_token: failed_token.cloned(),
+                trigger,
             };
             let held = turn.clone().lock_owned().await;
-            let result = tokio::spawn(crate::request_id::with_current_request_id(async move {
-                let _turn = held;
-                job.run().await
-            }))
-            .await
-            .unwrap_or_else(|e| Err(Fault::Internal(format!("a token refresh failed: {e}"))));
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            tokio::spawn(crate::request_id::with_current_request_id(
+                job.run(answer, held),
+            ));
+            let result = answered.await.unwrap_or_else(|_| {
+                Err(Fault::Internal(
+                    "a token refresh ended without an answer".into(),
+                ))
+            });
             drop(turn);
             let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
             if refreshing
@@ -250,6 +342,30 @@ impl Sessions {
 }
 
 impl Shared {
+    /// The refreshed entry of `lineage` this process could not write yet, if any.
+    fn unwritten(&self, lineage: &RegistryKey) -> Option<Entry> {
+        let unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        if unwritten.is_empty() {
+            return None;
+        }
+        unwritten.get(lineage.id()).cloned()
+    }
+
+    fn unwritten_now(&self, lineage: &RegistryKey, entry: &Entry) {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(lineage.id().into(), entry.clone());
+    }
+
+    fn written(&self, lineage: &RegistryKey) {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(lineage.id());
+        self.written.notify_waiters();
+    }
+
     fn session_from(&self, key: RegistryKey, entry: Entry) -> Result<Session, Fault> {
         // The allow-list may have changed since the entry was stored.
         let instance = self
@@ -270,6 +386,7 @@ impl Shared {
                 },
             )),
             unstored: None,
+            provenance: Provenance::Store,
         })
     }
 }
@@ -278,6 +395,12 @@ impl Shared {
 fn fresh_enough(entry: &Entry, grant: &RefreshGrant) -> bool {
     let age_ms = now_ms().saturating_sub(entry.stored_at_ms);
     u128::from(age_ms) <= grant.interval.as_duration().as_millis()
+}
+
+/// Whether the lineage `entry` (under `lineage`) holds a token refreshed with `grant`'s client
+/// secret: a caller with another secret is never handed it.
+fn made_with_callers_secret(entry: &Entry, lineage: &RegistryKey, grant: &RefreshGrant) -> bool {
+    entry.secret_check.as_deref() == Some(&secret_check(lineage, grant.client_secret.as_ref()))
 }
 
 /// An entry that cannot be opened is handled as absent (the backend has logged it).
@@ -359,6 +482,37 @@ enum RefreshTokenSource {
     NotUsed,
 }
 
+/// Why a session is being refreshed, which decides what stored session may be used instead.
+#[derive(Debug, Clone)]
+enum Trigger {
+    /// The stored session is older than `intervalTime` (or there is none): any session stored
+    /// since the request saw its entry, young enough, will do.
+    Interval,
+    /// Salesforce refused `refused` as expired. `stored`: it came from the store (seen as the
+    /// request's `Seen`), rather than being the caller's own token, taken up at the `Seen`'s
+    /// time.
+    Expired { refused: Secret, stored: bool },
+}
+
+impl Trigger {
+    /// Whether `entry`, found in the store, may be used instead of refreshing: only a session
+    /// that is news to the request. After an expiry that is one stored after the refused one
+    /// (or, for a caller's own token, after it was taken up, by which time the store held no
+    /// session of the grant).
+    fn usable(&self, entry: &Entry, seen: Seen) -> bool {
+        match self {
+            Trigger::Interval => {
+                entry.stored_at_ms != seen.stored_at_ms || entry.version != seen.version
+            }
+            Trigger::Expired { refused, .. } if entry.access_token == *refused => false,
+            Trigger::Expired { stored: true, .. } => {
+                entry.stored_at_ms > seen.stored_at_ms || entry.version > seen.version
+            }
+            Trigger::Expired { stored: false, .. } => entry.stored_at_ms >= seen.stored_at_ms,
+        }
+    }
+}
+
 /// One refresh, run as a task of its own.
 struct Refresh {
     shared: Arc<Shared>,
@@ -366,18 +520,38 @@ struct Refresh {
     key: RegistryKey,
     lineage: RegistryKey,
     seen: Seen,
-    failed_token: Option<Secret>,
+    trigger: Trigger,
 }
 
 impl Refresh {
-    async fn run(self) -> Result<Session, Fault> {
+    /// Finds or makes the session, and sends it as `answer`; `turn` (this process's turn at
+    /// the lineage) is held until then. A refreshed session whose write failed is answered all
+    /// the same, and the task goes on writing it ([`Refresh::write_unwritten`]).
+    async fn run(
+        self,
+        answer: tokio::sync::oneshot::Sender<Result<Session, Fault>>,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) {
         let limits = self.shared.limits;
         let registry = &*self.shared.registry;
         let mut budget = Budget::new(&limits);
         let waiting_since = Instant::now();
         let wait_limit = limits.lease + limits.token_call;
         let mut lease: Option<Box<dyn Lease + '_>> = None;
+        let mut unwritten = None;
         let outcome = loop {
+            // This process holds a refreshed session it could not write yet: the newest.
+            if let Some(entry) = self
+                .shared
+                .unwritten(&self.lineage)
+                .filter(|e| self.shareable(e))
+            {
+                tracing::debug!(registry.path = %self.grant.registry_path, "token refreshed here, not yet written");
+                self.shared.metrics.refresh_waited();
+                break self
+                    .shared
+                    .session_from(self.key.clone(), path_entry(&entry));
+            }
             // Another request, here or on another replica, may have refreshed since.
             let path = match budget.run(registry.get_fresh(&self.key)).await {
                 Ok(found) => found,
@@ -420,16 +594,21 @@ impl Refresh {
                 continue;
             };
             let started = Instant::now();
-            let called = self.call(held.as_mut(), path, lineage, lost).await;
+            let called = match self.call(held.as_mut(), path, lineage, lost).await {
+                Ok((session, pending)) => {
+                    unwritten = pending;
+                    Ok(session)
+                }
+                Err(fault) => Err(fault),
+            };
             let result = match &called {
                 Ok(_) => RefreshResult::Ok,
                 Err(Fault::RefreshRejected { .. }) => RefreshResult::Rejected,
                 Err(_) => RefreshResult::Failed,
             };
-            let trigger = if self.failed_token.is_some() {
-                RefreshTrigger::Expired
-            } else {
-                RefreshTrigger::Interval
+            let trigger = match self.trigger {
+                Trigger::Expired { .. } => RefreshTrigger::Expired,
+                Trigger::Interval => RefreshTrigger::Interval,
             };
             self.shared
                 .metrics
@@ -437,42 +616,113 @@ impl Refresh {
             self.shared.console.refreshed(&self.key, result);
             break called;
         };
-        if let Some(mut held) = lease {
-            if within(limits.operation, async {
-                held.release().await;
-                Ok(())
-            })
-            .await
-            .is_err()
-            {
-                tracing::warn!("a refresh lock could not be released in time; it lapses by itself");
+        match (lease, unwritten) {
+            (Some(held), Some(unwritten)) => {
+                // The caller is served now; the lock stays held until the write lands.
+                drop(turn);
+                let _ = answer.send(outcome);
+                self.write_unwritten(held, unwritten).await;
+            }
+            (held, _) => {
+                if let Some(held) = held {
+                    release(held, limits.operation).await;
+                }
+                drop(turn);
+                let _ = answer.send(outcome);
             }
         }
-        outcome
+    }
+
+    /// Writes a refreshed session whose first write failed, holding the lineage's lock (renewed,
+    /// or taken again if it lapsed) until it lands, so no process refreshes with the refresh
+    /// token it retired; tried again at once when the process shuts down, then given up.
+    async fn write_unwritten(&self, mut lease: Box<dyn Lease + '_>, unwritten: Unwritten) {
+        let limits = self.shared.limits;
+        let registry = &*self.shared.registry;
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let since = Instant::now();
+        let mut pause = UNWRITTEN_FIRST_PAUSE;
+        let mut last_logged = Instant::now();
+        let mut attempts = 1u32;
+        loop {
+            let last = tokio::select! {
+                () = tokio::time::sleep(pause) => false,
+                _ = shutdown.wait_for(|down| *down) => true,
+            };
+            pause = (pause * 2).min(limits.lease / 3);
+            match within(limits.operation, lease.renew()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    // Lapsed (the store was unreachable longer than a lease): take it again
+                    // unless another holder did meanwhile.
+                    if let Ok(Ok(Some(taken))) = tokio::time::timeout(
+                        limits.operation,
+                        registry.lock(&self.lineage, limits.lease),
+                    )
+                    .await
+                    {
+                        lease = taken;
+                    }
+                }
+            }
+            attempts += 1;
+            let stored = within(
+                limits.operation,
+                lease.store(unwritten.entry.clone(), unwritten.seen_version),
+            )
+            .await;
+            match stored {
+                Ok(()) => {
+                    let copy = path_entry(&unwritten.entry);
+                    let _ = within(limits.operation, registry.put(&self.key, copy)).await;
+                    self.shared.written(&self.lineage);
+                    tracing::info!(
+                        registry.path = %self.grant.registry_path,
+                        attempts,
+                        unwritten_ms = since.elapsed().as_millis() as u64,
+                        "the refreshed session and its rotated refresh token are written"
+                    );
+                    break;
+                }
+                Err(error) if last => {
+                    self.shared.written(&self.lineage);
+                    tracing::error!(
+                        registry.path = %self.grant.registry_path,
+                        error = %error.detail(),
+                        attempts,
+                        "shutting down with a rotated refresh token unwritten: the grant must be \
+                         re-authorised once this process has ended"
+                    );
+                    break;
+                }
+                Err(error) => {
+                    if last_logged.elapsed() >= UNWRITTEN_LOG_EVERY {
+                        last_logged = Instant::now();
+                        tracing::error!(
+                            registry.path = %self.grant.registry_path,
+                            error = %error.detail(),
+                            attempts,
+                            unwritten_ms = since.elapsed().as_millis() as u64,
+                            "a rotated refresh token is still unwritten; this process holds the \
+                             grant's refresh lock until the write lands"
+                        );
+                    }
+                }
+            }
+        }
+        release(lease, limits.operation).await;
     }
 
     /// Whether the path entry was replaced since the request saw it, by a usable token.
     fn replaced(&self, entry: &Entry) -> bool {
-        (entry.stored_at_ms != self.seen.stored_at_ms || entry.version != self.seen.version)
-            && self
-                .failed_token
-                .as_ref()
-                .is_none_or(|failed| *failed != entry.access_token)
-            && fresh_enough(entry, &self.grant)
+        self.trigger.usable(entry, self.seen) && fresh_enough(entry, &self.grant)
     }
 
     /// Whether the lineage holds a token this caller may use instead of refreshing: made with
-    /// the caller's client secret, not the one that just failed, young enough.
+    /// the caller's client secret, usable for this trigger, young enough.
     fn shareable(&self, lineage: &Entry) -> bool {
-        lineage.secret_check.as_deref()
-            == Some(&secret_check(
-                &self.lineage,
-                self.grant.client_secret.as_ref(),
-            ))
-            && self
-                .failed_token
-                .as_ref()
-                .is_none_or(|failed| *failed != lineage.access_token)
+        made_with_callers_secret(lineage, &self.lineage, &self.grant)
+            && self.trigger.usable(lineage, self.seen)
             && fresh_enough(lineage, &self.grant)
     }
 
@@ -484,7 +734,7 @@ impl Refresh {
         path: Option<Entry>,
         lineage: Option<Entry>,
         lost: bool,
-    ) -> Result<Session, Fault> {
+    ) -> Result<(Session, Option<Unwritten>), Fault> {
         let limits = self.shared.limits;
         let stored_refresh = lineage
             .as_ref()
@@ -526,6 +776,7 @@ impl Refresh {
                 .map_err(|e| Fault::RefreshFailed(format!("instance_url: {e}")))?,
         };
         let last_version = lineage.as_ref().map_or(0, |l| l.version);
+        let rotated = fresh.refresh_token.is_some();
         let next = Entry {
             access_token: fresh.access_token,
             instance_url: instance.to_string(),
@@ -542,18 +793,44 @@ impl Refresh {
         };
         // Written first, logged after: a rotated refresh token exists nowhere else until then.
         let seen_version = lineage.as_ref().map(|l| l.version);
+        let copy = path_entry(&next);
         if let Err(error) = within(limits.operation, lease.store(next.clone(), seen_version)).await
         {
+            if !rotated {
+                // The store still holds a refresh token that works: nothing is lost but this
+                // session, which the caller uses all the same.
+                tracing::warn!(
+                    registry.path = %self.grant.registry_path,
+                    error = %error.detail(),
+                    "a refreshed session could not be stored; the next request refreshes again"
+                );
+                let mut session = self.shared.session_from(self.key.clone(), copy)?;
+                session.provenance = Provenance::Refresh;
+                return Ok((session, None));
+            }
             tracing::error!(
                 registry.path = %self.grant.registry_path,
                 error = %error.detail(),
-                rotated = next.refresh_token.is_some(),
-                "a refreshed session could not be stored; if Salesforce rotated the refresh \
-                 token, the grant must be re-authorised"
+                "a refreshed session and its rotated refresh token could not be stored; they are \
+                 kept in this process, which holds the grant's refresh lock and writes them \
+                 again until the write lands"
             );
-            return Err(error.into());
+            self.shared.unwritten_now(&self.lineage, &next);
+            let _ = within(
+                limits.operation,
+                self.shared.registry.put(&self.key, copy.clone()),
+            )
+            .await;
+            let mut session = self.shared.session_from(self.key.clone(), copy)?;
+            session.provenance = Provenance::Refresh;
+            return Ok((
+                session,
+                Some(Unwritten {
+                    entry: next,
+                    seen_version,
+                }),
+            ));
         }
-        let copy = path_entry(&next);
         if let Err(error) = within(
             limits.operation,
             self.shared.registry.put(&self.key, copy.clone()),
@@ -571,7 +848,34 @@ impl Refresh {
             duration_ms = started.elapsed().as_millis() as u64,
             "session refreshed"
         );
-        self.shared.session_from(self.key.clone(), copy)
+        let mut session = self.shared.session_from(self.key.clone(), copy)?;
+        session.provenance = Provenance::Refresh;
+        Ok((session, None))
+    }
+}
+
+/// A refreshed lineage entry whose write failed, to be written again.
+struct Unwritten {
+    entry: Entry,
+    seen_version: Option<u64>,
+}
+
+/// How long after a failed write of a rotated refresh token it is tried again, doubling up to a
+/// third of the lease (which is renewed as often).
+const UNWRITTEN_FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often an unwritten rotated refresh token is logged again while it stays unwritten.
+const UNWRITTEN_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Gives a lease up, waiting at most `limit` (it lapses by itself otherwise).
+async fn release(mut lease: Box<dyn Lease + '_>, limit: Duration) {
+    let released = within(limit, async {
+        lease.release().await;
+        Ok(())
+    })
+    .await;
+    if released.is_err() {
+        tracing::warn!("a refresh lock could not be released in time; it lapses by itself");
     }
 }
 

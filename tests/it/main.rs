@@ -33,6 +33,7 @@ mod routes;
 mod samples;
 mod secret_free_logs;
 mod serving;
+mod sessions;
 mod streaming_memory;
 mod tls;
 mod token_refresh;
