@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -86,11 +86,29 @@ fn is_acceptable_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
+/// Set when the server gives up the requests still running at the end of the shutdown grace:
+/// each one dropped then is logged as abandoned.
+#[derive(Debug, Clone, Default)]
+pub struct Abandoning(Arc<AtomicBool>);
+
+impl Abandoning {
+    /// From now on, requests dropped unfinished are being abandoned at shutdown.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn now(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Answers `request` with `handler`, giving it a request id; its line is logged (and its
-/// metrics counted) when the answer's body has gone out, or the caller went away.
+/// metrics counted) when the answer's body has gone out, or the caller went away, or the
+/// request was given up unfinished.
 pub async fn logged<F, A>(
     ids: &RequestIds,
     metrics: &Arc<Metrics>,
+    abandoning: &Abandoning,
     client: Option<SocketAddr>,
     mut request: Request,
     handler: F,
@@ -115,7 +133,21 @@ where
     }
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let response = request_id::scope(id.clone(), handler(request)).await;
+    let response = request_id::scope(id.clone(), async {
+        let unanswered = Unanswered {
+            method: &method,
+            uri: &uri,
+            started,
+            client,
+            metrics,
+            abandoning,
+            answered: false,
+        };
+        let response = handler(request).await;
+        unanswered.answered();
+        response
+    })
+    .await;
     let (mut parts, body) = response.into_parts();
     let fault = parts.extensions.remove::<FaultRecord>();
     let mut handled = parts.extensions.remove::<Handled>();
@@ -142,6 +174,7 @@ where
         client,
         trace,
         metrics: metrics.clone(),
+        abandoning: abandoning.clone(),
     };
     parts.headers.insert(REQUEST_ID, id);
     let body = LoggedBody {
@@ -162,6 +195,64 @@ enum Ending {
     CallerLeft,
     /// What it relayed failed midway.
     SourceFailed,
+    /// The server gave it up at the end of the shutdown grace.
+    Abandoned,
+}
+
+/// A request whose handler is still running: if it is dropped before its answer is made (the
+/// server giving it up at shutdown, or the connection gone), its line says so, and it no longer
+/// counts as in flight.
+struct Unanswered<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    started: Instant,
+    client: Option<SocketAddr>,
+    metrics: &'a Metrics,
+    abandoning: &'a Abandoning,
+    answered: bool,
+}
+
+impl Unanswered<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.metrics.request_unanswered();
+        let operation = request_id::current_operation();
+        let mut client = [0u8; CLIENT_TEXT];
+        let client = self
+            .client
+            .map(|address| address_text(address, &mut client));
+        macro_rules! unanswered_line {
+            ($message:literal) => {
+                tracing::warn!(
+                    target: "sfbulk_proxy::access_log",
+                    request_id = request_id::current_request_id().as_deref(),
+                    method = %self.method,
+                    path = self.uri.path(),
+                    api = operation.map(|(api, _)| api),
+                    operation = operation.map(|(_, name)| name),
+                    bytes = 0u64,
+                    duration_us = self.started.elapsed().as_micros() as u64,
+                    client = client.as_deref(),
+                    $message
+                )
+            };
+        }
+        if self.abandoning.now() {
+            unanswered_line!(
+                "request abandoned at shutdown: the grace period ended before its answer"
+            );
+        } else {
+            unanswered_line!("request aborted by the caller before its answer");
+        }
+    }
 }
 
 /// What a request's line says, kept until its answer is done.
@@ -179,6 +270,7 @@ struct AccessLine {
     client: Option<SocketAddr>,
     trace: Option<TraceContext>,
     metrics: Arc<Metrics>,
+    abandoning: Abandoning,
 }
 
 impl AccessLine {
@@ -225,6 +317,12 @@ impl AccessLine {
             }
             _ if ending == Ending::CallerLeft => {
                 access_line!(tracing::Level::WARN, "answer aborted by the caller")
+            }
+            _ if ending == Ending::Abandoned => {
+                access_line!(
+                    tracing::Level::WARN,
+                    "answer abandoned at shutdown: the grace period ended before its last byte"
+                )
             }
             _ if ending == Ending::SourceFailed => {
                 access_line!(
@@ -345,9 +443,12 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        // An empty body is never polled; one dropped before its end lost its caller.
+        // An empty body is never polled; one dropped before its end lost its caller, or was
+        // given up at shutdown.
         let ending = if http_body::Body::is_end_stream(&self.inner) {
             Ending::Complete
+        } else if self.line.as_ref().is_some_and(|l| l.abandoning.now()) {
+            Ending::Abandoned
         } else {
             Ending::CallerLeft
         };

@@ -3,9 +3,12 @@
 //! the proxy sheds load at once. Shedding is logged once per burst, with a count, never a line
 //! per request: a flood must not become a flood of log lines too.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
@@ -207,6 +210,167 @@ impl BearerTokens {
         }
         found.cloned()
     }
+}
+
+/// The longest token file read: a token file is a few lines.
+const MAX_TOKEN_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The tokens of a token file: one a line, trimmed, blank lines and `#` comments skipped. The
+/// error names the file.
+pub fn read_token_file(path: &Path) -> Result<Vec<Secret>, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_TOKEN_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_TOKEN_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(Secret::new)
+        .collect())
+}
+
+/// A token file, read at start and again on every reload, with the scope of its tokens.
+#[derive(Debug, Clone)]
+pub struct TokenFile {
+    /// The setting that names it, for log lines (`server.auth_tokens_file`).
+    pub setting: String,
+    pub path: PathBuf,
+    /// `None`: its tokens may use every connection; else only these (lower case).
+    pub connections: Option<Vec<String>>,
+    /// Whether a file without a token is refused (a team's file must hold one).
+    pub must_hold_a_token: bool,
+    /// The tokens as last read well.
+    pub tokens: Vec<Secret>,
+}
+
+/// What a reload of the token files did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TokensReloaded {
+    /// The settings of the files read anew.
+    pub reloaded: Vec<String>,
+    /// The settings of the files that failed and kept their last good tokens.
+    pub failed: Vec<String>,
+    /// Whether the new set was refused as a whole: it would have let every caller in where
+    /// tokens were required.
+    pub refused: bool,
+}
+
+/// The bearer tokens callers must show, from `server.auth_tokens` and the token files, replaced
+/// as a whole when the files are read again ([`GuardTokens::reload`]).
+pub struct GuardTokens {
+    inline: Vec<Secret>,
+    files: Mutex<Vec<TokenFile>>,
+    current: ArcSwap<BearerTokens>,
+}
+
+impl std::fmt::Debug for GuardTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GuardTokens({:?})", self.current.load())
+    }
+}
+
+impl GuardTokens {
+    /// `inline`: tokens given in the settings, for every connection; `files`: as read at start.
+    pub fn new(inline: Vec<Secret>, files: Vec<TokenFile>) -> GuardTokens {
+        let current = ArcSwap::from_pointee(compose(&inline, &files));
+        GuardTokens {
+            inline,
+            files: Mutex::new(files),
+            current,
+        }
+    }
+
+    /// The tokens in force.
+    pub fn current(&self) -> arc_swap::Guard<Arc<BearerTokens>> {
+        self.current.load()
+    }
+
+    /// Whether any token file is named (a reload has something to read).
+    pub fn has_files(&self) -> bool {
+        !self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Reads every token file again, each on its own: one that cannot be read (or a team's
+    /// that holds no token) keeps its last good tokens and is logged at ERROR. A new set that
+    /// holds no token where the old one required some is refused whole: an emptied file never
+    /// opens the port to anyone.
+    pub fn reload(&self) -> TokensReloaded {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = files.clone();
+        let mut report = TokensReloaded::default();
+        for file in &mut next {
+            match read_token_file(&file.path) {
+                Ok(tokens) if tokens.is_empty() && file.must_hold_a_token => {
+                    tracing::error!(
+                        setting = %file.setting,
+                        file = %file.path.display(),
+                        "a token file holds no token; keeping its last good tokens"
+                    );
+                    report.failed.push(file.setting.clone());
+                }
+                Ok(tokens) => {
+                    file.tokens = tokens;
+                    report.reloaded.push(file.setting.clone());
+                }
+                Err(error) => {
+                    tracing::error!(
+                        setting = %file.setting,
+                        %error,
+                        "a token file cannot be read; keeping its last good tokens"
+                    );
+                    report.failed.push(file.setting.clone());
+                }
+            }
+        }
+        let composed = compose(&self.inline, &next);
+        if self.current.load().is_required() && !composed.is_required() {
+            tracing::error!(
+                files = %next.iter().map(|f| f.setting.as_str()).collect::<Vec<_>>().join(", "),
+                "the token files now hold no token at all; the reload is refused and the tokens \
+                 in force are kept (a listener that required a token never opens to anyone)"
+            );
+            report.refused = true;
+            return report;
+        }
+        *files = next;
+        self.current.store(Arc::new(composed));
+        report
+    }
+}
+
+/// The bearer tokens of `inline` and `files` together.
+fn compose(inline: &[Secret], files: &[TokenFile]) -> BearerTokens {
+    let every: Vec<Secret> = inline
+        .iter()
+        .chain(
+            files
+                .iter()
+                .filter(|f| f.connections.is_none())
+                .flat_map(|f| f.tokens.iter()),
+        )
+        .cloned()
+        .collect();
+    let scoped: Vec<(Secret, Vec<String>)> = files
+        .iter()
+        .filter_map(|f| Some((f, f.connections.as_ref()?)))
+        .flat_map(|(f, names)| f.tokens.iter().map(|t| (t.clone(), names.clone())))
+        .collect();
+    BearerTokens::new(&every, &scoped)
 }
 
 /// The credentials of `Authorization: <scheme> <credentials>`, for `scheme` in any case.

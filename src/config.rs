@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{read_token_file, TokenFile};
 use crate::connection::{ConnectionSettings, Connections};
 use crate::origin::AllowList;
 use crate::outbound::OutboundProxy;
@@ -251,6 +252,10 @@ pub struct Built {
     pub auth_tokens: Vec<Secret>,
     /// The tokens of `server.token_scopes`, each with the connections it may use.
     pub scoped_tokens: Vec<(Secret, Vec<String>)>,
+    /// `server.auth_tokens` alone (not read again on reload).
+    pub inline_tokens: Vec<Secret>,
+    /// `server.auth_tokens_file` and every team's `token_file`, as read (read again on reload).
+    pub token_files: Vec<TokenFile>,
     /// `[connections.NAME]`, checked and with their files read.
     pub connections: Arc<Connections>,
     /// `salesforce.allowed_origins`.
@@ -479,7 +484,22 @@ impl Settings {
             .keys()
             .map(|n| n.to_ascii_lowercase())
             .collect();
-        let scoped_tokens = self.server.scoped_tokens(&configured, &mut problems);
+        let scoped_files = self.server.scoped_token_files(&configured, &mut problems);
+        let scoped_tokens: Vec<(Secret, Vec<String>)> = scoped_files
+            .iter()
+            .flat_map(|f| {
+                let names = f.connections.clone().unwrap_or_default();
+                f.tokens.iter().map(move |t| (t.clone(), names.clone()))
+            })
+            .collect();
+        let mut token_files: Vec<TokenFile> = self
+            .server
+            .auth_tokens_file()
+            .ok()
+            .flatten()
+            .into_iter()
+            .collect();
+        token_files.extend(scoped_files);
         if !connections.is_empty() {
             let bearer = !auth_tokens.is_empty() || !scoped_tokens.is_empty();
             let client_certificates = !self.server.tls_client_ca_file.as_os_str().is_empty();
@@ -612,8 +632,10 @@ impl Settings {
                 admin_listen,
                 tls,
                 emulator_listen,
+                inline_tokens: trimmed_tokens(&self.server.auth_tokens),
                 auth_tokens,
                 scoped_tokens,
+                token_files,
                 connections: Arc::new(connections),
                 salesforce_roots,
                 allow,
@@ -988,16 +1010,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The tokens of a token file: one per line, blank lines and `#` comments skipped. The error
 /// names the file, never its content.
-fn token_lines(path: &Path) -> Result<Vec<Secret>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(Secret::new)
-        .collect())
-}
-
 /// An address setting that may be empty (off).
 fn optional_address(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
     let value = value.trim();
@@ -1053,21 +1065,35 @@ impl ServerSettings {
     /// skipped), together.
     pub fn auth_tokens(&self) -> Result<Vec<Secret>, String> {
         let mut tokens = trimmed_tokens(&self.auth_tokens);
-        if !self.auth_tokens_file.as_os_str().is_empty() {
-            let lines = token_lines(&self.auth_tokens_file)
-                .map_err(|e| format!("server.auth_tokens_file {e}"))?;
-            tokens.extend(lines);
+        if let Some(file) = self.auth_tokens_file()? {
+            tokens.extend(file.tokens);
         }
         Ok(tokens)
     }
 
-    /// The tokens of every `token_scopes` team, each with its connections (lower case), which
-    /// must all be configured.
-    fn scoped_tokens(
+    /// `auth_tokens_file`, read, when one is named.
+    fn auth_tokens_file(&self) -> Result<Option<TokenFile>, String> {
+        if self.auth_tokens_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let tokens = read_token_file(&self.auth_tokens_file)
+            .map_err(|e| format!("server.auth_tokens_file {e}"))?;
+        Ok(Some(TokenFile {
+            setting: "server.auth_tokens_file".into(),
+            path: self.auth_tokens_file.clone(),
+            connections: None,
+            must_hold_a_token: false,
+            tokens,
+        }))
+    }
+
+    /// The token files of every `token_scopes` team, each with its connections (lower case),
+    /// which must all be configured.
+    fn scoped_token_files(
         &self,
         connections: &[String],
         problems: &mut Vec<String>,
-    ) -> Vec<(Secret, Vec<String>)> {
+    ) -> Vec<TokenFile> {
         let mut scoped = Vec::new();
         for (team, scope) in &self.token_scopes {
             let key = format!("server.token_scopes.{}", crate::redact::quotable(team));
@@ -1087,16 +1113,20 @@ impl ServerSettings {
                 problems.push(format!("{key}.token_file must be set"));
                 continue;
             }
-            match token_lines(&scope.token_file) {
+            match read_token_file(&scope.token_file) {
                 Ok(tokens) if tokens.is_empty() => {
                     problems.push(format!(
                         "{key}.token_file {} holds no token",
                         scope.token_file.display()
                     ));
                 }
-                Ok(tokens) => {
-                    scoped.extend(tokens.into_iter().map(|t| (t, names.clone())));
-                }
+                Ok(tokens) => scoped.push(TokenFile {
+                    setting: format!("{key}.token_file"),
+                    path: scope.token_file.clone(),
+                    connections: Some(names),
+                    must_hold_a_token: true,
+                    tokens,
+                }),
                 Err(e) => problems.push(format!("{key}.token_file {e}")),
             }
         }

@@ -465,6 +465,11 @@ impl Metrics {
         self.in_flight.inc();
     }
 
+    /// A request given up before it had an answer (not counted as answered).
+    pub fn request_unanswered(&self) {
+        self.in_flight.dec();
+    }
+
     /// A request whose answer's last byte went out (or whose caller went away).
     pub fn request_done(
         &self,

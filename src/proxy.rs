@@ -76,6 +76,7 @@ pub async fn call(
     scope: &Scope,
 ) -> Response {
     let trace = request.extensions().get::<TraceContext>().copied();
+    crate::request_id::note_operation((operation.api.label(), operation.name));
     let mut handled = Handled {
         api: operation.api.label(),
         operation: operation.name,

@@ -26,8 +26,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::access_log::{self, RequestIds};
-use crate::admission::{BearerTokens, Limit};
+use crate::access_log::{self, Abandoning, RequestIds};
+use crate::admission::{GuardTokens, Limit};
 use crate::fault::Fault;
 use crate::proxy;
 use crate::state::AppState;
@@ -39,16 +39,19 @@ const HEALTH: &str = "/healthz";
 pub struct ProxyService {
     state: Arc<AppState>,
     ids: RequestIds,
-    /// `server.auth_tokens`, checked before anything else of a `/services/` request.
-    bearer: BearerTokens,
+    /// `server.auth_tokens` and the token files, checked before anything else of a
+    /// `/services/` request.
+    bearer: Arc<GuardTokens>,
     /// `server.max_in_flight`.
     in_flight: Limit,
+    /// Raised when the requests still running at the end of the shutdown grace are given up.
+    abandoning: Abandoning,
 }
 
 impl ProxyService {
     pub fn new(
         state: Arc<AppState>,
-        bearer: BearerTokens,
+        bearer: Arc<GuardTokens>,
         max_in_flight: usize,
     ) -> Arc<ProxyService> {
         Arc::new(ProxyService {
@@ -56,7 +59,13 @@ impl ProxyService {
             ids: RequestIds::default(),
             bearer,
             in_flight: Limit::new("server.max_in_flight", max_in_flight),
+            abandoning: Abandoning::default(),
         })
+    }
+
+    /// Raised by the server when it gives up the requests still running at shutdown.
+    pub fn abandoning(&self) -> &Abandoning {
+        &self.abandoning
     }
 
     /// The service hyper serves a connection from `peer` with.
@@ -80,11 +89,15 @@ impl ProxyService {
     /// Answers one request, logging it. While draining, the answer asks the caller to close
     /// its connection, so the next request goes to a replica that is staying.
     pub async fn answer(&self, request: Request, client: Option<SocketAddr>) -> Response {
-        let mut response =
-            access_log::logged(&self.ids, &self.state.metrics, client, request, |request| {
-                self.route(request)
-            })
-            .await;
+        let mut response = access_log::logged(
+            &self.ids,
+            &self.state.metrics,
+            &self.abandoning,
+            client,
+            request,
+            |request| self.route(request),
+        )
+        .await;
         if self.state.is_draining() {
             response
                 .headers_mut()
@@ -116,7 +129,7 @@ impl ProxyService {
         }
         let api = proxy::service_api(service);
         // Before the body is read and before anything goes upstream.
-        let Some(scope) = self.bearer.admit(request.headers()) else {
+        let Some(scope) = self.bearer.current().admit(request.headers()) else {
             return Fault::Unauthorized.response(api);
         };
         let Some(_in_flight) = self.in_flight.try_enter() else {

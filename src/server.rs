@@ -15,8 +15,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
+use crate::access_log::Abandoning;
 use crate::admin::AdminService;
-use crate::admission::{BearerTokens, BurstLog};
+use crate::admission::{BearerTokens, BurstLog, GuardTokens};
 use crate::config::Settings;
 use crate::routes::ProxyService;
 use crate::state::AppState;
@@ -34,10 +35,12 @@ pub struct Application {
     limits: ServeLimits,
     /// `server.drain_secs`: how long the listeners go on serving after the shutdown signal.
     drain: Duration,
+    /// The bearer tokens callers must show, read again on SIGHUP.
+    tokens: Arc<GuardTokens>,
     /// Registered at build, so a SIGHUP that arrives before serving starts reloads too (and
     /// never takes the process's default action, which would end it).
     #[cfg(unix)]
-    hangup: Option<tokio::signal::unix::Signal>,
+    hangup: tokio::signal::unix::Signal,
 }
 
 /// A listener on `address`, or an error naming the setting it came from.
@@ -52,7 +55,11 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let built = settings.build()?;
         let state = Arc::new(AppState::from_settings(settings, &built)?);
-        let bearer = BearerTokens::new(&built.auth_tokens, &built.scoped_tokens);
+        let tokens = Arc::new(GuardTokens::new(
+            built.inline_tokens.clone(),
+            built.token_files.clone(),
+        ));
+        let bearer_required = tokens.current().is_required();
         let listener = match built.listen {
             Some(address) => Some(bind("server.listen", address).await?),
             None => None,
@@ -85,10 +92,10 @@ impl Application {
         // Client certificates guard the HTTPS listener only; bearer tokens guard both.
         let client_certificates = !settings.server.tls_client_ca_file.as_os_str().is_empty();
         let guarded = [
-            (listener.as_ref(), bearer.is_required()),
+            (listener.as_ref(), bearer_required),
             (
                 tls.as_ref().map(|(l, _)| l),
-                bearer.is_required() || client_certificates,
+                bearer_required || client_certificates,
             ),
         ];
         for (listener, guarded) in guarded {
@@ -104,19 +111,15 @@ impl Application {
             }
         }
         #[cfg(unix)]
-        let hangup = match &tls {
-            Some(_) => Some(tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::hangup(),
-            )?),
-            None => None,
-        };
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         Ok(Application {
             listener,
             tls,
             admin,
             state: state.clone(),
             drain: settings.server.drain(),
-            proxy: ProxyService::new(state, bearer, settings.server.max_in_flight),
+            proxy: ProxyService::new(state, tokens.clone(), settings.server.max_in_flight),
+            tokens,
             limits: ServeLimits {
                 grace: settings.server.shutdown_grace(),
                 header_read_timeout: settings.server.header_read_timeout(),
@@ -152,7 +155,8 @@ impl Application {
     /// Serves until `shutdown` completes, then drains: `/readyz` answers 503 and answers carry
     /// `Connection: close` while the listeners go on serving for `server.drain_secs`; then they
     /// stop accepting, and requests in flight get `shutdown_grace_secs`. The admin port serves
-    /// until the traffic listeners are done. On SIGHUP the TLS certificate and key are read again.
+    /// until the traffic listeners are done. On SIGHUP the TLS files and the token files are read
+    /// again ([`reload`]); SIGHUP never ends the process.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -176,16 +180,22 @@ impl Application {
             }
         };
         #[cfg(unix)]
-        if let (Some(mut hangup), Some((_, tls))) = (self.hangup, &self.tls) {
-            let tls = tls.clone();
+        {
+            let (mut hangup, tokens) = (self.hangup, self.tokens.clone());
+            let tls = self.tls.as_ref().map(|(_, tls)| tls.clone());
             let stop = signal();
             tokio::spawn(async move {
                 let mut stop = std::pin::pin!(stop);
                 loop {
                     tokio::select! {
-                        Some(()) = hangup.recv() => tls.reload(),
+                        Some(()) = hangup.recv() => reload(tls.as_deref(), &tokens),
                         () = &mut stop => break,
                     }
+                }
+                // Still caught while the requests in flight finish: the default would end
+                // the process.
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP while shutting down: nothing reloaded");
                 }
             });
         }
@@ -211,10 +221,12 @@ impl Application {
                         ..self.limits
                     },
                     None,
+                    None,
                 ))
             });
         let proxy = self.proxy.clone();
         let plain = self.listener.map(|listener| {
+            let abandoning = proxy.abandoning().clone();
             let proxy = proxy.clone();
             serve(
                 listener,
@@ -222,9 +234,11 @@ impl Application {
                 signal(),
                 self.limits,
                 None,
+                Some(abandoning),
             )
         });
         let secure = self.tls.map(|(listener, tls)| {
+            let abandoning = proxy.abandoning().clone();
             let proxy = proxy.clone();
             serve(
                 listener,
@@ -232,6 +246,7 @@ impl Application {
                 signal(),
                 self.limits,
                 Some(tls),
+                Some(abandoning),
             )
         });
         let (plain, secure) = tokio::join!(
@@ -254,6 +269,31 @@ impl Application {
             let _ = admin.await;
         }
         plain.and(secure)
+    }
+}
+
+/// What SIGHUP does: reads the TLS files and the token files again, each on its own, and logs
+/// what it reloaded (or that there was nothing to reload).
+fn reload(tls: Option<&ServerTls>, tokens: &GuardTokens) {
+    if tls.is_none() && !tokens.has_files() {
+        tracing::info!(
+            "SIGHUP: nothing to reload (no server.tls_listen, no server.auth_tokens_file, no \
+             token_scopes token_file)"
+        );
+        return;
+    }
+    if let Some(tls) = tls {
+        tls.reload();
+    }
+    if tokens.has_files() {
+        let report = tokens.reload();
+        if !report.refused {
+            tracing::info!(
+                reloaded = %report.reloaded.join(", "),
+                kept = %report.failed.join(", "),
+                "bearer token files reloaded"
+            );
+        }
     }
 }
 
@@ -360,13 +400,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
 
 /// Serves `service` over HTTP/1.1 (inside TLS when `tls` is given) until `shutdown` completes,
 /// then lets connections finish the requests they have (idle ones close at once) for at most
-/// `limits.grace`.
+/// `limits.grace`. Those still running then are given up, `abandoning` raised first so that
+/// each is logged as abandoned.
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     service_for: M,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
     tls: Option<Arc<ServerTls>>,
+    abandoning: Option<Abandoning>,
 ) -> std::io::Result<()>
 where
     M: Fn(SocketAddr) -> S,
@@ -431,8 +473,15 @@ where
     if tokio::time::timeout(limits.grace, finishing).await.is_err() {
         tracing::warn!(
             grace_secs = limits.grace.as_secs_f64(),
-            "requests still in flight after the grace period; exiting"
+            connections = connections.len(),
+            "requests still in flight after the grace period; giving them up"
         );
+        if let Some(abandoning) = abandoning {
+            abandoning.start();
+        }
+        // Dropping each connection's task drops its request, which logs itself.
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
     Ok(())
 }

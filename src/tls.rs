@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -25,8 +25,18 @@ pub struct TlsFiles {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    /// What the files last held when they read well, each kept on its own.
+    material: Mutex<Material>,
     /// Reloads tried so far, successful or not.
     reloads: AtomicU64,
+}
+
+/// The certificate chain and key (a pair: one is useless without the other), and the client
+/// CA's certificates, as last read well.
+struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<Vec<CertificateDer<'static>>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -40,10 +50,18 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Loads the files; an error names the file that failed.
     pub fn load(files: TlsFiles) -> Result<Arc<ServerTls>, String> {
-        let config = build(&files)?;
+        let (chain, key) = read_pair(&files)?;
+        let client_ca = read_client_ca(&files)?;
+        let material = Material {
+            chain,
+            key,
+            client_ca,
+        };
+        let config = build(&material, &files)?;
         Ok(Arc::new(ServerTls {
             files,
             current: RwLock::new(config),
+            material: Mutex::new(material),
             reloads: AtomicU64::new(0),
         }))
     }
@@ -58,19 +76,54 @@ impl ServerTls {
         )
     }
 
-    /// Reads the files again; on failure the last good configuration stays, and the error is
-    /// logged naming the file.
+    /// Reads the files again, the pair and the client CA each on its own: one that fails keeps
+    /// its last good value, and the error is logged naming the file. Connections in flight keep
+    /// the configuration they were accepted with.
     pub fn reload(&self) {
-        match build(&self.files) {
+        self.reloads.fetch_add(1, Ordering::AcqRel);
+        let mut material = self.material.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Material {
+            chain: material.chain.clone(),
+            key: material.key.clone_key(),
+            client_ca: material.client_ca.clone(),
+        };
+        let mut reloaded = Vec::new();
+        match read_pair(&self.files) {
+            Ok((chain, key)) => {
+                (next.chain, next.key) = (chain, key);
+                reloaded.push("server.tls_cert_file and server.tls_key_file");
+            }
+            Err(error) => {
+                tracing::error!(%error, "TLS reload: keeping the certificate and key in use")
+            }
+        }
+        match read_client_ca(&self.files) {
+            Ok(Some(ca)) => {
+                next.client_ca = Some(ca);
+                reloaded.push("server.tls_client_ca_file");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "TLS reload: keeping the client CA in use")
+            }
+        }
+        if reloaded.is_empty() {
+            return;
+        }
+        match build(&next, &self.files) {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
-                tracing::info!(cert_file = %self.files.cert.display(), "TLS certificate reloaded");
+                *material = next;
+                tracing::info!(
+                    reloaded = %reloaded.join(", "),
+                    cert_file = %self.files.cert.display(),
+                    "TLS certificate reloaded"
+                );
             }
             Err(error) => {
                 tracing::error!(%error, "TLS reload failed; keeping the certificate in use")
             }
         }
-        self.reloads.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Reloads tried so far.
@@ -97,19 +150,34 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+/// The certificate chain and its key.
+fn read_pair(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let chain = certificates(&files.cert, "server.tls_cert_file")?;
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "server.tls_key_file")?)
         .map_err(|e| format!("server.tls_key_file {}: {e}", files.key.display()))?;
+    Ok((chain, key))
+}
+
+/// The client CA's certificates, when one is named.
+fn read_client_ca(files: &TlsFiles) -> Result<Option<Vec<CertificateDer<'static>>>, String> {
+    files
+        .client_ca
+        .as_ref()
+        .map(|ca| certificates(ca, "server.tls_client_ca_file"))
+        .transpose()
+}
+
+fn build(material: &Material, files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
+    let builder = match (&material.client_ca, &files.client_ca) {
+        (Some(certificates), Some(ca)) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(ca, "server.tls_client_ca_file")? {
+            for cert in certificates.iter().cloned() {
                 roots
                     .add(cert)
                     .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
@@ -119,13 +187,16 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
                 .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
+        _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        format!(
-            "server.tls_cert_file {} and its key: {e}",
-            files.cert.display()
-        )
-    })?;
+    let mut config = builder
+        .with_single_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| {
+            format!(
+                "server.tls_cert_file {} and its key: {e}",
+                files.cert.display()
+            )
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

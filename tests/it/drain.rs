@@ -99,3 +99,87 @@ async fn a_second_signal_ends_the_process_at_once() {
         .expect("the second signal ends it without waiting for the 600 s drain");
     assert_eq!(exited.code(), Some(130));
 }
+
+#[tokio::test]
+async fn requests_still_running_when_the_grace_ends_are_each_logged_as_abandoned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::support::spawn_app_with(|s| s.emulator.generated_contacts = 400_000).await;
+    let job = app.create_job().await;
+    let (query_job, batch, result) = app.query_result().await;
+    let mut proxy = start_proxy(
+        &app,
+        &[
+            ("SFBULK__SERVER__DRAIN_SECS", "0"),
+            ("SFBULK__SERVER__SHUTDOWN_GRACE_SECS", "0.2"),
+        ],
+    );
+
+    // One answer streaming to a caller that stopped reading after its first bytes.
+    let envelope = app.envelope(
+        "getBulkQueryResults",
+        &[
+            ("jobId", &query_job),
+            ("batchId", &batch),
+            ("resultId", &result),
+        ],
+    );
+    let address = proxy.url.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /services/salesforcebulk_getBulkQueryResults HTTP/1.1\r\nHost: {address}\r\n\
+         X-Request-Id: streaming\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        envelope.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(envelope.as_bytes()).await.unwrap();
+    let mut first = [0u8; 64];
+    let read = stalled.read(&mut first).await.unwrap();
+    assert!(first[..read].starts_with(b"HTTP/1.1 200"));
+
+    // One still waiting for Salesforce: its session expired and the refresh is held.
+    app.org.expire_sessions();
+    app.org.token_gate().hold_next(1);
+    let held = tokio::spawn(
+        app.http
+            .post(format!("{}/services/salesforcebulk_getJob", proxy.url))
+            .header("x-request-id", "held")
+            .body(app.envelope("getJob", &[("jobId", &job)]))
+            .send(),
+    );
+    tokio::time::timeout(CEILING, app.org.token_gate().held(1))
+        .await
+        .expect("the refresh reached the token endpoint");
+
+    proxy.signal("TERM");
+    let exited = proxy.exit_status(CEILING).await.expect("it exits");
+    assert_eq!(exited.code(), Some(0));
+    let logged = proxy.log_lines();
+    let line_of = |id: &str| {
+        logged
+            .iter()
+            .find(|l| l.contains(&format!("\"request_id\":\"{id}\"")) && l.contains("abandoned"))
+            .unwrap_or_else(|| panic!("no abandoned line for {id} in:\n{}", logged.join("\n")))
+            .clone()
+    };
+    let streaming: serde_json::Value = serde_json::from_str(&line_of("streaming")).unwrap();
+    assert_eq!(
+        streaming["fields"]["message"],
+        "answer abandoned at shutdown: the grace period ended before its last byte"
+    );
+    assert_eq!(streaming["operation"], "getBulkQueryResults");
+    assert_eq!(streaming["status"], 200);
+    assert!(streaming["bytes"].as_u64().unwrap() > 0, "{streaming}");
+    let waiting: serde_json::Value = serde_json::from_str(&line_of("held")).unwrap();
+    assert_eq!(
+        waiting["fields"]["message"],
+        "request abandoned at shutdown: the grace period ended before its answer"
+    );
+    assert_eq!(waiting["operation"], "getJob");
+    assert_eq!(waiting["api"], "bulk1");
+    assert_eq!(waiting["bytes"], 0);
+    app.org.token_gate().release();
+    assert!(
+        held.await.unwrap().is_err(),
+        "the caller saw its request cut"
+    );
+}

@@ -34,6 +34,7 @@ mod samples;
 mod secret_free_logs;
 mod serving;
 mod sessions;
+mod signals;
 mod streaming_memory;
 mod tls;
 mod token_refresh;

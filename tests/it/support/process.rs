@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use super::app::TestApp;
 
@@ -10,6 +11,8 @@ pub struct ProxyProcess {
     pub url: String,
     /// `http://…` of its admin port.
     pub admin: String,
+    /// Every line it has logged so far (JSON).
+    logged: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for ProxyProcess {
@@ -28,6 +31,41 @@ impl ProxyProcess {
             .status()
             .expect("kill runs");
         assert!(sent.success());
+    }
+
+    /// The lines logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logged.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` lines logged have matched `matches`, and returns those lines (or
+    /// panics after `ceiling`, a bound for a hung test, not a timing assertion).
+    pub async fn wait_for_lines(
+        &self,
+        count: usize,
+        ceiling: std::time::Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let waited = tokio::time::timeout(ceiling, async {
+            loop {
+                let found: Vec<String> = self
+                    .log_lines()
+                    .into_iter()
+                    .filter(|l| matches(l))
+                    .collect();
+                if found.len() >= count {
+                    return found;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            panic!(
+                "no {count} matching log lines; logged:\n{}",
+                self.log_lines().join("\n")
+            )
+        })
     }
 
     /// The process's exit status once it has exited, or `None` if it has not within `ceiling`
@@ -70,8 +108,10 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let (mut url, mut admin) = (None, None);
+    let mut early = Vec::new();
     while url.is_none() || admin.is_none() {
         let line = lines.next().expect("the proxy logs its addresses").unwrap();
+        early.push(line.clone());
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         let address = || format!("http://{}", event["fields"]["address"].as_str().unwrap());
         match event["fields"]["message"].as_str() {
@@ -80,11 +120,18 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
             _ => {}
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
+    let logged = Arc::new(Mutex::new(early));
+    let keep = logged.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().unwrap().push(line);
+        }
+    });
     ProxyProcess {
         child,
         url: url.unwrap(),
         admin: admin.unwrap(),
+        logged,
     }
 }
 
