@@ -36,21 +36,7 @@ pub async fn call_as(
     call: &UpstreamCall,
     traceparent: Option<&HeaderValue>,
 ) -> Result<(UpstreamResponse, Session), Fault> {
-    let answer = state
-        .salesforce
-        .send(
-            api,
-            &session.instance,
-            &credentials.api_version,
-            call,
-            &session.token,
-            traceparent,
-            credentials.timeout,
-        )
-        .await?
-        .ok_or(Fault::UploadNotReplayable {
-            limit: state.replay_buffer_bytes,
-        })?;
+    let answer = send(state, api, credentials, call, &session, traceparent).await?;
     if !answer.session_expired {
         state.sessions.accepted(&mut session).await;
         note_api_usage(state, &session.token, &answer.headers);
@@ -92,21 +78,7 @@ async fn call_again(
         let Some(renewed) = state.sessions.renew(credentials, &session).await? else {
             return Ok((answer, session));
         };
-        let retried = state
-            .salesforce
-            .send(
-                api,
-                &renewed.instance,
-                &credentials.api_version,
-                call,
-                &renewed.token,
-                traceparent,
-                credentials.timeout,
-            )
-            .await?
-            .ok_or(Fault::UploadNotReplayable {
-                limit: state.replay_buffer_bytes,
-            })?;
+        let retried = send(state, api, credentials, call, &renewed, traceparent).await?;
         if !retried.session_expired {
             note_api_usage(state, &renewed.token, &retried.headers);
             return Ok((retried, renewed));
@@ -120,6 +92,32 @@ async fn call_again(
         );
         (session, answer) = (renewed, retried);
     }
+}
+
+/// `call` sent as `session`; an upload that streamed through cannot be sent again.
+async fn send(
+    state: &AppState,
+    api: Api,
+    credentials: &Credentials,
+    call: &UpstreamCall,
+    session: &Session,
+    traceparent: Option<&HeaderValue>,
+) -> Result<UpstreamResponse, Fault> {
+    state
+        .salesforce
+        .send(
+            api,
+            &session.instance,
+            &credentials.api_version,
+            call,
+            &session.token,
+            traceparent,
+            credentials.timeout,
+        )
+        .await?
+        .ok_or(Fault::UploadNotReplayable {
+            limit: state.replay_buffer_bytes,
+        })
 }
 
 /// `Sforce-Limit-Info`'s API usage, for the org of `token`, a session Salesforce accepted.

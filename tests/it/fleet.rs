@@ -40,18 +40,8 @@ fn on_redis(redis: &RedisServer) -> impl FnOnce(&mut Settings) {
     }
 }
 
-/// `getJob` of `job` under `path` through `proxy`: the status and the answer.
 async fn get_job(app: &TestApp, proxy: &str, job: &str, path: &str) -> (u16, String) {
-    let response = app
-        .http
-        .post(format!("{proxy}/services/salesforcebulk_getJob"))
-        .timeout(Duration::from_secs(20))
-        .body(app.envelope("getJob", &[("jobId", job), ("registryPath", path)]))
-        .send()
-        .await
-        .expect("the proxy answers in time");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    app.get_job_at(proxy, job, path).await
 }
 
 /// `per_replica` concurrent `getJob`s through every replica for each of `paths`; every answer

@@ -9,19 +9,8 @@ use crate::support::{spawn_app_with, spawn_proxy, temp_dir, TestApp};
 use sfbulk_proxy::config::{RegistryBackend, Settings};
 use sfbulk_proxy::secret::Secret;
 
-/// `getJob` of `job` under registry path `path` through `proxy`, with the envelope's own
-/// (by then stale) access token.
 async fn get_job(app: &TestApp, proxy: &str, job: &str, path: &str) -> (u16, String) {
-    let response = app
-        .http
-        .post(format!("{proxy}/services/salesforcebulk_getJob"))
-        .timeout(Duration::from_secs(20))
-        .body(app.envelope("getJob", &[("jobId", job), ("registryPath", path)]))
-        .send()
-        .await
-        .expect("the proxy answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    app.get_job_at(proxy, job, path).await
 }
 
 /// A grant refreshed under one path, its session expired, then its first call under a new
@@ -59,6 +48,29 @@ fn rotating(s: &mut Settings) {
     s.emulator.rotate_refresh_tokens = true;
 }
 
+/// The emulator rotating refresh tokens and the proxy on a file registry in `dir`.
+async fn rotating_on_files(dir: &std::path::Path) -> TestApp {
+    let dir = dir.to_path_buf();
+    spawn_app_with(move |s| {
+        rotating(s);
+        s.registry.backend = RegistryBackend::File;
+        s.registry.dir = dir;
+    })
+    .await
+}
+
+/// The emulator rotating refresh tokens and the proxy on `redis`, `tweak` applied.
+async fn rotating_on_redis(redis: &RedisServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = redis.url();
+    spawn_app_with(move |s| {
+        rotating(s);
+        s.registry.backend = RegistryBackend::Redis;
+        s.registry.redis_url = Secret::new(url);
+        tweak(s);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_new_path_after_expiry_refreshes_once_on_the_memory_backend() {
     let app = spawn_app_with(rotating).await;
@@ -69,12 +81,7 @@ async fn a_new_path_after_expiry_refreshes_once_on_the_memory_backend() {
 #[tokio::test]
 async fn a_new_path_after_expiry_refreshes_once_on_the_file_backend() {
     let dir = temp_dir("new-path");
-    let app = spawn_app_with(|s| {
-        rotating(s);
-        s.registry.backend = RegistryBackend::File;
-        s.registry.dir = dir.clone();
-    })
-    .await;
+    let app = rotating_on_files(&dir).await;
     let other_process = spawn_proxy(&app.settings).await;
     new_path_after_expiry(&app, &other_process).await;
     assert!(!app.org.grant_revoked());
@@ -84,13 +91,7 @@ async fn a_new_path_after_expiry_refreshes_once_on_the_file_backend() {
 #[tokio::test]
 async fn a_new_path_after_expiry_refreshes_once_on_redis_through_another_replica() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with(|s| {
-        rotating(s);
-        s.registry.backend = RegistryBackend::Redis;
-        s.registry.redis_url = Secret::new(url);
-    })
-    .await;
+    let app = rotating_on_redis(&redis, |_| {}).await;
     let replica = spawn_proxy(&app.settings).await;
     new_path_after_expiry(&app, &replica).await;
     assert!(!app.org.grant_revoked());
@@ -100,12 +101,7 @@ async fn a_new_path_after_expiry_refreshes_once_on_redis_through_another_replica
 async fn a_stored_session_that_expired_too_is_refreshed_once_not_relayed() {
     // Two processes on one directory: the second's copy of the path's entry falls behind.
     let dir = temp_dir("stale-copy");
-    let app = spawn_app_with(|s| {
-        rotating(s);
-        s.registry.backend = RegistryBackend::File;
-        s.registry.dir = dir.clone();
-    })
-    .await;
+    let app = rotating_on_files(&dir).await;
     let behind = spawn_proxy(&app.settings).await;
     let job = app.create_job().await;
     app.org.expire_sessions();
@@ -160,12 +156,7 @@ async fn until(mut written: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_whose_write_failed_is_used_and_written_once_the_disk_takes_it() {
     let dir = temp_dir("unwritten");
-    let app = spawn_app_with(|s| {
-        rotating(s);
-        s.registry.backend = RegistryBackend::File;
-        s.registry.dir = dir.clone();
-    })
-    .await;
+    let app = rotating_on_files(&dir).await;
     let job = app.create_job().await;
     app.org.expire_sessions();
     assert_eq!(get_job(&app, &app.proxy, &job, "flows/p").await.0, 200);
@@ -223,14 +214,7 @@ fn redis_maxmemory(redis: &RedisServer, bytes: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_unwritten_to_a_full_redis_keeps_other_replicas_from_refreshing() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with(|s| {
-        rotating(s);
-        s.registry.backend = RegistryBackend::Redis;
-        s.registry.redis_url = Secret::new(url);
-        s.registry.lock_lease_ms = 600;
-    })
-    .await;
+    let app = rotating_on_redis(&redis, |s| s.registry.lock_lease_ms = 600).await;
     let replica = spawn_proxy(&app.settings).await;
     let job = app.create_job().await;
     app.org.expire_sessions();

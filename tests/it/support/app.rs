@@ -193,6 +193,21 @@ impl TestApp {
     }
 
     /// Creates a CSV insert job on Contact through the proxy; returns its id.
+    /// `getJob` of `job` under registry path `path` through the proxy at `proxy` (this app's, or
+    /// another replica): the status and the answer.
+    pub async fn get_job_at(&self, proxy: &str, job: &str, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .post(format!("{proxy}/services/salesforcebulk_getJob"))
+            .timeout(std::time::Duration::from_secs(20))
+            .body(self.envelope("getJob", &[("jobId", job), ("registryPath", path)]))
+            .send()
+            .await
+            .expect("the proxy answers in time");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
     pub async fn create_job(&self) -> String {
         self.create_job_with(CSV_INSERT_JOB).await
     }
