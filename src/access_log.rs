@@ -109,6 +109,7 @@ pub async fn logged<F, A>(
     ids: &RequestIds,
     metrics: &Arc<Metrics>,
     abandoning: &Abandoning,
+    max_answer: Duration,
     client: Option<SocketAddr>,
     mut request: Request,
     handler: F,
@@ -180,6 +181,7 @@ where
     let body = LoggedBody {
         inner: body,
         bytes: 0,
+        deadline: started + max_answer,
         line: Some(line),
         tap,
     };
@@ -197,6 +199,8 @@ enum Ending {
     SourceFailed,
     /// The server gave it up at the end of the shutdown grace.
     Abandoned,
+    /// It ran longer than `salesforce.max_answer_secs`, and was cut there.
+    TooLong,
 }
 
 /// A request whose handler is still running: if it is dropped before its answer is made (the
@@ -285,6 +289,11 @@ impl AccessLine {
             duration,
         );
         let fault = self.fault.as_ref();
+        // The caller got a head and a body that ends before its end.
+        let cut = matches!(
+            ending,
+            Ending::SourceFailed | Ending::Abandoned | Ending::TooLong
+        );
         let mut client = [0u8; CLIENT_TEXT];
         let client = self
             .client
@@ -307,6 +316,7 @@ impl AccessLine {
                     trace_id = self.trace.as_ref().map(TraceContext::trace_id),
                     fault.code = fault.map(|f| f.code),
                     fault.message = fault.map(|f| f.message.as_str()),
+                    cut = cut.then_some(true),
                     $message
                 )
             };
@@ -317,6 +327,12 @@ impl AccessLine {
             }
             _ if ending == Ending::CallerLeft => {
                 access_line!(tracing::Level::WARN, "answer aborted by the caller")
+            }
+            _ if ending == Ending::TooLong => {
+                access_line!(
+                    tracing::Level::ERROR,
+                    "answer cut off: it ran longer than salesforce.max_answer_secs"
+                )
             }
             _ if ending == Ending::Abandoned => {
                 access_line!(
@@ -387,6 +403,10 @@ fn address_text(address: SocketAddr, buffer: &mut [u8; CLIENT_TEXT]) -> Cow<'_, 
 struct LoggedBody {
     inner: Body,
     bytes: u64,
+    /// When the answer must have ended (`salesforce.max_answer_secs` after the request came):
+    /// checked as each frame comes, since a source that goes silent is cut by its own read
+    /// timeout.
+    deadline: Instant,
     line: Option<AccessLine>,
     tap: Option<Tap>,
 }
@@ -412,6 +432,12 @@ impl http_body::Body for LoggedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
+            Poll::Ready(Some(Ok(_))) if Instant::now() > self.deadline => {
+                self.finish(Ending::TooLong);
+                return Poll::Ready(Some(Err(axum::Error::new(
+                    "the answer ran longer than salesforce.max_answer_secs",
+                ))));
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;

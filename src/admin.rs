@@ -13,6 +13,12 @@
 //! `Authorization: Bearer <token>` or as the password of HTTP Basic (any user name), which is
 //! what a browser can send: a request without either is answered 401 with `WWW-Authenticate:
 //! Basic`, so the browser asks. `/livez` and `/readyz` stay open, for orchestrators.
+//!
+//! Without `admin.auth_tokens`, the other paths answer only a `Host` that is an IP address,
+//! `localhost`, or a name of `admin.allowed_hosts` (403 `SFBULK_HOST_NOT_ALLOWED` otherwise): a
+//! page that rebinds its own name to this address in a visitor's browser sends its own name, and
+//! must not read the console. `/livez` and `/readyz` answer any `Host`, as probes send what they
+//! like.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,6 +44,8 @@ pub struct AdminService {
     registry_timeout: Duration,
     /// `admin.auth_tokens`.
     tokens: BearerTokens,
+    /// `admin.allowed_hosts`, lower case.
+    allowed_hosts: Vec<String>,
 }
 
 impl AdminService {
@@ -46,12 +54,18 @@ impl AdminService {
         ready_requires_registry: bool,
         registry_timeout: Duration,
         tokens: BearerTokens,
+        allowed_hosts: &[String],
     ) -> Arc<AdminService> {
         Arc::new(AdminService {
             state,
             ready_requires_registry,
             registry_timeout,
             tokens,
+            allowed_hosts: allowed_hosts
+                .iter()
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
         })
     }
 
@@ -87,6 +101,9 @@ impl AdminService {
             return response;
         }
         let open = matches!(path, "/livez" | "/readyz");
+        if !open && !self.tokens.is_required() && !self.host_allowed(&request) {
+            return host_not_allowed();
+        }
         if !open && !self.tokens.admits_bearer_or_basic(request.headers()) {
             return unauthorized();
         }
@@ -95,9 +112,9 @@ impl AdminService {
             "/readyz" => self.readiness().await,
             "/metrics" => {
                 let mut response = self.state.metrics.encode().into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                no_store(headers);
                 response
             }
             "/api/v1/status" => {
@@ -130,6 +147,32 @@ impl AdminService {
                 response
             }
         }
+    }
+
+    /// Whether the request names this port by an IP address, `localhost` or an allowed name
+    /// (the URI's authority when it has one, else `Host`).
+    fn host_allowed(&self, request: &Request<Body>) -> bool {
+        let authority = match request.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None => match request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+            {
+                Some(host) => host,
+                None => return false,
+            },
+        };
+        let Ok(authority) = authority.trim().parse::<axum::http::uri::Authority>() else {
+            return false;
+        };
+        let host = authority.host();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        name == "localhost" || self.allowed_hosts.contains(&name)
     }
 
     async fn readiness(&self) -> Response {
@@ -171,6 +214,23 @@ fn unauthorized() -> Response {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"sfbulk-proxy admin\""),
     );
+    response
+}
+
+/// 403 for a `Host` the admin port does not answer without tokens.
+fn host_not_allowed() -> Response {
+    const CODE: &str = "SFBULK_HOST_NOT_ALLOWED";
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        format!(
+            "{CODE}: this admin port answers an IP address, localhost or a name of \
+             admin.allowed_hosts as Host (or set admin.auth_tokens)\n"
+        ),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-sfbulk-proxy-fault", HeaderValue::from_static(CODE));
+    no_store(headers);
     response
 }
 

@@ -31,6 +31,10 @@ pub enum BodyError {
     UploadStalled(Duration),
     #[error("the caller broke off while sending the body: {0}")]
     Aborted(String),
+    /// The body's framing cannot be read (a malformed chunked encoding: a chunk size or
+    /// extension or trailers out of bounds).
+    #[error("the request body is malformed: {0}")]
+    Malformed(String),
     #[error("the proxy is holding as many request bytes as server.max_buffered_bytes allows")]
     OverBudget,
 }
@@ -114,29 +118,49 @@ fn keep(
     Ok(())
 }
 
-/// Reads a whole envelope: at most `limit` bytes, all of them within `deadline`.
+/// Why a caller's body could not be read further: its framing broken (hyper reports a
+/// malformed chunked body as invalid data), or the caller gone.
+fn read_failed(error: axum::Error) -> BodyError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return BodyError::Malformed(io.to_string());
+            }
+        }
+        cause = current.source();
+    }
+    BodyError::Aborted(error.to_string())
+}
+
+/// Reads a whole envelope: at most `limit` bytes, all of them within `deadline`. A declared
+/// `Content-Length` above `limit` is refused before a byte is read, and the shared budget is
+/// charged as bytes arrive, never with what a caller only declares.
 pub async fn read_envelope(
     body: Body,
     limit: usize,
     deadline: Duration,
     lease: &mut BufferLease,
 ) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    // The exact size when the caller gave a Content-Length.
+    let expected = body.size_hint().exact();
+    if expected.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
     let reading = async {
-        let mut body = body;
-        // The exact size when the caller gave a Content-Length, so one allocation fits it.
-        let expected = body.size_hint().exact().map_or(0, |n| n as usize);
         let mut kept = Vec::new();
-        if (1..=limit).contains(&expected) {
-            lease.hold(expected)?;
-            kept.reserve_exact(expected);
-        }
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BodyError::Aborted(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
+            let Ok(data) = frame.map_err(read_failed)?.into_data() else {
                 continue;
             };
             if kept.len() + data.len() > limit {
                 return Err(BodyError::TooLarge { limit });
+            }
+            // A body that arrives whole in its first segment (most do) is one exact buffer.
+            if kept.is_empty() && expected == Some(data.len() as u64) {
+                lease.hold(data.len())?;
+                kept.reserve_exact(data.len());
             }
             keep(&mut kept, &data, lease, limit)?;
         }
@@ -170,7 +194,7 @@ pub async fn spool(
         let frame = match tokio::time::timeout(silence, body.frame()).await {
             Err(_) => return Err(BodyError::UploadStalled(silence)),
             Ok(None) => return Ok(Payload::Whole(Bytes::from(kept))),
-            Ok(Some(frame)) => frame.map_err(|e| BodyError::Aborted(e.to_string()))?,
+            Ok(Some(frame)) => frame.map_err(read_failed)?,
         };
         let Ok(data) = frame.into_data() else {
             continue;

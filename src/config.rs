@@ -69,6 +69,9 @@ pub struct AdminSettings {
     pub ready_requires_registry: bool,
     /// Bearer tokens (or HTTP Basic passwords) for `/ui`, `/api/...` and `/metrics`.
     pub auth_tokens: Vec<Secret>,
+    /// Host names the admin port answers besides IP literals and `localhost`, while
+    /// `admin.auth_tokens` is unset.
+    pub allowed_hosts: Vec<String>,
     /// Jobs the console keeps.
     pub console_jobs: usize,
     /// How often the console samples the traffic, in milliseconds.
@@ -103,6 +106,10 @@ pub struct SalesforceSettings {
     pub response_timeout_secs: f64,
     pub read_timeout_secs: f64,
     pub read_retries: u32,
+    /// The most pages an `allPages` answer reads.
+    pub max_pages: u64,
+    /// The longest any relayed answer may run, from the request's arrival to its last byte.
+    pub max_answer_secs: f64,
     pub idle_connections_per_origin: usize,
     pub max_connections_per_origin: usize,
     pub idle_timeout_secs: f64,
@@ -353,6 +360,7 @@ impl Settings {
                     .with_list_parse_key("salesforce.allowed_origins")
                     .with_list_parse_key("server.auth_tokens")
                     .with_list_parse_key("admin.auth_tokens")
+                    .with_list_parse_key("admin.allowed_hosts")
                     .with_list_parse_key("registry.encryption_previous_keys")
                     .try_parsing(true)
                     .source(Some(env)),
@@ -435,6 +443,10 @@ impl Settings {
         };
         for (key, value) in [
             ("server.max_body_bytes", self.server.max_body_bytes),
+            (
+                "salesforce.max_pages",
+                usize::try_from(self.salesforce.max_pages).unwrap_or(usize::MAX),
+            ),
             ("server.max_in_flight", self.server.max_in_flight),
             ("server.max_connections", self.server.max_connections),
             ("server.max_buffered_bytes", self.server.max_buffered_bytes),
@@ -572,6 +584,11 @@ impl Settings {
                 "salesforce.idle_timeout_secs",
                 self.salesforce.idle_timeout_secs,
                 true,
+            ),
+            (
+                "salesforce.max_answer_secs",
+                self.salesforce.max_answer_secs,
+                false,
             ),
             (
                 "emulator.session_ttl_secs",
@@ -1162,6 +1179,9 @@ impl SalesforceSettings {
     }
     pub fn idle_timeout(&self) -> Duration {
         seconds(self.idle_timeout_secs)
+    }
+    pub fn max_answer(&self) -> Duration {
+        seconds(self.max_answer_secs)
     }
 
     /// The HTTP proxy that https origins are reached through with `CONNECT`:

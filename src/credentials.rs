@@ -186,6 +186,24 @@ impl Credentials {
                 field: "apiVersion",
                 reason,
             })?;
+        // The proxy's own connections live under `connection:`: a path there would read, in the
+        // console and the registry, as another team's named connection.
+        for field in ["registryPath", "name"] {
+            let reserved = envelope.optional(field).is_some_and(|path| {
+                path.get(..CONNECTION_PATH_PREFIX.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(CONNECTION_PATH_PREFIX))
+            });
+            if reserved {
+                return Err(EnvelopeError::InvalidField {
+                    field,
+                    reason: format!(
+                        "{CONNECTION_PATH_PREFIX} is reserved for the proxy's named connections \
+                         (send <connection>NAME</connection> to use one)"
+                    ),
+                }
+                .into());
+            }
+        }
         let instance = admit(allow, "apiUrl", envelope.required("apiUrl")?, false)?;
         let access_token = Secret::new(envelope.required("accessToken")?);
         let grant = match envelope.optional("refreshToken") {

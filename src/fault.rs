@@ -42,6 +42,9 @@ pub enum Fault {
     /// answer carries `Retry-After`. Nothing was sent to Salesforce.
     #[error("the proxy is overloaded ({0}); try again shortly")]
     Overloaded(&'static str),
+    /// 400: the request itself cannot be read (a malformed chunked body).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// 400: the body cannot be read as an envelope.
     #[error("invalid envelope: {0}")]
     InvalidEnvelope(String),
@@ -157,6 +160,7 @@ impl From<crate::body::BodyError> for Fault {
                 Fault::RequestTimeout(error.to_string())
             }
             BodyError::Aborted(_) => Fault::ClientAborted(error.to_string()),
+            BodyError::Malformed(_) => Fault::InvalidRequest(error.to_string()),
             BodyError::OverBudget => Fault::Overloaded("server.max_buffered_bytes"),
         }
     }
@@ -216,7 +220,8 @@ impl Fault {
             Fault::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Fault::ClientAborted(_) => StatusCode::BAD_REQUEST,
             Fault::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Fault::InvalidEnvelope(_)
+            Fault::InvalidRequest(_)
+            | Fault::InvalidEnvelope(_)
             | Fault::WrongOperation { .. }
             | Fault::MissingField(_)
             | Fault::InvalidField { .. }
@@ -245,6 +250,7 @@ impl Fault {
             Fault::RequestTimeout(_) => "SFBULK_REQUEST_TIMEOUT",
             Fault::ClientAborted(_) => Self::CLIENT_ABORTED,
             Fault::Overloaded(_) => "SFBULK_OVERLOADED",
+            Fault::InvalidRequest(_) => "SFBULK_INVALID_REQUEST",
             Fault::InvalidEnvelope(_) => "SFBULK_INVALID_ENVELOPE",
             Fault::WrongOperation { .. } => "SFBULK_WRONG_OPERATION",
             Fault::MissingField(_) => "SFBULK_MISSING_FIELD",

@@ -10,7 +10,10 @@
 //! (`TE: trailers`), and not at all otherwise, since it is not known when the head goes out.
 //! A page that cannot be read ends the answer without its last chunk, which a caller's HTTP
 //! client reports as an error: never a short file that looks whole. A session that expires between
-//! pages is renewed, and that page read again, once.
+//! pages is renewed, and that page read again, once. A locator seen before in the same answer (a
+//! cycle), more than `salesforce.max_pages` pages, or a page in an encoding other than gzip or
+//! none cuts the answer the same way: each page read is an API call against the org's daily
+//! allocation.
 
 use std::sync::Arc;
 
@@ -50,6 +53,8 @@ pub struct Reading {
     /// The caller takes gzip: the answer is compressed again as it streams (the pages are read
     /// decoded, to drop their header lines).
     pub gzip_ok: bool,
+    /// `salesforce.max_pages`: the most pages read, the first included.
+    pub max_pages: u64,
 }
 
 /// Why the answer was cut short.
@@ -73,8 +78,14 @@ type Chunk = Result<Frame<Bytes>, std::io::Error>;
 
 /// The caller's answer for the first page `first` (a 200, read as `session`) and the pages after
 /// it.
-pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Response<Body> {
-    let first = decoded(first);
+pub async fn follow(
+    reading: Reading,
+    session: Session,
+    first: UpstreamResponse,
+) -> Result<Response<Body>, Fault> {
+    let first = decoded(first).map_err(|reason| {
+        Fault::UpstreamUnavailable(format!("the first page of the result: {reason}"))
+    })?;
     let records = number_of_records(&first.headers);
     let next = first.headers.get(LOCATOR).cloned();
     let mut response = relay(
@@ -108,21 +119,34 @@ pub fn follow(reading: Reading, session: Session, first: UpstreamResponse) -> Re
     )));
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
     let body = http_body_util::StreamBody::new(stream);
-    *response.body_mut() = if reading_gzip_ok {
+    let body = if reading_gzip_ok {
         crate::gzip::Gzip::encoding(body)
     } else {
         Body::new(body)
     };
-    response
+    // Nothing goes out before the first page has started well: a first page that cannot be
+    // read is a 502, not a 200 with no body after its head.
+    *response.body_mut() = crate::relay::started(body).await.map_err(|error| {
+        Fault::UpstreamUnavailable(format!("the first page of the result: {error}"))
+    })?;
+    Ok(response)
 }
 
-/// `answer` with its body decoded, if it came gzip.
-fn decoded(mut answer: UpstreamResponse) -> UpstreamResponse {
+/// `answer` with its body decoded, if it came gzip; an encoding the proxy cannot read (its
+/// bytes would be spliced into the CSV as they are) is refused.
+fn decoded(mut answer: UpstreamResponse) -> Result<UpstreamResponse, String> {
     if crate::gzip::is_gzip(&answer.headers) {
         answer.body = crate::gzip::Gunzip::decoding(answer.body);
         crate::gzip::mark_decoded(&mut answer.headers);
+    } else if let Some(encoding) = answer.headers.get(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(format!(
+                "Salesforce sent it as Content-Encoding {}, which is neither gzip nor identity",
+                crate::redact::quotable(&String::from_utf8_lossy(encoding.as_bytes()))
+            ));
+        }
     }
-    answer
+    Ok(answer)
 }
 
 /// The caller's end of the channel; `Err` once the caller has gone.
@@ -151,7 +175,10 @@ impl Reading {
         let mut total = records;
         let mut next = next;
         let mut page = 1;
-        let mut previous: Option<Locator> = None;
+        // A digest of each locator read so far: a cycle of any length is caught, in 8 bytes a
+        // page whatever Salesforce's locators look like.
+        let mut seen = std::collections::HashSet::new();
+        let digests = std::collections::hash_map::RandomState::new();
         let mut body = body;
         loop {
             match Self::pass_page(page, body, &mut header, &out).await {
@@ -164,15 +191,27 @@ impl Reading {
                 Ok(None) => break,
                 Err(error) => return fail(&out, error).await,
             };
-            // An answer that names the page it is would be read for ever.
-            if previous.as_ref() == Some(&locator) {
+            // A locator named again would be read for ever, and so would an endless run of new
+            // ones.
+            if !seen.insert(std::hash::BuildHasher::hash_one(&digests, &locator)) {
                 let error = PageError::Unexpected {
                     page,
-                    reason: "Salesforce named the same locator twice running".into(),
+                    reason: "Salesforce named a locator it had named before in this result (a \
+                             cycle)"
+                        .into(),
                 };
                 return fail(&out, error).await;
             }
-            previous = Some(locator.clone());
+            if u64::from(page) >= self.max_pages {
+                let error = PageError::Unexpected {
+                    page,
+                    reason: format!(
+                        "the result has more pages than salesforce.max_pages ({})",
+                        self.max_pages
+                    ),
+                };
+                return fail(&out, error).await;
+            }
             page += 1;
             let (answer, renewed) = match self.read_page(page, &locator, session).await {
                 Ok(read) => read,
@@ -214,7 +253,7 @@ impl Reading {
         )
         .await
         .map_err(|fault| PageError::Call { page, fault })?;
-        let answer = decoded(answer);
+        let answer = decoded(answer).map_err(|reason| PageError::Unexpected { page, reason })?;
         if answer.status != axum::http::StatusCode::OK {
             return Err(PageError::Refused {
                 page,

@@ -19,7 +19,7 @@ use crate::envelope::{Envelope, EnvelopeError, Fields, QueryFields};
 use crate::exchange;
 use crate::fault::Fault;
 use crate::operation::{self, Api, Input, Operation, UpstreamCall};
-use crate::relay::relay;
+use crate::relay::relay_checked;
 use crate::state::AppState;
 use crate::trace::TraceContext;
 
@@ -187,20 +187,24 @@ async fn handle(
     // Only while the console runs: otherwise nothing is handed over.
     let entry = state.console.is_running().then(entry).flatten();
     let response = match call.pages {
-        Some(pages) if answer.status == axum::http::StatusCode::OK => crate::pages::follow(
-            crate::pages::Reading {
-                state: state.clone(),
-                api: operation.api,
-                credentials,
-                pages,
-                traceparent,
-                trailers: te_trailers(headers),
-                gzip_ok: crate::gzip::accepts_gzip(headers),
-            },
-            session,
-            answer,
-        ),
-        _ => relay(answer, crate::gzip::accepts_gzip(headers)),
+        Some(pages) if answer.status == axum::http::StatusCode::OK => {
+            crate::pages::follow(
+                crate::pages::Reading {
+                    state: state.clone(),
+                    api: operation.api,
+                    credentials,
+                    pages,
+                    traceparent,
+                    trailers: te_trailers(headers),
+                    gzip_ok: crate::gzip::accepts_gzip(headers),
+                    max_pages: state.max_pages,
+                },
+                session,
+                answer,
+            )
+            .await?
+        }
+        _ => relay_checked(answer, crate::gzip::accepts_gzip(headers)).await?,
     };
     let (response, tap) = state.console.watch(response, operation.api.label(), entry);
     handled.tap = tap;

@@ -2,9 +2,15 @@
 //! a caller has use for. A gzip answer is relayed compressed to a caller that takes gzip, and
 //! decoded as it streams for one that does not.
 
-use axum::body::Body;
-use axum::http::{HeaderName, Response};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderName, Response};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::fault::Fault;
 use crate::salesforce::UpstreamResponse;
 
 /// Headers passed on from Salesforce. Everything else stays behind: cookies (`Set-Cookie`,
@@ -22,6 +28,80 @@ const RELAYED_HEADERS: &[&str] = &[
     "sforce-locator",
     "sforce-numberofrecords",
 ];
+
+/// [`relay`], for the pipeline: an answer decoded on its way (gzip to a caller that does not take
+/// it) has its first bytes decoded before its head goes out, so that a corrupt one is answered
+/// 502 rather than a head with no body after it.
+pub async fn relay_checked(
+    answer: UpstreamResponse,
+    gzip_ok: bool,
+) -> Result<Response<Body>, Fault> {
+    let decoding = !gzip_ok && crate::gzip::is_gzip(&answer.headers);
+    let response = relay(answer, gzip_ok);
+    if !decoding {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let body = started(body).await.map_err(|error| {
+        Fault::UpstreamUnavailable(format!(
+            "Salesforce's gzip answer cannot be decoded: {error}"
+        ))
+    })?;
+    Ok(Response::from_parts(parts, body))
+}
+
+/// `body` once its first frame has come, or the error that came instead: what is known to
+/// start well can be answered with the head that goes before it.
+pub async fn started(mut body: Body) -> Result<Body, axum::Error> {
+    match body.frame().await {
+        None => Ok(Body::empty()),
+        Some(Err(error)) => Err(error),
+        Some(Ok(first)) => Ok(Body::new(Started {
+            first: Some(first),
+            rest: body,
+        })),
+    }
+}
+
+/// A body whose first frame was read ahead.
+struct Started {
+    first: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl http_body::Body for Started {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + first);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
+    }
+}
 
 /// The caller's response for `answer`; `gzip_ok`: the caller takes gzip.
 pub fn relay(answer: UpstreamResponse, gzip_ok: bool) -> Response<Body> {

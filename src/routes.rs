@@ -93,6 +93,7 @@ impl ProxyService {
             &self.ids,
             &self.state.metrics,
             &self.abandoning,
+            self.state.max_answer,
             client,
             request,
             |request| self.route(request),

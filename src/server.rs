@@ -76,6 +76,7 @@ impl Application {
                     settings.admin.ready_requires_registry,
                     Duration::from_millis(settings.registry.timeout_ms),
                     BearerTokens::new(&settings.admin.auth_tokens(), &[]),
+                    &settings.admin.allowed_hosts,
                 ),
             )),
             None => None,
@@ -216,37 +217,43 @@ impl Application {
                     async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     },
-                    ServeLimits {
-                        grace: Duration::ZERO,
-                        ..self.limits
+                    Serving {
+                        limits: ServeLimits {
+                            grace: Duration::ZERO,
+                            ..self.limits
+                        },
+                        tls: None,
+                        abandoning: None,
+                        slots: ConnectionSlots::new(self.limits.max_connections),
                     },
-                    None,
-                    None,
                 ))
             });
         let proxy = self.proxy.clone();
+        // One count of open connections for every traffic listener: operators size the file
+        // descriptor limit from server.max_connections.
+        let slots = ConnectionSlots::new(self.limits.max_connections);
+        let traffic = |tls: Option<Arc<ServerTls>>| Serving {
+            limits: self.limits,
+            tls,
+            abandoning: Some(proxy.abandoning().clone()),
+            slots: slots.clone(),
+        };
         let plain = self.listener.map(|listener| {
-            let abandoning = proxy.abandoning().clone();
             let proxy = proxy.clone();
             serve(
                 listener,
                 move |peer| proxy.clone().service(peer),
                 signal(),
-                self.limits,
-                None,
-                Some(abandoning),
+                traffic(None),
             )
         });
         let secure = self.tls.map(|(listener, tls)| {
-            let abandoning = proxy.abandoning().clone();
             let proxy = proxy.clone();
             serve(
                 listener,
                 move |peer| proxy.clone().service(peer),
                 signal(),
-                self.limits,
-                Some(tls),
-                Some(abandoning),
+                traffic(Some(tls)),
             )
         });
         let (plain, secure) = tokio::join!(
@@ -305,10 +312,58 @@ pub struct ServeLimits {
     /// How long a client may take to send a request's headers (a slow client holds a
     /// connection open no longer).
     pub header_read_timeout: Duration,
-    /// Open connections at most; one accepted beyond it is closed at once.
+    /// Open connections at most, across the listeners sharing a [`ConnectionSlots`]; one
+    /// accepted beyond it is closed at once.
     pub max_connections: usize,
     /// How long a write to the caller may wait for it to read (`server.write_timeout_secs`).
     pub write_timeout: Duration,
+}
+
+/// How one listener is served: its limits, TLS when it is the HTTPS one, the flag raised when its
+/// requests are given up at shutdown, and the count of open connections it shares.
+pub struct Serving {
+    pub limits: ServeLimits,
+    pub tls: Option<Arc<ServerTls>>,
+    pub abandoning: Option<Abandoning>,
+    pub slots: Arc<ConnectionSlots>,
+}
+
+/// Open connections, counted across the listeners that share it, up to a maximum.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize) -> Arc<ConnectionSlots> {
+        Arc::new(ConnectionSlots {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A slot for one more connection, or `None` at the maximum.
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+/// One open connection's place, given back when the connection ends.
+struct Slot(Arc<ConnectionSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A connection whose writes fail once the caller has read nothing for `timeout`: a caller
@@ -398,17 +453,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
     }
 }
 
-/// Serves `service` over HTTP/1.1 (inside TLS when `tls` is given) until `shutdown` completes,
-/// then lets connections finish the requests they have (idle ones close at once) for at most
-/// `limits.grace`. Those still running then are given up, `abandoning` raised first so that
-/// each is logged as abandoned.
+/// Serves `service` over HTTP/1.1 (inside TLS when `serving.tls` is given) until `shutdown`
+/// completes, then lets connections finish the requests they have (idle ones close at once) for
+/// at most `limits.grace`. Those still running then are given up, `abandoning` raised first so
+/// that each is logged as abandoned.
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     service_for: M,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    limits: ServeLimits,
-    tls: Option<Arc<ServerTls>>,
-    abandoning: Option<Abandoning>,
+    serving: Serving,
 ) -> std::io::Result<()>
 where
     M: Fn(SocketAddr) -> S,
@@ -420,6 +473,12 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Serving {
+        limits,
+        tls,
+        abandoning,
+        slots,
+    } = serving;
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let refused = BurstLog::new("server.max_connections");
@@ -440,11 +499,11 @@ where
             () = &mut shutdown => break,
         };
         while connections.try_join_next().is_some() {}
-        if connections.len() >= limits.max_connections {
+        let Some(slot) = slots.take() else {
             refused.note();
             drop(tcp);
             continue;
-        }
+        };
         // Answers go out whole in one write; Nagle's algorithm would only hold them back.
         let _ = tcp.set_nodelay(true);
         let service = service_for(peer);
@@ -452,6 +511,7 @@ where
         let tls = tls.clone();
         let tcp = WriteDeadline::new(tcp, limits.write_timeout);
         connections.spawn(async move {
+            let _slot = slot;
             let Some(tls) = tls else {
                 return serve_connection(TokioIo::new(tcp), service, closing, limits).await;
             };

@@ -39,6 +39,10 @@ pub struct AppState {
     pub buffers: Arc<BufferBudget>,
     /// What the admin port's console shows.
     pub console: Arc<Console>,
+    /// `salesforce.max_pages`: the most pages one `allPages` answer reads.
+    pub max_pages: u64,
+    /// `salesforce.max_answer_secs`: the longest any answer may run, arrival to last byte.
+    pub max_answer: Duration,
 }
 
 impl AppState {
@@ -101,6 +105,8 @@ impl AppState {
             body_read_timeout: settings.server.body_read_timeout(),
             buffers: BufferBudget::new(settings.server.max_buffered_bytes),
             console,
+            max_pages: settings.salesforce.max_pages,
+            max_answer: settings.salesforce.max_answer(),
         })
     }
 }

@@ -85,7 +85,7 @@ impl Pages {
 
 /// A result page's locator, as Salesforce gives them: letters, digits and base64's `+/=`, or
 /// `-` and `_`. Anything else is refused rather than put in a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Locator(String);
 
 /// Longer than any locator Salesforce makes.

@@ -15,6 +15,7 @@ mod connections;
 mod console;
 mod deploying;
 mod drain;
+mod edge_limits;
 mod edge_safety;
 mod emulator_bulk2;
 mod emulator_fidelity;

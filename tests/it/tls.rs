@@ -14,7 +14,7 @@ use sfbulk_proxy::server::Application;
 const CEILING: Duration = Duration::from_secs(20);
 
 /// A CA of the test's own.
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
@@ -24,7 +24,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 /// A certificate and key signed by `ca`, as PEM.
-fn leaf(
+pub fn leaf(
     ca: &CertifiedIssuer<'static, KeyPair>,
     purpose: ExtendedKeyUsagePurpose,
 ) -> (String, String) {
@@ -35,7 +35,7 @@ fn leaf(
     (cert.pem(), key.serialize_pem())
 }
 
-fn write_pair(dir: &Path, (cert, key): &(String, String)) {
+pub fn write_pair(dir: &Path, (cert, key): &(String, String)) {
     std::fs::write(dir.join("cert.pem"), cert).unwrap();
     std::fs::write(dir.join("key.pem"), key).unwrap();
 }
@@ -54,7 +54,8 @@ async fn proxy_over_tls(dir: &Path, client_ca: Option<PathBuf>) -> (TestApp, App
     (app, proxy)
 }
 
-fn client(
+/// A client trusting `ca`, presenting `identity` when given.
+pub fn client(
     ca: &CertifiedIssuer<'static, KeyPair>,
     identity: Option<&(String, String)>,
 ) -> reqwest::Client {
