@@ -216,7 +216,7 @@ impl BearerTokens {
 const MAX_TOKEN_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The tokens of a token file: one a line, trimmed, blank lines and `#` comments skipped. The
-/// error names the file.
+/// error names the file, never its content.
 pub fn read_token_file(path: &Path) -> Result<Vec<Secret>, String> {
     use std::io::Read;
     let mut text = String::new();

@@ -472,10 +472,17 @@ impl Settings {
                 self.admin.console_sample_ms
             ));
         }
-        let auth_tokens = self.server.auth_tokens().unwrap_or_else(|e| {
+        // Each token file is read once: what start-up checks is what is served.
+        let auth_file = self.server.auth_tokens_file().unwrap_or_else(|e| {
             problems.push(e);
-            Vec::new()
+            None
         });
+        let inline_tokens = trimmed_tokens(&self.server.auth_tokens);
+        let auth_tokens: Vec<Secret> = inline_tokens
+            .iter()
+            .chain(auth_file.iter().flat_map(|f| f.tokens.iter()))
+            .cloned()
+            .collect();
         let allow = match AllowList::parse(&self.salesforce.allowed_origins) {
             Ok(allow) => {
                 if let Err(e) = allow.admit_host(&self.salesforce.token_endpoint_hostname) {
@@ -504,14 +511,7 @@ impl Settings {
                 f.tokens.iter().map(move |t| (t.clone(), names.clone()))
             })
             .collect();
-        let mut token_files: Vec<TokenFile> = self
-            .server
-            .auth_tokens_file()
-            .ok()
-            .flatten()
-            .into_iter()
-            .collect();
-        token_files.extend(scoped_files);
+        let token_files: Vec<TokenFile> = auth_file.into_iter().chain(scoped_files).collect();
         if !connections.is_empty() {
             let bearer = !auth_tokens.is_empty() || !scoped_tokens.is_empty();
             let client_certificates = !self.server.tls_client_ca_file.as_os_str().is_empty();
@@ -649,7 +649,7 @@ impl Settings {
                 admin_listen,
                 tls,
                 emulator_listen,
-                inline_tokens: trimmed_tokens(&self.server.auth_tokens),
+                inline_tokens,
                 auth_tokens,
                 scoped_tokens,
                 token_files,
@@ -1025,8 +1025,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The tokens of a token file: one per line, blank lines and `#` comments skipped. The error
-/// names the file, never its content.
 /// An address setting that may be empty (off).
 fn optional_address(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
     let value = value.trim();
@@ -1076,16 +1074,6 @@ impl ServerSettings {
             key: self.tls_key_file.clone(),
             client_ca: named(&self.tls_client_ca_file).then(|| self.tls_client_ca_file.clone()),
         })
-    }
-
-    /// `auth_tokens` and the lines of `auth_tokens_file` (blank lines and `#` comments
-    /// skipped), together.
-    pub fn auth_tokens(&self) -> Result<Vec<Secret>, String> {
-        let mut tokens = trimmed_tokens(&self.auth_tokens);
-        if let Some(file) = self.auth_tokens_file()? {
-            tokens.extend(file.tokens);
-        }
-        Ok(tokens)
     }
 
     /// `auth_tokens_file`, read, when one is named.

@@ -609,12 +609,16 @@ impl Drop for TimerTick {
 }
 
 /// SIGINT and SIGTERM, caught from the moment this is made: a signal that comes before the
-/// process waits for it is not lost (and does not kill the process by default).
+/// process waits for it is not lost (and does not kill the process by default). SIGHUP is caught
+/// from then on too, so one sent while the application is still being built never ends it.
 pub struct ShutdownSignals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    /// Held only to keep SIGHUP's handler installed; the application reads its own.
+    #[cfg(unix)]
+    _hangup: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignals {
@@ -625,6 +629,7 @@ impl ShutdownSignals {
             Ok(ShutdownSignals {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                _hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]

@@ -106,7 +106,7 @@ struct Shared {
     console: Arc<Console>,
     /// Refreshed lineage entries whose write failed, by lineage id, until written (or given up
     /// at shutdown): the newest session and refresh token of their grants.
-    unwritten: Mutex<HashMap<Arc<str>, Entry>>,
+    unwritten: Mutex<HashMap<Arc<str>, Pending>>,
     /// Raised at shutdown: unwritten entries are tried once more.
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Told each time an unwritten entry is written or given up.
@@ -225,11 +225,12 @@ impl Sessions {
     }
 
     /// At shutdown: every refreshed session still unwritten is tried once more, waited for at
-    /// most a lease renewal and a write (`registry.timeout_ms` each).
+    /// most the few registry operations that takes (`registry.timeout_ms` each); what is still
+    /// unwritten then is logged as lost with the process.
     pub async fn write_unwritten_before_exit(&self) {
         let shared = &self.shared;
-        let limit = shared.limits.operation * 3;
-        let _ = shared.shutdown.send(true);
+        let limit = shared.limits.operation * 8;
+        shared.shutdown.send_replace(true);
         let all_done = async {
             loop {
                 let notified = shared.written.notified();
@@ -244,7 +245,16 @@ impl Sessions {
                 notified.await;
             }
         };
-        let _ = tokio::time::timeout(limit, all_done).await;
+        if tokio::time::timeout(limit, all_done).await.is_err() {
+            let unwritten = shared.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+            for pending in unwritten.values() {
+                tracing::error!(
+                    registry.path = %pending.registry_path,
+                    "exiting with a rotated refresh token unwritten: the grant must be \
+                     re-authorised once this process has ended"
+                );
+            }
+        }
     }
 
     /// Salesforce answered `session`'s call with something other than an expired session, which
@@ -343,7 +353,7 @@ impl Sessions {
 
 impl Shared {
     /// The refreshed entry of `lineage` this process could not write yet, if any.
-    fn unwritten(&self, lineage: &RegistryKey) -> Option<Entry> {
+    fn unwritten(&self, lineage: &RegistryKey) -> Option<Pending> {
         let unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
         if unwritten.is_empty() {
             return None;
@@ -351,11 +361,11 @@ impl Shared {
         unwritten.get(lineage.id()).cloned()
     }
 
-    fn unwritten_now(&self, lineage: &RegistryKey, entry: &Entry) {
+    fn unwritten_now(&self, lineage: &RegistryKey, pending: Pending) {
         self.unwritten
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(lineage.id().into(), entry.clone());
+            .insert(lineage.id().into(), pending);
     }
 
     fn written(&self, lineage: &RegistryKey) {
@@ -540,17 +550,22 @@ impl Refresh {
         let mut lease: Option<Box<dyn Lease + '_>> = None;
         let mut unwritten = None;
         let outcome = loop {
-            // This process holds a refreshed session it could not write yet: the newest.
-            if let Some(entry) = self
-                .shared
-                .unwritten(&self.lineage)
-                .filter(|e| self.shareable(e))
-            {
-                tracing::debug!(registry.path = %self.grant.registry_path, "token refreshed here, not yet written");
-                self.shared.metrics.refresh_waited();
-                break self
-                    .shared
-                    .session_from(self.key.clone(), path_entry(&entry));
+            // This process holds a refreshed session it could not write yet: the newest. While
+            // it is unwritten this process holds the grant's lock too, so a request that cannot
+            // use that session is answered at once rather than waiting on its own process.
+            if let Some(unwritten) = self.shared.unwritten(&self.lineage) {
+                if self.shareable(&unwritten.entry) {
+                    tracing::debug!(registry.path = %self.grant.registry_path, "token refreshed here, not yet written");
+                    self.shared.metrics.refresh_waited();
+                    break self
+                        .shared
+                        .session_from(self.key.clone(), path_entry(&unwritten.entry));
+                }
+                break Err(Fault::RegistryUnavailable(
+                    "this grant's newest refresh token is not written to the registry yet (the \
+                     write is being retried); no refresh is made until it is"
+                        .into(),
+                ));
             }
             // Another request, here or on another replica, may have refreshed since.
             let path = match budget.run(registry.get_fresh(&self.key)).await {
@@ -633,33 +648,32 @@ impl Refresh {
         }
     }
 
-    /// Writes a refreshed session whose first write failed, holding the lineage's lock (renewed,
-    /// or taken again if it lapsed) until it lands, so no process refreshes with the refresh
-    /// token it retired; tried again at once when the process shuts down, then given up.
+    /// Writes a refreshed session whose first write failed, holding the lineage's lock (renewed
+    /// first and between attempts, or taken again if it lapsed) until it lands, so no process
+    /// refreshes with the refresh token it retired; tried again at once when the process shuts
+    /// down, then given up. A failed attempt reads the store: the write may have landed after
+    /// all (an answer that timed out), or another holder may have written the grant since, and
+    /// then there is nothing left to write.
     async fn write_unwritten(&self, mut lease: Box<dyn Lease + '_>, unwritten: Unwritten) {
         let limits = self.shared.limits;
         let registry = &*self.shared.registry;
         let mut shutdown = self.shared.shutdown.subscribe();
+        // Each step and each pause within a quarter of the lease: the lease is renewed at least
+        // every three quarters of it.
+        let step = limits.operation.min(limits.lease / 4);
         let since = Instant::now();
-        let mut pause = UNWRITTEN_FIRST_PAUSE;
+        let mut pause = UNWRITTEN_FIRST_PAUSE.min(limits.lease / 4);
         let mut last_logged = Instant::now();
         let mut attempts = 1u32;
+        let mut last = false;
         loop {
-            let last = tokio::select! {
-                () = tokio::time::sleep(pause) => false,
-                _ = shutdown.wait_for(|down| *down) => true,
-            };
-            pause = (pause * 2).min(limits.lease / 3);
-            match within(limits.operation, lease.renew()).await {
+            match within(step, lease.renew()).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
                     // Lapsed (the store was unreachable longer than a lease): take it again
                     // unless another holder did meanwhile.
-                    if let Ok(Ok(Some(taken))) = tokio::time::timeout(
-                        limits.operation,
-                        registry.lock(&self.lineage, limits.lease),
-                    )
-                    .await
+                    if let Ok(Some(taken)) =
+                        within(step, registry.lock(&self.lineage, limits.lease)).await
                     {
                         lease = taken;
                     }
@@ -667,20 +681,50 @@ impl Refresh {
             }
             attempts += 1;
             let stored = within(
-                limits.operation,
+                step,
                 lease.store(unwritten.entry.clone(), unwritten.seen_version),
             )
             .await;
-            match stored {
-                Ok(()) => {
+            let outcome = match stored {
+                Ok(()) => Ok(Written::Landed),
+                Err(error) => match within(step, registry.get_fresh(&self.lineage)).await {
+                    Ok(Some(found))
+                        if found.version == unwritten.entry.version
+                            && found.refresh_token == unwritten.entry.refresh_token =>
+                    {
+                        Ok(Written::Landed)
+                    }
+                    Ok(Some(found))
+                        if unwritten
+                            .seen_version
+                            .is_none_or(|seen| found.version > seen) =>
+                    {
+                        Ok(Written::Overtaken)
+                    }
+                    _ => Err(error),
+                },
+            };
+            match outcome {
+                Ok(Written::Landed) => {
                     let copy = path_entry(&unwritten.entry);
-                    let _ = within(limits.operation, registry.put(&self.key, copy)).await;
+                    let _ = within(step, registry.put(&self.key, copy)).await;
                     self.shared.written(&self.lineage);
                     tracing::info!(
                         registry.path = %self.grant.registry_path,
                         attempts,
                         unwritten_ms = since.elapsed().as_millis() as u64,
                         "the refreshed session and its rotated refresh token are written"
+                    );
+                    break;
+                }
+                Ok(Written::Overtaken) => {
+                    self.shared.written(&self.lineage);
+                    tracing::error!(
+                        registry.path = %self.grant.registry_path,
+                        attempts,
+                        "another holder wrote this grant while its rotated refresh token was \
+                         unwritten here; this one is given up (if that holder refreshed with the \
+                         retired token, the grant must be re-authorised)"
                     );
                     break;
                 }
@@ -709,6 +753,11 @@ impl Refresh {
                     }
                 }
             }
+            last = tokio::select! {
+                () = tokio::time::sleep(pause) => false,
+                _ = shutdown.wait_for(|down| *down) => true,
+            };
+            pause = (pause * 2).min(limits.lease / 4);
         }
         release(lease, limits.operation).await;
     }
@@ -815,14 +864,15 @@ impl Refresh {
                  kept in this process, which holds the grant's refresh lock and writes them \
                  again until the write lands"
             );
-            self.shared.unwritten_now(&self.lineage, &next);
-            let _ = within(
-                limits.operation,
-                self.shared.registry.put(&self.key, copy.clone()),
-            )
-            .await;
             let mut session = self.shared.session_from(self.key.clone(), copy)?;
             session.provenance = Provenance::Refresh;
+            self.shared.unwritten_now(
+                &self.lineage,
+                Pending {
+                    entry: next.clone(),
+                    registry_path: self.grant.registry_path.clone(),
+                },
+            );
             return Ok((
                 session,
                 Some(Unwritten {
@@ -852,6 +902,22 @@ impl Refresh {
         session.provenance = Provenance::Refresh;
         Ok((session, None))
     }
+}
+
+/// A refreshed lineage entry this process could not write yet, as its other requests see it.
+#[derive(Debug, Clone)]
+struct Pending {
+    entry: Entry,
+    /// For the log line, should it be lost at exit.
+    registry_path: String,
+}
+
+/// How a write of an unwritten entry ended.
+enum Written {
+    /// It is in the store (this attempt's, or an earlier one whose answer was lost).
+    Landed,
+    /// Another holder wrote the grant since: nothing is left to write.
+    Overtaken,
 }
 
 /// A refreshed lineage entry whose write failed, to be written again.

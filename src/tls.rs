@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -31,12 +32,12 @@ pub struct ServerTls {
     reloads: AtomicU64,
 }
 
-/// The certificate chain and key (a pair: one is useless without the other), and the client
-/// CA's certificates, as last read well.
+/// The certificate chain and key (a pair: one is useless without the other), and the verifier
+/// of the client CA's certificates, as last read well (each checked as it was read).
 struct Material {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    client_ca: Option<Vec<CertificateDer<'static>>>,
+    client_ca: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -150,44 +151,58 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-/// The certificate chain and its key.
+/// The certificate chain and its key, checked to be a pair.
 fn read_pair(
     files: &TlsFiles,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let chain = certificates(&files.cert, "server.tls_cert_file")?;
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "server.tls_key_file")?)
         .map_err(|e| format!("server.tls_key_file {}: {e}", files.key.display()))?;
+    builder()?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| {
+            format!(
+                "server.tls_cert_file {} and its key: {e}",
+                files.cert.display()
+            )
+        })?;
     Ok((chain, key))
 }
 
-/// The client CA's certificates, when one is named.
-fn read_client_ca(files: &TlsFiles) -> Result<Option<Vec<CertificateDer<'static>>>, String> {
-    files
-        .client_ca
-        .as_ref()
-        .map(|ca| certificates(ca, "server.tls_client_ca_file"))
-        .transpose()
+/// The verifier of the client CA's certificates, when one is named.
+fn read_client_ca(files: &TlsFiles) -> Result<Option<Arc<dyn ClientCertVerifier>>, String> {
+    let Some(ca) = &files.client_ca else {
+        return Ok(None);
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(ca, "server.tls_client_ca_file")? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
+    Ok(Some(verifier))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, String> {
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
 }
 
 fn build(material: &Material, files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let builder = builder()?;
     let builder = match (&material.client_ca, &files.client_ca) {
-        (Some(certificates), Some(ca)) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates.iter().cloned() {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        _ => builder.with_no_client_auth(),
+        (Some(verifier), Some(_)) => builder.with_client_cert_verifier(verifier.clone()),
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("server.tls_client_ca_file: no client CA in use".into()),
     };
     let mut config = builder
         .with_single_cert(material.chain.clone(), material.key.clone_key())

@@ -221,6 +221,8 @@ fn open_untrusted(
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => Untrusted::Link,
+            // A FIFO opened for writing without a reader, without waiting.
+            Some(libc::ENXIO) => Untrusted::NotRegular,
             _ => Untrusted::Io(e),
         })?;
     if !file

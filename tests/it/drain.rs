@@ -153,7 +153,10 @@ async fn requests_still_running_when_the_grace_ends_are_each_logged_as_abandoned
     proxy.signal("TERM");
     let exited = proxy.exit_status(CEILING).await.expect("it exits");
     assert_eq!(exited.code(), Some(0));
-    let logged = proxy.log_lines();
+    // The reader of its output may not have caught up with its end yet.
+    let logged = proxy
+        .wait_for_lines(2, CEILING, |l| l.contains("abandoned at shutdown"))
+        .await;
     let line_of = |id: &str| {
         logged
             .iter()

@@ -40,10 +40,6 @@ fn on_redis(redis: &RedisServer) -> impl FnOnce(&mut Settings) {
     }
 }
 
-async fn get_job(app: &TestApp, proxy: &str, job: &str, path: &str) -> (u16, String) {
-    app.get_job_at(proxy, job, path).await
-}
-
 /// `per_replica` concurrent `getJob`s through every replica for each of `paths`; every answer
 /// that is not 200.
 async fn burst(
@@ -57,7 +53,7 @@ async fn burst(
         .iter()
         .flat_map(|proxy| paths.iter().map(move |path| (proxy, path)))
         .flat_map(|call| std::iter::repeat_n(call, per_replica))
-        .map(|(proxy, path)| get_job(app, proxy, job, path));
+        .map(|(proxy, path)| app.get_job_at(proxy, job, path));
     join_all(calls)
         .await
         .into_iter()
@@ -128,10 +124,10 @@ async fn a_slow_token_endpoint_keeps_its_lease_and_lets_no_second_refresh_in() {
     app.org.expire_sessions();
     app.org.token_gate().hold_next(1);
 
-    let first = get_job(&app, &proxies[0], &job, PATH);
+    let first = app.get_job_at(&proxies[0], &job, PATH);
     let second = async {
         app.org.token_gate().held(1).await;
-        let waiting = get_job(&app, &proxies[1], &job, PATH);
+        let waiting = app.get_job_at(&proxies[1], &job, PATH);
         let release = async {
             // Three leases pass while the token call is under way: only renewals keep it.
             tokio::time::sleep(Duration::from_millis(180)).await;
@@ -173,7 +169,7 @@ async fn a_lock_holder_killed_before_its_token_call_completed_costs_one_lease_no
         app.org.token_gate().held(1).await;
         doomed.child.kill().unwrap();
         doomed.child.wait().unwrap();
-        get_job(&app, &proxies[0], &job, PATH).await
+        app.get_job_at(&proxies[0], &job, PATH).await
     };
     let (_, survivor) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(20), doomed_call),
@@ -202,7 +198,7 @@ async fn redis_down_answers_503_within_the_budget_and_its_return_needs_no_restar
     let job = app.create_job().await;
     redis.stop();
 
-    let (status, body) = get_job(&app, &proxies[0], &job, PATH).await;
+    let (status, body) = app.get_job_at(&proxies[0], &job, PATH).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("SFBULK_REGISTRY_UNAVAILABLE"), "{body}");
     let response = app
@@ -228,7 +224,7 @@ async fn redis_down_answers_503_within_the_budget_and_its_return_needs_no_restar
     redis.restart();
     let mut answers = Vec::new();
     for _ in 0..20 {
-        let (status, _) = get_job(&app, &proxies[0], &job, PATH).await;
+        let (status, _) = app.get_job_at(&proxies[0], &job, PATH).await;
         answers.push(status);
         if status == 200 {
             break;
@@ -280,10 +276,10 @@ async fn a_steady_request_makes_one_redis_round_trip() {
     let redis = RedisServer::start();
     let (app, proxies) = fleet(1, on_redis(&redis)).await;
     let job = app.create_job().await;
-    assert_eq!(get_job(&app, &proxies[0], &job, PATH).await.0, 200);
+    assert_eq!(app.get_job_at(&proxies[0], &job, PATH).await.0, 200);
 
     let before = redis.command_calls();
-    assert_eq!(get_job(&app, &proxies[0], &job, PATH).await.0, 200);
+    assert_eq!(app.get_job_at(&proxies[0], &job, PATH).await.0, 200);
     let after = redis.command_calls();
     let made: Vec<(String, u64)> = after
         .into_iter()

@@ -9,28 +9,24 @@ use crate::support::{spawn_app_with, spawn_proxy, temp_dir, TestApp};
 use sfbulk_proxy::config::{RegistryBackend, Settings};
 use sfbulk_proxy::secret::Secret;
 
-async fn get_job(app: &TestApp, proxy: &str, job: &str, path: &str) -> (u16, String) {
-    app.get_job_at(proxy, job, path).await
-}
-
 /// A grant refreshed under one path, its session expired, then its first call under a new
 /// path (through `second`, another replica when given): one refresh, and the call answered.
 async fn new_path_after_expiry(app: &TestApp, second: &str) {
     let job = app.create_job().await;
     app.org.expire_sessions();
-    let (status, text) = get_job(app, &app.proxy, &job, "flows/first").await;
+    let (status, text) = app.get_job_at(&app.proxy, &job, "flows/first").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(app.org.refresh_attempts(), 1, "the first path refreshed");
 
     app.org.expire_sessions();
-    let (status, text) = get_job(app, second, &job, "flows/second").await;
+    let (status, text) = app.get_job_at(second, &job, "flows/second").await;
     assert_eq!(status, 200, "the new path's first call: {text}");
     assert_eq!(
         app.org.refresh_attempts(),
         2,
         "exactly one refresh for the new path's first call"
     );
-    let (status, _) = get_job(app, second, &job, "flows/second").await;
+    let (status, _) = app.get_job_at(second, &job, "flows/second").await;
     assert_eq!(status, 200);
     assert_eq!(
         app.org.refresh_attempts(),
@@ -39,7 +35,7 @@ async fn new_path_after_expiry(app: &TestApp, second: &str) {
     );
     // The first path still holds the session that expired: once refused, it takes the grant's
     // newer one, stored after its own.
-    let (status, text) = get_job(app, &app.proxy, &job, "flows/first").await;
+    let (status, text) = app.get_job_at(&app.proxy, &job, "flows/first").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(app.org.refresh_attempts(), 2, "no refresh of its own");
 }
@@ -105,19 +101,19 @@ async fn a_stored_session_that_expired_too_is_refreshed_once_not_relayed() {
     let behind = spawn_proxy(&app.settings).await;
     let job = app.create_job().await;
     app.org.expire_sessions();
-    assert_eq!(get_job(&app, &app.proxy, &job, "flows/x").await.0, 200);
-    assert_eq!(get_job(&app, &behind, &job, "flows/x").await.0, 200);
+    assert_eq!(app.get_job_at(&app.proxy, &job, "flows/x").await.0, 200);
+    assert_eq!(app.get_job_at(&behind, &job, "flows/x").await.0, 200);
     assert_eq!(app.org.refresh_attempts(), 1);
     // The first process refreshes again; the second still holds the first session.
     app.org.expire_sessions();
-    assert_eq!(get_job(&app, &app.proxy, &job, "flows/x").await.0, 200);
+    assert_eq!(app.get_job_at(&app.proxy, &job, "flows/x").await.0, 200);
     assert_eq!(app.org.refresh_attempts(), 2);
 
     // Both sessions expire: the second process's refused copy is replaced by the newer stored
     // session, which is refused too, and then the grant is refreshed, once.
     app.org.expire_sessions();
     let before = app.bulk_requests().len();
-    let (status, text) = get_job(&app, &behind, &job, "flows/x").await;
+    let (status, text) = app.get_job_at(&behind, &job, "flows/x").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(app.org.refresh_attempts(), 3);
     let sessions: Vec<_> = app.bulk_requests()[before..]
@@ -153,49 +149,97 @@ async fn until(mut written: impl FnMut() -> bool) {
     .expect("written in the end");
 }
 
+/// A small tmpfs mounted on a fresh directory, for a registry whose disk can be filled up;
+/// unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = temp_dir("small-disk");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN), as the tests run in CI"
+        );
+        SmallDisk(dir)
+    }
+
+    /// Fills what is left of the disk.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.0.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_whose_write_failed_is_used_and_written_once_the_disk_takes_it() {
-    let dir = temp_dir("unwritten");
-    let app = rotating_on_files(&dir).await;
+    let disk = SmallDisk::mount();
+    let app = rotating_on_files(&disk.0).await;
     let job = app.create_job().await;
     app.org.expire_sessions();
-    assert_eq!(get_job(&app, &app.proxy, &job, "flows/p").await.0, 200);
-    let lineage = lineage_file(&dir);
+    assert_eq!(app.get_job_at(&app.proxy, &job, "flows/p").await.0, 200);
+    let lineage = lineage_file(&disk.0);
 
-    // The lineage's next write fails: its file name is taken by a directory once the token
-    // call is under way (after the refresh has read the grant).
+    // The disk fills up once the token call is under way (after the refresh has read the grant).
     app.org.expire_sessions();
     app.org.token_gate().hold_next(1);
-    let call = get_job(&app, &app.proxy, &job, "flows/p");
-    let block = async {
+    let call = app.get_job_at(&app.proxy, &job, "flows/p");
+    let fill = async {
         app.org.token_gate().held(1).await;
-        std::fs::remove_file(&lineage).unwrap();
-        std::fs::create_dir(&lineage).unwrap();
+        disk.fill();
         app.org.token_gate().release();
     };
-    let ((status, text), ()) = tokio::join!(call, block);
+    let ((status, text), ()) = tokio::join!(call, fill);
     assert_eq!(status, 200, "the caller gets its fresh session: {text}");
     assert_eq!(app.org.refresh_attempts(), 2);
+    let live = app.org.live_refresh_tokens();
+    assert_eq!(live.len(), 1);
+    assert!(
+        !std::fs::read_to_string(&lineage)
+            .unwrap()
+            .contains(&live[0]),
+        "not written yet"
+    );
 
-    // Meanwhile the process uses the session it holds, on the same path and on a new one.
-    assert_eq!(get_job(&app, &app.proxy, &job, "flows/p").await.0, 200);
-    let (status, text) = get_job(&app, &app.proxy, &job, "flows/q").await;
+    // Meanwhile the process holds the grant's lock, and uses the session it holds, on the same
+    // path and on a new one.
+    let lock = std::fs::File::open(lineage.with_extension("lock")).expect("the lock file");
+    assert!(
+        matches!(lock.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        "the refresh lock is held while the rotated token is unwritten"
+    );
+    drop(lock);
+    assert_eq!(app.get_job_at(&app.proxy, &job, "flows/p").await.0, 200);
+    let (status, text) = app.get_job_at(&app.proxy, &job, "flows/q").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(app.org.refresh_attempts(), 2, "no refresh meanwhile");
 
     // Space returns: the rotated refresh token is written, and the next refresh uses it.
-    std::fs::remove_dir(&lineage).unwrap();
-    let live = app.org.live_refresh_tokens();
-    assert_eq!(live.len(), 1);
+    disk.free();
     until(|| std::fs::read_to_string(&lineage).is_ok_and(|t| t.contains(&live[0]))).await;
     app.org.expire_sessions();
-    assert_eq!(get_job(&app, &app.proxy, &job, "flows/p").await.0, 200);
+    assert_eq!(app.get_job_at(&app.proxy, &job, "flows/p").await.0, 200);
     assert_eq!(app.org.refresh_attempts(), 3);
     assert!(
         !app.org.grant_revoked(),
         "the rotated-out token was never sent"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `CONFIG SET maxmemory` on `redis`: 1 makes every write that needs memory fail (as a full
@@ -218,14 +262,14 @@ async fn a_rotated_refresh_token_unwritten_to_a_full_redis_keeps_other_replicas_
     let replica = spawn_proxy(&app.settings).await;
     let job = app.create_job().await;
     app.org.expire_sessions();
-    assert_eq!(get_job(&app, &app.proxy, &job, "flows/p").await.0, 200);
-    assert_eq!(get_job(&app, &replica, &job, "flows/p").await.0, 200);
+    assert_eq!(app.get_job_at(&app.proxy, &job, "flows/p").await.0, 200);
+    assert_eq!(app.get_job_at(&replica, &job, "flows/p").await.0, 200);
     assert_eq!(app.org.refresh_attempts(), 1);
 
     // Redis fills up while the first replica's token call is under way.
     app.org.expire_sessions();
     app.org.token_gate().hold_next(1);
-    let call = get_job(&app, &app.proxy, &job, "flows/p");
+    let call = app.get_job_at(&app.proxy, &job, "flows/p");
     let fill = async {
         app.org.token_gate().held(1).await;
         redis_maxmemory(&redis, 1);
@@ -235,9 +279,21 @@ async fn a_rotated_refresh_token_unwritten_to_a_full_redis_keeps_other_replicas_
     assert_eq!(status, 200, "the caller gets its fresh session: {text}");
     assert_eq!(app.org.refresh_attempts(), 2);
 
+    // The first replica keeps the grant's lock, renewed, over more than one lease.
+    let lock_key = || {
+        redis
+            .dump()
+            .into_iter()
+            .map(|(key, _)| key)
+            .find(|key| key.starts_with("sfbulk:lock:"))
+    };
+    let held = lock_key().expect("the refresh lock is held");
+    tokio::time::sleep(Duration::from_millis(2 * 600)).await;
+    assert!(redis.pttl(&held) > 0, "still held after two leases");
+
     // The other replica holds only the expired session: it may not refresh with the retired
     // refresh token, and does not.
-    let (status, _) = get_job(&app, &replica, &job, "flows/p").await;
+    let (status, _) = app.get_job_at(&replica, &job, "flows/p").await;
     assert_ne!(status, 200);
     assert_eq!(app.org.refresh_attempts(), 2, "no second refresh");
 
@@ -252,11 +308,11 @@ async fn a_rotated_refresh_token_unwritten_to_a_full_redis_keeps_other_replicas_
             .any(|(_, v)| String::from_utf8_lossy(v).contains(&live[0]))
     })
     .await;
-    let (status, text) = get_job(&app, &replica, &job, "flows/p").await;
+    let (status, text) = app.get_job_at(&replica, &job, "flows/p").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(app.org.refresh_attempts(), 2);
     app.org.expire_sessions();
-    assert_eq!(get_job(&app, &replica, &job, "flows/p").await.0, 200);
+    assert_eq!(app.get_job_at(&replica, &job, "flows/p").await.0, 200);
     assert_eq!(app.org.refresh_attempts(), 3);
     assert!(!app.org.grant_revoked());
 }

@@ -192,7 +192,6 @@ impl TestApp {
         self.call(operation, self.envelope(operation, fields)).await
     }
 
-    /// Creates a CSV insert job on Contact through the proxy; returns its id.
     /// `getJob` of `job` under registry path `path` through the proxy at `proxy` (this app's, or
     /// another replica): the status and the answer.
     pub async fn get_job_at(&self, proxy: &str, job: &str, path: &str) -> (u16, String) {
@@ -208,6 +207,7 @@ impl TestApp {
         (status, response.text().await.unwrap())
     }
 
+    /// Creates a CSV insert job on Contact through the proxy; returns its id.
     pub async fn create_job(&self) -> String {
         self.create_job_with(CSV_INSERT_JOB).await
     }
