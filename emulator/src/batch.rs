@@ -1,5 +1,7 @@
-//! A batch of the fake org, as data: what processing it came to, and the state its clock shows
-//! (`Queued` → `InProgress` → `Completed`/`Failed`). The routes over it are in `batches`.
+//! A Bulk API 1.0 batch as data: what its processing came to, and the state its clock shows.
+//!
+//! Its clock runs `Queued` → `InProgress` → `Completed`/`Failed`; the routes over it are in
+//! `batches`.
 
 use std::sync::Arc;
 

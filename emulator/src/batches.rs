@@ -1,4 +1,6 @@
-//! The fake org's batches: added to an open job, processed on a configurable clock
+//! Bulk API 1.0's batch routes: add, read, list, the request echo and the results.
+//!
+//! Batches are added to an open job, processed on a configurable clock
 //! (`Queued` → `InProgress` → `Completed`/`Failed`), with per-record results, the request echo,
 //! and query results streamed however large they are.
 
@@ -15,8 +17,8 @@ use super::batch::{Batch, BatchState, Outcome};
 use super::ids;
 use super::jobs::{admitted_jobs, find_job, Job, JobState};
 use super::records::{
-    csv_records, field, json_records, xml_records, GeneratedContact, Query, RecordResult,
-    GENERATED_FIELDS,
+    csv_records, field, generated_columns, json_records, xml_records, GeneratedContact, Query,
+    RecordResult,
 };
 use super::wire::ASYNC_API_NAMESPACE;
 use super::wire::{
@@ -440,15 +442,7 @@ pub async fn query_result(
     debug_assert!(rows.map_or(total, |(_, end)| end) <= stored_len + generated);
     let shape = ResultShape {
         format: shape_format(&job),
-        generated_columns: query
-            .fields
-            .iter()
-            .map(|f| {
-                GENERATED_FIELDS
-                    .iter()
-                    .position(|g| g.eq_ignore_ascii_case(f))
-            })
-            .collect(),
+        generated_columns: generated_columns(&query.fields),
         fields: query.fields.clone(),
         object: job.object.clone(),
     };

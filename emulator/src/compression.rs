@@ -1,7 +1,9 @@
-//! gzip as Salesforce speaks it: a request body sent with `Content-Encoding: gzip` is read
-//! decoded, and an answer to a request with `Accept-Encoding: gzip` is compressed as it streams.
-//! For benchmarks, a large answer can be compressed once and served from memory after that
-//! (`Settings::reuse_compressed_answers`), so the emulator's own gzip work does not set the figure.
+//! gzip as Salesforce speaks it, on request bodies and on answers.
+//!
+//! A request body sent with `Content-Encoding: gzip` is read decoded, and an answer to a request
+//! with `Accept-Encoding: gzip` is compressed as it streams. For benchmarks, a large answer can be
+//! compressed once and served from memory after that (`Settings::reuse_compressed_answers`), so
+//! the emulator's own gzip work does not set the figure.
 
 use std::collections::HashMap;
 use std::io::Write;

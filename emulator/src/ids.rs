@@ -1,4 +1,6 @@
-//! Salesforce record ids: 15 case-sensitive characters plus a 3-character checksum that makes the
+//! Salesforce record ids: the org's id generator and the 18-character form's checksum.
+//!
+//! An id is 15 case-sensitive characters plus a 3-character checksum that makes the
 //! 18-character form safe for case-insensitive systems.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,7 @@
-//! The fake org's jobs: create, read, close and abort, with Salesforce's validation, state machine
-//! and error messages (see the reference page for which are recorded and which inferred).
+//! Bulk API 1.0's job routes: create, read, close and abort.
+//!
+//! With Salesforce's validation, state machine and error messages (see the reference page for
+//! which are recorded and which inferred).
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};

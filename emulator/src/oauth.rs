@@ -1,6 +1,7 @@
-//! The fake org's login side: the refresh-token, client-credentials and JWT bearer grants at
-//! `/services/oauth2/token`, the sessions they issue, their expiry, and optional refresh-token
-//! rotation.
+//! The fake org's login side: the token endpoint's grants and the sessions they issue.
+//!
+//! The refresh-token, client-credentials and JWT bearer grants at `/services/oauth2/token`, the
+//! sessions they issue, their expiry, and optional refresh-token rotation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! How the fake org writes its answers: Salesforce's exact XML layout (one space of indent per
-//! child, no newline at the end) or JSON, and its date formats.
+//! How the fake org writes its answers: Salesforce's XML or JSON, and its date formats.
+//!
+//! The XML is Salesforce's exact layout (one space of indent per child, no newline at the end).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

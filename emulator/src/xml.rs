@@ -1,6 +1,7 @@
-//! The emulator's own reader of XML request bodies (jobInfo, sObjects): the root's name and its
-//! child elements, each with its text and where its content lies in the source. Salesforce
-//! refuses DTDs and unknown entities; so does this.
+//! The emulator's own reader of XML request bodies (jobInfo, sObjects).
+//!
+//! It gives the root's name and its child elements, each with its text and where its content
+//! lies in the source. Salesforce refuses DTDs and unknown entities; so does this.
 
 use std::ops::Range;
 

@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sfbulk_proxy::envelope::{Envelope, QueryFields};
-use sfbulk_proxy::operation::unindent_csv;
-use sfbulk_proxy::xml::read_document;
+use sfbulk_proxy::pipeline::envelope::{Envelope, QueryFields};
+use sfbulk_proxy::pipeline::operation::unindent_csv;
+use sfbulk_proxy::common::xml::read_document;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, input)) = data.split_first() else {

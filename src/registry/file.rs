@@ -508,23 +508,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::RefreshGrant;
-    use crate::domain::IntervalTime;
-    use crate::origin::AllowList;
-    use crate::secret::Secret;
+    use crate::common::secret::Secret;
+    use crate::registry::KeyParts;
 
     fn key() -> RegistryKey {
-        let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
-        let grant = RefreshGrant {
-            registry_path: "connectors/SalesforceBulk".into(),
-            kind: crate::credentials::GrantKind::RefreshToken(Secret::new("rt")),
-            instance: None,
-            client_id: "cid".into(),
+        RegistryKey::for_grant(&KeyParts {
+            registry_path: "connectors/SalesforceBulk",
+            token_endpoint: "https://login.salesforce.com",
+            client_id: "cid",
             client_secret: None,
-            token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),
-            interval: IntervalTime::DEFAULT,
-        };
-        RegistryKey::for_grant(&grant.key_parts())
+            grant: "rt",
+        })
     }
 
     fn entry() -> Entry {

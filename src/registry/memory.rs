@@ -182,7 +182,7 @@ impl Lease for MemoryLease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::common::secret::Secret;
 
     fn entry(rotated: bool) -> Entry {
         Entry {

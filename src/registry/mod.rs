@@ -13,6 +13,7 @@ mod file;
 mod memory;
 mod redis;
 mod seal;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub use file::FileRegistry;
 pub use memory::MemoryRegistry;
 pub use seal::Keys;
 
-use crate::secret::Secret;
+use crate::common::secret::Secret;
 
 /// The credentials an entry's key is made of: a caller's refresh grant, as the registry sees it
 /// (`credentials::RefreshGrant::key_parts`).
@@ -57,7 +58,7 @@ fn digest(parts: &[&str]) -> Arc<str> {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
-    crate::hex::encode(&hash.finalize()).into()
+    crate::common::hex::encode(&hash.finalize()).into()
 }
 
 impl RegistryKey {
@@ -275,9 +276,25 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::RefreshGrant;
-    use crate::domain::IntervalTime;
-    use crate::origin::AllowList;
+
+    /// The parts of a refresh-token grant of client `cid` at Salesforce's login host.
+    struct Grant {
+        path: String,
+        refresh: String,
+        client_secret: Option<Secret>,
+    }
+
+    impl Grant {
+        fn key_parts(&self) -> KeyParts<'_> {
+            KeyParts {
+                registry_path: &self.path,
+                token_endpoint: "https://login.salesforce.com",
+                client_id: "cid",
+                client_secret: self.client_secret.as_ref(),
+                grant: &self.refresh,
+            }
+        }
+    }
 
     fn path_key(path: &str, refresh: &str) -> RegistryKey {
         RegistryKey::for_grant(&grant(path, refresh).key_parts())
@@ -287,16 +304,11 @@ mod tests {
         RegistryKey::for_lineage(&grant(path, refresh).key_parts())
     }
 
-    fn grant(path: &str, refresh: &str) -> RefreshGrant {
-        let allow = AllowList::parse(&["https://*.salesforce.com".to_string()]).unwrap();
-        RefreshGrant {
-            registry_path: path.into(),
-            kind: crate::credentials::GrantKind::RefreshToken(Secret::new(refresh)),
-            instance: None,
-            client_id: "cid".into(),
+    fn grant(path: &str, refresh: &str) -> Grant {
+        Grant {
+            path: path.into(),
+            refresh: refresh.into(),
             client_secret: Some(Secret::new("cs")),
-            token_endpoint: allow.admit("https://login.salesforce.com").unwrap(),
-            interval: IntervalTime::DEFAULT,
         }
     }
 

@@ -15,7 +15,7 @@ use redis::Script;
 
 use super::seal::{self, Keys};
 use super::{Entry, Lease, RegistryError, RegistryKey, TokenRegistry};
-use crate::secret::Secret;
+use crate::common::secret::Secret;
 
 pub struct RedisRegistry {
     connection: ConnectionManager,
@@ -213,7 +213,7 @@ impl TokenRegistry for RedisRegistry {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Option<Box<dyn Lease + 'a>>, RegistryError>> {
         Box::pin(async move {
-            let token = crate::hex::encode(&fastrand::u128(..).to_be_bytes());
+            let token = crate::common::hex::encode(&fastrand::u128(..).to_be_bytes());
             let lease_ms = lease.as_millis().max(1) as u64;
             let taken: Option<String> = redis::cmd("SET")
                 .arg(self.lock_key(key))

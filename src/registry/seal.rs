@@ -7,7 +7,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, RegistryKey};
-use crate::secret::Secret;
+use crate::common::secret::Secret;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -47,8 +47,8 @@ impl Key {
                 bytes.len()
             ));
         }
-        let id =
-            super::digest(&["sfbulk-seal-key-v1", &crate::hex::encode(&bytes)])[..16].to_string();
+        let id = super::digest(&["sfbulk-seal-key-v1", &crate::common::hex::encode(&bytes)])[..16]
+            .to_string();
         let key =
             UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| format!("{setting} is unusable"))?;
         Ok(Key {

@@ -1,4 +1,4 @@
-//! The Bulk API client (1.0 and 2.0): sends an [`UpstreamCall`] with a session token and hands
+//! The Bulk API client (1.0 and 2.0): sends an [`Call`] with a session token and hands
 //! back the answer, noting whether it says the session expired.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +12,12 @@ use http_body_util::BodyExt;
 
 use super::error::UpstreamError;
 use super::http::{Http, HttpError, UpstreamBody};
-use crate::config::SalesforceSettings;
-use crate::domain::ApiVersion;
-use crate::metrics::{Metrics, RETRY_REASONS};
-use crate::operation::{Api, UpstreamCall};
-use crate::origin::Origin;
-use crate::secret::Secret;
-use crate::xml::read_document;
+use crate::common::secret::Secret;
+use crate::common::values::ApiVersion;
+use crate::common::xml::read_document;
+use crate::salesforce::origin::Origin;
+use crate::salesforce::settings::SalesforceSettings;
+use crate::salesforce::{Api, Call};
 
 /// W3C trace context, passed on with a span id of the proxy's own.
 const TRACEPARENT: &str = "traceparent";
@@ -63,7 +62,8 @@ pub struct UpstreamResponse {
 #[derive(Clone)]
 pub struct SalesforceClient {
     http: Arc<Http>,
-    metrics: Arc<Metrics>,
+    /// Told why each read was sent again (one of [`RETRY_REASONS`]).
+    on_retry: OnRetry,
     response_timeout: Duration,
     read_timeout: Duration,
     read_retries: u32,
@@ -143,23 +143,37 @@ impl Drop for ProgressBody {
     }
 }
 
+/// Why a read is sent again: the connection failed, or Salesforce answered 502, 503 or 504.
+pub const RETRY_REASONS: [&str; 4] = [
+    "connection_failed",
+    "bad_gateway",
+    "service_unavailable",
+    "gateway_timeout",
+];
+
+/// What the client tells of each read it sends again, with its reason.
+pub type OnRetry = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 impl SalesforceClient {
+    /// The connections to Salesforce open now: (idle, in use).
+    pub fn connections(&self) -> (i64, i64) {
+        self.http.connections()
+    }
+
     /// A client on `settings`, trusting `roots`, reaching https origins through `https_proxy`
     /// when given.
     pub fn new(
         settings: &SalesforceSettings,
-        https_proxy: Option<crate::outbound::OutboundProxy>,
+        https_proxy: Option<crate::salesforce::connect_proxy::OutboundProxy>,
         roots: Arc<tokio_rustls::rustls::RootCertStore>,
-        metrics: Arc<Metrics>,
+        on_retry: OnRetry,
     ) -> SalesforceClient {
         let http = Arc::new(Http::new(settings, https_proxy, roots));
-        let pool = http.clone();
-        metrics.watch_pool(Box::new(move || pool.connections()));
         SalesforceClient {
             http,
-            metrics,
-            response_timeout: settings.response_timeout(),
-            read_timeout: settings.read_timeout(),
+            on_retry,
+            response_timeout: settings.response_timeout_secs,
+            read_timeout: settings.read_timeout_secs,
             read_retries: settings.read_retries,
         }
     }
@@ -175,7 +189,7 @@ impl SalesforceClient {
         api: Api,
         instance: &Origin,
         version: &ApiVersion,
-        call: &UpstreamCall,
+        call: &Call,
         token: &Secret,
         traceparent: Option<&HeaderValue>,
         answer_within: Option<Duration>,
@@ -249,7 +263,7 @@ impl SalesforceClient {
             if !retry {
                 let response = outcome?;
                 tracing::debug!(
-                    request_id = crate::request_id::current_request_id().as_deref(),
+                    request_id = crate::common::request_id::current_request_id().as_deref(),
                     method = %call.method,
                     path = call.path.as_str(),
                     status = response.status().as_u16(),
@@ -258,7 +272,7 @@ impl SalesforceClient {
                 );
                 return UpstreamResponse::read(response).await.map(Some);
             }
-            self.metrics.upstream_retried(match &outcome {
+            (self.on_retry)(match &outcome {
                 Ok(response) => match response.status().as_u16() {
                     502 => RETRY_REASONS[1],
                     503 => RETRY_REASONS[2],
@@ -323,7 +337,12 @@ impl SalesforceClient {
         sending: impl std::future::Future<Output = Result<Response<UpstreamBody>, HttpError>>,
         response_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(response_timeout, sending).await {
+        // Never past the answer's own deadline (`salesforce.max_answer_secs`).
+        let left = crate::common::request_id::current_deadline()
+            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let limit = left.map_or(response_timeout, |left| left.min(response_timeout));
+        match tokio::time::timeout(limit, sending).await {
+            Err(_) if limit < response_timeout => Err(HttpError::AnswerTooLong.into()),
             Err(_) => Err(UpstreamError::NoAnswer(response_timeout)),
             Ok(result) => Ok(result?),
         }
@@ -358,8 +377,8 @@ impl UpstreamResponse {
                 }
                 None => {
                     // A compressed error is read decoded, so an expiry is never missed behind gzip.
-                    let decoded = crate::gzip::is_gzip(&headers)
-                        .then(|| crate::gzip::gunzip_bounded(&peeked, ERROR_PEEK_LIMIT))
+                    let decoded = crate::common::gzip::is_gzip(&headers)
+                        .then(|| crate::common::gzip::gunzip_bounded(&peeked, ERROR_PEEK_LIMIT))
                         .flatten();
                     let session_expired = status == StatusCode::UNAUTHORIZED
                         || is_invalid_session(decoded.as_deref().unwrap_or(&peeked));

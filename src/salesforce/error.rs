@@ -62,10 +62,13 @@ impl UpstreamError {
             UpstreamError::Unsendable { .. } => UpstreamKind::Caller,
             UpstreamError::BadPath => UpstreamKind::Ours,
             UpstreamError::Http(http) => match http {
-                HttpError::ConnectTimeout(_) | HttpError::ReadTimeout(_) => UpstreamKind::Timeout,
+                HttpError::ConnectTimeout(_)
+                | HttpError::ReadTimeout(_)
+                | HttpError::AnswerTooLong => UpstreamKind::Timeout,
                 HttpError::Connect { .. } | HttpError::Exchange(_) => UpstreamKind::Unavailable,
                 HttpError::NoConnectionFree(_) => UpstreamKind::Busy,
                 HttpError::UploadStalled(_) => UpstreamKind::CallerStalled,
+                HttpError::CallerBody(_) => UpstreamKind::Caller,
             },
             UpstreamError::BodyNotTaken(_) | UpstreamError::NoAnswer(_) => UpstreamKind::Timeout,
             UpstreamError::Refused { .. } => UpstreamKind::Refused,

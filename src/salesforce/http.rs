@@ -26,10 +26,10 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::body::UploadStalled;
-use crate::config::SalesforceSettings;
-use crate::origin::Origin;
-use crate::outbound::{OutboundProxy, Route};
+use crate::salesforce::call::{CallerBodyBroke, UploadStalled};
+use crate::salesforce::connect_proxy::{OutboundProxy, Route};
+use crate::salesforce::origin::Origin;
+use crate::salesforce::settings::SalesforceSettings;
 
 /// Why an exchange with Salesforce failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,12 @@ pub enum HttpError {
     /// The caller's upload went silent, so the request was aborted.
     #[error("{0}")]
     UploadStalled(#[from] UploadStalled),
+    /// The caller's upload broke while it streamed.
+    #[error("{0}")]
+    CallerBody(CallerBodyBroke),
+    /// The answer ran past its deadline (`salesforce.max_answer_secs`).
+    #[error("the answer ran longer than salesforce.max_answer_secs")]
+    AnswerTooLong,
 }
 
 impl HttpError {
@@ -62,6 +68,9 @@ impl HttpError {
         while let Some(cause) = source {
             if let Some(stalled) = cause.downcast_ref::<UploadStalled>() {
                 return HttpError::UploadStalled(UploadStalled(stalled.0));
+            }
+            if let Some(broke) = cause.downcast_ref::<CallerBodyBroke>() {
+                return HttpError::CallerBody(broke.clone());
             }
             reason = format!("{reason}: {cause}");
             source = cause.source();
@@ -151,11 +160,11 @@ impl Http {
                 places: Mutex::default(),
                 max_per_origin: settings.max_connections_per_origin,
                 per_origin: settings.idle_connections_per_origin,
-                idle_timeout: settings.idle_timeout(),
+                idle_timeout: settings.idle_timeout_secs,
             }),
             tls: TlsConnector::from(Arc::new(config)),
-            connect_timeout: settings.connect_timeout(),
-            read_timeout: settings.read_timeout(),
+            connect_timeout: settings.connect_timeout_ms,
+            read_timeout: settings.read_timeout_secs,
             user_agent: HeaderValue::from_static(concat!(
                 "sfbulk-proxy/",
                 env!("CARGO_PKG_VERSION")
@@ -224,6 +233,7 @@ impl Http {
             }),
             read_timeout: self.read_timeout,
             silence: None,
+            deadline: crate::common::request_id::current_deadline(),
         };
         if hyper::body::Body::is_end_stream(&body.inner) {
             body.check_in();
@@ -381,7 +391,7 @@ async fn tunnel(
         if status_line.is_empty() {
             refused.to_string()
         } else {
-            crate::redact::quotable(status_line)
+            crate::common::redact::quotable(status_line)
         }
     )))
 }
@@ -484,9 +494,19 @@ pub struct UpstreamBody {
     read_timeout: Duration,
     /// Started when a read has to wait; restarted after every frame.
     silence: Option<Pin<Box<Sleep>>>,
+    /// When the caller's answer must have ended (`salesforce.max_answer_secs`): the body fails
+    /// then, however its bytes trickle.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl UpstreamBody {
+    /// When a read waiting from `now` gives up: at the read timeout, or the answer's deadline.
+    fn next_wake(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let silent = now + self.read_timeout;
+        self.deadline
+            .map_or(silent, |deadline| silent.min(deadline))
+    }
+
     fn check_in(&mut self) {
         let Some(checkin) = self.keep.take() else {
             return;
@@ -522,10 +542,16 @@ impl http_body::Body for UpstreamBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let now = tokio::time::Instant::now();
+                // The last frame of a finished answer goes through whatever the time.
+                let last = hyper::body::Body::is_end_stream(&this.inner);
+                if !last && this.deadline.is_some_and(|deadline| now >= deadline) {
+                    this.keep = None;
+                    return Poll::Ready(Some(Err(HttpError::AnswerTooLong)));
+                }
+                let wake = this.next_wake(now);
                 if let Some(silence) = &mut this.silence {
-                    silence
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.read_timeout);
+                    silence.as_mut().reset(wake);
                 }
                 if hyper::body::Body::is_end_stream(&this.inner) {
                     this.check_in();
@@ -541,13 +567,20 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let timeout = this.read_timeout;
+                let wake = this.next_wake(tokio::time::Instant::now());
                 let silence = this
                     .silence
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
                 ready!(silence.as_mut().poll(cx));
                 this.keep = None;
-                Poll::Ready(Some(Err(HttpError::ReadTimeout(timeout))))
+                let too_long = this
+                    .deadline
+                    .is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+                Poll::Ready(Some(Err(if too_long {
+                    HttpError::AnswerTooLong
+                } else {
+                    HttpError::ReadTimeout(this.read_timeout)
+                })))
             }
         }
     }

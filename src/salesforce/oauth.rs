@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::client::SalesforceClient;
 use super::error::UpstreamError;
-use crate::credentials::{GrantKind, JwtBearer, RefreshGrant};
-use crate::secret::Secret;
+use crate::common::secret::Secret;
+use crate::salesforce::grant::{GrantKind, JwtBearer, RefreshGrant};
 
 /// How long a JWT bearer assertion is valid: Salesforce takes at most three minutes.
 const ASSERTION_LIFETIME_SECS: u64 = 170;
@@ -203,7 +203,7 @@ fn refusal_text(text: String, sent: &[Option<&Secret>]) -> String {
     if quotes_secret {
         return "[withheld: it quoted the request]".into();
     }
-    crate::redact::cut(&text, REFUSAL_TEXT_LIMIT).into_owned()
+    crate::common::redact::cut(&text, REFUSAL_TEXT_LIMIT).into_owned()
 }
 
 #[cfg(test)]

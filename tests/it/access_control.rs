@@ -14,8 +14,8 @@ async fn with_auth_tokens_only_a_right_bearer_token_gets_a_request_through() {
     let file = dir.join("tokens");
     std::fs::write(&file, "# flows\nfrom-file-token\n\n").unwrap();
     let app = spawn_app_with(|s| {
-        s.server.auth_tokens = vec![sfbulk_proxy::secret::Secret::new("listed-token")];
-        s.server.auth_tokens_file = file.clone();
+        s.server.auth_tokens = vec![sfbulk_proxy::common::secret::Secret::new("listed-token")];
+        s.server.auth_tokens_file = Some(file.clone());
     })
     .await;
     let url = format!("{}/services/salesforcebulk_createJob", app.proxy);

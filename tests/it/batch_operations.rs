@@ -238,7 +238,10 @@ async fn a_query_batch_runs_through_to_its_result_data() {
 
 #[tokio::test]
 async fn reading_results_too_early_and_adding_to_a_closed_job_relay_salesforces_errors() {
-    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = 600_000).await;
+    let app = spawn_app_with(|s| {
+        s.emulator.batch_processing_ms = std::time::Duration::from_millis(600_000)
+    })
+    .await;
     let job = app.create_job().await;
     let added = app
         .add_batch(&[

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use sfbulk_proxy::connection::ConnectionSettings;
-use sfbulk_proxy::secret::Secret;
-use sfbulk_proxy::server::Application;
+use sfbulk_proxy::app::Application;
+use sfbulk_proxy::common::secret::Secret;
+use sfbulk_proxy::pipeline::connection::ConnectionSettings;
 
 use crate::support::keys::RsaKeyPair;
 use crate::support::{
@@ -224,7 +224,7 @@ async fn a_jwt_bearer_connection_mints_an_rs256_assertion_and_mints_again_when_t
     let keys = RsaKeyPair::generate(&dir, "integration");
     let stranger = RsaKeyPair::generate(&dir, "stranger");
     let app = spawn_app_around_emulator(
-        |settings| settings.emulator.jwt_public_key_file = keys.public_key_file.clone(),
+        |settings| settings.emulator.jwt_public_key_file = Some(keys.public_key_file.clone()),
         |settings, emulator| {
             let mut jwt = connection(settings, "jwt_bearer", emulator);
             jwt.username = settings.emulator.username.clone();
@@ -375,8 +375,8 @@ async fn a_bearer_token_scoped_to_one_teams_connections_cannot_use_another_teams
             settings.server.auth_tokens = vec![Secret::new("ops-token")];
             settings.server.token_scopes.insert(
                 "sales-team".into(),
-                sfbulk_proxy::config::TokenScopeSettings {
-                    token_file: team_tokens.clone(),
+                sfbulk_proxy::edge::settings::TokenScopeSettings {
+                    token_file: Some(team_tokens.clone()),
                     connections: vec!["sales".into()],
                 },
             );
@@ -423,7 +423,7 @@ async fn a_bearer_token_scoped_to_one_teams_connections_cannot_use_another_teams
 #[tokio::test]
 async fn start_up_is_refused_for_connections_on_a_listener_beyond_loopback_that_lets_anyone_in() {
     let mut settings = test_settings();
-    settings.server.listen = "0.0.0.0:0".into();
+    settings.server.listen = Some("0.0.0.0:0".into());
     settings.connections.insert(
         "sales".into(),
         ConnectionSettings {
@@ -452,7 +452,7 @@ async fn replicas_on_one_redis_share_a_connections_session_and_renew_it_once_per
     let url = redis.url();
     let app = spawn_app_around_emulator(
         move |s| {
-            s.registry.backend = sfbulk_proxy::config::RegistryBackend::Redis;
+            s.registry.backend = sfbulk_proxy::registry::settings::RegistryBackend::Redis;
             s.registry.redis_url = Secret::new(url);
         },
         |settings, emulator| {

@@ -196,7 +196,7 @@ async fn the_same_answer_read_again_only_marks_the_job_seen_and_a_new_state_is_r
 #[tokio::test]
 async fn admin_tokens_guard_the_console_and_metrics_as_bearer_or_basic_and_leave_the_probes_open() {
     let app = spawn_app_with(|s| {
-        s.admin.auth_tokens = vec![sfbulk_proxy::secret::Secret::new("console-token-1")];
+        s.admin.auth_tokens = vec![sfbulk_proxy::common::secret::Secret::new("console-token-1")];
     })
     .await;
     let get = |path: &str, authorization: Option<&str>| {
@@ -412,7 +412,7 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usa
 #[tokio::test]
 async fn an_admin_listener_beyond_loopback_without_tokens_is_warned_of_and_with_tokens_is_not() {
     let logs = crate::support::LogCapture::install(tracing::Level::WARN);
-    let open = spawn_app_with(|s| s.admin.listen = "0.0.0.0:0".into()).await;
+    let open = spawn_app_with(|s| s.admin.listen = Some("0.0.0.0:0".into())).await;
     let port = open.admin.rsplit(':').next().unwrap().to_string();
     let warned = |port: &str| {
         logs.text().lines().any(|l| {
@@ -422,8 +422,8 @@ async fn an_admin_listener_beyond_loopback_without_tokens_is_warned_of_and_with_
     };
     assert!(warned(&port), "{}", logs.text());
     let guarded = spawn_app_with(|s| {
-        s.admin.listen = "0.0.0.0:0".into();
-        s.admin.auth_tokens = vec![sfbulk_proxy::secret::Secret::new("console-token-1")];
+        s.admin.listen = Some("0.0.0.0:0".into());
+        s.admin.auth_tokens = vec![sfbulk_proxy::common::secret::Secret::new("console-token-1")];
     })
     .await;
     let port = guarded.admin.rsplit(':').next().unwrap().to_string();

@@ -29,11 +29,13 @@ fn the_kubernetes_examples_probe_the_admin_port_and_wait_out_the_drain() {
     let admin_port = defaults
         .admin
         .listen
+        .as_deref()
+        .unwrap()
         .rsplit(':')
         .next()
         .unwrap()
         .to_string();
-    let needed = defaults.server.drain_secs + defaults.server.shutdown_grace_secs;
+    let needed = (defaults.server.drain_secs + defaults.server.shutdown_grace_secs).as_secs_f64();
     for file in [
         "deploy/kubernetes/sfbulk-proxy.yaml",
         "deploy/kubernetes/single-replica-file-registry.yaml",
@@ -65,8 +67,8 @@ fn the_systemd_unit_keeps_the_registry_in_its_state_directory_and_waits_out_the_
     assert!(unit.contains("NoNewPrivileges=yes"));
     let stop = numbers_after(&unit, "TimeoutStopSec");
     assert!(
-        stop.iter()
-            .all(|s| *s > defaults.server.drain_secs + defaults.server.shutdown_grace_secs),
+        stop.iter().all(|s| *s
+            > (defaults.server.drain_secs + defaults.server.shutdown_grace_secs).as_secs_f64()),
         "{stop:?}"
     );
 }

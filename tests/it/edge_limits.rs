@@ -184,7 +184,10 @@ async fn a_trickling_answer_is_cut_at_max_answer_secs() {
     })
     .await;
     let upstream = format!("http://{upstream}");
-    let proxy = proxy_for(&upstream, |s| s.salesforce.max_answer_secs = 0.3).await;
+    let proxy = proxy_for(&upstream, |s| {
+        s.salesforce.max_answer_secs = std::time::Duration::from_millis(300)
+    })
+    .await;
     let envelope = envelope(
         "getJob",
         &[
@@ -267,7 +270,7 @@ async fn an_envelope_declared_over_the_limit_is_refused_at_once_while_an_upload_
 {
     let app = spawn_app_with(|s| {
         s.server.max_body_bytes = 64 * 1024;
-        s.server.body_read_timeout_secs = 600.0;
+        s.server.body_read_timeout_secs = std::time::Duration::from_secs_f64(600.0);
     })
     .await;
     let address = app.proxy.trim_start_matches("http://").to_string();
@@ -354,13 +357,19 @@ async fn the_admin_port_refuses_a_foreign_host_without_tokens_but_not_its_probes
 #[tokio::test]
 async fn a_registry_path_under_connection_is_refused() {
     let app = spawn_app().await;
+    // `name` is WSO2 1.1's registry path, used when there is no `registryPath`.
     for field in ["registryPath", "name"] {
-        let response = app
-            .call_with(
-                "getJob",
-                &[("jobId", "750000000000000AAA"), (field, "Connection:sales")],
-            )
-            .await;
+        let fields: Vec<(&str, String)> = app
+            .credentials()
+            .into_iter()
+            .filter(|(name, _)| *name != "registryPath")
+            .chain([
+                (field, "Connection:sales".to_string()),
+                ("jobId", "750000000000000AAA".to_string()),
+            ])
+            .collect();
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let response = app.call("getJob", envelope("getJob", &fields)).await;
         assert_eq!(response.status(), 400, "{field}");
         assert_eq!(
             response.headers()["x-sfbulk-proxy-fault"],
@@ -431,6 +440,9 @@ async fn malformed_chunking_is_an_invalid_request() {
         extension,
         trailers,
         "123456789012345678\r\nx\r\n0\r\n\r\n".to_string(),
+        "zz\r\nx\r\n0\r\n\r\n".to_string(),
+        "1\r\nxY\r\n0\r\n\r\n".to_string(),
+        "1 x\r\nx\r\n0\r\n\r\n".to_string(),
     ] {
         let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
         let head = format!(
@@ -458,10 +470,10 @@ async fn max_connections_counts_both_listeners_together() {
     );
     let mut settings = test_settings();
     settings.server.max_connections = 4;
-    settings.server.tls_listen = "127.0.0.1:0".into();
-    settings.server.tls_cert_file = dir.join("cert.pem");
-    settings.server.tls_key_file = dir.join("key.pem");
-    let app = sfbulk_proxy::server::Application::build(&settings)
+    settings.server.tls_listen = Some("127.0.0.1:0".into());
+    settings.server.tls_cert_file = Some(dir.join("cert.pem"));
+    settings.server.tls_key_file = Some(dir.join("key.pem"));
+    let app = sfbulk_proxy::app::Application::build(&settings)
         .await
         .unwrap();
     let plain = app.local_addr().unwrap();
@@ -506,4 +518,127 @@ async fn max_connections_counts_both_listeners_together() {
     .await;
     assert!(freed.is_ok(), "a place came free");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A gzip answer whose header never ends (a file name trickled a byte at a time): nothing ever
+/// decodes from it.
+fn endless_gzip_header(head: &str) -> Script {
+    let mut bytes = head.as_bytes().to_vec();
+    bytes.extend_from_slice(&[0x1f, 0x8b, 8, 8, 0, 0, 0, 0, 0, 3]);
+    Script::Trickle {
+        head: bytes,
+        every: Duration::from_millis(20),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_that_never_yields_a_frame_is_bounded_by_max_answer_secs_too() {
+    // Decoded for a caller that does not take gzip: nothing has gone out, so a 504.
+    let (upstream, _) = scripted_server(|_| {
+        endless_gzip_header(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Encoding: gzip\r\n\
+             Content-Length: 100000000\r\n\r\n",
+        )
+    })
+    .await;
+    let upstream = format!("http://{upstream}");
+    let proxy = proxy_for(&upstream, |s| {
+        s.salesforce.max_answer_secs = Duration::from_millis(300)
+    })
+    .await;
+    let query = envelope(
+        "getBulkQueryResults",
+        &[
+            ("apiVersion", "34.0"),
+            ("accessToken", "00D000000000001!token"),
+            ("apiUrl", &upstream),
+            ("jobId", "750x"),
+            ("batchId", "751x"),
+            ("resultId", "752x"),
+        ],
+    );
+    let response = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{proxy}/services/salesforcebulk_getBulkQueryResults"
+        ))
+        .timeout(CEILING)
+        .body(query)
+        .send()
+        .await
+        .expect("answered within the ceiling");
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        response.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_UPSTREAM_TIMEOUT"
+    );
+
+    // allPages to a caller that takes gzip, its second page trickling: cut.
+    let (upstream, _) = scripted_server(|line| match asked_locator(line) {
+        None => page("P1"),
+        Some(_) => Script::Trickle {
+            head: b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nSforce-Locator: null\r\n\
+                    Content-Length: 100000000\r\n\r\n\"Id\"\n"
+                .to_vec(),
+            every: Duration::from_millis(20),
+        },
+    })
+    .await;
+    let upstream = format!("http://{upstream}");
+    let proxy = proxy_for(&upstream, |s| {
+        s.salesforce.max_answer_secs = Duration::from_millis(300)
+    })
+    .await;
+    let all_pages = envelope(
+        "getQueryJobResults",
+        &[
+            ("accessToken", "00D000000000001!token"),
+            ("apiUrl", &upstream),
+            ("jobId", "750x"),
+            ("allPages", "true"),
+        ],
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{proxy}/services/salesforcebulkv2_getQueryJobResults"
+        ))
+        .header("accept-encoding", "gzip")
+        .timeout(CEILING)
+        .body(all_pages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let read = tokio::time::timeout(CEILING, read_whole(response))
+        .await
+        .expect("cut, not held for ever");
+    assert!(read.broke);
+}
+
+#[tokio::test]
+async fn a_streamed_upload_with_broken_chunking_is_the_callers_fault() {
+    let app = spawn_app_with(|s| s.server.replay_buffer_bytes = 1024).await;
+    let job = app.create_job().await;
+    let address = app.proxy.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let query = app.upload_query(&[("jobId", &job)]);
+    let head = format!(
+        "POST /services/salesforcebulk_uploadBatchFile?{query} HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut rows = String::from("FirstName,LastName\n");
+    while rows.len() < 4096 {
+        rows.push_str("Ada,Lovelace\n");
+    }
+    let chunk = format!("{:x}\r\n{rows}\r\n", rows.len());
+    tcp.write_all(chunk.as_bytes()).await.unwrap();
+    tcp.write_all(b"zz\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(CEILING, tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("SFBULK_INVALID_REQUEST"), "{answer}");
 }

@@ -206,7 +206,7 @@ async fn a_salesforce_that_never_answers_is_a_504_after_the_response_timeout() {
     let allowed = origin.clone();
     let app = spawn_app_with(move |s| {
         s.salesforce.allowed_origins.push(allowed);
-        s.salesforce.response_timeout_secs = 1.0;
+        s.salesforce.response_timeout_secs = std::time::Duration::from_secs_f64(1.0);
     })
     .await;
     let body = envelope(

@@ -373,9 +373,10 @@ async fn the_jwt_bearer_grant_checks_signature_audience_expiry_issuer_and_user_i
     let keys = crate::support::keys::RsaKeyPair::generate(&dir, "app");
     let other = crate::support::keys::RsaKeyPair::generate(&dir, "other");
     let public_key_file = keys.public_key_file.clone();
-    let app =
-        crate::support::spawn_app_with(move |s| s.emulator.jwt_public_key_file = public_key_file)
-            .await;
+    let app = crate::support::spawn_app_with(move |s| {
+        s.emulator.jwt_public_key_file = Some(public_key_file)
+    })
+    .await;
     let e = &app.settings.emulator;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -652,7 +653,10 @@ async fn the_proxys_create_job_body_keeps_the_emulators_own_schema_order() {
 
 #[tokio::test]
 async fn with_a_latency_every_answer_waits_at_least_that_long() {
-    let app = crate::support::spawn_app_with(|s| s.emulator.latency_ms = 60).await;
+    let app = crate::support::spawn_app_with(|s| {
+        s.emulator.latency_ms = std::time::Duration::from_millis(60)
+    })
+    .await;
     let started = std::time::Instant::now();
     let answer = app
         .http

@@ -9,8 +9,9 @@ use crate::support::process::start_proxy;
 use crate::support::redis::RedisServer;
 use crate::support::{spawn_app_with, spawn_proxy, temp_dir, TestApp};
 use futures_util::future::join_all;
-use sfbulk_proxy::config::{RegistryBackend, Settings};
-use sfbulk_proxy::secret::Secret;
+use sfbulk_proxy::common::secret::Secret;
+use sfbulk_proxy::config::Settings;
+use sfbulk_proxy::registry::settings::RegistryBackend;
 
 const PATH: &str = "connectors/SalesforceBulk";
 
@@ -19,9 +20,9 @@ const PATH: &str = "connectors/SalesforceBulk";
 async fn fleet(replicas: usize, tweak: impl FnOnce(&mut Settings)) -> (TestApp, Vec<String>) {
     let app = spawn_app_with(|s| {
         s.emulator.rotate_refresh_tokens = true;
-        s.registry.lock_lease_ms = 300;
-        s.registry.timeout_ms = 500;
-        s.registry.request_budget_ms = 1000;
+        s.registry.lock_lease_ms = std::time::Duration::from_millis(300);
+        s.registry.timeout_ms = std::time::Duration::from_millis(500);
+        s.registry.request_budget_ms = std::time::Duration::from_millis(1000);
         tweak(s);
     })
     .await;
@@ -104,7 +105,7 @@ async fn two_processes_on_one_registry_directory_make_one_refresh_per_expiry() {
     let shared = dir.clone();
     let (app, proxies) = fleet(2, move |s| {
         s.registry.backend = RegistryBackend::File;
-        s.registry.dir = shared;
+        s.registry.dir = Some(shared);
     })
     .await;
     expiry_rounds(&app, &proxies, &[PATH, "flows/second"], 3).await;
@@ -117,7 +118,7 @@ async fn a_slow_token_endpoint_keeps_its_lease_and_lets_no_second_refresh_in() {
     let redis_backend = on_redis(&redis);
     let (app, proxies) = fleet(2, move |s| {
         redis_backend(s);
-        s.registry.lock_lease_ms = 60;
+        s.registry.lock_lease_ms = std::time::Duration::from_millis(60);
     })
     .await;
     let job = app.create_job().await;
@@ -242,7 +243,7 @@ async fn sealed_entries_in_redis_hold_no_token_bytes_and_keep_their_ttl() {
     let (app, proxies) = fleet(1, move |s| {
         sealed(s);
         s.registry.encryption_key = Secret::new(key);
-        s.registry.entry_ttl_secs = 3600.0;
+        s.registry.entry_ttl_secs = std::time::Duration::from_secs_f64(3600.0);
     })
     .await;
     expiry_rounds(&app, &proxies, &[PATH], 1).await;

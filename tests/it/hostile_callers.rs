@@ -86,7 +86,9 @@ async fn envelopes_of_many_elements_are_read_in_linear_time_and_healthz_stays_re
 
 #[tokio::test]
 async fn an_envelope_trickled_a_byte_at_a_time_gets_408_and_nothing_goes_upstream() {
-    let app = spawn_app_with(|s| s.server.body_read_timeout_secs = 0.3).await;
+    let app =
+        spawn_app_with(|s| s.server.body_read_timeout_secs = std::time::Duration::from_millis(300))
+            .await;
     let envelope = app.envelope("getJob", &[("jobId", "750x")]);
     let mut tcp = raw_request(
         &app,
@@ -116,7 +118,7 @@ async fn a_stalled_upload_gets_408_and_nothing_complete_reaches_salesforce() {
     // upload is already streaming when it stalls, and the request to Salesforce is aborted.
     for replay_buffer in [1 << 20, 1024] {
         let app = spawn_app_with(|s| {
-            s.server.body_read_timeout_secs = 0.2;
+            s.server.body_read_timeout_secs = std::time::Duration::from_secs_f64(0.2);
             s.server.replay_buffer_bytes = replay_buffer;
         })
         .await;
@@ -155,8 +157,8 @@ async fn a_stalled_upload_gets_408_and_nothing_complete_reaches_salesforce() {
 #[tokio::test]
 async fn an_upload_slower_than_the_response_timeout_completes() {
     let app = spawn_app_with(|s| {
-        s.salesforce.response_timeout_secs = 0.2;
-        s.server.body_read_timeout_secs = 5.0;
+        s.salesforce.response_timeout_secs = std::time::Duration::from_secs_f64(0.2);
+        s.server.body_read_timeout_secs = std::time::Duration::from_secs_f64(5.0);
         s.server.replay_buffer_bytes = 1024;
     })
     .await;
@@ -284,7 +286,7 @@ async fn a_caller_that_stops_reading_an_answer_is_cut_off() {
     const ROWS: u64 = 400_000;
     let app = spawn_app_with(|s| {
         s.emulator.generated_contacts = ROWS;
-        s.server.write_timeout_secs = 0.3;
+        s.server.write_timeout_secs = std::time::Duration::from_secs_f64(0.3);
     })
     .await;
     let (job, batch, result) = app.query_result().await;

@@ -22,6 +22,7 @@ mod emulator_fidelity;
 mod fleet;
 mod forged_logs;
 mod hostile_callers;
+mod log_targets;
 mod module_graph;
 mod monitoring;
 mod operations;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::support::{spawn_app, spawn_app_with, LogCapture};
-use sfbulk_proxy::secret::Secret;
+use sfbulk_proxy::common::secret::Secret;
 
 /// The value of the sample `series` (its name and labels exactly as exposed), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use crate::support::{canned_server, element, spawn_app_with};
-use sfbulk_proxy::secret::Secret;
+use sfbulk_proxy::common::secret::Secret;
 
 /// A getJob on the https test org, which only the outbound proxy could reach.
 async fn get_job_at_the_https_org(app: &crate::support::TestApp) -> reqwest::Response {
@@ -106,7 +106,7 @@ async fn the_proxy_urls_credentials_are_sent_and_no_proxy_hosts_go_direct() {
     let allowed = direct.clone();
     let app = spawn_app_with(move |s| {
         s.salesforce.https_proxy = Secret::new(format!("http://flow:s3cret@{proxy}"));
-        s.salesforce.no_proxy = "localhost, 127.0.0.1".into();
+        s.salesforce.no_proxy = Some("localhost, 127.0.0.1".into());
         s.salesforce.read_retries = 0;
         s.salesforce
             .allowed_origins

@@ -6,9 +6,9 @@
 
 use axum::body::Bytes;
 use proptest::prelude::*;
-use sfbulk_proxy::envelope::{Envelope, Fields, QueryFields};
-use sfbulk_proxy::operation::unindent_csv;
-use sfbulk_proxy::xml::read_document;
+use sfbulk_proxy::common::xml::read_document;
+use sfbulk_proxy::pipeline::envelope::{Envelope, Fields, QueryFields};
+use sfbulk_proxy::pipeline::operation::unindent_csv;
 
 /// The envelopes the samples hold, as real flows send them.
 fn samples() -> Vec<Vec<u8>> {

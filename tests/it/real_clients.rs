@@ -94,7 +94,7 @@ async fn run_client(client: Client<'_>) {
         is_poll,
     } = client;
     let app = spawn_app_with(|s| {
-        s.emulator.batch_processing_ms = 500;
+        s.emulator.batch_processing_ms = std::time::Duration::from_millis(500);
         s.emulator.generated_contacts = generated_contacts;
     })
     .await;

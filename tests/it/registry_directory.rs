@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::process::{start_proxy, status_kb};
 use crate::support::{spawn_app, spawn_app_with, temp_dir};
-use sfbulk_proxy::config::RegistryBackend;
+use sfbulk_proxy::registry::settings::RegistryBackend;
 
 /// A made-up entry id (64 lower-case hex digits).
 fn entry_id(digit: char) -> String {
@@ -77,7 +77,7 @@ async fn a_planted_lock_link_is_never_followed() {
     let target = elsewhere.join("created-by-the-proxy");
     let app = spawn_app_with(|s| {
         s.registry.backend = RegistryBackend::File;
-        s.registry.dir = dir.clone();
+        s.registry.dir = Some(dir.clone());
     })
     .await;
     let job = app.create_job().await;

@@ -5,13 +5,15 @@
 use std::time::Duration;
 
 use crate::support::{canned_server, envelope, spawn_app_with, test_settings};
-use sfbulk_proxy::server::Application;
+use sfbulk_proxy::app::Application;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_disconnected() {
-    let app = spawn_app_with(|s| s.server.header_read_timeout_secs = 1.0).await;
+    let app =
+        spawn_app_with(|s| s.server.header_read_timeout_secs = std::time::Duration::from_secs(1))
+            .await;
     let address = app.proxy.trim_start_matches("http://").to_string();
     let mut slow = TcpStream::connect(&address).await.unwrap();
     slow.write_all(b"POST /services/salesforcebulk_getJob HTTP/1.1\r\nHost: proxy\r\n")
@@ -47,7 +49,7 @@ async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
     let salesforce = format!("http://{salesforce}");
     let mut settings = test_settings();
     settings.salesforce.allowed_origins.push(salesforce.clone());
-    settings.server.shutdown_grace_secs = 10.0;
+    settings.server.shutdown_grace_secs = std::time::Duration::from_secs_f64(10.0);
     let app = Application::build(&settings).await.unwrap();
     let proxy = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -101,15 +103,15 @@ async fn a_listener_that_cannot_bind_names_its_setting_and_address() {
     for key in ["server.listen", "server.tls_listen"] {
         let mut settings = test_settings();
         if key == "server.listen" {
-            settings.server.listen = address.to_string();
+            settings.server.listen = Some(address.to_string());
         } else {
             let dir = crate::support::temp_dir("bind-tls");
             let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
             std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
             std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
-            settings.server.tls_listen = address.to_string();
-            settings.server.tls_cert_file = dir.join("cert.pem");
-            settings.server.tls_key_file = dir.join("key.pem");
+            settings.server.tls_listen = Some(address.to_string());
+            settings.server.tls_cert_file = Some(dir.join("cert.pem"));
+            settings.server.tls_key_file = Some(dir.join("key.pem"));
         }
         let error = Application::build(&settings)
             .await

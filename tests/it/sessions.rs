@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::support::redis::RedisServer;
 use crate::support::{spawn_app_with, spawn_proxy, temp_dir, TestApp};
-use sfbulk_proxy::config::{RegistryBackend, Settings};
-use sfbulk_proxy::secret::Secret;
+use sfbulk_proxy::common::secret::Secret;
+use sfbulk_proxy::config::Settings;
+use sfbulk_proxy::registry::settings::RegistryBackend;
 
 /// A grant refreshed under one path, its session expired, then its first call under a new
 /// path (through `second`, another replica when given): one refresh, and the call answered.
@@ -50,7 +51,7 @@ async fn rotating_on_files(dir: &std::path::Path) -> TestApp {
     spawn_app_with(move |s| {
         rotating(s);
         s.registry.backend = RegistryBackend::File;
-        s.registry.dir = dir;
+        s.registry.dir = Some(dir);
     })
     .await
 }
@@ -258,7 +259,10 @@ fn redis_maxmemory(redis: &RedisServer, bytes: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_unwritten_to_a_full_redis_keeps_other_replicas_from_refreshing() {
     let redis = RedisServer::start();
-    let app = rotating_on_redis(&redis, |s| s.registry.lock_lease_ms = 600).await;
+    let app = rotating_on_redis(&redis, |s| {
+        s.registry.lock_lease_ms = std::time::Duration::from_millis(600)
+    })
+    .await;
     let replica = spawn_proxy(&app.settings).await;
     let job = app.create_job().await;
     app.org.expire_sessions();

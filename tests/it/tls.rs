@@ -9,7 +9,7 @@ use crate::support::{spawn_app_with, temp_dir, TestApp};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
-use sfbulk_proxy::server::Application;
+use sfbulk_proxy::app::Application;
 
 const CEILING: Duration = Duration::from_secs(20);
 
@@ -42,11 +42,11 @@ pub fn write_pair(dir: &Path, (cert, key): &(String, String)) {
 
 /// The emulator, and a proxy serving HTTPS with the pair in `dir` (and `client_ca`, if any).
 async fn proxy_over_tls(dir: &Path, client_ca: Option<PathBuf>) -> (TestApp, Application) {
-    let (dir, client_ca) = (dir.to_path_buf(), client_ca.unwrap_or_default());
+    let dir = dir.to_path_buf();
     let app = spawn_app_with(move |s| {
-        s.server.tls_listen = "127.0.0.1:0".into();
-        s.server.tls_cert_file = dir.join("cert.pem");
-        s.server.tls_key_file = dir.join("key.pem");
+        s.server.tls_listen = Some("127.0.0.1:0".into());
+        s.server.tls_cert_file = Some(dir.join("cert.pem"));
+        s.server.tls_key_file = Some(dir.join("key.pem"));
         s.server.tls_client_ca_file = client_ca;
     })
     .await;
@@ -92,7 +92,7 @@ async fn calls_go_through_https_and_sighup_loads_a_new_certificate_but_not_a_bro
         .unwrap();
     assert_eq!(created.status(), 201);
 
-    let hangup = |tls: &std::sync::Arc<sfbulk_proxy::tls::ServerTls>| {
+    let hangup = |tls: &std::sync::Arc<sfbulk_proxy::edge::tls::ServerTls>| {
         let before = tls.reloads();
         let sent = std::process::Command::new("kill")
             .args(["-HUP", &std::process::id().to_string()])
@@ -193,14 +193,14 @@ async fn salesforce_over_https_is_trusted_through_salesforce_ca_file_and_refused
     );
     let app = crate::support::spawn_app_around_emulator(
         move |s| {
-            s.emulator.tls_cert_file = cert;
-            s.emulator.tls_key_file = key;
+            s.emulator.tls_cert_file = Some(cert);
+            s.emulator.tls_key_file = Some(key);
         },
         move |s, emulator| {
             let https = emulator.replace("http://", "https://");
             s.salesforce.allowed_origins.push(https.clone());
             s.salesforce.token_endpoint_hostname = https;
-            s.salesforce.ca_file = ca_file;
+            s.salesforce.ca_file = Some(ca_file);
         },
     )
     .await;
@@ -226,7 +226,7 @@ async fn salesforce_over_https_is_trusted_through_salesforce_ca_file_and_refused
 
     // The built-in roots alone do not know the test org's CA.
     let mut untrusting = app.settings.clone();
-    untrusting.salesforce.ca_file = Default::default();
+    untrusting.salesforce.ca_file = None;
     let proxy = crate::support::spawn_proxy(&untrusting).await;
     let refused = app
         .call_at(
@@ -250,13 +250,13 @@ fn a_ca_file_that_holds_no_certificate_stops_start_up_naming_the_setting() {
     let dir = temp_dir("bad-ca");
     std::fs::write(dir.join("ca.pem"), "not a certificate").unwrap();
     let mut settings = crate::support::test_settings();
-    settings.salesforce.ca_file = dir.join("ca.pem");
-    let message = settings.build().unwrap_err().to_string();
+    settings.salesforce.ca_file = Some(dir.join("ca.pem"));
+    let message = settings.prepare().unwrap_err().to_string();
     assert!(message.contains("salesforce.ca_file"), "{message}");
-    settings.salesforce.ca_file = Default::default();
+    settings.salesforce.ca_file = None;
     settings.salesforce.native_roots = true;
     // The system store is read (Debian's ca-certificates, or none at all: then start-up says so).
-    match settings.build() {
+    match settings.prepare() {
         Ok(_) => {}
         Err(e) => assert!(e.to_string().contains("salesforce.native_roots"), "{e}"),
     }

@@ -3,11 +3,12 @@
 //! survives a restart.
 
 use crate::support::{element, spawn_app, spawn_app_with, spawn_proxy, temp_dir, TestApp};
-use sfbulk_proxy::config::RegistryBackend;
-use sfbulk_proxy::credentials::{GrantKind, RefreshGrant};
-use sfbulk_proxy::domain::IntervalTime;
+use sfbulk_proxy::common::secret::Secret;
+use sfbulk_proxy::common::values::IntervalTime;
+use sfbulk_proxy::registry::settings::RegistryBackend;
 use sfbulk_proxy::registry::{now_ms, Entry, FileRegistry, RegistryKey, TokenRegistry};
-use sfbulk_proxy::secret::Secret;
+use sfbulk_proxy::salesforce::grant::{GrantKind, RefreshGrant};
+use sfbulk_proxy::session::key_parts;
 
 #[tokio::test]
 async fn the_stored_token_replaces_the_callers_token() {
@@ -65,7 +66,7 @@ async fn knowing_the_registry_path_is_not_enough_to_use_the_stored_token() {
 
 /// Writes an entry for the app's credentials as if stored `age_ms` ago.
 async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_ms: &str) {
-    let allow = app.settings.build().unwrap().allow;
+    let allow = app.settings.prepare().unwrap().outbound.allow;
     let e = &app.settings.emulator;
     let grant = RefreshGrant {
         registry_path: "connectors/SalesforceBulk".into(),
@@ -86,7 +87,7 @@ async fn seed_entry(app: &TestApp, dir: &std::path::Path, age_ms: u64, interval_
     };
     FileRegistry::open(dir, 10_000, None)
         .unwrap()
-        .put(&RegistryKey::for_grant(&grant.key_parts()), entry)
+        .put(&RegistryKey::for_grant(&key_parts(&grant)), entry)
         .await
         .unwrap();
 }
@@ -95,7 +96,7 @@ async fn app_on_file_registry(dir: &std::path::Path) -> TestApp {
     let dir = dir.to_path_buf();
     spawn_app_with(move |s| {
         s.registry.backend = RegistryBackend::File;
-        s.registry.dir = dir;
+        s.registry.dir = Some(dir);
     })
     .await
 }
@@ -225,14 +226,14 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
         let dir = dir.clone();
         move |s| {
             s.registry.backend = RegistryBackend::File;
-            s.registry.dir = dir;
+            s.registry.dir = Some(dir);
             s.registry.max_entries = 2;
         }
     })
     .await;
     // An entry holding a rotated refresh token, the only copy of its grant.
     let e = &app.settings.emulator;
-    let allow = app.settings.build().unwrap().allow;
+    let allow = app.settings.prepare().unwrap().outbound.allow;
     let grant = RefreshGrant {
         registry_path: "flows/rotated".into(),
         kind: GrantKind::RefreshToken(Secret::new("rotated-away-original")),
@@ -245,7 +246,7 @@ async fn beyond_max_entries_the_least_recent_entry_goes_but_a_rotated_one_stays(
     FileRegistry::open(&dir, 2, None)
         .unwrap()
         .put(
-            &RegistryKey::for_grant(&grant.key_parts()),
+            &RegistryKey::for_grant(&key_parts(&grant)),
             Entry {
                 access_token: Secret::new(e.access_token.expose()),
                 instance_url: app.emulator.clone(),
@@ -301,7 +302,7 @@ async fn sealed_entries_survive_a_key_change_and_an_unopenable_grant_says_to_rea
     let shared = dir.clone();
     let app = spawn_app_with(move |s| {
         s.registry.backend = RegistryBackend::File;
-        s.registry.dir = shared;
+        s.registry.dir = Some(shared);
         s.registry.encryption_key = sealing_key(1);
         s.emulator.rotate_refresh_tokens = true;
     })
@@ -376,7 +377,7 @@ async fn a_token_answer_that_is_no_usable_token_is_a_502_and_never_stored() {
         let (shared, allowed) = (dir.clone(), login.clone());
         let app = spawn_app_with(move |s| {
             s.registry.backend = RegistryBackend::File;
-            s.registry.dir = shared;
+            s.registry.dir = Some(shared);
             s.salesforce.allowed_origins.push(allowed);
         })
         .await;

@@ -276,7 +276,10 @@ async fn with_no_idle_connections_allowed_every_call_opens_its_own() {
 
 #[tokio::test]
 async fn connections_idle_longer_than_the_idle_timeout_are_closed() {
-    let (app, relay) = app_behind_relay(None, |s| s.salesforce.idle_timeout_secs = 1.0).await;
+    let (app, relay) = app_behind_relay(None, |s| {
+        s.salesforce.idle_timeout_secs = std::time::Duration::from_secs(1)
+    })
+    .await;
     let job = app.create_job_via(&relay.origin).await;
     let fields = [("jobId", job.as_str())];
     let burst = futures_util::future::join_all(
@@ -331,7 +334,7 @@ async fn an_error_body_that_goes_silent_is_a_timeout_not_an_outage() {
     let allowed = silent.clone();
     let app = spawn_app_with(move |s| {
         s.salesforce.allowed_origins.push(allowed);
-        s.salesforce.read_timeout_secs = 0.05;
+        s.salesforce.read_timeout_secs = std::time::Duration::from_secs_f64(0.05);
     })
     .await;
     let body = crate::support::envelope(

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sfbulk_emulator::{Emulator, Org, RecordedRequest};
-use sfbulk_proxy::config::{RegistryBackend, Settings};
-use sfbulk_proxy::server::Application;
+use sfbulk_proxy::app::Application;
+use sfbulk_proxy::config::Settings;
+use sfbulk_proxy::registry::settings::RegistryBackend;
 
 use super::envelopes::{element, envelope, CSV_INSERT_JOB};
 
@@ -25,12 +26,12 @@ pub struct TestApp {
 /// Settings as the tests run them: defaults, memory registry, everything on loopback port 0.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("defaults load");
-    settings.server.listen = "127.0.0.1:0".into();
-    settings.admin.listen = "127.0.0.1:0".into();
+    settings.server.listen = Some("127.0.0.1:0".into());
+    settings.admin.listen = Some("127.0.0.1:0".into());
     settings.emulator.listen = "127.0.0.1:0".into();
     settings.registry.backend = RegistryBackend::Memory;
-    settings.emulator.batch_processing_ms = 0;
-    settings.admin.console_sample_ms = 20;
+    settings.emulator.batch_processing_ms = std::time::Duration::from_millis(0);
+    settings.admin.console_sample_ms = std::time::Duration::from_millis(20);
     settings
 }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
-use sfbulk_proxy::telemetry::{JsonLine, TextLine};
+use sfbulk_proxy::observe::log_format::{JsonLine, TextLine};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;

@@ -36,7 +36,7 @@ pub enum Script {
     Whole(Vec<u8>),
     /// `head`, then one body byte (`x`) every `every`, for ever (until the caller goes).
     Trickle {
-        head: String,
+        head: Vec<u8>,
         every: std::time::Duration,
     },
 }
@@ -66,7 +66,7 @@ pub async fn scripted_server(
                         let _ = socket.write_all(&bytes).await;
                     }
                     Script::Trickle { head, every } => {
-                        if socket.write_all(head.as_bytes()).await.is_err() {
+                        if socket.write_all(&head).await.is_err() {
                             return;
                         }
                         while socket.write_all(b"x").await.is_ok() {

@@ -1,0 +1,265 @@
+//! The fake org's whole state: [`Org`], and [`RecordedRequest`], a request as it was received.
+//!
+//! The org holds sessions, 1.0 and 2.0 jobs, records, and what it was sent; tests inspect and
+//! steer it through its public methods.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue};
+
+use super::compression;
+use super::ids;
+use super::jobs;
+use super::oauth::{self, TokenGate};
+use super::records;
+use super::settings::Settings;
+use super::v2;
+
+/// How many requests the emulator remembers for inspection; older ones are dropped.
+const RECORDED_REQUESTS: usize = 1000;
+
+/// The standard objects the fake org knows; create a job on anything else and it says so.
+const OBJECTS: &[&str] = &[
+    "Account",
+    "Asset",
+    "Campaign",
+    "Case",
+    "Contact",
+    "Contract",
+    "Event",
+    "Lead",
+    "Note",
+    "Opportunity",
+    "Order",
+    "Pricebook2",
+    "Product2",
+    "Task",
+    "User",
+];
+
+/// A request as the emulator received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub host: Option<String>,
+    pub content_type: Option<String>,
+    pub session: Option<String>,
+    /// The W3C `traceparent` the request carried.
+    pub traceparent: Option<String>,
+    /// Every header, for the ones a test asks about by name (`Sforce-Enable-PKChunking`...).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The fake org's whole state.
+pub struct Org {
+    pub(crate) settings: Settings,
+    instance_url: RwLock<String>,
+    pub(crate) org_id: String,
+    pub(crate) user_id: String,
+    pub(crate) ids: ids::IdGenerator,
+    pub(crate) auth: Mutex<oauth::Auth>,
+    pub(crate) jobs: Mutex<HashMap<String, jobs::Job>>,
+    pub(crate) records: Mutex<records::Store>,
+    recorded: Mutex<VecDeque<RecordedRequest>>,
+    /// Answers compressed once, when `Settings::reuse_compressed_answers` is on.
+    pub(crate) compressed: Arc<compression::CompressedAnswers>,
+    pub(crate) refresh_attempts: AtomicUsize,
+    /// One more than the Bulk API calls to serve before sessions expire; 0: no expiry planned.
+    pub(crate) expiry_countdown: AtomicUsize,
+    pub(crate) token_gate: TokenGate,
+    /// Requests that left the wire's schema (element order), newest last, at most 100.
+    schema_deviations: Mutex<VecDeque<String>>,
+    /// `Sforce-Limit-Info` put on Bulk API answers, when set.
+    pub(crate) limit_info: Mutex<Option<HeaderValue>>,
+    /// Bulk API 2.0 ingest jobs by id.
+    ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
+    /// Bulk API 2.0 query jobs by id.
+    query_jobs: Mutex<HashMap<String, v2::QueryJob>>,
+}
+
+impl Org {
+    pub(crate) fn new(settings: Settings, instance_url: String) -> Org {
+        let ids = ids::IdGenerator::default();
+        Org {
+            auth: Mutex::new(oauth::Auth::new(
+                &settings.access_token,
+                &settings.refresh_token,
+                settings.session_ttl,
+            )),
+            org_id: ids.next(ids::ORG),
+            user_id: ids.next(ids::USER),
+            ids,
+            instance_url: RwLock::new(instance_url),
+            jobs: Mutex::new(HashMap::new()),
+            records: Mutex::new(records::Store::default()),
+            recorded: Mutex::new(VecDeque::new()),
+            compressed: Arc::default(),
+            refresh_attempts: AtomicUsize::new(0),
+            expiry_countdown: AtomicUsize::new(0),
+            token_gate: TokenGate::default(),
+            schema_deviations: Mutex::new(VecDeque::new()),
+            limit_info: Mutex::new(None),
+            ingest_jobs: Mutex::new(HashMap::new()),
+            query_jobs: Mutex::new(HashMap::new()),
+            settings,
+        }
+    }
+
+    /// Puts `Sforce-Limit-Info: value` (such as `api-usage=25/15000`) on every Bulk API answer
+    /// (1.0 and 2.0) from now on, or none with `None`. The reference leaves open whether Bulk 1.0
+    /// sends it; a test asks for it.
+    pub fn send_limit_info(&self, value: Option<&str>) {
+        *self.limit_info.lock().unwrap_or_else(|e| e.into_inner()) =
+            value.and_then(|v| HeaderValue::from_str(v).ok());
+    }
+
+    /// The `instance_url` that token refreshes return.
+    pub fn instance_url(&self) -> String {
+        self.instance_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes refreshes send callers to another origin (e.g. the same emulator by another name).
+    pub fn set_instance_url(&self, url: &str) {
+        *self.instance_url.write().unwrap_or_else(|e| e.into_inner()) = url.to_string();
+    }
+
+    /// Refresh-token grants with valid client credentials so far, successful or not.
+    pub fn refresh_attempts(&self) -> usize {
+        self.refresh_attempts.load(Ordering::SeqCst)
+    }
+
+    /// Where requests left the schema that Salesforce's clients keep (see `jobs`): accepted, as
+    /// Salesforce accepts them, but noted, so tests can insist on the schema.
+    pub fn schema_deviations(&self) -> Vec<String> {
+        self.schema_deviations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn note_schema_deviation(&self, deviation: String) {
+        let mut noted = self
+            .schema_deviations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if noted.len() == 100 {
+            noted.pop_front();
+        }
+        noted.push_back(deviation);
+    }
+
+    /// Holds back token requests: see [`TokenGate`]. Held requests are not counted in
+    /// [`Org::refresh_attempts`] until let go.
+    pub fn token_gate(&self) -> &TokenGate {
+        &self.token_gate
+    }
+
+    /// Whether the grant was revoked because a rotated-out refresh token was used, as
+    /// Salesforce revokes it.
+    pub fn grant_revoked(&self) -> bool {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoked()
+    }
+
+    /// The refresh tokens that work now (one, or none once revoked).
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live_refresh_tokens()
+    }
+
+    /// Ends every session now, as the org's session timeout would.
+    pub fn expire_sessions(&self) {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expire_sessions();
+    }
+
+    /// Serves `calls` more Bulk API (1.0 or 2.0) calls, then ends every session just before the
+    /// next: a session that times out in the middle of a client's sequence of calls.
+    pub fn expire_sessions_after(&self, calls: usize) {
+        self.expiry_countdown.store(calls + 1, Ordering::SeqCst);
+    }
+
+    /// The requests received so far, oldest first (at most the last 1000).
+    pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps `request` for [`Org::recorded_requests`], dropping the oldest past 1000.
+    pub(crate) fn record_request(&self, request: RecordedRequest) {
+        let mut log = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == RECORDED_REQUESTS {
+            log.pop_front();
+        }
+        log.push_back(request);
+    }
+
+    /// The generated rows a query of `object` returns after the stored ones.
+    pub(crate) fn generated_rows(&self, object: &str) -> u64 {
+        if object == records::GENERATED_OBJECT {
+            self.settings.generated_contacts
+        } else {
+            0
+        }
+    }
+
+    /// The records of `object` now, as a query sees them: a 2.0 ingest job whose time has come
+    /// has run first.
+    pub(crate) fn stored_records(&self, object: &str) -> Vec<records::Record> {
+        drop(self.ingest_jobs());
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(object)
+    }
+
+    /// The 2.0 ingest jobs, each closed one moved on as its time has come (an emulator holds a
+    /// few, so looking at each on every call costs nothing worth a timer).
+    pub(crate) fn ingest_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::IngestJob>> {
+        let mut jobs = self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for job in jobs.values_mut() {
+            job.advance(self);
+        }
+        jobs
+    }
+
+    pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::QueryJob>> {
+        self.query_jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn bearer_is_live(&self, token: &str) -> bool {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_live(token)
+    }
+
+    /// The canonical name of a known object, matched without regard to case as Salesforce does.
+    pub(crate) fn known_object(&self, name: &str) -> Option<String> {
+        OBJECTS
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(name))
+            .map(|o| o.to_string())
+    }
+}

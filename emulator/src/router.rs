@@ -1,0 +1,168 @@
+//! The emulator's routes ([`router`]) and the layer every request passes first.
+//!
+//! The routes are OAuth's, Bulk API 1.0's, and Bulk API 2.0's from `v2`. The layer records the
+//! request, waits out the latency, takes gzip bodies, counts calls towards a planned session
+//! expiry, and compresses answers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use super::batches;
+use super::compression;
+use super::jobs;
+use super::oauth;
+use super::v2;
+use super::wire;
+use super::{Org, RecordedRequest};
+
+/// Largest request body the emulator takes (Salesforce's own batch limit is 10 MB).
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Request bodies larger than this are not recorded (only their size is).
+const RECORDED_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The emulator's routes.
+pub fn router(org: Arc<Org>) -> Router {
+    let job_collection = post(jobs::create).fallback(jobs::method_not_allowed);
+    let job = get(jobs::get)
+        .post(jobs::update)
+        .fallback(jobs::method_not_allowed);
+    Router::new()
+        .route("/services/oauth2/token", post(oauth::token))
+        .route("/services/async/{version}/job", job_collection.clone())
+        .route("/services/async/{version}/job/", job_collection)
+        .route("/services/async/{version}/job/{job_id}", job.clone())
+        .route("/services/async/{version}/job/{job_id}/", job)
+        .route(
+            "/services/async/{version}/job/{job_id}/batch",
+            get(batches::list).post(batches::add),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/",
+            get(batches::list).post(batches::add),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}",
+            get(batches::get),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}/request",
+            get(batches::request),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}/result",
+            get(batches::result),
+        )
+        .route(
+            "/services/async/{version}/job/{job_id}/batch/{batch_id}/result/{result_id}",
+            get(batches::query_result),
+        )
+        .merge(v2::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .route("/healthz", any(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            org.clone(),
+            every_request,
+        ))
+        .with_state(org)
+}
+
+/// The layer before every route: keeps a copy of each request for tests to inspect, waits out
+/// `Settings::latency`, decodes a gzip body, counts Bulk API calls towards a planned session
+/// expiry, puts `Sforce-Limit-Info` on Bulk API answers and compresses them for callers that ask.
+async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
+        return wire::ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            code: "ExceededQuota",
+            message: format!("Request body larger than {MAX_REQUEST_BYTES} bytes"),
+            format: wire::Format::Xml,
+        }
+        .into_response();
+    };
+    let recorded = RecordedRequest {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        host: header("host"),
+        content_type: header("content-type"),
+        // 1.0's session header, or 2.0's bearer token.
+        session: header("x-sfdc-session").or_else(|| {
+            header("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(&v).to_string())
+        }),
+        traceparent: header("traceparent"),
+        headers: parts.headers.clone(),
+        body: if bytes.len() <= RECORDED_BODY_LIMIT {
+            bytes.clone()
+        } else {
+            Bytes::new()
+        },
+    };
+    org.record_request(recorded);
+    let bulk = parts.uri.path().starts_with("/services/async/")
+        || parts.uri.path().starts_with("/services/data/");
+    if !org.settings.latency.is_zero() && parts.uri.path() != "/healthz" {
+        tokio::time::sleep(org.settings.latency).await;
+    }
+    // Salesforce takes gzip request bodies and compresses answers for callers that ask.
+    let (mut parts, bytes) = (parts, bytes);
+    let bytes = if compression::is_gzip(&parts.headers) {
+        let Some(decoded) = compression::decode(&bytes, MAX_REQUEST_BYTES) else {
+            return wire::ApiError::new("ClientInputError", "Failed to read the gzip request body")
+                .into_response();
+        };
+        parts.headers.remove(axum::http::header::CONTENT_ENCODING);
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        decoded
+    } else {
+        bytes
+    };
+    let gzip = bulk && compression::wants_gzip(&parts.headers);
+    let reuse =
+        (gzip && org.settings.reuse_compressed_answers && parts.method == axum::http::Method::GET)
+            .then(|| parts.uri.to_string());
+    if let Some(cached) = reuse.as_deref().and_then(|key| org.compressed.get(key)) {
+        return cached;
+    }
+    if bulk {
+        let counted =
+            org.expiry_countdown
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                });
+        if counted == Ok(1) {
+            org.expire_sessions();
+        }
+    }
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let limit_info = org
+        .limit_info
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let (true, Some(value)) = (bulk, limit_info) {
+        response.headers_mut().insert("sforce-limit-info", value);
+    }
+    if gzip {
+        let keep = reuse
+            .filter(|_| response.status().is_success())
+            .map(|key| (org.compressed.clone(), key));
+        return compression::compress(response, keep);
+    }
+    response
+}

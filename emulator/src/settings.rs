@@ -1,0 +1,89 @@
+//! [`Settings`], how the fake org behaves, and [`TlsPair`], the certificate it serves HTTPS with.
+
+use std::time::Duration;
+
+/// How the fake org behaves; the proxy's `[emulator]` settings fill it in.
+#[derive(Clone)]
+pub struct Settings {
+    /// `host:port` to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// `instance_url` returned by token refreshes; empty means `http://<listen address>`.
+    pub instance_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// A session valid from start.
+    pub access_token: String,
+    /// Sessions expire this long after they were issued.
+    pub session_ttl: Duration,
+    /// Each refresh returns a new refresh token; reusing an old one revokes the grant.
+    pub rotate_refresh_tokens: bool,
+    /// Queued for the first half, InProgress for the second, then Completed; 0: at once.
+    pub batch_processing_ms: u64,
+    /// Generated Contact records that queries return after the stored ones.
+    pub generated_contacts: u64,
+    /// The JWT bearer grant: the PEM public key (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`)
+    /// of the certificate uploaded to the connected app. `None`: the app has none, and every
+    /// assertion is refused.
+    pub jwt_public_key_pem: Option<String>,
+    /// The integration user, whom a JWT's `sub` must name (pre-authorised for the app).
+    pub username: String,
+    /// Served over HTTPS with this PEM certificate chain and key; `None`: plain HTTP.
+    pub tls: Option<TlsPair>,
+    /// Added before every answer but `/healthz`'s, so the org stands in for a distant one.
+    pub latency: Duration,
+    /// A GET answer compressed for a caller once is served from memory to the next that asks for
+    /// gzip at the same path and query, whatever its session (benchmarks only: the emulator's own
+    /// gzip work then does not set the figure).
+    pub reuse_compressed_answers: bool,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key.
+#[derive(Clone)]
+pub struct TlsPair {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+/// The demo credentials are not secrets of any real org, but they are printed as none either.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("instance_url", &self.instance_url)
+            .field("client_id", &self.client_id)
+            .field("session_ttl", &self.session_ttl)
+            .field("rotate_refresh_tokens", &self.rotate_refresh_tokens)
+            .field("batch_processing_ms", &self.batch_processing_ms)
+            .field("generated_contacts", &self.generated_contacts)
+            .field("jwt_public_key_pem", &self.jwt_public_key_pem.is_some())
+            .field("username", &self.username)
+            .field("tls", &self.tls.is_some())
+            .field("latency", &self.latency)
+            .field("reuse_compressed_answers", &self.reuse_compressed_answers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    /// The demo org's, on 127.0.0.1:8281.
+    fn default() -> Settings {
+        Settings {
+            listen: "127.0.0.1:8281".into(),
+            instance_url: String::new(),
+            client_id: "sfbulk-demo-client-id".into(),
+            client_secret: "sfbulk-demo-client-secret".into(),
+            refresh_token: "sfbulk-demo-refresh-token".into(),
+            access_token: "00DSFBULKDEMO01!demo-access-token".into(),
+            session_ttl: Duration::from_secs(7200),
+            rotate_refresh_tokens: false,
+            batch_processing_ms: 2000,
+            generated_contacts: 0,
+            jwt_public_key_pem: None,
+            username: "integration@sfbulk.demo".into(),
+            tls: None,
+            latency: Duration::ZERO,
+            reuse_compressed_answers: false,
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What each command of the binary does once its settings are read: `serve` (and `demo`, the
+//! proxy beside the emulator), `check` and `healthcheck`. The settings are prepared once per
+//! process start.
+
+use std::process::ExitCode;
+
+use crate::app::{Application, ShutdownSignals};
+use crate::config::{Prepared, Settings};
+
+/// Serves the proxy on `prepared` until SIGINT or SIGTERM, then drains; a second signal ends
+/// the process at once.
+pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Result<()> {
+    // Caught before the addresses are logged: whoever reads them may signal at once.
+    let mut signals = ShutdownSignals::install()?;
+    let app = Application::on(settings, prepared).await?;
+    if let Some(address) = app.local_addr() {
+        tracing::info!(target: "sfbulk_proxy", %address, "proxy listening");
+    }
+    if let Some(address) = app.tls_local_addr() {
+        tracing::info!(target: "sfbulk_proxy", %address, "proxy listening for HTTPS");
+    }
+    if let Some(address) = app.admin_local_addr() {
+        tracing::info!(target: "sfbulk_proxy", %address, "admin listening");
+    }
+    app.run_until(async move {
+        signals.recv().await;
+        // A second signal ends the process at once (Ctrl-C twice ends the demo).
+        tokio::spawn(async move {
+            signals.recv().await;
+            tracing::warn!(
+                target: "sfbulk_proxy",
+                "second shutdown signal: exiting without waiting"
+            );
+            std::process::exit(130);
+        });
+    })
+    .await?;
+    Ok(())
+}
+
+/// `emulator`: the fake org alone, until SIGINT or SIGTERM.
+#[cfg(feature = "emulator")]
+pub async fn emulator(settings: &Settings) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::install()?;
+    serve_emulator(settings, async move { signals.recv().await }).await
+}
+
+/// Serves the emulator of `settings` until `shutdown` completes.
+#[cfg(feature = "emulator")]
+async fn serve_emulator(
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let emulator_settings = settings
+        .emulator
+        .to_emulator()
+        .map_err(anyhow::Error::msg)?;
+    let emulator = sfbulk_emulator::Emulator::bind(&emulator_settings).await?;
+    tracing::info!(
+        target: "sfbulk_proxy",
+        address = %emulator.local_addr(),
+        instance_url = %emulator.org().instance_url(),
+        "Salesforce emulator listening"
+    );
+    emulator.run_until(shutdown).await?;
+    Ok(())
+}
+
+/// The demo: the emulator stays up while the proxy drains, and ends with it.
+#[cfg(feature = "emulator")]
+pub async fn demo(settings: &Settings, prepared: Prepared) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let emulator = serve_emulator(settings, async {
+        let _ = stopped.await;
+    });
+    let proxy = async {
+        let served = serve_proxy(settings, prepared).await;
+        let _ = stop.send(());
+        served
+    };
+    let (proxy, emulator) = tokio::join!(proxy, emulator);
+    proxy.and(emulator)
+}
+
+/// `check`: settings that prepared (the files they need read too, so a `check` that passes is
+/// a start-up that will), printed with every secret hidden.
+pub fn check(settings: &Settings, prepared: &Prepared) -> ExitCode {
+    print!("{}", settings.to_toml());
+    if let Some(proxy) = &prepared.outbound.https_proxy {
+        println!(
+            "# https origins are reached through the proxy {}",
+            proxy.shown()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Where `healthcheck` asks when given no URL: the admin port's `/livez`, or else the traffic
+/// port's `/healthz`; a wildcard address is asked on loopback.
+pub fn health_url(settings: &Settings) -> Option<String> {
+    let on = |raw: Option<&str>, path: &str| {
+        let mut address: std::net::SocketAddr = raw?.parse().ok()?;
+        if address.ip().is_unspecified() {
+            address.set_ip(if address.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(format!("http://{address}{path}"))
+    };
+    on(settings.admin.listen.as_deref(), "/livez")
+        .or_else(|| on(settings.server.listen.as_deref(), "/healthz"))
+}
+
+/// `healthcheck`: 0 when `url` answers 2xx within 3 s.
+pub async fn healthcheck(url: &str) -> ExitCode {
+    match tokio::time::timeout(std::time::Duration::from_secs(3), probe(url)).await {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => {
+            eprintln!("healthcheck {url}: not a 2xx answer");
+            ExitCode::FAILURE
+        }
+        Ok(Err(error)) => {
+            eprintln!("healthcheck {url}: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("healthcheck {url}: no answer within 3 s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether a plain-http `GET url` answers 2xx.
+async fn probe(url: &str) -> anyhow::Result<bool> {
+    let url = url::Url::parse(url)?;
+    anyhow::ensure!(url.scheme() == "http", "only http:// URLs can be checked");
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let request = axum::http::Request::get(&url[url::Position::BeforePath..])
+        .header(
+            axum::http::header::HOST,
+            &url[url::Position::BeforeHost..url::Position::AfterPort],
+        )
+        .body(axum::body::Body::empty())?;
+    Ok(sender.send_request(request).await?.status().is_success())
+}

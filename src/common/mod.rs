@@ -1,0 +1,12 @@
+//! The small values and helpers every layer shares: secrets, validated values, the request being
+//! served, hex, redaction, gzip and the flat XML both sides speak.
+
+pub mod gzip;
+pub(crate) mod hex;
+pub(crate) mod pem;
+pub(crate) mod redact;
+pub(crate) mod request_id;
+pub mod secret;
+pub mod setting;
+pub mod values;
+pub mod xml;

@@ -1,0 +1,83 @@
+//! The request being served, for the few events logged while it runs (a task-local: a tracing
+//! span per request cost more than the access line itself): its id, the operation once the
+//! pipeline has found it, and when its answer must have ended.
+
+use std::cell::Cell;
+use std::future::Future;
+
+use axum::http::HeaderValue;
+use tokio::time::Instant;
+
+/// An operation as the access log names it: its API label and its name.
+pub type OperationName = (&'static str, &'static str);
+
+/// What is known of the request being served.
+struct Current {
+    id: HeaderValue,
+    operation: Cell<Option<OperationName>>,
+    /// When its answer must have ended (`salesforce.max_answer_secs` after it came).
+    deadline: Option<Instant>,
+}
+
+tokio::task_local! {
+    static CURRENT: Current;
+}
+
+/// `future`, run as the request `id`. Not an `async fn`: that would keep `future` beside the
+/// scoped future that holds it, doubling the size of every request's future. A future dropped
+/// unfinished is dropped inside the scope, so what it drops can still read the request.
+pub fn scope<F: Future>(
+    id: HeaderValue,
+    deadline: Instant,
+    future: F,
+) -> impl Future<Output = F::Output> {
+    CURRENT.scope(
+        Current {
+            id,
+            operation: Cell::new(None),
+            deadline: Some(deadline),
+        },
+        future,
+    )
+}
+
+/// `future` run with the current request's id (and operation), for work a request spawns off
+/// itself.
+pub fn with_current_request_id<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let current = CURRENT
+        .try_with(|c| Current {
+            id: c.id.clone(),
+            operation: Cell::new(c.operation.get()),
+            deadline: c.deadline,
+        })
+        .ok();
+    async move {
+        match current {
+            Some(current) => CURRENT.scope(current, future).await,
+            None => future.await,
+        }
+    }
+}
+
+/// The id of the request being served, for log events made while it runs.
+pub fn current_request_id() -> Option<String> {
+    CURRENT
+        .try_with(|c| c.id.to_str().ok().map(str::to_string))
+        .ok()
+        .flatten()
+}
+
+/// Notes the operation the request being served asked for.
+pub fn note_operation(operation: OperationName) {
+    let _ = CURRENT.try_with(|c| c.operation.set(Some(operation)));
+}
+
+/// When the answer of the request being served must have ended, if a request is being served.
+pub fn current_deadline() -> Option<Instant> {
+    CURRENT.try_with(|c| c.deadline).ok().flatten()
+}
+
+/// The operation the request being served asked for, once the pipeline has found it.
+pub fn current_operation() -> Option<OperationName> {
+    CURRENT.try_with(|c| c.operation.get()).ok().flatten()
+}

@@ -1,0 +1,612 @@
+//! The Prometheus series the admin port's `/metrics` serves (prometheus-client). Names and labels
+//! are a contract (README, "Monitoring"). No label holds caller input: operations are the
+//! operation table's names (or `unknown`), statuses are numbers, and `org` is an organisation id
+//! Salesforce accepted a session of, at most [`MAX_ORGS`] of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The buckets of every duration histogram, in seconds.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The most organisations API usage is kept for; more would let a stream of accepted sessions of
+/// new orgs grow the exposition without bound.
+pub const MAX_ORGS: usize = 100;
+
+/// The `api` label of Bulk API 1.0 operations, and of requests no operation was routed for.
+pub const BULK1: &str = "bulk1";
+
+/// An operation as metrics name it: its `api` label and its name.
+pub type OperationName = (&'static str, &'static str);
+
+/// The operation label of a request no operation was routed for.
+pub const UNKNOWN: &str = "unknown";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    api: &'static str,
+    operation: &'static str,
+    status: u16,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    api: &'static str,
+    operation: &'static str,
+}
+
+/// `sfbulk_response_bytes_total`'s labels: `operation`, and `api` only when it is not `bulk1`,
+/// so that the series it had before Bulk API 2.0 came keep their names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct BytesLabels {
+    api: &'static str,
+    operation: &'static str,
+}
+
+impl EncodeLabelSet for BytesLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let operation = [("operation", self.operation)];
+        if self.api == BULK1 {
+            operation.encode(encoder)
+        } else {
+            [("api", self.api), ("operation", self.operation)].encode(encoder)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    trigger: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Org {
+    org: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionState {
+    state: &'static str,
+}
+
+/// Who made an answer: Salesforce (relayed) or the proxy itself (a fault, `/healthz`, a 404).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Salesforce,
+    Proxy,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Salesforce => "salesforce",
+            Source::Proxy => "proxy",
+        }
+    }
+}
+
+/// What started a token refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshTrigger {
+    /// The stored token was older than the envelope's `intervalTime`.
+    Interval,
+    /// Salesforce answered that the session expired.
+    Expired,
+}
+
+/// How a token refresh ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshResult {
+    Ok,
+    /// Salesforce refused the grant.
+    Rejected,
+    /// The token endpoint could not be asked, or answered no usable token.
+    Failed,
+}
+
+impl RefreshResult {
+    /// The `result` label, as the console shows it too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Ok => "ok",
+            RefreshResult::Rejected => "rejected",
+            RefreshResult::Failed => "failed",
+        }
+    }
+}
+
+/// One operation's series, resolved once: a request costs a few atomic adds, not a label lookup.
+struct OperationMetrics {
+    api: &'static str,
+    name: &'static str,
+    duration: Histogram,
+    upstream: Histogram,
+    bytes: Counter,
+    /// `sfbulk_requests_total` by status and source, as they were first seen.
+    answers: RwLock<Vec<(u16, Source, Counter)>>,
+}
+
+/// Every series, registered once.
+pub struct Metrics {
+    /// Per operation, `unknown` last.
+    operations: Vec<OperationMetrics>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    in_flight: Gauge,
+    refreshes: Family<RefreshLabels, Counter>,
+    refresh_duration: Histogram,
+    refresh_waits: Counter,
+    upstream_retries: Family<Reason, Counter>,
+    upstream_connections: Family<ConnectionState, Gauge>,
+    shed: Family<Reason, Counter>,
+    api_usage: Family<Org, Gauge>,
+    api_limit: Family<Org, Gauge>,
+    registry_reachable: Gauge,
+    /// The orgs seen so far (at most [`MAX_ORGS`]).
+    orgs: Mutex<Vec<String>>,
+    /// Reads the connection pool's idle and open counts at each scrape.
+    pool: Mutex<Option<PoolProbe>>,
+    /// Every request's duration by [`DURATION_BUCKETS`] (then above the last), for the
+    /// console's quantiles: the histograms' own counts are not readable.
+    latency: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Requests shed, every limit together.
+    shed_total: AtomicU64,
+}
+
+/// The counters the console samples ([`Metrics::snapshot`]).
+pub struct Snapshot {
+    pub operations: Vec<OperationSnapshot>,
+    pub in_flight: i64,
+    pub shed: u64,
+    /// Requests by duration bucket, as [`Metrics`] counts them.
+    pub latency: Vec<u64>,
+}
+
+pub struct OperationSnapshot {
+    pub api: &'static str,
+    pub operation: &'static str,
+    /// Requests answered by status and source, since start.
+    pub answers: Vec<(u16, Source, u64)>,
+}
+
+/// `(idle, open)` connections to Salesforce right now.
+pub type PoolProbe = Box<dyn Fn() -> (i64, i64) + Send + Sync>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Metrics {
+    /// The series, with handles resolved for each of `operations` (the operation table's).
+    pub fn new(operations: &[OperationName]) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let request_duration = Family::new_with_constructor(duration_histogram as fn() -> _);
+        let upstream_duration = Family::new_with_constructor(duration_histogram as fn() -> _);
+        let response_bytes = Family::default();
+        let in_flight = Gauge::default();
+        let refreshes = Family::default();
+        let refresh_duration = duration_histogram();
+        let refresh_waits = Counter::default();
+        let upstream_retries = Family::default();
+        let upstream_connections = Family::default();
+        let shed = Family::default();
+        let api_usage = Family::default();
+        let api_limit = Family::default();
+        let registry_reachable = Gauge::default();
+        registry_reachable.set(1);
+        registry.register(
+            "sfbulk_requests",
+            "Requests answered, by API, operation, HTTP status and who made the answer",
+            requests.clone(),
+        );
+        registry.register(
+            "sfbulk_request_duration_seconds",
+            "Time from a request's arrival until its answer's last byte went out",
+            request_duration.clone(),
+        );
+        registry.register(
+            "sfbulk_upstream_duration_seconds",
+            "Time from a request's call to Salesforce until Salesforce's answer head arrived",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "sfbulk_response_bytes",
+            "Answer body bytes sent to callers",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "sfbulk_requests_in_flight",
+            "Requests being answered now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "sfbulk_token_refreshes",
+            "Token refreshes, by what started them and how they ended",
+            refreshes.clone(),
+        );
+        registry.register(
+            "sfbulk_token_refresh_duration_seconds",
+            "Time a token refresh took, lock and token call included",
+            refresh_duration.clone(),
+        );
+        registry.register(
+            "sfbulk_token_refresh_waits",
+            "Requests that waited on a refresh another request (or replica) was making",
+            refresh_waits.clone(),
+        );
+        registry.register(
+            "sfbulk_upstream_retries",
+            "Calls to Salesforce sent again, by reason",
+            upstream_retries.clone(),
+        );
+        registry.register(
+            "sfbulk_upstream_connections",
+            "Connections to Salesforce, idle or active",
+            upstream_connections.clone(),
+        );
+        registry.register(
+            "sfbulk_requests_shed",
+            "Requests refused 503 because a limit was reached, by the limit",
+            shed.clone(),
+        );
+        registry.register(
+            "sfbulk_salesforce_api_usage",
+            "API requests the org has used in the last 24 hours (Sforce-Limit-Info)",
+            api_usage.clone(),
+        );
+        registry.register(
+            "sfbulk_salesforce_api_limit",
+            "API requests the org may make in 24 hours (Sforce-Limit-Info)",
+            api_limit.clone(),
+        );
+        registry.register(
+            "sfbulk_registry_reachable",
+            "1 while the token registry answers, 0 after it last failed to",
+            registry_reachable.clone(),
+        );
+        registry.register(
+            "sfbulk_build",
+            "The running build",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        // The series of fixed label sets exist from the start, at 0, so a rate over them is
+        // defined before the first event.
+        for reason in [
+            "max_in_flight",
+            "max_buffered_bytes",
+            "max_connections_per_origin",
+        ] {
+            drop(shed.get_or_create(&Reason { reason }));
+        }
+        for reason in crate::salesforce::RETRY_REASONS {
+            drop(upstream_retries.get_or_create(&Reason { reason }));
+        }
+        for trigger in ["interval", "expired"] {
+            for result in ["ok", "rejected", "failed"] {
+                drop(refreshes.get_or_create(&RefreshLabels { trigger, result }));
+            }
+        }
+        for state in ["idle", "active"] {
+            drop(upstream_connections.get_or_create(&ConnectionState { state }));
+        }
+        let operations = operations
+            .iter()
+            .copied()
+            .chain([(BULK1, UNKNOWN)])
+            .map(|(api, operation)| {
+                let labels = OperationLabels { api, operation };
+                OperationMetrics {
+                    api,
+                    name: operation,
+                    duration: request_duration.get_or_create_owned(&labels),
+                    upstream: upstream_duration.get_or_create_owned(&labels),
+                    bytes: response_bytes.get_or_create_owned(&BytesLabels { api, operation }),
+                    answers: RwLock::new(Vec::new()),
+                }
+            })
+            .collect();
+        Metrics {
+            operations,
+            registry,
+            requests,
+            in_flight,
+            refreshes,
+            refresh_duration,
+            refresh_waits,
+            upstream_retries,
+            upstream_connections,
+            shed,
+            api_usage,
+            api_limit,
+            registry_reachable,
+            orgs: Mutex::new(Vec::new()),
+            pool: Mutex::new(None),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            shed_total: AtomicU64::new(0),
+        }
+    }
+
+    /// The request counters as they stand, for the console.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            operations: self
+                .operations
+                .iter()
+                .map(|o| OperationSnapshot {
+                    api: o.api,
+                    operation: o.name,
+                    answers: o
+                        .answers
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .map(|(status, source, counter)| (*status, *source, counter.get()))
+                        .collect(),
+                })
+                .collect(),
+            in_flight: self.in_flight.get(),
+            shed: self.shed_total.load(Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// Each org's API usage and limit, as `Sforce-Limit-Info` last gave them.
+    pub fn api_usage_now(&self) -> Vec<(String, i64, i64)> {
+        let orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        orgs.into_iter()
+            .map(|org| {
+                let labels = Org { org };
+                let used = self.api_usage.get_or_create(&labels).get();
+                let limit = self.api_limit.get_or_create(&labels).get();
+                (labels.org, used, limit)
+            })
+            .collect()
+    }
+
+    /// The exposition, in Prometheus' text format (with process metrics on Linux).
+    pub fn encode(&self) -> String {
+        if let Some(probe) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let (idle, open) = probe();
+            let state = |state| ConnectionState { state };
+            self.upstream_connections
+                .get_or_create(&state("idle"))
+                .set(idle);
+            self.upstream_connections
+                .get_or_create(&state("active"))
+                .set((open - idle).max(0));
+        }
+        let mut text = String::with_capacity(8 * 1024);
+        if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        crate::observe::process_metrics::append(&mut text);
+        text.push_str("# EOF\n");
+        text
+    }
+
+    /// Reads the pool's connections at each scrape.
+    pub fn watch_pool(&self, probe: PoolProbe) {
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// The handles of `operation` (`unknown` for one not in the table).
+    fn operation(&self, (api, operation): OperationName) -> &OperationMetrics {
+        let (unknown, known) = self
+            .operations
+            .split_last()
+            .expect("unknown is always there");
+        known
+            .iter()
+            .find(|o| o.name.len() == operation.len() && o.name == operation && o.api == api)
+            .unwrap_or(unknown)
+    }
+
+    /// Counts one of `operation`'s answers with `status` from `source`.
+    fn count_answer(&self, operation: &OperationMetrics, status: u16, source: Source) {
+        let count = |answers: &[(u16, Source, Counter)]| {
+            answers
+                .iter()
+                .find(|(s, from, _)| *s == status && *from == source)
+                .map(|(_, _, counter)| counter.inc())
+                .is_some()
+        };
+        if count(&operation.answers.read().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
+        let mut answers = operation.answers.write().unwrap_or_else(|e| e.into_inner());
+        if count(&answers) {
+            return;
+        }
+        let counter = self.requests.get_or_create_owned(&RequestLabels {
+            api: operation.api,
+            operation: operation.name,
+            status,
+            source: source.as_str(),
+        });
+        counter.inc();
+        answers.push((status, source, counter));
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A request given up before it had an answer (not counted as answered).
+    pub fn request_unanswered(&self) {
+        self.in_flight.dec();
+    }
+
+    /// A request whose answer's last byte went out (or whose caller went away).
+    pub fn request_done(
+        &self,
+        operation: Option<OperationName>,
+        status: u16,
+        source: Source,
+        bytes: u64,
+        duration: Duration,
+    ) {
+        let operation = self.operation(operation.unwrap_or((BULK1, UNKNOWN)));
+        self.in_flight.dec();
+        self.count_answer(operation, status, source);
+        let seconds = duration.as_secs_f64();
+        operation.duration.observe(seconds);
+        operation.bytes.inc_by(bytes);
+        let bucket = DURATION_BUCKETS.partition_point(|&upper| upper < seconds);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Salesforce's answer head arrived `duration` after the call started.
+    pub fn upstream_answered(
+        &self,
+        api: &'static str,
+        operation: &'static str,
+        duration: Duration,
+    ) {
+        self.operation((api, operation))
+            .upstream
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn refreshed(&self, trigger: RefreshTrigger, result: RefreshResult, took: Duration) {
+        let trigger = match trigger {
+            RefreshTrigger::Interval => "interval",
+            RefreshTrigger::Expired => "expired",
+        };
+        let result = result.as_str();
+        self.refreshes
+            .get_or_create(&RefreshLabels { trigger, result })
+            .inc();
+        self.refresh_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn refresh_waited(&self) {
+        self.refresh_waits.inc();
+    }
+
+    pub fn upstream_retried(&self, reason: &'static str) {
+        self.upstream_retries
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// A request refused because the limit `setting` (`server.max_in_flight`) was reached; the
+    /// label is the setting's key without its section.
+    pub fn shed(&self, setting: &'static str) {
+        let reason = setting.rsplit('.').next().unwrap_or(setting);
+        self.shed.get_or_create(&Reason { reason }).inc();
+        self.shed_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn registry_reachable(&self, reachable: bool) {
+        self.registry_reachable.set(i64::from(reachable));
+    }
+
+    /// `Sforce-Limit-Info`'s `api-usage=N/M`, for the org of a session Salesforce accepted.
+    pub fn api_usage(&self, org: &str, used: i64, limit: i64) {
+        {
+            let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+            if !orgs.iter().any(|o| o == org) {
+                if orgs.len() >= MAX_ORGS {
+                    return;
+                }
+                orgs.push(org.to_string());
+            }
+        }
+        let org = Org {
+            org: org.to_string(),
+        };
+        self.api_usage.get_or_create(&org).set(used);
+        self.api_limit.get_or_create(&org).set(limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_usage_is_kept_for_at_most_max_orgs() {
+        let metrics = Metrics::new(&[]);
+        for n in 0..=MAX_ORGS {
+            metrics.api_usage(&format!("00D{n:012}"), 1, 2);
+        }
+        let text = metrics.encode();
+        let orgs = text
+            .lines()
+            .filter(|l| l.starts_with("sfbulk_salesforce_api_usage{"))
+            .count();
+        assert_eq!(orgs, MAX_ORGS, "{text}");
+        // A known org is still updated.
+        metrics.api_usage("00D000000000000", 7, 9);
+        assert!(metrics
+            .encode()
+            .contains("sfbulk_salesforce_api_usage{org=\"00D000000000000\"} 7"));
+    }
+
+    #[test]
+    fn the_exposition_names_the_contracts_series() {
+        let metrics = Metrics::new(&[
+            (BULK1, "getJob"),
+            (BULK1, "createJob"),
+            ("bulk2", "createJob"),
+        ]);
+        metrics.request_started();
+        metrics.request_done(
+            Some((BULK1, "getJob")),
+            200,
+            Source::Salesforce,
+            10,
+            Duration::ZERO,
+        );
+        metrics.request_started();
+        metrics.request_done(
+            Some(("bulk2", "createJob")),
+            200,
+            Source::Salesforce,
+            7,
+            Duration::ZERO,
+        );
+        metrics.shed("server.max_in_flight");
+        let text = metrics.encode();
+        for series in [
+            "sfbulk_requests_total{api=\"bulk1\",operation=\"getJob\",status=\"200\",source=\"salesforce\"} 1",
+            "sfbulk_request_duration_seconds_bucket{le=\"0.001\",api=\"bulk1\",operation=\"getJob\"} 1",
+            "sfbulk_response_bytes_total{operation=\"getJob\"} 10",
+            "sfbulk_response_bytes_total{operation=\"createJob\"} 0",
+            "sfbulk_response_bytes_total{api=\"bulk2\",operation=\"createJob\"} 7",
+            "sfbulk_requests_total{api=\"bulk2\",operation=\"createJob\",status=\"200\",source=\"salesforce\"} 1",
+            "sfbulk_requests_in_flight 0",
+            "sfbulk_requests_shed_total{reason=\"max_in_flight\"} 1",
+            "sfbulk_build_info{version=\"",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
