@@ -379,6 +379,34 @@ async fn a_registry_path_under_connection_is_refused() {
     assert!(app.bulk_requests().is_empty(), "nothing sent upstream");
 }
 
+/// `getBulkQueryResults` through `proxy` against `upstream`, as a caller that does not take gzip.
+async fn bulk_query_results(proxy: &str, upstream: &str, request_id: &str) -> reqwest::Response {
+    let query = envelope(
+        "getBulkQueryResults",
+        &[
+            ("apiVersion", "34.0"),
+            ("accessToken", "00D000000000001!token"),
+            ("apiUrl", upstream),
+            ("jobId", "750x"),
+            ("batchId", "751x"),
+            ("resultId", "752x"),
+        ],
+    );
+    reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{proxy}/services/salesforcebulk_getBulkQueryResults"
+        ))
+        .header("x-request-id", request_id)
+        .timeout(CEILING)
+        .body(query)
+        .send()
+        .await
+        .expect("answered within the ceiling")
+}
+
 #[tokio::test]
 async fn a_corrupt_gzip_answer_with_nothing_sent_is_a_502_and_its_access_line_says_so() {
     let logs = LogCapture::install_json(tracing::Level::INFO);
@@ -392,29 +420,7 @@ async fn a_corrupt_gzip_answer_with_nothing_sent_is_a_502_and_its_access_line_sa
     .await;
     let upstream = format!("http://{upstream}");
     let proxy = proxy_for(&upstream, |_| {}).await;
-    let envelope = envelope(
-        "getBulkQueryResults",
-        &[
-            ("apiVersion", "34.0"),
-            ("accessToken", "00D000000000001!token"),
-            ("apiUrl", &upstream),
-            ("jobId", "750x"),
-            ("batchId", "751x"),
-            ("resultId", "752x"),
-        ],
-    );
-    let response = reqwest::Client::builder()
-        .no_gzip()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{proxy}/services/salesforcebulk_getBulkQueryResults"
-        ))
-        .header("x-request-id", "corrupt-gzip")
-        .body(envelope)
-        .send()
-        .await
-        .unwrap();
+    let response = bulk_query_results(&proxy, &upstream, "corrupt-gzip").await;
     assert_eq!(response.status(), 502);
     assert_eq!(
         response.headers()["x-sfbulk-proxy-fault"],
@@ -546,29 +552,7 @@ async fn an_answer_that_never_yields_a_frame_is_bounded_by_max_answer_secs_too()
         s.salesforce.max_answer_secs = Duration::from_millis(300)
     })
     .await;
-    let query = envelope(
-        "getBulkQueryResults",
-        &[
-            ("apiVersion", "34.0"),
-            ("accessToken", "00D000000000001!token"),
-            ("apiUrl", &upstream),
-            ("jobId", "750x"),
-            ("batchId", "751x"),
-            ("resultId", "752x"),
-        ],
-    );
-    let response = reqwest::Client::builder()
-        .no_gzip()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{proxy}/services/salesforcebulk_getBulkQueryResults"
-        ))
-        .timeout(CEILING)
-        .body(query)
-        .send()
-        .await
-        .expect("answered within the ceiling");
+    let response = bulk_query_results(&proxy, &upstream, "never-a-frame").await;
     assert_eq!(response.status(), 504);
     assert_eq!(
         response.headers()["x-sfbulk-proxy-fault"],

@@ -36,17 +36,7 @@ fn documented() -> BTreeSet<String> {
 fn logged_under() -> BTreeSet<String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut targets = BTreeSet::new();
-    let mut files = vec![src.clone()];
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let source = std::fs::read_to_string(&path).unwrap();
-        let code = source.split("#[cfg(test)]\nmod tests").next().unwrap();
+    for (path, code) in crate::support::sources::rust_files(&src) {
         let relative = path.strip_prefix(&src).unwrap().with_extension("");
         let mut module: Vec<String> = relative
             .components()

@@ -1,7 +1,8 @@
 //! The integration tests: one binary, each module a theme, driving the real server end to end
 //! against the emulator (or a fake of its own that shares no code with the proxy). `support`
 //! starts them: `app` (proxy and emulator), `envelopes`, `upstream` (canned servers), `logs`,
-//! `process` (the proxy as a child process) and `redis` (a real redis-server).
+//! `process` (the proxy as a child process), `redis` (a real redis-server) and `sources` (the
+//! crates' own code).
 
 mod support;
 

@@ -25,21 +25,11 @@ const LAYERS: &[&[&str]] = &[
 /// crate whose sources are in `dir`; `sibling_prefix` is how the crate names its modules.
 fn dependencies(dir: &Path, sibling_prefix: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut files = vec![dir.to_path_buf()];
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
+    for (path, code) in crate::support::sources::rust_files(dir) {
         let module = module_of(path.strip_prefix(dir).unwrap());
         if module == "lib" || module == "main" {
             continue;
         }
-        let source = std::fs::read_to_string(&path).unwrap();
-        let code = source.split("#[cfg(test)]").next().unwrap();
         let named = graph.entry(module.clone()).or_default();
         for line in code.lines() {
             let line = line.split("//").next().unwrap();

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod node;
 pub mod process;
 pub mod redis;
+pub mod sources;
 pub mod upstream;
 
 pub use app::{
