@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sfbulk_proxy::app::command;
 use sfbulk_proxy::config::Settings;
 use sfbulk_proxy::observe::log_format;
+use sfbulk_proxy::observe::settings::LogSettings;
 
 #[derive(Parser)]
 #[command(version, about = "WSO2 Salesforce Bulk connector proxy, rebuilt")]
@@ -56,7 +57,19 @@ fn main() -> ExitCode {
             .build()
     };
     match runtime {
-        Ok(runtime) => runtime.block_on(run_command()),
+        // A panic that reaches here ends the process: it is its last line too.
+        Ok(runtime) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(run_command())
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            command::log_stopped(&format!("panic: {what}"), true);
+            ExitCode::from(101)
+        }),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -95,6 +108,17 @@ async fn run_command() -> ExitCode {
         Ok(ready) => ready,
         Err(e) => {
             eprintln!("{e}");
+            if !matches!(command, Command::Check) {
+                // Logged with the defaults: the settings' own log settings may be the problem.
+                log_format::init(&LogSettings::default());
+                command::log_stopped(
+                    &format!(
+                        "start-up refused: {} problem(s) in the settings (listed on stderr)",
+                        e.0.len()
+                    ),
+                    true,
+                );
+            }
             return ExitCode::from(2);
         }
     };
@@ -110,9 +134,12 @@ async fn run_command() -> ExitCode {
         _ => command::serve_proxy(&settings, prepared).await,
     };
     match served {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(reason) => {
+            command::log_stopped(&reason, false);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "exiting");
+            command::log_stopped(&format!("{e:#}"), true);
             ExitCode::FAILURE
         }
     }

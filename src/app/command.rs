@@ -7,9 +7,21 @@ use std::process::ExitCode;
 use crate::app::{Application, ShutdownSignals};
 use crate::config::{Prepared, Settings};
 
+/// Why a command stopped, for its last log line.
+pub type Stopped = String;
+
+/// The process's last log line: `stopped`, with the reason (and at ERROR when it failed).
+pub fn log_stopped(reason: &str, failed: bool) {
+    if failed {
+        tracing::error!(target: "sfbulk_proxy", reason, "stopped");
+    } else {
+        tracing::info!(target: "sfbulk_proxy", reason, "stopped");
+    }
+}
+
 /// Serves the proxy on `prepared` until SIGINT or SIGTERM, then drains; a second signal ends
 /// the process at once.
-pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Result<()> {
+pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Result<Stopped> {
     // Caught before the addresses are logged: whoever reads them may signal at once.
     let mut signals = ShutdownSignals::install()?;
     let app = Application::on(settings, prepared).await?;
@@ -22,27 +34,39 @@ pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Res
     if let Some(address) = app.admin_local_addr() {
         tracing::info!(target: "sfbulk_proxy", %address, "admin listening");
     }
+    let (first, received) = tokio::sync::oneshot::channel();
     app.run_until(async move {
-        signals.recv().await;
+        let signal = signals.recv().await;
+        let _ = first.send(signal);
         // A second signal ends the process at once (Ctrl-C twice ends the demo).
         tokio::spawn(async move {
-            signals.recv().await;
+            let again = signals.recv().await;
             tracing::warn!(
                 target: "sfbulk_proxy",
                 "second shutdown signal: exiting without waiting"
             );
+            log_stopped(&format!("a second {again}: exited without waiting"), false);
             std::process::exit(130);
         });
     })
     .await?;
-    Ok(())
+    let signal = received.await.unwrap_or("the shutdown signal");
+    Ok(format!("{signal}: drained and done"))
 }
 
 /// `emulator`: the fake org alone, until SIGINT or SIGTERM.
 #[cfg(feature = "emulator")]
-pub async fn emulator(settings: &Settings) -> anyhow::Result<()> {
+pub async fn emulator(settings: &Settings) -> anyhow::Result<Stopped> {
     let mut signals = ShutdownSignals::install()?;
-    serve_emulator(settings, async move { signals.recv().await }).await
+    let (first, received) = tokio::sync::oneshot::channel();
+    serve_emulator(settings, async move {
+        let _ = first.send(signals.recv().await);
+    })
+    .await?;
+    Ok(format!(
+        "{}: done",
+        received.await.unwrap_or("the shutdown signal")
+    ))
 }
 
 /// Serves the emulator of `settings` until `shutdown` completes.
@@ -68,7 +92,7 @@ async fn serve_emulator(
 
 /// The demo: the emulator stays up while the proxy drains, and ends with it.
 #[cfg(feature = "emulator")]
-pub async fn demo(settings: &Settings, prepared: Prepared) -> anyhow::Result<()> {
+pub async fn demo(settings: &Settings, prepared: Prepared) -> anyhow::Result<Stopped> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let emulator = serve_emulator(settings, async {
         let _ = stopped.await;
@@ -79,7 +103,7 @@ pub async fn demo(settings: &Settings, prepared: Prepared) -> anyhow::Result<()>
         served
     };
     let (proxy, emulator) = tokio::join!(proxy, emulator);
-    proxy.and(emulator)
+    emulator.and(proxy)
 }
 
 /// `check`: settings that prepared (the files they need read too, so a `check` that passes is

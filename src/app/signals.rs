@@ -32,16 +32,20 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {})
     }
 
-    /// Completes on the next SIGINT or SIGTERM.
-    pub async fn recv(&mut self) {
+    /// Completes on the next SIGINT or SIGTERM, with its name.
+    pub async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        };
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!(target: "sfbulk_proxy::server", "shutdown signal received");
+        let signal = {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        };
+        tracing::info!(target: "sfbulk_proxy::server", signal, "shutdown signal received");
+        signal
     }
 }
 

@@ -20,6 +20,17 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// `info` as text, as `config/default.toml` has it: for the lines logged before the settings
+/// could be read.
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
 impl LogSettings {
     /// Adds to `problems` a level that is not a tracing filter.
     pub fn check(&self, problems: &mut Vec<String>) {

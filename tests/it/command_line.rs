@@ -11,9 +11,19 @@ fn invalid_configuration_exits_non_zero_listing_every_problem() {
         .env("SFBULK__SALESFORCE__ALLOWED_ORIGINS", "ftp://*.example.com")
         .env("SFBULK__REGISTRY__BACKEND", "memory")
         .env("SFBULK__SALESFORCE__READ_TIMEOUT_SECS", "0")
+        .env("SFBULK__LOG__FORMAT", "json")
         .output()
         .expect("the binary runs");
     assert_eq!(output.status.code(), Some(2));
+    // The log's last line says it stopped, and why (logged with the defaults: text).
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("ERROR")
+            && last.contains("stopped")
+            && last.contains("start-up refused: 3 problem(s)"),
+        "last line: {last}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     for problem in [
         "server.listen",

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::process::start_proxy;
+use crate::support::process::{start_proxy, ProxyProcess};
 use crate::support::spawn_app;
 
 /// How long a test waits for something that takes milliseconds.
@@ -69,6 +69,20 @@ async fn on_sigterm_readiness_drops_requests_in_flight_and_during_the_drain_comp
         .await
         .expect("the process exits after the drain");
     assert_eq!(exited.code(), Some(0));
+    assert_last_line_is_stopped(&proxy, "INFO", "SIGTERM: drained and done").await;
+}
+
+/// The process's last line is `stopped` at `level`, with `reason`.
+async fn assert_last_line_is_stopped(proxy: &ProxyProcess, level: &str, reason: &str) {
+    // The reader of its output may not have caught up with its end yet.
+    proxy
+        .wait_for_lines(1, CEILING, |l| l.contains("\"message\":\"stopped\""))
+        .await;
+    let lines = proxy.log_lines();
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["fields"]["message"], "stopped", "{last}");
+    assert_eq!(last["level"], level, "{last}");
+    assert_eq!(last["fields"]["reason"], reason, "{last}");
 }
 
 #[tokio::test]
@@ -98,6 +112,7 @@ async fn a_second_signal_ends_the_process_at_once() {
         .await
         .expect("the second signal ends it without waiting for the 600 s drain");
     assert_eq!(exited.code(), Some(130));
+    assert_last_line_is_stopped(&proxy, "INFO", "a second SIGINT: exited without waiting").await;
 }
 
 #[tokio::test]

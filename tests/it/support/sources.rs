@@ -13,7 +13,11 @@ pub fn rust_files(dir: &Path) -> Vec<(PathBuf, String)> {
             pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
         } else if path.extension().is_some_and(|e| e == "rs") {
             let source = std::fs::read_to_string(&path).unwrap();
-            let code = source.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+            let code = source
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap()
+                .to_string();
             found.push((path, code));
         }
     }
