@@ -41,14 +41,28 @@ pub fn scope<F: Future>(
     )
 }
 
-/// `future` run with the current request's id (and operation), for work a request spawns off
-/// itself.
+/// `future` run with the current request's id, operation and deadline, for work a request
+/// spawns off itself to make its own answer (the pages of `allPages`).
+pub fn with_current_request<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    in_scope_of_current(true, future)
+}
+
+/// `future` run with the current request's id and operation but not its deadline, for work a
+/// request starts that others share (a token refresh every waiting request uses, and that may
+/// have a rotated token to write, must not end at one caller's `salesforce.max_answer_secs`).
 pub fn with_current_request_id<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    in_scope_of_current(false, future)
+}
+
+fn in_scope_of_current<F: Future>(
+    with_deadline: bool,
+    future: F,
+) -> impl Future<Output = F::Output> {
     let current = CURRENT
         .try_with(|c| Current {
             id: c.id.clone(),
             operation: Cell::new(c.operation.get()),
-            deadline: c.deadline,
+            deadline: c.deadline.filter(|_| with_deadline),
         })
         .ok();
     async move {

@@ -22,12 +22,8 @@ pub mod seconds {
     }
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        let seconds = value.as_secs_f64();
-        if seconds.fract() == 0.0 {
-            serializer.serialize_u64(value.as_secs())
-        } else {
-            serializer.serialize_f64(seconds)
-        }
+        // Always a float (`5.0`), as `check` showed these before they were durations.
+        serializer.serialize_f64(value.as_secs_f64())
     }
 }
 
@@ -121,7 +117,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             shown,
-            "wait_secs = 30\npause_ms = 1500\nlisten = \"\"\nfile = \"/etc/x\"\n"
+            "wait_secs = 30.0\npause_ms = 1500\nlisten = \"\"\nfile = \"/etc/x\"\n"
         );
     }
 }

@@ -77,12 +77,8 @@ impl Settings {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot be shown as TOML: {e}\n"))
     }
 
-    /// Defaults, then `file` if given, then the process environment, every problem checked.
-    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Self::load_from(file, std::env::vars())
-    }
-
-    /// As [`Settings::load`], with the environment given explicitly (tests).
+    /// Defaults, then `file` if given, then `vars` as the environment, every problem checked
+    /// (tests and tools; the binary reads with [`Settings::read`] and prepares once).
     pub fn load_from(
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -177,11 +173,6 @@ impl Settings {
         settings.salesforce.https_proxy_from_environment = Secret::new(https_proxy.1);
         settings.salesforce.no_proxy_from_environment = no_proxy.1;
         Ok(Unchecked { settings, problems })
-    }
-
-    /// Every problem at once, so an operator fixes the file in one pass.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.prepare().map(drop)
     }
 
     /// What the service runs on, each section checked by the component it configures and
@@ -357,6 +348,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn admin_allowed_hosts_skips_blank_entries_takes_compose_names_and_refuses_urls() {
+        let hosts = |value: &str| {
+            Settings::load_from(None, env(&[("SFBULK__ADMIN__ALLOWED_HOSTS", value)]))
+        };
+        assert!(hosts("").is_ok());
+        assert!(hosts("proxy.internal, sfbulk_proxy,").is_ok());
+        let refused = hosts("http://proxy.internal:9280").unwrap_err().to_string();
+        assert!(refused.contains("is not a host name"), "{refused}");
     }
 
     #[test]

@@ -311,13 +311,19 @@ impl AdminSettings {
                 self.console_jobs
             ));
         }
-        for host in &self.allowed_hosts {
-            let host = host.trim();
+        // Blank entries are skipped, as the admin port skips them (`SFBULK__ADMIN__ALLOWED_HOSTS=`
+        // is an empty list); `_` is taken, as Docker Compose's service names have it.
+        for host in self
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+        {
             let name = host.trim_end_matches('.');
             let valid = !name.is_empty()
                 && name
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
             if !valid {
                 problems.push(format!(
                     "admin.allowed_hosts: {} is not a host name (give the name alone, without a \

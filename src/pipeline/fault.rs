@@ -114,7 +114,7 @@ pub enum Fault {
     RegistryUnavailable(String),
 }
 
-// The edge's table: each layer's error, to the fault the caller sees. The layers say what went
+// The one table: each layer's error, to the fault the caller sees. The layers say what went
 // wrong and whose it was; only here does that become a status and an `exceptionCode`.
 
 impl From<crate::pipeline::envelope::EnvelopeError> for Fault {

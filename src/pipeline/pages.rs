@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response};
 use http_body::Frame;
 use tokio::sync::mpsc;
 
-use crate::common::request_id::{current_request_id, with_current_request_id};
+use crate::common::request_id::{current_request_id, with_current_request};
 use crate::pipeline::context::Pipeline;
 use crate::pipeline::exchange;
 use crate::pipeline::fault::Fault;
@@ -111,7 +111,7 @@ pub async fn follow(
     }
     let reading_gzip_ok = reading.gzip_ok;
     let (chunks, mut receiver) = mpsc::channel::<Chunk>(CHUNKS_AHEAD);
-    tokio::spawn(with_current_request_id(reading.run(
+    tokio::spawn(with_current_request(reading.run(
         session,
         records,
         next,

@@ -1,6 +1,6 @@
 //! Why a call to Salesforce got no usable answer, with whose failure it was ([`UpstreamKind`])
-//! and whether a read may be sent again ([`UpstreamError::retry_safe`]). The edge (`fault.rs`)
-//! decides what the caller sees; nothing here knows about envelopes or answers to callers.
+//! and whether a read may be sent again ([`UpstreamError::retry_safe`]). The pipeline's fault
+//! table (`pipeline/fault.rs`) decides what the caller sees; nothing here knows about envelopes or answers to callers.
 
 use std::time::Duration;
 

@@ -4,6 +4,9 @@
 
 use crate::support::{element, spawn_app, spawn_app_with};
 
+/// A bound for a hung test, not a timing assertion.
+const CEILING: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[tokio::test]
 async fn an_expired_session_is_refreshed_and_the_call_retried_on_the_new_instance() {
     let app = spawn_app().await;
@@ -196,4 +199,43 @@ async fn a_refresh_answer_pointing_outside_the_allow_list_is_refused() {
         "SFBULK_REFRESH_FAILED"
     );
     assert_eq!(app.bulk_requests().len(), before + 1, "no retry anywhere");
+}
+
+#[tokio::test]
+async fn a_refresh_outlives_the_answer_deadline_of_the_request_that_started_it() {
+    // The refresh is shared by every waiting request and may have a rotated token to keep: the
+    // deadline of the one request that started it (salesforce.max_answer_secs) is not its own.
+    let app = spawn_app_with(|s| {
+        s.salesforce.max_answer_secs = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let job_id = app.create_job().await;
+    app.org.expire_sessions();
+    app.org.token_gate().hold_next(1);
+    let started = tokio::spawn(
+        app.http
+            .post(format!("{}/services/salesforcebulk_getJob", app.proxy))
+            .body(app.envelope("getJob", &[("jobId", &job_id)]))
+            .send(),
+    );
+    tokio::time::timeout(CEILING, app.org.token_gate().held(1))
+        .await
+        .expect("the refresh reached the token endpoint");
+    // Past the first request's deadline before the token endpoint answers.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    app.org.token_gate().release();
+    let _ = started.await.unwrap();
+    assert_eq!(
+        app.org.refresh_attempts(),
+        1,
+        "the token endpoint's answer was read, not dropped at the first request's deadline"
+    );
+
+    let next = app.call_with("getJob", &[("jobId", &job_id)]).await;
+    assert_eq!(next.status(), 200);
+    assert_eq!(
+        app.org.refresh_attempts(),
+        1,
+        "the refreshed session was kept, not lost with the first request's deadline"
+    );
 }

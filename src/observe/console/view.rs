@@ -54,8 +54,8 @@ pub struct Status {
     pub jobs: Vec<Job>,
     pub tokens: Vec<TokenEntry>,
     pub limits: Vec<ApiUsage>,
-    /// Answers requests could not hand over because the worker was behind ([`PENDING`],
-    /// [`PENDING_BYTES`]).
+    /// Answers requests could not hand over because the worker was behind ([`super::PENDING`],
+    /// [`super::PENDING_BYTES`]).
     pub observations_dropped: u64,
 }
 

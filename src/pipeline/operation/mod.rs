@@ -112,7 +112,7 @@ pub struct UploadTarget {
     pub path: String,
     /// Sent when the caller labelled the body with nothing.
     pub default_content_type: Option<&'static str>,
-    /// As [`UpstreamCall::headers`].
+    /// As [`Call::headers`].
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
