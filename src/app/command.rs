@@ -107,9 +107,15 @@ pub async fn demo(settings: &Settings, prepared: Prepared) -> anyhow::Result<Sto
 }
 
 /// `check`: settings that prepared (the files they need read too, so a `check` that passes is
-/// a start-up that will), printed with every secret hidden.
+/// a start-up that will), printed with every secret shown as `(set)` or `(not set)`, then the
+/// warnings `serve` would log, as comments.
 pub fn check(settings: &Settings, prepared: &Prepared) -> ExitCode {
     print!("{}", settings.to_toml());
+    let edge = &prepared.edge;
+    let client_certificates = settings.server.tls_client_ca_file.is_some();
+    for exposed in edge.exposures(client_certificates, edge.listening()) {
+        println!("# warning: {}: {}", exposed.address, exposed.warning);
+    }
     if let Some(proxy) = &prepared.outbound.https_proxy {
         println!(
             "# https origins are reached through the proxy {}",
@@ -123,7 +129,7 @@ pub fn check(settings: &Settings, prepared: &Prepared) -> ExitCode {
 /// port's `/healthz`; a wildcard address is asked on loopback.
 pub fn health_url(settings: &Settings) -> Option<String> {
     let on = |raw: Option<&str>, path: &str| {
-        let mut address: std::net::SocketAddr = raw?.parse().ok()?;
+        let mut address = crate::common::setting::listen_address(raw?).ok()?;
         if address.ip().is_unspecified() {
             address.set_ip(if address.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()

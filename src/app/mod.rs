@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 
 use crate::config::{Prepared, Settings};
 use crate::edge::admin::{AdminService, Watched};
-use crate::edge::admission::{BearerTokens, GuardTokens};
+use crate::edge::admission::GuardTokens;
 use crate::edge::routes::ProxyService;
 use crate::edge::serve::{serve, ConnectionSlots, Draining, ServeLimits, Serving};
+use crate::edge::settings::{Exposure, Listening};
 use crate::edge::tls::ServerTls;
 use wiring::Components;
 
@@ -38,6 +39,8 @@ pub struct Application {
     drain: Duration,
     /// The bearer tokens callers must show, read again on SIGHUP.
     tokens: Arc<GuardTokens>,
+    /// The admin port's tokens, read again on SIGHUP.
+    admin_tokens: Arc<GuardTokens>,
     /// Registered at build, so a SIGHUP that arrives before serving starts reloads too (and
     /// never takes the process's default action, which would end it).
     #[cfg(unix)]
@@ -63,20 +66,40 @@ impl Application {
     pub async fn on(settings: &Settings, prepared: Prepared) -> anyhow::Result<Application> {
         let components = Components::wire(settings, &prepared)?;
         let edge = prepared.edge;
-        let tokens = Arc::new(GuardTokens::new(edge.inline_tokens, edge.token_files));
-        let bearer_required = tokens.current().is_required();
         let listener = match edge.listen {
             Some(address) => Some(bind("server.listen", address).await?),
             None => None,
         };
-        let tls = match edge.tls {
-            Some((address, tls)) => Some((bind("server.tls_listen", address).await?, tls)),
+        let tls_listener = match edge.tls.as_ref() {
+            Some((address, _)) => Some(bind("server.tls_listen", *address).await?),
             None => None,
         };
+        let admin_listener = match edge.admin_listen {
+            Some(address) => Some(bind("admin.listen", address).await?),
+            None => None,
+        };
+        let bound = |l: Option<&TcpListener>| l.and_then(|l| l.local_addr().ok());
+        let exposed = edge.exposures(
+            settings.server.tls_client_ca_file.is_some(),
+            Listening {
+                listen: bound(listener.as_ref()),
+                tls: bound(tls_listener.as_ref()),
+                admin: bound(admin_listener.as_ref()),
+            },
+        );
+        for Exposure { address, warning } in exposed {
+            tracing::warn!(target: "sfbulk_proxy::server", %address, "{warning}");
+        }
+        let tokens = Arc::new(GuardTokens::new(edge.inline_tokens, edge.token_files));
+        let admin_tokens = Arc::new(GuardTokens::new(
+            edge.admin_tokens,
+            edge.admin_token_file.into_iter().collect(),
+        ));
+        let tls = tls_listener.zip(edge.tls.map(|(_, tls)| tls));
         let draining = Draining::default();
-        let admin = match edge.admin_listen {
-            Some(address) => Some((
-                bind("admin.listen", address).await?,
+        let admin = admin_listener.map(|listener| {
+            (
+                listener,
                 AdminService::new(
                     Watched {
                         metrics: components.metrics.clone(),
@@ -86,44 +109,11 @@ impl Application {
                     },
                     settings.admin.ready_requires_registry,
                     settings.registry.timeout_ms,
-                    BearerTokens::new(&edge.admin_tokens, &[]),
+                    admin_tokens.clone(),
                     &settings.admin.allowed_hosts,
                 ),
-            )),
-            None => None,
-        };
-        if let Some(address) = admin.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
-            if edge.admin_tokens.is_empty() && !address.ip().is_loopback() {
-                tracing::warn!(
-                    target: "sfbulk_proxy::server",
-                    %address,
-                    "the admin listener is beyond loopback without admin.auth_tokens: anyone who \
-                     reaches it can read the console (registry paths, jobs) and the metrics"
-                );
-            }
-        }
-        // Client certificates guard the HTTPS listener only; bearer tokens guard both.
-        let client_certificates = settings.server.tls_client_ca_file.is_some();
-        let guarded = [
-            (listener.as_ref(), bearer_required),
-            (
-                tls.as_ref().map(|(l, _)| l),
-                bearer_required || client_certificates,
-            ),
-        ];
-        for (listener, guarded) in guarded {
-            let Some(address) = listener.and_then(|l| l.local_addr().ok()) else {
-                continue;
-            };
-            if !guarded && !address.ip().is_loopback() {
-                tracing::warn!(
-                    target: "sfbulk_proxy::server",
-                    %address,
-                    "listening beyond loopback with neither server.auth_tokens nor client \
-                     certificates: anyone who reaches this port can use the proxy"
-                );
-            }
-        }
+            )
+        });
         #[cfg(unix)]
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         Ok(Application {
@@ -141,6 +131,7 @@ impl Application {
             components,
             draining,
             tokens,
+            admin_tokens,
             limits: ServeLimits {
                 grace: settings.server.shutdown_grace_secs,
                 header_read_timeout: settings.server.header_read_timeout_secs,
@@ -203,14 +194,17 @@ impl Application {
         };
         #[cfg(unix)]
         {
-            let (mut hangup, tokens) = (self.hangup, self.tokens.clone());
+            let (mut hangup, tokens, admin_tokens) =
+                (self.hangup, self.tokens.clone(), self.admin_tokens.clone());
             let tls = self.tls.as_ref().map(|(_, tls)| tls.clone());
             let stop = signal();
             tokio::spawn(async move {
                 let mut stop = std::pin::pin!(stop);
                 loop {
                     tokio::select! {
-                        Some(()) = hangup.recv() => signals::reload(tls.as_deref(), &tokens),
+                        Some(()) = hangup.recv() => {
+                            signals::reload(tls.as_deref(), &[&tokens, &admin_tokens])
+                        }
                         () = &mut stop => break,
                     }
                 }

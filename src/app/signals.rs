@@ -51,19 +51,20 @@ impl ShutdownSignals {
 
 /// What SIGHUP does: reads the TLS files and the token files again, each on its own, and logs
 /// what it reloaded (or that there was nothing to reload).
-pub fn reload(tls: Option<&ServerTls>, tokens: &GuardTokens) {
-    if tls.is_none() && !tokens.has_files() {
+pub fn reload(tls: Option<&ServerTls>, tokens: &[&GuardTokens]) {
+    if tls.is_none() && !tokens.iter().any(|t| t.has_files()) {
         tracing::info!(
             target: "sfbulk_proxy::server",
             "SIGHUP: nothing to reload (no server.tls_listen, no server.auth_tokens_file, no \
-             token_scopes token_file)"
+             token_scopes token_file, no admin.auth_tokens_file)"
         );
         return;
     }
     if let Some(tls) = tls {
         tls.reload();
     }
-    if tokens.has_files() {
+    // The traffic ports' tokens and the admin port's, each a set of its own.
+    for tokens in tokens.iter().filter(|t| t.has_files()) {
         let report = tokens.reload();
         if !report.refused {
             tracing::info!(

@@ -1,6 +1,8 @@
-//! `Secret`: a credential that can be cloned cheaply and never prints itself.
+//! `Secret`: a credential that can be cloned cheaply and never prints itself, and how a secret
+//! setting is read from its file form.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 /// A token, refresh token or client secret. `Debug` and `Display` print `[REDACTED]`; the value is
@@ -33,10 +35,15 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
-/// Shown, never revealed: settings printed by `sfbulk-proxy check` show `[REDACTED]`.
+/// Shown, never revealed: settings printed by `sfbulk-proxy check` show whether each secret is
+/// `(set)` or `(not set)`.
 impl serde::Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("[REDACTED]")
+        serializer.serialize_str(if self.0.trim().is_empty() {
+            "(not set)"
+        } else {
+            "(set)"
+        })
     }
 }
 
@@ -49,6 +56,50 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")
+    }
+}
+
+/// The largest file a secret or a key is read from.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// A small file's text (a secret or a key), at most [`MAX_SECRET_FILE_BYTES`]; the error names
+/// the file, never its content.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_SECRET_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_SECRET_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+/// A secret given either inline or in a file (trimmed), not both: `Ok(None)` when neither; the
+/// error names the settings (`(name, value)` pairs) and the file, never the secret.
+pub fn inline_or_file(
+    inline: (&str, &Secret),
+    file: (&str, Option<&Path>),
+) -> Result<Option<Secret>, String> {
+    match (inline.1.expose().trim(), file.1) {
+        ("", None) => Ok(None),
+        (value, None) => Ok(Some(Secret::new(value))),
+        ("", Some(path)) => match read_secret_file(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some(Secret::new(text.trim()))),
+            Ok(_) => Err(format!("{} {} is empty", file.0, path.display())),
+            Err(e) => Err(format!("{} {e}", file.0)),
+        },
+        (_, Some(_)) => Err(format!(
+            "{} and {} are both set: give one",
+            inline.0, file.0
+        )),
     }
 }
 

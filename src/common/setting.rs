@@ -3,6 +3,7 @@
 //! value means "off". Each reads the same keys and values as the settings file always took, and
 //! shows them the same way (`sfbulk-proxy check`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,25 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The longest time a `*_secs` setting may give: a year, far beyond any useful timeout, and far
 /// from the overflow of the timer's arithmetic. The loader refuses more before anything reads it.
 pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// An address to listen on: `IP:PORT` (`0.0.0.0:8280`, `[::1]:8280`), `:PORT` (every address,
+/// as `0.0.0.0:PORT`) or `localhost:PORT` (loopback, as `127.0.0.1:PORT`). The error shows
+/// valid examples.
+pub fn listen_address(raw: &str) -> Result<SocketAddr, String> {
+    let raw = raw.trim();
+    let (host, port) = raw.rsplit_once(':').unwrap_or(("", ""));
+    let on = |ip: std::net::Ipv4Addr| port.parse().map(|port| SocketAddr::from((ip, port)));
+    let parsed = match host {
+        "" => on(std::net::Ipv4Addr::UNSPECIFIED).ok(),
+        h if h.eq_ignore_ascii_case("localhost") => on(std::net::Ipv4Addr::LOCALHOST).ok(),
+        _ => raw.parse().ok(),
+    };
+    parsed.ok_or_else(|| {
+        "not an address to listen on: give IP:PORT (127.0.0.1:8280, 0.0.0.0:8280, [::1]:8280), \
+         :PORT (every address) or localhost:PORT"
+            .to_string()
+    })
+}
 
 /// A `*_secs` setting: a number of seconds, fractions allowed (`0.05`), as a [`Duration`].
 pub mod seconds {
@@ -82,6 +102,27 @@ pub mod off_path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listen_address_is_an_ip_and_port_a_bare_port_or_localhost() {
+        let parsed = |raw: &str| listen_address(raw).map(|a| a.to_string());
+        assert_eq!(parsed("127.0.0.1:8280").as_deref(), Ok("127.0.0.1:8280"));
+        assert_eq!(parsed("[::1]:8280").as_deref(), Ok("[::1]:8280"));
+        assert_eq!(parsed(":8080").as_deref(), Ok("0.0.0.0:8080"));
+        assert_eq!(parsed("localhost:8080").as_deref(), Ok("127.0.0.1:8080"));
+        assert_eq!(parsed("LOCALHOST:0").as_deref(), Ok("127.0.0.1:0"));
+        for bad in [
+            "8080",
+            "localhost",
+            ":http",
+            "proxy.internal:8080",
+            ":70000",
+            "nowhere",
+        ] {
+            let refused = parsed(bad).unwrap_err();
+            assert!(refused.contains("127.0.0.1:8280"), "{bad}: {refused}");
+        }
+    }
 
     #[derive(Debug, PartialEq, Deserialize, Serialize)]
     struct Sample {

@@ -1,6 +1,7 @@
 //! The emulator's section of the settings, `[emulator]`: the fake org the demo and the tests run
 //! (a crate of its own, which shares no code with the proxy), and its checks.
 
+use crate::common::setting::listen_address;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,8 +48,7 @@ impl EmulatorSettings {
                 problems.push("emulator.listen must be an address".into());
                 None
             }
-            listen => listen
-                .parse()
+            listen => listen_address(listen)
                 .map_err(|e| problems.push(format!("emulator.listen {listen:?}: {e}")))
                 .ok(),
         };
@@ -94,7 +94,9 @@ impl EmulatorSettings {
             _ => return Err("emulator.tls_cert_file and emulator.tls_key_file go together".into()),
         };
         Ok(sfbulk_emulator::Settings {
-            listen: self.listen.clone(),
+            listen: listen_address(&self.listen)
+                .map(|address| address.to_string())
+                .unwrap_or_else(|_| self.listen.clone()),
             instance_url: self.instance_url.clone().unwrap_or_default(),
             client_id: self.client_id.clone(),
             client_secret: self.client_secret.expose().to_string(),

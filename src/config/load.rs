@@ -3,6 +3,7 @@
 //! setting); values of the wrong type reported together, each replaced by its default so that
 //! the checks after it can report the rest too.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::DEFAULTS;
@@ -151,6 +152,21 @@ impl Defaults {
         Defaults { config, keys }
     }
 
+    /// The settings that are lists, each with its default list.
+    pub(super) fn lists(&self) -> Vec<(String, Vec<String>)> {
+        self.keys
+            .iter()
+            .filter_map(|key| {
+                let value = self.config.get::<config::Value>(key).ok()?;
+                let config::ValueKind::Array(items) = value.kind else {
+                    return None;
+                };
+                let items = items.into_iter().map(|v| v.to_string()).collect();
+                Some((key.clone(), items))
+            })
+            .collect()
+    }
+
     pub(super) fn known(&self) -> Known {
         Known {
             keys: self.keys.clone(),
@@ -273,6 +289,19 @@ pub(super) fn with_types_checked(
         };
     }
     (builder.build().unwrap_or(merged), problems)
+}
+
+/// The settings the operator gave: keys of the file, and the settings `SFBULK__` variables name.
+pub(super) fn given_keys(
+    file: Option<&config::Map<String, config::Value>>,
+    env: &config::Map<String, String>,
+) -> BTreeSet<String> {
+    let mut given = Vec::new();
+    if let Some(table) = file {
+        flatten("", table.clone(), &mut given);
+    }
+    given.extend(env.keys().map(|variable| setting_of_variable(variable)));
+    given.into_iter().collect()
 }
 
 /// Keys in `file` and `SFBULK__` variables in `env` that name no setting, each with the nearest

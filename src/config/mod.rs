@@ -6,8 +6,9 @@
 
 mod emulator;
 mod load;
+mod secret_files;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,13 +16,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::common::secret::Secret;
+use crate::common::setting::listen_address;
 use crate::edge::settings::{AdminSettings, Edge, ServerSettings};
 use crate::observe::settings::LogSettings;
 use crate::pipeline::connection::{ConnectionSettings, Connections};
 use crate::registry::settings::RegistrySettings;
 use crate::registry::Keys;
 use crate::salesforce::settings::{Outbound, SalesforceSettings};
-use load::{setting_of_variable, unknown_keys, with_types_checked, Defaults, FoldedNames};
+use load::{
+    given_keys, setting_of_variable, unknown_keys, with_types_checked, Defaults, FoldedNames,
+};
 
 pub use emulator::EmulatorSettings;
 
@@ -45,8 +49,45 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Unchecked {
     pub settings: Settings,
-    /// Values of the wrong type (each replaced by its default).
+    /// Keys that name no setting, and values of the wrong type (each replaced by its default).
     problems: Vec<String>,
+    /// Lists the environment gave in place of a default list that was not empty.
+    replaced: Vec<ReplacedList>,
+    /// The settings the operator gave (in the file or the environment), by dotted name.
+    given: BTreeSet<String>,
+}
+
+/// A list the environment gave, which replaced a default list that held something.
+#[derive(Debug)]
+struct ReplacedList {
+    /// `salesforce.allowed_origins`.
+    key: String,
+    /// `SFBULK__SALESFORCE__ALLOWED_ORIGINS`.
+    variable: String,
+    /// What the default list held.
+    default: Vec<String>,
+    /// The setting that adds to the list instead, when there is one.
+    addition: Option<String>,
+}
+
+impl ReplacedList {
+    /// What a problem that names the list adds: an operator who meant to add to the list
+    /// learns that they replaced it.
+    fn note(&self) -> String {
+        let instead = match &self.addition {
+            Some(addition) => format!(
+                "; to add to it instead, set SFBULK__{}",
+                addition.to_ascii_uppercase().replace('.', "__")
+            ),
+            None => String::new(),
+        };
+        format!(
+            " ({} replaced the default list of {}, which held {}{instead})",
+            self.variable,
+            self.key,
+            self.default.join(", ")
+        )
+    }
 }
 
 /// What the service runs on, as the settings make it: each part checked and parsed, and the
@@ -88,7 +129,7 @@ impl Settings {
     }
 
     /// Reads the defaults, then `file` if given, then `vars` (`SFBULK__` variables, and
-    /// `HTTPS_PROXY` and `NO_PROXY`): a key that names no setting stops here; values of the
+    /// `HTTPS_PROXY`, `NO_PROXY` and `RUST_LOG`): keys that name no setting and values of the
     /// wrong type are kept as problems, to be reported with the rest by [`Unchecked::prepare`].
     pub fn read(
         file: Option<&Path>,
@@ -96,9 +137,13 @@ impl Settings {
     ) -> Result<Unchecked, ConfigError> {
         // The upper-case name wins over the lower-case one, as curl has it.
         let (mut https_proxy, mut no_proxy) = ((0, String::new()), (0, String::new()));
+        let mut rust_log = None;
         let env: config::Map<String, String> = vars
             .into_iter()
             .filter(|(k, v)| {
+                if k == "RUST_LOG" && !v.trim().is_empty() {
+                    rust_log = Some(v.clone());
+                }
                 let found = match k.as_str() {
                     "HTTPS_PROXY" => Some((&mut https_proxy, 2)),
                     "https_proxy" => Some((&mut https_proxy, 1)),
@@ -126,10 +171,10 @@ impl Settings {
             ),
             None => None,
         };
+        // Reported with every other problem: the values of the keys that do name a setting are
+        // read and checked all the same.
         let unknown = unknown_keys(&defaults.known(), file.zip(table.as_ref()), &env);
-        if !unknown.is_empty() {
-            return Err(ConfigError(unknown));
-        }
+        let given = given_keys(table.as_ref(), &env);
         let mut builder = config::Config::builder().add_source(defaults.config.clone());
         if let Some(table) = table {
             builder = builder.add_source(FoldedNames(table));
@@ -144,21 +189,42 @@ impl Settings {
                     .is_some_and(|team| !team.contains('.'))
             })
             .collect();
-        let environment = scope_lists.into_iter().fold(
-            config::Environment::with_prefix("SFBULK"),
-            |environment, key| environment.with_list_parse_key(&key),
-        );
+        let lists = defaults.lists();
+        // A list given in the environment replaces its default list whole: when that list is
+        // not empty, a problem it causes says so.
+        let replaced = env
+            .keys()
+            .filter_map(|variable| {
+                let key = setting_of_variable(variable);
+                let (_, default) = lists.iter().find(|(k, d)| *k == key && !d.is_empty())?;
+                let mut addition = key.clone();
+                if let Some((section, name)) = key.rsplit_once('.') {
+                    addition = format!("{section}.additional_{name}");
+                }
+                Some(ReplacedList {
+                    key: key.clone(),
+                    variable: variable.clone(),
+                    default: default.clone(),
+                    addition: lists
+                        .iter()
+                        .any(|(k, _)| *k == addition)
+                        .then_some(addition),
+                })
+            })
+            .collect();
+        let environment = scope_lists
+            .iter()
+            .chain(lists.iter().map(|(key, _)| key))
+            .fold(
+                config::Environment::with_prefix("SFBULK"),
+                |environment, key| environment.with_list_parse_key(key),
+            );
         let merged = builder
             .add_source(
                 environment
                     .prefix_separator("__")
                     .separator("__")
                     .list_separator(",")
-                    .with_list_parse_key("salesforce.allowed_origins")
-                    .with_list_parse_key("server.auth_tokens")
-                    .with_list_parse_key("admin.auth_tokens")
-                    .with_list_parse_key("admin.allowed_hosts")
-                    .with_list_parse_key("registry.encryption_previous_keys")
                     .try_parsing(true)
                     .source(Some(env)),
             )
@@ -166,13 +232,22 @@ impl Settings {
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
         // Values of the wrong type are reported together, each replaced by its default so that
         // the checks below can report the rest too.
-        let (merged, problems) = with_types_checked(merged, &defaults);
-        let mut settings: Settings = merged
-            .try_deserialize()
-            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let (merged, typed) = with_types_checked(merged, &defaults);
+        let mut problems = unknown;
+        problems.extend(typed);
+        let mut settings: Settings = merged.try_deserialize().map_err(|e| {
+            problems.push(e.to_string());
+            ConfigError(std::mem::take(&mut problems))
+        })?;
         settings.salesforce.https_proxy_from_environment = Secret::new(https_proxy.1);
         settings.salesforce.no_proxy_from_environment = no_proxy.1;
-        Ok(Unchecked { settings, problems })
+        settings.log.rust_log = rust_log;
+        Ok(Unchecked {
+            settings,
+            problems,
+            replaced,
+            given,
+        })
     }
 
     /// What the service runs on, each section checked by the component it configures and
@@ -210,7 +285,7 @@ impl Unchecked {
     /// host.
     pub fn for_demo(mut self) -> Unchecked {
         let settings = &mut self.settings;
-        if let Ok(mut reachable) = settings.emulator.listen.trim().parse::<SocketAddr>() {
+        if let Ok(mut reachable) = listen_address(&settings.emulator.listen) {
             if reachable.ip().is_unspecified() {
                 reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
@@ -224,17 +299,23 @@ impl Unchecked {
     /// The settings and what they make, or every problem found reading and checking them.
     pub fn prepare(self) -> Result<(Settings, Prepared), ConfigError> {
         let Unchecked {
-            settings,
+            mut settings,
             mut problems,
+            replaced,
+            given,
         } = self;
+        secret_files::read_into_secrets(&mut settings, &given, &mut problems);
         match settings.prepare() {
-            Ok(prepared) if problems.is_empty() => Ok((settings, prepared)),
-            Ok(_) => Err(ConfigError(problems)),
-            Err(ConfigError(more)) => {
-                problems.extend(more);
-                Err(ConfigError(problems))
+            Ok(prepared) if problems.is_empty() => return Ok((settings, prepared)),
+            Ok(_) => {}
+            Err(ConfigError(more)) => problems.extend(more),
+        }
+        for list in &replaced {
+            for problem in problems.iter_mut().filter(|p| p.contains(&list.key)) {
+                problem.push_str(&list.note());
             }
         }
+        Err(ConfigError(problems))
     }
 }
 
@@ -359,6 +440,27 @@ mod tests {
         assert!(hosts("proxy.internal, sfbulk_proxy,").is_ok());
         let refused = hosts("http://proxy.internal:9280").unwrap_err().to_string();
         assert!(refused.contains("is not a host name"), "{refused}");
+    }
+
+    #[test]
+    fn an_added_origin_is_allowed_beside_salesforces_own() {
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "SFBULK__SALESFORCE__ADDITIONAL_ALLOWED_ORIGINS",
+                "http://127.0.0.1:9999,https://test-org.example.com",
+            )]),
+        )
+        .unwrap();
+        let allow = s.prepare().unwrap().outbound.allow;
+        for origin in [
+            "http://127.0.0.1:9999",
+            "https://test-org.example.com",
+            "https://ap2.salesforce.com",
+            "https://login.salesforce.com",
+        ] {
+            assert!(allow.admit(origin).is_ok(), "{origin}");
+        }
     }
 
     #[test]
@@ -495,11 +597,13 @@ mod tests {
             ]),
         )
         .unwrap_err();
+        // The misspelling, and what the rest of the settings then lack, in one report.
         assert_eq!(
             err.0,
             [
                 "SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRT is not a setting; did you mean \
-              SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRET?"
+              SFBULK__CONNECTIONS__SALES_EU__CLIENT_SECRET?",
+                "server.token_scopes.sales-team.connections: finance is not a configured connection"
             ]
         );
         let err = Settings::load_from(

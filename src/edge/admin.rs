@@ -29,7 +29,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::edge::admission::BearerTokens;
+use crate::edge::admission::GuardTokens;
 use crate::edge::serve::Draining;
 use crate::observe::console::{page, Console};
 use crate::observe::metrics::Metrics;
@@ -54,8 +54,8 @@ pub struct AdminService {
     ready_requires_registry: bool,
     /// How long `/readyz` waits for the registry (`registry.timeout_ms`).
     registry_timeout: Duration,
-    /// `admin.auth_tokens`.
-    tokens: BearerTokens,
+    /// `admin.auth_tokens` and `admin.auth_tokens_file` (read again on SIGHUP).
+    tokens: Arc<GuardTokens>,
     /// `admin.allowed_hosts`, lower case.
     allowed_hosts: Vec<String>,
 }
@@ -65,7 +65,7 @@ impl AdminService {
         watched: Watched,
         ready_requires_registry: bool,
         registry_timeout: Duration,
-        tokens: BearerTokens,
+        tokens: Arc<GuardTokens>,
         allowed_hosts: &[String],
     ) -> Arc<AdminService> {
         Arc::new(AdminService {
@@ -113,11 +113,14 @@ impl AdminService {
             return response;
         }
         let open = matches!(path, "/livez" | "/readyz");
-        if !open && !self.tokens.is_required() && !self.host_allowed(&request) {
-            return host_not_allowed();
-        }
-        if !open && !self.tokens.admits_bearer_or_basic(request.headers()) {
-            return unauthorized();
+        if !open {
+            let tokens = self.tokens.current();
+            if !tokens.is_required() && !self.host_allowed(&request) {
+                return host_not_allowed();
+            }
+            if !tokens.admits_bearer_or_basic(request.headers()) {
+                return unauthorized();
+            }
         }
         match path {
             "/livez" => "live\n".into_response(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::redact::quotable;
 use crate::common::secret::Secret;
-use crate::common::setting::{off, off_path, seconds};
+use crate::common::setting::{listen_address, off, off_path, seconds};
 use crate::edge::admission::{read_token_file, TokenFile};
 use crate::edge::tls::{ServerTls, TlsFiles};
 
@@ -69,6 +69,9 @@ pub struct AdminSettings {
     pub ready_requires_registry: bool,
     /// Bearer tokens (or HTTP Basic passwords) for `/ui`, `/api/...` and `/metrics`.
     pub auth_tokens: Vec<Secret>,
+    /// `auth_tokens` one a line in a file, read again on SIGHUP.
+    #[serde(with = "off_path")]
+    pub auth_tokens_file: Option<PathBuf>,
     /// Host names the admin port answers besides IP literals and `localhost`, while
     /// `admin.auth_tokens` is unset.
     pub allowed_hosts: Vec<String>,
@@ -97,12 +100,66 @@ pub struct Edge {
     pub token_files: Vec<TokenFile>,
     /// `admin.auth_tokens`, trimmed.
     pub admin_tokens: Vec<Secret>,
+    /// `admin.auth_tokens_file`, as read (read again on reload).
+    pub admin_token_file: Option<TokenFile>,
+}
+
+/// The addresses the listeners are on (as bound, or as the settings give them).
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub listen: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// A listener open beyond loopback to anyone who reaches it: `serve` logs it as a warning at
+/// start, and `check` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    pub address: SocketAddr,
+    pub warning: &'static str,
 }
 
 impl Edge {
     /// Whether any bearer token is required of callers.
     pub fn bearer_required(&self) -> bool {
         !self.inline_tokens.is_empty() || self.token_files.iter().any(|f| !f.tokens.is_empty())
+    }
+
+    /// The addresses the settings give (port 0 as given).
+    pub fn listening(&self) -> Listening {
+        Listening {
+            listen: self.listen,
+            tls: self.tls.as_ref().map(|(address, _)| *address),
+            admin: self.admin_listen,
+        }
+    }
+
+    /// The listeners at `on` that are beyond loopback and let anyone in. Client certificates
+    /// (`client_certificates`) guard the HTTPS listener only; bearer tokens guard both.
+    pub fn exposures(&self, client_certificates: bool, on: Listening) -> Vec<Exposure> {
+        let bearer = self.bearer_required();
+        let admin_guarded = !self.admin_tokens.is_empty()
+            || self
+                .admin_token_file
+                .as_ref()
+                .is_some_and(|f| !f.tokens.is_empty());
+        const TRAFFIC: &str = "listening beyond loopback with neither server.auth_tokens nor \
+                               client certificates: anyone who reaches this port can use the proxy";
+        const ADMIN: &str = "the admin listener is beyond loopback without admin.auth_tokens: \
+                             anyone who reaches it can read the console (registry paths, jobs) \
+                             and the metrics";
+        [
+            (on.admin, admin_guarded, ADMIN),
+            (on.listen, bearer, TRAFFIC),
+            (on.tls, bearer || client_certificates, TRAFFIC),
+        ]
+        .into_iter()
+        .filter_map(|(address, guarded, warning)| {
+            let address = address.filter(|a| !guarded && !a.ip().is_loopback())?;
+            Some(Exposure { address, warning })
+        })
+        .collect()
     }
 }
 
@@ -119,9 +176,8 @@ pub fn trimmed_tokens(given: &[Secret]) -> Vec<Secret> {
 /// An address setting, when on.
 fn address(key: &str, value: Option<&str>, problems: &mut Vec<String>) -> Option<SocketAddr> {
     let value = value?;
-    value
-        .parse()
-        .map_err(|e| problems.push(format!("{key} {value:?}: {e}")))
+    listen_address(value)
+        .map_err(|e| problems.push(format!("{key} {:?}: {e}", quotable(value))))
         .ok()
 }
 
@@ -188,13 +244,23 @@ impl ServerSettings {
         let inline_tokens = trimmed_tokens(&self.auth_tokens);
         let scoped_files = self.scoped_token_files(connections, problems);
         let token_files: Vec<TokenFile> = auth_file.into_iter().chain(scoped_files).collect();
+        let admin_tokens = trimmed_tokens(&admin.auth_tokens);
+        let admin_token_file = admin.auth_tokens_file().unwrap_or_else(|e| {
+            problems.push(e);
+            None
+        });
+        if !admin_tokens.is_empty() && admin.auth_tokens_file.is_some() {
+            problems
+                .push("admin.auth_tokens and admin.auth_tokens_file are both set: give one".into());
+        }
         let edge = Edge {
             listen,
             admin_listen,
             tls,
             inline_tokens,
             token_files,
-            admin_tokens: trimmed_tokens(&admin.auth_tokens),
+            admin_tokens,
+            admin_token_file,
         };
         if !connections.is_empty() {
             self.check_guarded(&edge, problems);
@@ -304,6 +370,21 @@ impl ServerSettings {
 }
 
 impl AdminSettings {
+    /// `auth_tokens_file`, read, when one is named.
+    fn auth_tokens_file(&self) -> Result<Option<TokenFile>, String> {
+        let Some(path) = &self.auth_tokens_file else {
+            return Ok(None);
+        };
+        let tokens = read_token_file(path).map_err(|e| format!("admin.auth_tokens_file {e}"))?;
+        Ok(Some(TokenFile {
+            setting: "admin.auth_tokens_file".into(),
+            path: path.clone(),
+            connections: None,
+            must_hold_a_token: false,
+            tokens,
+        }))
+    }
+
     fn check(&self, problems: &mut Vec<String>) {
         if self.console_jobs > MAX_CONSOLE_JOBS {
             problems.push(format!(

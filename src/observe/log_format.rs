@@ -34,8 +34,10 @@ pub const MAX_FIELD_BYTES: usize = 512;
 
 /// Installs the global subscriber, writing to stdout. `RUST_LOG`, when set, wins over `log.level`.
 pub fn init(settings: &LogSettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    // Checked with the settings: what cannot parse here was refused before.
+    let filter = EnvFilter::builder()
+        .parse(settings.filter())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     install(filter, settings.format, std::io::stdout);
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::secret::Secret;
+use crate::common::secret::{inline_or_file, read_secret_file, Secret};
 use crate::common::values::{ApiVersion, IntervalTime};
 use crate::pipeline::credentials::{CredentialsError, CONNECTION_PATH_PREFIX};
 use crate::pipeline::envelope::{EnvelopeError, Fields};
@@ -313,7 +313,7 @@ fn jwt_bearer(
         problem("private_key_file must be set for the JWT bearer grant".into());
         return None;
     }
-    let key = match read(&settings.private_key_file) {
+    let key = match read_secret_file(&settings.private_key_file) {
         Ok(pem) => match jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()) {
             Ok(key) => Some((key, pem)),
             Err(_) => {
@@ -345,44 +345,18 @@ fn jwt_bearer(
     }
 }
 
-/// A secret given either inline or in a file (trimmed), not both: `Ok(None)` when neither,
-/// `Err` when a problem was reported.
+/// A secret given either inline or in a file, not both: `Err` when a problem was reported.
 fn one_of(
     inline: (&str, &Secret),
     file: (&str, &Path),
     problem: &mut dyn FnMut(String),
 ) -> Result<Option<Secret>, ()> {
-    let reported = |problem: &mut dyn FnMut(String), text: String| {
-        problem(text);
-        Err(())
-    };
-    match (inline.1.expose().trim(), is_set(file.1)) {
-        ("", false) => Ok(None),
-        (value, false) => Ok(Some(Secret::new(value))),
-        ("", true) => match read(file.1) {
-            Ok(text) if !text.trim().is_empty() => Ok(Some(Secret::new(text.trim()))),
-            Ok(_) => reported(problem, format!("{} {} is empty", file.0, file.1.display())),
-            Err(e) => reported(problem, format!("{} {e}", file.0)),
-        },
-        (_, true) => reported(
-            problem,
-            format!("{} and {} are both set: give one", inline.0, file.0),
-        ),
-    }
+    let file = (file.0, Some(file.1).filter(|path| is_set(path)));
+    inline_or_file(inline, file).map_err(problem)
 }
 
 fn is_set(path: &Path) -> bool {
     !path.as_os_str().is_empty()
-}
-
-/// A small file's text (a secret or a key); the error names the file, never its content.
-fn read(path: &Path) -> Result<String, String> {
-    const LIMIT: u64 = 64 * 1024;
-    let too_large = std::fs::metadata(path).is_ok_and(|m| m.len() > LIMIT);
-    if too_large {
-        return Err(format!("{}: larger than {LIMIT} bytes", path.display()));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Which named connections a caller may use.

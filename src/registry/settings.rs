@@ -31,8 +31,13 @@ pub struct RegistrySettings {
     #[serde(with = "off_path")]
     pub dir: Option<PathBuf>,
     pub max_entries: usize,
-    /// May carry a password: a secret, never logged.
+    /// May carry a password: a secret, never logged, shown by `check` with only its password
+    /// hidden.
+    #[serde(serialize_with = "shown_redis_url")]
     pub redis_url: Secret,
+    /// A file holding `redis_url`, read into it at start.
+    #[serde(with = "off_path")]
+    pub redis_url_file: Option<PathBuf>,
     pub key_prefix: String,
     #[serde(with = "seconds")]
     pub entry_ttl_secs: Duration,
@@ -44,7 +49,43 @@ pub struct RegistrySettings {
     pub lock_lease_ms: Duration,
     /// Base64 of 32 bytes; empty leaves entries unsealed.
     pub encryption_key: Secret,
+    /// A file holding `encryption_key`, read into it at start.
+    #[serde(with = "off_path")]
+    pub encryption_key_file: Option<PathBuf>,
     pub encryption_previous_keys: Vec<Secret>,
+    /// A file holding `encryption_previous_keys`, one a line, read into them at start.
+    #[serde(with = "off_path")]
+    pub encryption_previous_keys_file: Option<PathBuf>,
+}
+
+/// `redis_url` as `check` shows it: the URL with its password (in the userinfo, or a `password`
+/// or `pass` query parameter) hidden, so the host and database can be checked; `(set)` for one
+/// that does not parse (it may be a password pasted in the wrong place).
+fn shown_redis_url<S: serde::Serializer>(url: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
+    const HIDDEN: &str = "(hidden)";
+    let raw = url.expose().trim();
+    let Ok(mut parsed) = url::Url::parse(raw) else {
+        return url.serialize(serializer);
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some(HIDDEN));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let secret = matches!(name.as_ref(), "password" | "pass");
+                let value = if secret {
+                    HIDDEN.into()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    serializer.serialize_str(parsed.as_str())
 }
 
 /// The longest `registry.timeout_ms`, `request_budget_ms` or `lock_lease_ms`: an hour.

@@ -16,6 +16,9 @@ use crate::salesforce::origin::AllowList;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SalesforceSettings {
     pub allowed_origins: Vec<String>,
+    /// Origins allowed besides `allowed_origins`, so a test org is added without repeating
+    /// Salesforce's own domains.
+    pub additional_allowed_origins: Vec<String>,
     pub token_endpoint_hostname: String,
     #[serde(with = "millis")]
     pub connect_timeout_ms: Duration,
@@ -35,6 +38,9 @@ pub struct SalesforceSettings {
     pub idle_timeout_secs: Duration,
     /// May carry the proxy's password: a secret, never logged or shown.
     pub https_proxy: Secret,
+    /// A file holding `https_proxy`, read into it at start.
+    #[serde(with = "off_path")]
+    pub https_proxy_file: Option<PathBuf>,
     #[serde(with = "off")]
     pub no_proxy: Option<String>,
     #[serde(with = "off_path")]
@@ -56,7 +62,7 @@ pub const MAX_READ_RETRIES: u32 = 10;
 /// How the client reaches Salesforce, as the settings make it.
 #[derive(Debug)]
 pub struct Outbound {
-    /// `salesforce.allowed_origins`.
+    /// `salesforce.allowed_origins` and `salesforce.additional_allowed_origins`.
     pub allow: AllowList,
     /// `salesforce.https_proxy` (or `HTTPS_PROXY`) and `no_proxy`; `None` when no proxy is set.
     pub https_proxy: Option<OutboundProxy>,
@@ -109,7 +115,13 @@ impl SalesforceSettings {
             problems.push(format!("salesforce.https_proxy (or HTTPS_PROXY): {e}"));
             None
         });
-        match AllowList::parse(&self.allowed_origins) {
+        let origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .chain(&self.additional_allowed_origins)
+            .cloned()
+            .collect();
+        match AllowList::parse(&origins) {
             Ok(allow) => {
                 if let Err(e) = allow.admit_host(&self.token_endpoint_hostname) {
                     problems.push(format!("salesforce.token_endpoint_hostname: {e}"));

@@ -53,7 +53,7 @@ async fn sighup_on_a_plain_http_proxy_keeps_it_serving_and_says_there_was_nothin
         let line = hangup(
             &proxy,
             n,
-            "SIGHUP: nothing to reload (no server.tls_listen, no server.auth_tokens_file, no token_scopes token_file)",
+            "SIGHUP: nothing to reload (no server.tls_listen, no server.auth_tokens_file, no token_scopes token_file, no admin.auth_tokens_file)",
         )
         .await;
         assert!(line.contains("\"level\":\"INFO\""), "{line}");
@@ -121,5 +121,47 @@ async fn sighup_reads_the_token_file_again_keeps_the_last_good_one_and_never_ope
         400
     );
     assert_eq!(health(&app, &proxy).await, Some(200));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn sighup_reads_the_admin_token_file_again_like_the_traffic_ones() {
+    let app = spawn_app().await;
+    let dir = temp_dir("admin-token-reload");
+    let file = dir.join("admin-tokens");
+    std::fs::write(&file, "first-admin-token\n").unwrap();
+    let proxy = start_proxy(
+        &app,
+        &[("SFBULK__ADMIN__AUTH_TOKENS_FILE", file.to_str().unwrap())],
+    );
+    let metrics = |token: Option<&'static str>| {
+        let mut request = app
+            .http
+            .get(format!("{}/metrics", proxy.admin))
+            .timeout(CEILING);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(metrics(Some("first-admin-token")).await, 200);
+    assert_eq!(metrics(None).await, 401);
+
+    std::fs::write(&file, "second-admin-token\n").unwrap();
+    let line = hangup(&proxy, 1, "bearer token files reloaded").await;
+    assert!(line.contains("admin.auth_tokens_file"), "{line}");
+    assert_eq!(metrics(Some("second-admin-token")).await, 200);
+    assert_eq!(metrics(Some("first-admin-token")).await, 401);
+
+    // Emptied, it would open the console to anyone: refused whole.
+    std::fs::write(&file, "").unwrap();
+    hangup(
+        &proxy,
+        1,
+        "the token files now hold no token at all; the reload is refused and the tokens in force are kept (a listener that required a token never opens to anyone)",
+    )
+    .await;
+    assert_eq!(metrics(None).await, 401);
+    assert_eq!(metrics(Some("second-admin-token")).await, 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
