@@ -1,8 +1,9 @@
 //! The small values and helpers every layer shares: secrets, validated values, the request being
-//! served, hex, redaction, gzip and the flat XML both sides speak.
+//! served, hex, redaction, the nearest of known names, gzip and the flat XML both sides speak.
 
 pub mod gzip;
 pub(crate) mod hex;
+pub(crate) mod nearest;
 pub(crate) mod pem;
 pub(crate) mod redact;
 pub(crate) mod request_id;

@@ -342,33 +342,10 @@ pub(super) fn unknown_keys(
     problems
 }
 
-/// The known key closest to `key` by edit distance, if it is close enough to be a misspelling.
+/// The known key closest to `key`, if it is close enough to be a misspelling.
 fn nearest(key: &str, known: &[String]) -> Option<String> {
-    if key.len() > 128 {
-        return None;
-    }
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), k))
-        .filter(|(distance, k)| *distance <= 3.max(k.len() / 4))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, k)| k.clone())
-}
-
-/// Levenshtein distance over bytes, one row at a time.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, x) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, y) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(x != y));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
+    crate::common::nearest::nearest(key, known.iter().map(String::as_str), |k| {
+        3.max(k.len() / 4)
+    })
+    .map(str::to_string)
 }

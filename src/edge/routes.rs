@@ -7,10 +7,13 @@
 //! | POST | `/services/salesforcebulk` or `salesforcebulkv2`, the operation in `Action` or `SOAPAction` | [`request::call`] |
 //! | GET, HEAD | `/healthz` | `ok` |
 //!
-//! Another method on one of these paths is answered 405 with an `Allow` header; any other path,
-//! 404. Every request goes through the access log first. A `/services/` request must then show
-//! a bearer token when `server.auth_tokens` is set (401), and find a place under
-//! `server.max_in_flight` (503), before its body is read.
+//! Another method on one of these paths is answered 405 `SFBULK_METHOD_NOT_ALLOWED` with an
+//! `Allow` header; an operation path naming no operation, 404 `SFBULK_UNKNOWN_OPERATION` naming
+//! the nearest one; any other path, 404 `SFBULK_NOT_FOUND` saying which paths there are: each a
+//! fault like any other (its body in the layout of the API the path is under). Every request goes
+//! through the access log first. A `/services/` request must then show a bearer token when
+//! `server.auth_tokens` is set (401), and find a place under `server.max_in_flight` (503), before
+//! its body is read.
 //!
 //! A `match` rather than axum's `Router` (which the emulator uses): for three fixed paths, the
 //! router and its middleware cloned boxed services and boxed futures on every request, about 7%
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::admission::{GuardTokens, Limit};
@@ -38,6 +41,9 @@ use crate::salesforce::Api;
 
 const SERVICES_PATH: &str = "/services/";
 const HEALTH: &str = "/healthz";
+
+/// The longest stretch of a caller's path quoted back in a 404.
+const MAX_SHOWN_PATH_BYTES: usize = 200;
 
 /// The proxy as an HTTP service.
 pub struct ProxyService {
@@ -125,12 +131,14 @@ impl ProxyService {
         if path == HEALTH {
             return match *method {
                 Method::GET | Method::HEAD => "ok".into_response(),
-                _ => not_allowed("GET,HEAD"),
+                _ => not_allowed(method, "GET,HEAD", Api::Bulk1),
             };
         }
-        let service = match path.strip_prefix(SERVICES_PATH) {
-            Some(service) if !service.is_empty() && !service.contains('/') => service,
-            _ => return StatusCode::NOT_FOUND.into_response(),
+        let api = path
+            .strip_prefix(SERVICES_PATH)
+            .map_or(Api::Bulk1, service_api);
+        let Some(service) = service_of(path) else {
+            return not_found(path).response(api);
         };
         // `Some`: the operation is named in a header, on that API's Action path.
         let by_action = SERVICES
@@ -138,9 +146,8 @@ impl ProxyService {
             .find(|(name, _)| *name == service)
             .map(|(_, api)| *api);
         if *method != Method::POST {
-            return not_allowed("POST");
+            return not_allowed(method, "POST", api);
         }
-        let api = service_api(service);
         // Before the body is read and before anything goes upstream.
         let Some(scope) = self.bearer.current().admit(request.headers()) else {
             return Fault::Unauthorized.response(api);
@@ -180,15 +187,76 @@ fn service_api(service: &str) -> Api {
     }
 }
 
-/// The operation of `POST /services/salesforcebulk_<operation>` (or `salesforcebulkv2_`).
+/// The service a path names, when it is a connector's: `/services/` then a name starting with
+/// `salesforcebulk` (as the caller meant it: a client may percent-encode it), and nothing after.
+fn service_of(path: &str) -> Option<&str> {
+    let service = path.strip_prefix(SERVICES_PATH)?;
+    let name = percent_encoding::percent_decode_str(service).decode_utf8_lossy();
+    let connector =
+        !service.contains('/') && SERVICES.iter().any(|(prefix, _)| name.starts_with(prefix));
+    connector.then_some(service)
+}
+
+/// The 404 of a path no route has: the route it would be without its trailing slash, if there is
+/// one, else the routes there are.
+fn not_found(path: &str) -> Fault {
+    let shown = format!(
+        "{:?}",
+        crate::common::redact::cut(path, MAX_SHOWN_PATH_BYTES)
+    );
+    let trimmed = path.trim_end_matches('/');
+    let is_route = trimmed == HEALTH
+        || service_of(trimmed).is_some_and(|service| {
+            SERVICES.iter().any(|(name, _)| *name == service)
+                || service_operation(
+                    &percent_encoding::percent_decode_str(service).decode_utf8_lossy(),
+                )
+                .is_ok()
+        });
+    if trimmed != path && is_route {
+        return Fault::NotFound(format!(
+            "no route for {shown}; did you mean {trimmed} (without the trailing slash)?"
+        ));
+    }
+    Fault::NotFound(format!(
+        "no route for {shown}: the proxy serves POST /services/salesforcebulk_<operation> (Bulk \
+         API 1.0) and POST /services/salesforcebulkv2_<operation> (Bulk API 2.0), the same two \
+         without _<operation> for an operation named in an Action header, and GET {HEALTH}"
+    ))
+}
+
+/// The operation of `POST /services/salesforcebulk_<operation>` (or `salesforcebulkv2_`); an
+/// unknown one is refused naming the nearest operation of that API.
 fn service_operation(service: &str) -> Result<&'static Operation, Fault> {
+    let api = service_api(service);
+    let prefix = service_name(api);
+    let rest = service.strip_prefix(prefix).unwrap_or(service);
+    if let Some(operation) = rest
+        .strip_prefix('_')
+        .and_then(|name| operation::lookup(api, name))
+    {
+        return Ok(operation);
+    }
+    let name = rest.strip_prefix('_').unwrap_or(rest);
+    let nearest = operation::nearest(api, name).map(|op| format!("{prefix}_{}", op.name));
+    Err(unknown_operation(service, nearest))
+}
+
+/// The service name of `api`'s operations.
+fn service_name(api: Api) -> &'static str {
     SERVICES
         .iter()
-        .find_map(|(prefix, api)| {
-            let name = service.strip_prefix(prefix)?.strip_prefix('_')?;
-            operation::lookup(*api, name)
-        })
-        .ok_or_else(|| Fault::UnknownOperation(service.to_string()))
+        .find(|(_, of)| *of == api)
+        .map_or(SERVICES[0].0, |(name, _)| name)
+}
+
+/// The 404 of an operation `given` that `api` does not have, naming the `nearest` it has.
+fn unknown_operation(given: &str, nearest: Option<String>) -> Fault {
+    let given = crate::common::redact::cut(given, MAX_SHOWN_PATH_BYTES);
+    Fault::UnknownOperation(match nearest {
+        Some(nearest) => format!("unknown operation {given:?}; did you mean {nearest}?"),
+        None => format!("unknown operation {given:?}"),
+    })
 }
 
 /// The operation of `POST /services/salesforcebulk` (or `salesforcebulkv2`), named in an
@@ -203,13 +271,17 @@ fn action_operation(api: Api, headers: &HeaderMap) -> Result<&'static Operation,
         })?;
     let name = action.trim().trim_matches('"');
     let name = name.strip_prefix("urn:").unwrap_or(name);
-    operation::lookup(api, name).ok_or_else(|| Fault::UnknownOperation(name.to_string()))
+    operation::lookup(api, name).ok_or_else(|| {
+        let nearest = operation::nearest(api, name).map(|op| op.name.to_string());
+        unknown_operation(name, nearest)
+    })
 }
 
-fn not_allowed(allow: &'static str) -> Response {
-    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
+/// The 405 of a route that takes only the methods `allow` lists.
+fn not_allowed(method: &Method, allow: &'static str, api: Api) -> Response {
+    Fault::MethodNotAllowed {
+        method: method.to_string(),
+        allow,
+    }
+    .response(api)
 }

@@ -139,10 +139,10 @@ impl Connections {
         ) {
             (None, None) => return Ok(None),
             (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
-                return Err(EnvelopeError::InvalidField {
-                    field: "configKey",
-                    reason: "names another connection than <connection>; send one of them".into(),
-                }
+                return Err(EnvelopeError::invalid(
+                    "configKey",
+                    "names another connection than <connection>; send one of them",
+                )
                 .into())
             }
             (Some(name), _) | (None, Some(name)) => name,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::secret::Secret;
 use crate::common::values::{ApiVersion, IntervalTime};
-use crate::pipeline::envelope::{EnvelopeError, Fields};
+use crate::pipeline::envelope::{EnvelopeError, Fields, Gather, Merge};
 use crate::salesforce::grant::{GrantKind, RefreshGrant};
 use crate::salesforce::origin::{AllowList, Origin, OriginRefused};
 use crate::session::{Credentials, OwnSession};
@@ -53,25 +53,97 @@ pub const CREDENTIAL_FIELDS: &[&str] = &[
     "name",
 ];
 
-/// Reads the connection fields. `default_token_endpoint` is `salesforce.token_endpoint_hostname`;
-/// `default_version` the `apiVersion` of fields that name none (`None`: they must).
+impl Merge for CredentialsError {
+    fn merge(self, later: CredentialsError) -> CredentialsError {
+        match (self, later) {
+            (CredentialsError::Field(first), CredentialsError::Field(later)) => {
+                CredentialsError::Field(first.merge(later))
+            }
+            (CredentialsError::Field(EnvelopeError::Fields(_)), other) => other,
+            (first, _) => first,
+        }
+    }
+}
+
+/// Reads the connection fields, naming every one that is missing or not of its form.
+/// `default_token_endpoint` is `salesforce.token_endpoint_hostname`; `default_version` the
+/// `apiVersion` of fields that name none (`None`: they must).
 pub fn from_fields(
     envelope: &dyn Fields,
     allow: &AllowList,
     default_token_endpoint: &str,
     default_version: Option<&str>,
 ) -> Result<Credentials, CredentialsError> {
-    let version = match (envelope.optional("apiVersion"), default_version) {
-        (Some(given), _) => given,
-        (None, Some(default)) => default,
-        (None, None) => envelope.required("apiVersion")?,
-    };
-    let api_version = ApiVersion::parse(version).map_err(|reason| EnvelopeError::InvalidField {
-        field: "apiVersion",
-        reason,
-    })?;
-    // The proxy's own connections live under `connection:`: a path there would read, in the
-    // console and the registry, as another team's named connection.
+    let access_token = envelope
+        .required("accessToken")
+        .map(Secret::new)
+        .map_err(CredentialsError::from);
+    let instance = envelope
+        .required("apiUrl")
+        .map_err(CredentialsError::from)
+        .and_then(|url| admit(allow, "apiUrl", url, false));
+    let grant = envelope
+        .optional("refreshToken")
+        .map(|refresh_token| refresh_grant(envelope, refresh_token, allow, default_token_endpoint))
+        .transpose();
+    let (api_version, access_token, instance, grant, (), timeout) = (
+        api_version(envelope, default_version),
+        access_token,
+        instance,
+        grant,
+        unreserved_path(envelope),
+        timeout(envelope),
+    )
+        .gather()?;
+    Ok(Credentials {
+        api_version,
+        own: Some(OwnSession {
+            instance,
+            access_token,
+        }),
+        grant,
+        timeout,
+    })
+}
+
+/// The grant of an envelope that carries `refreshToken`.
+fn refresh_grant(
+    envelope: &dyn Fields,
+    refresh_token: &str,
+    allow: &AllowList,
+    default_token_endpoint: &str,
+) -> Result<RefreshGrant, CredentialsError> {
+    let token_endpoint = envelope
+        .optional("tokenEndpointHostname")
+        .unwrap_or(default_token_endpoint);
+    let (client_id, interval, token_endpoint) = (
+        envelope
+            .required("clientId")
+            .map_err(CredentialsError::from),
+        interval(envelope),
+        admit(allow, "tokenEndpointHostname", token_endpoint, true),
+    )
+        .gather()?;
+    Ok(RefreshGrant {
+        kind: GrantKind::RefreshToken(Secret::new(refresh_token)),
+        instance: None,
+        // WSO2 1.1 names the registry entry `name`; 1.0 gave its path.
+        registry_path: envelope
+            .optional("registryPath")
+            .or_else(|| envelope.optional("name"))
+            .unwrap_or(DEFAULT_REGISTRY_PATH)
+            .to_string(),
+        client_id: client_id.to_string(),
+        client_secret: envelope.optional("clientSecret").map(Secret::new),
+        token_endpoint,
+        interval,
+    })
+}
+
+/// Refuses a `registryPath` (or `name`) under `connection:`: the proxy's own connections live
+/// there, and a path there would read, in the console and the registry, as another team's named
+/// connection.
+fn unreserved_path(envelope: &dyn Fields) -> Result<(), CredentialsError> {
     let (field, path) = match (envelope.optional("registryPath"), envelope.optional("name")) {
         (Some(path), _) => ("registryPath", Some(path)),
         (None, name) => ("name", name),
@@ -81,46 +153,28 @@ pub fn from_fields(
             .is_some_and(|p| p.eq_ignore_ascii_case(CONNECTION_PATH_PREFIX))
     });
     if reserved {
-        return Err(EnvelopeError::InvalidField {
+        return Err(EnvelopeError::invalid(
             field,
-            reason: format!(
+            format!(
                 "{CONNECTION_PATH_PREFIX} is reserved for the proxy's named connections (send \
                  <connection>NAME</connection> to use one)"
             ),
-        }
+        )
         .into());
     }
-    let instance = admit(allow, "apiUrl", envelope.required("apiUrl")?, false)?;
-    let access_token = Secret::new(envelope.required("accessToken")?);
-    let grant = match envelope.optional("refreshToken") {
-        None => None,
-        Some(refresh_token) => Some(RefreshGrant {
-            kind: GrantKind::RefreshToken(Secret::new(refresh_token)),
-            instance: None,
-            // WSO2 1.1 names the registry entry `name`; 1.0 gave its path.
-            registry_path: envelope
-                .optional("registryPath")
-                .or_else(|| envelope.optional("name"))
-                .unwrap_or(DEFAULT_REGISTRY_PATH)
-                .to_string(),
-            client_id: envelope.required("clientId")?.to_string(),
-            client_secret: envelope.optional("clientSecret").map(Secret::new),
-            token_endpoint: match envelope.optional("tokenEndpointHostname") {
-                Some(host) => admit(allow, "tokenEndpointHostname", host, true)?,
-                None => admit(allow, "tokenEndpointHostname", default_token_endpoint, true)?,
-            },
-            interval: interval(envelope)?,
-        }),
+    Ok(())
+}
+
+/// `apiVersion`: the envelope's, else `default` (`None`: the envelope must give one).
+fn api_version(
+    envelope: &dyn Fields,
+    default: Option<&str>,
+) -> Result<ApiVersion, CredentialsError> {
+    let version = match envelope.optional("apiVersion").or(default) {
+        Some(version) => version,
+        None => envelope.required("apiVersion")?,
     };
-    Ok(Credentials {
-        api_version,
-        own: Some(OwnSession {
-            instance,
-            access_token,
-        }),
-        grant,
-        timeout: timeout(envelope)?,
-    })
+    ApiVersion::parse(version).map_err(|reason| EnvelopeError::invalid("apiVersion", reason).into())
 }
 
 /// The credentials of a named connection: its grant, and of the envelope only `apiVersion`
@@ -138,42 +192,32 @@ pub fn for_connection(
     {
         return Err(CredentialsError::MixedCredentials { field });
     }
-    let api_version = match (envelope.optional("apiVersion"), connection_version) {
-        (None, Some(version)) => version.clone(),
-        (given, _) => {
-            let version = match (given, default_version) {
-                (Some(given), _) => given,
-                (None, Some(default)) => default,
-                (None, None) => envelope.required("apiVersion")?,
-            };
-            ApiVersion::parse(version).map_err(|reason| EnvelopeError::InvalidField {
-                field: "apiVersion",
-                reason,
-            })?
-        }
+    let version = match (envelope.optional("apiVersion"), connection_version) {
+        (None, Some(version)) => Ok(version.clone()),
+        _ => api_version(envelope, default_version),
     };
+    let interval = envelope
+        .optional("intervalTime")
+        .map(|_| interval(envelope))
+        .transpose();
+    let (api_version, interval, timeout) = (version, interval, timeout(envelope)).gather()?;
     let mut grant = grant.clone();
-    if envelope.optional("intervalTime").is_some() {
-        grant.interval = interval(envelope)?;
+    if let Some(interval) = interval {
+        grant.interval = interval;
     }
     Ok(Credentials {
         api_version,
         own: None,
         grant: Some(grant),
-        timeout: timeout(envelope)?,
+        timeout,
     })
 }
 
 /// `intervalTime`: how old a stored token may be before it is refreshed first.
 fn interval(envelope: &dyn Fields) -> Result<IntervalTime, CredentialsError> {
     match envelope.optional("intervalTime") {
-        Some(raw) => IntervalTime::parse(raw).map_err(|reason| {
-            EnvelopeError::InvalidField {
-                field: "intervalTime",
-                reason,
-            }
-            .into()
-        }),
+        Some(raw) => IntervalTime::parse(raw)
+            .map_err(|reason| EnvelopeError::invalid("intervalTime", reason).into()),
         None => Ok(IntervalTime::DEFAULT),
     }
 }
@@ -189,10 +233,10 @@ fn timeout(envelope: &dyn Fields) -> Result<Option<Duration>, CredentialsError> 
         .filter(|t| !t.is_zero())
         .map(Some)
         .ok_or_else(|| {
-            EnvelopeError::InvalidField {
-                field: "timeout",
-                reason: format!("{raw:?} is not a whole number of milliseconds above 0"),
-            }
+            EnvelopeError::invalid(
+                "timeout",
+                format!("{raw:?} is not a whole number of milliseconds above 0"),
+            )
             .into()
         })
 }
@@ -248,17 +292,38 @@ mod tests {
             "<timeout>soon</timeout>",
             "<timeout>-5</timeout>",
         ] {
+            let refused = grant(bad).unwrap_err();
             assert!(
-                matches!(
-                    grant(bad),
-                    Err(CredentialsError::Field(EnvelopeError::InvalidField {
-                        field: "timeout",
-                        ..
-                    }))
-                ),
-                "{bad}"
+                matches!(refused, CredentialsError::Field(EnvelopeError::Fields(_)))
+                    && refused.to_string().starts_with("invalid <timeout>: "),
+                "{bad}: {refused}"
             );
         }
+    }
+
+    #[test]
+    fn every_missing_or_invalid_connection_field_is_named_in_the_order_envelopes_list_them() {
+        let err = parse(
+            "<getJob><apiVersion>x</apiVersion><refreshToken>r</refreshToken>\
+             <intervalTime>soon</intervalTime><timeout>0</timeout></getJob>",
+        )
+        .unwrap_err();
+        let lines: Vec<String> = err
+            .to_string()
+            .lines()
+            .map(|line| line.split(':').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "invalid <apiVersion>",
+                "missing field <accessToken>",
+                "missing field <apiUrl>",
+                "missing field <clientId>",
+                "invalid <intervalTime>",
+                "invalid <timeout>",
+            ]
+        );
     }
 
     #[test]

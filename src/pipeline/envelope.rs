@@ -1,5 +1,6 @@
 //! The caller's request as named fields: a WSO2 envelope (XML, optionally SOAP-wrapped, or its
-//! JSON flavour) read by element name in any order, or the URL query of the upload operations.
+//! JSON flavour) read by element name in any order, or the URL query of the upload operations;
+//! and the problems found with them, gathered so that one answer names every one.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,12 +18,40 @@ pub enum Format {
     Json,
 }
 
+/// The content types an envelope is accepted under, and the flavour each is read as; an envelope
+/// with no content type at all is read as XML too. The 415 answer lists these.
+const ENVELOPE_TYPES: &[(&str, Format)] = &[
+    ("text/xml", Format::Xml),
+    ("application/xml", Format::Xml),
+    ("application/soap+xml", Format::Xml),
+    // What curl's `-d` labels any body with.
+    ("application/x-www-form-urlencoded", Format::Xml),
+    ("application/json", Format::Json),
+];
+
+/// The accepted content types, as the 415 answer lists them.
+fn accepted_types() -> String {
+    let names: Vec<&str> = ENVELOPE_TYPES.iter().map(|(name, _)| *name).collect();
+    format!("{} (or with no Content-Type, as XML)", names.join(", "))
+}
+
+/// How the 415 answer names the content type it refused.
+fn shown_type(content_type: &Option<String>) -> String {
+    match content_type {
+        Some(content_type) => format!("{content_type:?}"),
+        None => "missing".into(),
+    }
+}
+
 /// Why a request's fields cannot be read, or do not make a Salesforce call.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
     /// The body is labelled as something other than an XML or JSON envelope.
-    #[error("unsupported content type {0:?}: send text/xml, application/xml or application/json")]
+    #[error("unsupported content type {0:?}: an envelope is sent as {accepted}", accepted = accepted_types())]
     UnsupportedMediaType(String),
+    /// A JSON body not labelled as JSON (curl's `-d` labels it a form), which XML cannot be.
+    #[error("the body is JSON, but its Content-Type is {shown}: send it with Content-Type: application/json (curl -H 'Content-Type: application/json')", shown = shown_type(.0))]
+    UnlabelledJson(Option<String>),
     #[error("{0}")]
     Xml(#[from] XmlError),
     /// The XML document inside a field (`<objects>`) does not read.
@@ -36,17 +65,165 @@ pub enum EnvelopeError {
     /// Read, but not an envelope: a JSON scalar, a field given twice.
     #[error("{0}")]
     Malformed(String),
-    /// A required field is absent or empty.
-    #[error("missing field <{0}>")]
-    MissingField(&'static str),
-    /// A field's value cannot be used; the reason never quotes a secret.
-    #[error("invalid <{field}>: {reason}")]
-    InvalidField { field: &'static str, reason: String },
+    /// Fields absent, empty or not of their form: every one found, in the order they are read.
+    #[error("{0}")]
+    Fields(FieldProblems),
     /// CSV data in `field` holds no line break, so it cannot be a header and records: the usual
     /// cause is `curl -d`, which strips them.
     #[error("<{0}> holds CSV without a line break, so it has a header and no records; curl -d strips line breaks from the file it sends: use --data-binary")]
     SingleLineCsv(&'static str),
 }
+
+impl EnvelopeError {
+    /// A required field that is absent or empty.
+    pub fn missing(field: &'static str) -> EnvelopeError {
+        EnvelopeError::Fields(FieldProblems::one(field, Problem::Missing))
+    }
+
+    /// A field whose value cannot be used; the reason never quotes a secret.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> EnvelopeError {
+        EnvelopeError::Fields(FieldProblems::one(field, Problem::Invalid(reason.into())))
+    }
+}
+
+/// How the caller spells a field's name, so that an answer names it the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Spelling {
+    /// An XML envelope's element: `<jobId>`.
+    #[default]
+    Element,
+    /// A JSON envelope's key: `"jobId"`.
+    Key,
+    /// An upload's URL query: `query parameter jobId`.
+    QueryParameter,
+}
+
+/// What is wrong with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Absent or empty, and required.
+    Missing,
+    /// Given, but not of its form; the reason never quotes a secret.
+    Invalid(String),
+}
+
+/// Every problem found with a request's fields, in the order the fields are read (the
+/// connection's, then the operation's), each named as the caller spells it, one a line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldProblems {
+    spelling: Spelling,
+    problems: Vec<(&'static str, Problem)>,
+}
+
+impl FieldProblems {
+    fn one(field: &'static str, problem: Problem) -> FieldProblems {
+        FieldProblems {
+            spelling: Spelling::default(),
+            problems: vec![(field, problem)],
+        }
+    }
+
+    /// The same problems, naming the fields as `spelling` does.
+    pub fn spelled(self, spelling: Spelling) -> FieldProblems {
+        FieldProblems { spelling, ..self }
+    }
+
+    /// Whether any required field is absent (else every one named is not of its form).
+    pub fn any_missing(&self) -> bool {
+        self.problems.iter().any(|(_, p)| *p == Problem::Missing)
+    }
+}
+
+impl fmt::Display for FieldProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (field, problem)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match (self.spelling, problem) {
+                (Spelling::Element, Problem::Missing) => write!(f, "missing field <{field}>"),
+                (Spelling::Element, Problem::Invalid(why)) => write!(f, "invalid <{field}>: {why}"),
+                (Spelling::Key, Problem::Missing) => write!(f, "missing field \"{field}\""),
+                (Spelling::Key, Problem::Invalid(why)) => write!(f, "invalid \"{field}\": {why}"),
+                (Spelling::QueryParameter, Problem::Missing) => {
+                    write!(f, "query parameter {field} is missing")
+                }
+                (Spelling::QueryParameter, Problem::Invalid(why)) => {
+                    write!(f, "query parameter {field} is invalid: {why}")
+                }
+            }?;
+        }
+        Ok(())
+    }
+}
+
+/// An error that can hold the field problems of several reads. Two such errors become one
+/// holding both, in order; any other error (a body that is not an envelope, a refused origin)
+/// stands alone, the first one found.
+pub trait Merge {
+    fn merge(self, later: Self) -> Self;
+}
+
+impl Merge for EnvelopeError {
+    fn merge(self, later: EnvelopeError) -> EnvelopeError {
+        match (self, later) {
+            (EnvelopeError::Fields(mut first), EnvelopeError::Fields(later)) => {
+                first.problems.extend(later.problems);
+                EnvelopeError::Fields(first)
+            }
+            (EnvelopeError::Fields(_), other) => other,
+            (first, _) => first,
+        }
+    }
+}
+
+/// Reads whose problems are reported together, so that a caller learns of every one in one
+/// answer: a tuple of results becomes the tuple of their values, or one error merging all of
+/// theirs, in the tuple's order.
+pub trait Gather {
+    type Values;
+    type Error;
+    fn gather(self) -> Result<Self::Values, Self::Error>;
+}
+
+macro_rules! gather_tuple {
+    ($($value:ident $result:ident),+) => {
+        impl<Error: Merge, $($value),+> Gather for ($(Result<$value, Error>,)+) {
+            type Values = ($($value,)+);
+            type Error = Error;
+
+            fn gather(self) -> Result<Self::Values, Error> {
+                let ($($result,)+) = self;
+                let mut error: Option<Error> = None;
+                $(
+                    let $result = match $result {
+                        Ok(value) => Some(value),
+                        Err(e) => {
+                            error = Some(match error.take() {
+                                Some(first) => first.merge(e),
+                                None => e,
+                            });
+                            None
+                        }
+                    };
+                )+
+                match (error, ($($result,)+)) {
+                    (None, ($(Some($result),)+)) => Ok(($($result,)+)),
+                    (Some(error), _) => Err(error),
+                    (None, _) => unreachable!("a value is absent only beside an error"),
+                }
+            }
+        }
+    };
+}
+
+gather_tuple!(A a, B b);
+gather_tuple!(A a, B b, C c);
+gather_tuple!(A a, B b, C c, D d);
+gather_tuple!(A a, B b, C c, D d, E e);
+gather_tuple!(A a, B b, C c, D d, E e, F f);
+gather_tuple!(A a, B b, C c, D d, E e, F f, G g);
+gather_tuple!(A a, B b, C c, D d, E e, F f, G g, H h);
 
 /// Named values, wherever they came from.
 pub trait Fields {
@@ -55,8 +232,12 @@ pub trait Fields {
 
     /// A field's text, trimmed; absent or empty is the caller's error.
     fn required(&self, name: &'static str) -> Result<&str, EnvelopeError> {
-        self.optional(name).ok_or(EnvelopeError::MissingField(name))
+        self.optional(name)
+            .ok_or_else(|| EnvelopeError::missing(name))
     }
+
+    /// How the caller spells the names of these fields.
+    fn spelling(&self) -> Spelling;
 }
 
 /// A parsed envelope.
@@ -87,9 +268,10 @@ struct Field {
 }
 
 impl Envelope {
-    /// Checks the content type, then parses. WSO2 callers send `text/xml`, `application/xml`, or
-    /// nothing at all (curl's `-d` labels XML as a form); `application/json` selects the JSON
-    /// flavour, in which `operation` (the endpoint's) names the root when the body has none.
+    /// Checks the content type against [`ENVELOPE_TYPES`], then parses. WSO2 callers send
+    /// `text/xml`, `application/xml`, or nothing at all (curl's `-d` labels XML as a form);
+    /// `application/json` selects the JSON flavour, in which `operation` (the endpoint's) names
+    /// the root when the body has none.
     /// Linear in the body's size whatever its shape.
     pub fn parse(
         content_type: Option<&str>,
@@ -97,14 +279,18 @@ impl Envelope {
         operation: &str,
     ) -> Result<Envelope, EnvelopeError> {
         let essence = content_type.map(media_type).unwrap_or_default();
-        match essence.as_str() {
-            "application/json" => Self::parse_json(body, operation),
-            ""
-            | "text/xml"
-            | "application/xml"
-            | "application/soap+xml"
-            | "application/x-www-form-urlencoded" => Self::parse_xml(body),
-            other => Err(EnvelopeError::UnsupportedMediaType(other.to_string())),
+        let format = match ENVELOPE_TYPES.iter().find(|(name, _)| *name == essence) {
+            Some((_, format)) => *format,
+            None if essence.is_empty() => Format::Xml,
+            None => return Err(EnvelopeError::UnsupportedMediaType(essence)),
+        };
+        match format {
+            Format::Json => Self::parse_json(body, operation),
+            // XML never starts with `{`: that is JSON sent as curl's `-d` sends everything.
+            Format::Xml if body.trim_ascii_start().starts_with(b"{") => Err(
+                EnvelopeError::UnlabelledJson(Some(essence).filter(|e| !e.is_empty())),
+            ),
+            Format::Xml => Self::parse_xml(body),
         }
     }
 
@@ -284,6 +470,13 @@ impl Fields for Envelope {
             .map(|f| self.str(&f.text).trim())
             .filter(|t| !t.is_empty())
     }
+
+    fn spelling(&self) -> Spelling {
+        match self.format {
+            Format::Xml => Spelling::Element,
+            Format::Json => Spelling::Key,
+        }
+    }
 }
 
 /// Fields from a URL query string (the upload operations take their connection this way).
@@ -307,6 +500,10 @@ impl QueryFields {
 impl Fields for QueryFields {
     fn optional(&self, name: &'static str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn spelling(&self) -> Spelling {
+        Spelling::QueryParameter
     }
 }
 
@@ -396,10 +593,10 @@ mod tests {
         assert_eq!(env.operation(), "getJob");
         assert_eq!(env.required("jobId").unwrap(), "750x");
         assert_eq!(env.optional("registryPath"), None);
-        assert!(matches!(
-            env.required("apiUrl"),
-            Err(EnvelopeError::MissingField("apiUrl"))
-        ));
+        assert_eq!(
+            env.required("apiUrl").unwrap_err().to_string(),
+            "missing field <apiUrl>"
+        );
     }
 
     #[test]
@@ -433,6 +630,89 @@ mod tests {
             ),
             Err(EnvelopeError::UnsupportedMediaType(_))
         ));
+    }
+
+    #[test]
+    fn the_415_message_lists_every_accepted_type_and_each_is_accepted() {
+        let refused = Envelope::parse(
+            Some("image/png"),
+            Bytes::from_static(b"<getJob/>"),
+            "getJob",
+        )
+        .unwrap_err()
+        .to_string();
+        for (name, format) in ENVELOPE_TYPES {
+            assert!(refused.contains(name), "{name}: {refused}");
+            let body: &'static [u8] = match format {
+                Format::Xml => b"<getJob/>",
+                Format::Json => b"{}",
+            };
+            let parsed = Envelope::parse(Some(name), Bytes::from_static(body), "getJob");
+            assert_eq!(parsed.map(|e| e.format()).ok(), Some(*format), "{name}");
+        }
+    }
+
+    #[test]
+    fn json_not_labelled_as_json_is_refused_with_the_header_to_send() {
+        for content_type in [
+            None,
+            Some("application/x-www-form-urlencoded"),
+            Some("text/xml"),
+        ] {
+            let refused = Envelope::parse(
+                content_type,
+                Bytes::from_static(b"\n  {\"jobId\": \"750\"}"),
+                "getJob",
+            )
+            .unwrap_err();
+            assert!(
+                matches!(refused, EnvelopeError::UnlabelledJson(_)),
+                "{content_type:?}: {refused}"
+            );
+            assert!(
+                refused
+                    .to_string()
+                    .contains("curl -H 'Content-Type: application/json'"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn gathered_reads_name_every_problem_in_order_and_another_error_stands_alone() {
+        let problems = (
+            Ok::<_, EnvelopeError>(1),
+            Err::<(), _>(EnvelopeError::missing("jobId")),
+            Err::<(), _>(EnvelopeError::invalid(
+                "batchId",
+                "only letters and digits are allowed",
+            )),
+        )
+            .gather()
+            .unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "missing field <jobId>\ninvalid <batchId>: only letters and digits are allowed"
+        );
+        let EnvelopeError::Fields(problems) = problems else {
+            panic!("field problems")
+        };
+        assert_eq!(
+            problems.clone().spelled(Spelling::Key).to_string(),
+            "missing field \"jobId\"\ninvalid \"batchId\": only letters and digits are allowed"
+        );
+        assert_eq!(
+            problems.spelled(Spelling::QueryParameter).to_string(),
+            "query parameter jobId is missing\nquery parameter batchId is invalid: only letters and digits are allowed"
+        );
+        let malformed = (
+            Err::<(), _>(EnvelopeError::missing("jobId")),
+            Err::<(), _>(EnvelopeError::Malformed("not an envelope".into())),
+        )
+            .gather()
+            .unwrap_err();
+        assert_eq!(malformed.to_string(), "not an envelope");
+        assert_eq!((Ok::<_, EnvelopeError>(1), Ok(2)).gather().unwrap(), (1, 2));
     }
 
     #[test]

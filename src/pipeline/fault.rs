@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::common::xml;
 use crate::observe::access_log::FaultRecord;
+use crate::pipeline::envelope::{FieldProblems, Spelling};
 use crate::salesforce::Api;
 use crate::session::RefreshTokenSource;
 
@@ -20,11 +21,18 @@ const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 /// caller's, 502 Salesforce's (or the path to it), 504 a Salesforce that did not answer in time.
 #[derive(Debug, thiserror::Error)]
 pub enum Fault {
-    /// 404: no such connector operation.
-    #[error("unknown operation {0:?}")]
+    /// 404: no such connector operation; the text names the nearest one.
+    #[error("{0}")]
     UnknownOperation(String),
-    /// 415: the body is labelled as something other than an XML or JSON envelope.
-    #[error("unsupported content type {0:?}: send text/xml, application/xml or application/json")]
+    /// 404: no route of the traffic port has this path; the text says which paths there are.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path takes other methods, which the answer's `Allow` header lists.
+    #[error("{method} is not allowed here: this path takes {}", allow.replace(',', " or "))]
+    MethodNotAllowed { method: String, allow: &'static str },
+    /// 415: the body is labelled as something other than an XML or JSON envelope; the text
+    /// lists the types that are.
+    #[error("{0}")]
     UnsupportedMediaType(String),
     /// 415: an upload's `Content-Encoding` is neither gzip nor identity.
     #[error("{0}")]
@@ -53,12 +61,13 @@ pub enum Fault {
     /// 400: the envelope's root names another operation than the endpoint.
     #[error("this endpoint takes <{expected}>, the envelope is <{found}>")]
     WrongOperation { expected: String, found: String },
-    /// 400: a required field is absent or empty.
-    #[error("missing field <{0}>")]
-    MissingField(&'static str),
-    /// 400: a field's value cannot be used; the reason never quotes a secret.
-    #[error("invalid <{field}>: {reason}")]
-    InvalidField { field: &'static str, reason: String },
+    /// 400: required fields are absent or empty, and maybe others cannot be used: every one,
+    /// a line each, named as the caller spelled it.
+    #[error("{0}")]
+    MissingField(FieldProblems),
+    /// 400: fields' values cannot be used, every one a line (the reasons never quote a secret).
+    #[error("{0}")]
+    InvalidField(FieldProblems),
     /// 400: CSV data of one line (a header, no records), as `curl -d` makes of a file.
     #[error("{0}")]
     SingleLineCsv(String),
@@ -121,11 +130,16 @@ impl From<crate::pipeline::envelope::EnvelopeError> for Fault {
     fn from(error: crate::pipeline::envelope::EnvelopeError) -> Fault {
         use crate::pipeline::envelope::EnvelopeError;
         match error {
-            EnvelopeError::UnsupportedMediaType(media) => Fault::UnsupportedMediaType(media),
-            EnvelopeError::MissingField(field) => Fault::MissingField(field),
-            EnvelopeError::InvalidField { field, reason } => Fault::InvalidField { field, reason },
+            EnvelopeError::UnsupportedMediaType(_) => {
+                Fault::UnsupportedMediaType(error.to_string())
+            }
+            EnvelopeError::Fields(problems) if problems.any_missing() => {
+                Fault::MissingField(problems)
+            }
+            EnvelopeError::Fields(problems) => Fault::InvalidField(problems),
             EnvelopeError::SingleLineCsv(_) => Fault::SingleLineCsv(error.to_string()),
-            EnvelopeError::Xml(_)
+            EnvelopeError::UnlabelledJson(_)
+            | EnvelopeError::Xml(_)
             | EnvelopeError::NestedXml { .. }
             | EnvelopeError::Json(_)
             | EnvelopeError::Malformed(_) => Fault::InvalidEnvelope(error.to_string()),
@@ -205,10 +219,9 @@ impl From<crate::salesforce::UpstreamError> for Fault {
     fn from(error: crate::salesforce::UpstreamError) -> Fault {
         use crate::salesforce::{UpstreamError, UpstreamKind};
         match error {
-            UpstreamError::Unsendable { field, reason } => Fault::InvalidField {
-                field,
-                reason: reason.into(),
-            },
+            UpstreamError::Unsendable { field, reason } => {
+                crate::pipeline::envelope::EnvelopeError::invalid(field, reason).into()
+            }
             UpstreamError::Http(crate::salesforce::HttpError::CallerBody(broke)) => {
                 match broke.malformed {
                     true => {
@@ -242,7 +255,8 @@ impl From<crate::salesforce::UpstreamError> for Fault {
 impl Fault {
     pub fn status(&self) -> StatusCode {
         match self {
-            Fault::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            Fault::UnknownOperation(_) | Fault::NotFound(_) => StatusCode::NOT_FOUND,
+            Fault::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Fault::UnsupportedMediaType(_) | Fault::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -254,7 +268,7 @@ impl Fault {
             | Fault::InvalidEnvelope(_)
             | Fault::WrongOperation { .. }
             | Fault::MissingField(_)
-            | Fault::InvalidField { .. }
+            | Fault::InvalidField(_)
             | Fault::SingleLineCsv(_)
             | Fault::UnknownConnection(_)
             | Fault::MixedCredentials(_) => StatusCode::BAD_REQUEST,
@@ -273,6 +287,8 @@ impl Fault {
     pub fn code(&self) -> &'static str {
         match self {
             Fault::UnknownOperation(_) => "SFBULK_UNKNOWN_OPERATION",
+            Fault::NotFound(_) => "SFBULK_NOT_FOUND",
+            Fault::MethodNotAllowed { .. } => "SFBULK_METHOD_NOT_ALLOWED",
             Fault::UnsupportedMediaType(_) | Fault::UnsupportedEncoding(_) => {
                 "SFBULK_UNSUPPORTED_MEDIA_TYPE"
             }
@@ -284,7 +300,7 @@ impl Fault {
             Fault::InvalidEnvelope(_) => "SFBULK_INVALID_ENVELOPE",
             Fault::WrongOperation { .. } => "SFBULK_WRONG_OPERATION",
             Fault::MissingField(_) => "SFBULK_MISSING_FIELD",
-            Fault::InvalidField { .. } => "SFBULK_INVALID_FIELD",
+            Fault::InvalidField(_) => "SFBULK_INVALID_FIELD",
             Fault::SingleLineCsv(_) => "SFBULK_CSV_SINGLE_LINE",
             Fault::UnknownConnection(_) => "SFBULK_UNKNOWN_CONNECTION",
             Fault::MixedCredentials(_) => "SFBULK_MIXED_CREDENTIALS",
@@ -311,6 +327,15 @@ impl IntoResponse for Fault {
 }
 
 impl Fault {
+    /// The same fault, naming the fields it is about as the caller spelled them.
+    pub fn spelled(self, spelling: Spelling) -> Fault {
+        match self {
+            Fault::MissingField(problems) => Fault::MissingField(problems.spelled(spelling)),
+            Fault::InvalidField(problems) => Fault::InvalidField(problems.spelled(spelling)),
+            other => other,
+        }
+    }
+
     /// The answer to a caller of `api`, in the layout of that API's own errors so that a flow's
     /// fault handling reads ours too: 1.0's `<error>` with its namespace, or 2.0's JSON array of
     /// `errorCode` and `message`. Our codes all start with `SFBULK_`, which no Salesforce code does.
@@ -343,6 +368,9 @@ impl Fault {
             }
             Fault::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Fault::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             _ => {}
         }
@@ -466,7 +494,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_fault_is_an_xml_error_document_marked_as_ours() {
-        let response = Fault::MissingField("jobId").into_response();
+        let response =
+            Fault::from(crate::pipeline::envelope::EnvelopeError::missing("jobId")).into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[FAULT_HEADER], "SFBULK_MISSING_FIELD");
         let body = axum::body::to_bytes(response.into_body(), 4096)

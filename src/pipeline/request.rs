@@ -1,6 +1,7 @@
 //! One connector request, stage by stage: operation → request fields (envelope or upload) →
-//! Salesforce call → credentials → session → call (once more after a refresh) → relay (or, for
-//! `allPages`, every page in one answer: [`crate::pipeline::pages`]).
+//! Salesforce call and credentials (every problem with either in one fault) → session → call
+//! (once more after a refresh) → relay (or, for `allPages`, every page in one answer:
+//! [`crate::pipeline::pages`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,8 +18,7 @@ use crate::pipeline::body;
 use crate::pipeline::connection::Scope;
 use crate::pipeline::context::Pipeline;
 use crate::pipeline::credentials::{self, CredentialsError};
-use crate::pipeline::envelope::Fields;
-use crate::pipeline::envelope::{Envelope, EnvelopeError, QueryFields};
+use crate::pipeline::envelope::{Envelope, EnvelopeError, Fields, Gather, QueryFields};
 use crate::pipeline::exchange;
 use crate::pipeline::fault::Fault;
 use crate::pipeline::operation::{self, Input, Operation, UpstreamCall};
@@ -88,15 +88,13 @@ async fn handle(
             } else {
                 read_envelope(content_type, bytes, operation, build)?
             };
-            (
-                credentials_for(pipeline, operation, &envelope, scope)?,
-                call,
-            )
+            let credentials = credentials_for(pipeline, operation, &envelope, scope);
+            gathered(&envelope, credentials, call)?
         }
         Input::Upload(target) => {
             let fields = QueryFields::parse(parts.uri.query())?;
-            let target = target(&fields)?;
-            let credentials = credentials_for(pipeline, operation, &fields, scope)?;
+            let credentials = credentials_for(pipeline, operation, &fields, scope);
+            let (credentials, target) = gathered(&fields, credentials, target(&fields))?;
             let call = Call {
                 method: target.method,
                 path: target.path,
@@ -203,13 +201,13 @@ fn te_trailers(headers: &HeaderMap) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
-/// The envelope and the call it makes.
+/// The envelope, and the call it makes or why it makes none.
 fn read_envelope(
     content_type: Option<&str>,
     bytes: Bytes,
     operation: &'static Operation,
     build: fn(&Envelope) -> Result<UpstreamCall, EnvelopeError>,
-) -> Result<(Envelope, UpstreamCall), Fault> {
+) -> Result<(Envelope, Result<UpstreamCall, EnvelopeError>), Fault> {
     let envelope = Envelope::parse(content_type, bytes, operation.name)?;
     if envelope.operation() != operation.name {
         return Err(Fault::WrongOperation {
@@ -217,8 +215,21 @@ fn read_envelope(
             found: envelope.operation().into(),
         });
     }
-    let call = build(&envelope)?;
+    let call = build(&envelope);
     Ok((envelope, call))
+}
+
+/// The credentials and what the operation makes of the request's fields, or one fault naming
+/// every field of either that is missing or not of its form (the connection's first, as
+/// envelopes list them), spelled as `fields` spells them.
+fn gathered<T>(
+    fields: &dyn Fields,
+    credentials: Result<Credentials, CredentialsError>,
+    operation: Result<T, EnvelopeError>,
+) -> Result<(Credentials, T), Fault> {
+    (credentials, operation.map_err(CredentialsError::from))
+        .gather()
+        .map_err(|error| Fault::from(error).spelled(fields.spelling()))
 }
 
 /// A request's credentials: its own, or those of the connection it names when `scope` covers

@@ -10,6 +10,7 @@ mod access_control;
 mod access_log;
 mod batch_operations;
 mod bulk2_operations;
+mod caller_faults;
 mod command_line;
 mod compression;
 mod connections;

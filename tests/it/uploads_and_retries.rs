@@ -120,7 +120,7 @@ async fn upload_connection_fields_are_checked_like_envelope_fields() {
         .text()
         .await
         .unwrap()
-        .contains("missing field &lt;jobId&gt;"));
+        .contains("query parameter jobId is missing"));
     let elsewhere = app
         .upload(
             "createJobToUploadBatchFile",

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::common::values::SalesforceId;
 use crate::common::xml::{escape, ASYNC_API_NAMESPACE};
-use crate::pipeline::envelope::{media_type, Envelope, EnvelopeError, Fields, Format};
+use crate::pipeline::envelope::{media_type, Envelope, EnvelopeError, Fields, Format, Gather};
 use crate::salesforce::{Call, Payload};
 
 /// The `jobInfo` fields a client may set when creating a job, in schema order; every other field
@@ -40,46 +40,45 @@ const PK_CHUNK_MAX: u32 = 250_000;
 /// `chunkSize=N; parent=Object; startRow=Id`) → `Sforce-Enable-PKChunking`, `disableBatchRetry`
 /// → `Sforce-Disable-Batch-Retry: true`, and `lineEnding` (`LF`, `CRLF`; CSV jobs only, so
 /// refused beside another `content_type`) → `Sforce-Line-Ending`. Each value is checked here
-/// and the header written from what was checked.
+/// and the header written from what was checked; every value that is not of its form is named.
 pub(super) fn job_headers(
     fields: &dyn Fields,
     content_type: Option<&str>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, EnvelopeError> {
-    let mut headers = Vec::new();
-    let invalid = |field, reason: String| EnvelopeError::InvalidField { field, reason };
-    if let Some(value) = fields.optional("pkChunking") {
-        if let Some(header) = pk_chunking(value).map_err(|r| invalid("pkChunking", r))? {
-            headers.push((HeaderName::from_static("sforce-enable-pkchunking"), header));
-        }
-    }
-    if let Some(value) = fields.optional("disableBatchRetry") {
-        match value.to_ascii_lowercase().as_str() {
-            "true" => headers.push((
-                HeaderName::from_static("sforce-disable-batch-retry"),
-                HeaderValue::from_static("true"),
-            )),
-            "false" => {}
-            _ => return Err(invalid("disableBatchRetry", "not true or false".into())),
-        }
-    }
-    if let Some(value) = fields.optional("lineEnding") {
-        if content_type.is_some_and(|t| !t.eq_ignore_ascii_case("CSV")) {
-            return Err(invalid(
-                "lineEnding",
-                "only CSV jobs have a line ending".into(),
-            ));
-        }
-        let ending = match value.to_ascii_uppercase().as_str() {
-            "LF" => "LF",
-            "CRLF" => "CRLF",
-            _ => return Err(invalid("lineEnding", "LF or CRLF".into())),
-        };
-        headers.push((
-            HeaderName::from_static("sforce-line-ending"),
-            HeaderValue::from_static(ending),
-        ));
-    }
-    Ok(headers)
+    let header = |name, value| Some((HeaderName::from_static(name), value));
+    let pk = match fields.optional("pkChunking").map(pk_chunking) {
+        None | Some(Ok(None)) => Ok(None),
+        Some(Ok(Some(value))) => Ok(header("sforce-enable-pkchunking", value)),
+        Some(Err(reason)) => Err(EnvelopeError::invalid("pkChunking", reason)),
+    };
+    let retry = match fields
+        .optional("disableBatchRetry")
+        .map(str::to_ascii_lowercase)
+    {
+        None => Ok(None),
+        Some(value) if value == "false" => Ok(None),
+        Some(value) if value == "true" => Ok(header(
+            "sforce-disable-batch-retry",
+            HeaderValue::from_static("true"),
+        )),
+        Some(_) => Err(EnvelopeError::invalid(
+            "disableBatchRetry",
+            "not true or false",
+        )),
+    };
+    let line_ending = match fields.optional("lineEnding").map(str::to_ascii_uppercase) {
+        None => Ok(None),
+        Some(_) if content_type.is_some_and(|t| !t.eq_ignore_ascii_case("CSV")) => Err(
+            EnvelopeError::invalid("lineEnding", "only CSV jobs have a line ending"),
+        ),
+        Some(value) if value == "LF" || value == "CRLF" => Ok(header(
+            "sforce-line-ending",
+            HeaderValue::from_str(&value).expect("LF or CRLF"),
+        )),
+        Some(_) => Err(EnvelopeError::invalid("lineEnding", "LF or CRLF")),
+    };
+    let (pk, retry, line_ending) = (pk, retry, line_ending).gather()?;
+    Ok([pk, retry, line_ending].into_iter().flatten().collect())
 }
 
 /// `Sforce-Enable-PKChunking`'s value for `pkChunking`, `None` for `false`.
@@ -142,23 +141,26 @@ fn pk_chunking(value: &str) -> Result<Option<HeaderValue>, String> {
 
 /// `createJob` → `POST /job` with the given fields in schema order.
 pub(super) fn create_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    envelope.required("operation")?;
-    envelope.required("object")?;
+    let (_, _, headers) = (
+        envelope.required("operation"),
+        envelope.required("object"),
+        job_headers(envelope, envelope.optional("contentType")),
+    )
+        .gather()?;
     let fields: Vec<_> = JOB_CREATE_FIELDS
         .iter()
         .map(|&name| (name, envelope.optional(name)))
         .collect();
     let mut call = post_job_info("/job".into(), envelope.format(), &fields);
-    call.call.headers = job_headers(envelope, envelope.optional("contentType"))?;
+    call.call.headers = headers;
     Ok(call)
 }
 
 /// `updateJob` → `POST /job/{jobId}` with only `<state>`: Salesforce refuses system fields.
 pub(super) fn update_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let path = format!("/job/{}", id(envelope, "jobId")?);
-    let state = envelope.required("state")?;
+    let (job, state) = (id(envelope, "jobId"), envelope.required("state")).gather()?;
     Ok(post_job_info(
-        path,
+        format!("/job/{job}"),
         envelope.format(),
         &[("state", Some(state))],
     ))
@@ -168,7 +170,31 @@ pub(super) fn update_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeEr
 /// `<objects><values>`; otherwise the `<sObject>` elements inside `<values>` go wrapped in
 /// `<sObjects>`. An `<objects>` without `<values>` counts as missing.
 pub(super) fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let path = format!("/job/{}/batch", id(envelope, "jobId")?);
+    let (job, (content_type, body)) = (id(envelope, "jobId"), batch_body(envelope)).gather()?;
+    Ok(Call {
+        method: Method::POST,
+        path: format!("/job/{job}/batch"),
+        content_type: Some(content_type),
+        payload: Payload::Whole(Bytes::from(body)),
+        headers: Vec::new(),
+    }
+    .into())
+}
+
+/// What an XML `addBatch` sends of `<objects><values>`.
+enum SentAs {
+    /// Its text, a SOQL query.
+    Query,
+    /// Its text, CSV unindented.
+    Csv,
+    /// Its text, JSON records.
+    Json,
+    /// The `<sObject>` elements inside it, wrapped in `<sObjects>`.
+    SObjects,
+}
+
+/// `addBatch`'s content type and body, from `objects`, `isQuery` and `contentType`.
+fn batch_body(envelope: &Envelope) -> Result<(String, String), EnvelopeError> {
     let is_query = envelope
         .optional("isQuery")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -193,56 +219,54 @@ pub(super) fn add_batch(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeErr
             (declared.unwrap_or(default).to_string(), body)
         }
         Format::Xml => {
-            let (values, source) = envelope
-                .nested_xml("objects")?
-                .filter(|(doc, _)| doc.root == "values")
-                .ok_or(EnvelopeError::MissingField("objects"))?;
-            match kind.as_deref() {
-                _ if is_query => (
+            // The content type is read whether or not `objects` is there, so that both
+            // problems are named at once.
+            let sent_as = match kind.as_deref() {
+                _ if is_query => Ok(SentAs::Query),
+                Some("text/csv") => Ok(SentAs::Csv),
+                Some("application/json") => Ok(SentAs::Json),
+                None | Some("application/xml") => Ok(SentAs::SObjects),
+                Some(other) => Err(EnvelopeError::invalid(
+                    "contentType",
+                    format!(
+                        "{other}: addBatch sends text/csv, application/xml or application/json; \
+                         send files with uploadBatchFile"
+                    ),
+                )),
+            };
+            let values = envelope.nested_xml("objects").and_then(|objects| {
+                objects
+                    .filter(|(doc, _)| doc.root == "values")
+                    .ok_or_else(|| EnvelopeError::missing("objects"))
+            });
+            let ((values, source), sent_as) = (values, sent_as).gather()?;
+            match sent_as {
+                SentAs::Query => (
                     declared.unwrap_or(CSV_CONTENT_TYPE).to_string(),
                     values.text.trim().to_string(),
                 ),
-                Some("text/csv") => (
+                SentAs::Csv => (
                     CSV_CONTENT_TYPE.to_string(),
                     multi_line_csv(unindent_csv(&values.text), "objects")?,
                 ),
-                Some("application/json") => (JSON_CONTENT_TYPE.to_string(), values.text.trim().to_string()),
-                None | Some("application/xml") => (
+                SentAs::Json => (JSON_CONTENT_TYPE.to_string(), values.text.trim().to_string()),
+                SentAs::SObjects => (
                     XML_CONTENT_TYPE.to_string(),
                     format!(
                         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><sObjects xmlns=\"{ASYNC_API_NAMESPACE}\">{}</sObjects>",
                         &source[values.inner.clone()]
                     ),
                 ),
-                Some(other) => {
-                    return Err(EnvelopeError::InvalidField {
-                        field: "contentType",
-                        reason: format!(
-                            "{other}: addBatch sends text/csv, application/xml or application/json; \
-                             send files with uploadBatchFile"
-                        ),
-                    })
-                }
             }
         }
     };
-    Ok(Call {
-        method: Method::POST,
-        path,
-        content_type: Some(content_type),
-        payload: Payload::Whole(Bytes::from(body)),
-        headers: Vec::new(),
-    }
-    .into())
+    Ok((content_type, body))
 }
 
 /// `/job/{jobId}/batch/{batchId}{rest}`.
 pub(super) fn batch_path(fields: &dyn Fields, rest: &str) -> Result<String, EnvelopeError> {
-    Ok(format!(
-        "/job/{}/batch/{}{rest}",
-        id(fields, "jobId")?,
-        id(fields, "batchId")?
-    ))
+    let (job, batch) = (id(fields, "jobId"), id(fields, "batchId")).gather()?;
+    Ok(format!("/job/{job}/batch/{batch}{rest}"))
 }
 
 /// A `jobInfo` request holding the fields that have a value, in the order given, in `format`.
@@ -326,15 +350,10 @@ mod tests {
             "yes",
         ] {
             let refused = headers(&format!("pkChunking={bad}"));
-            assert!(
-                matches!(
-                    refused,
-                    Err(EnvelopeError::InvalidField {
-                        field: "pkChunking",
-                        ..
-                    })
-                ),
-                "{bad}: {refused:?}"
+            assert_eq!(
+                refused.unwrap_err().to_string().split(':').next(),
+                Some("invalid <pkChunking>"),
+                "{bad}"
             );
         }
         let fields = QueryFields::parse(Some("lineEnding=LF")).unwrap();

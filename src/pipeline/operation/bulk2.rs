@@ -8,7 +8,7 @@ use super::{
     get, id, multi_line_csv, unindent_csv, JsonMembers, Locator, Pages, UploadTarget, UpstreamCall,
     CSV_CONTENT_TYPE, JSON_CONTENT_TYPE,
 };
-use crate::pipeline::envelope::{Envelope, EnvelopeError, Fields, Format};
+use crate::pipeline::envelope::{Envelope, EnvelopeError, Fields, Format, Gather};
 use crate::salesforce::{Call, Payload};
 
 /// The version of an envelope that names none: the newest WSO2's 2.0 connector users run.
@@ -17,8 +17,8 @@ pub(super) const DEFAULT_VERSION: &str = "59.0";
 /// `createJob` → `POST /jobs/ingest`: the job's fields in Salesforce's order, `contentType` CSV
 /// (the only one 2.0 has).
 pub(super) fn create_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let object = envelope.required("object")?;
-    let operation = envelope.required("operation")?;
+    let (object, operation) =
+        (envelope.required("object"), envelope.required("operation")).gather()?;
     let mut members = vec![("object", object), ("operation", operation)];
     for name in ["externalIdFieldName", "assignmentRuleId"] {
         if let Some(value) = envelope.optional(name) {
@@ -37,17 +37,15 @@ pub(super) fn create_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeEr
 /// `createQueryJob` → `POST /jobs/query`; `operation` is `query` unless the envelope says
 /// `queryAll`.
 pub(super) fn create_query_job(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let operation = envelope.optional("operation").unwrap_or("query");
-    if operation != "query" && operation != "queryAll" {
-        return Err(EnvelopeError::InvalidField {
-            field: "operation",
-            reason: "a query job's operation is query or queryAll".into(),
-        });
-    }
-    let mut members = vec![
-        ("operation", operation),
-        ("query", envelope.required("query")?),
-    ];
+    let operation = match envelope.optional("operation").unwrap_or("query") {
+        operation @ ("query" | "queryAll") => Ok(operation),
+        _ => Err(EnvelopeError::invalid(
+            "operation",
+            "a query job's operation is query or queryAll",
+        )),
+    };
+    let (query, operation) = (envelope.required("query"), operation).gather()?;
+    let mut members = vec![("operation", operation), ("query", query)];
     for name in ["columnDelimiter", "lineEnding"] {
         if let Some(value) = envelope.optional(name) {
             members.push((name, value));
@@ -59,10 +57,10 @@ pub(super) fn create_query_job(envelope: &Envelope) -> Result<UpstreamCall, Enve
 /// `uploadJobData` → `PUT /jobs/ingest/{jobId}/batches`, the CSV of `<inputData>` with the
 /// indentation of a pretty-printed envelope removed (as 1.0's `addBatch` does).
 pub(super) fn upload_job_data(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let path = job_path(envelope, "ingest", "/batches")?;
     let text = envelope
         .untrimmed("inputData")
-        .ok_or(EnvelopeError::MissingField("inputData"))?;
+        .ok_or_else(|| EnvelopeError::missing("inputData"));
+    let (path, text) = (job_path(envelope, "ingest", "/batches"), text).gather()?;
     let csv = match envelope.format() {
         Format::Xml => unindent_csv(text),
         Format::Json => text.to_string(),
@@ -115,30 +113,41 @@ pub(super) fn job_path(
 
 /// `GET /jobs/{kind}` with the envelope's filters, each checked to be of its form.
 pub(super) fn list(envelope: &Envelope, kind: &str) -> Result<UpstreamCall, EnvelopeError> {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    if let Some(value) = envelope.optional("isPkChunkingEnabled") {
-        query.append_pair(
-            "isPkChunkingEnabled",
-            boolean(value, "isPkChunkingEnabled")?,
-        );
-    }
-    for field in ["jobType", "concurrencyMode"] {
-        if let Some(value) = envelope.optional(field) {
-            if value.len() > 40 || !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(EnvelopeError::InvalidField {
-                    field,
-                    reason: "only up to 40 letters and digits are allowed".into(),
-                });
-            }
-            query.append_pair(field, value);
+    let word = |field| match envelope.optional(field) {
+        Some(value) if value.len() > 40 || !value.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Err(EnvelopeError::invalid(
+                field,
+                "only up to 40 letters and digits are allowed",
+            ))
         }
-    }
-    if let Some(value) = envelope.optional("queryLocator") {
-        let locator = Locator::parse(value).map_err(|reason| EnvelopeError::InvalidField {
-            field: "queryLocator",
-            reason,
-        })?;
-        query.append_pair("queryLocator", locator.as_str());
+        value => Ok(value),
+    };
+    let filters = (
+        envelope
+            .optional("isPkChunkingEnabled")
+            .map(|value| boolean(value, "isPkChunkingEnabled"))
+            .transpose(),
+        word("jobType"),
+        word("concurrencyMode"),
+        envelope
+            .optional("queryLocator")
+            .map(|value| {
+                Locator::parse(value)
+                    .map_err(|reason| EnvelopeError::invalid("queryLocator", reason))
+            })
+            .transpose(),
+    );
+    let (pk_chunking, job_type, concurrency_mode, locator) = filters.gather()?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [
+        ("isPkChunkingEnabled", pk_chunking),
+        ("jobType", job_type),
+        ("concurrencyMode", concurrency_mode),
+        ("queryLocator", locator.as_ref().map(Locator::as_str)),
+    ] {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
     }
     let query = query.finish();
     let path = if query.is_empty() {
@@ -152,29 +161,33 @@ pub(super) fn list(envelope: &Envelope, kind: &str) -> Result<UpstreamCall, Enve
 /// `getQueryJobResults` → `GET /jobs/query/{jobId}/results?locator=..&maxRecords=..`; with
 /// `allPages` the pages after it are to follow.
 pub(super) fn query_results(envelope: &Envelope) -> Result<UpstreamCall, EnvelopeError> {
-    let path = job_path(envelope, "query", "/results")?;
     let locator = envelope
         .optional("locator")
         .map(Locator::parse)
         .transpose()
-        .map_err(|reason| EnvelopeError::InvalidField {
-            field: "locator",
-            reason,
-        })?;
+        .map_err(|reason| EnvelopeError::invalid("locator", reason));
     let max_records = envelope
         .optional("maxRecords")
         .map(|raw| match raw.parse::<u32>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(EnvelopeError::InvalidField {
-                field: "maxRecords",
-                reason: format!("{}: not a whole number above 0", Quoted(raw)),
-            }),
+            _ => Err(EnvelopeError::invalid(
+                "maxRecords",
+                format!("{}: not a whole number above 0", Quoted(raw)),
+            )),
         })
-        .transpose()?;
-    let all_pages = match envelope.optional("allPages") {
-        Some(value) => boolean(value, "allPages")? == "true",
-        None => false,
-    };
+        .transpose();
+    let all_pages = envelope
+        .optional("allPages")
+        .map(|value| boolean(value, "allPages"))
+        .transpose();
+    let (path, locator, max_records, all_pages) = (
+        job_path(envelope, "query", "/results"),
+        locator,
+        max_records,
+        all_pages,
+    )
+        .gather()?;
+    let all_pages = all_pages == Some("true");
     let mut call = super::large(get(results_path(&path, locator.as_ref(), max_records)));
     if all_pages {
         call.pages = Some(Pages {
@@ -214,10 +227,10 @@ fn boolean(value: &str, field: &'static str) -> Result<&'static str, EnvelopeErr
     } else if value.eq_ignore_ascii_case("false") {
         Ok("false")
     } else {
-        Err(EnvelopeError::InvalidField {
+        Err(EnvelopeError::invalid(
             field,
-            reason: format!("{}: not true or false", Quoted(value)),
-        })
+            format!("{}: not true or false", Quoted(value)),
+        ))
     }
 }
 
@@ -344,10 +357,30 @@ mod tests {
             );
             let err = call("getQueryJobResults", None, &body).unwrap_err();
             assert!(
-                matches!(&err, EnvelopeError::InvalidField { field: f, .. } if *f == field),
+                err.to_string().starts_with(&format!("invalid <{field}>: ")),
                 "{field}={bad}: {err:?}"
             );
         }
+        let err = call(
+            "getQueryJobResults",
+            None,
+            "<getQueryJobResults><jobId>750q</jobId><locator>a b</locator><maxRecords>0</maxRecords><allPages>yes</allPages></getQueryJobResults>",
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err
+            .to_string()
+            .lines()
+            .map(|line| line.split(':').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "invalid <locator>",
+                "invalid <maxRecords>",
+                "invalid <allPages>"
+            ],
+            "every filter that is not of its form, in order"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod bulk2;
 use axum::http::{HeaderName, HeaderValue, Method};
 
 use crate::common::values::{ApiVersion, SalesforceId};
-use crate::pipeline::envelope::{Envelope, EnvelopeError, Fields};
+use crate::pipeline::envelope::{Envelope, EnvelopeError, Fields, Gather};
 use crate::salesforce::{Api, Call, Payload};
 
 pub use bulk1::JOB_CREATE_FIELDS;
@@ -182,11 +182,8 @@ pub const OPERATIONS: &[Operation] = &[
     bulk1(
         "getBulkQueryResults",
         Input::Envelope(|e| {
-            let result = id(e, "resultId")?;
-            Ok(large(get(bulk1::batch_path(
-                e,
-                &format!("/result/{result}"),
-            )?)))
+            let (batch, result) = (bulk1::batch_path(e, "/result"), id(e, "resultId")).gather()?;
+            Ok(large(get(format!("{batch}/{result}"))))
         }),
     ),
     bulk1(
@@ -272,6 +269,17 @@ pub fn lookup(api: Api, name: &str) -> Option<&'static Operation> {
         .find(|op| op.api == api && op.name == name)
 }
 
+/// The operation of `api` whose name is nearest to `name` by edit distance: the one a caller who
+/// misspelled it most likely meant.
+pub fn nearest(api: Api, name: &str) -> Option<&'static Operation> {
+    let names = OPERATIONS
+        .iter()
+        .filter(|op| op.api == api)
+        .map(|op| op.name);
+    let nearest = crate::common::nearest::nearest(name, names, |_| usize::MAX)?;
+    lookup(api, nearest)
+}
+
 impl Operation {
     /// Refuses a version older than the operation: Salesforce would answer 404 to its path, which
     /// says less.
@@ -280,13 +288,13 @@ impl Operation {
             return Ok(());
         }
         let kind = if self.since == 41 { "ingest" } else { "query" };
-        Err(EnvelopeError::InvalidField {
-            field: "apiVersion",
-            reason: format!(
+        Err(EnvelopeError::invalid(
+            "apiVersion",
+            format!(
                 "{version}: Bulk API 2.0 {kind} jobs need {}.0 or later",
                 self.since
             ),
-        })
+        ))
     }
 }
 
@@ -334,7 +342,7 @@ fn multi_line_csv(csv: String, field: &'static str) -> Result<String, EnvelopeEr
 
 fn id(fields: &dyn Fields, field: &'static str) -> Result<SalesforceId, EnvelopeError> {
     SalesforceId::parse(fields.required(field)?)
-        .map_err(|reason| EnvelopeError::InvalidField { field, reason })
+        .map_err(|reason| EnvelopeError::invalid(field, reason))
 }
 
 fn get(path: String) -> UpstreamCall {
@@ -393,6 +401,13 @@ mod tests {
         call_with(op, None, body)
     }
 
+    /// How an error names each field it is about, in order.
+    fn problem_fields(error: &EnvelopeError) -> Vec<String> {
+        assert!(matches!(error, EnvelopeError::Fields(_)), "{error:?}");
+        let line = |line: &str| line.split(':').next().unwrap().to_string();
+        error.to_string().lines().map(line).collect()
+    }
+
     fn body_of(call: &UpstreamCall) -> String {
         match &call.payload {
             Payload::Whole(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
@@ -438,22 +453,23 @@ mod tests {
     #[test]
     fn ids_that_could_change_the_path_are_refused() {
         let err = call("getJob", "<getJob><jobId>../x</jobId></getJob>").unwrap_err();
-        assert!(matches!(
-            err,
-            EnvelopeError::InvalidField { field: "jobId", .. }
-        ));
+        assert_eq!(problem_fields(&err), ["invalid <jobId>"]);
         let err = call(
             "getBulkQueryResults",
             "<getBulkQueryResults><jobId>750</jobId><batchId>751</batchId><resultId>7/2</resultId></getBulkQueryResults>",
         )
         .unwrap_err();
-        assert!(matches!(
-            err,
-            EnvelopeError::InvalidField {
-                field: "resultId",
-                ..
-            }
-        ));
+        assert_eq!(problem_fields(&err), ["invalid <resultId>"]);
+        let err = call(
+            "getBulkQueryResults",
+            "<getBulkQueryResults><batchId>7/1</batchId></getBulkQueryResults>",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing field <jobId>\ninvalid <batchId>: only letters and digits are allowed\nmissing field <resultId>",
+            "every problem, in the order the fields are read"
+        );
     }
 
     #[test]
