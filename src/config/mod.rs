@@ -4,6 +4,7 @@
 //! sources ([`load`]) and composes the sections, and [`Settings::prepare`] checks them all at
 //! once and makes what the service runs on, reading each file they name, once per process start.
 
+mod demo;
 mod emulator;
 mod load;
 
@@ -23,6 +24,7 @@ use crate::registry::Keys;
 use crate::salesforce::settings::{Outbound, SalesforceSettings};
 use load::{setting_of_variable, unknown_keys, with_types_checked, Defaults, FoldedNames};
 
+pub use demo::DEMO_PORT_VARIABLE;
 pub use emulator::EmulatorSettings;
 
 /// The defaults, compiled in so the binary runs from any directory; `config/default.toml` is this file.
@@ -47,6 +49,8 @@ pub struct Unchecked {
     pub settings: Settings,
     /// Values of the wrong type (each replaced by its default).
     problems: Vec<String>,
+    /// The settings the file and the environment gave, which the demo leaves as they are.
+    given: demo::Given,
 }
 
 /// What the service runs on, as the settings make it: each part checked and parsed, and the
@@ -130,6 +134,7 @@ impl Settings {
             ),
             None => None,
         };
+        let given = demo::Given::of(table.as_ref(), &env);
         let unknown = unknown_keys(&defaults.known(), file.zip(table.as_ref()), &env);
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
@@ -176,7 +181,11 @@ impl Settings {
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
         settings.salesforce.https_proxy_from_environment = Secret::new(https_proxy.1);
         settings.salesforce.no_proxy_from_environment = no_proxy.1;
-        Ok(Unchecked { settings, problems })
+        Ok(Unchecked {
+            settings,
+            problems,
+            given,
+        })
     }
 
     /// Every problem at once, so an operator fixes the file in one pass.
@@ -216,17 +225,16 @@ impl Settings {
 
 impl Unchecked {
     /// The demo: the emulator is the Salesforce org, so its origin is allowed and is the login
-    /// host.
-    pub fn for_demo(mut self) -> Unchecked {
-        let settings = &mut self.settings;
-        if let Ok(mut reachable) = settings.emulator.listen.trim().parse::<SocketAddr>() {
-            if reachable.ip().is_unspecified() {
-                reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let origin = format!("http://{reachable}");
-            settings.salesforce.allowed_origins.push(origin.clone());
-            settings.salesforce.token_endpoint_hostname = origin;
-        }
+    /// host; and, where the operator set nothing of their own, loopback on `SFBULK_DEMO_PORT`
+    /// (`demo_port`, 8280 when not set), the registry in memory, no drain, and API usage reported
+    /// (see [`demo`]).
+    pub fn for_demo(mut self, demo_port: Option<&str>) -> Unchecked {
+        demo::apply(
+            &mut self.settings,
+            &self.given,
+            demo_port,
+            &mut self.problems,
+        );
         self
     }
 
@@ -235,6 +243,7 @@ impl Unchecked {
         let Unchecked {
             settings,
             mut problems,
+            given: _,
         } = self;
         match settings.prepare() {
             Ok(prepared) if problems.is_empty() => Ok((settings, prepared)),
