@@ -100,7 +100,11 @@ async fn run_command() -> ExitCode {
     }
     #[cfg(feature = "emulator")]
     let unchecked = unchecked.map(|u| match command {
-        Command::Demo => u.for_demo(),
+        Command::Demo => u.for_demo(
+            std::env::var_os(sfbulk_proxy::config::DEMO_PORT_VARIABLE)
+                .map(|port| port.to_string_lossy().into_owned())
+                .as_deref(),
+        ),
         _ => u,
     });
     // Prepared once: every problem reported together, every file read once.

@@ -14,6 +14,7 @@
 //! - `org`: [`Org`], the whole fake org's state, and [`RecordedRequest`];
 //! - `router`: the [`router`] of every route, and the layer each request passes first (recording,
 //!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
+//! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
 //! - `oauth`: the login side (sessions, refresh, rotation, JWT, [`TokenGate`]);
 //! - `jobs` and `batches`: Bulk API 1.0's resources (`batch` a batch as data);
@@ -34,6 +35,7 @@ mod records;
 mod router;
 mod server;
 mod settings;
+mod usage;
 mod v2;
 mod wire;
 mod xml;

@@ -220,7 +220,7 @@ pub async fn token(
     if !auth.refresh_tokens.contains(presented) {
         return oauth_error("invalid_grant", "expired access/refresh token");
     }
-    let access_token = format!("{}!{}", org.org_id, random_token(96));
+    let access_token = format!("{}!{}", org.session_prefix, random_token(96));
     auth.issue_session(access_token.clone());
     let rotated = org.settings.rotate_refresh_tokens.then(|| {
         let next = random_token(64);
@@ -239,7 +239,7 @@ pub async fn token(
 
 /// A session issued to a server-to-server grant (no refresh token), in Salesforce's answer.
 fn new_session(org: &Org, scope: &str) -> serde_json::Value {
-    let access_token = format!("{}!{}", org.org_id, random_token(96));
+    let access_token = format!("{}!{}", org.session_prefix, random_token(96));
     org.auth
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -16,6 +16,7 @@ use super::jobs;
 use super::oauth::{self, TokenGate};
 use super::records;
 use super::settings::Settings;
+use super::usage::ApiUsage;
 use super::v2;
 
 /// How many requests the emulator remembers for inspection; older ones are dropped.
@@ -56,11 +57,33 @@ pub struct RecordedRequest {
     pub body: Bytes,
 }
 
+/// The org's 18-character id and what its session ids start with: as its first session's id
+/// starts (`00D…!…`), so that the sessions it issues later name the same org, or else a new id
+/// whose 15 characters start them, as Salesforce's do.
+fn org_id_of(access_token: &str, ids: &ids::IdGenerator) -> (String, String) {
+    let named = access_token
+        .split_once('!')
+        .map(|(org, _)| org)
+        .filter(|org| org.starts_with(ids::ORG) && org.bytes().all(|b| b.is_ascii_alphanumeric()));
+    match named {
+        Some(org) if org.len() == 15 => (ids::with_checksum(org), org.to_string()),
+        Some(org) if org.len() == 18 => (org.to_string(), org.to_string()),
+        _ => {
+            let id = ids.next(ids::ORG);
+            let prefix = id[..15].to_string();
+            (id, prefix)
+        }
+    }
+}
+
 /// The fake org's whole state.
 pub struct Org {
     pub(crate) settings: Settings,
     instance_url: RwLock<String>,
+    /// 18 characters.
     pub(crate) org_id: String,
+    /// What the org's session ids start with, before their `!`.
+    pub(crate) session_prefix: String,
     pub(crate) user_id: String,
     pub(crate) ids: ids::IdGenerator,
     pub(crate) auth: Mutex<oauth::Auth>,
@@ -75,8 +98,10 @@ pub struct Org {
     pub(crate) token_gate: TokenGate,
     /// Requests that left the wire's schema (element order), newest last, at most 100.
     schema_deviations: Mutex<VecDeque<String>>,
-    /// `Sforce-Limit-Info` put on Bulk API answers, when set.
+    /// `Sforce-Limit-Info` put on Bulk API answers, when set: it wins over the count's.
     pub(crate) limit_info: Mutex<Option<HeaderValue>>,
+    /// Bulk API requests over the last 24 hours, counted while `Settings::api_limit` is above 0.
+    pub(crate) api_usage: ApiUsage,
     /// Bulk API 2.0 ingest jobs by id.
     ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
     /// Bulk API 2.0 query jobs by id.
@@ -86,13 +111,15 @@ pub struct Org {
 impl Org {
     pub(crate) fn new(settings: Settings, instance_url: String) -> Org {
         let ids = ids::IdGenerator::default();
+        let (org_id, session_prefix) = org_id_of(&settings.access_token, &ids);
         Org {
             auth: Mutex::new(oauth::Auth::new(
                 &settings.access_token,
                 &settings.refresh_token,
                 settings.session_ttl,
             )),
-            org_id: ids.next(ids::ORG),
+            org_id,
+            session_prefix,
             user_id: ids.next(ids::USER),
             ids,
             instance_url: RwLock::new(instance_url),
@@ -105,6 +132,7 @@ impl Org {
             token_gate: TokenGate::default(),
             schema_deviations: Mutex::new(VecDeque::new()),
             limit_info: Mutex::new(None),
+            api_usage: ApiUsage::new(),
             ingest_jobs: Mutex::new(HashMap::new()),
             query_jobs: Mutex::new(HashMap::new()),
             settings,
@@ -113,7 +141,8 @@ impl Org {
 
     /// Puts `Sforce-Limit-Info: value` (such as `api-usage=25/15000`) on every Bulk API answer
     /// (1.0 and 2.0) from now on, or none with `None`. The reference leaves open whether Bulk 1.0
-    /// sends it; a test asks for it.
+    /// sends it; a test asks for it. A value set here wins over the one `Settings::api_limit`
+    /// makes (the requests are still counted); `None` gives that one back.
     pub fn send_limit_info(&self, value: Option<&str>) {
         *self.limit_info.lock().unwrap_or_else(|e| e.into_inner()) =
             value.and_then(|v| HeaderValue::from_str(v).ok());

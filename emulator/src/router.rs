@@ -2,13 +2,14 @@
 //!
 //! The routes are OAuth's, Bulk API 1.0's, and Bulk API 2.0's from `v2`. The layer records the
 //! request, waits out the latency, takes gzip bodies, counts calls towards a planned session
-//! expiry, and compresses answers.
+//! expiry and the day's API usage, and compresses answers.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -74,8 +75,9 @@ pub fn router(org: Arc<Org>) -> Router {
 }
 
 /// The layer before every route: keeps a copy of each request for tests to inspect, waits out
-/// `Settings::latency`, decodes a gzip body, counts Bulk API calls towards a planned session
-/// expiry, puts `Sforce-Limit-Info` on Bulk API answers and compresses them for callers that ask.
+/// `Settings::latency`, decodes a gzip body, counts Bulk API calls (towards a planned session
+/// expiry, and the day's API usage), puts `Sforce-Limit-Info` on Bulk API answers and compresses
+/// them for callers that ask.
 async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let header = |name: &str| {
@@ -114,6 +116,8 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
     org.record_request(recorded);
     let bulk = parts.uri.path().starts_with("/services/async/")
         || parts.uri.path().starts_with("/services/data/");
+    // Counted as it arrives, whatever its answer, as Salesforce counts calls.
+    let api_usage = (bulk && org.settings.api_limit > 0).then(|| org.api_usage.count());
     if !org.settings.latency.is_zero() && parts.uri.path() != "/healthz" {
         tokio::time::sleep(org.settings.latency).await;
     }
@@ -154,7 +158,11 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
         .limit_info
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
+        .clone()
+        .or_else(|| {
+            let used = api_usage?;
+            HeaderValue::from_str(&format!("api-usage={used}/{}", org.settings.api_limit)).ok()
+        });
     if let (true, Some(value)) = (bulk, limit_info) {
         response.headers_mut().insert("sforce-limit-info", value);
     }

@@ -36,6 +36,10 @@ pub struct Settings {
     /// gzip at the same path and query, whatever its session (benchmarks only: the emulator's own
     /// gzip work then does not set the figure).
     pub reuse_compressed_answers: bool,
+    /// The org's daily API allocation: above 0, every Bulk API request (1.0 and 2.0, not
+    /// OAuth's) is counted over a rolling 24 hours, and each Bulk answer says
+    /// `Sforce-Limit-Info: api-usage=N/M`. 0: no count, no header.
+    pub api_limit: u64,
 }
 
 /// A PEM certificate chain (leaf first) and its PEM private key.
@@ -61,6 +65,7 @@ impl std::fmt::Debug for Settings {
             .field("tls", &self.tls.is_some())
             .field("latency", &self.latency)
             .field("reuse_compressed_answers", &self.reuse_compressed_answers)
+            .field("api_limit", &self.api_limit)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +89,7 @@ impl Default for Settings {
             tls: None,
             latency: Duration::ZERO,
             reuse_compressed_answers: false,
+            api_limit: 0,
         }
     }
 }

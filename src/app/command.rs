@@ -23,7 +23,13 @@ pub fn log_stopped(reason: &str, failed: bool) {
 /// the process at once.
 pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Result<Stopped> {
     // Caught before the addresses are logged: whoever reads them may signal at once.
-    let mut signals = ShutdownSignals::install()?;
+    let signals = ShutdownSignals::install()?;
+    let app = listen(settings, prepared).await?;
+    run_proxy(app, signals).await
+}
+
+/// The proxy built on `prepared`, its listeners bound and their addresses logged.
+async fn listen(settings: &Settings, prepared: Prepared) -> anyhow::Result<Application> {
     let app = Application::on(settings, prepared).await?;
     if let Some(address) = app.local_addr() {
         tracing::info!(target: "sfbulk_proxy", %address, "proxy listening");
@@ -34,6 +40,12 @@ pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Res
     if let Some(address) = app.admin_local_addr() {
         tracing::info!(target: "sfbulk_proxy", %address, "admin listening");
     }
+    Ok(app)
+}
+
+/// Serves `app` until the first of `signals`, then drains; a second signal ends the process at
+/// once.
+async fn run_proxy(app: Application, mut signals: ShutdownSignals) -> anyhow::Result<Stopped> {
     let (first, received) = tokio::sync::oneshot::channel();
     app.run_until(async move {
         let signal = signals.recv().await;
@@ -59,51 +71,118 @@ pub async fn serve_proxy(settings: &Settings, prepared: Prepared) -> anyhow::Res
 pub async fn emulator(settings: &Settings) -> anyhow::Result<Stopped> {
     let mut signals = ShutdownSignals::install()?;
     let (first, received) = tokio::sync::oneshot::channel();
-    serve_emulator(settings, async move {
-        let _ = first.send(signals.recv().await);
-    })
-    .await?;
+    bind_emulator(settings)
+        .await?
+        .run_until(async move {
+            let _ = first.send(signals.recv().await);
+        })
+        .await?;
     Ok(format!(
         "{}: done",
         received.await.unwrap_or("the shutdown signal")
     ))
 }
 
-/// Serves the emulator of `settings` until `shutdown` completes.
+/// The emulator of `settings`, bound, its address logged.
 #[cfg(feature = "emulator")]
-async fn serve_emulator(
-    settings: &Settings,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+async fn bind_emulator(settings: &Settings) -> anyhow::Result<sfbulk_emulator::Emulator> {
     let emulator_settings = settings
         .emulator
         .to_emulator()
         .map_err(anyhow::Error::msg)?;
-    let emulator = sfbulk_emulator::Emulator::bind(&emulator_settings).await?;
+    let emulator = sfbulk_emulator::Emulator::bind(&emulator_settings)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "emulator.listen {}: cannot listen: {e}",
+                settings.emulator.listen
+            )
+        })?;
     tracing::info!(
         target: "sfbulk_proxy",
         address = %emulator.local_addr(),
         instance_url = %emulator.org().instance_url(),
         "Salesforce emulator listening"
     );
-    emulator.run_until(shutdown).await?;
-    Ok(())
+    Ok(emulator)
 }
 
-/// The demo: the emulator stays up while the proxy drains, and ends with it.
+/// The demo: the emulator and the proxy bound, what to try first shown, then both served; the
+/// emulator stays up while the proxy drains, and ends with it.
 #[cfg(feature = "emulator")]
 pub async fn demo(settings: &Settings, prepared: Prepared) -> anyhow::Result<Stopped> {
+    let signals = ShutdownSignals::install()?;
+    let emulator = bind_emulator(settings).await?;
+    if let Some(to) = &settings.salesforce.connect_to {
+        tracing::info!(
+            target: "sfbulk_proxy",
+            org = %to.origin,
+            emulator = %to.address,
+            "the demo org's address, as the samples give it, leads to the emulator"
+        );
+    }
+    let app = listen(settings, prepared).await?;
+    show_demo(settings, &app);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let emulator = serve_emulator(settings, async {
+    let emulator = emulator.run_until(async {
         let _ = stopped.await;
     });
     let proxy = async {
-        let served = serve_proxy(settings, prepared).await;
+        let served = run_proxy(app, signals).await;
         let _ = stop.send(());
         served
     };
     let (proxy, emulator) = tokio::join!(proxy, emulator);
-    emulator.and(proxy)
+    emulator.map_err(anyhow::Error::from).and(proxy)
+}
+
+/// The demo's console and the first call of README's walk, with the ports the demo has: logged,
+/// and printed plainly beside a text log.
+#[cfg(feature = "emulator")]
+fn show_demo(settings: &Settings, app: &Application) {
+    let reachable = |mut address: std::net::SocketAddr| {
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        address
+    };
+    let console = app
+        .admin_local_addr()
+        .map(|a| format!("http://{}/ui", reachable(a)));
+    let first_call = app.local_addr().map(|a| {
+        format!(
+            "curl -d @samples/demo/createJob.xml http://{}/services/salesforcebulk_createJob",
+            reachable(a)
+        )
+    });
+    tracing::info!(
+        target: "sfbulk_proxy",
+        console = console.as_deref().unwrap_or("off (admin.listen is empty)"),
+        first_call = first_call.as_deref().unwrap_or("none: server.listen is off"),
+        "demo ready"
+    );
+    if settings.log.format != crate::observe::settings::LogFormat::Text {
+        return;
+    }
+    let mut shown = String::from("\nThe demo is ready.\n");
+    if let Some(console) = console {
+        shown.push_str(&format!("  The console:  {console}\n"));
+    }
+    if let Some(first_call) = first_call {
+        shown.push_str(&format!(
+            "  A first call, from the repository root (README, \"With the demo running\"):\n    {first_call}\n"
+        ));
+    }
+    if let Some(port) = app.local_addr().map(|a| a.port()).filter(|&p| p != 8280) {
+        shown.push_str(&format!(
+            "  README's walk runs as it is in a shell with SFBULK_DEMO_PORT={port} exported.\n"
+        ));
+    }
+    // A closed stdout is no reason to stop the demo.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        format!("{shown}\n").as_bytes(),
+    );
 }
 
 /// `check`: settings that prepared (the files they need read too, so a `check` that passes is

@@ -38,6 +38,8 @@ pub struct EmulatorSettings {
     #[serde(with = "millis")]
     pub latency_ms: Duration,
     pub reuse_compressed_answers: bool,
+    /// The org's daily API allocation, reported with the usage in `Sforce-Limit-Info`; 0: none.
+    pub api_limit: u64,
 }
 
 impl EmulatorSettings {
@@ -111,6 +113,7 @@ impl EmulatorSettings {
             tls,
             latency: self.latency_ms,
             reuse_compressed_answers: self.reuse_compressed_answers,
+            api_limit: self.api_limit,
         })
     }
 }

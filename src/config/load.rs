@@ -291,7 +291,8 @@ pub(super) fn with_types_checked(
     (builder.build().unwrap_or(merged), problems)
 }
 
-/// The settings the operator gave: keys of the file, and the settings `SFBULK__` variables name.
+/// The settings the operator gave, by name (`server.listen`), never their values: keys of the
+/// file, and the settings `SFBULK__` variables name.
 pub(super) fn given_keys(
     file: Option<&config::Map<String, config::Value>>,
     env: &config::Map<String, String>,
@@ -301,7 +302,11 @@ pub(super) fn given_keys(
         flatten("", table.clone(), &mut given);
     }
     given.extend(env.keys().map(|variable| setting_of_variable(variable)));
-    given.into_iter().collect()
+    // Named sections are folded to lower case, as the environment's names are.
+    given
+        .into_iter()
+        .map(|key| key.to_ascii_lowercase())
+        .collect()
 }
 
 /// Keys in `file` and `SFBULK__` variables in `env` that name no setting, each with the nearest

@@ -4,6 +4,7 @@
 //! sources ([`load`]) and composes the sections, and [`Settings::prepare`] checks them all at
 //! once and makes what the service runs on, reading each file they name, once per process start.
 
+mod demo;
 mod emulator;
 mod load;
 mod secret_files;
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::common::secret::Secret;
-use crate::common::setting::listen_address;
 use crate::edge::settings::{AdminSettings, Edge, ServerSettings};
 use crate::observe::settings::LogSettings;
 use crate::pipeline::connection::{ConnectionSettings, Connections};
@@ -27,6 +27,7 @@ use load::{
     given_keys, setting_of_variable, unknown_keys, with_types_checked, Defaults, FoldedNames,
 };
 
+pub use demo::DEMO_PORT_VARIABLE;
 pub use emulator::EmulatorSettings;
 
 /// The defaults, compiled in so the binary runs from any directory; `config/default.toml` is this file.
@@ -282,17 +283,16 @@ impl Settings {
 
 impl Unchecked {
     /// The demo: the emulator is the Salesforce org, so its origin is allowed and is the login
-    /// host.
-    pub fn for_demo(mut self) -> Unchecked {
-        let settings = &mut self.settings;
-        if let Ok(mut reachable) = listen_address(&settings.emulator.listen) {
-            if reachable.ip().is_unspecified() {
-                reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let origin = format!("http://{reachable}");
-            settings.salesforce.allowed_origins.push(origin.clone());
-            settings.salesforce.token_endpoint_hostname = origin;
-        }
+    /// host; and, where the operator set nothing of their own, loopback on `SFBULK_DEMO_PORT`
+    /// (`demo_port`, 8280 when not set), the registry in memory, no drain, and API usage reported
+    /// (see [`demo`]).
+    pub fn for_demo(mut self, demo_port: Option<&str>) -> Unchecked {
+        demo::apply(
+            &mut self.settings,
+            &self.given,
+            demo_port,
+            &mut self.problems,
+        );
         self
     }
 

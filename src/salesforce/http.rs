@@ -29,7 +29,7 @@ use tokio_rustls::TlsConnector;
 use crate::salesforce::call::{CallerBodyBroke, UploadStalled};
 use crate::salesforce::connect_proxy::{OutboundProxy, Route};
 use crate::salesforce::origin::Origin;
-use crate::salesforce::settings::SalesforceSettings;
+use crate::salesforce::settings::{ConnectTo, SalesforceSettings};
 
 /// Why an exchange with Salesforce failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,8 @@ pub struct Http {
     user_agent: HeaderValue,
     /// The proxy https origins are tunnelled through, if any.
     https_proxy: Option<OutboundProxy>,
+    /// `SalesforceSettings::connect_to`: the demo's one origin connected elsewhere.
+    connect_to: Option<ConnectTo>,
 }
 
 struct Pool {
@@ -155,6 +157,7 @@ impl Http {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Http {
             https_proxy,
+            connect_to: settings.connect_to.clone(),
             pool: Arc::new(Pool {
                 idle: Mutex::default(),
                 places: Mutex::default(),
@@ -297,6 +300,14 @@ impl Http {
         }
     }
 
+    /// A TCP connection straight to `origin`, or to where `connect_to` sends it.
+    async fn direct(&self, origin: &Origin) -> std::io::Result<TcpStream> {
+        match &self.connect_to {
+            Some(to) if to.origin == origin.as_str() => TcpStream::connect(to.address).await,
+            _ => TcpStream::connect((origin.host(), origin.port())).await,
+        }
+    }
+
     /// A new connection to `origin`. Boxed: connecting (with TLS) is a large future, and a
     /// request that reuses a connection should not carry it.
     fn connect<'a>(
@@ -311,9 +322,7 @@ impl Http {
                     source,
                 };
                 if !origin.is_https() {
-                    let tcp = TcpStream::connect((origin.host(), origin.port()))
-                        .await
-                        .map_err(connect_error)?;
+                    let tcp = self.direct(origin).await.map_err(connect_error)?;
                     let _ = tcp.set_nodelay(true);
                     return handshake(tcp).await;
                 }
@@ -322,7 +331,7 @@ impl Http {
                     .as_ref()
                     .and_then(|p| Some((p, p.route(origin)?)));
                 let tcp = match route {
-                    None => TcpStream::connect((origin.host(), origin.port())).await,
+                    None => self.direct(origin).await,
                     Some((proxy, route)) => tunnel(proxy, route, origin).await,
                 }
                 .map_err(connect_error)?;

@@ -1,6 +1,7 @@
 //! The client's section of the settings, `[salesforce]`, and its checks: the allow-list, the
 //! timeouts, the connection pool, the outbound proxy and the trusted roots.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,20 @@ pub struct SalesforceSettings {
     /// `NO_PROXY` (or `no_proxy`), likewise.
     #[serde(skip)]
     pub no_proxy_from_environment: String,
+    /// The demo's alone, never read from a file or the environment: connections to one origin
+    /// go to another address, as curl's `--connect-to` sends them.
+    #[serde(skip)]
+    pub connect_to: Option<ConnectTo>,
+}
+
+/// Connections to `origin` (as [`Origin`](crate::salesforce::origin::Origin) spells it:
+/// `http://127.0.0.1:8281`) are made to `address`; the request is unchanged, its `Host` header
+/// included. The demo org's address, as the samples spell it, reaches the emulator wherever it
+/// listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTo {
+    pub origin: String,
+    pub address: SocketAddr,
 }
 
 /// More repeats of a failed read than this only hold a caller longer (each waits up to 5 s).

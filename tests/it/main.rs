@@ -15,6 +15,7 @@ mod command_line;
 mod compression;
 mod connections;
 mod console;
+mod demo;
 mod deploying;
 mod drain;
 mod edge_limits;

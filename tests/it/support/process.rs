@@ -1,4 +1,5 @@
-//! The proxy as a process of its own, so its memory can be read from `/proc`.
+//! The binary as a process of its own (`serve`, or `demo`): its log lines kept, signals sent to
+//! it, its memory read from `/proc`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -99,20 +100,18 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
         .env("SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME", &app.emulator)
         .env("SFBULK__REGISTRY__BACKEND", "memory")
         .env("SFBULK__LOG__FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped());
+        .env_remove("RUST_LOG");
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("the proxy starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
+    spawn_watched(command, listening)
+}
+
+/// The proxy's and the admin port's `http://…` once JSON log lines have named both.
+pub fn listening(lines: &[String]) -> Option<(String, String)> {
     let (mut url, mut admin) = (None, None);
-    let mut early = Vec::new();
-    while url.is_none() || admin.is_none() {
-        let line = lines.next().expect("the proxy logs its addresses").unwrap();
-        early.push(line.clone());
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
         let address = || format!("http://{}", event["fields"]["address"].as_str().unwrap());
         match event["fields"]["message"].as_str() {
             Some("proxy listening") => url = Some(address()),
@@ -120,6 +119,33 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
             _ => {}
         }
     }
+    url.zip(admin)
+}
+
+/// Spawns `command` (the binary), keeping every line it writes to stdout, and returns once
+/// `ready` finds the proxy's and the admin port's URLs in the lines so far (panicking if its
+/// stdout ends first).
+pub fn spawn_watched(
+    mut command: Command,
+    ready: impl Fn(&[String]) -> Option<(String, String)>,
+) -> ProxyProcess {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the proxy starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut early = Vec::new();
+    let (url, admin) = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("stdout ended before it was ready:\n{}", early.join("\n"));
+        };
+        early.push(line);
+        if let Some(found) = ready(&early) {
+            break found;
+        }
+    };
     let logged = Arc::new(Mutex::new(early));
     let keep = logged.clone();
     std::thread::spawn(move || {
@@ -129,8 +155,8 @@ pub fn start_proxy(app: &TestApp, env: &[(&str, &str)]) -> ProxyProcess {
     });
     ProxyProcess {
         child,
-        url: url.unwrap(),
-        admin: admin.unwrap(),
+        url,
+        admin,
         logged,
     }
 }
