@@ -1,6 +1,7 @@
 //! The small values and helpers every layer shares: secrets, validated values, the request being
-//! served, hex, redaction, gzip and the flat XML both sides speak.
+//! served, hex, redaction, gzip, the flat XML both sides speak, and the build's version.
 
+pub mod build;
 pub mod gzip;
 pub(crate) mod hex;
 pub(crate) mod pem;
