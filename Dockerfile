@@ -1,9 +1,13 @@
 # Build: the release binary, against the locked dependency versions, without the emulator (the
 # fake Salesforce org of the demo and tests): the production image carries none of its code.
 # The emulator's folder is copied only because the workspace names it.
+# The context has no .git, so the revision `--version` and sfbulk_build_info name comes as an
+# argument: `docker build --build-arg SFBULK_GIT_REVISION=$(git rev-parse --short=12 HEAD) .`
+# (without it, `unknown`).
 FROM rust:1-slim-bookworm AS build
+ARG SFBULK_GIT_REVISION=
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY config ./config
 COPY src ./src
 COPY emulator ./emulator

@@ -16,7 +16,7 @@ use sfbulk_proxy::observe::log_format;
 use sfbulk_proxy::observe::settings::LogSettings;
 
 #[derive(Parser)]
-#[command(version, about = "WSO2 Salesforce Bulk connector proxy, rebuilt")]
+#[command(version = sfbulk_proxy::common::build::LONG_VERSION, about = "WSO2 Salesforce Bulk connector proxy, rebuilt")]
 struct Cli {
     /// A settings file layered over config/default.toml (environment variables still win).
     #[arg(long, global = true)]

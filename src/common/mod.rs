@@ -1,6 +1,8 @@
 //! The small values and helpers every layer shares: secrets, validated values, the request being
-//! served, hex, redaction, the nearest of known names, gzip and the flat XML both sides speak.
+//! served, hex, redaction, the nearest of known names, gzip, the flat XML both sides speak, and the
+//! build's version.
 
+pub mod build;
 pub mod gzip;
 pub(crate) mod hex;
 pub(crate) mod nearest;

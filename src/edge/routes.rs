@@ -11,7 +11,8 @@
 //! `Allow` header; an operation path naming no operation, 404 `SFBULK_UNKNOWN_OPERATION` naming
 //! the nearest one; any other path, 404 `SFBULK_NOT_FOUND` saying which paths there are: each a
 //! fault like any other (its body in the layout of the API the path is under). Every request goes
-//! through the access log first. A `/services/` request must then show a bearer token when
+//! through the access log first, and all but `/healthz` are counted in the metrics (a probe's
+//! polling is not traffic). A `/services/` request must then show a bearer token when
 //! `server.auth_tokens` is set (401), and find a place under `server.max_in_flight` (503), before
 //! its body is read.
 //!
@@ -107,9 +108,11 @@ impl ProxyService {
     /// Answers one request, logging it. While draining, the answer asks the caller to close
     /// its connection, so the next request goes to a replica that is staying.
     pub async fn answer(&self, request: Request, client: Option<SocketAddr>) -> Response {
+        // A probe is logged but not counted: its polling is not traffic.
+        let counted = request.uri().path() != HEALTH;
         let mut response = access_log::logged(
             &self.ids,
-            &self.pipeline.metrics,
+            counted.then_some(&self.pipeline.metrics),
             &self.abandoning,
             self.max_answer,
             client,

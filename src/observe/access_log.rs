@@ -115,10 +115,11 @@ impl Abandoning {
 
 /// Answers `request` with `handler`, giving it a request id; its line is logged (and its
 /// metrics counted) when the answer's body has gone out, or the caller went away, or the
-/// request was given up unfinished.
+/// request was given up unfinished. `metrics` is `None` for a probe (`/healthz`): it is logged,
+/// but counted nowhere, so a load balancer's polling is not traffic in the series or the console.
 pub async fn logged<F, A>(
     ids: &RequestIds,
-    metrics: &Arc<Metrics>,
+    metrics: Option<&Arc<Metrics>>,
     abandoning: &Abandoning,
     max_answer: Duration,
     client: Option<SocketAddr>,
@@ -130,7 +131,9 @@ where
     A: Future<Output = Response>,
 {
     let started = Instant::now();
-    metrics.request_started();
+    if let Some(metrics) = metrics {
+        metrics.request_started();
+    }
     let id = match request.headers().get(&REQUEST_ID) {
         Some(id) if is_acceptable_request_id(id) => id.clone(),
         _ => {
@@ -171,7 +174,7 @@ where
     } else {
         Source::Salesforce
     };
-    if let Some(setting) = fault.as_ref().and_then(|f| f.overloaded) {
+    if let (Some(metrics), Some(setting)) = (metrics, fault.as_ref().and_then(|f| f.overloaded)) {
         metrics.shed(setting);
     }
     let line = AccessLine {
@@ -186,7 +189,7 @@ where
         upstream: handled.and_then(|h| h.upstream),
         client,
         trace,
-        metrics: metrics.clone(),
+        metrics: metrics.cloned(),
         abandoning: abandoning.clone(),
     };
     parts.headers.insert(REQUEST_ID, id);
@@ -223,7 +226,7 @@ struct Unanswered<'a> {
     uri: &'a Uri,
     started: Instant,
     client: Option<SocketAddr>,
-    metrics: &'a Metrics,
+    metrics: Option<&'a Arc<Metrics>>,
     abandoning: &'a Abandoning,
     answered: bool,
 }
@@ -239,7 +242,9 @@ impl Drop for Unanswered<'_> {
         if self.answered {
             return;
         }
-        self.metrics.request_unanswered();
+        if let Some(metrics) = self.metrics {
+            metrics.request_unanswered();
+        }
         let operation = request_id::current_operation();
         let mut client = [0u8; CLIENT_TEXT];
         let client = self
@@ -285,7 +290,8 @@ struct AccessLine {
     upstream: Option<Duration>,
     client: Option<SocketAddr>,
     trace: Option<TraceContext>,
-    metrics: Arc<Metrics>,
+    /// `None` for a probe, counted nowhere.
+    metrics: Option<Arc<Metrics>>,
     abandoning: Abandoning,
 }
 
@@ -293,13 +299,15 @@ impl AccessLine {
     /// Logs the line and counts the request: `bytes` of body sent, and how the body ended.
     fn write(self, bytes: u64, ending: Ending) {
         let duration = self.started.elapsed();
-        self.metrics.request_done(
-            self.operation,
-            self.status.as_u16(),
-            self.source,
-            bytes,
-            duration,
-        );
+        if let Some(metrics) = &self.metrics {
+            metrics.request_done(
+                self.operation,
+                self.status.as_u16(),
+                self.source,
+                bytes,
+                duration,
+            );
+        }
         let fault = self.fault.as_ref();
         // The caller got a head and a body that ends before its end.
         let cut = matches!(

@@ -1,7 +1,8 @@
 //! The Prometheus series the admin port's `/metrics` serves (prometheus-client). Names and labels
 //! are a contract (README, "Monitoring"). No label holds caller input: operations are the
 //! operation table's names (or `unknown`), statuses are numbers, and `org` is an organisation id
-//! Salesforce accepted a session of, at most [`MAX_ORGS`] of them.
+//! Salesforce accepted a session of, at most [`MAX_ORGS`] of them. Every series of a family has
+//! the same label names, so a query's `by` and `on` clauses mean the same on all of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -47,28 +48,6 @@ struct OperationLabels {
     operation: &'static str,
 }
 
-/// `sfbulk_response_bytes_total`'s labels: `operation`, and `api` only when it is not `bulk1`,
-/// so that the series it had before Bulk API 2.0 came keep their names.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct BytesLabels {
-    api: &'static str,
-    operation: &'static str,
-}
-
-impl EncodeLabelSet for BytesLabels {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let operation = [("operation", self.operation)];
-        if self.api == BULK1 {
-            operation.encode(encoder)
-        } else {
-            [("api", self.api), ("operation", self.operation)].encode(encoder)
-        }
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefreshLabels {
     trigger: &'static str,
@@ -90,7 +69,7 @@ struct ConnectionState {
     state: &'static str,
 }
 
-/// Who made an answer: Salesforce (relayed) or the proxy itself (a fault, `/healthz`, a 404).
+/// Who made an answer: Salesforce (relayed) or the proxy itself (a fault, a 404).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Salesforce,
@@ -289,7 +268,10 @@ impl Metrics {
         registry.register(
             "sfbulk_build",
             "The running build",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            Info::new(vec![
+                ("version", crate::common::build::VERSION),
+                ("revision", crate::common::build::REVISION),
+            ]),
         );
         // The series of fixed label sets exist from the start, at 0, so a rate over them is
         // defined before the first event.
@@ -322,7 +304,7 @@ impl Metrics {
                     name: operation,
                     duration: request_duration.get_or_create_owned(&labels),
                     upstream: upstream_duration.get_or_create_owned(&labels),
-                    bytes: response_bytes.get_or_create_owned(&BytesLabels { api, operation }),
+                    bytes: response_bytes.get_or_create_owned(&labels),
                     answers: RwLock::new(Vec::new()),
                 }
             })
@@ -597,16 +579,21 @@ mod tests {
         for series in [
             "sfbulk_requests_total{api=\"bulk1\",operation=\"getJob\",status=\"200\",source=\"salesforce\"} 1",
             "sfbulk_request_duration_seconds_bucket{le=\"0.001\",api=\"bulk1\",operation=\"getJob\"} 1",
-            "sfbulk_response_bytes_total{operation=\"getJob\"} 10",
-            "sfbulk_response_bytes_total{operation=\"createJob\"} 0",
+            "sfbulk_response_bytes_total{api=\"bulk1\",operation=\"getJob\"} 10",
+            "sfbulk_response_bytes_total{api=\"bulk1\",operation=\"createJob\"} 0",
             "sfbulk_response_bytes_total{api=\"bulk2\",operation=\"createJob\"} 7",
             "sfbulk_requests_total{api=\"bulk2\",operation=\"createJob\",status=\"200\",source=\"salesforce\"} 1",
             "sfbulk_requests_in_flight 0",
             "sfbulk_requests_shed_total{reason=\"max_in_flight\"} 1",
-            "sfbulk_build_info{version=\"",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }
+        let build = format!(
+            "sfbulk_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::common::build::REVISION
+        );
+        assert!(text.contains(&build), "{build} missing from\n{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -1,10 +1,14 @@
 //! What operators watch, through the real server: the admin port's probes and Prometheus series,
-//! counted exactly for a known sequence of requests, and the access line written when the answer
-//! is done, with its size, its whole duration and the caller's trace id (passed on upstream).
+//! counted exactly for a known sequence of requests (a load balancer's `/healthz` polling not
+//! among them), each family with one set of label names, the build's version and revision, the
+//! access line written when the answer is done, with its size, its whole duration and the
+//! caller's trace id (passed on upstream), and the dashboard and alerting rules shipped under
+//! `deploy/` asking only for series the proxy exposes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::support::{spawn_app, spawn_app_with, LogCapture};
+use crate::support::prometheus::{grafana_query_names, promql_names, Exposition, Names};
+use crate::support::{spawn_app, spawn_app_with, yaml_documents, LogCapture, TestApp};
 use sfbulk_proxy::common::secret::Secret;
 
 /// The value of the sample `series` (its name and labels exactly as exposed), if present.
@@ -88,7 +92,11 @@ async fn metrics_count_a_known_sequence_of_requests_exactly() {
         .collect();
     assert_eq!(buckets.len(), 17, "16 bounds and +Inf: {buckets:?}");
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
-    let bytes = sample(&text, "sfbulk_response_bytes_total{operation=\"getJob\"}").unwrap();
+    let bytes = sample(
+        &text,
+        "sfbulk_response_bytes_total{api=\"bulk1\",operation=\"getJob\"}",
+    )
+    .unwrap();
     assert!(bytes > 400.0, "{bytes}");
     assert!(text.contains("sfbulk_build_info{version=\""), "{text}");
     assert!(text.contains("process_resident_memory_bytes "), "{text}");
@@ -282,25 +290,191 @@ async fn a_streamed_result_is_logged_when_it_ends_with_its_size_and_trace_id() {
     assert!(sent.ends_with("-01"), "{sent}");
 }
 
-#[tokio::test]
-async fn the_grafana_dashboard_queries_only_series_the_proxy_exposes() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/grafana/sfbulk-proxy.json"
+/// Traffic that makes every series appear, and each family show its label sets: Bulk API 1.0
+/// and 2.0 answers, Salesforce's own errors relayed, the proxy's own faults, paths that are no
+/// route, a refresh, and an org's API usage.
+async fn varied_traffic(app: &TestApp) {
+    app.org.send_limit_info(Some("api-usage=140/15000"));
+    let job = app.create_job().await;
+    let status = |response: reqwest::Response| {
+        let fault = response.headers().contains_key("x-sfbulk-proxy-fault");
+        (response.status().as_u16(), fault)
+    };
+    assert_eq!(
+        status(app.call_with("getJob", &[("jobId", &job)]).await),
+        (200, false)
     );
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut queried = BTreeSet::new();
+    assert_eq!(
+        status(
+            app.call_with("getJob", &[("jobId", "750000000000000AAA")])
+                .await
+        ),
+        (400, false)
+    );
+    assert_eq!(
+        status(app.call_with("getJob", &[("jobId", "not/an/id")]).await),
+        (400, true)
+    );
+    let insert = [("object", "Contact"), ("operation", "insert")];
+    assert_eq!(
+        status(app.call_v2("createJob", &insert).await),
+        (200, false)
+    );
+    let unknown = [("jobId", "750000000000000AAA")];
+    assert_eq!(
+        status(app.call_v2("getJobInfo", &unknown).await),
+        (404, false)
+    );
+    assert_eq!(status(app.call_v2("getJobInfo", &[]).await), (400, true));
+    app.org.expire_sessions();
+    assert_eq!(
+        status(app.call_with("getJob", &[("jobId", &job)]).await),
+        (200, false)
+    );
+    let unrouted = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulk_noSuchOperation",
+            app.proxy
+        ))
+        .body("<x/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrouted.status(), 404);
+    let wrong_method = app
+        .http
+        .get(format!("{}/services/salesforcebulk_getJob", app.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+}
+
+/// The lines of the families every request is counted in.
+fn per_request_series(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            [
+                "sfbulk_requests_total",
+                "sfbulk_requests_in_flight",
+                "sfbulk_request_duration_seconds",
+                "sfbulk_upstream_duration_seconds",
+                "sfbulk_response_bytes_total",
+            ]
+            .iter()
+            .any(|family| l.starts_with(family))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn healthz_probes_leave_the_request_series_unchanged() {
+    let app = spawn_app().await;
+    app.create_job().await;
+    let before = app.metrics().await;
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::HEAD,
+        reqwest::Method::GET,
+    ] {
+        let probe = app
+            .http
+            .request(method, format!("{}/healthz", app.proxy))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(probe.status(), 200);
+    }
+    let after = app.metrics().await;
+    assert!(!per_request_series(&before).is_empty(), "{before}");
+    let (before, after) = (per_request_series(&before), per_request_series(&after));
+    let changed: Vec<&&str> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        changed.is_empty() && before.len() == after.len(),
+        "changed by the probes: {changed:?}"
+    );
+    // What is not a probe still counts, in the same series a probe was counted in before.
+    let unrouted = app
+        .http
+        .get(format!("{}/nothing-here", app.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrouted.status(), 404);
+    let text = app.metrics().await;
+    assert_eq!(sample(&text, &requests("unknown", 404, "proxy")), Some(1.0));
+    assert_eq!(
+        sample(&text, &requests("unknown", 200, "proxy")),
+        None,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_family_has_one_set_of_label_names_after_varied_traffic() {
+    let app = spawn_app().await;
+    varied_traffic(&app).await;
+    let exposition = Exposition::parse(&app.metrics().await);
+    assert!(exposition.families.len() >= 15, "{exposition:?}");
+    for (family, (kind, samples)) in &exposition.families {
+        assert!(!samples.is_empty(), "{family} has no sample");
+        let sets: BTreeSet<BTreeSet<&str>> = samples
+            .iter()
+            .map(|sample| {
+                sample
+                    .labels
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    // A histogram's buckets add their bound to its series' labels.
+                    .filter(|name| !(sample.name.ends_with("_bucket") && *name == "le"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(sets.len(), 1, "{family} ({kind}) has label sets {sets:?}");
+    }
+    // The traffic gave the request families series of both APIs and both sources.
+    let values = |name: &str, label: &str| -> BTreeSet<String> {
+        exposition
+            .named(name)
+            .filter_map(|s| s.labels.iter().find(|(n, _)| n == label))
+            .map(|(_, value)| value.clone())
+            .collect()
+    };
+    let both = |a: &str, b: &str| BTreeSet::from([a.to_string(), b.to_string()]);
+    assert_eq!(
+        values("sfbulk_response_bytes_total", "api"),
+        both("bulk1", "bulk2")
+    );
+    assert_eq!(
+        values("sfbulk_requests_total", "api"),
+        both("bulk1", "bulk2")
+    );
+    assert_eq!(
+        values("sfbulk_requests_total", "source"),
+        both("proxy", "salesforce")
+    );
+}
+
+/// The metric and label names of every query in the dashboard and every rule's expression, by
+/// where they are.
+fn deployed_queries() -> BTreeMap<String, Names> {
+    let mut queries = BTreeMap::new();
+    let path = "deploy/grafana/sfbulk-proxy.json";
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut stack = vec![&dashboard];
     while let Some(value) = stack.pop() {
         match value {
             serde_json::Value::Object(map) => {
                 if let Some(expr) = map.get("expr").and_then(|e| e.as_str()) {
-                    for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                        if word.starts_with("sfbulk_") || word.starts_with("process_") {
-                            queried.insert(word.to_string());
-                        }
-                    }
+                    queries.insert(format!("{path}: {expr}"), promql_names(expr));
+                }
+                // A variable's query: a string, or an object holding it.
+                if map.get("type").and_then(|t| t.as_str()) == Some("query") {
+                    let query = &map["query"];
+                    let query = query.get("query").unwrap_or(query).as_str().unwrap();
+                    queries.insert(format!("{path}: {query}"), grafana_query_names(query));
                 }
                 stack.extend(map.values());
             }
@@ -308,33 +482,235 @@ async fn the_grafana_dashboard_queries_only_series_the_proxy_exposes() {
             _ => {}
         }
     }
-    assert!(queried.len() >= 8, "{queried:?}");
-    // Series with a label of caller-driven values appear with their first sample.
+    let path = "deploy/prometheus/sfbulk-proxy-rules.yaml";
+    for rule in alert_rules() {
+        let expr = rule["expr"].as_str().unwrap();
+        queries.insert(format!("{path}: {expr}"), promql_names(expr));
+    }
+    queries
+}
+
+/// Every rule of the alerting rules' file.
+fn alert_rules() -> Vec<serde_json::Value> {
+    let documents = yaml_documents("deploy/prometheus/sfbulk-proxy-rules.yaml");
+    assert_eq!(documents.len(), 1);
+    documents[0]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().expect("rules").clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_dashboard_and_alert_rules_ask_only_for_series_the_proxy_exposes() {
+    let queries = deployed_queries();
+    let metrics: BTreeSet<&String> = queries.values().flat_map(|n| &n.metrics).collect();
+    assert!(metrics.len() >= 14, "{metrics:?}");
     let app = spawn_app().await;
-    app.org.send_limit_info(Some("api-usage=1/15000"));
-    app.create_job().await;
-    let text = app.metrics().await;
-    // Every family the exposition declares, by the names its samples take.
-    let mut exposed = BTreeSet::new();
-    for line in text.lines() {
-        let Some(declared) = line.strip_prefix("# TYPE ") else {
-            continue;
-        };
-        let (name, kind) = declared.split_once(' ').unwrap();
-        let suffixes: &[&str] = match kind {
-            "counter" => &["_total"],
-            "histogram" => &["_bucket", "_count", "_sum"],
-            "info" => &["_info"],
-            _ => &[""],
-        };
-        for suffix in suffixes {
-            exposed.insert(format!("{name}{suffix}"));
+    varied_traffic(&app).await;
+    let exposition = Exposition::parse(&app.metrics().await);
+    let exposed = exposition.sample_names();
+    // The labels of the series, and those Prometheus gives every target.
+    let mut labels = exposition.label_names();
+    labels.extend(["job".to_string(), "instance".to_string()]);
+    for (query, names) in &queries {
+        assert!(!names.metrics.is_empty(), "{query} asks for no series");
+        for metric in &names.metrics {
+            assert!(
+                exposed.contains(metric),
+                "{query}: {metric} is not exposed: {exposed:?}"
+            );
+        }
+        for label in &names.labels {
+            assert!(labels.contains(label), "{query}: no series has {label}");
         }
     }
-    for series in &queried {
+}
+
+/// A rule's `for` in seconds (`0m`, `90s`, `1h`).
+fn seconds(duration: &str) -> u64 {
+    let (number, unit) = duration.split_at(duration.len() - 1);
+    let number: u64 = number.parse().unwrap_or_else(|_| panic!("{duration}"));
+    number
+        * match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => panic!("{duration}"),
+        }
+}
+
+#[test]
+fn the_alert_rules_cover_refreshes_the_registry_shedding_errors_api_usage_and_restarts() {
+    let rules = alert_rules();
+    let mut alerts = BTreeSet::new();
+    for rule in &rules {
+        let alert = rule["alert"].as_str().expect("an alert name");
+        assert!(alerts.insert(alert), "{alert} twice");
         assert!(
-            exposed.contains(series),
-            "{series} is not exposed: {exposed:?}"
+            rule["expr"].as_str().is_some_and(|e| !e.is_empty()),
+            "{alert}"
+        );
+        seconds(
+            rule["for"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert}: for")),
+        );
+        let severity = rule["labels"]["severity"].as_str();
+        assert!(
+            matches!(severity, Some("critical" | "warning")),
+            "{alert}: {severity:?}"
+        );
+        for annotation in ["summary", "description"] {
+            let text = rule["annotations"][annotation].as_str().unwrap_or_default();
+            assert!(text.len() > 20, "{alert}: {annotation} {text:?}");
+        }
+    }
+    // What operators must hear of: a rule whose expression uses these series and says this.
+    let covered = |series: &[&str], says: &[&str], at_least_for: u64| {
+        rules.iter().any(|rule| {
+            let expr = rule["expr"].as_str().unwrap();
+            let names = promql_names(expr);
+            series.iter().all(|s| names.metrics.contains(*s))
+                && says.iter().all(|s| expr.contains(s))
+                && seconds(rule["for"].as_str().unwrap()) >= at_least_for
+        })
+    };
+    for (what, series, says, at_least_for) in [
+        (
+            "refreshes Salesforce rejected",
+            &["sfbulk_token_refreshes_total"][..],
+            &["result=\"rejected\""][..],
+            0,
+        ),
+        (
+            "the registry unreachable over a minute",
+            &["sfbulk_registry_reachable"],
+            &["== 0"],
+            60,
+        ),
+        ("requests shed", &["sfbulk_requests_shed_total"], &[], 0),
+        (
+            "the proxy's own 5xx ratio",
+            &["sfbulk_requests_total"],
+            &["source=\"proxy\"", "status=~\"5..\"", " / "],
+            0,
+        ),
+        (
+            "an org's API usage over 90 %",
+            &["sfbulk_salesforce_api_usage", "sfbulk_salesforce_api_limit"],
+            &["> 0.9"],
+            0,
+        ),
+        (
+            "restarts",
+            &["process_start_time_seconds"],
+            &["changes("],
+            0,
+        ),
+    ] {
+        assert!(covered(series, says, at_least_for), "no rule for {what}");
+    }
+}
+
+/// The revision the build script found for this checkout: `SFBULK_GIT_REVISION` when the
+/// crate was built with it, else git's, else `unknown`.
+fn expected_revision() -> String {
+    if let Some(given) = option_env!("SFBULK_GIT_REVISION").filter(|r| !r.trim().is_empty()) {
+        return given.trim().to_string();
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[tokio::test]
+async fn the_version_names_the_revision_built_on_the_command_line_and_in_build_info() {
+    let revision = expected_revision();
+    let version = env!("CARGO_PKG_VERSION");
+    for flag in ["--version", "-V"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sfbulk-proxy"))
+            .arg(flag)
+            .output()
+            .expect("the binary runs");
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim_end(),
+            format!("sfbulk-proxy {version} (revision {revision})")
         );
     }
+    let text = spawn_app().await.metrics().await;
+    let build = format!("sfbulk_build_info{{version=\"{version}\",revision=\"{revision}\"}} 1");
+    assert!(
+        text.lines().any(|l| l == build),
+        "{build} missing from\n{text}"
+    );
+}
+
+fn set(words: &[&str]) -> BTreeSet<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+#[test]
+fn promql_names_tell_metrics_from_functions_keywords_labels_and_durations() {
+    for (expr, metrics, labels) in [
+        (
+            r#"sum by (source) (rate(a_total{job=~"$job",status=~"[45].."}[$__rate_interval])) / ignoring(source) group_left sum(rate(a_total{job=~"$job"}[5m]))"#,
+            &["a_total"][..],
+            &["job", "source", "status"][..],
+        ),
+        (
+            "histogram_quantile(0.99, sum by (le, api) (rate(b_bucket[5m]))) > bool 0.5",
+            &["b_bucket"],
+            &["api", "le"],
+        ),
+        (
+            "max by (job, org) (used) / (max without (instance) (limit) > 0) > 0.9",
+            &["limit", "used"],
+            &["instance", "job", "org"],
+        ),
+        (
+            "changes(start_time[1h]) >= 3 or sum(x offset 5m) by (job) unless on(job) y",
+            &["start_time", "x", "y"],
+            &["job"],
+        ),
+        (
+            r#"count(info{version!~"0\"1,{x}"}) and absent(z{a="b"}) * time()"#,
+            &["info", "z"],
+            &["a", "version"],
+        ),
+    ] {
+        let names = promql_names(expr);
+        assert_eq!(names.metrics, set(metrics), "{expr}");
+        assert_eq!(names.labels, set(labels), "{expr}");
+    }
+    let variable = grafana_query_names("label_values(sfbulk_build_info, job)");
+    assert_eq!(variable.metrics, set(&["sfbulk_build_info"]));
+    assert_eq!(variable.labels, set(&["job"]));
+}
+
+#[test]
+fn an_exposition_is_read_into_families_and_labelled_samples() {
+    let exposition = Exposition::parse(
+        "# HELP a_total A.\n# TYPE a counter\na_total{x=\"1\",y=\"q\\\"},z\"} 2\n\
+             # TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n# EOF\n",
+    );
+    assert_eq!(exposition.families.len(), 2);
+    let a = exposition.named("a_total").next().unwrap();
+    assert_eq!(
+        a.labels,
+        vec![("x".into(), "1".into()), ("y".into(), "q\"},z".into())]
+    );
+    assert_eq!(
+        exposition.sample_names(),
+        set(&["a_total", "h_bucket", "h_count", "h_sum"])
+    );
+    assert_eq!(exposition.label_names(), set(&["le", "x", "y"]));
 }

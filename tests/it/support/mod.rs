@@ -6,6 +6,7 @@ pub mod keys;
 pub mod logs;
 pub mod node;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 pub mod sources;
 pub mod upstream;
@@ -27,4 +28,18 @@ impl JsonValue for reqwest::Response {
     async fn json_value(self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_str(&self.text().await.unwrap_or_default())
     }
+}
+
+/// Each document of the YAML file at `path` (below the crate's root), as a JSON value: the
+/// deployment examples and rule files the tests hold against the proxy.
+pub fn yaml_documents(path: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|document| {
+            serde_json::Value::deserialize(document).unwrap_or_else(|e| panic!("{path}: {e}"))
+        })
+        .filter(|document| !document.is_null())
+        .collect()
 }
