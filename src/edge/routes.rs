@@ -9,7 +9,8 @@
 //!
 //! Another method on one of these paths is answered 405 `SFBULK_METHOD_NOT_ALLOWED` with an
 //! `Allow` header; an operation path naming no operation, 404 `SFBULK_UNKNOWN_OPERATION` naming
-//! the nearest one; any other path, 404 `SFBULK_NOT_FOUND` saying which paths there are: each a
+//! the nearest one (so is any other `/services/<name>`, as WSO2 answered every proxy service
+//! name); any other path, 404 `SFBULK_NOT_FOUND` saying which paths there are: each a
 //! fault like any other (its body in the layout of the API the path is under). Every request goes
 //! through the access log first, and all but `/healthz` are counted in the metrics (a probe's
 //! polling is not traffic). A `/services/` request must then show a bearer token when
@@ -190,14 +191,12 @@ fn service_api(service: &str) -> Api {
     }
 }
 
-/// The service a path names, when it is a connector's: `/services/` then a name starting with
-/// `salesforcebulk` (as the caller meant it: a client may percent-encode it), and nothing after.
+/// The service a path names: `/services/` then a name, and nothing after. WSO2 answered every
+/// such path as a proxy service, so one that names no operation of ours is an unknown operation
+/// (after the method and the bearer token are checked, as it always was), not a missing route.
 fn service_of(path: &str) -> Option<&str> {
     let service = path.strip_prefix(SERVICES_PATH)?;
-    let name = percent_encoding::percent_decode_str(service).decode_utf8_lossy();
-    let connector =
-        !service.contains('/') && SERVICES.iter().any(|(prefix, _)| name.starts_with(prefix));
-    connector.then_some(service)
+    (!service.is_empty() && !service.contains('/')).then_some(service)
 }
 
 /// The 404 of a path no route has: the route it would be without its trailing slash, if there is
