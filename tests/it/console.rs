@@ -147,6 +147,10 @@ async fn the_status_shows_a_job_with_its_failed_batch_the_token_entry_and_the_or
         .as_str()
         .unwrap()
         .contains("this replica"));
+    assert_eq!(
+        status["replica"]["revision"].as_str(),
+        Some(sfbulk_proxy::common::build::REVISION)
+    );
 
     // The traffic: requests by operation, once a sample has been taken after them.
     let status = status_when(&app, |s| {

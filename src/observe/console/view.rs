@@ -21,7 +21,8 @@ impl Console {
         let snapshot = metrics.snapshot();
         Status {
             replica: Replica {
-                version: env!("CARGO_PKG_VERSION"),
+                version: crate::common::build::VERSION,
+                revision: crate::common::build::REVISION,
                 started_ms: self.started_ms,
                 now_ms: now_ms(),
                 note: "this replica only: every replica keeps its own console",
@@ -62,6 +63,8 @@ pub struct Status {
 #[derive(Serialize)]
 pub struct Replica {
     pub version: &'static str,
+    /// The source revision built, as `sfbulk_build_info` has it.
+    pub revision: &'static str,
     pub started_ms: u64,
     pub now_ms: u64,
     pub note: &'static str,
