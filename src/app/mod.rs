@@ -123,6 +123,7 @@ impl Application {
             drain: settings.server.drain_secs,
             proxy: ProxyService::new(
                 components.pipeline.clone(),
+                components.loads.clone(),
                 tokens.clone(),
                 settings.server.max_in_flight,
                 draining.clone(),
@@ -175,9 +176,12 @@ impl Application {
     ) -> std::io::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (draining, drain) = (self.draining.clone(), self.drain);
+        let loads = self.components.loads.clone();
         tokio::spawn(async move {
             shutdown.await;
             draining.start();
+            // Answers waiting for a load to end get their 202 now.
+            loads.drain();
             tracing::info!(
                 target: "sfbulk_proxy::server",
                 drain_secs = drain.as_secs_f64(),

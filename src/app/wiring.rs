@@ -2,6 +2,7 @@
 //! metrics and the console, the Salesforce client, the sessions, and the pipeline they make,
 //! each given only what it uses.
 
+use crate::loads::Loads;
 use std::sync::Arc;
 
 use crate::config::{Prepared, Settings};
@@ -16,6 +17,8 @@ use crate::session::{RegistryLimits, Sessions};
 /// What the application's parts share: the pipeline, and what the admin port reads.
 pub struct Components {
     pub pipeline: Arc<Pipeline>,
+    /// Whole loads, carried out over the pipeline.
+    pub loads: Arc<Loads>,
     /// Also asked by `/readyz` whether it answers.
     pub registry: Arc<dyn TokenRegistry>,
     pub metrics: Arc<Metrics>,
@@ -75,8 +78,15 @@ impl Components {
             metrics: metrics.clone(),
             console: console.clone(),
         };
+        let pipeline = Arc::new(pipeline);
+        let loads = Loads::new(
+            pipeline.clone(),
+            settings.load.clone(),
+            settings.server.body_read_timeout_secs,
+        );
         Ok(Components {
-            pipeline: Arc::new(pipeline),
+            pipeline,
+            loads,
             registry,
             metrics,
             console,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::secret::Secret;
 use crate::edge::settings::{AdminSettings, Edge, ServerSettings};
+use crate::loads::settings::LoadSettings;
 use crate::observe::settings::LogSettings;
 use crate::pipeline::connection::{ConnectionSettings, Connections};
 use crate::registry::settings::RegistrySettings;
@@ -39,6 +40,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub salesforce: SalesforceSettings,
     pub registry: RegistrySettings,
+    pub load: LoadSettings,
     pub log: LogSettings,
     pub emulator: EmulatorSettings,
     /// `[connections.NAME]`: none by default.
@@ -266,6 +268,7 @@ impl Settings {
             .collect();
         let edge = self.server.prepare(&self.admin, &configured, &mut problems);
         let registry_keys = self.registry.prepare(&mut problems);
+        self.load.check(&mut problems);
         self.log.check(&mut problems);
         let emulator_listen = self.emulator.prepare(&mut problems);
         match (outbound, emulator_listen) {

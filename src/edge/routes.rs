@@ -34,10 +34,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::edge::admission::{GuardTokens, Limit};
 use crate::edge::serve::Draining;
+use crate::loads::Loads;
 use crate::observe::access_log::{self, Abandoning, RequestIds};
 use crate::pipeline::context::Pipeline;
 use crate::pipeline::fault::Fault;
-use crate::pipeline::operation::{self, Operation};
+use crate::pipeline::operation::{self, Input, Operation};
 use crate::pipeline::request;
 use crate::salesforce::Api;
 
@@ -50,6 +51,8 @@ const MAX_SHOWN_PATH_BYTES: usize = 200;
 /// The proxy as an HTTP service.
 pub struct ProxyService {
     pipeline: Arc<Pipeline>,
+    /// Whole loads, which the pipeline's operations table names and the edge hands here.
+    loads: Arc<Loads>,
     ids: RequestIds,
     /// `server.auth_tokens` and the token files, checked before anything else of a
     /// `/services/` request.
@@ -67,6 +70,7 @@ pub struct ProxyService {
 impl ProxyService {
     pub fn new(
         pipeline: Arc<Pipeline>,
+        loads: Arc<Loads>,
         bearer: Arc<GuardTokens>,
         max_in_flight: usize,
         draining: Draining,
@@ -74,6 +78,7 @@ impl ProxyService {
     ) -> Arc<ProxyService> {
         Arc::new(ProxyService {
             pipeline,
+            loads,
             ids: RequestIds::default(),
             bearer,
             in_flight: Limit::new("server.max_in_flight", max_in_flight),
@@ -167,7 +172,10 @@ impl ProxyService {
             ),
         };
         match operation {
-            Ok(operation) => request::call(&self.pipeline, operation, request, &scope).await,
+            Ok(operation) => match operation.input {
+                Input::Load(kind) => self.loads.call(operation, kind, request, &scope).await,
+                _ => request::call(&self.pipeline, operation, request, &scope).await,
+            },
             Err(fault) => fault.response(api),
         }
     }

@@ -27,6 +27,8 @@ pub const MAX_ORGS: usize = 100;
 
 /// The `api` label of Bulk API 1.0 operations, and of requests no operation was routed for.
 pub const BULK1: &str = "bulk1";
+/// The `api` label of Bulk API 2.0.
+const BULK2: &str = "bulk2";
 
 /// An operation as metrics name it: its `api` label and its name.
 pub type OperationName = (&'static str, &'static str);
@@ -57,6 +59,18 @@ struct RefreshLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadRecordLabels {
+    api: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadStateLabels {
+    api: &'static str,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,6 +156,10 @@ pub struct Metrics {
     api_usage: Family<Org, Gauge>,
     api_limit: Family<Org, Gauge>,
     registry_reachable: Gauge,
+    load_records: Family<LoadRecordLabels, Counter>,
+    loads: Family<LoadStateLabels, Gauge>,
+    /// Counts the loads kept in each state at each scrape.
+    loads_probe: Mutex<Option<LoadsProbe>>,
     /// The orgs seen so far (at most [`MAX_ORGS`]).
     orgs: Mutex<Vec<String>>,
     /// Reads the connection pool's idle and open counts at each scrape.
@@ -172,6 +190,15 @@ pub struct OperationSnapshot {
 /// `(idle, open)` connections to Salesforce right now.
 pub type PoolProbe = Box<dyn Fn() -> (i64, i64) + Send + Sync>;
 
+/// The loads kept in each state right now (the state's name, and how many).
+pub type LoadsProbe = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
+
+/// The outcomes `sfbulk_load_records_total` counts.
+pub const LOAD_RESULTS: [&str; 3] = ["succeeded", "failed", "unprocessed"];
+
+/// The states `sfbulk_loads` counts.
+pub const LOAD_STATES: [&str; 5] = ["Uploading", "InProgress", "Completed", "Failed", "Aborted"];
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -195,6 +222,8 @@ impl Metrics {
         let api_limit = Family::default();
         let registry_reachable = Gauge::default();
         registry_reachable.set(1);
+        let load_records = Family::default();
+        let loads = Family::default();
         registry.register(
             "sfbulk_requests",
             "Requests answered, by API, operation, HTTP status and who made the answer",
@@ -266,6 +295,16 @@ impl Metrics {
             registry_reachable.clone(),
         );
         registry.register(
+            "sfbulk_load_records",
+            "Input rows of ended loads, by API and outcome",
+            load_records.clone(),
+        );
+        registry.register(
+            "sfbulk_loads",
+            "Loads this process keeps, by API and state",
+            loads.clone(),
+        );
+        registry.register(
             "sfbulk_build",
             "The running build",
             Info::new(vec![
@@ -292,6 +331,12 @@ impl Metrics {
         }
         for state in ["idle", "active"] {
             drop(upstream_connections.get_or_create(&ConnectionState { state }));
+        }
+        for result in LOAD_RESULTS {
+            drop(load_records.get_or_create(&LoadRecordLabels { api: BULK2, result }));
+        }
+        for state in LOAD_STATES {
+            drop(loads.get_or_create(&LoadStateLabels { api: BULK2, state }));
         }
         let operations = operations
             .iter()
@@ -323,6 +368,9 @@ impl Metrics {
             api_usage,
             api_limit,
             registry_reachable,
+            load_records,
+            loads,
+            loads_probe: Mutex::new(None),
             orgs: Mutex::new(Vec::new()),
             pool: Mutex::new(None),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -383,6 +431,18 @@ impl Metrics {
                 .get_or_create(&state("active"))
                 .set((open - idle).max(0));
         }
+        if let Some(probe) = self
+            .loads_probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            for (state, count) in probe() {
+                self.loads
+                    .get_or_create(&LoadStateLabels { api: BULK2, state })
+                    .set(count);
+            }
+        }
         let mut text = String::with_capacity(8 * 1024);
         if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {
             text.clear();
@@ -395,6 +455,23 @@ impl Metrics {
     /// Reads the pool's connections at each scrape.
     pub fn watch_pool(&self, probe: PoolProbe) {
         *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// Counts the loads in each state at each scrape.
+    pub fn watch_loads(&self, probe: LoadsProbe) {
+        *self.loads_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// A load of `api` ended: its rows by outcome.
+    pub fn load_ended(&self, api: &'static str, succeeded: u64, failed: u64, unprocessed: u64) {
+        for (result, n) in LOAD_RESULTS
+            .into_iter()
+            .zip([succeeded, failed, unprocessed])
+        {
+            self.load_records
+                .get_or_create(&LoadRecordLabels { api, result })
+                .inc_by(n);
+        }
     }
 
     /// The handles of `operation` (`unknown` for one not in the table).

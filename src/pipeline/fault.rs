@@ -110,6 +110,19 @@ pub enum Fault {
     /// being sent. The session has been refreshed; the caller sends the upload again.
     #[error("the Salesforce session expired during an upload larger than server.replay_buffer_bytes ({limit} bytes), which cannot be sent twice; the session has been refreshed: send the upload again")]
     UploadNotReplayable { limit: usize },
+    /// 400: a load's input is not a CSV Salesforce would take whole: the first problems, each
+    /// with its row and column. No job of the load was closed; nothing was processed.
+    #[error("{0}")]
+    InvalidCsv(String),
+    /// 404: no load of this caller has the `loadId` (another caller's is never shown to exist).
+    #[error("{0}")]
+    UnknownLoad(String),
+    /// 413: a load's input needs more jobs than `load.max_jobs`.
+    #[error("{0}")]
+    LoadTooLarge(String),
+    /// 409: the load's results are not there yet: its jobs are still running.
+    #[error("{0}")]
+    LoadNotDone(String),
     /// 500: something in the proxy itself failed (a task that panicked).
     #[error("internal error: {0}")]
     Internal(String),
@@ -260,7 +273,7 @@ impl Fault {
             Fault::UnsupportedMediaType(_) | Fault::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            Fault::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Fault::BodyTooLarge { .. } | Fault::LoadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Fault::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Fault::ClientAborted(_) => StatusCode::BAD_REQUEST,
             Fault::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -271,7 +284,10 @@ impl Fault {
             | Fault::InvalidField(_)
             | Fault::SingleLineCsv(_)
             | Fault::UnknownConnection(_)
-            | Fault::MixedCredentials(_) => StatusCode::BAD_REQUEST,
+            | Fault::MixedCredentials(_)
+            | Fault::InvalidCsv(_) => StatusCode::BAD_REQUEST,
+            Fault::UnknownLoad(_) => StatusCode::NOT_FOUND,
+            Fault::LoadNotDone(_) => StatusCode::CONFLICT,
             Fault::OriginRefused { .. } | Fault::ConnectionNotAllowed(_) => StatusCode::FORBIDDEN,
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -292,7 +308,7 @@ impl Fault {
             Fault::UnsupportedMediaType(_) | Fault::UnsupportedEncoding(_) => {
                 "SFBULK_UNSUPPORTED_MEDIA_TYPE"
             }
-            Fault::BodyTooLarge { .. } => "SFBULK_BODY_TOO_LARGE",
+            Fault::BodyTooLarge { .. } | Fault::LoadTooLarge(_) => "SFBULK_BODY_TOO_LARGE",
             Fault::RequestTimeout(_) => "SFBULK_REQUEST_TIMEOUT",
             Fault::ClientAborted(_) => "SFBULK_CLIENT_ABORTED",
             Fault::Overloaded(_) => "SFBULK_OVERLOADED",
@@ -315,6 +331,9 @@ impl Fault {
             Fault::Registry(_) => "SFBULK_REGISTRY_FAILURE",
             Fault::RegistryUnavailable(_) => "SFBULK_REGISTRY_UNAVAILABLE",
             Fault::Internal(_) => "SFBULK_INTERNAL_ERROR",
+            Fault::InvalidCsv(_) => "SFBULK_INVALID_CSV",
+            Fault::UnknownLoad(_) => "SFBULK_UNKNOWN_LOAD",
+            Fault::LoadNotDone(_) => "SFBULK_LOAD_NOT_DONE",
         }
     }
 }

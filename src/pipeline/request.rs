@@ -91,6 +91,13 @@ async fn handle(
             let credentials = credentials_for(pipeline, operation, &envelope, scope);
             gathered(&envelope, credentials, call)?
         }
+        // The edge hands whole loads to `loads`: nothing of them is a single call.
+        Input::Load(_) => {
+            return Err(Fault::Internal(format!(
+                "{} is a load operation, not a call",
+                operation.name
+            )))
+        }
         Input::Upload(target) => {
             let fields = QueryFields::parse(parts.uri.query())?;
             let credentials = credentials_for(pipeline, operation, &fields, scope);
@@ -222,7 +229,7 @@ fn read_envelope(
 /// The credentials and what the operation makes of the request's fields, or one fault naming
 /// every field of either that is missing or not of its form (the connection's first, as
 /// envelopes list them), spelled as `fields` spells them.
-fn gathered<T>(
+pub fn gathered<T>(
     fields: &dyn Fields,
     credentials: Result<Credentials, CredentialsError>,
     operation: Result<T, EnvelopeError>,
@@ -234,7 +241,7 @@ fn gathered<T>(
 
 /// A request's credentials: its own, or those of the connection it names when `scope` covers
 /// it, at an API version `operation` has.
-fn credentials_for(
+pub fn credentials_for(
     pipeline: &Pipeline,
     operation: &Operation,
     fields: &dyn Fields,

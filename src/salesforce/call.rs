@@ -1,5 +1,6 @@
 //! What the client sends: a call to one of Salesforce's APIs, and the body it carries.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use axum::body::{Body, Bytes};
@@ -40,11 +41,13 @@ pub struct Call {
 }
 
 /// What a call sends: nothing, a body kept whole (so the call can be repeated after a session
-/// refresh), or a body streamed from the caller, which can be sent only once.
+/// refresh), a body streamed from the caller, which can be sent only once, or a file, read
+/// afresh for every attempt and sent with its length.
 pub enum Payload {
     Empty,
     Whole(Bytes),
     Streamed(Mutex<Option<Body>>),
+    File { path: PathBuf, len: u64 },
 }
 
 impl std::fmt::Debug for Payload {
@@ -53,11 +56,13 @@ impl std::fmt::Debug for Payload {
             Payload::Empty => f.write_str("Empty"),
             Payload::Whole(bytes) => write!(f, "Whole({} bytes)", bytes.len()),
             Payload::Streamed(_) => f.write_str("Streamed"),
+            Payload::File { path, len } => write!(f, "File({}, {len} bytes)", path.display()),
         }
     }
 }
 
-/// A streamed body that was already sent once.
+/// A body that cannot be had for an attempt: a streamed one already sent, or a file that could
+/// not be opened.
 #[derive(Debug)]
 pub struct BodySpent;
 
@@ -73,7 +78,63 @@ impl Payload {
                 .take()
                 .map(Some)
                 .ok_or(BodySpent),
+            Payload::File { path, len } => {
+                let file = std::fs::File::open(path).map_err(|_| BodySpent)?;
+                Ok(Some(Body::new(FileBody {
+                    file: tokio::fs::File::from_std(file),
+                    left: *len,
+                    buffer: vec![0; FILE_READ_BYTES],
+                })))
+            }
         }
+    }
+}
+
+/// How much of a file is read for each frame sent.
+const FILE_READ_BYTES: usize = 64 * 1024;
+
+/// A file sent as a body of known length (so the request has a `Content-Length`).
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+    buffer: Vec<u8>,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        use tokio::io::AsyncRead;
+        let this = self.get_mut();
+        if this.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let want = this.buffer.len().min(this.left as usize);
+        let mut read = tokio::io::ReadBuf::new(&mut this.buffer[..want]);
+        std::task::ready!(std::pin::Pin::new(&mut this.file).poll_read(cx, &mut read))?;
+        let filled = read.filled().len();
+        if filled == 0 {
+            // The file is shorter than it was: the length sent would be a lie.
+            return std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the spooled file ended before its length",
+            ))));
+        }
+        this.left -= filled as u64;
+        let bytes = Bytes::copy_from_slice(read.filled());
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 

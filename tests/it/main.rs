@@ -25,6 +25,7 @@ mod emulator_fidelity;
 mod fleet;
 mod forged_logs;
 mod hostile_callers;
+mod loads;
 mod log_targets;
 mod module_graph;
 mod monitoring;

@@ -104,6 +104,21 @@ pub enum Input {
     /// Connection fields in the URL query; the request body is sent as it is, to the target this
     /// function gives.
     Upload(fn(&dyn Fields) -> Result<UploadTarget, EnvelopeError>),
+    /// Not one call but a whole load the proxy carries out (`src/loads/`).
+    Load(LoadOperation),
+}
+
+/// The operations of whole loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOperation {
+    /// The input (CSV body, or `<load>`'s `inputData`) made jobs, uploaded and closed.
+    Load,
+    /// A load's status.
+    GetLoad,
+    /// Every input row's outcome, in one CSV.
+    GetLoadResults,
+    /// Every job not done aborted.
+    AbortLoad,
 }
 
 /// Where an upload's body goes.
@@ -242,6 +257,10 @@ pub const OPERATIONS: &[Operation] = &[
             )?)))
         }),
     ),
+    ingest("load", Input::Load(LoadOperation::Load)),
+    ingest("getLoad", Input::Load(LoadOperation::GetLoad)),
+    ingest("getLoadResults", Input::Load(LoadOperation::GetLoadResults)),
+    ingest("abortLoad", Input::Load(LoadOperation::AbortLoad)),
     query("createQueryJob", Input::Envelope(bulk2::create_query_job)),
     query(
         "getQueryJobInfo",

@@ -1,0 +1,221 @@
+//! The Bulk API 2.0 calls a load makes, each through the pipeline's exchange (the session opened
+//! and renewed as for any request): create a job, upload its piece, close or abort it, read its
+//! state, read a result file. An answer Salesforce refused is kept whole, to be relayed.
+
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::loads::load::{Job, LoadSpec};
+use crate::loads::pieces::Piece;
+use crate::pipeline::context::Pipeline;
+use crate::pipeline::exchange;
+use crate::pipeline::fault::Fault;
+use crate::salesforce::{Api, Call, Payload, UpstreamResponse};
+use crate::session::Credentials;
+
+/// The largest job-info answer read: a job's JSON is about a kilobyte.
+const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Why a call of a load did not do what it was for.
+pub enum CallError {
+    /// The proxy's own failure, or the path to Salesforce's.
+    Fault(Fault),
+    /// Salesforce refused: its answer, relayed to a caller that is there to read it.
+    Refused(Box<UpstreamResponse>),
+}
+
+impl CallError {
+    /// Whether Salesforce said the session is no longer good (and no refresh could renew it).
+    pub fn session_expired(&self) -> bool {
+        matches!(self, CallError::Refused(answer) if answer.session_expired)
+    }
+}
+
+/// The fault, or what Salesforce answered (its status and code: never its body, which may quote
+/// a caller's data).
+impl std::fmt::Debug for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Fault(fault) => write!(f, "{} {fault}", fault.code()),
+            CallError::Refused(answer) => write!(f, "Salesforce answered {}", answer.status),
+        }
+    }
+}
+
+impl From<Fault> for CallError {
+    fn from(fault: Fault) -> CallError {
+        CallError::Fault(fault)
+    }
+}
+
+/// `call` as `credentials`; an answer other than `wanted` is Salesforce's refusal.
+async fn send(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    call: Call,
+    wanted: StatusCode,
+) -> Result<UpstreamResponse, CallError> {
+    let (answer, _) =
+        exchange::call_salesforce(pipeline, Api::Bulk2, credentials, &call, None).await?;
+    if answer.status == wanted {
+        Ok(answer)
+    } else {
+        Err(CallError::Refused(Box::new(answer)))
+    }
+}
+
+/// A JSON answer's body, read within its bound.
+async fn json_of(answer: UpstreamResponse) -> Result<serde_json::Value, CallError> {
+    let limited = http_body_util::Limited::new(answer.body, MAX_JSON_ANSWER_BYTES);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| Fault::UpstreamUnavailable(format!("reading a job's answer: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        CallError::Fault(Fault::UpstreamUnavailable(format!(
+            "a job's answer is not JSON: {e}"
+        )))
+    })
+}
+
+fn json_call(method: Method, path: String, body: serde_json::Value) -> Call {
+    Call {
+        method,
+        path,
+        content_type: Some("application/json; charset=UTF-8".into()),
+        payload: Payload::Whole(Bytes::from(body.to_string())),
+        headers: Vec::new(),
+    }
+}
+
+fn get(path: String) -> Call {
+    Call {
+        method: Method::GET,
+        path,
+        content_type: None,
+        payload: Payload::Empty,
+        headers: Vec::new(),
+    }
+}
+
+/// `POST /jobs/ingest`: a job for one piece; its id.
+pub async fn create_job(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    spec: &LoadSpec,
+) -> Result<String, CallError> {
+    let mut job = serde_json::json!({
+        "object": spec.object,
+        "operation": spec.operation,
+        "contentType": "CSV",
+        "columnDelimiter": spec.delimiter_name,
+        "lineEnding": match spec.line_ending {
+            crate::loads::csv::LineEnding::Lf => "LF",
+            crate::loads::csv::LineEnding::Crlf => "CRLF",
+        },
+    });
+    if let Some(external) = &spec.external_id_field {
+        job["externalIdFieldName"] = external.clone().into();
+    }
+    if let Some(rule) = &spec.assignment_rule_id {
+        job["assignmentRuleId"] = rule.clone().into();
+    }
+    let call = json_call(Method::POST, "/jobs/ingest".into(), job);
+    let answer = send(pipeline, credentials, call, StatusCode::OK).await?;
+    let info = json_of(answer).await?;
+    info["id"]
+        .as_str()
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            CallError::Fault(Fault::UpstreamUnavailable(
+                "Salesforce created a job without a usable id".into(),
+            ))
+        })
+}
+
+/// `PUT /jobs/ingest/{id}/batches`: the piece, sent from its file with its length.
+pub async fn upload(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    piece: &Piece,
+) -> Result<(), CallError> {
+    let call = Call {
+        method: Method::PUT,
+        path: format!("/jobs/ingest/{job}/batches"),
+        content_type: Some("text/csv".into()),
+        payload: Payload::File {
+            path: piece.file.path().to_path_buf(),
+            len: piece.bytes,
+        },
+        headers: Vec::new(),
+    };
+    send(pipeline, credentials, call, StatusCode::CREATED)
+        .await
+        .map(drop)
+}
+
+/// `PATCH /jobs/ingest/{id}` to `state` (`UploadComplete` closes it, `Aborted` aborts it).
+pub async fn set_state(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    state: &str,
+) -> Result<(), CallError> {
+    let call = json_call(
+        Method::PATCH,
+        format!("/jobs/ingest/{job}"),
+        serde_json::json!({ "state": state }),
+    );
+    send(pipeline, credentials, call, StatusCode::OK)
+        .await
+        .map(drop)
+}
+
+/// `GET /jobs/ingest/{id}`: the job's state and counts, written into `job`.
+pub async fn refresh(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &mut Job,
+) -> Result<(), CallError> {
+    let answer = send(
+        pipeline,
+        credentials,
+        get(format!("/jobs/ingest/{}", job.id)),
+        StatusCode::OK,
+    )
+    .await?;
+    let info = json_of(answer).await?;
+    if let Some(state) = info["state"].as_str() {
+        job.state = crate::common::redact::cut(state, 32).into_owned();
+    }
+    job.processed = info["numberRecordsProcessed"]
+        .as_u64()
+        .unwrap_or(job.processed);
+    job.failed = info["numberRecordsFailed"].as_u64().unwrap_or(job.failed);
+    job.error_message = info["errorMessage"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .map(|m| crate::common::redact::cut(m, 1024).into_owned());
+    Ok(())
+}
+
+/// One of the job's result files (`successfulResults/`, `failedResults/`,
+/// `unprocessedrecords/`), its body to be read as it streams.
+pub async fn result_file(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    file: &str,
+) -> Result<UpstreamResponse, CallError> {
+    send(
+        pipeline,
+        credentials,
+        get(format!("/jobs/ingest/{job}/{file}")),
+        StatusCode::OK,
+    )
+    .await
+}

@@ -1,0 +1,419 @@
+//! A load's input, taken in: read as it streams (gzip decoded on the way), checked and cut into
+//! pieces, each piece made a job and uploaded while the next is read; then, only once the whole
+//! input was read and found good, every job is closed. A problem anywhere in the input, or a
+//! caller who goes away before its end, aborts every job of the load: nothing is processed.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use http_body_util::BodyExt;
+
+use crate::loads::calls::{self, CallError};
+use crate::loads::csv::{Checks, Found, Reader, MAX_PROBLEMS_LISTED};
+use crate::loads::load::{Job, Load, LoadState};
+use crate::loads::pieces::{Piece, PieceLimits, Splitter};
+use crate::loads::settings::LoadSettings;
+use crate::pipeline::context::Pipeline;
+use crate::pipeline::fault::Fault;
+
+/// Compressed bytes decoded at a time: a gzip bomb expands a slice at most about a
+/// thousandfold, so one decoded slice stays a few megabytes.
+const GZIP_SLICE_BYTES: usize = 4 * 1024;
+
+/// A load's input.
+pub enum Input {
+    /// A CSV body as it streams; `gzip` when its `Content-Encoding` is.
+    Body { body: Body, gzip: bool },
+    /// An envelope's `inputData`.
+    Text(Bytes),
+}
+
+/// Why a load's input was not taken.
+#[derive(Debug)]
+pub enum IngestError {
+    /// The input has problems: the first ones, and how many were found (in all, when the input
+    /// was `read_through`; reading stops once enough are listed).
+    Invalid {
+        listed: Vec<String>,
+        count: u64,
+        read_through: bool,
+    },
+    /// More jobs than `load.max_jobs` would be needed.
+    TooManyJobs(usize),
+    /// The body could not be read (the caller stalled, or broke off).
+    Body(Fault),
+    /// A call to Salesforce failed.
+    Call(CallError),
+}
+
+impl From<CallError> for IngestError {
+    fn from(e: CallError) -> IngestError {
+        IngestError::Call(e)
+    }
+}
+
+/// What a load needs to take its input in.
+pub struct Intake<'a> {
+    pub pipeline: &'a Arc<Pipeline>,
+    pub settings: &'a LoadSettings,
+    pub load: &'a Arc<Load>,
+    /// `server.body_read_timeout_secs`: the longest silence of a streamed body.
+    pub read_timeout: Duration,
+}
+
+/// Aborts the jobs of a load whose input was not taken whole (refused, or the caller went
+/// away), once its uploads have stopped; disarmed when every job was closed.
+struct AbortUnlessClosed {
+    pipeline: Arc<Pipeline>,
+    load: Arc<Load>,
+    armed: bool,
+    why: &'static str,
+}
+
+impl Drop for AbortUnlessClosed {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (pipeline, load, why) = (self.pipeline.clone(), self.load.clone(), self.why);
+        tokio::spawn(async move { abort_jobs(&pipeline, &load, why).await });
+    }
+}
+
+/// Aborts every job of `load` not yet done, and marks it aborted.
+pub async fn abort_jobs(pipeline: &Pipeline, load: &Load, why: &str) {
+    let (credentials, jobs) = {
+        let progress = load.progress();
+        let jobs: Vec<String> = progress
+            .jobs
+            .iter()
+            .filter(|j| !j.is_done())
+            .map(|j| j.id.clone())
+            .collect();
+        (progress.credentials.clone(), jobs)
+    };
+    for job in jobs {
+        let aborted = calls::set_state(pipeline, &credentials, &job, "Aborted").await;
+        load.update(|progress| {
+            if let Some(j) = progress.jobs.iter_mut().find(|j| j.id == job) {
+                if aborted.is_ok() {
+                    j.state = "Aborted".into();
+                }
+            }
+        });
+        if let Err(e) = aborted {
+            tracing::event!(
+                target: "sfbulk_proxy::loads",
+                tracing::Level::WARN,
+                load.id = %load.id,
+                job.id = %job,
+                error = ?e,
+                "a job of an aborted load could not be aborted"
+            );
+        }
+    }
+    load.update(|progress| {
+        if !progress.state.is_done() {
+            progress.state = LoadState::Aborted;
+            progress.ended = Some(std::time::Instant::now());
+            progress.waiting = Some(why.into());
+        }
+    });
+}
+
+/// Takes `input` in: every piece uploaded to a job of its own and, when the whole input was
+/// good, every job closed. On an error, every job made is aborted.
+pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError> {
+    let Intake {
+        pipeline,
+        settings,
+        load,
+        read_timeout,
+    } = intake;
+    let mut guard = AbortUnlessClosed {
+        pipeline: pipeline.clone(),
+        load: load.clone(),
+        armed: true,
+        why: "the caller went away before its input was whole: every job was aborted",
+    };
+    // Pieces go up one at a time while the next is read; at most one waits.
+    let (pieces, mut queued) = tokio::sync::mpsc::channel::<Piece>(1);
+    let uploader = {
+        let (pipeline, load) = (pipeline.clone(), load.clone());
+        let max_jobs = settings.max_jobs;
+        tokio::spawn(crate::common::request_id::with_current_request_id(
+            async move {
+                while let Some(piece) = queued.recv().await {
+                    if load.progress().jobs.len() >= max_jobs {
+                        return Err(IngestError::TooManyJobs(max_jobs));
+                    }
+                    upload_piece(&pipeline, &load, piece).await?;
+                }
+                Ok(())
+            },
+        ))
+    };
+    let mut reader = Reader::checking(
+        load.spec.dialect,
+        Checks {
+            max_field_chars: settings.max_field_chars,
+        },
+    );
+    let mut splitter = Splitter::new(
+        settings.spool_dir(),
+        PieceLimits {
+            bytes: settings.job_bytes,
+            records: settings.job_records,
+        },
+        load.spec.line_ending,
+    );
+    let mut feeding = Feeding {
+        splitter: &mut splitter,
+        ready: Vec::new(),
+        spool_error: None,
+        columns: None,
+    };
+    let mut ended = false;
+    let take = |bytes: &[u8], done: bool| {
+        if done {
+            ended = true;
+            reader.finish(&mut |found| feeding.take(found));
+        } else {
+            reader.feed(bytes, &mut |found| feeding.take(found));
+        }
+        // Once a problem is found nothing more goes up: the load will be refused.
+        Taken {
+            good: reader.problem_count() == 0 && feeding.spool_error.is_none(),
+            enough: reader.problem_count() >= MAX_PROBLEMS_LISTED as u64
+                || feeding.spool_error.is_some(),
+            ready: std::mem::take(&mut feeding.ready),
+        }
+    };
+    let read = read_input(input, read_timeout, take, &pieces).await;
+    let columns = feeding.columns.take();
+    let spool_error = feeding.spool_error.take();
+    let last = splitter.complete();
+    load.update(|progress| {
+        progress.total = reader.records();
+        progress.bom_removed = reader.bom_removed();
+        if let Some(columns) = columns {
+            progress.columns = columns;
+        }
+    });
+    read?;
+    if reader.problem_count() > 0 {
+        drop(pieces);
+        let _ = uploader.await;
+        guard.why = "its input was refused: every job was aborted";
+        return Err(IngestError::Invalid {
+            listed: reader.problems().iter().map(|p| p.to_string()).collect(),
+            count: reader.problem_count(),
+            read_through: ended,
+        });
+    }
+    if let Some(e) = spool_error {
+        return Err(IngestError::Body(Fault::Internal(format!(
+            "spooling the input: {e}"
+        ))));
+    }
+    guard.why = "a call to Salesforce failed while its input was taken in: every job was aborted";
+    if !ended {
+        // Reading stopped because the uploader ended: its failure is the answer.
+        drop(pieces);
+        return Err(match uploader.await {
+            Ok(Err(e)) => e,
+            _ => IngestError::Body(Fault::Internal("the uploader ended early".into())),
+        });
+    }
+    match last {
+        Ok(Some(piece)) => {
+            let _ = pieces.send(piece).await;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(IngestError::Body(Fault::Internal(format!(
+                "spooling the input: {e}"
+            ))))
+        }
+    }
+    drop(pieces);
+    match uploader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => {
+            return Err(IngestError::Body(Fault::Internal(format!(
+                "the uploader ended: {e}"
+            ))))
+        }
+    }
+    // The whole input was read and found good: now, and only now, the jobs may run.
+    let (credentials, jobs) = {
+        let progress = load.progress();
+        let ids: Vec<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
+        (progress.credentials.clone(), ids)
+    };
+    for job in &jobs {
+        calls::set_state(pipeline, &credentials, job, "UploadComplete").await?;
+        load.update(|progress| {
+            if let Some(j) = progress.jobs.iter_mut().find(|j| &j.id == job) {
+                j.state = "UploadComplete".into();
+            }
+        });
+    }
+    guard.armed = false;
+    load.update(|progress| {
+        if progress.state == LoadState::Uploading {
+            progress.state = LoadState::InProgress;
+        }
+    });
+    Ok(())
+}
+
+/// Where the reader's findings go: records into pieces; complete pieces set aside for the
+/// uploader.
+struct Feeding<'s> {
+    splitter: &'s mut Splitter,
+    ready: Vec<Piece>,
+    spool_error: Option<std::io::Error>,
+    columns: Option<Vec<String>>,
+}
+
+impl Feeding<'_> {
+    fn take(&mut self, found: Found<'_>) {
+        if let Found::Header { names, .. } = &found {
+            self.columns = Some(names.to_vec());
+        }
+        if self.spool_error.is_some() {
+            return;
+        }
+        match self.splitter.take(found) {
+            Ok(Some(piece)) => self.ready.push(piece),
+            Ok(None) => {}
+            Err(e) => self.spool_error = Some(e),
+        }
+    }
+}
+
+/// Makes `piece` a job of `load`: created, its data uploaded, and noted.
+async fn upload_piece(pipeline: &Pipeline, load: &Load, piece: Piece) -> Result<(), IngestError> {
+    let credentials = load.progress().credentials.clone();
+    let id = calls::create_job(pipeline, &credentials, &load.spec).await?;
+    // Noted before its upload: a job that exists is aborted if the load does not go on.
+    load.update(|progress| {
+        progress.jobs.push(Job {
+            id: id.clone(),
+            state: "Open".into(),
+            first_row: piece.first_row,
+            last_row: piece.last_row,
+            processed: 0,
+            failed: 0,
+            error_message: None,
+            digests: Arc::new(Vec::new()),
+        })
+    });
+    calls::upload(pipeline, &credentials, &id, &piece).await?;
+    let digests = Arc::new(piece.digests);
+    load.update(|progress| {
+        if let Some(job) = progress.jobs.iter_mut().find(|j| j.id == id) {
+            job.digests = digests;
+        }
+    });
+    Ok(())
+}
+
+/// What the reader made of some input: whether the input is still good, whether enough
+/// problems were found to answer with, and the pieces complete so far.
+struct Taken {
+    good: bool,
+    enough: bool,
+    ready: Vec<Piece>,
+}
+
+/// Reads `input` to its end, handing each piece of bytes to `take` (and, at the end, an empty
+/// one with `done`); complete pieces are sent to `pieces` (waiting while the uploader is busy).
+/// Once the input is found bad no piece goes up, and reading stops when enough problems are
+/// listed; it stops too when the uploader has ended (its failure is reported by the caller).
+async fn read_input(
+    input: Input,
+    read_timeout: Duration,
+    mut take: impl FnMut(&[u8], bool) -> Taken,
+    pieces: &tokio::sync::mpsc::Sender<Piece>,
+) -> Result<(), IngestError> {
+    // Whether to read on.
+    async fn send(taken: Taken, pieces: &tokio::sync::mpsc::Sender<Piece>) -> bool {
+        if taken.good {
+            for piece in taken.ready {
+                if pieces.send(piece).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        !taken.enough
+    }
+    match input {
+        Input::Text(text) => {
+            if !send(take(&text, false), pieces).await {
+                return Ok(());
+            }
+        }
+        Input::Body { mut body, gzip } => {
+            let mut decoder = gzip.then(|| flate2::write::MultiGzDecoder::new(Vec::new()));
+            loop {
+                let frame = tokio::time::timeout(read_timeout, body.frame())
+                    .await
+                    .map_err(|_| {
+                        IngestError::Body(Fault::RequestTimeout(format!(
+                            "the load's input was silent for more than {} s \
+                             (server.body_read_timeout_secs)",
+                            read_timeout.as_secs_f64()
+                        )))
+                    })?;
+                let Some(frame) = frame else { break };
+                let frame = frame.map_err(|e| {
+                    IngestError::Body(Fault::ClientAborted(format!(
+                        "the caller broke off while sending the load's input: {e}"
+                    )))
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let go_on = match &mut decoder {
+                    None => send(take(&data, false), pieces).await,
+                    Some(decoder) => {
+                        let mut go_on = true;
+                        for slice in data.chunks(GZIP_SLICE_BYTES) {
+                            decoder.write_all(slice).map_err(|e| {
+                                IngestError::Body(Fault::InvalidRequest(format!(
+                                    "the load's gzip input cannot be decoded: {e}"
+                                )))
+                            })?;
+                            let decoded = std::mem::take(decoder.get_mut());
+                            go_on = send(take(&decoded, false), pieces).await;
+                            if !go_on {
+                                break;
+                            }
+                        }
+                        go_on
+                    }
+                };
+                if !go_on {
+                    return Ok(());
+                }
+            }
+            if let Some(decoder) = decoder {
+                let decoded = decoder.finish().map_err(|e| {
+                    IngestError::Body(Fault::InvalidRequest(format!(
+                        "the load's gzip input ends before its end: {e}"
+                    )))
+                })?;
+                if !send(take(&decoded, false), pieces).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    send(take(&[], true), pieces).await;
+    Ok(())
+}

@@ -1,0 +1,564 @@
+//! Whole loads: one call takes a CSV of any size, cuts it into Bulk API 2.0 ingest jobs under
+//! Salesforce's limits, checks all of it before any job is closed, follows the jobs to their
+//! end, and answers every input row's outcome in one result file.
+//!
+//! The four operations (`salesforcebulkv2_load`, `getLoad`, `getLoadResults`, `abortLoad`) are
+//! in the pipeline's operations table; the edge hands them here. A load belongs to its caller:
+//! the named connection (with the caller's token scope), or the registry key of the caller's
+//! grant, or, for a caller who sends only an access token, the org of a session Salesforce
+//! accepted; anyone else is told no such load exists. A load lives in the process that took it.
+
+pub mod calls;
+pub mod csv;
+pub mod fields;
+pub mod follow;
+pub mod ingest;
+pub mod load;
+pub mod pieces;
+pub mod results;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::loads::calls::CallError;
+use crate::loads::fields::{load_id, load_request, result_kind, ResultKind};
+use crate::loads::follow::OnEnd;
+use crate::loads::ingest::{IngestError, Input, Intake};
+use crate::loads::load::{Load, LoadState};
+use crate::loads::settings::LoadSettings;
+use crate::observe::access_log::Handled;
+use crate::pipeline::body;
+use crate::pipeline::connection::Scope;
+use crate::pipeline::context::Pipeline;
+use crate::pipeline::envelope::{
+    media_type, Envelope, EnvelopeError, Fields, Format, Gather, QueryFields,
+};
+use crate::pipeline::fault::Fault;
+use crate::pipeline::operation::{LoadOperation, Operation};
+use crate::pipeline::relay::relay_checked;
+use crate::pipeline::request::{credentials_for, gathered};
+use crate::salesforce::Api;
+use crate::session::Credentials;
+
+/// The loads this process took, by owner and id.
+pub struct Loads {
+    pipeline: Arc<Pipeline>,
+    settings: LoadSettings,
+    /// `server.body_read_timeout_secs`: the longest silence of a load's streamed input.
+    read_timeout: Duration,
+    kept: Mutex<HashMap<(String, String), Arc<Load>>>,
+    /// Raised when the process drains: waiting answers are given their 202 at once.
+    draining: tokio::sync::watch::Sender<bool>,
+    ended: OnEnd,
+}
+
+impl Loads {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        settings: LoadSettings,
+        read_timeout: Duration,
+    ) -> Arc<Loads> {
+        let metrics = pipeline.metrics.clone();
+        let ended: OnEnd = Arc::new(move |load: &Load| {
+            let status = load.status();
+            let succeeded = status
+                .number_records_processed
+                .saturating_sub(status.number_records_failed);
+            metrics.load_ended(
+                Api::Bulk2.label(),
+                succeeded,
+                status.number_records_failed,
+                status.number_records_unprocessed,
+            );
+            tracing::event!(
+                target: "sfbulk_proxy::loads",
+                tracing::Level::INFO,
+                load.id = %status.load_id,
+                state = status.state.label(),
+                object = %status.object,
+                operation = %status.operation,
+                records = status.number_records_total,
+                processed = status.number_records_processed,
+                failed = status.number_records_failed,
+                unprocessed = status.number_records_unprocessed,
+                jobs = status.jobs.len(),
+                "load ended"
+            );
+        });
+        let loads = Arc::new(Loads {
+            pipeline,
+            settings,
+            read_timeout,
+            kept: Mutex::new(HashMap::new()),
+            draining: tokio::sync::watch::channel(false).0,
+            ended,
+        });
+        let counting = Arc::downgrade(&loads);
+        loads.pipeline.metrics.watch_loads(Box::new(move || {
+            counting
+                .upgrade()
+                .map(|loads| loads.count_by_state())
+                .unwrap_or_default()
+        }));
+        loads
+    }
+
+    /// The process drains: answers waiting for a load are given their 202 now.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// How many loads are kept in each state.
+    fn count_by_state(&self) -> Vec<(&'static str, i64)> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        LoadState::ALL
+            .iter()
+            .map(|state| {
+                let n = kept.values().filter(|l| l.state() == *state).count();
+                (state.label(), n as i64)
+            })
+            .collect()
+    }
+
+    /// Carries out a load operation for the caller; the answer is marked with the operation
+    /// for the access log.
+    pub async fn call(
+        self: &Arc<Self>,
+        operation: &'static Operation,
+        kind: LoadOperation,
+        request: Request,
+        scope: &Scope,
+    ) -> Response {
+        crate::common::request_id::note_operation((operation.api.label(), operation.name));
+        let answer = match kind {
+            LoadOperation::Load => self.load(operation, request, scope).await,
+            LoadOperation::GetLoad => self.get_load(operation, request, scope).await,
+            LoadOperation::GetLoadResults => self.get_results(operation, request, scope).await,
+            LoadOperation::AbortLoad => self.abort(operation, request, scope).await,
+        };
+        let mut response = match answer {
+            Ok(response) => response,
+            Err(Answer::Fault(fault)) => fault.response(Api::Bulk2),
+            Err(Answer::Relayed(response)) => response,
+        };
+        response.extensions_mut().insert(Handled {
+            api: operation.api.label(),
+            operation: operation.name,
+            upstream: None,
+            tap: None,
+        });
+        response
+    }
+
+    /// `load`: the input taken in and every job closed; then 202 with the status, or, with
+    /// `wait=true`, the results once the load ends (202 with the status if it takes longer than
+    /// `load.wait_max_secs`).
+    async fn load(
+        self: &Arc<Self>,
+        operation: &'static Operation,
+        request: Request,
+        scope: &Scope,
+    ) -> Result<Response, Answer> {
+        let (parts, body) = request.into_parts();
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let csv = media_type(content_type) == "text/csv";
+        // The CSV streamed as the body with the fields in the query, or an envelope whose
+        // `inputData` holds it.
+        let (fields, input): (Box<dyn Fields + Send + Sync>, Result<Input, EnvelopeError>) = if csv
+        {
+            let fields = QueryFields::parse(parts.uri.query()).map_err(Fault::from)?;
+            let gzip = crate::common::gzip::is_gzip(&parts.headers);
+            (Box::new(fields), Ok(Input::Body { body, gzip }))
+        } else {
+            let envelope = self.envelope(content_type, body, operation).await?;
+            let text = envelope
+                .untrimmed("inputData")
+                .map(|text| match envelope.format() {
+                    Format::Xml => crate::pipeline::operation::unindent_csv(text),
+                    Format::Json => text.to_string(),
+                })
+                .map(|text| Input::Text(Bytes::from(text)))
+                .ok_or_else(|| EnvelopeError::missing("inputData"));
+            (Box::new(envelope), text)
+        };
+        let credentials = credentials_for(&self.pipeline, operation, fields.as_ref(), scope);
+        let asked = Gather::gather((load_request(fields.as_ref()), input));
+        let (credentials, (asked, input)) = gathered(fields.as_ref(), credentials, asked)?;
+        let owner = owner(&credentials, scope)?;
+        self.sweep();
+        // A load sent again under its loadId is the same load: its status, never a second one.
+        if let Some(id) = &asked.load_id {
+            if let Some(load) = self.find(&owner, id) {
+                self.verify(&load, &credentials).await?;
+                return Ok(status_answer(StatusCode::OK, &load));
+            }
+        }
+        let id = asked.load_id.clone().unwrap_or_else(new_load_id);
+        let load = Arc::new(Load::new(
+            id.clone(),
+            owner.clone(),
+            asked.spec,
+            credentials,
+        ));
+        {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let running = kept.values().filter(|l| !l.state().is_done()).count();
+            if running >= self.settings.max_concurrent {
+                return Err(Fault::Overloaded("load.max_concurrent").into());
+            }
+            if kept.contains_key(&(owner.clone(), id.clone())) {
+                // The same loadId sent twice at once: the first one takes it.
+                return Err(Fault::Overloaded("a load of this loadId is starting").into());
+            }
+            kept.insert((owner.clone(), id.clone()), load.clone());
+        }
+        let taken = ingest::take_in(
+            Intake {
+                pipeline: &self.pipeline,
+                settings: &self.settings,
+                load: &load,
+                read_timeout: self.read_timeout,
+            },
+            input,
+        )
+        .await;
+        if let Err(error) = taken {
+            if matches!(error, IngestError::Invalid { .. }) {
+                // A load refused for its input gives its loadId back.
+                self.kept
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(owner, id));
+            }
+            return Err(self.ingest_answer(error).await);
+        }
+        tokio::spawn(follow::follow(
+            self.pipeline.clone(),
+            self.settings.clone(),
+            load.clone(),
+            self.ended.clone(),
+        ));
+        if !asked.wait {
+            return Ok(status_answer(StatusCode::ACCEPTED, &load));
+        }
+        if self.wait_for_end(&load).await {
+            let credentials = load.progress().credentials.clone();
+            Ok(results_answer(
+                &self.pipeline,
+                &load,
+                credentials,
+                ResultKind::All,
+            ))
+        } else {
+            Ok(status_answer(StatusCode::ACCEPTED, &load))
+        }
+    }
+
+    /// Whether `load` ended within `load.wait_max_secs` (and before a drain began).
+    async fn wait_for_end(&self, load: &Load) -> bool {
+        let mut changes = load.changes();
+        let mut draining = self.draining.subscribe();
+        let ended = async {
+            loop {
+                if load.state().is_done() {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(self.settings.wait_max_secs, ended) => {}
+            _ = draining.wait_for(|on| *on) => {}
+        }
+        load.state().is_done()
+    }
+
+    /// `getLoad`: the status (a load no longer followed is asked about once more).
+    async fn get_load(
+        self: &Arc<Self>,
+        operation: &'static Operation,
+        request: Request,
+        scope: &Scope,
+    ) -> Result<Response, Answer> {
+        let (load, _) = self.lookup(operation, request, scope, |_| Ok(())).await?;
+        let unknown = load.progress().jobs.iter().any(|j| j.state == "Unknown");
+        if unknown {
+            follow::ask(&self.pipeline, &load).await;
+            if load.progress().jobs.iter().all(|j| j.is_done()) {
+                follow::end(&load, &self.ended);
+            }
+        }
+        Ok(status_answer(StatusCode::OK, &load))
+    }
+
+    /// `getLoadResults`: one CSV of every input row's outcome, once the load has ended.
+    async fn get_results(
+        self: &Arc<Self>,
+        operation: &'static Operation,
+        request: Request,
+        scope: &Scope,
+    ) -> Result<Response, Answer> {
+        let (load, kind) = self.lookup(operation, request, scope, result_kind).await?;
+        if !load.state().is_done() {
+            return Err(Fault::LoadNotDone(format!(
+                "load {} is {}: its results are there once it has ended (getLoad shows its \
+                 progress)",
+                load.id,
+                load.state().label()
+            ))
+            .into());
+        }
+        let credentials = load.progress().credentials.clone();
+        Ok(results_answer(&self.pipeline, &load, credentials, kind))
+    }
+
+    /// `abortLoad`: every job not yet done is aborted.
+    async fn abort(
+        self: &Arc<Self>,
+        operation: &'static Operation,
+        request: Request,
+        scope: &Scope,
+    ) -> Result<Response, Answer> {
+        let (load, _) = self.lookup(operation, request, scope, |_| Ok(())).await?;
+        if !load.state().is_done() {
+            ingest::abort_jobs(&self.pipeline, &load, "aborted by abortLoad").await;
+            self.ended.as_ref()(&load);
+        }
+        Ok(status_answer(StatusCode::OK, &load))
+    }
+
+    /// The caller's load its envelope names, and what else `more` reads of its fields; a load
+    /// of another caller, or none, is `SFBULK_UNKNOWN_LOAD`.
+    async fn lookup<T>(
+        &self,
+        operation: &'static Operation,
+        request: Request,
+        scope: &Scope,
+        more: impl Fn(&dyn Fields) -> Result<T, EnvelopeError>,
+    ) -> Result<(Arc<Load>, T), Answer> {
+        let (parts, body) = request.into_parts();
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let envelope = self.envelope(content_type, body, operation).await?;
+        let credentials = credentials_for(&self.pipeline, operation, &envelope, scope);
+        let wanted = (load_id(&envelope), more(&envelope)).gather();
+        let (credentials, (id, extra)) = gathered(&envelope, credentials, wanted)?;
+        let owner = owner(&credentials, scope)?;
+        self.sweep();
+        let unknown = || Fault::UnknownLoad(format!("no load {id:?} of this caller"));
+        let load = self.find(&owner, &id).ok_or_else(unknown)?;
+        self.verify(&load, &credentials).await?;
+        Ok((load, extra))
+    }
+
+    /// For a load of a caller known only by its org: the caller's session must be one
+    /// Salesforce takes for one of the load's jobs (which proves the org); it then becomes the
+    /// load's session, and a load that waited for one resumes.
+    async fn verify(&self, load: &Arc<Load>, credentials: &Credentials) -> Result<(), Answer> {
+        if !load.owner.starts_with(ORG_OWNER) {
+            return Ok(());
+        }
+        let unknown = || Fault::UnknownLoad(format!("no load {:?} of this caller", load.id));
+        let job = load.progress().jobs.first().cloned().ok_or_else(unknown)?;
+        let mut probe = job;
+        match calls::refresh(&self.pipeline, credentials, &mut probe).await {
+            Ok(()) => {
+                load.update(|progress| {
+                    progress.credentials = credentials.clone();
+                    if progress
+                        .waiting
+                        .as_deref()
+                        .is_some_and(|w| w.starts_with("session expired"))
+                    {
+                        progress.waiting = None;
+                    }
+                });
+                Ok(())
+            }
+            Err(CallError::Fault(fault)) => Err(fault.into()),
+            Err(CallError::Refused(_)) => Err(unknown().into()),
+        }
+    }
+
+    fn find(&self, owner: &str, id: &str) -> Option<Arc<Load>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(owner.to_string(), id.to_string()))
+            .cloned()
+    }
+
+    /// Forgets the loads that ended longer than `load.retention_secs` ago.
+    fn sweep(&self) {
+        let retention = self.settings.retention_secs;
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, load| {
+                load.progress()
+                    .ended
+                    .is_none_or(|ended| ended.elapsed() < retention)
+            });
+    }
+
+    /// An envelope of a load operation, read within `server.max_body_bytes`.
+    async fn envelope(
+        &self,
+        content_type: &str,
+        body: Body,
+        operation: &'static Operation,
+    ) -> Result<Envelope, Answer> {
+        let mut lease = self.pipeline.buffers.lease();
+        let bytes = body::read_envelope(
+            body,
+            self.pipeline.limits.max_body_bytes,
+            self.pipeline.limits.body_read_timeout,
+            &mut lease,
+        )
+        .await
+        .map_err(Fault::from)?;
+        let content_type = Some(content_type).filter(|c| !c.is_empty());
+        let envelope = Envelope::parse(content_type, bytes, operation.name).map_err(Fault::from)?;
+        if envelope.operation() != operation.name {
+            return Err(Fault::WrongOperation {
+                expected: operation.name.into(),
+                found: envelope.operation().into(),
+            }
+            .into());
+        }
+        Ok(envelope)
+    }
+
+    /// The answer to a load whose input was not taken in.
+    async fn ingest_answer(&self, error: IngestError) -> Answer {
+        match error {
+            IngestError::Invalid {
+                listed,
+                count,
+                read_through,
+            } => {
+                let more = if read_through {
+                    format!("{count} problem(s)")
+                } else {
+                    format!("at least {count} problem(s) (reading stopped there)")
+                };
+                Fault::InvalidCsv(format!(
+                    "the load's input was refused, {more}; no job was closed and nothing was \
+                     processed:\n{}",
+                    listed.join("\n")
+                ))
+                .into()
+            }
+            IngestError::TooManyJobs(max) => Fault::LoadTooLarge(format!(
+                "the load's input needs more than load.max_jobs ({max}) jobs; every job was \
+                 aborted and nothing was processed"
+            ))
+            .into(),
+            IngestError::Body(fault) => fault.into(),
+            IngestError::Call(CallError::Fault(fault)) => fault.into(),
+            IngestError::Call(CallError::Refused(answer)) => {
+                match relay_checked(*answer, false).await {
+                    Ok(response) => Answer::Relayed(response),
+                    Err(fault) => fault.into(),
+                }
+            }
+        }
+    }
+}
+
+/// How a load operation ends when it does not answer as asked.
+enum Answer {
+    Fault(Fault),
+    Relayed(Response),
+}
+
+impl From<Fault> for Answer {
+    fn from(fault: Fault) -> Answer {
+        Answer::Fault(fault)
+    }
+}
+
+/// Owners known by their org (a caller with an access token only).
+const ORG_OWNER: &str = "org:";
+
+/// Whose load it is: a grant's registry key (a named connection's, with the token scope the
+/// caller came with), or the org of an access token.
+fn owner(credentials: &Credentials, scope: &Scope) -> Result<String, Fault> {
+    if let Some(grant) = &credentials.grant {
+        let key = crate::registry::RegistryKey::for_grant(&crate::session::key_parts(grant));
+        let scope = match scope {
+            Scope::Every => "*".to_string(),
+            Scope::Only(names) => names.join(","),
+        };
+        return Ok(format!("grant:{}:{scope}", key.id()));
+    }
+    let own = credentials
+        .own
+        .as_ref()
+        .ok_or_else(|| Fault::Internal("a load without credentials".into()))?;
+    // A Salesforce access token starts with its org's id: `00D...!...`.
+    let org = own
+        .access_token
+        .expose()
+        .split('!')
+        .next()
+        .unwrap_or_default();
+    if org.len() < 15 || org.len() > 18 || !org.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Fault::from(EnvelopeError::invalid(
+            "accessToken",
+            "a load needs a Salesforce access token (00D...!...), or a grant to refresh one",
+        )));
+    }
+    Ok(format!("{ORG_OWNER}{}", &org[..15]))
+}
+
+/// A load id of the proxy's: 128 random bits, in hex.
+fn new_load_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    crate::common::hex::encode(&bytes)
+}
+
+fn status_answer(status: StatusCode, load: &Load) -> Response {
+    let body = serde_json::to_vec(&load.status()).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn results_answer(
+    pipeline: &Arc<Pipeline>,
+    load: &Arc<Load>,
+    credentials: Credentials,
+    kind: ResultKind,
+) -> Response {
+    let body = results::results(pipeline.clone(), load.clone(), credentials, kind);
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=UTF-8"),
+    );
+    response
+}

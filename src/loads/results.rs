@@ -1,0 +1,365 @@
+//! A load's results as one CSV: for each job in turn, Salesforce's result files read as they
+//! stream, each row matched back to its input row by the digest of its values (Salesforce's
+//! files repeat a record's fields, re-quoted, but not its position), and written as
+//! `sf__Row,sf__Result,sf__Id,sf__Error` then the input's own columns. A row that matches no
+//! input row is still written, with an empty `sf__Row`; never dropped, never given a leftover
+//! row's number.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use http_body_util::BodyExt;
+
+use crate::loads::calls;
+use crate::loads::csv::{Digest, Found, Reader};
+use crate::loads::fields::ResultKind;
+use crate::loads::load::{Job, Load};
+use crate::pipeline::context::Pipeline;
+use crate::session::Credentials;
+
+/// The bytes of result lines gathered before they are sent on.
+const SEND_BYTES: usize = 64 * 1024;
+
+/// Salesforce's three result files: the file, and the kinds of answer that ask for it.
+const FILES: [(&str, Outcome); 3] = [
+    ("successfulResults/", Outcome::Successful),
+    ("failedResults/", Outcome::Failed),
+    ("unprocessedrecords/", Outcome::Unprocessed),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Successful,
+    Failed,
+    Unprocessed,
+}
+
+impl Outcome {
+    fn asked(self, kind: ResultKind) -> bool {
+        matches!(
+            (kind, self),
+            (ResultKind::All, _)
+                | (ResultKind::Successful, Outcome::Successful)
+                | (ResultKind::Failed, Outcome::Failed)
+                | (ResultKind::Unprocessed, Outcome::Unprocessed)
+        )
+    }
+}
+
+/// The load's results of `kind`, as a body that streams while the files are read.
+pub fn results(
+    pipeline: Arc<Pipeline>,
+    load: Arc<Load>,
+    credentials: Credentials,
+    kind: ResultKind,
+) -> Body {
+    let (lines, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(crate::common::request_id::with_current_request(
+        async move {
+            let mut writer = Lines::new(&load, lines);
+            let jobs = load.progress().jobs.clone();
+            let mut unmatched = 0;
+            for job in &jobs {
+                match job_results(&pipeline, &load, &credentials, job, kind, &mut writer).await {
+                    Ok(count) => unmatched += count,
+                    Err(error) => {
+                        tracing::event!(
+                            target: "sfbulk_proxy::loads",
+                            tracing::Level::WARN,
+                            load.id = %load.id,
+                            job.id = %job.id,
+                            %error,
+                            "a load's results were cut off: a result file could not be read"
+                        );
+                        writer.fail(error).await;
+                        return;
+                    }
+                }
+            }
+            if kind == ResultKind::All {
+                load.update(|progress| progress.unmatched = unmatched);
+            }
+            writer.flush().await;
+        },
+    ));
+    Body::from_stream(futures_util::stream::unfold(
+        received,
+        |mut received| async { received.recv().await.map(|item| (item, received)) },
+    ))
+}
+
+/// Where the result lines go, gathered into larger pieces.
+struct Lines {
+    out: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+    delimiter: u8,
+    ending: &'static [u8],
+    /// Whether the caller went away.
+    gone: bool,
+}
+
+impl Lines {
+    fn new(load: &Load, out: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Lines {
+        let mut lines = Lines {
+            out,
+            buffer: Vec::with_capacity(SEND_BYTES + 1024),
+            delimiter: load.spec.dialect.delimiter,
+            ending: load.spec.line_ending.bytes(),
+            gone: false,
+        };
+        let columns = load.progress().columns.clone();
+        let header: Vec<&str> = ["sf__Row", "sf__Result", "sf__Id", "sf__Error"]
+            .into_iter()
+            .chain(columns.iter().map(String::as_str))
+            .collect();
+        lines.line(&header);
+        lines
+    }
+
+    fn line(&mut self, values: &[&str]) {
+        for (at, value) in values.iter().enumerate() {
+            if at > 0 {
+                self.buffer.push(self.delimiter);
+            }
+            let quoted = value
+                .bytes()
+                .any(|b| b == self.delimiter || matches!(b, b'"' | b'\n' | b'\r'));
+            if quoted {
+                self.buffer.push(b'"');
+                for b in value.bytes() {
+                    if b == b'"' {
+                        self.buffer.push(b'"');
+                    }
+                    self.buffer.push(b);
+                }
+                self.buffer.push(b'"');
+            } else {
+                self.buffer.extend_from_slice(value.as_bytes());
+            }
+        }
+        self.buffer.extend_from_slice(self.ending);
+    }
+
+    async fn send_if_full(&mut self) {
+        if self.buffer.len() >= SEND_BYTES {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.buffer.is_empty() || self.gone {
+            return;
+        }
+        let bytes = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(SEND_BYTES + 1024),
+        ));
+        self.gone = self.out.send(Ok(bytes)).await.is_err();
+    }
+
+    /// Ends the answer cut off: the caller sees an incomplete transfer, never a whole-looking
+    /// file that lacks rows.
+    async fn fail(&mut self, error: String) {
+        self.flush().await;
+        let _ = self.out.send(Err(std::io::Error::other(error))).await;
+    }
+}
+
+/// The rows of one job: its input rows by digest, each given out once.
+struct RowIndex {
+    first_row: u64,
+    /// (digest, offset of the row in the job), sorted.
+    by_digest: Vec<(u64, u32)>,
+    given: Vec<bool>,
+}
+
+impl RowIndex {
+    fn new(job: &Job) -> RowIndex {
+        let mut by_digest: Vec<(u64, u32)> = job
+            .digests
+            .iter()
+            .enumerate()
+            .map(|(at, digest)| (*digest, at as u32))
+            .collect();
+        by_digest.sort_unstable();
+        RowIndex {
+            first_row: job.first_row,
+            given: vec![false; by_digest.len()],
+            by_digest,
+        }
+    }
+
+    /// The input row of a result row with `digest`: the first of the rows holding those values
+    /// not given out yet.
+    fn take(&mut self, digest: u64) -> Option<u64> {
+        let start = self.by_digest.partition_point(|(d, _)| *d < digest);
+        for &(d, offset) in &self.by_digest[start..] {
+            if d != digest {
+                break;
+            }
+            if !self.given[offset as usize] {
+                self.given[offset as usize] = true;
+                return Some(self.first_row + u64::from(offset));
+            }
+        }
+        None
+    }
+
+    /// The rows no result file named.
+    fn never_given(&self) -> impl Iterator<Item = u64> + '_ {
+        self.given
+            .iter()
+            .enumerate()
+            .filter(|(_, given)| !**given)
+            .map(|(offset, _)| self.first_row + offset as u64)
+    }
+}
+
+/// Writes the results of `job` asked for; the number of result rows that matched no input row.
+async fn job_results(
+    pipeline: &Pipeline,
+    load: &Load,
+    credentials: &Credentials,
+    job: &Job,
+    kind: ResultKind,
+    writer: &mut Lines,
+) -> Result<u64, String> {
+    let mut index = RowIndex::new(job);
+    let columns = load.progress().columns.clone();
+    let mut unmatched = 0;
+    for (file, outcome) in FILES {
+        // Every file is read for `all`; for another kind, only its own (its rows' numbers need
+        // nothing from the others).
+        if !outcome.asked(kind) {
+            continue;
+        }
+        let answer = calls::result_file(pipeline, credentials, &job.id, file)
+            .await
+            .map_err(|e| format!("{file} of job {}: {e:?}", job.id))?;
+        let mut body = answer.body;
+        let mut reader = Reader::parsing(load.spec.dialect);
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut header: Option<Vec<String>> = None;
+        loop {
+            let frame = match body.frame().await {
+                None => break,
+                Some(frame) => frame.map_err(|e| format!("{file} of job {}: {e}", job.id))?,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            reader.feed(&data, &mut |found| collect(found, &mut header, &mut rows));
+            unmatched += write_rows(
+                load,
+                job,
+                outcome,
+                &columns,
+                header.as_deref(),
+                &mut rows,
+                &mut index,
+                writer,
+            );
+            writer.send_if_full().await;
+            if writer.gone {
+                return Ok(unmatched);
+            }
+        }
+        reader.finish(&mut |found| collect(found, &mut header, &mut rows));
+        unmatched += write_rows(
+            load,
+            job,
+            outcome,
+            &columns,
+            header.as_deref(),
+            &mut rows,
+            &mut index,
+            writer,
+        );
+        writer.send_if_full().await;
+    }
+    if kind == ResultKind::All {
+        // Rows in no file: unprocessed (their values are not known, only their place).
+        let empty: Vec<&str> = vec![""; columns.len()];
+        let rows: Vec<u64> = index.never_given().collect();
+        for row in rows {
+            let number = row.to_string();
+            let mut line = vec![number.as_str(), "unprocessed", "", ""];
+            line.extend(&empty);
+            writer.line(&line);
+            writer.send_if_full().await;
+        }
+    }
+    Ok(unmatched)
+}
+
+fn collect(found: Found<'_>, header: &mut Option<Vec<String>>, rows: &mut Vec<Vec<String>>) {
+    match found {
+        Found::Header { names, .. } => *header = Some(names.to_vec()),
+        Found::Record { values, .. } => rows.push(values.to_vec()),
+    }
+}
+
+/// Writes the result rows read so far; the number that matched no input row.
+#[allow(clippy::too_many_arguments)]
+fn write_rows(
+    load: &Load,
+    job: &Job,
+    outcome: Outcome,
+    columns: &[String],
+    header: Option<&[String]>,
+    rows: &mut Vec<Vec<String>>,
+    index: &mut RowIndex,
+    writer: &mut Lines,
+) -> u64 {
+    let Some(header) = header else {
+        return 0;
+    };
+    let position = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (id, second) = (
+        position("sf__Id"),
+        position(match outcome {
+            Outcome::Failed => "sf__Error",
+            _ => "sf__Created",
+        }),
+    );
+    let places: Vec<Option<usize>> = columns.iter().map(|c| position(c)).collect();
+    let mut unmatched = 0;
+    for row in rows.drain(..) {
+        let value = |at: Option<usize>| at.and_then(|at| row.get(at)).map_or("", String::as_str);
+        let values: Vec<&str> = places.iter().map(|at| value(*at)).collect();
+        let digest = Digest::of(values.iter().copied());
+        let number = match index.take(digest) {
+            Some(number) => number.to_string(),
+            None => {
+                unmatched += 1;
+                tracing::event!(
+                    target: "sfbulk_proxy::loads",
+                    tracing::Level::WARN,
+                    load.id = %load.id,
+                    job.id = %job.id,
+                    "a result row matches no input row; it is written with an empty sf__Row"
+                );
+                String::new()
+            }
+        };
+        let (result, error) = match outcome {
+            Outcome::Failed => ("failed", value(second)),
+            Outcome::Unprocessed => ("unprocessed", ""),
+            Outcome::Successful => (succeeded(&load.spec.operation, value(second)), ""),
+        };
+        let mut line = vec![number.as_str(), result, value(id), error];
+        line.extend(values);
+        writer.line(&line);
+    }
+    unmatched
+}
+
+/// What a successful row's operation did: `sf__Created` tells an upsert's insert.
+fn succeeded(operation: &str, created: &str) -> &'static str {
+    match operation {
+        "insert" => "created",
+        "delete" | "hardDelete" => "deleted",
+        "upsert" if created.eq_ignore_ascii_case("true") => "created",
+        _ => "updated",
+    }
+}

@@ -1,0 +1,80 @@
+//! The loads' section of the settings, `[load]`: how a load's input is cut into jobs and checked,
+//! how its jobs are followed, and how many loads a process takes on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::setting::{millis, off_path, seconds};
+use crate::loads::csv::MAX_RECORD_CHARS;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LoadSettings {
+    /// The most bytes of input one job takes (Salesforce's 150 MB a job is counted after
+    /// base64: 112,500,000 bytes as sent).
+    pub job_bytes: u64,
+    /// The most records one job takes.
+    pub job_records: u64,
+    /// The longest field a load's input may hold, in characters.
+    pub max_field_chars: usize,
+    #[serde(with = "millis")]
+    pub poll_min_ms: Duration,
+    #[serde(with = "millis")]
+    pub poll_max_ms: Duration,
+    /// How long a job is followed before its state is `Unknown`.
+    #[serde(with = "seconds")]
+    pub poll_max_secs: Duration,
+    /// How long a `wait=true` answer waits for the load to end.
+    #[serde(with = "seconds")]
+    pub wait_max_secs: Duration,
+    /// Loads under way at once in this process.
+    pub max_concurrent: usize,
+    /// The most jobs one load makes.
+    pub max_jobs: usize,
+    /// How long a finished load is kept.
+    #[serde(with = "seconds")]
+    pub retention_secs: Duration,
+    /// Where the pieces of input wait for their upload; empty: the system's temporary folder.
+    #[serde(with = "off_path")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// The most one Bulk API 2.0 job takes, as sent: 150,000,000 bytes after base64.
+pub const MAX_JOB_BYTES: u64 = 112_500_000;
+
+impl LoadSettings {
+    /// Adds to `problems` every setting out of its range.
+    pub fn check(&self, problems: &mut Vec<String>) {
+        let mut out_of = |key: &str, ok: bool, range: &str| {
+            if !ok {
+                problems.push(format!("load.{key} must be {range}"));
+            }
+        };
+        out_of(
+            "job_bytes",
+            (1..=MAX_JOB_BYTES).contains(&self.job_bytes),
+            &format!("from 1 to {MAX_JOB_BYTES} (Salesforce's 150 MB a job, after base64)"),
+        );
+        out_of("job_records", self.job_records > 0, "above 0");
+        out_of(
+            "max_field_chars",
+            (1..=MAX_RECORD_CHARS).contains(&self.max_field_chars),
+            &format!("from 1 to {MAX_RECORD_CHARS}"),
+        );
+        out_of(
+            "poll_min_ms",
+            !self.poll_min_ms.is_zero() && self.poll_min_ms <= self.poll_max_ms,
+            "above 0 and at most load.poll_max_ms",
+        );
+        out_of("poll_max_secs", !self.poll_max_secs.is_zero(), "above 0");
+        out_of("max_concurrent", self.max_concurrent > 0, "above 0");
+        out_of("max_jobs", self.max_jobs > 0, "above 0");
+        out_of("retention_secs", !self.retention_secs.is_zero(), "above 0");
+    }
+
+    /// The folder pieces are spooled in.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
