@@ -248,7 +248,10 @@ async fn an_unknown_operation_is_told_the_nearest_one_of_its_api() {
     // Any /services/<name> is a proxy service name, as WSO2 had it: an unknown operation.
     let response = post(&app, "/services/other_getJob", None, "<x/>".into()).await;
     let message = xml_fault(response, 404, "SFBULK_UNKNOWN_OPERATION").await;
-    assert!(message.contains("did you mean salesforcebulk_"), "{message}");
+    assert!(
+        message.contains("did you mean salesforcebulk_"),
+        "{message}"
+    );
 
     let response = app
         .http

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use crate::support::{spawn_app_with, TestApp};
+use crate::support::{spawn_app_with, JsonValue, TestApp};
 
 /// Settings that make small jobs and follow them quickly.
 fn small_jobs(s: &mut sfbulk_proxy::config::Settings) {
-    s.load.job_bytes = 4_000;
+    s.load.job_bytes = 2_000;
     s.load.poll_min_ms = Duration::from_millis(5);
     s.load.poll_max_ms = Duration::from_millis(20);
 }
@@ -24,7 +24,7 @@ fn contacts(rows: usize) -> String {
     csv
 }
 
-async fn load(app: &TestApp, query: &str, csv: String) -> reqwest::Response {
+async fn load(app: &TestApp, query: &str, csv: impl Into<reqwest::Body>) -> reqwest::Response {
     app.http
         .post(format!(
             "{}/services/salesforcebulkv2_load?{}&{query}",
@@ -56,4 +56,350 @@ async fn a_load_is_cut_into_jobs_and_answers_every_row_once() {
         Some("sf__Row,sf__Result,sf__Id,sf__Error,FirstName,LastName,Description")
     );
     println!("{}", &text[..text.len().min(2000)]);
+}
+
+/// A bound for a hung test, not a timing assertion.
+const CEILING: Duration = Duration::from_secs(30);
+
+/// POSTs a `getLoad`-like envelope (`operation`) for `load_id` with `app`'s credentials and
+/// `fields`.
+async fn ask(
+    app: &TestApp,
+    operation: &str,
+    load_id: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut all = vec![("loadId", load_id)];
+    all.extend_from_slice(fields);
+    app.call_v2(operation, &all).await
+}
+
+async fn status_of(app: &TestApp, load_id: &str) -> serde_json::Value {
+    let response = ask(app, "getLoad", load_id, &[]).await;
+    assert_eq!(response.status(), 200);
+    response.json_value().await.unwrap()
+}
+
+/// Waits until `load_id`'s state is `state`.
+async fn wait_for_state(app: &TestApp, load_id: &str, state: &str) -> serde_json::Value {
+    tokio::time::timeout(CEILING, async {
+        loop {
+            let status = status_of(app, load_id).await;
+            if status["state"] == state {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("load {load_id} never reached {state}"))
+}
+
+/// The emulator's Bulk 2.0 requests of `method` whose path ends with `ending`.
+fn sent(app: &TestApp, method: &str, body: &str) -> usize {
+    app.bulk2_requests()
+        .iter()
+        .filter(|r| r.method == method && String::from_utf8_lossy(&r.body).contains(body))
+        .count()
+}
+
+#[tokio::test]
+async fn a_byte_order_mark_is_removed_and_the_status_says_so() {
+    let app = spawn_app_with(small_jobs).await;
+    let csv = format!("\u{FEFF}{}", contacts(3));
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&wait=true&loadId=bom-1",
+        csv,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with("sf__Row,sf__Result,sf__Id,sf__Error,FirstName,"),
+        "{text}"
+    );
+    assert_eq!(text.matches(",created,").count(), 3, "{text}");
+    let status = status_of(&app, "bom-1").await;
+    assert_eq!(status["bomRemoved"], true);
+    assert_eq!(status["state"], "Completed");
+}
+
+#[tokio::test]
+async fn each_problem_of_the_input_is_refused_with_its_row_and_column_and_no_job_is_closed() {
+    let good = contacts(60);
+    let with = |row: &[u8]| [good.as_bytes(), row].concat();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (with(b"Ada,Lovelace\0,x\n"), "row 61, column 2: a NUL byte"),
+        (
+            with(b"Ada,Lovelace\n"),
+            "row 61, column 3: 2 fields where the header has 3",
+        ),
+        (
+            with(b"Ada,\"Lovelace,x\n"),
+            "row 61, column 2: the quote opened in column 2 is never closed",
+        ),
+        (
+            with(b"Ada,Love\xFFlace,x\n"),
+            "row 61, column 2: invalid UTF-8",
+        ),
+        (
+            b"FirstName,,Description\nA,B,C\n".to_vec(),
+            "header, column 2: an empty column name",
+        ),
+        (
+            b"FirstName,firstname,Description\nA,B,C\n".to_vec(),
+            "header, column 2: the column name \"firstname\" is repeated",
+        ),
+        (
+            with(format!("Ada,{},x\n", "L".repeat(40)).as_bytes()),
+            "row 61, column 2: the field is longer than 32 characters (load.max_field_chars)",
+        ),
+        (
+            with(b"Ada,Lovelace,x\r\n"),
+            "row 61, column 3: the row ends in CRLF where the job's lineEnding is LF",
+        ),
+        (
+            with(b"Ada,\"Love\"lace,x\n"),
+            "row 61, column 2: text after the field's closing quote",
+        ),
+        (
+            with(&[b"Ada,Lovelace,".as_slice(), &vec![b'x'; 400_001], b"\n"].concat()),
+            "row 61, column 3: the record is longer than 400000 characters",
+        ),
+    ];
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.load.max_field_chars = 32;
+    })
+    .await;
+    for (csv, wanted) in cases {
+        let response = load(&app, "object=Contact&operation=insert&loadId=refused", csv).await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.headers()["x-sfbulk-proxy-fault"],
+            "SFBULK_INVALID_CSV"
+        );
+        let fault = response.json_value().await.unwrap();
+        let message = fault[0]["message"].as_str().unwrap();
+        assert!(message.contains(wanted), "{wanted:?} not in {message}");
+        // The loadId is given back: the same id may be used again.
+        assert_eq!(
+            ask(&app, "getLoad", "refused", &[]).await.status(),
+            404,
+            "a refused load is not kept"
+        );
+    }
+    // Jobs were made for the pieces before the problem, and every one was aborted, none closed.
+    assert!(
+        sent(&app, "POST", "\"object\":\"Contact\"") >= 1,
+        "the good pieces went up first"
+    );
+    assert_eq!(
+        sent(&app, "PATCH", "UploadComplete"),
+        0,
+        "no job was closed"
+    );
+    assert_eq!(
+        sent(&app, "PATCH", "Aborted"),
+        sent(&app, "POST", "\"object\":\"Contact\""),
+        "every job made was aborted"
+    );
+}
+
+#[tokio::test]
+async fn without_wait_the_load_answers_202_and_get_load_shows_its_progress_to_the_end() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.emulator.batch_processing_ms = Duration::from_millis(300);
+    })
+    .await;
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&loadId=progress-1",
+        contacts(100),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let status: serde_json::Value = response.json_value().await.unwrap();
+    assert_eq!(status["loadId"], "progress-1");
+    assert_eq!(status["state"], "InProgress");
+    assert_eq!(status["numberRecordsTotal"], 100);
+    let jobs = status["jobs"].as_array().unwrap().clone();
+    assert!(jobs.len() >= 3, "{status}");
+    assert_eq!(jobs[0]["firstRow"], 1);
+    assert_eq!(jobs.last().unwrap()["lastRow"], 100);
+    assert!(
+        jobs.iter().all(|j| j["state"] == "UploadComplete"),
+        "{status}"
+    );
+    let done = wait_for_state(&app, "progress-1", "Completed").await;
+    assert_eq!(done["numberRecordsProcessed"], 100);
+    assert!(done["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["state"] == "JobComplete"));
+    // Results are there once it has ended.
+    let results = ask(&app, "getLoadResults", "progress-1", &[]).await;
+    assert_eq!(results.status(), 200);
+    let text = results.text().await.unwrap();
+    let rows: Vec<u64> = csv_rows(&text)
+        .iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    let mut sorted = rows.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=100).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn results_before_the_end_are_refused_and_abort_load_aborts_the_open_jobs() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.emulator.batch_processing_ms = Duration::from_secs(600);
+    })
+    .await;
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&loadId=abort-1",
+        contacts(100),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let early = ask(&app, "getLoadResults", "abort-1", &[]).await;
+    assert_eq!(early.status(), 409);
+    assert_eq!(
+        early.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_LOAD_NOT_DONE"
+    );
+    let jobs = status_of(&app, "abort-1").await["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    let aborted = ask(&app, "abortLoad", "abort-1", &[]).await;
+    assert_eq!(aborted.status(), 200);
+    let status: serde_json::Value = aborted.json_value().await.unwrap();
+    assert_eq!(status["state"], "Aborted");
+    assert_eq!(sent(&app, "PATCH", "Aborted"), jobs);
+    assert!(status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["state"] == "Aborted"));
+}
+
+#[tokio::test]
+async fn another_callers_get_load_results_and_abort_are_404_and_change_nothing() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.emulator.batch_processing_ms = Duration::from_secs(600);
+    })
+    .await;
+    assert_eq!(
+        load(
+            &app,
+            "object=Contact&operation=insert&loadId=mine",
+            contacts(20)
+        )
+        .await
+        .status(),
+        202
+    );
+    let patches = sent(&app, "PATCH", "");
+    for operation in ["getLoad", "getLoadResults", "abortLoad"] {
+        let stranger = ask(&app, operation, "mine", &[("registryPath", "another/team")]).await;
+        assert_eq!(stranger.status(), 404, "{operation}");
+        assert_eq!(
+            stranger.headers()["x-sfbulk-proxy-fault"],
+            "SFBULK_UNKNOWN_LOAD"
+        );
+        let fault = stranger.json_value().await.unwrap();
+        assert_eq!(fault[0]["message"], "no load \"mine\" of this caller");
+    }
+    assert_eq!(sent(&app, "PATCH", ""), patches, "nothing was aborted");
+    assert_eq!(status_of(&app, "mine").await["state"], "InProgress");
+}
+
+#[tokio::test]
+async fn a_load_sent_again_under_its_load_id_is_the_same_load() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.emulator.batch_processing_ms = Duration::from_secs(600);
+    })
+    .await;
+    let first = load(
+        &app,
+        "object=Contact&operation=insert&loadId=once",
+        contacts(20),
+    )
+    .await;
+    assert_eq!(first.status(), 202);
+    let jobs = sent(&app, "POST", "\"object\":\"Contact\"");
+    let again = load(
+        &app,
+        "object=Contact&operation=insert&loadId=once",
+        contacts(20),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    let status: serde_json::Value = again.json_value().await.unwrap();
+    assert_eq!(status["loadId"], "once");
+    assert_eq!(
+        sent(&app, "POST", "\"object\":\"Contact\""),
+        jobs,
+        "no second job"
+    );
+}
+
+#[tokio::test]
+async fn an_envelope_load_takes_its_csv_from_input_data() {
+    let app = spawn_app_with(small_jobs).await;
+    let response = app
+        .call_v2(
+            "load",
+            &[
+                ("object", "Contact"),
+                ("operation", "insert"),
+                ("wait", "true"),
+                (
+                    "inputData",
+                    "FirstName,LastName\nAda,Lovelace\nGrace,Hopper\n",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let rows = csv_rows(&text);
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows.iter().all(|r| r[1] == "created"));
+}
+
+/// The rows of a CSV after its header, parsed (quoted fields may hold line breaks).
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows.remove(0);
+    rows
 }
