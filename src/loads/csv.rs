@@ -613,13 +613,16 @@ mod tests {
         max_field_chars: 32_000,
     };
 
+    /// A record as the tests see it: its row, its raw text and its digest.
+    type Record = (u64, String, u64);
+
     /// What a checking reader makes of `input` fed in pieces of `step` bytes: the header, each
-    /// record's (row, raw text, digest), and the problems.
+    /// record, the problems, and whether a byte-order mark was removed.
     fn read(
         input: &[u8],
         dialect: Dialect,
         step: usize,
-    ) -> (Vec<String>, Vec<(u64, String, u64)>, Vec<String>, bool) {
+    ) -> (Vec<String>, Vec<Record>, Vec<String>, bool) {
         let mut reader = Reader::checking(dialect, CHECKS);
         let mut header = Vec::new();
         let mut records = Vec::new();

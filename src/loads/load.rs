@@ -116,6 +116,8 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Load {
     pub id: String,
+    /// When it was taken.
+    pub created: Instant,
     /// Whose load it is; only the same caller finds it.
     pub owner: String,
     pub spec: LoadSpec,
@@ -128,6 +130,7 @@ impl Load {
     pub fn new(id: String, owner: String, spec: LoadSpec, credentials: Credentials) -> Load {
         Load {
             id,
+            created: Instant::now(),
             owner,
             spec,
             progress: Mutex::new(Progress {

@@ -100,6 +100,13 @@ impl Loads {
             draining: tokio::sync::watch::channel(false).0,
             ended,
         });
+        let listing = Arc::downgrade(&loads);
+        loads.pipeline.console.watch_loads(Box::new(move || {
+            listing
+                .upgrade()
+                .map(|loads| loads.rows())
+                .unwrap_or_default()
+        }));
         let counting = Arc::downgrade(&loads);
         loads.pipeline.metrics.watch_loads(Box::new(move || {
             counting
@@ -113,6 +120,37 @@ impl Loads {
     /// The process drains: answers waiting for a load are given their 202 now.
     pub fn drain(&self) {
         self.draining.send_replace(true);
+    }
+
+    /// The loads kept, as the console lists them, newest first.
+    fn rows(&self) -> Vec<crate::observe::console::LoadRow> {
+        let kept: Vec<Arc<Load>> = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut rows: Vec<(std::time::Instant, crate::observe::console::LoadRow)> = kept
+            .iter()
+            .map(|load| {
+                let status = load.status();
+                let row = crate::observe::console::LoadRow {
+                    id: status.load_id,
+                    state: status.state.label(),
+                    object: status.object,
+                    operation: status.operation,
+                    rows_done: status.number_records_processed,
+                    rows_total: status.number_records_total,
+                    rows_failed: status.number_records_failed,
+                    jobs: status.jobs.len(),
+                    waiting: status.waiting,
+                };
+                (load.created, row)
+            })
+            .collect();
+        rows.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
+        rows.into_iter().map(|(_, row)| row).collect()
     }
 
     /// How many loads are kept in each state.

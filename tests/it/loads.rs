@@ -403,3 +403,60 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
     rows.remove(0);
     rows
 }
+
+#[tokio::test]
+async fn operators_see_a_load_in_the_console_the_metrics_and_its_last_log_line() {
+    let logs = crate::support::LogCapture::install(tracing::Level::INFO);
+    let app = spawn_app_with(small_jobs).await;
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&wait=true&loadId=seen-1",
+        contacts(30),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let _ = response.text().await.unwrap();
+    let status = app
+        .http
+        .get(format!("{}/api/v1/status", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap();
+    let listed = &status["loads"][0];
+    assert_eq!(listed["id"], "seen-1");
+    assert_eq!(listed["state"], "Completed");
+    assert_eq!(
+        (&listed["rows_done"], &listed["rows_total"]),
+        (&30.into(), &30.into())
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "sfbulk_load_records_total{api=\"bulk2\",result=\"succeeded\"} 30",
+        "sfbulk_loads{api=\"bulk2\",state=\"Completed\"} 1",
+        "sfbulk_loads{api=\"bulk2\",state=\"Uploading\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} not in\n{metrics}");
+    }
+    let ended = logs
+        .text()
+        .lines()
+        .find(|l| l.contains("load ended") && l.contains("seen-1"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no 'load ended' line in:\n{}", logs.text()));
+    assert!(
+        ended.contains("records=30") && ended.contains("state=\"Completed\"")
+            || ended.contains("state=Completed"),
+        "{ended}"
+    );
+}

@@ -70,7 +70,28 @@ pub struct Console {
     started_ms: u64,
     /// `admin.console_sample_ms`.
     sample_every: Duration,
+    /// The loads this replica carries out, as their owner shows them.
+    loads: Mutex<Option<LoadsView>>,
 }
+
+/// A load as the console lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadRow {
+    pub id: String,
+    pub state: &'static str,
+    pub object: String,
+    pub operation: String,
+    /// Input rows Salesforce has processed, of all the load's rows.
+    pub rows_done: u64,
+    pub rows_total: u64,
+    pub rows_failed: u64,
+    pub jobs: usize,
+    /// Why it is not moving, when it is not.
+    pub waiting: Option<String>,
+}
+
+/// Lists the loads kept, newest first.
+pub type LoadsView = Box<dyn Fn() -> Vec<LoadRow> + Send + Sync>;
 
 impl Console {
     /// A console keeping up to `jobs_kept` jobs (`admin.console_jobs`), sampling the traffic
@@ -89,7 +110,22 @@ impl Console {
             }),
             started_ms: now_ms(),
             sample_every,
+            loads: Mutex::new(None),
         })
+    }
+
+    /// Lists the loads with `view` whenever the status is asked for.
+    pub fn watch_loads(&self, view: LoadsView) {
+        *self.loads.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+
+    fn load_rows(&self) -> Vec<LoadRow> {
+        self.loads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|view| view())
+            .unwrap_or_default()
     }
 
     /// Whether requests hand over what they saw (the worker runs).

@@ -37,6 +37,7 @@ impl Console {
                 operations: tables.traffic.operations(),
             },
             jobs: tables.jobs.newest_first(),
+            loads: self.load_rows(),
             tokens,
             limits: metrics
                 .api_usage_now()
@@ -53,6 +54,8 @@ pub struct Status {
     pub replica: Replica,
     pub traffic: TrafficStatus,
     pub jobs: Vec<Job>,
+    /// The whole loads this replica carries out.
+    pub loads: Vec<super::LoadRow>,
     pub tokens: Vec<TokenEntry>,
     pub limits: Vec<ApiUsage>,
     /// Answers requests could not hand over because the worker was behind ([`super::PENDING`],

@@ -412,7 +412,7 @@ mod tests {
         let envelope = Envelope::parse(content_type, Bytes::from(body.to_string()), op).unwrap();
         match lookup(Api::Bulk1, op).unwrap().input {
             Input::Envelope(build) => build(&envelope),
-            Input::Upload(_) => unreachable!(),
+            Input::Upload(_) | Input::Load(_) => unreachable!(),
         }
     }
 

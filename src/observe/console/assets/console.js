@@ -133,6 +133,27 @@ function drawJobs(jobs, now) {
   );
 }
 
+function drawLoads(loads) {
+  fill(
+    document.querySelector("#loads tbody"),
+    loads.map((l) =>
+      row(
+        [
+          el("td", l.id, "id"),
+          l.object,
+          l.operation,
+          el("td", l.state, "state"),
+          number(l.rows_done, 0) + " / " + number(l.rows_total, 0),
+          number(l.rows_failed, 0),
+          l.jobs,
+          l.waiting || "–",
+        ],
+        l.state === "Failed" || l.state === "Aborted" ? "load failed" : "load"
+      )
+    )
+  );
+}
+
 function drawTokens(tokens, now) {
   fill(
     document.querySelector("#tokens tbody"),
@@ -184,6 +205,7 @@ async function refresh() {
       ". " + status.replica.note + ".";
     drawTraffic(status.traffic);
     drawJobs(status.jobs, now);
+    drawLoads(status.loads);
     drawTokens(status.tokens, now);
     drawLimits(status.limits);
     updated.textContent = "updated " + new Date(now).toISOString();
