@@ -147,6 +147,8 @@ impl Splitter {
             return Ok(None);
         };
         open.writer.flush()?;
+        // A job's digests are kept while the load is (8 bytes a row): not the room grown for them.
+        open.digests.shrink_to_fit();
         Ok(Some(Piece {
             file: open.file,
             bytes: open.bytes,

@@ -460,3 +460,106 @@ async fn operators_see_a_load_in_the_console_the_metrics_and_its_last_log_line()
         "{ended}"
     );
 }
+
+/// A new session from the emulator's token endpoint, as a caller's own flow would get one.
+async fn new_session(app: &TestApp) -> String {
+    let e = &app.settings.emulator;
+    let token = app
+        .http
+        .post(format!("{}/services/oauth2/token", app.emulator))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", e.refresh_token.expose()),
+            ("client_id", &e.client_id),
+            ("client_secret", e.client_secret.expose()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap();
+    token["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_load_of_an_access_token_alone_waits_out_an_expired_session_and_resumes_with_the_next() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.emulator.batch_processing_ms = Duration::from_millis(200);
+    })
+    .await;
+    // Only a session: nothing can refresh it.
+    let own = |token: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("apiUrl", &app.emulator)
+            .append_pair("accessToken", token)
+            .finish()
+    };
+    let first = app.settings.emulator.access_token.expose().to_string();
+    let response = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=own-1",
+            app.proxy,
+            own(&first)
+        ))
+        .header("content-type", "text/csv")
+        .body(contacts(50))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    app.org.expire_sessions();
+    let get_load = |token: String| {
+        let envelope = crate::support::envelope(
+            "getLoad",
+            &[("apiUrl", &app.emulator), ("accessToken", &token), ("loadId", "own-1")],
+        );
+        app.http
+            .post(format!("{}/services/salesforcebulkv2_getLoad", app.proxy))
+            .header("content-type", "text/xml")
+            .body(envelope)
+            .send()
+    };
+    // The load's follower finds the session gone and waits (as the console shows it).
+    tokio::time::timeout(CEILING, async {
+        loop {
+            let status = app
+                .http
+                .get(format!("{}/api/v1/status", app.admin))
+                .send()
+                .await
+                .unwrap()
+                .json_value()
+                .await
+                .unwrap();
+            let waiting = status["loads"][0]["waiting"].as_str().unwrap_or_default().to_string();
+            if waiting.starts_with("session expired") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the load waits for a session");
+    // The expired session is no proof of the org: nothing shown.
+    assert_eq!(get_load(first.clone()).await.unwrap().status(), 404);
+    // A caller with a session Salesforce takes brings the load back to life.
+    let fresh = new_session(&app).await;
+    let answer = get_load(fresh.clone()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let done = tokio::time::timeout(CEILING, async {
+        loop {
+            let status = get_load(fresh.clone()).await.unwrap().json_value().await.unwrap();
+            if status["state"] == "Completed" {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the load resumed with the new session and ended");
+    assert_eq!(done["numberRecordsProcessed"], 50);
+    assert_eq!(done["waiting"], serde_json::Value::Null);
+}

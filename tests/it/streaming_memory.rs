@@ -165,3 +165,61 @@ async fn every_page_of_a_large_query_result_streams_as_one_answer_with_bounded_p
         "allPages relayed {bytes} bytes; proxy peak RSS {before_kb} kB before, {peak_kb} kB after"
     );
 }
+
+/// A load's input: about 100 bytes a row, so about 300 MB in all (three jobs and a little).
+const LOAD_ROWS: u64 = 3_000_000;
+/// The bound for a load's input streaming through.
+const LOAD_PEAK_RSS_LIMIT_KB: u64 = 64 * 1024;
+
+#[tokio::test]
+async fn a_300_mb_load_is_cut_into_jobs_with_bounded_proxy_memory() {
+    let app = spawn_app_with(|_| {}).await;
+    let proxy = start_proxy(
+        &app,
+        &[
+            ("SFBULK__LOAD__POLL_MIN_MS", "10000"),
+            ("SFBULK__LOAD__JOB_BYTES", "60000000"),
+        ],
+    );
+    let before_kb = status_kb(proxy.child.id(), "VmHWM");
+    // Generated as it is sent: the test holds no more of it than the proxy may.
+    let rows = futures_util::stream::iter(0..LOAD_ROWS / 1000 + 1).map(|block| {
+        let mut text = String::with_capacity(110_000);
+        if block == 0 {
+            text.push_str("FirstName,LastName,Email,Description\n");
+        }
+        for n in block * 1000..((block + 1) * 1000).min(LOAD_ROWS) {
+            text.push_str(&format!(
+                "First{n:08},\"Last, {n:08}\",first{n:08}@example.com,\"row {n:08} of the load, quoted\"\n"
+            ));
+        }
+        Ok::<_, std::io::Error>(text.into_bytes())
+    });
+    let query = app.upload_query(&[("apiVersion", "")]);
+    let response = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{query}&object=Contact&operation=insert",
+            proxy.url
+        ))
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(rows))
+        .timeout(std::time::Duration::from_secs(600))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 202, "{text}");
+    let load: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(load["numberRecordsTotal"], LOAD_ROWS);
+    let jobs = load["jobs"].as_array().unwrap();
+    assert!(jobs.len() >= 3, "{text}");
+    let peak_kb = status_kb(proxy.child.id(), "VmHWM");
+    assert!(
+        peak_kb < LOAD_PEAK_RSS_LIMIT_KB,
+        "proxy peak RSS {peak_kb} kB (before the load: {before_kb} kB) for {LOAD_ROWS} rows in {} jobs",
+        jobs.len()
+    );
+    eprintln!("loaded {LOAD_ROWS} rows in {} jobs; proxy peak RSS {before_kb} kB before, {peak_kb} kB after", jobs.len());
+}
