@@ -3,7 +3,8 @@
 //! A request body sent with `Content-Encoding: gzip` is read decoded, and an answer to a request
 //! with `Accept-Encoding: gzip` is compressed as it streams. For benchmarks, a large answer can be
 //! compressed once and served from memory after that (`Settings::reuse_compressed_answers`), so
-//! the emulator's own gzip work does not set the figure.
+//! the emulator's own gzip work does not set the figure. A Bulk API 2.0 upload is decoded as it
+//! streams ([`decode_stream`]), so its size is counted without holding it whole.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -53,6 +54,45 @@ pub fn decode(bytes: &[u8], limit: usize) -> Option<Bytes> {
         }
     }
     decoder.finish().ok().map(Bytes::from)
+}
+
+/// A gzip request body, decoded as it streams: the input is fed a little at a time, so no piece
+/// handed on is much larger than what 4 KiB of gzip can inflate to. A body that is not gzip
+/// ends in an error.
+pub fn decode_stream(body: Body) -> Body {
+    const STEP: usize = 4096;
+    let decoder = flate2::write::GzDecoder::new(Vec::new());
+    let stream = futures_util::stream::unfold(
+        (body.into_data_stream(), Some(decoder), Bytes::new()),
+        |(mut data, decoder, mut pending)| async move {
+            let mut decoder = decoder?;
+            let broken = |e: std::io::Error| axum::Error::new(e);
+            loop {
+                if pending.is_empty() {
+                    match data.next().await {
+                        Some(Ok(chunk)) => pending = chunk,
+                        Some(Err(e)) => return Some((Err(e), (data, None, pending))),
+                        None => {
+                            return match decoder.finish() {
+                                Ok(rest) if rest.is_empty() => None,
+                                Ok(rest) => Some((Ok(Bytes::from(rest)), (data, None, pending))),
+                                Err(e) => Some((Err(broken(e)), (data, None, pending))),
+                            };
+                        }
+                    }
+                }
+                let step = pending.split_to(pending.len().min(STEP));
+                if let Err(e) = decoder.write_all(&step) {
+                    return Some((Err(broken(e)), (data, None, pending)));
+                }
+                if !decoder.get_ref().is_empty() {
+                    let out = Bytes::from(std::mem::take(decoder.get_mut()));
+                    return Some((Ok(out), (data, Some(decoder), pending)));
+                }
+            }
+        },
+    );
+    Body::from_stream(stream)
 }
 
 impl CompressedAnswers {

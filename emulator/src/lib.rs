@@ -11,7 +11,8 @@
 //!
 //! The map, a file each:
 //! - `settings`: [`Settings`], how the org behaves, and [`TlsPair`];
-//! - `org`: [`Org`], the whole fake org's state, and [`RecordedRequest`];
+//! - `org`: [`Org`], the whole fake org's state, [`RecordedRequest`], and [`IngestJobSeen`] (what
+//!   it saw of each Bulk API 2.0 ingest job, kept by `v2`);
 //! - `router`: the [`router`] of every route, and the layer each request passes first (recording,
 //!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
 //! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
@@ -20,9 +21,10 @@
 //! - `jobs` and `batches`: Bulk API 1.0's resources (`batch` a batch as data);
 //! - `v2/`: Bulk API 2.0's ingest and query jobs (Bearer sessions, JSON job info, result files,
 //!   locator pages, JSON error arrays);
-//! - `records`: the org's data and query results; `wire` the answers' shapes and errors; `xml`
-//!   the reader of request bodies; `compression` gzip both ways; `ids` Salesforce's 18-character
-//!   ids ([`with_checksum`]).
+//! - `records`: the objects' fields, per-record results ([`FAIL_MARKER`] fails a row on purpose)
+//!   and query results; `store` the org's records, kept compact, and what an ingest row does to
+//!   them; `wire` the answers' shapes and errors; `xml` the reader of request bodies;
+//!   `compression` gzip both ways; `ids` Salesforce's 18-character ids ([`with_checksum`]).
 
 mod batch;
 mod batches;
@@ -35,6 +37,7 @@ mod records;
 mod router;
 mod server;
 mod settings;
+mod store;
 mod usage;
 mod v2;
 mod wire;
@@ -43,6 +46,8 @@ mod xml;
 pub use ids::with_checksum;
 pub use oauth::TokenGate;
 pub use org::{Org, RecordedRequest};
+pub use records::{FAIL_MARKER, VALIDATION_ERROR};
 pub use router::router;
 pub use server::Emulator;
 pub use settings::{Settings, TlsPair};
+pub use v2::IngestJobSeen;

@@ -16,6 +16,7 @@ use super::jobs;
 use super::oauth::{self, TokenGate};
 use super::records;
 use super::settings::Settings;
+use super::store;
 use super::usage::ApiUsage;
 use super::v2;
 
@@ -88,7 +89,7 @@ pub struct Org {
     pub(crate) ids: ids::IdGenerator,
     pub(crate) auth: Mutex<oauth::Auth>,
     pub(crate) jobs: Mutex<HashMap<String, jobs::Job>>,
-    pub(crate) records: Mutex<records::Store>,
+    pub(crate) records: Mutex<store::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     /// Answers compressed once, when `Settings::reuse_compressed_answers` is on.
     pub(crate) compressed: Arc<compression::CompressedAnswers>,
@@ -104,6 +105,8 @@ pub struct Org {
     pub(crate) api_usage: ApiUsage,
     /// Bulk API 2.0 ingest jobs by id.
     ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
+    /// What was seen of the Bulk API 2.0 ingest jobs deleted since, in the order deleted.
+    deleted_ingest_jobs: Mutex<Vec<v2::IngestJobSeen>>,
     /// Bulk API 2.0 query jobs by id.
     query_jobs: Mutex<HashMap<String, v2::QueryJob>>,
 }
@@ -124,7 +127,7 @@ impl Org {
             ids,
             instance_url: RwLock::new(instance_url),
             jobs: Mutex::new(HashMap::new()),
-            records: Mutex::new(records::Store::default()),
+            records: Mutex::new(store::Store::default()),
             recorded: Mutex::new(VecDeque::new()),
             compressed: Arc::default(),
             refresh_attempts: AtomicUsize::new(0),
@@ -134,6 +137,7 @@ impl Org {
             limit_info: Mutex::new(None),
             api_usage: ApiUsage::new(),
             ingest_jobs: Mutex::new(HashMap::new()),
+            deleted_ingest_jobs: Mutex::new(Vec::new()),
             query_jobs: Mutex::new(HashMap::new()),
             settings,
         }
@@ -271,6 +275,34 @@ impl Org {
             job.advance(self);
         }
         jobs
+    }
+
+    /// What the org saw of every Bulk API 2.0 ingest job ever created, deleted ones included, in
+    /// the order created: uploads (accepted or refused), bytes and records taken, close and abort
+    /// requests, and each job's state now (closed jobs moved on as their time has come).
+    pub fn ingest_jobs_seen(&self) -> Vec<v2::IngestJobSeen> {
+        let mut seen: Vec<v2::IngestJobSeen> = self
+            .ingest_jobs()
+            .values()
+            .map(v2::IngestJob::seen)
+            .collect();
+        seen.extend(
+            self.deleted_ingest_jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        // The org's ids count up from one point, so their order is the order they were made.
+        seen.sort_by(|a, b| a.id.cmp(&b.id));
+        seen
+    }
+
+    pub(crate) fn note_deleted_ingest_job(&self, seen: v2::IngestJobSeen) {
+        self.deleted_ingest_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seen);
     }
 
     pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::QueryJob>> {

@@ -1,11 +1,10 @@
-//! The fake org's data: records by object, what a batch does to them, and queries over them.
+//! The fake org's data as requests carry it: the objects' fields, records read from CSV, XML and
+//! JSON, per-record results, and queries (the records themselves are kept by `store`).
 //!
-//! Per-record results carry Salesforce's error strings; queries include generated records for
-//! results as large as a benchmark needs.
+//! Per-record results carry Salesforce's error strings ([`FAIL_MARKER`] fails a row on purpose);
+//! queries include generated records for results as large as a benchmark needs.
 
-use std::collections::HashMap;
-
-use super::ids::{checksum, IdGenerator};
+use super::ids::checksum;
 use crate::xml::read_document;
 
 /// One record: field name → value, `Id` included.
@@ -38,6 +37,284 @@ const REQUIRED_FIELDS: &[(&str, &[&str])] = &[
     ("Opportunity", &["Name", "StageName", "CloseDate"]),
 ];
 
+/// The fields of the objects the fake org describes, as a developer org's are: the standard ones,
+/// the sample custom fields Salesforce puts in such an org, and `Ext__c`, the fake org's own
+/// external id field. An upload naming anything else fails (see [`unknown_field`]); objects not
+/// listed here take any well-formed field name.
+const FIELDS: &[(&str, &[&str])] = &[
+    (
+        "Account",
+        &[
+            "Id",
+            "IsDeleted",
+            "MasterRecordId",
+            "Name",
+            "Type",
+            "ParentId",
+            "BillingStreet",
+            "BillingCity",
+            "BillingState",
+            "BillingPostalCode",
+            "BillingCountry",
+            "BillingStateCode",
+            "BillingCountryCode",
+            "BillingLatitude",
+            "BillingLongitude",
+            "BillingGeocodeAccuracy",
+            "ShippingStreet",
+            "ShippingCity",
+            "ShippingState",
+            "ShippingPostalCode",
+            "ShippingCountry",
+            "ShippingStateCode",
+            "ShippingCountryCode",
+            "ShippingLatitude",
+            "ShippingLongitude",
+            "ShippingGeocodeAccuracy",
+            "Phone",
+            "Fax",
+            "AccountNumber",
+            "Website",
+            "PhotoUrl",
+            "Sic",
+            "Industry",
+            "AnnualRevenue",
+            "NumberOfEmployees",
+            "Ownership",
+            "TickerSymbol",
+            "Description",
+            "Rating",
+            "Site",
+            "OwnerId",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+            "LastActivityDate",
+            "LastViewedDate",
+            "LastReferencedDate",
+            "Jigsaw",
+            "JigsawCompanyId",
+            "CleanStatus",
+            "AccountSource",
+            "DunsNumber",
+            "Tradestyle",
+            "NaicsCode",
+            "NaicsDesc",
+            "YearStarted",
+            "SicDesc",
+            "DandbCompanyId",
+            "OperatingHoursId",
+            "CustomerPriority__c",
+            "SLA__c",
+            "Active__c",
+            "NumberofLocations__c",
+            "UpsellOpportunity__c",
+            "SLASerialNumber__c",
+            "SLAExpirationDate__c",
+            "Ext__c",
+        ],
+    ),
+    (
+        "Contact",
+        &[
+            "Id",
+            "IsDeleted",
+            "MasterRecordId",
+            "AccountId",
+            "LastName",
+            "FirstName",
+            "Salutation",
+            "MiddleName",
+            "Suffix",
+            "Name",
+            "OtherStreet",
+            "OtherCity",
+            "OtherState",
+            "OtherPostalCode",
+            "OtherCountry",
+            "OtherStateCode",
+            "OtherCountryCode",
+            "OtherLatitude",
+            "OtherLongitude",
+            "OtherGeocodeAccuracy",
+            "MailingStreet",
+            "MailingCity",
+            "MailingState",
+            "MailingPostalCode",
+            "MailingCountry",
+            "MailingStateCode",
+            "MailingCountryCode",
+            "MailingLatitude",
+            "MailingLongitude",
+            "MailingGeocodeAccuracy",
+            "Phone",
+            "Fax",
+            "MobilePhone",
+            "HomePhone",
+            "OtherPhone",
+            "AssistantPhone",
+            "ReportsToId",
+            "Email",
+            "Title",
+            "Department",
+            "AssistantName",
+            "LeadSource",
+            "Birthdate",
+            "Description",
+            "OwnerId",
+            "HasOptedOutOfEmail",
+            "HasOptedOutOfFax",
+            "DoNotCall",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+            "LastActivityDate",
+            "LastCURequestDate",
+            "LastCUUpdateDate",
+            "LastViewedDate",
+            "LastReferencedDate",
+            "EmailBouncedReason",
+            "EmailBouncedDate",
+            "IsEmailBounced",
+            "PhotoUrl",
+            "Jigsaw",
+            "JigsawContactId",
+            "IndividualId",
+            "Pronouns",
+            "GenderIdentity",
+            "Level__c",
+            "Languages__c",
+            "Ext__c",
+        ],
+    ),
+    (
+        "Lead",
+        &[
+            "Id",
+            "IsDeleted",
+            "MasterRecordId",
+            "LastName",
+            "FirstName",
+            "Salutation",
+            "MiddleName",
+            "Suffix",
+            "Name",
+            "Title",
+            "Company",
+            "Street",
+            "City",
+            "State",
+            "PostalCode",
+            "Country",
+            "StateCode",
+            "CountryCode",
+            "Latitude",
+            "Longitude",
+            "GeocodeAccuracy",
+            "Phone",
+            "MobilePhone",
+            "Fax",
+            "Email",
+            "Website",
+            "PhotoUrl",
+            "Description",
+            "LeadSource",
+            "Status",
+            "Industry",
+            "Rating",
+            "AnnualRevenue",
+            "NumberOfEmployees",
+            "OwnerId",
+            "HasOptedOutOfEmail",
+            "IsConverted",
+            "ConvertedDate",
+            "ConvertedAccountId",
+            "ConvertedContactId",
+            "ConvertedOpportunityId",
+            "IsUnreadByOwner",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+            "LastActivityDate",
+            "DoNotCall",
+            "HasOptedOutOfFax",
+            "LastViewedDate",
+            "LastReferencedDate",
+            "LastTransferDate",
+            "Jigsaw",
+            "JigsawContactId",
+            "CleanStatus",
+            "CompanyDunsNumber",
+            "DandbCompanyId",
+            "EmailBouncedReason",
+            "EmailBouncedDate",
+            "IndividualId",
+            "Pronouns",
+            "GenderIdentity",
+            "SICCode__c",
+            "ProductInterest__c",
+            "Primary__c",
+            "CurrentGenerators__c",
+            "NumberofLocations__c",
+            "Ext__c",
+        ],
+    ),
+];
+
+/// The first of `names` (an upload's header) that `object` has no field of, as Salesforce names it
+/// in `Field name not found : <name>`. A name that is no field name at all (a byte-order mark
+/// before it, a space) is unknown on any object; `Relationship.Field` is taken when the object
+/// has the lookup (`AccountId` for `Account.`, `Thing__c` for `Thing__r.`).
+pub fn unknown_field<'n>(object: &str, names: &'n [Box<str>]) -> Option<&'n str> {
+    let fields = FIELDS.iter().find(|(o, _)| *o == object).map(|(_, f)| *f);
+    let well_formed = |name: &str| {
+        name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    };
+    let has = |fields: &[&str], name: &str| match name.split_once('.') {
+        None => fields.iter().any(|f| f.eq_ignore_ascii_case(name)),
+        Some((relationship, _)) => {
+            let relationship = relationship.to_ascii_lowercase();
+            fields.iter().any(|f| {
+                let f = f.to_ascii_lowercase();
+                f.strip_suffix("id")
+                    .is_some_and(|stem| !stem.is_empty() && stem == relationship)
+                    || f.strip_suffix("__c")
+                        .is_some_and(|stem| relationship.strip_suffix("__r") == Some(stem))
+            })
+        }
+    };
+    names
+        .iter()
+        .map(|n| &**n)
+        .find(|name| !well_formed(name) || fields.is_some_and(|f| !has(f, name)))
+}
+
+/// The fields an insert of `object` must set.
+pub fn required_fields(object: &str) -> &'static [&'static str] {
+    REQUIRED_FIELDS
+        .iter()
+        .find(|(o, _)| *o == object)
+        .map(|(_, f)| *f)
+        .unwrap_or_default()
+}
+
+/// What a test puts in any value of a row to have the row fail, on purpose, as a validation rule
+/// of the org would fail it (on Bulk API 1.0 and 2.0 alike): with [`VALIDATION_ERROR`].
+pub const FAIL_MARKER: &str = "SFBULK_FAIL";
+
+/// The error of a row holding [`FAIL_MARKER`], in the form of Salesforce's per-record errors.
+pub const VALIDATION_ERROR: &str =
+    "FIELD_CUSTOM_VALIDATION_EXCEPTION:rejected by the emulator's validation rule:--";
+
 /// The object whose generated records the emulator adds to query results.
 pub const GENERATED_OBJECT: &str = "Contact";
 
@@ -59,163 +336,12 @@ pub struct RecordResult {
 }
 
 impl RecordResult {
-    fn failed(error: String) -> RecordResult {
+    pub fn failed(error: String) -> RecordResult {
         RecordResult {
             id: String::new(),
             success: false,
             created: false,
             error,
-        }
-    }
-}
-
-/// The org's stored records.
-#[derive(Default)]
-pub struct Store {
-    records: HashMap<String, Vec<Record>>,
-}
-
-impl Store {
-    /// Applies one ingest operation to `rows`, returning a result per row in order.
-    pub fn apply(
-        &mut self,
-        ids: &IdGenerator,
-        object: &str,
-        operation: &str,
-        external_id: Option<&str>,
-        rows: Vec<Record>,
-    ) -> Vec<RecordResult> {
-        rows.into_iter()
-            .map(|row| self.apply_one(ids, object, operation, external_id, row))
-            .collect()
-    }
-
-    fn apply_one(
-        &mut self,
-        ids: &IdGenerator,
-        object: &str,
-        operation: &str,
-        external_id: Option<&str>,
-        row: Record,
-    ) -> RecordResult {
-        let value = |name: &str| {
-            row.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
-        let stored = self.records.entry(object.to_string()).or_default();
-        match operation {
-            "insert" => insert(ids, object, stored, row),
-            "update" | "delete" | "hardDelete" => {
-                let Some(id) = value("Id") else {
-                    return RecordResult::failed(format!(
-                        "MISSING_ARGUMENT:Id not specified in an {operation} call:--"
-                    ));
-                };
-                let position = stored
-                    .iter()
-                    .position(|r| field(r, "Id") == Some(id.as_str()));
-                let Some(position) = position else {
-                    return RecordResult::failed(
-                        "INVALID_CROSS_REFERENCE_KEY:invalid cross reference id:--".into(),
-                    );
-                };
-                if operation == "update" {
-                    merge(&mut stored[position], row);
-                } else {
-                    stored.remove(position);
-                }
-                RecordResult {
-                    id,
-                    success: true,
-                    created: false,
-                    error: String::new(),
-                }
-            }
-            "upsert" => {
-                let external_field = external_id.unwrap_or("Id");
-                let Some(key) = value(external_field) else {
-                    return RecordResult::failed(format!(
-                        "MISSING_ARGUMENT:{external_field} not specified:--"
-                    ));
-                };
-                match stored
-                    .iter()
-                    .position(|r| field(r, external_field) == Some(key.as_str()))
-                {
-                    Some(position) => {
-                        merge(&mut stored[position], row);
-                        RecordResult {
-                            id: field(&stored[position], "Id")
-                                .unwrap_or_default()
-                                .to_string(),
-                            success: true,
-                            created: false,
-                            error: String::new(),
-                        }
-                    }
-                    None => insert(ids, object, stored, row),
-                }
-            }
-            other => RecordResult::failed(format!(
-                "INVALID_OPERATION:{other} is not an ingest operation:--"
-            )),
-        }
-    }
-
-    /// A copy of the stored records of `object`.
-    pub fn snapshot(&self, object: &str) -> Vec<Record> {
-        self.records.get(object).cloned().unwrap_or_default()
-    }
-}
-
-fn insert(
-    ids: &IdGenerator,
-    object: &str,
-    stored: &mut Vec<Record>,
-    mut row: Record,
-) -> RecordResult {
-    let required = REQUIRED_FIELDS
-        .iter()
-        .find(|(o, _)| *o == object)
-        .map(|(_, f)| *f)
-        .unwrap_or_default();
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|name| field(&row, name).is_none_or(str::is_empty))
-        .collect();
-    if !missing.is_empty() {
-        return RecordResult::failed(format!(
-            "REQUIRED_FIELD_MISSING:Required fields are missing: [{}]:{} --",
-            missing.join(", "),
-            missing.join(" ")
-        ));
-    }
-    let id = ids.next(key_prefix(object));
-    row.retain(|(k, _)| !k.eq_ignore_ascii_case("Id"));
-    row.insert(0, ("Id".into(), id.clone()));
-    stored.push(row);
-    RecordResult {
-        id,
-        success: true,
-        created: true,
-        error: String::new(),
-    }
-}
-
-fn merge(record: &mut Record, row: Record) {
-    for (name, value) in row {
-        if name.eq_ignore_ascii_case("Id") {
-            continue;
-        }
-        match record
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
-        {
-            Some(slot) => slot.1 = value,
-            None => record.push((name, value)),
         }
     }
 }
@@ -484,47 +610,6 @@ mod tests {
             ]
         );
         assert!(parse_csv("a\n\"open").is_err());
-    }
-
-    #[test]
-    fn inserts_check_required_fields_like_salesforce() {
-        let ids = IdGenerator::default();
-        let mut store = Store::default();
-        let rows = csv_records("FirstName,LastName\nAda,Lovelace\nNo,\n").unwrap();
-        let results = store.apply(&ids, "Contact", "insert", None, rows);
-        assert!(results[0].success && results[0].created && results[0].id.starts_with("003"));
-        assert_eq!(
-            results[1].error,
-            "REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --"
-        );
-        assert_eq!(store.snapshot("Contact").len(), 1);
-    }
-
-    #[test]
-    fn upsert_updates_by_external_id_and_inserts_otherwise() {
-        let ids = IdGenerator::default();
-        let mut store = Store::default();
-        let first = store.apply(
-            &ids,
-            "Contact",
-            "upsert",
-            Some("Ext__c"),
-            csv_records("Ext__c,LastName\n1,A\n").unwrap(),
-        );
-        let second = store.apply(
-            &ids,
-            "Contact",
-            "upsert",
-            Some("Ext__c"),
-            csv_records("Ext__c,LastName\n1,B\n2,C\n").unwrap(),
-        );
-        assert!(first[0].created);
-        assert_eq!(
-            (second[0].created, second[0].id.clone()),
-            (false, first[0].id.clone())
-        );
-        assert!(second[1].created);
-        assert_eq!(field(&store.snapshot("Contact")[0], "LastName"), Some("B"));
     }
 
     #[test]

@@ -2,18 +2,20 @@
 //!
 //! The routes are OAuth's, Bulk API 1.0's, and Bulk API 2.0's from `v2`. The layer records the
 //! request, waits out the latency, takes gzip bodies, counts calls towards a planned session
-//! expiry and the day's API usage, and compresses answers.
+//! expiry and the day's API usage, and compresses answers. A 2.0 upload's body is the one it does
+//! not read first: it streams on, so the upload counts it against its job's limit as it comes.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use futures_util::StreamExt;
 
 use super::batches;
 use super::compression;
@@ -23,7 +25,8 @@ use super::v2;
 use super::wire;
 use super::{Org, RecordedRequest};
 
-/// Largest request body the emulator takes (Salesforce's own batch limit is 10 MB).
+/// Largest request body the emulator reads whole (Salesforce's own batch limit is 10 MB); 2.0
+/// uploads stream, under their job's own limit.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// Request bodies larger than this are not recorded (only their size is).
 const RECORDED_BODY_LIMIT: usize = 1024 * 1024;
@@ -74,12 +77,52 @@ pub fn router(org: Arc<Org>) -> Router {
         .with_state(org)
 }
 
+/// Whether a request is a Bulk API 2.0 upload (`PUT .../jobs/ingest/{id}/batches`): its body
+/// streams on to the upload, which counts it against the job's limit, instead of being read here.
+fn is_upload(method: &Method, path: &str) -> bool {
+    method == Method::PUT
+        && path.starts_with("/services/data/")
+        && path.contains("/jobs/ingest/")
+        && path.ends_with("/batches")
+}
+
+/// A request's body as the layer has it: read whole, or streaming on to a 2.0 upload.
+enum Incoming {
+    Read(Bytes),
+    Streamed(Body),
+}
+
+/// A streamed body's first bytes, copied as they pass for the record: `None` once past
+/// [`RECORDED_BODY_LIMIT`].
+type Copied = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// `body`, copying what passes into the returned [`Copied`].
+fn copying(body: Body) -> (Body, Copied) {
+    let copied: Copied = Arc::new(Mutex::new(Some(Vec::new())));
+    let copy = copied.clone();
+    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+        if let Ok(chunk) = &chunk {
+            let mut copy = copy.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(bytes) = copy.as_mut() {
+                if bytes.len() + chunk.len() <= RECORDED_BODY_LIMIT {
+                    bytes.extend_from_slice(chunk);
+                } else {
+                    *copy = None;
+                }
+            }
+        }
+        chunk
+    }));
+    (body, copied)
+}
+
 /// The layer before every route: keeps a copy of each request for tests to inspect, waits out
 /// `Settings::latency`, decodes a gzip body, counts Bulk API calls (towards a planned session
 /// expiry, and the day's API usage), puts `Sforce-Limit-Info` on Bulk API answers and compresses
-/// them for callers that ask.
+/// them for callers that ask. A 2.0 upload's body is not read here but streamed on, and the
+/// upload recorded once answered, with its body when that is small.
 async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let header = |name: &str| {
         parts
             .headers
@@ -87,16 +130,7 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
-        return wire::ApiError {
-            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            code: "ExceededQuota",
-            message: format!("Request body larger than {MAX_REQUEST_BYTES} bytes"),
-            format: wire::Format::Xml,
-        }
-        .into_response();
-    };
-    let recorded = RecordedRequest {
+    let mut recorded = RecordedRequest {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
         host: header("host"),
@@ -107,13 +141,27 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
         }),
         traceparent: header("traceparent"),
         headers: parts.headers.clone(),
-        body: if bytes.len() <= RECORDED_BODY_LIMIT {
-            bytes.clone()
-        } else {
-            Bytes::new()
-        },
+        body: Bytes::new(),
     };
-    org.record_request(recorded);
+    let (incoming, pending) = if is_upload(&parts.method, parts.uri.path()) {
+        let (body, copied) = copying(body);
+        (Incoming::Streamed(body), Some((recorded, copied)))
+    } else {
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
+            return wire::ApiError {
+                status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                code: "ExceededQuota",
+                message: format!("Request body larger than {MAX_REQUEST_BYTES} bytes"),
+                format: wire::Format::Xml,
+            }
+            .into_response();
+        };
+        if bytes.len() <= RECORDED_BODY_LIMIT {
+            recorded.body = bytes.clone();
+        }
+        org.record_request(recorded);
+        (Incoming::Read(bytes), None)
+    };
     let bulk = parts.uri.path().starts_with("/services/async/")
         || parts.uri.path().starts_with("/services/data/");
     // Counted as it arrives, whatever its answer, as Salesforce counts calls.
@@ -122,18 +170,26 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
         tokio::time::sleep(org.settings.latency).await;
     }
     // Salesforce takes gzip request bodies and compresses answers for callers that ask.
-    let (mut parts, bytes) = (parts, bytes);
-    let bytes = if compression::is_gzip(&parts.headers) {
-        let Some(decoded) = compression::decode(&bytes, MAX_REQUEST_BYTES) else {
-            return wire::ApiError::new("ClientInputError", "Failed to read the gzip request body")
+    let gzip_body = compression::is_gzip(&parts.headers);
+    let body = match incoming {
+        Incoming::Read(bytes) if gzip_body => {
+            let Some(decoded) = compression::decode(&bytes, MAX_REQUEST_BYTES) else {
+                return wire::ApiError::new(
+                    "ClientInputError",
+                    "Failed to read the gzip request body",
+                )
                 .into_response();
-        };
+            };
+            Body::from(decoded)
+        }
+        Incoming::Read(bytes) => Body::from(bytes),
+        Incoming::Streamed(body) if gzip_body => compression::decode_stream(body),
+        Incoming::Streamed(body) => body,
+    };
+    if gzip_body {
         parts.headers.remove(axum::http::header::CONTENT_ENCODING);
         parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-        decoded
-    } else {
-        bytes
-    };
+    }
     let gzip = bulk && compression::wants_gzip(&parts.headers);
     let reuse =
         (gzip && org.settings.reuse_compressed_answers && parts.method == axum::http::Method::GET)
@@ -151,9 +207,13 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
             org.expire_sessions();
         }
     }
-    let mut response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if let Some((mut recorded, copied)) = pending {
+        if let Some(bytes) = copied.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            recorded.body = Bytes::from(bytes);
+        }
+        org.record_request(recorded);
+    }
     let limit_info = org
         .limit_info
         .lock()

@@ -18,7 +18,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Each refresh returns a new refresh token; reusing an old one revokes the grant.
     pub rotate_refresh_tokens: bool,
-    /// Queued for the first half, InProgress for the second, then Completed; 0: at once.
+    /// A 1.0 batch is Queued for the first half, InProgress for the second, then Completed; a
+    /// closed 2.0 ingest job UploadComplete, then InProgress, then run. 0: at once.
     pub batch_processing_ms: u64,
     /// Generated Contact records that queries return after the stored ones.
     pub generated_contacts: u64,
@@ -40,6 +41,12 @@ pub struct Settings {
     /// OAuth's) is counted over a rolling 24 hours, and each Bulk answer says
     /// `Sforce-Limit-Info: api-usage=N/M`. 0: no count, no header.
     pub api_limit: u64,
+    /// Every Bulk API 2.0 ingest result file lists its rows in an order other than the input's
+    /// (a permutation seeded by the job, the same on every read), as Salesforce promises no order.
+    pub shuffle_results: bool,
+    /// A closed Bulk API 2.0 ingest job takes this many microseconds a record, after
+    /// `batch_processing_ms`, before it completes; each job on its own clock, side by side.
+    pub ingest_us_per_record: u64,
 }
 
 /// A PEM certificate chain (leaf first) and its PEM private key.
@@ -66,6 +73,8 @@ impl std::fmt::Debug for Settings {
             .field("latency", &self.latency)
             .field("reuse_compressed_answers", &self.reuse_compressed_answers)
             .field("api_limit", &self.api_limit)
+            .field("shuffle_results", &self.shuffle_results)
+            .field("ingest_us_per_record", &self.ingest_us_per_record)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +99,8 @@ impl Default for Settings {
             latency: Duration::ZERO,
             reuse_compressed_answers: false,
             api_limit: 0,
+            shuffle_results: false,
+            ingest_us_per_record: 0,
         }
     }
 }

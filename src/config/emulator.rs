@@ -40,6 +40,10 @@ pub struct EmulatorSettings {
     pub reuse_compressed_answers: bool,
     /// The org's daily API allocation, reported with the usage in `Sforce-Limit-Info`; 0: none.
     pub api_limit: u64,
+    /// Bulk API 2.0 ingest result files list their rows out of the input's order.
+    pub shuffle_results: bool,
+    /// Microseconds a closed Bulk API 2.0 ingest job takes per record before it completes.
+    pub ingest_us_per_record: u64,
 }
 
 impl EmulatorSettings {
@@ -114,6 +118,8 @@ impl EmulatorSettings {
             latency: self.latency_ms,
             reuse_compressed_answers: self.reuse_compressed_answers,
             api_limit: self.api_limit,
+            shuffle_results: self.shuffle_results,
+            ingest_us_per_record: self.ingest_us_per_record,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -68,8 +69,13 @@ pub(super) fn json(status: StatusCode, value: serde_json::Value) -> Response {
     response
 }
 
-/// A 200 CSV answer: a result file or a page of query results.
+/// A 200 CSV answer: a page of query results.
 pub(super) fn csv(body: String) -> Response {
+    csv_body(Body::from(body))
+}
+
+/// A 200 CSV answer that streams: a result file.
+pub(super) fn csv_body(body: Body) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     response
         .headers_mut()

@@ -1,12 +1,14 @@
-//! Bulk API 2.0 ingest jobs: CSV uploads, their run against the records, the result files.
+//! Bulk API 2.0 ingest jobs: one upload each, their run against the records once closed, the
+//! result files, and [`IngestJobSeen`], what the org saw of each.
 //!
-//! An upload is applied to the org's records once the job is closed and its time has come.
+//! A job takes one upload (`upload`) and runs once closed and its time has come: its state is
+//! worked out from timestamps when asked, so jobs run side by side, each on its own clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,31 +16,60 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use super::admission::MIN_BULK2_VERSION;
-use super::answers::{csv, not_found, Refusal};
-use super::lifecycle::{self, with_job, JobBasics, JobKind, JobRequest, KindInfo};
-use crate::records::{csv_records, field, RecordResult};
+use super::answers::{csv_body, not_found, Refusal};
+use super::lifecycle::{self, on_job, JobBasics, JobKind, JobRequest, KindInfo};
+use super::results::{seed_of, Outcomes, ResultFile, Source};
+use super::upload::{delimiter_byte, drain, receive, Upload};
+use crate::records::unknown_field;
+use crate::store::Row;
 use crate::Org;
 
 /// The operations an ingest job takes.
 const OPERATIONS: [&str; 5] = ["insert", "update", "upsert", "delete", "hardDelete"];
 
-/// The most data one ingest job takes: 150 MB after base64, about 100 MB as sent.
-const MAX_JOB_DATA_BYTES: usize = 100 * 1024 * 1024;
+/// What the org saw of one Bulk API 2.0 ingest job, so tests can hold a client to Salesforce's
+/// rules (one upload a job, jobs closed or aborted): see [`Org::ingest_jobs_seen`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestJobSeen {
+    pub id: String,
+    /// Its state now (its last, once deleted).
+    pub state: String,
+    pub object: String,
+    pub operation: String,
+    /// `PUT .../batches` calls that reached the job (a live session, the job found), accepted
+    /// or refused.
+    pub uploads: u32,
+    pub uploads_accepted: u32,
+    /// The bytes of the accepted upload (decoded, when sent with gzip).
+    pub bytes_accepted: u64,
+    /// The records (rows after the header) of the accepted upload.
+    pub records: u64,
+    /// `PATCH {"state":"UploadComplete"}` calls that reached the job, and whether one closed it.
+    pub close_requests: u32,
+    pub closed: bool,
+    /// `PATCH {"state":"Aborted"}` calls that reached the job, and whether one aborted it.
+    pub abort_requests: u32,
+    pub aborted: bool,
+    pub deleted: bool,
+}
 
 /// An ingest job.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct IngestJob {
     basics: JobBasics,
     object: String,
     external_id: Option<String>,
-    /// The CSV uploaded so far, as sent.
-    data: Vec<u8>,
-    /// Per uploaded row, once the job ran: the row and its outcome.
-    results: Vec<(Vec<(String, String)>, RecordResult)>,
-    /// The uploaded header, for the result files.
-    columns: Vec<String>,
+    /// The accepted upload, read.
+    upload: Option<Arc<Upload>>,
+    /// An upload is streaming in; no other is taken meanwhile.
+    receiving: bool,
+    /// Once the job ran: each row's outcome.
+    outcomes: Option<Arc<Outcomes>>,
+    /// Why the job failed, once `Failed`.
+    error_message: Option<String>,
     /// Once closed, until it has run: when it shows `InProgress`, and when it runs.
     finishing: Option<(Instant, Instant)>,
+    seen: IngestJobSeen,
 }
 
 impl JobKind for IngestJob {
@@ -54,6 +85,7 @@ impl JobKind for IngestJob {
     }
 
     fn info(&self) -> serde_json::Value {
+        let outcomes = self.outcomes.as_deref();
         let mut info = self.basics.info(KindInfo {
             object: &self.object,
             job_type: "V2Ingest",
@@ -61,11 +93,14 @@ impl JobKind for IngestJob {
                 "services/data/v{:.1}/jobs/ingest/{}/batches",
                 self.basics.api_version, self.basics.id
             )),
-            processed: self.results.len() as u64,
-            failed: Some(self.results.iter().filter(|(_, r)| !r.success).count() as u64),
+            processed: outcomes.map_or(0, Outcomes::processed),
+            failed: Some(outcomes.map_or(0, Outcomes::failed)),
         });
         info["apiActiveProcessingTime"] = 0.into();
         info["apexProcessingTime"] = 0.into();
+        if let Some(message) = &self.error_message {
+            info["errorMessage"] = message.clone().into();
+        }
         if let Some(external) = &self.external_id {
             info["externalIdFieldName"] = external.clone().into();
         }
@@ -99,14 +134,32 @@ impl JobKind for IngestJob {
             return Err(Refusal::invalid_job("InvalidJob : contentType must be CSV"));
         }
         let csv_format = request.csv_format()?;
+        let basics = JobBasics::new(org, operation, api_version, csv_format, "Open");
+        let seen = IngestJobSeen {
+            id: basics.id.clone(),
+            state: basics.state.into(),
+            object: object.clone(),
+            operation: basics.operation.clone(),
+            uploads: 0,
+            uploads_accepted: 0,
+            bytes_accepted: 0,
+            records: 0,
+            close_requests: 0,
+            closed: false,
+            abort_requests: 0,
+            aborted: false,
+            deleted: false,
+        };
         let job = IngestJob {
-            basics: JobBasics::new(org, operation, api_version, csv_format, "Open"),
+            basics,
             object,
             external_id,
-            data: Vec::new(),
-            results: Vec::new(),
-            columns: Vec::new(),
+            upload: None,
+            receiving: false,
+            outcomes: None,
+            error_message: None,
             finishing: None,
+            seen,
         };
         let info = job.info();
         Ok((job, info))
@@ -116,13 +169,21 @@ impl JobKind for IngestJob {
     fn change_state(&mut self, org: &Org, wanted: Option<&str>) -> Result<(), Refusal> {
         let open = self.basics.state == "Open";
         match wanted {
+            Some("UploadComplete") => self.seen.close_requests += 1,
+            Some("Aborted") => self.seen.abort_requests += 1,
+            _ => {}
+        }
+        match wanted {
             Some("UploadComplete") if open => {
-                self.close(Duration::from_millis(org.settings.batch_processing_ms));
+                self.close(org);
+                self.seen.closed = true;
                 Ok(())
             }
+            // An open job aborted processes nothing; one aborted before its run, neither.
             Some("Aborted") if open || self.finishing.is_some() => {
                 self.basics.state = "Aborted";
                 self.finishing = None;
+                self.seen.aborted = true;
                 Ok(())
             }
             Some("UploadComplete" | "Aborted") => Err(Refusal::invalid_job_state(format!(
@@ -144,15 +205,35 @@ impl JobKind for IngestJob {
             ))),
         }
     }
+
+    /// What was seen of it stays with the org.
+    fn removed(self, org: &Org) {
+        let mut seen = self.seen();
+        seen.deleted = true;
+        org.note_deleted_ingest_job(seen);
+    }
 }
 
 impl IngestJob {
-    /// Closes the job: it shows `InProgress` after half of `emulator.batch_processing_ms` and
-    /// runs when all of it has passed, as Salesforce's jobs take their time.
-    fn close(&mut self, processing: Duration) {
+    /// What the org saw of the job so far.
+    pub(crate) fn seen(&self) -> IngestJobSeen {
+        IngestJobSeen {
+            state: self.basics.state.into(),
+            ..self.seen.clone()
+        }
+    }
+
+    /// Closes the job. It shows `InProgress` after half of `emulator.batch_processing_ms`, and
+    /// runs once all of it and `emulator.ingest_us_per_record` for each record have passed, as
+    /// Salesforce's jobs take their time.
+    fn close(&mut self, org: &Org) {
         let now = Instant::now();
+        let waiting = Duration::from_millis(org.settings.batch_processing_ms);
+        let records = self.upload.as_ref().map_or(0, |u| u.rows.len() as u64);
+        let processing =
+            Duration::from_micros(records.saturating_mul(org.settings.ingest_us_per_record));
         self.basics.state = "UploadComplete";
-        self.finishing = Some((now + processing / 2, now + processing));
+        self.finishing = Some((now + waiting / 2, now + waiting + processing));
     }
 
     /// Moves a closed job on as its time has come.
@@ -169,103 +250,100 @@ impl IngestJob {
         }
     }
 
-    /// Runs the uploaded rows against the org's records.
+    /// Runs the uploaded rows against the org's records, or fails the job as Salesforce fails
+    /// one whose data it cannot take (its `errorMessage` says why).
     fn run(&mut self, org: &Org) {
-        let text = String::from_utf8_lossy(&self.data).into_owned();
-        let rows = match csv_records(&text) {
-            Ok(rows) => rows,
-            Err(_) => {
-                self.basics.state = "Failed";
-                return;
-            }
+        let Some(upload) = self.upload.clone() else {
+            // The emulator's own words: Salesforce's for a job closed without data are not
+            // recorded.
+            return self.fail("InvalidBatch : the job has no data".into());
         };
-        self.columns = rows
-            .first()
-            .map(|r| r.iter().map(|(k, _)| k.clone()).collect())
-            .unwrap_or_default();
-        let outcomes = org.records.lock().unwrap_or_else(|e| e.into_inner()).apply(
-            &org.ids,
-            &self.object,
-            &self.basics.operation,
-            self.external_id.as_deref(),
-            rows.clone(),
-        );
-        self.results = rows.into_iter().zip(outcomes).collect();
+        if let Some(problem) = &upload.problem {
+            // The emulator's own words after `InvalidBatch : `.
+            return self.fail(format!("InvalidBatch : {problem}"));
+        }
+        if let Some(unknown) = unknown_field(&self.object, &upload.header) {
+            return self.fail(format!("InvalidBatch : Field name not found : {unknown}"));
+        }
+        let names: Arc<[Box<str>]> = upload.header.clone().into();
+        let mut outcomes = Outcomes::with_capacity(upload.rows.len());
+        let mut store = org.records.lock().unwrap_or_else(|e| e.into_inner());
+        for n in 0..upload.rows.len() {
+            let values = upload
+                .fields(n)
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            outcomes.push(store.apply_row(
+                &org.ids,
+                &self.object,
+                &self.basics.operation,
+                self.external_id.as_deref(),
+                Row {
+                    names: names.clone(),
+                    values,
+                },
+            ));
+        }
+        self.outcomes = Some(Arc::new(outcomes.done()));
         self.basics.state = "JobComplete";
     }
 
-    /// The result file `file` as CSV, its header line first.
-    fn result_file(&self, file: ResultFile) -> String {
-        let ran = self.basics.state == "JobComplete";
-        let mut csv = String::new();
-        let header: Vec<String> = self.columns.iter().map(|c| quoted(c)).collect();
-        match file {
-            ResultFile::Successful | ResultFile::Failed => {
-                let second = match file {
-                    ResultFile::Successful => "sf__Created",
-                    _ => "sf__Error",
-                };
-                let mut columns = vec![quoted("sf__Id"), quoted(second)];
-                columns.extend(header);
-                csv.push_str(&columns.join(","));
-                csv.push('\n');
-                let wanted_success = matches!(file, ResultFile::Successful);
-                for (row, result) in self
-                    .results
-                    .iter()
-                    .filter(|(_, r)| r.success == wanted_success)
-                {
-                    let mut cells = vec![
-                        quoted(&result.id),
-                        quoted(&if wanted_success {
-                            result.created.to_string()
-                        } else {
-                            result.error.clone()
-                        }),
-                    ];
-                    cells.extend(
-                        self.columns
-                            .iter()
-                            .map(|c| quoted(field(row, c).unwrap_or_default())),
-                    );
-                    csv.push_str(&cells.join(","));
-                    csv.push('\n');
-                }
-            }
-            ResultFile::Unprocessed => {
-                if !ran && !self.data.is_empty() {
-                    // Nothing ran: every uploaded row is unprocessed, as uploaded.
-                    csv.push_str(&String::from_utf8_lossy(&self.data));
-                } else {
-                    csv.push_str(&header.join(","));
-                    csv.push('\n');
-                }
-            }
-        }
-        csv
+    fn fail(&mut self, message: String) {
+        self.basics.state = "Failed";
+        self.error_message = Some(message);
     }
-}
 
-fn quoted(value: &str) -> String {
-    format!("\"{}\"", value.replace('"', "\"\""))
-}
+    /// Takes the start of an upload, or refuses it: one upload a job, while it is open.
+    fn begin_upload(&mut self, content_type: &str) -> Result<u8, Refusal> {
+        self.seen.uploads += 1;
+        if self.basics.state != "Open" {
+            return Err(Refusal::invalid_job_state("Job is not in the Open state"));
+        }
+        if self.upload.is_some() || self.receiving {
+            // Salesforce takes data once a job; the words are those it was seen to answer when
+            // a job that had been sent two uploads was closed (`multipe` its spelling), the
+            // status and code this emulator's: the exact answer to a second PUT is not recorded.
+            return Err(Refusal::invalid_job_state(format!(
+                "Found multipe contents for job: <{}>, please 'Close' / 'Abort' / 'Delete' the \
+                 current Job then create a new Job and make sure you only do 'PUT' once on a \
+                 given Job.",
+                self.basics.id
+            )));
+        }
+        if !content_type.starts_with("text/csv") {
+            return Err(Refusal::invalid_job("Content-Type must be text/csv"));
+        }
+        self.receiving = true;
+        Ok(delimiter_byte(&self.basics.column_delimiter))
+    }
 
-/// Which result file.
-#[derive(Clone, Copy)]
-enum ResultFile {
-    Successful,
-    Failed,
-    Unprocessed,
-}
+    /// Ends an upload begun: keeps it, or refuses it when the job was closed or aborted while
+    /// it streamed in.
+    fn end_upload(&mut self, upload: Result<Upload, Refusal>) -> Result<(), Refusal> {
+        self.receiving = false;
+        let upload = upload?;
+        if self.basics.state != "Open" {
+            return Err(Refusal::invalid_job_state("Job is not in the Open state"));
+        }
+        self.seen.uploads_accepted += 1;
+        self.seen.bytes_accepted = upload.data.len() as u64;
+        self.seen.records = upload.rows.len() as u64;
+        self.upload = Some(Arc::new(upload));
+        Ok(())
+    }
 
-impl ResultFile {
-    /// The file a path's last segment names.
-    fn named(name: &str) -> Option<ResultFile> {
-        match name {
-            "successfulResults" => Some(ResultFile::Successful),
-            "failedResults" => Some(ResultFile::Failed),
-            "unprocessedrecords" => Some(ResultFile::Unprocessed),
-            _ => None,
+    /// What a result file is written from, as the job stands.
+    fn result_source(&self, shuffle: bool) -> Source {
+        Source {
+            upload: self.upload.clone(),
+            outcomes: self.outcomes.clone(),
+            line_ending: if self.basics.line_ending == "CRLF" {
+                b"\r\n"
+            } else {
+                b"\n"
+            },
+            shuffle_seed: shuffle.then(|| seed_of(&self.basics.id)),
         }
     }
 }
@@ -289,34 +367,53 @@ pub(super) fn routes() -> Router<Arc<Org>> {
         )
 }
 
-/// `PUT /services/data/vNN.N/jobs/ingest/{id}/batches`
+/// `PUT /services/data/vNN.N/jobs/ingest/{id}/batches`: the body streams in (the router does not
+/// read it first), counted against the job's limit as it comes.
 async fn upload(
     State(org): State<Arc<Org>>,
     Path((raw_version, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let content_type = header(header::CONTENT_TYPE)
         .unwrap_or_default()
         .to_ascii_lowercase();
-    with_job(&org, &raw_version, &headers, &id, |job: &mut IngestJob| {
-        if job.basics.state != "Open" {
-            return Refusal::invalid_job_state("Job is not in the Open state").into_response();
+    let declared = header(header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let begun = on_job(&org, &raw_version, &headers, &id, |job: &mut IngestJob| {
+        job.begin_upload(&content_type)
+    });
+    let delimiter = match begun {
+        Ok(Ok(delimiter)) => delimiter,
+        Ok(Err(refused)) => {
+            drain(body).await;
+            return refused.into_response();
         }
-        if !content_type.starts_with("text/csv") {
-            return Refusal::invalid_job("Content-Type must be text/csv").into_response();
+        Err(refused) => {
+            drain(body).await;
+            return refused.into_response();
         }
-        if job.data.len() + body.len() > MAX_JOB_DATA_BYTES {
-            return Refusal::invalid_job("A job's data may be at most 100 MB").into_response();
-        }
-        job.data.extend_from_slice(&body);
-        StatusCode::CREATED.into_response()
-    })
+    };
+    let upload = match receive(body, declared).await {
+        // Read off the runtime's threads: 100 MB of CSV takes a while.
+        Ok(data) => tokio::task::spawn_blocking(move || Upload::read(data, delimiter))
+            .await
+            .map_err(|_| Refusal::invalid_job("The job's data could not be read")),
+        Err(refused) => Err(refused),
+    };
+    // An open job is never deleted, so it is still there.
+    let ended = IngestJob::jobs(&org)
+        .get_mut(&id)
+        .map(|job| job.end_upload(upload));
+    match ended {
+        None => not_found(),
+        Some(Ok(())) => StatusCode::CREATED.into_response(),
+        Some(Err(refused)) => refused.into_response(),
+    }
 }
 
-/// `GET .../{id}/successfulResults/`, `failedResults/`, `unprocessedrecords/`
+/// `GET .../{id}/successfulResults/`, `failedResults/`, `unprocessedrecords/`: written from the
+/// job's data as they are sent, no lock held meanwhile.
 async fn results(
     State(org): State<Arc<Org>>,
     Path((raw_version, id, file)): Path<(String, String, String)>,
@@ -325,7 +422,11 @@ async fn results(
     let Some(file) = ResultFile::named(&file) else {
         return not_found();
     };
-    with_job(&org, &raw_version, &headers, &id, |job: &mut IngestJob| {
-        csv(job.result_file(file))
-    })
+    let shuffle = org.settings.shuffle_results;
+    match on_job(&org, &raw_version, &headers, &id, |job: &mut IngestJob| {
+        job.result_source(shuffle)
+    }) {
+        Ok(source) => csv_body(file.body(source)),
+        Err(refused) => refused.into_response(),
+    }
 }

@@ -54,6 +54,9 @@ pub(super) trait JobKind: Sized + Send + 'static {
 
     /// Whether `DELETE` may remove the job now, or the refusal.
     fn deletable(&self) -> Result<(), Refusal>;
+
+    /// Called with the job `DELETE` has just removed.
+    fn removed(self, _org: &Org) {}
 }
 
 /// The members every job has, whatever its kind.
@@ -190,16 +193,23 @@ pub(super) fn with_job<J: JobKind>(
     id: &str,
     f: impl FnOnce(&mut J) -> Response,
 ) -> Response {
+    on_job(org, raw_version, headers, id, f).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What `f` makes of the job `id` of kind `J` once the call is let in, or the refusal of the
+/// call (404 for an unknown job).
+pub(super) fn on_job<J: JobKind, R>(
+    org: &Org,
+    raw_version: &str,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut J) -> R,
+) -> Result<R, Refusal> {
     let admitted = admitted(org, raw_version, headers, J::MIN_VERSION);
     // The jobs are taken (closed ingest jobs moved on) before a refusal is answered.
     let mut jobs = J::jobs(org);
-    if let Err(refused) = admitted {
-        return refused.into_response();
-    }
-    match jobs.get_mut(id) {
-        Some(job) => f(job),
-        None => not_found(),
-    }
+    admitted?;
+    jobs.get_mut(id).map(f).ok_or(Refusal::NOT_FOUND)
 }
 
 /// `POST /services/data/vNN.N/jobs/{ingest|query}`
@@ -288,7 +298,9 @@ async fn delete<J: JobKind>(
     match jobs.get(&id).map(J::deletable) {
         None => not_found(),
         Some(Ok(())) => {
-            jobs.remove(&id);
+            if let Some(job) = jobs.remove(&id) {
+                job.removed(&org);
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         Some(Err(refused)) => refused.into_response(),

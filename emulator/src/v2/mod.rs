@@ -8,7 +8,9 @@
 //!
 //! - `lifecycle`: what both kinds of job answer alike (create, info, list, state change, delete),
 //!   over the `JobKind` each kind implements, and the JSON job request;
-//! - `ingest`: ingest jobs (uploads, running on close, result files);
+//! - `ingest`: ingest jobs (one upload each, running once closed, what the org saw of each);
+//! - `upload`: an ingest job's data, received against its limit and read as CSV;
+//! - `results`: an ingest job's per-row outcomes and its three result files, streamed;
 //! - `query`: query jobs (result pages by locator);
 //! - `admission`: the version and session checks every call makes first;
 //! - `answers`: JSON, CSV and error answers.
@@ -18,6 +20,8 @@ mod answers;
 mod ingest;
 mod lifecycle;
 mod query;
+mod results;
+mod upload;
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ use axum::Router;
 use crate::Org;
 
 pub(crate) use ingest::IngestJob;
+pub use ingest::IngestJobSeen;
 pub(crate) use query::QueryJob;
 
 /// Bulk API 2.0's routes, under `/services/data/{version}/jobs/`.
