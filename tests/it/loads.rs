@@ -514,7 +514,11 @@ async fn a_load_of_an_access_token_alone_waits_out_an_expired_session_and_resume
     let get_load = |token: String| {
         let envelope = crate::support::envelope(
             "getLoad",
-            &[("apiUrl", &app.emulator), ("accessToken", &token), ("loadId", "own-1")],
+            &[
+                ("apiUrl", &app.emulator),
+                ("accessToken", &token),
+                ("loadId", "own-1"),
+            ],
         );
         app.http
             .post(format!("{}/services/salesforcebulkv2_getLoad", app.proxy))
@@ -534,7 +538,10 @@ async fn a_load_of_an_access_token_alone_waits_out_an_expired_session_and_resume
                 .json_value()
                 .await
                 .unwrap();
-            let waiting = status["loads"][0]["waiting"].as_str().unwrap_or_default().to_string();
+            let waiting = status["loads"][0]["waiting"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if waiting.starts_with("session expired") {
                 return;
             }
@@ -551,7 +558,12 @@ async fn a_load_of_an_access_token_alone_waits_out_an_expired_session_and_resume
     assert_eq!(answer.status(), 200);
     let done = tokio::time::timeout(CEILING, async {
         loop {
-            let status = get_load(fresh.clone()).await.unwrap().json_value().await.unwrap();
+            let status = get_load(fresh.clone())
+                .await
+                .unwrap()
+                .json_value()
+                .await
+                .unwrap();
             if status["state"] == "Completed" {
                 return status;
             }
@@ -562,4 +574,241 @@ async fn a_load_of_an_access_token_alone_waits_out_an_expired_session_and_resume
     .expect("the load resumed with the new session and ended");
     assert_eq!(done["numberRecordsProcessed"], 50);
     assert_eq!(done["waiting"], serde_json::Value::Null);
+}
+
+/// The 25,000 rows of the issue's load: quoted fields with delimiters, quotes and line breaks;
+/// every 100th row the same as the one before; 5 % of rows carrying the emulator's fail marker.
+fn mixed_rows() -> Vec<[String; 3]> {
+    (1..=25_000u32)
+        .map(|n| {
+            let n = if n % 100 == 0 { n - 1 } else { n };
+            let last = if n % 20 == 7 {
+                format!("Fails {n} {}", sfbulk_emulator::FAIL_MARKER)
+            } else {
+                format!("Last, \"{n}\"")
+            };
+            [format!("First{n}"), last, format!("line one {n}\nline two")]
+        })
+        .collect()
+}
+
+fn as_csv(rows: &[[String; 3]]) -> String {
+    let quote = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
+    let mut csv = String::from("FirstName,LastName,Description\n");
+    for [first, last, description] in rows {
+        csv.push_str(&format!("{first},{},{}\n", quote(last), quote(description)));
+    }
+    csv
+}
+
+#[tokio::test]
+async fn a_load_of_25000_mixed_rows_answers_every_input_row_once_with_its_outcome_and_number() {
+    let app = spawn_app_with(|s| {
+        s.load.job_bytes = 500_000;
+        s.load.poll_min_ms = Duration::from_millis(5);
+        s.load.poll_max_ms = Duration::from_millis(50);
+        s.emulator.shuffle_results = true;
+    })
+    .await;
+    let rows = mixed_rows();
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&wait=true",
+        as_csv(&rows),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let results = csv_rows(&text);
+    assert_eq!(results.len(), rows.len(), "every input row once");
+    let mut seen = vec![false; rows.len() + 1];
+    for result in &results {
+        let number: usize = result[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("a row number: {result:?}"));
+        assert!(!seen[number], "row {number} answered twice");
+        seen[number] = true;
+        // The row's values are the input row's of that number (identical rows share values).
+        let input = &rows[number - 1];
+        assert_eq!(&result[4..7], &input[..], "row {number}");
+        let fails = input[1].contains(sfbulk_emulator::FAIL_MARKER);
+        if fails {
+            assert_eq!(result[1], "failed", "row {number}");
+            assert!(
+                result[3].starts_with("FIELD_CUSTOM_VALIDATION_EXCEPTION"),
+                "{result:?}"
+            );
+            assert_eq!(result[2], "");
+        } else {
+            assert_eq!(result[1], "created", "row {number}");
+            assert!(result[2].starts_with("003"), "{result:?}");
+        }
+    }
+    assert_eq!(results.iter().filter(|r| r[1] == "failed").count(), 1250);
+    // Each job got its piece once and was closed once; at least three of them.
+    let jobs = app.org.ingest_jobs_seen();
+    assert!(jobs.len() >= 3, "{} jobs", jobs.len());
+    for job in &jobs {
+        assert_eq!(
+            (job.uploads, job.uploads_accepted, job.closed),
+            (1, 1, true),
+            "{job:?}"
+        );
+    }
+    assert_eq!(jobs.iter().map(|j| j.records).sum::<u64>(), 25_000);
+    // Shuffled by the org, still put back in place: the answer is not the input's order.
+    let numbers: Vec<usize> = results.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(
+        numbers.windows(2).any(|w| w[0] > w[1]),
+        "the org's order was not the input's"
+    );
+}
+
+#[tokio::test]
+async fn a_job_salesforce_fails_fails_the_load_and_its_rows_are_answered_unprocessed() {
+    let app = spawn_app_with(small_jobs).await;
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&wait=true&loadId=bad-field",
+        "FirstName,Bogus__c\nAda,x\nGrace,y\n".to_string(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let results = csv_rows(&response.text().await.unwrap());
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r[1] == "unprocessed"), "{results:?}");
+    let status = status_of(&app, "bad-field").await;
+    assert_eq!(status["state"], "Failed");
+    let message = status["jobs"][0]["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("Field name not found : Bogus__c"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_answers_a_waiting_load_its_202_at_once() {
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_secs(600)).await;
+    let mut proxy = crate::support::process::start_proxy(
+        &app,
+        &[
+            ("SFBULK__SERVER__DRAIN_SECS", "120"),
+            ("SFBULK__LOAD__WAIT_MAX_SECS", "600"),
+        ],
+    );
+    let url = format!(
+        "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&wait=true&loadId=drained",
+        proxy.url,
+        app.upload_query(&[("apiVersion", "")])
+    );
+    let waiting = tokio::spawn(
+        app.http
+            .post(url)
+            .header("content-type", "text/csv")
+            .body(contacts(10))
+            .send(),
+    );
+    // Wait until its jobs are closed and it waits for their end.
+    tokio::time::timeout(CEILING, async {
+        while app.org.ingest_jobs_seen().iter().all(|j| !j.closed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the load's job was closed");
+    proxy.signal("TERM");
+    let answer = tokio::time::timeout(CEILING, waiting)
+        .await
+        .expect("answered during the drain, not after the 600 s wait")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let status = answer.json_value().await.unwrap();
+    assert_eq!(status["state"], "InProgress");
+    let _ = proxy.exit_status(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_wait_past_its_time_and_a_load_past_max_concurrent_are_answered_plainly() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.emulator.batch_processing_ms = Duration::from_secs(600);
+        s.load.wait_max_secs = Duration::from_millis(50);
+        s.load.max_concurrent = 2;
+        s.load.max_jobs = 3;
+    })
+    .await;
+    // wait=true past load.wait_max_secs: the status, 202.
+    let waited = load(
+        &app,
+        "object=Contact&operation=insert&wait=true",
+        contacts(10),
+    )
+    .await;
+    assert_eq!(waited.status(), 202);
+    assert_eq!(waited.json_value().await.unwrap()["state"], "InProgress");
+    // A second load under way is the last one taken; the third is shed.
+    assert_eq!(
+        load(&app, "object=Contact&operation=insert", contacts(10))
+            .await
+            .status(),
+        202
+    );
+    let shed = load(&app, "object=Contact&operation=insert", contacts(10)).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["x-sfbulk-proxy-fault"], "SFBULK_OVERLOADED");
+    assert!(shed.headers().contains_key("retry-after"));
+    let message = shed.json_value().await.unwrap()[0]["message"].to_string();
+    assert!(message.contains("load.max_concurrent"), "{message}");
+}
+
+#[tokio::test]
+async fn an_input_needing_more_than_max_jobs_is_refused_and_its_jobs_aborted() {
+    let app = spawn_app_with(|s| {
+        small_jobs(s);
+        s.load.max_jobs = 3;
+    })
+    .await;
+    let refused = load(&app, "object=Contact&operation=insert", contacts(300)).await;
+    assert_eq!(refused.status(), 413);
+    let message = refused.json_value().await.unwrap()[0]["message"].to_string();
+    assert!(message.contains("load.max_jobs (3)"), "{message}");
+    let jobs = app.org.ingest_jobs_seen();
+    assert!(!jobs.is_empty());
+    tokio::time::timeout(CEILING, async {
+        while !app
+            .org
+            .ingest_jobs_seen()
+            .iter()
+            .all(|j| j.aborted && !j.closed)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every job made was aborted, none closed");
+}
+
+#[tokio::test]
+async fn a_gzip_input_is_read_decoded() {
+    use std::io::Write;
+    let app = spawn_app_with(small_jobs).await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(contacts(120).as_bytes()).unwrap();
+    let body = gz.finish().unwrap();
+    let response = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&wait=true",
+            app.proxy,
+            app.upload_query(&[("apiVersion", "")])
+        ))
+        .header("content-type", "text/csv")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(csv_rows(&response.text().await.unwrap()).len(), 120);
 }

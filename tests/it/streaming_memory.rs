@@ -174,13 +174,7 @@ const LOAD_PEAK_RSS_LIMIT_KB: u64 = 64 * 1024;
 #[tokio::test]
 async fn a_300_mb_load_is_cut_into_jobs_with_bounded_proxy_memory() {
     let app = spawn_app_with(|_| {}).await;
-    let proxy = start_proxy(
-        &app,
-        &[
-            ("SFBULK__LOAD__POLL_MIN_MS", "10000"),
-            ("SFBULK__LOAD__JOB_BYTES", "60000000"),
-        ],
-    );
+    let proxy = start_proxy(&app, &[("SFBULK__LOAD__POLL_MIN_MS", "10000")]);
     let before_kb = status_kb(proxy.child.id(), "VmHWM");
     // Generated as it is sent: the test holds no more of it than the proxy may.
     let rows = futures_util::stream::iter(0..LOAD_ROWS / 1000 + 1).map(|block| {
