@@ -310,11 +310,12 @@ async fn upload_piece(pipeline: &Pipeline, load: &Load, piece: Piece) -> Result<
             processed: 0,
             failed: 0,
             error_message: None,
-            digests: Arc::new(Vec::new()),
+            digests: None,
         })
     });
     calls::upload(pipeline, &credentials, &id, &piece).await?;
-    let digests = Arc::new(piece.digests);
+    let Piece { digests, .. } = piece;
+    let digests = Some(Arc::new(digests));
     load.update(|progress| {
         if let Some(job) = progress.jobs.iter_mut().find(|j| j.id == id) {
             job.digests = digests;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::loads::csv::{Dialect, LineEnding};
+use crate::loads::pieces::Digests;
 use crate::session::Credentials;
 
 /// Where a load is.
@@ -76,8 +77,8 @@ pub struct Job {
     pub processed: u64,
     pub failed: u64,
     pub error_message: Option<String>,
-    /// Each row's digest, in order (row `first_row + i` has `digests[i]`).
-    pub digests: Arc<Vec<u64>>,
+    /// Each row's digest, in its file (none until the job's piece is uploaded).
+    pub digests: Option<Arc<Digests>>,
 }
 
 impl Job {

@@ -1,7 +1,8 @@
 //! A load's input cut into pieces, one per job: each starts with the header line, holds whole
 //! records only, and stays under `load.job_bytes` and `load.job_records`. A piece waits on disk
-//! (owner-only, removed once it is dropped) until it is uploaded, so memory does not grow with the
-//! input; each record's digest is kept with its piece (8 bytes a row) to match the results.
+//! (owner-only, removed once it is dropped) until it is uploaded, and each record's digest goes
+//! to a file of the job's (8 bytes a row) that matches the results later: the proxy's memory does
+//! not grow with the input.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -25,8 +26,27 @@ pub struct Piece {
     /// The input rows it holds, first and last (1 is the first row after the header).
     pub first_row: u64,
     pub last_row: u64,
-    /// Each record's digest, in order: row `first_row + i` has `digests[i]`.
-    pub digests: Vec<u64>,
+    /// Each record's digest, in order, 8 bytes little-endian a row: row `first_row + i` is at
+    /// `8 * i`.
+    pub digests: Digests,
+}
+
+/// A job's row digests, in their file.
+#[derive(Debug)]
+pub struct Digests {
+    pub file: Spooled,
+    pub rows: u64,
+}
+
+impl Digests {
+    /// Every digest, in row order.
+    pub fn read(&self) -> std::io::Result<Vec<u64>> {
+        let bytes = std::fs::read(self.file.path())?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("chunks of 8")))
+            .collect())
+    }
 }
 
 /// A file of the spool, removed when dropped.
@@ -48,13 +68,13 @@ impl Drop for Spooled {
 }
 
 /// A new owner-only file in `dir`, under a name nobody else can have taken.
-fn create(dir: &Path) -> std::io::Result<(Spooled, File)> {
+fn create(dir: &Path, kind: &str) -> std::io::Result<(Spooled, File)> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     loop {
-        let path = dir.join(format!("sfbulk-load-{:016x}.csv", fastrand::u64(..)));
+        let path = dir.join(format!("sfbulk-load-{:016x}.{kind}", fastrand::u64(..)));
         match options.open(&path) {
             Ok(file) => return Ok((Spooled { path }, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -69,7 +89,9 @@ struct Open {
     bytes: u64,
     first_row: u64,
     last_row: u64,
-    digests: Vec<u64>,
+    records: u64,
+    digest_file: Spooled,
+    digests: BufWriter<File>,
 }
 
 /// Cuts records into pieces as the reader finds them.
@@ -113,21 +135,23 @@ impl Splitter {
                 };
                 let size = (raw.len() + ending.len()) as u64;
                 let full = self.open.as_ref().is_some_and(|open| {
-                    open.bytes + size > self.limits.bytes
-                        || open.digests.len() as u64 >= self.limits.records
+                    open.bytes + size > self.limits.bytes || open.records >= self.limits.records
                 });
                 let done = if full { self.complete()? } else { None };
                 if self.open.is_none() {
-                    let (file, handle) = create(&self.dir)?;
+                    let (file, handle) = create(&self.dir, "csv")?;
                     let mut writer = BufWriter::with_capacity(64 * 1024, handle);
                     writer.write_all(&self.header)?;
+                    let (digest_file, digests) = create(&self.dir, "digests")?;
                     self.open = Some(Open {
                         file,
                         writer,
                         bytes: self.header.len() as u64,
                         first_row: row,
                         last_row: row,
-                        digests: Vec::new(),
+                        records: 0,
+                        digest_file,
+                        digests: BufWriter::with_capacity(8 * 1024, digests),
                     });
                 }
                 let open = self.open.as_mut().expect("opened above");
@@ -135,7 +159,8 @@ impl Splitter {
                 open.writer.write_all(ending)?;
                 open.bytes += size;
                 open.last_row = row;
-                open.digests.push(digest);
+                open.records += 1;
+                open.digests.write_all(&digest.to_le_bytes())?;
                 Ok(done)
             }
         }
@@ -147,14 +172,16 @@ impl Splitter {
             return Ok(None);
         };
         open.writer.flush()?;
-        // A job's digests are kept while the load is (8 bytes a row): not the room grown for them.
-        open.digests.shrink_to_fit();
+        open.digests.flush()?;
         Ok(Some(Piece {
             file: open.file,
             bytes: open.bytes,
             first_row: open.first_row,
             last_row: open.last_row,
-            digests: open.digests,
+            digests: Digests {
+                file: open.digest_file,
+                rows: open.records,
+            },
         }))
     }
 }
@@ -209,7 +236,7 @@ mod tests {
         );
         let rows: Vec<(u64, u64, usize)> = pieces
             .iter()
-            .map(|p| (p.first_row, p.last_row, p.digests.len()))
+            .map(|p| (p.first_row, p.last_row, p.digests.read().unwrap().len()))
             .collect();
         assert_eq!(rows, [(1, 3, 3), (4, 4, 1), (5, 5, 1), (6, 6, 1)]);
         for (piece, text) in pieces.iter().zip(&texts) {

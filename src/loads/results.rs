@@ -174,19 +174,25 @@ struct RowIndex {
 }
 
 impl RowIndex {
-    fn new(job: &Job) -> RowIndex {
-        let mut by_digest: Vec<(u64, u32)> = job
-            .digests
-            .iter()
+    /// The index of `job`'s rows, read from its digests' file (one job's at a time is held).
+    fn new(job: &Job) -> Result<RowIndex, String> {
+        let digests = match &job.digests {
+            Some(digests) => digests
+                .read()
+                .map_err(|e| format!("the digests of job {}: {e}", job.id))?,
+            None => Vec::new(),
+        };
+        let mut by_digest: Vec<(u64, u32)> = digests
+            .into_iter()
             .enumerate()
-            .map(|(at, digest)| (*digest, at as u32))
+            .map(|(at, digest)| (digest, at as u32))
             .collect();
         by_digest.sort_unstable();
-        RowIndex {
+        Ok(RowIndex {
             first_row: job.first_row,
             given: vec![false; by_digest.len()],
             by_digest,
-        }
+        })
     }
 
     /// The input row of a result row with `digest`: the first of the rows holding those values
@@ -224,7 +230,7 @@ async fn job_results(
     kind: ResultKind,
     writer: &mut Lines,
 ) -> Result<u64, String> {
-    let mut index = RowIndex::new(job);
+    let mut index = RowIndex::new(job)?;
     let columns = load.progress().columns.clone();
     let mut unmatched = 0;
     for (file, outcome) in FILES {
