@@ -578,7 +578,7 @@ def slow_salesforce(emulator_env, job_info, session, record):
                        {**session, "Content-Type": "application/xml"}), "id")
     path = f"/services/async/34.0/job/{job}"
     _, worker = start_nginx("nginx-slow", SLOW_NGINX, upstream=SLOW_EMULATOR, keepalive=SLOW_CALLERS)
-    # As README.md says to: as many kept-alive connections as requests in flight.
+    # As docs/configuration.md says to: as many kept-alive connections as requests in flight.
     proxy = start_proxy(listen=SLOW_PROXY, upstream=f"http://{SLOW_EMULATOR}",
                         extra={"SFBULK__SALESFORCE__IDLE_CONNECTIONS_PER_ORIGIN": str(SLOW_CALLERS)})
     body = envelope("getJob", {"jobId": job}, api_url=f"http://{SLOW_EMULATOR}")

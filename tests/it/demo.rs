@@ -1,7 +1,8 @@
 //! `sfbulk-proxy demo` as a user runs it: on loopback, its registry in memory, saying where its
 //! console is and what to try first, stopping at once on Ctrl-C, moved to other ports by
-//! `SFBULK_DEMO_PORT` with README's walk and the samples unchanged, and its org reporting API
-//! usage (`emulator.api_limit`) that the proxy's metrics show.
+//! `SFBULK_DEMO_PORT` with README's walk and the samples unchanged, README's whole walk run
+//! verbatim against it, and its org reporting API usage (`emulator.api_limit`) that the proxy's
+//! metrics show.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
@@ -172,6 +173,11 @@ fn readme_walk_lines() -> String {
 /// `script` run by bash in the repository, with `SFBULK_DEMO_PORT` exported when given (and not
 /// set otherwise).
 fn shell(script: &str, demo_port: Option<&str>) -> std::process::Output {
+    shell_with(script, demo_port, &[])
+}
+
+/// [`shell`], with `env` added.
+fn shell_with(script: &str, demo_port: Option<&str>, env: &[(&str, &str)]) -> std::process::Output {
     let mut shell = Command::new("bash");
     shell
         .arg("-c")
@@ -184,6 +190,9 @@ fn shell(script: &str, demo_port: Option<&str>) -> std::process::Output {
     }
     if let Some(port) = demo_port {
         shell.env("SFBULK_DEMO_PORT", port);
+    }
+    for (name, value) in env {
+        shell.env(name, value);
     }
     shell.output().expect("bash runs")
 }
@@ -203,6 +212,120 @@ fn run_readme_walk(demo_port: Option<&str>) {
         ids.starts_with("JOB=750") && ids.contains(" UJOB=750"),
         "{ids}"
     );
+}
+
+/// README's whole walk: every `sh` block from "With the demo running" to the next section,
+/// verbatim.
+fn readme_whole_walk() -> Vec<String> {
+    let readme = std::fs::read_to_string(format!("{REPOSITORY}/README.md")).unwrap();
+    let section = readme
+        .split("With the demo running")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README's walk");
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+/// The value a line `NAME=value` of `line` gives.
+fn value_of<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{name}=")))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn readmes_whole_walk_runs_verbatim_against_the_demo_every_command_succeeding() {
+    let port = free_demo_port();
+    let dir = temp_dir("demo-whole-walk");
+    let port_text = port.to_string();
+    let mut demo = spawn_watched(
+        demo_command(&dir, &[("SFBULK_DEMO_PORT", &port_text)]),
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("The demo is ready."))
+                .then(|| {
+                    (
+                        format!("http://127.0.0.1:{port}"),
+                        format!("http://127.0.0.1:{}", port + 1000),
+                    )
+                })
+        },
+    );
+    demo.wait_for_lines(1, CEILING, |l| l.contains("A first call"))
+        .await;
+    let blocks = readme_whole_walk();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    // Any command that fails stops the walk, and so does any answer of 400 or above: curl is
+    // given --fail-with-body by a curlrc of the test's own (the walk's commands are as README
+    // has them).
+    let curl_home = temp_dir("demo-whole-walk-curl");
+    std::fs::write(curl_home.join(".curlrc"), "fail-with-body\n").unwrap();
+    let script = format!(
+        "set -eo pipefail\ntrap 'echo \"failed: $BASH_COMMAND\" >&2' ERR\n{}\n\
+         echo; echo \"IDS JOB=$JOB BATCH=$BATCH QJOB=$QJOB QBATCH=$QBATCH RESULT=$RESULT \
+         UJOB=$UJOB JOB2=$JOB2 FJOB=$FJOB QJOB2=$QJOB2 LOC=$LOC\"",
+        blocks.join("\n")
+    );
+    let walk = shell_with(
+        &script,
+        Some(&port_text),
+        &[("CURL_HOME", curl_home.to_str().unwrap())],
+    );
+    let out = String::from_utf8_lossy(&walk.stdout);
+    let err = String::from_utf8_lossy(&walk.stderr);
+    assert!(walk.status.success(), "{err}\n{out}");
+
+    // Every job and batch the walk made has its id.
+    let ids = out.lines().last().unwrap_or_default();
+    for name in ["JOB", "QJOB", "UJOB", "JOB2", "FJOB", "QJOB2"] {
+        assert!(value_of(ids, name).starts_with("750"), "{name}: {ids}");
+    }
+    for name in ["BATCH", "QBATCH"] {
+        assert!(value_of(ids, name).starts_with("751"), "{name}: {ids}");
+    }
+    assert!(value_of(ids, "RESULT").starts_with("752"), "{ids}");
+    assert!(!value_of(ids, "LOC").is_empty(), "{ids}");
+    // Bulk 1.0: the batch completed, its results and the query's data fetched, the job closed.
+    assert!(out.contains("<state>Completed</state>"), "{out}");
+    assert!(
+        out.contains("\"Id\",\"Success\",\"Created\",\"Error\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"Id\",\"FirstName\",\"LastName\",\"Email\""),
+        "{out}"
+    );
+    assert!(out.contains("<state>Closed</state>"), "{out}");
+    // Bulk 2.0: uploaded, closed, complete, its result files, a query paged and whole.
+    assert!(out.contains("\"state\":\"UploadComplete\""), "{out}");
+    assert!(out.contains("\"state\":\"JobComplete\""), "{out}");
+    assert!(out.contains("\"sf__Id\",\"sf__Created\""), "{out}");
+    assert!(out.contains("\"sf__Id\",\"sf__Error\""), "{out}");
+    // uploadJobData's and uploadJobFile's status, which `-w` prints after what came before.
+    assert_eq!(out.matches("201\n").count(), 2, "{out}");
+    assert!(out.to_lowercase().contains("sforce-locator: "), "{out}");
+    // The console saw the walk's jobs, and its metrics counted them.
+    for name in ["JOB", "JOB2"] {
+        assert!(
+            out.contains(&format!("\"id\":\"{}\"", value_of(ids, name))),
+            "the console does not show {name}: {out}"
+        );
+    }
+    assert!(out.contains("\nready\n"), "{out}");
+    assert!(
+        out.contains("sfbulk_requests_total{api=\"bulk2\",operation=\"getQueryJobResults\""),
+        "{out}"
+    );
+
+    let (status, _) = interrupt(&mut demo).await;
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&curl_home).unwrap();
 }
 
 #[tokio::test]

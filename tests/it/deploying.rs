@@ -3,7 +3,7 @@
 //! its state, and a Docker build context without `target/` that still names the revision. The
 //! admin port (console, job ids, registry paths, metrics) is guarded wherever an example
 //! publishes it: a token Prometheus scrapes with, a NetworkPolicy admitting only the monitoring
-//! namespace, and loopback only in README's `docker run`.
+//! namespace, and loopback only in the documented `docker run` (docs/deploying.md).
 
 use serde_json::Value;
 use sfbulk_proxy::config::Settings;
@@ -239,9 +239,9 @@ fn the_kubernetes_examples_guard_the_admin_port_with_a_token_and_a_network_polic
 }
 
 #[test]
-fn readmes_docker_run_publishes_the_admin_port_on_loopback_only() {
-    let readme = read("README.md");
-    let runs: Vec<&str> = readme
+fn the_documented_docker_run_publishes_the_admin_port_on_loopback_only() {
+    let documented = format!("{}{}", read("README.md"), read("docs/deploying.md"));
+    let runs: Vec<&str> = documented
         .lines()
         .filter(|l| l.trim_start().starts_with("docker run"))
         .collect();

@@ -1,20 +1,21 @@
 //! Log targets are an interface: operators filter on them (`log.level`, `RUST_LOG`). Every target
-//! the code logs under is one README documents, every documented one is logged under, and the
-//! events of a refreshed request carry theirs.
+//! the code logs under is one `docs/logging.md` documents, every documented one is logged under,
+//! and the events of a refreshed request carry theirs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::support::{spawn_app, LogCapture};
 
-/// The targets README's table of log targets lists.
+/// The targets the table of log targets in `docs/logging.md` lists.
 fn documented() -> BTreeSet<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let table = readme
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/logging.md"))
+            .unwrap();
+    let table = page
         .split("**Log targets**")
         .nth(1)
-        .expect("README has a table of log targets");
+        .expect("docs/logging.md has a table of log targets");
     table
         .lines()
         .skip_while(|l| !l.starts_with("| target"))

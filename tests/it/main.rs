@@ -17,6 +17,7 @@ mod connections;
 mod console;
 mod demo;
 mod deploying;
+mod docs;
 mod drain;
 mod edge_limits;
 mod edge_safety;
