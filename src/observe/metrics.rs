@@ -1,5 +1,5 @@
 //! The Prometheus series the admin port's `/metrics` serves (prometheus-client). Names and labels
-//! are a contract (README, "Monitoring"). No label holds caller input: operations are the
+//! are a contract (docs/monitoring.md). No label holds caller input: operations are the
 //! operation table's names (or `unknown`), statuses are numbers, and `org` is an organisation id
 //! Salesforce accepted a session of, at most [`MAX_ORGS`] of them. Every series of a family has
 //! the same label names, so a query's `by` and `on` clauses mean the same on all of them.
