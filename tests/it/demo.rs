@@ -589,3 +589,63 @@ async fn an_emulator_without_an_api_limit_sends_no_limit_info() {
     assert!(got.headers().get("sforce-limit-info").is_none());
     assert!(!app.metrics().await.contains("sfbulk_salesforce_api_usage{"));
 }
+
+#[tokio::test]
+async fn the_loads_pages_walk_runs_verbatim_against_the_demo() {
+    let port = free_demo_port();
+    let dir = temp_dir("demo-loads-walk");
+    let port_text = port.to_string();
+    let mut demo = spawn_watched(
+        demo_command(&dir, &[("SFBULK_DEMO_PORT", &port_text)]),
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("The demo is ready."))
+                .then(|| {
+                    (
+                        format!("http://127.0.0.1:{port}"),
+                        format!("http://127.0.0.1:{}", port + 1000),
+                    )
+                })
+        },
+    );
+    demo.wait_for_lines(1, CEILING, |l| l.contains("A first call"))
+        .await;
+    let page = std::fs::read_to_string(format!("{REPOSITORY}/docs/loads.md")).unwrap();
+    let walk = page
+        .split("## Try it against the demo")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/loads.md's walk");
+    let curl_home = temp_dir("demo-loads-walk-curl");
+    std::fs::write(curl_home.join(".curlrc"), "fail-with-body\n").unwrap();
+    let script = format!(
+        "set -eo pipefail\ntrap 'echo \"failed: $BASH_COMMAND\" >&2' ERR\n{walk}\necho; echo \"LOAD=$LOAD\""
+    );
+    let ran = shell_with(
+        &script,
+        Some(&port_text),
+        &[("CURL_HOME", curl_home.to_str().unwrap())],
+    );
+    let out = String::from_utf8_lossy(&ran.stdout);
+    let err = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{err}\n{out}");
+    let load = value_of(out.lines().last().unwrap_or_default(), "LOAD");
+    assert_eq!(load.len(), 32, "a load id of the proxy's: {out}");
+    assert!(out.contains("\"state\":\"Completed\""), "{out}");
+    // The results, twice (getLoadResults and the waiting load): nine created, one failed.
+    let header = "sf__Row,sf__Result,sf__Id,sf__Error,FirstName,LastName,Email,Description";
+    assert_eq!(out.matches(header).count(), 2, "{out}");
+    assert_eq!(out.matches(",created,003").count(), 18, "{out}");
+    assert_eq!(
+        out.matches("8,failed,,FIELD_CUSTOM_VALIDATION_EXCEPTION")
+            .count(),
+        2,
+        "{out}"
+    );
+    let (status, _) = interrupt(&mut demo).await;
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&curl_home).unwrap();
+}
