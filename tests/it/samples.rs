@@ -293,8 +293,9 @@ fn every_bulk2_demo_sample_has_a_salesforce_twin_with_the_same_fields() {
     assert_eq!(demo, names("samples/salesforce/v2"));
     assert_eq!(
         demo.len(),
-        17,
-        "an envelope per operation but uploadJobFile, and its CSV"
+        21,
+        "an envelope per operation but uploadJobFile and load, their CSVs, and the loads' \
+         getLoad, getLoadResults and abortLoad"
     );
     let elements = |text: &str| -> Vec<String> {
         text.lines()
