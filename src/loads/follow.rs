@@ -4,7 +4,7 @@
 //! that expired with no grant to renew it stops the load until its caller brings a new one.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::loads::calls;
 use crate::loads::load::{Load, LoadState};
@@ -128,9 +128,4 @@ pub fn end(load: &Load, ended: &OnEnd) {
     if now_ended {
         ended(load);
     }
-}
-
-/// The wait before the first ask, for tests of the backoff.
-pub fn first_wait(settings: &LoadSettings) -> Duration {
-    settings.poll_min_ms
 }

@@ -161,7 +161,7 @@ impl Load {
         out
     }
 
-    /// Completes once the load has changed after `seen` (from [`Load::version`]).
+    /// A receiver that wakes at each change of the load.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
     }
