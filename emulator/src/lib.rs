@@ -17,7 +17,8 @@
 //!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
 //! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
-//! - `oauth`: the login side (sessions, refresh, rotation, JWT, [`TokenGate`]);
+//! - `oauth`: the token endpoint (refresh, client credentials, JWT); `sessions` the sessions and
+//!   refresh tokens it issues (expiry, rotation) and [`TokenGate`];
 //! - `jobs` and `batches`: Bulk API 1.0's resources (`batch` a batch as data);
 //! - `v2/`: Bulk API 2.0's ingest and query jobs (Bearer sessions, JSON job info, result files,
 //!   locator pages, JSON error arrays);
@@ -36,6 +37,7 @@ mod org;
 mod records;
 mod router;
 mod server;
+mod sessions;
 mod settings;
 mod store;
 mod usage;
@@ -44,10 +46,10 @@ mod wire;
 mod xml;
 
 pub use ids::with_checksum;
-pub use oauth::TokenGate;
 pub use org::{Org, RecordedRequest};
 pub use records::{FAIL_MARKER, VALIDATION_ERROR};
 pub use router::router;
 pub use server::Emulator;
+pub use sessions::TokenGate;
 pub use settings::{Settings, TlsPair};
 pub use v2::IngestJobSeen;

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use super::compression;
 use super::ids;
 use super::jobs;
-use super::oauth::{self, TokenGate};
 use super::records;
+use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
 use super::store;
 use super::usage::ApiUsage;
@@ -87,7 +87,7 @@ pub struct Org {
     pub(crate) session_prefix: String,
     pub(crate) user_id: String,
     pub(crate) ids: ids::IdGenerator,
-    pub(crate) auth: Mutex<oauth::Auth>,
+    pub(crate) auth: Mutex<Auth>,
     pub(crate) jobs: Mutex<HashMap<String, jobs::Job>>,
     pub(crate) records: Mutex<store::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
@@ -116,7 +116,7 @@ impl Org {
         let ids = ids::IdGenerator::default();
         let (org_id, session_prefix) = org_id_of(&settings.access_token, &ids);
         Org {
-            auth: Mutex::new(oauth::Auth::new(
+            auth: Mutex::new(Auth::new(
                 &settings.access_token,
                 &settings.refresh_token,
                 settings.session_ttl,
