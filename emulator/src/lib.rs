@@ -19,7 +19,7 @@
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
 //! - `oauth`: the token endpoint (refresh, client credentials, JWT); `sessions` the sessions and
 //!   refresh tokens it issues (expiry, rotation) and [`TokenGate`];
-//! - `jobs` and `batches`: Bulk API 1.0's resources (`batch` a batch as data);
+//! - `jobs` and `batches`: Bulk API 1.0's routes (`job` a job and `batch` a batch as data);
 //! - `v2/`: Bulk API 2.0's ingest and query jobs (Bearer sessions, JSON job info, result files,
 //!   locator pages, JSON error arrays);
 //! - `records`: the objects' fields, per-record results ([`FAIL_MARKER`] fails a row on purpose)
@@ -31,6 +31,7 @@ mod batch;
 mod batches;
 mod compression;
 mod ids;
+mod job;
 mod jobs;
 mod oauth;
 mod org;

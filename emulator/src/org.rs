@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use super::compression;
 use super::ids;
-use super::jobs;
+use super::job::Job;
 use super::records;
 use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
@@ -88,7 +88,7 @@ pub struct Org {
     pub(crate) user_id: String,
     pub(crate) ids: ids::IdGenerator,
     pub(crate) auth: Mutex<Auth>,
-    pub(crate) jobs: Mutex<HashMap<String, jobs::Job>>,
+    pub(crate) jobs: Mutex<HashMap<String, Job>>,
     pub(crate) records: Mutex<store::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     /// Answers compressed once, when `Settings::reuse_compressed_answers` is on.
