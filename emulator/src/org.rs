@@ -18,7 +18,7 @@ use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
 use super::store;
 use super::usage::ApiUsage;
-use super::v2;
+use super::v2_jobs::{IngestJob, IngestJobSeen, QueryJob};
 
 /// How many requests the emulator remembers for inspection; older ones are dropped.
 const RECORDED_REQUESTS: usize = 1000;
@@ -104,11 +104,11 @@ pub struct Org {
     /// Bulk API requests over the last 24 hours, counted while `Settings::api_limit` is above 0.
     pub(crate) api_usage: ApiUsage,
     /// Bulk API 2.0 ingest jobs by id.
-    ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
+    ingest_jobs: Mutex<HashMap<String, IngestJob>>,
     /// What was seen of the Bulk API 2.0 ingest jobs deleted since, in the order deleted.
-    deleted_ingest_jobs: Mutex<Vec<v2::IngestJobSeen>>,
+    deleted_ingest_jobs: Mutex<Vec<IngestJobSeen>>,
     /// Bulk API 2.0 query jobs by id.
-    query_jobs: Mutex<HashMap<String, v2::QueryJob>>,
+    query_jobs: Mutex<HashMap<String, QueryJob>>,
 }
 
 impl Org {
@@ -269,10 +269,10 @@ impl Org {
 
     /// The 2.0 ingest jobs, each closed one moved on as its time has come (an emulator holds a
     /// few, so looking at each on every call costs nothing worth a timer).
-    pub(crate) fn ingest_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::IngestJob>> {
+    pub(crate) fn ingest_jobs(&self) -> MutexGuard<'_, HashMap<String, IngestJob>> {
         let mut jobs = self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner());
         for job in jobs.values_mut() {
-            job.advance(self);
+            job.advance(&self.records, &self.ids);
         }
         jobs
     }
@@ -280,12 +280,9 @@ impl Org {
     /// What the org saw of every Bulk API 2.0 ingest job ever created, deleted ones included, in
     /// the order created: uploads (accepted or refused), bytes and records taken, close and abort
     /// requests, and each job's state now (closed jobs moved on as their time has come).
-    pub fn ingest_jobs_seen(&self) -> Vec<v2::IngestJobSeen> {
-        let mut seen: Vec<v2::IngestJobSeen> = self
-            .ingest_jobs()
-            .values()
-            .map(v2::IngestJob::seen)
-            .collect();
+    pub fn ingest_jobs_seen(&self) -> Vec<IngestJobSeen> {
+        let mut seen: Vec<IngestJobSeen> =
+            self.ingest_jobs().values().map(IngestJob::seen).collect();
         seen.extend(
             self.deleted_ingest_jobs
                 .lock()
@@ -298,14 +295,14 @@ impl Org {
         seen
     }
 
-    pub(crate) fn note_deleted_ingest_job(&self, seen: v2::IngestJobSeen) {
+    pub(crate) fn note_deleted_ingest_job(&self, seen: IngestJobSeen) {
         self.deleted_ingest_jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(seen);
     }
 
-    pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::QueryJob>> {
+    pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, QueryJob>> {
         self.query_jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
