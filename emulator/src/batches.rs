@@ -15,7 +15,8 @@ use futures_util::stream;
 
 use super::batch::{Batch, BatchState, Outcome};
 use super::ids;
-use super::jobs::{admitted_jobs, find_job, Job, JobState};
+use super::job::{Job, JobState};
+use super::jobs::{admitted_jobs, find_job};
 use super::records::{
     csv_records, field, generated_columns, json_records, xml_records, GeneratedContact, Query,
     RecordResult,

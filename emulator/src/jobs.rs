@@ -11,9 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::batch::{Batch, BatchState};
 use super::ids;
-use super::wire::{format_date, now_secs, request_content_type, ApiError, Document, Format, Value};
+use super::job::{Job, JobState};
+use super::wire::{now_secs, request_content_type, ApiError, Format};
 use super::Org;
 use crate::xml::read_document;
 
@@ -71,108 +71,6 @@ const JOB_INFO_FIELDS: &[&str] = &[
     "apiActiveProcessingTime",
     "apexProcessingTime",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Open,
-    Closed,
-    Aborted,
-}
-
-impl JobState {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            JobState::Open => "Open",
-            JobState::Closed => "Closed",
-            JobState::Aborted => "Aborted",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub id: String,
-    pub(super) operation: String,
-    pub(super) object: String,
-    created_by: String,
-    created_secs: u64,
-    modstamp_secs: u64,
-    pub(super) state: JobState,
-    pub(super) external_id_field: Option<String>,
-    concurrency_mode: String,
-    pub(super) content_type: String,
-    pub(super) api_version: String,
-    assignment_rule_id: Option<String>,
-    /// The format the job answers in: JSON jobs in JSON, the rest in XML.
-    pub(super) format: Format,
-    /// `Sforce-Enable-PKChunking` on a query job: the rows of each chunk's batch.
-    pub(super) pk_chunk_size: Option<u64>,
-    pub(super) batches: Vec<Batch>,
-}
-
-impl Job {
-    fn document(&self, format: Format) -> Document {
-        let text = |s: &str| Value::Text(s.to_string());
-        let zero = || Value::Number("0".into());
-        let count = |n: u64| Value::Number(n.to_string());
-        let states: Vec<BatchState> = self.batches.iter().map(Batch::state).collect();
-        let in_state =
-            |wanted: BatchState| count(states.iter().filter(|s| **s == wanted).count() as u64);
-        let (processed, failed) = self
-            .batches
-            .iter()
-            .map(Batch::record_counts)
-            .fold((0, 0), |(p, f), (bp, bf)| (p + bp, f + bf));
-        let mut fields = vec![
-            ("id", text(&self.id)),
-            ("operation", text(&self.operation)),
-            ("object", text(&self.object)),
-            ("createdById", text(&self.created_by)),
-            (
-                "createdDate",
-                Value::Text(format_date(self.created_secs, format)),
-            ),
-            (
-                "systemModstamp",
-                Value::Text(format_date(self.modstamp_secs, format)),
-            ),
-            ("state", text(self.state.as_str())),
-        ];
-        if let Some(field) = &self.external_id_field {
-            fields.push(("externalIdFieldName", text(field)));
-        }
-        fields.extend([
-            ("concurrencyMode", text(&self.concurrency_mode)),
-            ("contentType", text(&self.content_type)),
-            ("numberBatchesQueued", in_state(BatchState::Queued)),
-            ("numberBatchesInProgress", in_state(BatchState::InProgress)),
-            ("numberBatchesCompleted", in_state(BatchState::Completed)),
-            ("numberBatchesFailed", in_state(BatchState::Failed)),
-            ("numberBatchesTotal", count(self.batches.len() as u64)),
-            ("numberRecordsProcessed", count(processed)),
-            ("numberRetries", zero()),
-            ("apiVersion", Value::Number(self.api_version.clone())),
-        ]);
-        if let Some(rule) = &self.assignment_rule_id {
-            fields.push(("assignmentRuleId", text(rule)));
-        }
-        fields.extend([
-            ("numberRecordsFailed", count(failed)),
-            ("totalProcessingTime", zero()),
-            ("apiActiveProcessingTime", zero()),
-            ("apexProcessingTime", zero()),
-        ]);
-        Document {
-            root: "jobInfo",
-            fields,
-        }
-    }
-
-    /// An existing job answers in its own format.
-    fn respond(&self, status: StatusCode) -> Response {
-        self.document(self.format).respond(status, self.format)
-    }
-}
 
 /// The checks every Bulk API call starts with: a live session, then a served version.
 /// The org's jobs, locked, for a request whose session and API version pass [`admit`]; with the
@@ -448,22 +346,9 @@ pub async fn update(
         Some("Aborted") => JobState::Aborted,
         _ => return Err(ApiError::new("InvalidJob", "Unable to parse Job").in_format(format)),
     };
-    transition(job.state, next)
+    job.change_state(next)
         .map_err(|message| ApiError::new("InvalidJobState", message).in_format(format))?;
-    job.state = next;
-    // Timestamps have whole seconds; a change must still move systemModstamp.
-    job.modstamp_secs = now_secs().max(job.modstamp_secs + 1);
     Ok(job.respond(StatusCode::OK))
-}
-
-/// The job state machine of the reference page.
-fn transition(from: JobState, to: JobState) -> Result<(), &'static str> {
-    match (from, to) {
-        (JobState::Open, _) | (JobState::Closed, JobState::Aborted) => Ok(()),
-        (JobState::Closed, _) => Err("Closing already closed Job not allowed"),
-        (JobState::Aborted, JobState::Aborted) => Err("Aborting already aborted Job not allowed"),
-        (JobState::Aborted, _) => Err("Closing already aborted Job not allowed"),
-    }
 }
 
 fn unknown_job(job_id: &str, format: Format) -> ApiError {
@@ -524,25 +409,5 @@ mod tests {
             Some("createJob: <object> after <contentType>")
         );
         assert!(out_of_schema_order(&fields(&["object", "object"])).is_some());
-    }
-
-    #[test]
-    fn state_machine_follows_salesforce() {
-        use JobState::*;
-        assert!(transition(Open, Closed).is_ok());
-        assert!(transition(Open, Aborted).is_ok());
-        assert!(transition(Closed, Aborted).is_ok());
-        assert_eq!(
-            transition(Closed, Closed),
-            Err("Closing already closed Job not allowed")
-        );
-        assert_eq!(
-            transition(Aborted, Closed),
-            Err("Closing already aborted Job not allowed")
-        );
-        assert_eq!(
-            transition(Aborted, Aborted),
-            Err("Aborting already aborted Job not allowed")
-        );
     }
 }

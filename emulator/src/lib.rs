@@ -11,43 +11,51 @@
 //!
 //! The map, a file each:
 //! - `settings`: [`Settings`], how the org behaves, and [`TlsPair`];
-//! - `org`: [`Org`], the whole fake org's state, [`RecordedRequest`], and [`IngestJobSeen`] (what
-//!   it saw of each Bulk API 2.0 ingest job, kept by `v2`);
+//! - `org`: [`Org`], the whole fake org's state, and [`RecordedRequest`];
 //! - `router`: the [`router`] of every route, and the layer each request passes first (recording,
 //!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
 //! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
-//! - `oauth`: the login side (sessions, refresh, rotation, JWT, [`TokenGate`]);
-//! - `jobs` and `batches`: Bulk API 1.0's resources (`batch` a batch as data);
-//! - `v2/`: Bulk API 2.0's ingest and query jobs (Bearer sessions, JSON job info, result files,
-//!   locator pages, JSON error arrays);
+//! - `oauth`: the token endpoint (refresh, client credentials, JWT); `sessions` the sessions and
+//!   refresh tokens it issues (expiry, rotation) and [`TokenGate`];
+//! - `jobs` and `batches`: Bulk API 1.0's routes (`job` a job and `batch` a batch as data);
+//! - `v2/`: Bulk API 2.0's routes for ingest and query jobs (Bearer sessions, JSON job info,
+//!   uploads, result files, locator pages); `v2_jobs/` the jobs themselves, their uploads, result
+//!   files and JSON error arrays, and [`IngestJobSeen`], what the org saw of each ingest job;
 //! - `records`: the objects' fields, per-record results ([`FAIL_MARKER`] fails a row on purpose)
 //!   and query results; `store` the org's records, kept compact, and what an ingest row does to
 //!   them; `wire` the answers' shapes and errors; `xml` the reader of request bodies;
 //!   `compression` gzip both ways; `ids` Salesforce's 18-character ids ([`with_checksum`]).
+//!
+//! The dependencies run one way, routes → `org` → state: the routes (`oauth`, `jobs`, `batches`,
+//! `v2/`) take the [`Org`]; the state it holds (`sessions`, `job`, `batch`, `v2_jobs/`, `store`,
+//! `usage`...) never names it.
 
 mod batch;
 mod batches;
 mod compression;
 mod ids;
+mod job;
 mod jobs;
 mod oauth;
 mod org;
 mod records;
 mod router;
 mod server;
+mod sessions;
 mod settings;
 mod store;
 mod usage;
 mod v2;
+mod v2_jobs;
 mod wire;
 mod xml;
 
 pub use ids::with_checksum;
-pub use oauth::TokenGate;
 pub use org::{Org, RecordedRequest};
 pub use records::{FAIL_MARKER, VALIDATION_ERROR};
 pub use router::router;
 pub use server::Emulator;
+pub use sessions::TokenGate;
 pub use settings::{Settings, TlsPair};
-pub use v2::IngestJobSeen;
+pub use v2_jobs::IngestJobSeen;

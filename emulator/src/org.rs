@@ -12,13 +12,13 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use super::compression;
 use super::ids;
-use super::jobs;
-use super::oauth::{self, TokenGate};
+use super::job::Job;
 use super::records;
+use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
 use super::store;
 use super::usage::ApiUsage;
-use super::v2;
+use super::v2_jobs::{IngestJob, IngestJobSeen, QueryJob};
 
 /// How many requests the emulator remembers for inspection; older ones are dropped.
 const RECORDED_REQUESTS: usize = 1000;
@@ -87,8 +87,8 @@ pub struct Org {
     pub(crate) session_prefix: String,
     pub(crate) user_id: String,
     pub(crate) ids: ids::IdGenerator,
-    pub(crate) auth: Mutex<oauth::Auth>,
-    pub(crate) jobs: Mutex<HashMap<String, jobs::Job>>,
+    pub(crate) auth: Mutex<Auth>,
+    pub(crate) jobs: Mutex<HashMap<String, Job>>,
     pub(crate) records: Mutex<store::Store>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     /// Answers compressed once, when `Settings::reuse_compressed_answers` is on.
@@ -104,11 +104,11 @@ pub struct Org {
     /// Bulk API requests over the last 24 hours, counted while `Settings::api_limit` is above 0.
     pub(crate) api_usage: ApiUsage,
     /// Bulk API 2.0 ingest jobs by id.
-    ingest_jobs: Mutex<HashMap<String, v2::IngestJob>>,
+    ingest_jobs: Mutex<HashMap<String, IngestJob>>,
     /// What was seen of the Bulk API 2.0 ingest jobs deleted since, in the order deleted.
-    deleted_ingest_jobs: Mutex<Vec<v2::IngestJobSeen>>,
+    deleted_ingest_jobs: Mutex<Vec<IngestJobSeen>>,
     /// Bulk API 2.0 query jobs by id.
-    query_jobs: Mutex<HashMap<String, v2::QueryJob>>,
+    query_jobs: Mutex<HashMap<String, QueryJob>>,
 }
 
 impl Org {
@@ -116,7 +116,7 @@ impl Org {
         let ids = ids::IdGenerator::default();
         let (org_id, session_prefix) = org_id_of(&settings.access_token, &ids);
         Org {
-            auth: Mutex::new(oauth::Auth::new(
+            auth: Mutex::new(Auth::new(
                 &settings.access_token,
                 &settings.refresh_token,
                 settings.session_ttl,
@@ -269,10 +269,10 @@ impl Org {
 
     /// The 2.0 ingest jobs, each closed one moved on as its time has come (an emulator holds a
     /// few, so looking at each on every call costs nothing worth a timer).
-    pub(crate) fn ingest_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::IngestJob>> {
+    pub(crate) fn ingest_jobs(&self) -> MutexGuard<'_, HashMap<String, IngestJob>> {
         let mut jobs = self.ingest_jobs.lock().unwrap_or_else(|e| e.into_inner());
         for job in jobs.values_mut() {
-            job.advance(self);
+            job.advance(&self.records, &self.ids);
         }
         jobs
     }
@@ -280,12 +280,9 @@ impl Org {
     /// What the org saw of every Bulk API 2.0 ingest job ever created, deleted ones included, in
     /// the order created: uploads (accepted or refused), bytes and records taken, close and abort
     /// requests, and each job's state now (closed jobs moved on as their time has come).
-    pub fn ingest_jobs_seen(&self) -> Vec<v2::IngestJobSeen> {
-        let mut seen: Vec<v2::IngestJobSeen> = self
-            .ingest_jobs()
-            .values()
-            .map(v2::IngestJob::seen)
-            .collect();
+    pub fn ingest_jobs_seen(&self) -> Vec<IngestJobSeen> {
+        let mut seen: Vec<IngestJobSeen> =
+            self.ingest_jobs().values().map(IngestJob::seen).collect();
         seen.extend(
             self.deleted_ingest_jobs
                 .lock()
@@ -298,14 +295,14 @@ impl Org {
         seen
     }
 
-    pub(crate) fn note_deleted_ingest_job(&self, seen: v2::IngestJobSeen) {
+    pub(crate) fn note_deleted_ingest_job(&self, seen: IngestJobSeen) {
         self.deleted_ingest_jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(seen);
     }
 
-    pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, v2::QueryJob>> {
+    pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, QueryJob>> {
         self.query_jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 

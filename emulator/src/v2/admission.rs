@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderMap, StatusCode};
 
-use super::answers::Refusal;
+use crate::v2_jobs::answers::Refusal;
 use crate::Org;
 
 /// The lowest API version with Bulk API 2.0 (its ingest jobs): below it, every call is 404

@@ -1,7 +1,7 @@
-//! The calls both kinds of Bulk API 2.0 job answer alike, over [`JobKind`].
+//! The routes both kinds of Bulk API 2.0 job answer alike, over [`JobKind`].
 //!
-//! Create (reading the JSON job request), info, list, state change and delete, and the members of
-//! the job info that every job has.
+//! Create (reading the JSON job request), info, list, state change and delete; what each kind of
+//! job answers from its own state is its `JobRules`, in `v2_jobs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
@@ -14,9 +14,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::admission::admitted;
-use super::answers::{json, not_found, Refusal};
-use crate::ids;
-use crate::wire::{format_date, now_secs, Format};
+use crate::v2_jobs::answers::{json, not_found, Refusal};
+use crate::v2_jobs::job::JobRules;
 use crate::Org;
 
 /// The `columnDelimiter`s a job takes.
@@ -24,8 +23,9 @@ const DELIMITERS: [&str; 6] = ["BACKQUOTE", "CARET", "COMMA", "PIPE", "SEMICOLON
 /// The `lineEnding`s a job takes.
 const LINE_ENDINGS: [&str; 2] = ["LF", "CRLF"];
 
-/// What sets one kind of job (ingest, query) apart; the calls here are the same for both.
-pub(super) trait JobKind: Sized + Send + 'static {
+/// What sets one kind of job (ingest, query) apart for the calls here, which are the same for
+/// both: its collection, its lowest version, where the org keeps its jobs, and how one is made.
+pub(super) trait JobKind: JobRules + Sized + Send + 'static {
     /// The jobs' collection: `/services/data/{version}/jobs/<COLLECTION>`.
     const COLLECTION: &'static str;
     /// The lowest API version that has this kind of job.
@@ -33,12 +33,6 @@ pub(super) trait JobKind: Sized + Send + 'static {
 
     /// The org's jobs of this kind, by id.
     fn jobs(org: &Org) -> MutexGuard<'_, HashMap<String, Self>>;
-
-    /// The members every job has.
-    fn basics(&self) -> &JobBasics;
-
-    /// The job info answer.
-    fn info(&self) -> serde_json::Value;
 
     /// A new job from a create call's JSON request (the version let in), with the info answered
     /// for it, or the answer refusing it.
@@ -48,89 +42,8 @@ pub(super) trait JobKind: Sized + Send + 'static {
         api_version: f64,
     ) -> Result<(Self, serde_json::Value), Refusal>;
 
-    /// Moves the job to the state `wanted` that a `PATCH` asks for (`None`: the body names none),
-    /// or refuses to.
-    fn change_state(&mut self, org: &Org, wanted: Option<&str>) -> Result<(), Refusal>;
-
-    /// Whether `DELETE` may remove the job now, or the refusal.
-    fn deletable(&self) -> Result<(), Refusal>;
-
     /// Called with the job `DELETE` has just removed.
     fn removed(self, _org: &Org) {}
-}
-
-/// The members every job has, whatever its kind.
-#[derive(Debug, Clone)]
-pub(super) struct JobBasics {
-    pub(super) id: String,
-    pub(super) operation: String,
-    pub(super) api_version: f64,
-    pub(super) column_delimiter: String,
-    pub(super) line_ending: String,
-    pub(super) created: String,
-    pub(super) state: &'static str,
-}
-
-/// A kind's own members of its job info, for [`JobBasics::info`] to put where they stand.
-pub(super) struct KindInfo<'a> {
-    pub(super) object: &'a str,
-    pub(super) job_type: &'static str,
-    /// After `apiVersion`, when set (ingest jobs).
-    pub(super) content_url: Option<String>,
-    pub(super) processed: u64,
-    /// After `numberRecordsProcessed`, when set (ingest jobs).
-    pub(super) failed: Option<u64>,
-}
-
-impl JobBasics {
-    /// A new job's members: created now, in `state`, with the org's next job id.
-    pub(super) fn new(
-        org: &Org,
-        operation: String,
-        api_version: f64,
-        (column_delimiter, line_ending): (String, String),
-        state: &'static str,
-    ) -> JobBasics {
-        JobBasics {
-            id: org.ids.next(ids::JOB),
-            operation,
-            api_version,
-            column_delimiter,
-            line_ending,
-            created: format_date(now_secs(), Format::Json),
-            state,
-        }
-    }
-
-    /// The job info, in Salesforce's member order, up to `totalProcessingTime`: a kind adds any
-    /// members after it.
-    pub(super) fn info(&self, kind: KindInfo<'_>) -> serde_json::Value {
-        let mut info = serde_json::json!({
-            "id": self.id,
-            "operation": self.operation,
-            "object": kind.object,
-            "createdById": "005000000000001AAA",
-            "createdDate": self.created,
-            "systemModstamp": self.created,
-            "state": self.state,
-            "concurrencyMode": "Parallel",
-            "contentType": "CSV",
-            "apiVersion": self.api_version,
-        });
-        if let Some(content_url) = kind.content_url {
-            info["contentUrl"] = content_url.into();
-        }
-        info["lineEnding"] = self.line_ending.clone().into();
-        info["columnDelimiter"] = self.column_delimiter.clone().into();
-        info["jobType"] = kind.job_type.into();
-        info["numberRecordsProcessed"] = kind.processed.into();
-        if let Some(failed) = kind.failed {
-            info["numberRecordsFailed"] = failed.into();
-        }
-        info["retries"] = 0.into();
-        info["totalProcessingTime"] = 0.into();
-        info
-    }
 }
 
 /// A job request's JSON object, read by member.
@@ -278,7 +191,7 @@ async fn update<J: JobKind>(
         .ok()
         .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string));
     with_job(&org, &raw_version, &headers, &id, |job: &mut J| {
-        match job.change_state(&org, wanted.as_deref()) {
+        match job.change_state(&org.settings, wanted.as_deref()) {
             Ok(()) => json(StatusCode::OK, job.info()),
             Err(refused) => refused.into_response(),
         }

@@ -1,4 +1,7 @@
-//! Bulk API 2.0 query jobs: their result fixed when created, served in pages by locator.
+//! Bulk API 2.0 query jobs' routes: create (over the org's records) and the result pages by
+//! locator.
+//!
+//! The job itself, its result fixed when created, is `v2_jobs::query`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
@@ -9,22 +12,15 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
-use super::answers::{csv, error, Refusal};
-use super::lifecycle::{self, with_job, JobBasics, JobKind, JobRequest, KindInfo};
-use crate::records::{field, generated_columns, GeneratedContact, Query, Record};
+use super::lifecycle::{self, with_job, JobKind, JobRequest};
+use crate::records::Query;
+use crate::v2_jobs::answers::{csv, error, Refusal};
+use crate::v2_jobs::job::{JobBasics, JobRules};
+use crate::v2_jobs::QueryJob;
 use crate::Org;
 
 /// Rows in a result page when the caller sets no `maxRecords`: Salesforce picks a large number.
 const DEFAULT_PAGE_ROWS: u64 = 10_000;
-
-/// A query job: its result is fixed when it is created (stored records, then generated Contacts).
-#[derive(Debug, Clone)]
-pub struct QueryJob {
-    basics: JobBasics,
-    query: Query,
-    stored: Arc<Vec<Record>>,
-    generated: u64,
-}
 
 impl JobKind for QueryJob {
     const COLLECTION: &'static str = "query";
@@ -32,20 +28,6 @@ impl JobKind for QueryJob {
 
     fn jobs(org: &Org) -> MutexGuard<'_, HashMap<String, QueryJob>> {
         org.query_jobs()
-    }
-
-    fn basics(&self) -> &JobBasics {
-        &self.basics
-    }
-
-    fn info(&self) -> serde_json::Value {
-        self.basics.info(KindInfo {
-            object: &self.query.object,
-            job_type: "V2Query",
-            content_url: None,
-            processed: self.rows(),
-            failed: None,
-        })
     }
 
     fn create(
@@ -71,81 +53,19 @@ impl JobKind for QueryJob {
         let csv_format = request.csv_format()?;
         let stored = org.stored_records(&object);
         let generated = org.generated_rows(&object);
-        let mut job = QueryJob {
-            basics: JobBasics::new(org, operation, api_version, csv_format, "UploadComplete"),
-            query: Query { object, ..query },
-            stored: Arc::new(stored),
+        let basics = JobBasics::new(
+            &org.ids,
+            operation,
+            api_version,
+            csv_format,
+            "UploadComplete",
+        );
+        Ok(QueryJob::new(
+            basics,
+            Query { object, ..query },
+            stored,
             generated,
-        };
-        let info = job.info();
-        // It runs at once; the answer shows it as Salesforce does, just accepted.
-        job.basics.state = "JobComplete";
-        Ok((job, info))
-    }
-
-    /// `{"state":"Aborted"}`
-    fn change_state(&mut self, _org: &Org, wanted: Option<&str>) -> Result<(), Refusal> {
-        if wanted != Some("Aborted") {
-            return Err(Refusal::invalid_job("state must be Aborted"));
-        }
-        if self.basics.state == "JobComplete" || self.basics.state == "Aborted" {
-            return Err(Refusal::invalid_job_state("The job has already finished"));
-        }
-        self.basics.state = "Aborted";
-        Ok(())
-    }
-
-    /// At any time.
-    fn deletable(&self) -> Result<(), Refusal> {
-        Ok(())
-    }
-}
-
-impl QueryJob {
-    fn rows(&self) -> u64 {
-        let all = self.stored.len() as u64 + self.generated;
-        self.query.limit.map_or(all, |limit| limit.min(all))
-    }
-
-    /// Rows `start..end` as CSV, the header line first, every value quoted.
-    fn page(&self, start: u64, end: u64) -> String {
-        let mut csv = String::with_capacity(((end - start) as usize + 1) * 96);
-        let quote_row = |csv: &mut String, values: &mut dyn Iterator<Item = &str>| {
-            for (i, value) in values.enumerate() {
-                if i > 0 {
-                    csv.push(',');
-                }
-                csv.push('"');
-                csv.push_str(&value.replace('"', "\"\""));
-                csv.push('"');
-            }
-            csv.push('\n');
-        };
-        quote_row(&mut csv, &mut self.query.fields.iter().map(String::as_str));
-        let stored = self.stored.len() as u64;
-        let columns = generated_columns(&self.query.fields);
-        let mut generated = GeneratedContact::default();
-        for n in start..end {
-            if n < stored {
-                let record = &self.stored[n as usize];
-                quote_row(
-                    &mut csv,
-                    &mut self
-                        .query
-                        .fields
-                        .iter()
-                        .map(|f| field(record, f).unwrap_or_default()),
-                );
-            } else {
-                generated.fill(n - stored);
-                let values = generated.values();
-                quote_row(
-                    &mut csv,
-                    &mut columns.iter().map(|c| c.map_or("", |c| values[c])),
-                );
-            }
-        }
-        csv
+        ))
     }
 }
 
@@ -182,7 +102,7 @@ async fn results(
     let locator = query.remove("locator").filter(|l| !l.is_empty());
     let max_records = query.remove("maxRecords");
     with_job(&org, &raw_version, &headers, &id, |job: &mut QueryJob| {
-        if job.basics.state != "JobComplete" {
+        if job.basics().state != "JobComplete" {
             return error(
                 StatusCode::PRECONDITION_FAILED,
                 "JOB_NOT_COMPLETE",

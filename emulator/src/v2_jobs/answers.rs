@@ -7,22 +7,22 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// A refusal, answered as [`error`] does.
-pub(super) struct Refusal {
-    pub(super) status: StatusCode,
-    pub(super) code: &'static str,
-    pub(super) message: Cow<'static, str>,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: Cow<'static, str>,
 }
 
 impl Refusal {
     /// 404 `NOT_FOUND`: an unknown job, result file or API version.
-    pub(super) const NOT_FOUND: Refusal = Refusal {
+    pub(crate) const NOT_FOUND: Refusal = Refusal {
         status: StatusCode::NOT_FOUND,
         code: "NOT_FOUND",
         message: Cow::Borrowed("The requested resource does not exist"),
     };
 
     /// 400 `INVALIDJOB`: a job request, or a call on a job, that Salesforce refuses as it stands.
-    pub(super) fn invalid_job(message: impl Into<Cow<'static, str>>) -> Refusal {
+    pub(crate) fn invalid_job(message: impl Into<Cow<'static, str>>) -> Refusal {
         Refusal {
             status: StatusCode::BAD_REQUEST,
             code: "INVALIDJOB",
@@ -31,7 +31,7 @@ impl Refusal {
     }
 
     /// 409 `INVALIDJOBSTATE`: a call the job's state does not allow.
-    pub(super) fn invalid_job_state(message: impl Into<Cow<'static, str>>) -> Refusal {
+    pub(crate) fn invalid_job_state(message: impl Into<Cow<'static, str>>) -> Refusal {
         Refusal {
             status: StatusCode::CONFLICT,
             code: "INVALIDJOBSTATE",
@@ -47,7 +47,7 @@ impl IntoResponse for Refusal {
 }
 
 /// A Bulk 2.0 error answer: a JSON array of one error.
-pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     json(
         status,
         serde_json::json!([{ "errorCode": code, "message": message }]),
@@ -55,12 +55,12 @@ pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// 404 `NOT_FOUND`.
-pub(super) fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     Refusal::NOT_FOUND.into_response()
 }
 
 /// A JSON answer.
-pub(super) fn json(status: StatusCode, value: serde_json::Value) -> Response {
+pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response {
     let mut response = (status, value.to_string()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -70,12 +70,12 @@ pub(super) fn json(status: StatusCode, value: serde_json::Value) -> Response {
 }
 
 /// A 200 CSV answer: a page of query results.
-pub(super) fn csv(body: String) -> Response {
+pub(crate) fn csv(body: String) -> Response {
     csv_body(Body::from(body))
 }
 
 /// A 200 CSV answer that streams: a result file.
-pub(super) fn csv_body(body: Body) -> Response {
+pub(crate) fn csv_body(body: Body) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     response
         .headers_mut()

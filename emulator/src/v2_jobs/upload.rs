@@ -21,7 +21,7 @@ const MAX_DRAINED_BYTES: u64 = 1 << 30;
 
 /// Reads an upload's body, keeping at most [`MAX_JOB_DATA_BYTES`]: over it, the rest is read and
 /// dropped (up to [`MAX_DRAINED_BYTES`]) and the upload refused. `declared`: its Content-Length.
-pub(super) async fn receive(body: Body, declared: Option<u64>) -> Result<Bytes, Refusal> {
+pub(crate) async fn receive(body: Body, declared: Option<u64>) -> Result<Bytes, Refusal> {
     let mut data: Vec<u8> = Vec::new();
     if let Some(declared) = declared.filter(|d| *d <= MAX_JOB_DATA_BYTES as u64) {
         data.reserve_exact(declared as usize);
@@ -63,7 +63,7 @@ pub(super) async fn receive(body: Body, declared: Option<u64>) -> Result<Bytes, 
 
 /// Reads and drops the body of an upload refused before it was read, so a caller still sending
 /// it reads the refusal: at most [`MAX_JOB_DATA_BYTES`] and [`MAX_DRAINED_BYTES`] more.
-pub(super) async fn drain(body: Body) {
+pub(crate) async fn drain(body: Body) {
     let mut seen: u64 = 0;
     let mut stream = body.into_data_stream();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -88,7 +88,7 @@ pub(super) fn delimiter_byte(name: &str) -> u8 {
 
 /// An ingest job's data, read.
 #[derive(Debug)]
-pub(super) struct Upload {
+pub(crate) struct Upload {
     pub(super) data: Bytes,
     pub(super) delimiter: u8,
     /// The header's field names (empty when there is no header).
@@ -102,7 +102,7 @@ pub(super) struct Upload {
 impl Upload {
     /// Reads `data` (at most [`MAX_JOB_DATA_BYTES`], so its offsets fit in `u32`) as CSV: quoted
     /// fields may hold the delimiter, doubled quotes and line breaks; lines end in LF or CRLF.
-    pub(super) fn read(data: Bytes, delimiter: u8) -> Upload {
+    pub(crate) fn read(data: Bytes, delimiter: u8) -> Upload {
         let mut upload = Upload {
             data,
             delimiter,

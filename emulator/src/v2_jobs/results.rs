@@ -88,7 +88,7 @@ impl Outcomes {
 
 /// Which result file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ResultFile {
+pub(crate) enum ResultFile {
     Successful,
     Failed,
     Unprocessed,
@@ -96,7 +96,7 @@ pub(super) enum ResultFile {
 
 impl ResultFile {
     /// The file a path's last segment names.
-    pub(super) fn named(name: &str) -> Option<ResultFile> {
+    pub(crate) fn named(name: &str) -> Option<ResultFile> {
         match name {
             "successfulResults" => Some(ResultFile::Successful),
             "failedResults" => Some(ResultFile::Failed),
@@ -107,7 +107,7 @@ impl ResultFile {
 }
 
 /// What a result file is written from: the job as it stands when asked.
-pub(super) struct Source {
+pub(crate) struct Source {
     pub(super) upload: Option<Arc<Upload>>,
     /// `None`: the job has not run (open, running, aborted or failed): every row is unprocessed.
     pub(super) outcomes: Option<Arc<Outcomes>>,
@@ -118,7 +118,7 @@ pub(super) struct Source {
 
 impl ResultFile {
     /// The file's CSV, written as it is sent.
-    pub(super) fn body(self, source: Source) -> Body {
+    pub(crate) fn body(self, source: Source) -> Body {
         let mut writer = Writer::new(self, source);
         Body::from_stream(futures_util::stream::iter(std::iter::from_fn(move || {
             writer.next_chunk().map(Ok::<_, Infallible>)
