@@ -272,13 +272,13 @@ impl Loads {
         )
         .await;
         if let Err(error) = taken {
-            if matches!(error, IngestError::Invalid { .. }) {
-                // A load refused for its input gives its loadId back.
-                self.kept
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&(owner, id));
-            }
+            // A load whose input was not taken in (refused, or a call or the caller failed on
+            // the way) processed nothing, its jobs aborted: it gives its loadId back, so the
+            // same load may be sent again.
+            self.kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(owner, id));
             return Err(self.ingest_answer(error).await);
         }
         tokio::spawn(follow::follow(

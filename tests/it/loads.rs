@@ -769,8 +769,15 @@ async fn an_input_needing_more_than_max_jobs_is_refused_and_its_jobs_aborted() {
         s.load.max_jobs = 3;
     })
     .await;
-    let refused = load(&app, "object=Contact&operation=insert", contacts(300)).await;
+    let refused = load(
+        &app,
+        "object=Contact&operation=insert&loadId=too-big",
+        contacts(300),
+    )
+    .await;
     assert_eq!(refused.status(), 413);
+    // Nothing was processed: the loadId is free for the load sent again.
+    assert_eq!(ask(&app, "getLoad", "too-big", &[]).await.status(), 404);
     let message = refused.json_value().await.unwrap()[0]["message"].to_string();
     assert!(message.contains("load.max_jobs (3)"), "{message}");
     let jobs = app.org.ingest_jobs_seen();
