@@ -456,7 +456,7 @@ impl Reader {
 
     fn end_field(&mut self) {
         self.digest.end_field();
-        let keep = self.keep_values || self.row == 0;
+        let keep = (self.keep_values || self.row == 0) && self.record_chars <= MAX_RECORD_CHARS;
         match std::str::from_utf8(&self.value) {
             Ok(text) if keep => self.values.push(text.to_string()),
             Ok(_) => {}
@@ -576,10 +576,11 @@ impl Reader {
     }
 
     fn check_header(&mut self, names: &[String]) {
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
         for (at, name) in names.iter().enumerate() {
             if name.trim().is_empty() {
                 self.problem(0, at + 1, "an empty column name".into());
-            } else if names[..at].iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            } else if !seen.insert(name.to_ascii_lowercase()) {
                 let shown = crate::common::redact::quotable(name);
                 self.problem(0, at + 1, format!("the column name {shown:?} is repeated"));
             }

@@ -205,11 +205,7 @@ impl Loads {
         scope: &Scope,
     ) -> Result<Response, Answer> {
         let (parts, body) = request.into_parts();
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let content_type = content_type(&parts);
         let csv = media_type(content_type) == "text/csv";
         // The CSV streamed as the body with the fields in the query, or an envelope whose
         // `inputData` holds it.
@@ -388,11 +384,7 @@ impl Loads {
         more: impl Fn(&dyn Fields) -> Result<T, EnvelopeError>,
     ) -> Result<(Arc<Load>, T), Answer> {
         let (parts, body) = request.into_parts();
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let content_type = content_type(&parts);
         let envelope = self.envelope(content_type, body, operation).await?;
         let credentials = credentials_for(&self.pipeline, operation, &envelope, scope);
         let wanted = (load_id(&envelope), more(&envelope)).gather();
@@ -442,17 +434,28 @@ impl Loads {
             .cloned()
     }
 
-    /// Forgets the loads that ended longer than `load.retention_secs` ago.
+    /// Forgets the loads that ended longer than `load.retention_secs` ago, and past
+    /// [`MAX_KEPT_LOADS`] the ones that ended first: callers who make many small loads cannot
+    /// grow what the process keeps without bound.
     fn sweep(&self) {
         let retention = self.settings.retention_secs;
-        self.kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, load| {
-                load.progress()
-                    .ended
-                    .is_none_or(|ended| ended.elapsed() < retention)
-            });
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|_, load| {
+            load.progress()
+                .ended
+                .is_none_or(|ended| ended.elapsed() < retention)
+        });
+        if kept.len() > MAX_KEPT_LOADS {
+            let mut ended: Vec<(std::time::Instant, (String, String))> = kept
+                .iter()
+                .filter_map(|(key, load)| load.progress().ended.map(|at| (at, key.clone())))
+                .collect();
+            ended.sort_unstable();
+            let over = kept.len() - MAX_KEPT_LOADS;
+            for (_, key) in ended.into_iter().take(over) {
+                kept.remove(&key);
+            }
+        }
     }
 
     /// An envelope of a load operation, read within `server.max_body_bytes`.
@@ -530,6 +533,19 @@ impl From<Fault> for Answer {
     fn from(fault: Fault) -> Answer {
         Answer::Fault(fault)
     }
+}
+
+/// The most loads a process keeps (ended ones are forgotten first, before their retention
+/// ends, past it); those under way are bounded by `load.max_concurrent`.
+const MAX_KEPT_LOADS: usize = 10_000;
+
+/// A request's `Content-Type`, or empty.
+fn content_type(parts: &axum::http::request::Parts) -> &str {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// Owners known by their org (a caller with an access token only).

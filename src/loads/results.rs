@@ -171,6 +171,9 @@ struct RowIndex {
     /// (digest, offset of the row in the job), sorted.
     by_digest: Vec<(u64, u32)>,
     given: Vec<bool>,
+    /// For each digest asked for, where in `by_digest` its next row not given out is: the rows of
+    /// one digest are given in order, so a run of identical rows costs one step each.
+    next: std::collections::HashMap<u64, usize>,
 }
 
 impl RowIndex {
@@ -192,23 +195,25 @@ impl RowIndex {
             first_row: job.first_row,
             given: vec![false; by_digest.len()],
             by_digest,
+            next: std::collections::HashMap::new(),
         })
     }
 
     /// The input row of a result row with `digest`: the first of the rows holding those values
     /// not given out yet.
     fn take(&mut self, digest: u64) -> Option<u64> {
-        let start = self.by_digest.partition_point(|(d, _)| *d < digest);
-        for &(d, offset) in &self.by_digest[start..] {
-            if d != digest {
-                break;
-            }
-            if !self.given[offset as usize] {
-                self.given[offset as usize] = true;
-                return Some(self.first_row + u64::from(offset));
-            }
+        let by_digest = &self.by_digest;
+        let next = self
+            .next
+            .entry(digest)
+            .or_insert_with(|| by_digest.partition_point(|(d, _)| *d < digest));
+        let &(d, offset) = by_digest.get(*next)?;
+        if d != digest {
+            return None;
         }
-        None
+        *next += 1;
+        self.given[offset as usize] = true;
+        Some(self.first_row + u64::from(offset))
     }
 
     /// The rows no result file named.

@@ -50,12 +50,18 @@ async fn a_load_is_cut_into_jobs_and_answers_every_row_once() {
     let status = response.status();
     let text = response.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
-    let mut lines = text.lines();
     assert_eq!(
-        lines.next(),
+        text.lines().next(),
         Some("sf__Row,sf__Result,sf__Id,sf__Error,FirstName,LastName,Description")
     );
-    println!("{}", &text[..text.len().min(2000)]);
+    let mut rows: Vec<u64> = csv_rows(&text)
+        .iter()
+        .inspect(|r| assert_eq!(r[1], "created", "{r:?}"))
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (1..=200).collect::<Vec<u64>>());
+    assert!(app.org.ingest_jobs_seen().len() >= 3);
 }
 
 /// A bound for a hung test, not a timing assertion.
