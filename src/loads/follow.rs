@@ -23,14 +23,14 @@ pub async fn follow(
 ) {
     let started = Instant::now();
     let mut wait = settings.poll_min_ms;
-    let mut changes = load.changes();
     loop {
         if load.state().is_done() {
             break;
         }
-        // A wake-up from the load (a caller brought a new session, or aborted it) asks again
-        // at once.
-        let _ = tokio::time::timeout(wait, changes.changed()).await;
+        // A caller's nudge (it brought a new session, or aborted the load) asks again at once;
+        // the load's own changes (this follower's asks among them) do not, or each ask would
+        // start the next one at once.
+        let _ = tokio::time::timeout(wait, load.nudged()).await;
         if load.state().is_done() {
             break;
         }
@@ -47,8 +47,10 @@ pub async fn follow(
             return;
         }
         if !ask(&pipeline, &load).await {
-            // Stopped until a caller brings a session: wait for the load to change.
-            let _ = changes.changed().await;
+            // Stopped until a caller brings a session (or aborts), for at most what is left of
+            // load.poll_max_secs.
+            let left = settings.poll_max_secs.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left, load.nudged()).await;
             continue;
         }
         wait = (wait * 2).min(settings.poll_max_ms);

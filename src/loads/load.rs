@@ -125,6 +125,9 @@ pub struct Load {
     progress: Mutex<Progress>,
     /// Bumped on every change, so waiters wake.
     changed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the load's follower for what callers bring (a new session, an abort); apart from
+    /// `changed`, which the follower's own asks bump.
+    nudged: tokio::sync::Notify,
 }
 
 impl Load {
@@ -146,6 +149,7 @@ impl Load {
                 credentials,
             }),
             changed: tokio::sync::watch::channel(0).0,
+            nudged: tokio::sync::Notify::new(),
         }
     }
 
@@ -164,6 +168,16 @@ impl Load {
     /// A receiver that wakes at each change of the load.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Wakes the load's follower to ask Salesforce at once (kept for it if it is not waiting).
+    pub fn nudge(&self) {
+        self.nudged.notify_one();
+    }
+
+    /// Until [`Load::nudge`] is called.
+    pub async fn nudged(&self) {
+        self.nudged.notified().await
     }
 
     pub fn state(&self) -> LoadState {

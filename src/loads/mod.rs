@@ -370,6 +370,7 @@ impl Loads {
         if !load.state().is_done() {
             ingest::abort_jobs(&self.pipeline, &load, "aborted by abortLoad").await;
             self.ended.as_ref()(&load);
+            load.nudge();
         }
         Ok(status_answer(StatusCode::OK, &load))
     }
@@ -419,6 +420,7 @@ impl Loads {
                         progress.waiting = None;
                     }
                 });
+                load.nudge();
                 Ok(())
             }
             Err(CallError::Fault(fault)) => Err(fault.into()),

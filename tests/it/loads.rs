@@ -693,6 +693,47 @@ async fn a_job_salesforce_fails_fails_the_load_and_its_rows_are_answered_unproce
 }
 
 #[tokio::test]
+async fn a_running_job_is_asked_about_with_backoff_however_often_its_load_changes() {
+    // One job that runs 400 ms; the follower waits 5, 10, then 20 ms between asks. Each ask
+    // changes the load: were that a wake-up, the asks would follow one another at once.
+    let app = spawn_app_with(|s| {
+        s.load.poll_min_ms = Duration::from_millis(5);
+        s.load.poll_max_ms = Duration::from_millis(20);
+        s.emulator.batch_processing_ms = Duration::from_millis(400);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&wait=true",
+        contacts(50),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let asks = app
+        .bulk2_requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.uri
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.starts_with("750"))
+        })
+        .count();
+    // Every wait is at least 5 ms and all but two at least 20 ms, so the time the load took
+    // bounds the asks (a bound of the sleeps, whatever the machine's speed).
+    let bound = took.as_millis() as usize / 20 + 3;
+    assert!(asks >= 1, "the job was asked about");
+    assert!(
+        asks <= bound,
+        "{asks} asks in {took:?}: more than waits of 20 ms allow ({bound})"
+    );
+}
+
+#[tokio::test]
 async fn a_drain_answers_a_waiting_load_its_202_at_once() {
     let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_secs(600)).await;
     let mut proxy = crate::support::process::start_proxy(
