@@ -44,6 +44,17 @@ impl Outcome {
                 | (ResultKind::Unprocessed, Outcome::Unprocessed)
         )
     }
+
+    /// Whether `job`'s file of this outcome can hold rows, by the counts Salesforce gave for the
+    /// job: a file its counts say is empty is not asked for (an API call saved; a row no file
+    /// names is still answered, `unprocessed`).
+    fn may_have_rows(self, job: &Job) -> bool {
+        match self {
+            Outcome::Successful => job.processed > job.failed,
+            Outcome::Failed => job.failed > 0,
+            Outcome::Unprocessed => job.records() > job.processed,
+        }
+    }
 }
 
 /// The load's results of `kind`, as a body that streams while the files are read.
@@ -241,7 +252,7 @@ async fn job_results(
     for (file, outcome) in FILES {
         // Every file is read for `all`; for another kind, only its own (its rows' numbers need
         // nothing from the others).
-        if !outcome.asked(kind) {
+        if !outcome.asked(kind) || !outcome.may_have_rows(job) {
             continue;
         }
         let answer = calls::result_file(pipeline, credentials, &job.id, file)

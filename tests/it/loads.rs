@@ -61,7 +61,18 @@ async fn a_load_is_cut_into_jobs_and_answers_every_row_once() {
         .collect();
     rows.sort_unstable();
     assert_eq!(rows, (1..=200).collect::<Vec<u64>>());
-    assert!(app.org.ingest_jobs_seen().len() >= 3);
+    let jobs = app.org.ingest_jobs_seen().len();
+    assert!(jobs >= 3);
+    // Every record succeeded: the jobs' counts say their other result files are empty, and
+    // they are not asked for.
+    let read = |file: &str| {
+        app.bulk2_requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.uri.contains(file))
+            .count()
+    };
+    assert_eq!(read("/successfulResults"), jobs);
+    assert_eq!(read("/failedResults") + read("/unprocessedrecords"), 0);
 }
 
 /// A bound for a hung test, not a timing assertion.
