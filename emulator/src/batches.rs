@@ -29,6 +29,8 @@ use super::Org;
 
 /// Salesforce's limit on records in one batch.
 const MAX_RECORDS_PER_BATCH: usize = 10_000;
+/// Salesforce's limit on the bytes of one batch (10 MB).
+const MAX_BATCH_BYTES: usize = 10_000_000;
 /// Rows of a query result sent per chunk while streaming.
 const ROWS_PER_CHUNK: u64 = 1_000;
 
@@ -172,6 +174,12 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
             generated,
             rows: None,
         };
+    }
+    // Salesforce takes the batch and fails it, its stateMessage naming the limit.
+    if body.len() > MAX_BATCH_BYTES {
+        return Outcome::Failed(format!(
+            "InvalidBatch : Exceeded max size limit of {MAX_BATCH_BYTES}"
+        ));
     }
     let records = match essence {
         "text/csv" => std::str::from_utf8(body)
