@@ -676,7 +676,10 @@ async fn with_a_latency_every_answer_waits_at_least_that_long() {
 async fn csv_batch_outcome(app: &TestApp, job: &str, csv: String) -> (String, String) {
     let added = app
         .http
-        .post(format!("{}/services/async/34.0/job/{job}/batch", app.emulator))
+        .post(format!(
+            "{}/services/async/34.0/job/{job}/batch",
+            app.emulator
+        ))
         .header(
             "X-SFDC-Session",
             app.settings.emulator.access_token.expose(),
@@ -719,7 +722,10 @@ async fn a_batch_over_10000_records_or_10_mb_fails_with_salesforces_exceeded_max
     );
     let (state, message) = csv_batch_outcome(&app, &job, rows(2_000, 5_000)).await;
     assert_eq!(state, "Failed");
-    assert_eq!(message, "InvalidBatch : Exceeded max size limit of 10000000");
+    assert_eq!(
+        message,
+        "InvalidBatch : Exceeded max size limit of 10000000"
+    );
     // At the limits themselves, the batch is taken.
     let (state, _) = csv_batch_outcome(&app, &job, rows(10_000, 1)).await;
     assert_eq!(state, "Completed");
