@@ -29,6 +29,8 @@ use super::Org;
 
 /// Salesforce's limit on records in one batch.
 const MAX_RECORDS_PER_BATCH: usize = 10_000;
+/// Salesforce's limit on the bytes of one batch (10 MB).
+const MAX_BATCH_BYTES: usize = 10_000_000;
 /// Rows of a query result sent per chunk while streaming.
 const ROWS_PER_CHUNK: u64 = 1_000;
 
@@ -172,6 +174,26 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
             generated,
             rows: None,
         };
+    }
+    // Salesforce takes the batch and fails it, its stateMessage naming the limit.
+    if body.len() > MAX_BATCH_BYTES {
+        return Outcome::Failed(format!(
+            "InvalidBatch : Exceeded max size limit of {MAX_BATCH_BYTES}"
+        ));
+    }
+    // As a Bulk 2.0 job does, and as Salesforce words it (`InvalidBatch : Field name not found :
+    // Name`, the reference's): a CSV header naming a field the object lacks fails the batch.
+    if essence == "text/csv" {
+        let header = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| text.split_inclusive('\n').next())
+            .and_then(|line| super::records::parse_csv(line).ok())
+            .and_then(|rows| rows.into_iter().next())
+            .unwrap_or_default();
+        let names: Vec<Box<str>> = header.into_iter().map(String::into_boxed_str).collect();
+        if let Some(unknown) = super::records::unknown_field(&job.object, &names) {
+            return Outcome::Failed(format!("InvalidBatch : Field name not found : {unknown}"));
+        }
     }
     let records = match essence {
         "text/csv" => std::str::from_utf8(body)

@@ -49,15 +49,15 @@ impl From<Fault> for CallError {
     }
 }
 
-/// `call` as `credentials`; an answer other than `wanted` is Salesforce's refusal.
-async fn send(
+/// `call` to `api` as `credentials`; an answer other than `wanted` is Salesforce's refusal.
+pub(super) async fn send(
     pipeline: &Pipeline,
+    api: Api,
     credentials: &Credentials,
     call: Call,
     wanted: StatusCode,
 ) -> Result<UpstreamResponse, CallError> {
-    let (answer, _) =
-        exchange::call_salesforce(pipeline, Api::Bulk2, credentials, &call, None).await?;
+    let (answer, _) = exchange::call_salesforce(pipeline, api, credentials, &call, None).await?;
     if answer.status == wanted {
         Ok(answer)
     } else {
@@ -90,7 +90,7 @@ fn json_call(method: Method, path: String, body: serde_json::Value) -> Call {
     }
 }
 
-fn get(path: String) -> Call {
+pub(super) fn get(path: String) -> Call {
     Call {
         method: Method::GET,
         path,
@@ -123,7 +123,7 @@ pub async fn create_job(
         job["assignmentRuleId"] = rule.clone().into();
     }
     let call = json_call(Method::POST, "/jobs/ingest".into(), job);
-    let answer = send(pipeline, credentials, call, StatusCode::OK).await?;
+    let answer = send(pipeline, Api::Bulk2, credentials, call, StatusCode::OK).await?;
     let info = json_of(answer).await?;
     info["id"]
         .as_str()
@@ -153,7 +153,7 @@ pub async fn upload(
         },
         headers: Vec::new(),
     };
-    send(pipeline, credentials, call, StatusCode::CREATED)
+    send(pipeline, Api::Bulk2, credentials, call, StatusCode::CREATED)
         .await
         .map(drop)
 }
@@ -170,7 +170,7 @@ pub async fn set_state(
         format!("/jobs/ingest/{job}"),
         serde_json::json!({ "state": state }),
     );
-    send(pipeline, credentials, call, StatusCode::OK)
+    send(pipeline, Api::Bulk2, credentials, call, StatusCode::OK)
         .await
         .map(drop)
 }
@@ -183,6 +183,7 @@ pub async fn refresh(
 ) -> Result<(), CallError> {
     let answer = send(
         pipeline,
+        Api::Bulk2,
         credentials,
         get(format!("/jobs/ingest/{}", job.id)),
         StatusCode::OK,
@@ -213,6 +214,7 @@ pub async fn result_file(
 ) -> Result<UpstreamResponse, CallError> {
     send(
         pipeline,
+        Api::Bulk2,
         credentials,
         get(format!("/jobs/ingest/{job}/{file}")),
         StatusCode::OK,

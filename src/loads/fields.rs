@@ -3,6 +3,7 @@
 
 use crate::loads::csv::{Dialect, LineEnding};
 use crate::loads::load::LoadSpec;
+use crate::loads::side::Side;
 use crate::pipeline::envelope::{EnvelopeError, Fields, Gather};
 
 /// The operations a load takes (Bulk API 2.0 ingest's).
@@ -30,8 +31,11 @@ pub struct LoadRequest {
     pub wait: bool,
 }
 
-/// The load `fields` ask for, or every field problem at once.
-pub fn load_request(fields: &dyn Fields) -> Result<LoadRequest, EnvelopeError> {
+/// Bulk 1.0's `concurrencyMode`s.
+const CONCURRENCY_MODES: [&str; 2] = ["Parallel", "Serial"];
+
+/// The load `fields` ask for of `side`, or every field problem at once.
+pub fn load_request(fields: &dyn Fields, side: Side) -> Result<LoadRequest, EnvelopeError> {
     let operation = fields.required("operation").and_then(|operation| {
         OPERATIONS
             .iter()
@@ -50,6 +54,11 @@ pub fn load_request(fields: &dyn Fields) -> Result<LoadRequest, EnvelopeError> {
     };
     let delimiter = match fields.optional("columnDelimiter") {
         None => Ok(DELIMITERS[0]),
+        // Bulk 1.0's CSV is comma-separated.
+        Some(_) if side == Side::Bulk1 => Err(EnvelopeError::invalid(
+            "columnDelimiter",
+            "a Bulk 1.0 load's CSV is comma-separated",
+        )),
         Some(name) => DELIMITERS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -86,16 +95,30 @@ pub fn load_request(fields: &dyn Fields) -> Result<LoadRequest, EnvelopeError> {
         Some(w) if w.eq_ignore_ascii_case("false") => Ok(false),
         Some(_) => Err(EnvelopeError::invalid("wait", "true or false")),
     };
-    let (object, operation, external_id, delimiter, line_ending, load_id, wait) = (
-        fields.required("object"),
-        operation,
-        external_id,
-        delimiter,
-        line_ending,
-        load_id,
-        wait,
-    )
-        .gather()?;
+    let concurrency_mode = match (side, fields.optional("concurrencyMode")) {
+        (_, None) => Ok(None),
+        (Side::Bulk1, Some(mode)) => CONCURRENCY_MODES
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(mode))
+            .map(|m| Some(*m))
+            .ok_or_else(|| EnvelopeError::invalid("concurrencyMode", "Parallel or Serial")),
+        (Side::Bulk2, Some(_)) => Err(EnvelopeError::invalid(
+            "concurrencyMode",
+            "Bulk 2.0 has no concurrencyMode (a Bulk 1.0 load, salesforcebulk_load, takes it)",
+        )),
+    };
+    let (object, operation, external_id, delimiter, line_ending, load_id, wait, concurrency_mode) =
+        (
+            fields.required("object"),
+            operation,
+            external_id,
+            delimiter,
+            line_ending,
+            load_id,
+            wait,
+            concurrency_mode,
+        )
+            .gather()?;
     let (delimiter_name, delimiter) = delimiter;
     Ok(LoadRequest {
         spec: LoadSpec {
@@ -103,6 +126,7 @@ pub fn load_request(fields: &dyn Fields) -> Result<LoadRequest, EnvelopeError> {
             operation: operation.to_string(),
             external_id_field: external_id,
             assignment_rule_id: fields.optional("assignmentRuleId").map(str::to_string),
+            concurrency_mode,
             delimiter_name,
             line_ending,
             dialect: Dialect {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::loads::calls;
 use crate::loads::load::{Load, LoadState};
 use crate::loads::settings::LoadSettings;
 use crate::pipeline::context::Pipeline;
@@ -76,7 +75,7 @@ pub async fn ask(pipeline: &Pipeline, load: &Load) -> bool {
         (progress.credentials.clone(), jobs)
     };
     for mut job in jobs {
-        match calls::refresh(pipeline, &credentials, &mut job).await {
+        match load.side.refresh(pipeline, &credentials, &mut job).await {
             Ok(()) => load.update(|progress| {
                 progress.waiting = None;
                 if let Some(kept) = progress.jobs.iter_mut().find(|j| j.id == job.id) {
@@ -115,7 +114,7 @@ pub fn end(load: &Load, ended: &OnEnd) {
         if progress.state.is_done() {
             return false;
         }
-        let failed = progress.jobs.iter().any(|j| j.state == "Failed");
+        let failed = progress.jobs.iter().any(|j| j.has_failed());
         let aborted = progress.jobs.iter().any(|j| j.state == "Aborted");
         progress.state = if failed {
             LoadState::Failed

@@ -1,7 +1,9 @@
 //! A load's input, taken in: read as it streams (gzip decoded on the way), checked and cut into
-//! pieces, each piece made a job and uploaded while the next is read; then, only once the whole
-//! input was read and found good, every job is closed. A problem anywhere in the input, or a
-//! caller who goes away before its end, aborts every job of the load: nothing is processed.
+//! pieces, each piece sent (a job of its own, or a Bulk 1.0 batch) while the next is read; then,
+//! only once the whole input was read and found good, every job is closed. A problem anywhere in
+//! the input, or a caller who goes away before its end, aborts every job of the load: nothing is
+//! processed. Bulk 1.0 processes a batch as it is added: there, each piece goes only once it was
+//! read and checked whole, and on a problem the pieces before it stand (the job is closed).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,10 +12,10 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 
-use crate::loads::calls::{self, CallError};
+use crate::loads::calls::CallError;
 use crate::loads::csv::{Checks, Found, Reader, MAX_PROBLEMS_LISTED};
-use crate::loads::load::{Job, Load, LoadState};
-use crate::loads::pieces::{Piece, PieceLimits, Splitter};
+use crate::loads::load::{Load, LoadState};
+use crate::loads::pieces::{Piece, Splitter};
 use crate::loads::settings::LoadSettings;
 use crate::pipeline::context::Pipeline;
 use crate::pipeline::fault::Fault;
@@ -34,11 +36,13 @@ pub enum Input {
 #[derive(Debug)]
 pub enum IngestError {
     /// The input has problems: the first ones, and how many were found (in all, when the input
-    /// was `read_through`; reading stops once enough are listed).
+    /// was `read_through`; reading stops once enough are listed). `sent`: the rows sent before
+    /// the first problem, which stand (Bulk 1.0; the load goes on with them).
     Invalid {
         listed: Vec<String>,
         count: u64,
         read_through: bool,
+        sent: u64,
     },
     /// More jobs than `load.max_jobs` would be needed.
     TooManyJobs(usize),
@@ -95,7 +99,7 @@ pub async fn abort_jobs(pipeline: &Pipeline, load: &Load, why: &str) {
         (progress.credentials.clone(), jobs)
     };
     for job in jobs {
-        let aborted = calls::set_state(pipeline, &credentials, &job, "Aborted").await;
+        let aborted = load.side.abort(pipeline, &credentials, &job).await;
         load.update(|progress| {
             if let Some(j) = progress.jobs.iter_mut().find(|j| j.id == job) {
                 if aborted.is_ok() {
@@ -146,10 +150,10 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         tokio::spawn(crate::common::request_id::with_current_request_id(
             async move {
                 while let Some(piece) = queued.recv().await {
-                    if load.progress().jobs.len() >= max_jobs {
+                    if load.progress().pieces() >= max_jobs {
                         return Err(IngestError::TooManyJobs(max_jobs));
                     }
-                    upload_piece(&pipeline, &load, piece).await?;
+                    load.side.send_piece(&pipeline, &load, piece).await?;
                 }
                 Ok(())
             },
@@ -163,10 +167,7 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     );
     let mut splitter = Splitter::new(
         settings.spool_dir(),
-        PieceLimits {
-            bytes: settings.job_bytes,
-            records: settings.job_records,
-        },
+        load.side.piece_limits(settings),
         load.spec.line_ending,
     );
     let mut feeding = Feeding {
@@ -176,6 +177,7 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         columns: None,
     };
     let mut ended = false;
+    let keeps_before_problem = load.side.sends_pieces_before_a_problem();
     let take = |bytes: &[u8], done: bool| {
         if done {
             ended = true;
@@ -183,12 +185,19 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         } else {
             reader.feed(bytes, &mut |found| feeding.take(found));
         }
-        // Once a problem is found nothing more goes up: the load will be refused.
+        // Once a problem is found nothing more goes up (the load will be refused), but for the
+        // pieces read whole before it where those stand.
+        let mut ready = std::mem::take(&mut feeding.ready);
+        let first_problem = reader.problems().iter().map(|p| p.row).min();
+        if feeding.spool_error.is_some() {
+            ready.clear();
+        } else if let Some(row) = first_problem {
+            ready.retain(|piece| keeps_before_problem && piece.last_row < row);
+        }
         Taken {
-            good: reader.problem_count() == 0 && feeding.spool_error.is_none(),
             enough: reader.problem_count() >= MAX_PROBLEMS_LISTED as u64
                 || feeding.spool_error.is_some(),
-            ready: std::mem::take(&mut feeding.ready),
+            ready,
         }
     };
     let read = read_input(input, read_timeout, take, &pieces).await;
@@ -205,12 +214,29 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     read?;
     if reader.problem_count() > 0 {
         drop(pieces);
-        let _ = uploader.await;
+        let uploaded = uploader.await;
         guard.why = "its input was refused: every job was aborted";
+        let sent = load.progress().rows_sent();
+        if keeps_before_problem && sent > 0 {
+            // The batches sent are being processed already: they stand, their job is closed.
+            match uploaded {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    return Err(IngestError::Body(Fault::Internal(format!(
+                        "the uploader ended: {e}"
+                    ))))
+                }
+            }
+            load.side.close(pipeline, load).await?;
+            guard.armed = false;
+            started(load);
+        }
         return Err(IngestError::Invalid {
             listed: reader.problems().iter().map(|p| p.to_string()).collect(),
             count: reader.problem_count(),
             read_through: ended,
+            sent: if keeps_before_problem { sent } else { 0 },
         });
     }
     if let Some(e) = spool_error {
@@ -249,26 +275,19 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         }
     }
     // The whole input was read and found good: now, and only now, the jobs may run.
-    let (credentials, jobs) = {
-        let progress = load.progress();
-        let ids: Vec<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
-        (progress.credentials.clone(), ids)
-    };
-    for job in &jobs {
-        calls::set_state(pipeline, &credentials, job, "UploadComplete").await?;
-        load.update(|progress| {
-            if let Some(j) = progress.jobs.iter_mut().find(|j| &j.id == job) {
-                j.state = "UploadComplete".into();
-            }
-        });
-    }
+    load.side.close(pipeline, load).await?;
     guard.armed = false;
+    started(load);
+    Ok(())
+}
+
+/// Marks `load` under way: its jobs closed, Salesforce processing them.
+fn started(load: &Load) {
     load.update(|progress| {
         if progress.state == LoadState::Uploading {
             progress.state = LoadState::InProgress;
         }
     });
-    Ok(())
 }
 
 /// Where the reader's findings go: records into pieces; complete pieces set aside for the
@@ -296,46 +315,17 @@ impl Feeding<'_> {
     }
 }
 
-/// Makes `piece` a job of `load`: created, its data uploaded, and noted.
-async fn upload_piece(pipeline: &Pipeline, load: &Load, piece: Piece) -> Result<(), IngestError> {
-    let credentials = load.progress().credentials.clone();
-    let id = calls::create_job(pipeline, &credentials, &load.spec).await?;
-    // Noted before its upload: a job that exists is aborted if the load does not go on.
-    load.update(|progress| {
-        progress.jobs.push(Job {
-            id: id.clone(),
-            state: "Open".into(),
-            first_row: piece.first_row,
-            last_row: piece.last_row,
-            processed: 0,
-            failed: 0,
-            error_message: None,
-            digests: None,
-        })
-    });
-    calls::upload(pipeline, &credentials, &id, &piece).await?;
-    let Piece { digests, .. } = piece;
-    let digests = Some(Arc::new(digests));
-    load.update(|progress| {
-        if let Some(job) = progress.jobs.iter_mut().find(|j| j.id == id) {
-            job.digests = digests;
-        }
-    });
-    Ok(())
-}
-
-/// What the reader made of some input: whether the input is still good, whether enough
-/// problems were found to answer with, and the pieces complete so far.
+/// What the reader made of some input: whether enough problems were found to answer with, and
+/// the pieces complete so far that may be sent.
 struct Taken {
-    good: bool,
     enough: bool,
     ready: Vec<Piece>,
 }
 
 /// Reads `input` to its end, handing each piece of bytes to `take` (and, at the end, an empty
 /// one with `done`); complete pieces are sent to `pieces` (waiting while the uploader is busy).
-/// Once the input is found bad no piece goes up, and reading stops when enough problems are
-/// listed; it stops too when the uploader has ended (its failure is reported by the caller).
+/// Once the input is found bad `take` gives no piece that may not go, and reading stops when
+/// enough problems are listed; it stops too when the uploader has ended (its failure is reported by the caller).
 async fn read_input(
     input: Input,
     read_timeout: Duration,
@@ -344,11 +334,9 @@ async fn read_input(
 ) -> Result<(), IngestError> {
     // Whether to read on.
     async fn send(taken: Taken, pieces: &tokio::sync::mpsc::Sender<Piece>) -> bool {
-        if taken.good {
-            for piece in taken.ready {
-                if pieces.send(piece).await.is_err() {
-                    return false;
-                }
+        for piece in taken.ready {
+            if pieces.send(piece).await.is_err() {
+                return false;
             }
         }
         !taken.enough

@@ -52,6 +52,13 @@ impl LoadState {
     ];
 }
 
+/// The API a load is made with; what differs between them is in `side`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Bulk1,
+    Bulk2,
+}
+
 /// What a load was asked to do, as its fields gave it.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -59,6 +66,8 @@ pub struct LoadSpec {
     pub operation: String,
     pub external_id_field: Option<String>,
     pub assignment_rule_id: Option<String>,
+    /// Bulk 1.0's `concurrencyMode` (`Parallel` or `Serial`), when given.
+    pub concurrency_mode: Option<&'static str>,
     /// `columnDelimiter` as Salesforce names it (`COMMA`), and the byte it is.
     pub delimiter_name: &'static str,
     pub line_ending: LineEnding,
@@ -79,12 +88,50 @@ pub struct Job {
     pub error_message: Option<String>,
     /// Each row's digest, in its file (none until the job's piece is uploaded).
     pub digests: Option<Arc<Digests>>,
+    /// A Bulk 1.0 job's batches, a piece each, in order (`None`: a Bulk 2.0 job, a piece
+    /// itself). Its state is then Salesforce's `Open`, `Closed`, `Aborted` or `Failed`.
+    pub batches: Option<Vec<Batch>>,
 }
 
 impl Job {
-    /// Whether Salesforce is done with it.
+    /// Whether Salesforce is done with it (a closed Bulk 1.0 job, once its batches are).
     pub fn is_done(&self) -> bool {
-        matches!(self.state.as_str(), "JobComplete" | "Failed" | "Aborted")
+        match &self.batches {
+            None => matches!(self.state.as_str(), "JobComplete" | "Failed" | "Aborted"),
+            Some(batches) => {
+                matches!(self.state.as_str(), "Failed" | "Aborted")
+                    || (self.state == "Closed" && batches.iter().all(Batch::is_done))
+            }
+        }
+    }
+
+    /// Whether Salesforce failed it, or one of its batches.
+    pub fn has_failed(&self) -> bool {
+        self.state == "Failed" || self.batches.iter().flatten().any(|b| b.state == "Failed")
+    }
+
+    pub fn records(&self) -> u64 {
+        self.last_row + 1 - self.first_row
+    }
+}
+
+/// A batch of a Bulk 1.0 job: one piece of the input.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub id: String,
+    /// Salesforce's state for it: `Queued`, `InProgress`, `Completed`, `Failed`, `NotProcessed`.
+    pub state: String,
+    /// Why Salesforce failed it.
+    pub state_message: Option<String>,
+    pub first_row: u64,
+    pub last_row: u64,
+    pub processed: u64,
+    pub failed: u64,
+}
+
+impl Batch {
+    pub fn is_done(&self) -> bool {
+        matches!(self.state.as_str(), "Completed" | "Failed" | "NotProcessed")
     }
 
     pub fn records(&self) -> u64 {
@@ -113,10 +160,27 @@ pub struct Progress {
     pub credentials: Credentials,
 }
 
+impl Progress {
+    /// The pieces of input sent so far: a job each (Bulk 2.0), a batch each (Bulk 1.0).
+    pub fn pieces(&self) -> usize {
+        self.jobs
+            .iter()
+            .map(|j| j.batches.as_ref().map_or(1, Vec::len))
+            .sum()
+    }
+
+    /// The input rows sent so far.
+    pub fn rows_sent(&self) -> u64 {
+        self.jobs.iter().map(Job::records).sum()
+    }
+}
+
 /// A load.
 #[derive(Debug)]
 pub struct Load {
     pub id: String,
+    /// The API it is made with.
+    pub side: Side,
     /// When it was taken.
     pub created: Instant,
     /// Whose load it is; only the same caller finds it.
@@ -131,9 +195,16 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn new(id: String, owner: String, spec: LoadSpec, credentials: Credentials) -> Load {
+    pub fn new(
+        id: String,
+        side: Side,
+        owner: String,
+        spec: LoadSpec,
+        credentials: Credentials,
+    ) -> Load {
         Load {
             id,
+            side,
             created: Instant::now(),
             owner,
             spec,
@@ -219,6 +290,20 @@ impl Load {
                     number_records_processed: job.processed,
                     number_records_failed: job.failed,
                     error_message: job.error_message.clone(),
+                    batches: job.batches.as_ref().map(|batches| {
+                        batches
+                            .iter()
+                            .map(|b| BatchStatus {
+                                id: b.id.clone(),
+                                state: b.state.clone(),
+                                state_message: b.state_message.clone(),
+                                first_row: b.first_row,
+                                last_row: b.last_row,
+                                number_records_processed: b.processed,
+                                number_records_failed: b.failed,
+                            })
+                            .collect()
+                    }),
                 })
                 .collect(),
         }
@@ -255,4 +340,120 @@ pub struct JobStatus {
     pub number_records_processed: u64,
     pub number_records_failed: u64,
     pub error_message: Option<String>,
+    /// A Bulk 1.0 job's batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batches: Option<Vec<BatchStatus>>,
 }
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchStatus {
+    pub id: String,
+    pub state: String,
+    pub state_message: Option<String>,
+    pub first_row: u64,
+    pub last_row: u64,
+    pub number_records_processed: u64,
+    pub number_records_failed: u64,
+}
+
+impl LoadStatus {
+    /// The status as Bulk 1.0 callers read it: `<loadInfo>` in the proxy's namespace, each job a
+    /// `<job>` with its `<batch>` elements in order.
+    pub fn to_xml(&self) -> String {
+        use crate::common::xml::{push_element, push_line};
+        let mut out = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><loadInfo\n   xmlns=\"{LOAD_NAMESPACE}\">\n"
+        );
+        let number = |n: u64| n.to_string();
+        push_element(&mut out, 1, "loadId", &self.load_id);
+        push_element(&mut out, 1, "state", self.state.label());
+        push_element(&mut out, 1, "object", &self.object);
+        push_element(&mut out, 1, "operation", &self.operation);
+        push_element(
+            &mut out,
+            1,
+            "numberRecordsTotal",
+            &number(self.number_records_total),
+        );
+        push_element(
+            &mut out,
+            1,
+            "numberRecordsProcessed",
+            &number(self.number_records_processed),
+        );
+        push_element(
+            &mut out,
+            1,
+            "numberRecordsFailed",
+            &number(self.number_records_failed),
+        );
+        push_element(
+            &mut out,
+            1,
+            "numberRecordsUnprocessed",
+            &number(self.number_records_unprocessed),
+        );
+        push_element(&mut out, 1, "bomRemoved", &self.bom_removed.to_string());
+        if let Some(waiting) = &self.waiting {
+            push_element(&mut out, 1, "waiting", waiting);
+        }
+        push_element(
+            &mut out,
+            1,
+            "unmatchedResultRows",
+            &number(self.unmatched_result_rows),
+        );
+        for job in &self.jobs {
+            push_line(&mut out, 1, "<job>");
+            push_element(&mut out, 2, "id", &job.id);
+            push_element(&mut out, 2, "state", &job.state);
+            push_element(&mut out, 2, "firstRow", &number(job.first_row));
+            push_element(&mut out, 2, "lastRow", &number(job.last_row));
+            push_element(
+                &mut out,
+                2,
+                "numberRecordsProcessed",
+                &number(job.number_records_processed),
+            );
+            push_element(
+                &mut out,
+                2,
+                "numberRecordsFailed",
+                &number(job.number_records_failed),
+            );
+            if let Some(message) = &job.error_message {
+                push_element(&mut out, 2, "errorMessage", message);
+            }
+            for batch in job.batches.iter().flatten() {
+                push_line(&mut out, 2, "<batch>");
+                push_element(&mut out, 3, "id", &batch.id);
+                push_element(&mut out, 3, "state", &batch.state);
+                if let Some(message) = &batch.state_message {
+                    push_element(&mut out, 3, "stateMessage", message);
+                }
+                push_element(&mut out, 3, "firstRow", &number(batch.first_row));
+                push_element(&mut out, 3, "lastRow", &number(batch.last_row));
+                push_element(
+                    &mut out,
+                    3,
+                    "numberRecordsProcessed",
+                    &number(batch.number_records_processed),
+                );
+                push_element(
+                    &mut out,
+                    3,
+                    "numberRecordsFailed",
+                    &number(batch.number_records_failed),
+                );
+                push_line(&mut out, 2, "</batch>");
+            }
+            push_line(&mut out, 1, "</job>");
+        }
+        out.push_str("</loadInfo>");
+        out
+    }
+}
+
+/// The namespace of the proxy's own Bulk 1.0 documents (`<loadInfo>`).
+pub const LOAD_NAMESPACE: &str = "urn:sfbulk-proxy:load";

@@ -1,13 +1,15 @@
-//! Whole loads: one call takes a CSV of any size, cuts it into Bulk API 2.0 ingest jobs under
-//! Salesforce's limits, checks all of it before any job is closed, follows the jobs to their
-//! end, and answers every input row's outcome in one result file.
+//! Whole loads: one call takes a CSV of any size, cuts it into Bulk API 2.0 ingest jobs (or one
+//! Bulk API 1.0 job's batches) under Salesforce's limits, checks it before it is processed,
+//! follows the jobs to their end, and answers every input row's outcome in one result file.
 //!
-//! The four operations (`salesforcebulkv2_load`, `getLoad`, `getLoadResults`, `abortLoad`) are
-//! in the pipeline's operations table; the edge hands them here. A load belongs to its caller:
+//! The four operations of each API (`salesforcebulkv2_load` and `salesforcebulk_load`,
+//! `getLoad`, `getLoadResults`, `abortLoad`) are in the pipeline's operations table; the edge
+//! hands them here, and [`side::Side`] holds what differs between the APIs. A load belongs to its caller:
 //! the named connection (with the caller's token scope), or the registry key of the caller's
 //! grant, or, for a caller who sends only an access token, the org of a session Salesforce
 //! accepted; anyone else is told no such load exists. A load lives in the process that took it.
 
+pub mod bulk1;
 pub mod calls;
 pub mod csv;
 pub mod fields;
@@ -17,6 +19,7 @@ pub mod load;
 pub mod pieces;
 pub mod results;
 pub mod settings;
+pub mod side;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,7 @@ use crate::loads::follow::OnEnd;
 use crate::loads::ingest::{IngestError, Input, Intake};
 use crate::loads::load::{Load, LoadState};
 use crate::loads::settings::LoadSettings;
+use crate::loads::side::Side;
 use crate::observe::access_log::Handled;
 use crate::pipeline::body;
 use crate::pipeline::connection::Scope;
@@ -72,7 +76,7 @@ impl Loads {
                 .number_records_processed
                 .saturating_sub(status.number_records_failed);
             metrics.load_ended(
-                Api::Bulk2.label(),
+                load.side.api().label(),
                 succeeded,
                 status.number_records_failed,
                 status.number_records_unprocessed,
@@ -153,14 +157,18 @@ impl Loads {
         rows.into_iter().map(|(_, row)| row).collect()
     }
 
-    /// How many loads are kept in each state.
-    fn count_by_state(&self) -> Vec<(&'static str, i64)> {
+    /// How many loads of each API are kept in each state.
+    fn count_by_state(&self) -> Vec<(&'static str, &'static str, i64)> {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        LoadState::ALL
+        [Side::Bulk1, Side::Bulk2]
             .iter()
-            .map(|state| {
-                let n = kept.values().filter(|l| l.state() == *state).count();
-                (state.label(), n as i64)
+            .flat_map(|side| LoadState::ALL.iter().map(move |state| (*side, *state)))
+            .map(|(side, state)| {
+                let n = kept
+                    .values()
+                    .filter(|l| l.side == side && l.state() == state)
+                    .count();
+                (side.api().label(), state.label(), n as i64)
             })
             .collect()
     }
@@ -183,8 +191,8 @@ impl Loads {
         };
         let mut response = match answer {
             Ok(response) => response,
-            Err(Answer::Fault(fault)) => fault.response(Api::Bulk2),
-            Err(Answer::Relayed(response)) => response,
+            Err(Answer::Fault(fault)) => fault.response(operation.api),
+            Err(Answer::Relayed(response) | Answer::Given(response)) => response,
         };
         response.extensions_mut().insert(Handled {
             api: operation.api.label(),
@@ -204,11 +212,12 @@ impl Loads {
         request: Request,
         scope: &Scope,
     ) -> Result<Response, Answer> {
+        let side = Side::of(operation.api);
         let (parts, body) = request.into_parts();
         let content_type = content_type(&parts);
         let csv = media_type(content_type) == "text/csv";
         // The CSV streamed as the body with the fields in the query, or an envelope whose
-        // `inputData` holds it.
+        // `inputData` (Bulk 2.0) or `objects` (Bulk 1.0, as `addBatch` takes CSV) holds it.
         let (fields, input): (Box<dyn Fields + Send + Sync>, Result<Input, EnvelopeError>) = if csv
         {
             let fields = QueryFields::parse(parts.uri.query()).map_err(Fault::from)?;
@@ -216,18 +225,11 @@ impl Loads {
             (Box::new(fields), Ok(Input::Body { body, gzip }))
         } else {
             let envelope = self.envelope(content_type, body, operation).await?;
-            let text = envelope
-                .untrimmed("inputData")
-                .map(|text| match envelope.format() {
-                    Format::Xml => crate::pipeline::operation::unindent_csv(text),
-                    Format::Json => text.to_string(),
-                })
-                .map(|text| Input::Text(Bytes::from(text)))
-                .ok_or_else(|| EnvelopeError::missing("inputData"));
+            let text = envelope_csv(&envelope, side).map(|text| Input::Text(Bytes::from(text)));
             (Box::new(envelope), text)
         };
         let credentials = credentials_for(&self.pipeline, operation, fields.as_ref(), scope);
-        let asked = Gather::gather((load_request(fields.as_ref()), input));
+        let asked = Gather::gather((load_request(fields.as_ref(), side), input));
         let (credentials, (asked, input)) = gathered(fields.as_ref(), credentials, asked)?;
         let owner = owner(&credentials, scope)?;
         self.sweep();
@@ -235,12 +237,13 @@ impl Loads {
         if let Some(id) = &asked.load_id {
             if let Some(load) = self.find(&owner, id) {
                 self.verify(&load, &credentials).await?;
-                return Ok(status_answer(StatusCode::OK, &load));
+                return Ok(side.status_answer(StatusCode::OK, &load));
             }
         }
         let id = asked.load_id.clone().unwrap_or_else(new_load_id);
         let load = Arc::new(Load::new(
             id.clone(),
+            side,
             owner.clone(),
             asked.spec,
             credentials,
@@ -268,6 +271,11 @@ impl Loads {
         )
         .await;
         if let Err(error) = taken {
+            if let IngestError::Invalid { sent: 1.., .. } = error {
+                // Bulk 1.0: the batches sent before the problem stand, and are followed.
+                self.follow(&load);
+                return Err(Answer::Given(invalid_with_status(error, &load).await));
+            }
             // A load whose input was not taken in (refused, or a call or the caller failed on
             // the way) processed nothing, its jobs aborted: it gives its loadId back, so the
             // same load may be sent again.
@@ -277,14 +285,9 @@ impl Loads {
                 .remove(&(owner, id));
             return Err(self.ingest_answer(error).await);
         }
-        tokio::spawn(follow::follow(
-            self.pipeline.clone(),
-            self.settings.clone(),
-            load.clone(),
-            self.ended.clone(),
-        ));
+        self.follow(&load);
         if !asked.wait {
-            return Ok(status_answer(StatusCode::ACCEPTED, &load));
+            return Ok(side.status_answer(StatusCode::ACCEPTED, &load));
         }
         if self.wait_for_end(&load).await {
             let credentials = load.progress().credentials.clone();
@@ -295,8 +298,18 @@ impl Loads {
                 ResultKind::All,
             ))
         } else {
-            Ok(status_answer(StatusCode::ACCEPTED, &load))
+            Ok(side.status_answer(StatusCode::ACCEPTED, &load))
         }
+    }
+
+    /// Follows `load`'s jobs to their end, apart from the request that took it.
+    fn follow(&self, load: &Arc<Load>) {
+        tokio::spawn(follow::follow(
+            self.pipeline.clone(),
+            self.settings.clone(),
+            load.clone(),
+            self.ended.clone(),
+        ));
     }
 
     /// Whether `load` ended within `load.wait_max_secs` (and before a drain began).
@@ -335,7 +348,7 @@ impl Loads {
                 follow::end(&load, &self.ended);
             }
         }
-        Ok(status_answer(StatusCode::OK, &load))
+        Ok(load.side.status_answer(StatusCode::OK, &load))
     }
 
     /// `getLoadResults`: one CSV of every input row's outcome, once the load has ended.
@@ -372,7 +385,7 @@ impl Loads {
             self.ended.as_ref()(&load);
             load.nudge();
         }
-        Ok(status_answer(StatusCode::OK, &load))
+        Ok(load.side.status_answer(StatusCode::OK, &load))
     }
 
     /// The caller's load its envelope names, and what else `more` reads of its fields; a load
@@ -408,7 +421,11 @@ impl Loads {
         let unknown = || Fault::UnknownLoad(format!("no load {:?} of this caller", load.id));
         let job = load.progress().jobs.first().cloned().ok_or_else(unknown)?;
         let mut probe = job;
-        match calls::refresh(&self.pipeline, credentials, &mut probe).await {
+        match load
+            .side
+            .refresh(&self.pipeline, credentials, &mut probe)
+            .await
+        {
             Ok(()) => {
                 load.update(|progress| {
                     progress.credentials = credentials.clone();
@@ -491,23 +508,7 @@ impl Loads {
     /// The answer to a load whose input was not taken in.
     async fn ingest_answer(&self, error: IngestError) -> Answer {
         match error {
-            IngestError::Invalid {
-                listed,
-                count,
-                read_through,
-            } => {
-                let more = if read_through {
-                    format!("{count} problem(s)")
-                } else {
-                    format!("at least {count} problem(s) (reading stopped there)")
-                };
-                Fault::InvalidCsv(format!(
-                    "the load's input was refused, {more}; no job was closed and nothing was \
-                     processed:\n{}",
-                    listed.join("\n")
-                ))
-                .into()
-            }
+            IngestError::Invalid { .. } => invalid_fault(error).into(),
             IngestError::TooManyJobs(max) => Fault::LoadTooLarge(format!(
                 "the load's input needs more than load.max_jobs ({max}) jobs; every job was \
                  aborted and nothing was processed"
@@ -528,7 +529,87 @@ impl Loads {
 /// How a load operation ends when it does not answer as asked.
 enum Answer {
     Fault(Fault),
+    /// Salesforce's refusal, relayed.
     Relayed(Response),
+    /// A fault with more to it (the status of a Bulk 1.0 load refused part way).
+    Given(Response),
+}
+
+/// The `SFBULK_INVALID_CSV` fault of an input with problems: what was sent before them, if
+/// anything (Bulk 1.0), and the problems found.
+fn invalid_fault(error: IngestError) -> Fault {
+    let IngestError::Invalid {
+        listed,
+        count,
+        read_through,
+        sent,
+    } = error
+    else {
+        return Fault::Internal("not an input with problems".into());
+    };
+    let more = if read_through {
+        format!("{count} problem(s)")
+    } else {
+        format!("at least {count} problem(s) (reading stopped there)")
+    };
+    let done = if sent == 0 {
+        "no job was closed and nothing was processed".to_string()
+    } else {
+        format!(
+            "rows 1 to {sent}, read and checked whole before the first problem, were sent and \
+             stand (their batches are processed; the status below and getLoad show them); no \
+             row after them was sent"
+        )
+    };
+    Fault::InvalidCsv(format!(
+        "the load's input was refused, {more}; {done}:\n{}",
+        listed.join("\n")
+    ))
+}
+
+/// The 400 of a Bulk 1.0 load refused after some of its batches were sent: the fault's `<error>`
+/// document carries the load's `<loadInfo>`.
+async fn invalid_with_status(error: IngestError, load: &Load) -> Response {
+    let response = invalid_fault(error).response(Api::Bulk1);
+    let (parts, body) = response.into_parts();
+    // The proxy's own fault document: small and in memory.
+    let fault = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let fault = String::from_utf8_lossy(&fault);
+    let (_, status) = load.side.status_body(load);
+    let status = status.split_once("?>").map_or(status.as_str(), |(_, s)| s);
+    let body = match fault.rfind("</error>") {
+        Some(at) => format!("{}{status}\n</error>", &fault[..at]),
+        None => fault.into_owned(),
+    };
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A load envelope's CSV: `inputData` (Bulk 2.0), or `objects` (Bulk 1.0: as `addBatch` takes
+/// CSV, the text of `<objects><values>`, or of `<objects>` itself).
+fn envelope_csv(envelope: &Envelope, side: Side) -> Result<String, EnvelopeError> {
+    let name = match side {
+        Side::Bulk2 => "inputData",
+        Side::Bulk1 => "objects",
+    };
+    let values = match (side, envelope.format()) {
+        (Side::Bulk1, Format::Xml) => envelope
+            .nested_xml(name)
+            .ok()
+            .flatten()
+            .filter(|(doc, _)| doc.root == "values")
+            .map(|(doc, _)| doc.text.into_owned()),
+        _ => None,
+    };
+    let text = values
+        .or_else(|| envelope.untrimmed(name).map(str::to_string))
+        .filter(|text| !text.trim().is_empty())
+        .ok_or_else(|| EnvelopeError::missing(name))?;
+    Ok(match envelope.format() {
+        Format::Xml => crate::pipeline::operation::unindent_csv(&text),
+        Format::Json => text,
+    })
 }
 
 impl From<Fault> for Answer {
@@ -592,16 +673,6 @@ fn new_load_id() -> String {
         .fill(&mut bytes)
         .expect("the system's random source works");
     crate::common::hex::encode(&bytes)
-}
-
-fn status_answer(status: StatusCode, load: &Load) -> Response {
-    let body = serde_json::to_vec(&load.status()).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 fn results_answer(

@@ -3,18 +3,21 @@
 //! files repeat a record's fields, re-quoted, but not its position), and written as
 //! `sf__Row,sf__Result,sf__Id,sf__Error` then the input's own columns. A row that matches no
 //! input row is still written, with an empty `sf__Row`; never dropped, never given a leftover
-//! row's number.
+//! row's number. A Bulk 1.0 batch's results come in its records' order, without their fields:
+//! they are read beside the batch's request, in step.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 
-use crate::loads::calls;
-use crate::loads::csv::{Digest, Found, Reader};
+use crate::loads::csv::{Dialect, Digest, Found, LineEnding, Reader};
 use crate::loads::fields::ResultKind;
 use crate::loads::load::{Job, Load};
+use crate::loads::side::Side;
+use crate::loads::{bulk1, calls};
 use crate::pipeline::context::Pipeline;
+use crate::salesforce::UpstreamResponse;
 use crate::session::Credentials;
 
 /// The bytes of result lines gathered before they are sent on.
@@ -71,7 +74,16 @@ pub fn results(
             let jobs = load.progress().jobs.clone();
             let mut unmatched = 0;
             for job in &jobs {
-                match job_results(&pipeline, &load, &credentials, job, kind, &mut writer).await {
+                let written = match load.side {
+                    Side::Bulk2 => {
+                        job_results(&pipeline, &load, &credentials, job, kind, &mut writer).await
+                    }
+                    Side::Bulk1 => {
+                        batches_results(&pipeline, &load, &credentials, job, kind, &mut writer)
+                            .await
+                    }
+                };
+                match written {
                     Ok(count) => unmatched += count,
                     Err(error) => {
                         tracing::event!(
@@ -384,4 +396,148 @@ fn succeeded(operation: &str, created: &str) -> &'static str {
         "upsert" if created.eq_ignore_ascii_case("true") => "created",
         _ => "updated",
     }
+}
+
+/// A CSV answer's rows, read as it streams: a frame's rows at a time are held.
+struct Rows {
+    body: Body,
+    reader: Reader,
+    rows: std::collections::VecDeque<Vec<String>>,
+    header: Option<Vec<String>>,
+    ended: bool,
+}
+
+impl Rows {
+    fn new(answer: UpstreamResponse, dialect: Dialect) -> Rows {
+        Rows {
+            body: answer.body,
+            reader: Reader::parsing(dialect),
+            rows: std::collections::VecDeque::new(),
+            header: None,
+            ended: false,
+        }
+    }
+
+    /// The next row, or `None` at the end.
+    async fn next(&mut self) -> Result<Option<Vec<String>>, String> {
+        loop {
+            if let Some(row) = self.rows.pop_front() {
+                return Ok(Some(row));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            let (header, rows) = (&mut self.header, &mut self.rows);
+            let mut push = |found: Found<'_>| match found {
+                Found::Header { names, .. } => *header = Some(names.to_vec()),
+                Found::Record { values, .. } => rows.push_back(values.to_vec()),
+            };
+            match self.body.frame().await {
+                None => {
+                    self.ended = true;
+                    self.reader.finish(&mut push);
+                }
+                Some(frame) => {
+                    let frame = frame.map_err(|e| e.to_string())?;
+                    if let Ok(data) = frame.into_data() {
+                        self.reader.feed(&data, &mut push);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The value of column `name` in `row`, or empty.
+    fn value<'r>(&self, row: &'r [String], name: &str) -> &'r str {
+        self.header
+            .as_ref()
+            .and_then(|header| header.iter().position(|h| h.eq_ignore_ascii_case(name)))
+            .and_then(|at| row.get(at))
+            .map_or("", String::as_str)
+    }
+}
+
+/// Salesforce's Bulk 1.0 result files: comma-delimited, LF.
+const BULK1_RESULTS: Dialect = Dialect {
+    delimiter: b',',
+    line_ending: LineEnding::Lf,
+};
+
+/// Writes the results asked for of a Bulk 1.0 job, batch by batch: a completed batch's result
+/// rows beside its request's, in step; a failed batch's rows `failed` with its stateMessage; the
+/// rows of a batch not processed `unprocessed`. The number of result rows past the request's.
+async fn batches_results(
+    pipeline: &Pipeline,
+    load: &Load,
+    credentials: &Credentials,
+    job: &Job,
+    kind: ResultKind,
+    writer: &mut Lines,
+) -> Result<u64, String> {
+    let columns = load.progress().columns.len();
+    let mut unmatched = 0;
+    for batch in job.batches.iter().flatten() {
+        let named = |file: &str, e: &dyn std::fmt::Debug| {
+            format!("{file} of batch {} of job {}: {e:?}", batch.id, job.id)
+        };
+        let open = |file: &'static str| async move {
+            bulk1::batch_file(pipeline, credentials, &job.id, &batch.id, file)
+                .await
+                .map_err(|e| named(file, &e))
+        };
+        let mut request = Rows::new(open("request").await?, load.spec.dialect);
+        let mut results = match batch.state.as_str() {
+            "Completed" => Some(Rows::new(open("result").await?, BULK1_RESULTS)),
+            _ => None,
+        };
+        let mut row = batch.first_row;
+        while let Some(values) = request.next().await.map_err(|e| named("request", &e))? {
+            let number = row.to_string();
+            row += 1;
+            let result = match &mut results {
+                Some(results) => results.next().await.map_err(|e| named("result", &e))?,
+                None => None,
+            };
+            let (outcome, label, id, error) = match (&results, &result) {
+                (Some(results), Some(result)) => {
+                    let value = |name| results.value(result, name);
+                    if value("Success").eq_ignore_ascii_case("true") {
+                        let done = succeeded(&load.spec.operation, value("Created"));
+                        (Outcome::Successful, done, value("Id"), "")
+                    } else {
+                        (Outcome::Failed, "failed", value("Id"), value("Error"))
+                    }
+                }
+                _ if batch.state == "Failed" => (
+                    Outcome::Failed,
+                    "failed",
+                    "",
+                    batch.state_message.as_deref().unwrap_or_default(),
+                ),
+                _ => (Outcome::Unprocessed, "unprocessed", "", ""),
+            };
+            if !outcome.asked(kind) {
+                continue;
+            }
+            let mut line = vec![number.as_str(), label, id, error];
+            line.extend(values.iter().map(String::as_str));
+            line.resize(4 + columns, "");
+            writer.line(&line);
+            writer.send_if_full().await;
+            if writer.gone {
+                return Ok(unmatched);
+            }
+        }
+        if let Some(results) = &mut results {
+            while results
+                .next()
+                .await
+                .map_err(|e| named("result", &e))?
+                .is_some()
+            {
+                unmatched += 1;
+            }
+        }
+    }
+    Ok(unmatched)
 }

@@ -16,6 +16,10 @@ pub struct LoadSettings {
     pub job_bytes: u64,
     /// The most records one job takes.
     pub job_records: u64,
+    /// The most records one Bulk 1.0 batch takes (Salesforce's limit: 10,000).
+    pub batch_records: u64,
+    /// The most bytes one Bulk 1.0 batch takes (Salesforce's limit: 10 MB).
+    pub batch_bytes: u64,
     /// The longest field a load's input may hold, in characters.
     pub max_field_chars: usize,
     #[serde(with = "millis")]
@@ -40,6 +44,11 @@ pub struct LoadSettings {
     pub spool_dir: Option<PathBuf>,
 }
 
+/// The most records one Bulk API 1.0 batch takes.
+pub const MAX_BATCH_RECORDS: u64 = 10_000;
+/// The most bytes one Bulk API 1.0 batch takes: 10 MB.
+pub const MAX_BATCH_BYTES: u64 = 10_000_000;
+
 /// The most one Bulk API 2.0 job takes, as sent: 150,000,000 bytes after base64.
 pub const MAX_JOB_BYTES: u64 = 112_500_000;
 
@@ -57,6 +66,16 @@ impl LoadSettings {
             &format!("from 1 to {MAX_JOB_BYTES} (Salesforce's 150 MB a job, after base64)"),
         );
         out_of("job_records", self.job_records > 0, "above 0");
+        out_of(
+            "batch_records",
+            (1..=MAX_BATCH_RECORDS).contains(&self.batch_records),
+            &format!("from 1 to {MAX_BATCH_RECORDS} (Salesforce's limit for a Bulk 1.0 batch)"),
+        );
+        out_of(
+            "batch_bytes",
+            (1..=MAX_BATCH_BYTES).contains(&self.batch_bytes),
+            &format!("from 1 to {MAX_BATCH_BYTES} (Salesforce's 10 MB a Bulk 1.0 batch)"),
+        );
         out_of(
             "max_field_chars",
             (1..=MAX_RECORD_CHARS).contains(&self.max_field_chars),

@@ -191,7 +191,7 @@ pub struct OperationSnapshot {
 pub type PoolProbe = Box<dyn Fn() -> (i64, i64) + Send + Sync>;
 
 /// The loads kept in each state right now (the state's name, and how many).
-pub type LoadsProbe = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
+pub type LoadsProbe = Box<dyn Fn() -> Vec<(&'static str, &'static str, i64)> + Send + Sync>;
 
 /// The outcomes `sfbulk_load_records_total` counts.
 pub const LOAD_RESULTS: [&str; 3] = ["succeeded", "failed", "unprocessed"];
@@ -332,11 +332,13 @@ impl Metrics {
         for state in ["idle", "active"] {
             drop(upstream_connections.get_or_create(&ConnectionState { state }));
         }
-        for result in LOAD_RESULTS {
-            drop(load_records.get_or_create(&LoadRecordLabels { api: BULK2, result }));
-        }
-        for state in LOAD_STATES {
-            drop(loads.get_or_create(&LoadStateLabels { api: BULK2, state }));
+        for api in [BULK1, BULK2] {
+            for result in LOAD_RESULTS {
+                drop(load_records.get_or_create(&LoadRecordLabels { api, result }));
+            }
+            for state in LOAD_STATES {
+                drop(loads.get_or_create(&LoadStateLabels { api, state }));
+            }
         }
         let operations = operations
             .iter()
@@ -437,9 +439,9 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            for (state, count) in probe() {
+            for (api, state, count) in probe() {
                 self.loads
-                    .get_or_create(&LoadStateLabels { api: BULK2, state })
+                    .get_or_create(&LoadStateLabels { api, state })
                     .set(count);
             }
         }

@@ -671,3 +671,62 @@ async fn with_a_latency_every_answer_waits_at_least_that_long() {
     assert_eq!(answer.status(), 200);
     assert!(started.elapsed() >= std::time::Duration::from_millis(60));
 }
+
+/// Adds `csv` to `job` straight to the emulator; the batch's state and stateMessage once done.
+async fn csv_batch_outcome(app: &TestApp, job: &str, csv: String) -> (String, String) {
+    let added = app
+        .http
+        .post(format!(
+            "{}/services/async/34.0/job/{job}/batch",
+            app.emulator
+        ))
+        .header(
+            "X-SFDC-Session",
+            app.settings.emulator.access_token.expose(),
+        )
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    let (status, text) = status_and_text(added).await;
+    assert_eq!(status, 201, "{text}");
+    let batch = crate::support::element(&text, "id").unwrap();
+    let (_, info) = status_and_text(
+        app.bulk("GET", &format!("/34.0/job/{job}/batch/{batch}"), None)
+            .await,
+    )
+    .await;
+    (
+        crate::support::element(&info, "state").unwrap(),
+        crate::support::element(&info, "stateMessage").unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_batch_over_10000_records_or_10_mb_fails_with_salesforces_exceeded_max_size_limit() {
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    let rows = |n: usize, width: usize| {
+        let mut csv = String::from("FirstName,LastName\n");
+        for i in 0..n {
+            csv.push_str(&format!("F{i},{}\n", "x".repeat(width)));
+        }
+        csv
+    };
+    let (state, message) = csv_batch_outcome(&app, &job, rows(10_001, 1)).await;
+    assert_eq!(state, "Failed");
+    assert!(
+        message.starts_with("InvalidBatch : Exceeded max size limit"),
+        "{message}"
+    );
+    let (state, message) = csv_batch_outcome(&app, &job, rows(2_000, 5_000)).await;
+    assert_eq!(state, "Failed");
+    assert_eq!(
+        message,
+        "InvalidBatch : Exceeded max size limit of 10000000"
+    );
+    // At the limits themselves, the batch is taken.
+    let (state, _) = csv_batch_outcome(&app, &job, rows(10_000, 1)).await;
+    assert_eq!(state, "Completed");
+}

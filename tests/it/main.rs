@@ -28,6 +28,7 @@ mod fleet;
 mod forged_logs;
 mod hostile_callers;
 mod loads;
+mod loads_bulk1;
 mod log_targets;
 mod module_graph;
 mod monitoring;

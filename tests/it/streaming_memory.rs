@@ -217,3 +217,92 @@ async fn a_300_mb_load_is_cut_into_jobs_with_bounded_proxy_memory() {
     );
     eprintln!("loaded {LOAD_ROWS} rows in {} jobs; proxy peak RSS {before_kb} kB before, {peak_kb} kB after", jobs.len());
 }
+
+/// A Bulk 1.0 load whose merged results (about 45 MB) stream through the proxy.
+const BULK1_LOAD_ROWS: u64 = 300_000;
+/// Under the merged results' size: a proxy that held them whole would pass it.
+const BULK1_RESULTS_PEAK_RSS_LIMIT_KB: u64 = 48 * 1024;
+
+#[tokio::test]
+async fn a_bulk1_loads_merged_results_stream_with_bounded_proxy_memory() {
+    let app = spawn_app_with(|_| {}).await;
+    let proxy = start_proxy(
+        &app,
+        &[
+            ("SFBULK__LOAD__BATCH_RECORDS", "10000"),
+            ("SFBULK__LOAD__POLL_MIN_MS", "10"),
+            ("SFBULK__LOAD__POLL_MAX_MS", "100"),
+        ],
+    );
+    let before_kb = status_kb(proxy.child.id(), "VmHWM");
+    let rows = futures_util::stream::iter(0..BULK1_LOAD_ROWS / 1000).map(|block| {
+        let mut text = String::with_capacity(110_000);
+        if block == 0 {
+            text.push_str("FirstName,LastName,Email,Description\n");
+        }
+        for n in block * 1000..(block + 1) * 1000 {
+            text.push_str(&format!(
+                "First{n:08},\"Last, {n:08}\",first{n:08}@example.com,\"row {n:08} of the load, quoted\"\n"
+            ));
+        }
+        Ok::<_, std::io::Error>(text.into_bytes())
+    });
+    let query = app.upload_query(&[]);
+    let response = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulk_load?{query}&object=Contact&operation=insert&loadId=big",
+            proxy.url
+        ))
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(rows))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let ask = |operation: &'static str| {
+        let (app, url) = (
+            &app,
+            format!("{}/services/salesforcebulk_{operation}", proxy.url),
+        );
+        async move {
+            app.http
+                .post(url)
+                .body(app.envelope(operation, &[("loadId", "big")]))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while element(&ask("getLoad").await.text().await.unwrap(), "state").as_deref()
+            != Some("Completed")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the load ends");
+    let results = ask("getLoadResults").await;
+    assert_eq!(results.status(), 200);
+    let (mut bytes, mut lines) = (0usize, 0usize);
+    let mut stream = results.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+    }
+    assert_eq!(
+        lines as u64,
+        BULK1_LOAD_ROWS + 1,
+        "the header and every row"
+    );
+    let peak_kb = status_kb(proxy.child.id(), "VmHWM");
+    assert!(
+        peak_kb < BULK1_RESULTS_PEAK_RSS_LIMIT_KB,
+        "proxy peak RSS {peak_kb} kB (before the load: {before_kb} kB) for {bytes} bytes of results"
+    );
+    eprintln!(
+        "bulk1 results {bytes} bytes; proxy peak RSS {before_kb} kB before, {peak_kb} kB after"
+    );
+}

@@ -1,0 +1,219 @@
+//! The Bulk API 1.0 calls a load makes, each through the pipeline's exchange: create its one job
+//! (CSV), add a piece as a batch, close or abort the job, read the job's and its batches' states,
+//! and read a batch's results and request. An answer Salesforce refused is kept whole.
+
+use axum::body::Bytes;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::common::xml::{escape, read_str, ASYNC_API_NAMESPACE};
+use crate::loads::calls::{get, send, CallError};
+use crate::loads::csv::LineEnding;
+use crate::loads::load::{Batch, Job, LoadSpec};
+use crate::loads::pieces::Piece;
+use crate::pipeline::context::Pipeline;
+use crate::pipeline::fault::Fault;
+use crate::salesforce::{Api, Call, Payload, UpstreamResponse};
+use crate::session::Credentials;
+
+/// The largest `jobInfo` answer read: about a kilobyte.
+const MAX_JOB_ANSWER_BYTES: usize = 64 * 1024;
+/// The largest `batchInfoList` read: a batch's `batchInfo` is under a kilobyte, and a load makes
+/// at most `load.max_jobs` batches.
+const MAX_BATCH_LIST_BYTES: usize = 4 * 1024 * 1024;
+
+fn job_info(fields: &[(&str, &str)]) -> Call {
+    let mut body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"{ASYNC_API_NAMESPACE}\">"
+    );
+    for (name, value) in fields {
+        body.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+    }
+    body.push_str("</jobInfo>");
+    Call {
+        method: Method::POST,
+        path: String::new(),
+        content_type: Some("application/xml; charset=UTF-8".into()),
+        payload: Payload::Whole(Bytes::from(body)),
+        headers: Vec::new(),
+    }
+}
+
+/// An XML answer's text, read within `limit`.
+async fn text_of(answer: UpstreamResponse, limit: usize) -> Result<String, CallError> {
+    let bytes = http_body_util::Limited::new(answer.body, limit)
+        .collect()
+        .await
+        .map_err(|e| Fault::UpstreamUnavailable(format!("reading a job's answer: {e}")))?
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        CallError::Fault(Fault::UpstreamUnavailable(
+            "a job's answer is not UTF-8".into(),
+        ))
+    })
+}
+
+fn not_xml(e: impl std::fmt::Display) -> CallError {
+    CallError::Fault(Fault::UpstreamUnavailable(format!(
+        "a job's answer is not XML: {e}"
+    )))
+}
+
+/// A usable id Salesforce gave (letters and digits), or the fault of its absence.
+fn usable_id(id: Option<&str>, what: &str) -> Result<String, CallError> {
+    id.map(str::trim)
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            CallError::Fault(Fault::UpstreamUnavailable(format!(
+                "Salesforce made a {what} without a usable id"
+            )))
+        })
+}
+
+/// `POST /job`: the load's one CSV job; its id.
+pub async fn create_job(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    spec: &LoadSpec,
+) -> Result<String, CallError> {
+    // In schema order: operation, object, externalIdFieldName, concurrencyMode, contentType,
+    // assignmentRuleId.
+    let mut fields = vec![
+        ("operation", spec.operation.as_str()),
+        ("object", &spec.object),
+    ];
+    if let Some(external) = &spec.external_id_field {
+        fields.push(("externalIdFieldName", external));
+    }
+    if let Some(mode) = spec.concurrency_mode {
+        fields.push(("concurrencyMode", mode));
+    }
+    fields.push(("contentType", "CSV"));
+    if let Some(rule) = &spec.assignment_rule_id {
+        fields.push(("assignmentRuleId", rule));
+    }
+    let mut call = job_info(&fields);
+    call.path = "/job".into();
+    if spec.line_ending == LineEnding::Crlf {
+        call.headers.push((
+            HeaderName::from_static("sforce-line-ending"),
+            HeaderValue::from_static("CRLF"),
+        ));
+    }
+    let answer = send(pipeline, Api::Bulk1, credentials, call, StatusCode::CREATED).await?;
+    let text = text_of(answer, MAX_JOB_ANSWER_BYTES).await?;
+    let info = read_str(&text, false).map_err(not_xml)?;
+    usable_id(info.child("id").map(|c| c.text.as_ref()), "job")
+}
+
+/// `POST /job/{id}/batch`: the piece, sent from its file with its length; the batch's id.
+pub async fn add_batch(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    piece: &Piece,
+) -> Result<String, CallError> {
+    let call = Call {
+        method: Method::POST,
+        path: format!("/job/{job}/batch"),
+        content_type: Some("text/csv".into()),
+        payload: Payload::File {
+            path: piece.file.path().to_path_buf(),
+            len: piece.bytes,
+        },
+        headers: Vec::new(),
+    };
+    let answer = send(pipeline, Api::Bulk1, credentials, call, StatusCode::CREATED).await?;
+    let text = text_of(answer, MAX_JOB_ANSWER_BYTES).await?;
+    let info = read_str(&text, false).map_err(not_xml)?;
+    usable_id(info.child("id").map(|c| c.text.as_ref()), "batch")
+}
+
+/// `POST /job/{id}` to `state` (`Closed` closes it, `Aborted` aborts it).
+pub async fn set_state(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    state: &str,
+) -> Result<(), CallError> {
+    let mut call = job_info(&[("state", state)]);
+    call.path = format!("/job/{job}");
+    send(pipeline, Api::Bulk1, credentials, call, StatusCode::OK)
+        .await
+        .map(drop)
+}
+
+/// `GET /job/{id}` and `GET /job/{id}/batch`: the job's state and its batches' (their states,
+/// messages and counts) written into `job`. A failed batch's rows count as processed and failed:
+/// the results give each of them `failed`.
+pub async fn refresh(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &mut Job,
+) -> Result<(), CallError> {
+    let answer = send(
+        pipeline,
+        Api::Bulk1,
+        credentials,
+        get(format!("/job/{}", job.id)),
+        StatusCode::OK,
+    )
+    .await?;
+    let text = text_of(answer, MAX_JOB_ANSWER_BYTES).await?;
+    let info = read_str(&text, false).map_err(not_xml)?;
+    if let Some(state) = info.child("state") {
+        job.state = crate::common::redact::cut(state.text.trim(), 32).into_owned();
+    }
+    let answer = send(
+        pipeline,
+        Api::Bulk1,
+        credentials,
+        get(format!("/job/{}/batch", job.id)),
+        StatusCode::OK,
+    )
+    .await?;
+    let text = text_of(answer, MAX_BATCH_LIST_BYTES).await?;
+    let list = read_str(&text, false).map_err(not_xml)?;
+    let batches = job.batches.get_or_insert_with(Vec::new);
+    for child in list.children.iter().filter(|c| c.name == "batchInfo") {
+        let inner = format!("<batchInfo>{}</batchInfo>", &text[child.inner.clone()]);
+        let info = read_str(&inner, false).map_err(not_xml)?;
+        let field = |name: &str| info.child(name).map(|c| c.text.trim().to_string());
+        let Some(batch) = field("id").and_then(|id| batches.iter_mut().find(|b| b.id == id)) else {
+            continue;
+        };
+        if let Some(state) = field("state") {
+            batch.state = crate::common::redact::cut(&state, 32).into_owned();
+        }
+        batch.state_message = field("stateMessage")
+            .filter(|m| !m.is_empty())
+            .map(|m| crate::common::redact::cut(&m, 1024).into_owned());
+        let count = |name: &str| field(name).and_then(|n| n.parse::<u64>().ok());
+        batch.processed = count("numberRecordsProcessed").unwrap_or(batch.processed);
+        batch.failed = count("numberRecordsFailed").unwrap_or(batch.failed);
+    }
+    let failed_rows = |b: &Batch| if b.state == "Failed" { b.records() } else { 0 };
+    job.processed = batches.iter().map(|b| b.processed + failed_rows(b)).sum();
+    job.failed = batches.iter().map(|b| b.failed + failed_rows(b)).sum();
+    Ok(())
+}
+
+/// A batch's `result` (`Id,Success,Created,Error` in its records' order) or `request` (the piece
+/// as sent), its body to be read as it streams.
+pub async fn batch_file(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    batch: &str,
+    file: &str,
+) -> Result<UpstreamResponse, CallError> {
+    send(
+        pipeline,
+        Api::Bulk1,
+        credentials,
+        get(format!("/job/{job}/batch/{batch}/{file}")),
+        StatusCode::OK,
+    )
+    .await
+}

@@ -1,0 +1,206 @@
+//! The API a load is made with, and what differs between the two: Bulk 2.0 makes a job per piece,
+//! uploaded while the input is read and closed only once all of it was found good; Bulk 1.0 makes
+//! one job and a batch per piece, which Salesforce processes the moment it is added, so each
+//! piece is checked whole before it goes and the pieces before a problem stand.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::loads::calls::{self, CallError};
+use crate::loads::load::{Batch, Job, Load};
+use crate::loads::pieces::{Piece, PieceLimits};
+use crate::loads::settings::LoadSettings;
+use crate::loads::{bulk1, load};
+use crate::pipeline::context::Pipeline;
+use crate::salesforce::Api;
+use crate::session::Credentials;
+use std::sync::Arc;
+
+pub use crate::loads::load::Side;
+
+impl Side {
+    pub fn of(api: Api) -> Side {
+        match api {
+            Api::Bulk1 => Side::Bulk1,
+            Api::Bulk2 => Side::Bulk2,
+        }
+    }
+
+    pub fn api(self) -> Api {
+        match self {
+            Side::Bulk1 => Api::Bulk1,
+            Side::Bulk2 => Api::Bulk2,
+        }
+    }
+
+    /// How large a piece may grow: a Bulk 2.0 job's, or a Bulk 1.0 batch's.
+    pub fn piece_limits(self, settings: &LoadSettings) -> PieceLimits {
+        match self {
+            Side::Bulk2 => PieceLimits {
+                bytes: settings.job_bytes,
+                records: settings.job_records,
+            },
+            Side::Bulk1 => PieceLimits {
+                bytes: settings.batch_bytes,
+                records: settings.batch_records,
+            },
+        }
+    }
+
+    /// Whether the pieces read whole before the input's first problem are sent (and stand): a
+    /// Bulk 1.0 batch is processed as soon as it is added, so nothing waits for the whole input.
+    pub fn sends_pieces_before_a_problem(self) -> bool {
+        self == Side::Bulk1
+    }
+
+    /// Sends `piece` to Salesforce as `load`'s next job (Bulk 2.0: created and uploaded) or batch
+    /// (Bulk 1.0: the load's job created with its first piece).
+    pub async fn send_piece(
+        self,
+        pipeline: &Pipeline,
+        load: &Load,
+        piece: Piece,
+    ) -> Result<(), CallError> {
+        let credentials = load.progress().credentials.clone();
+        match self {
+            Side::Bulk2 => {
+                let id = calls::create_job(pipeline, &credentials, &load.spec).await?;
+                // Noted before its upload: a job that exists is aborted if the load does not
+                // go on.
+                load.update(|progress| progress.jobs.push(new_job(id.clone(), &piece, None)));
+                calls::upload(pipeline, &credentials, &id, &piece).await?;
+                let Piece { digests, .. } = piece;
+                let digests = Some(Arc::new(digests));
+                load.update(|progress| {
+                    if let Some(job) = progress.jobs.iter_mut().find(|j| j.id == id) {
+                        job.digests = digests;
+                    }
+                });
+            }
+            Side::Bulk1 => {
+                let existing = load.progress().jobs.first().map(|j| j.id.clone());
+                let job = match existing {
+                    Some(id) => id,
+                    None => {
+                        let id = bulk1::create_job(pipeline, &credentials, &load.spec).await?;
+                        let mut job = new_job(id.clone(), &piece, Some(Vec::new()));
+                        job.last_row = piece.first_row - 1;
+                        load.update(|progress| progress.jobs.push(job));
+                        id
+                    }
+                };
+                let batch = bulk1::add_batch(pipeline, &credentials, &job, &piece).await?;
+                load.update(|progress| {
+                    let job = &mut progress.jobs[0];
+                    job.last_row = piece.last_row;
+                    job.batches.get_or_insert_with(Vec::new).push(Batch {
+                        id: batch,
+                        state: "Queued".into(),
+                        state_message: None,
+                        first_row: piece.first_row,
+                        last_row: piece.last_row,
+                        processed: 0,
+                        failed: 0,
+                    });
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets `load`'s jobs run: every job closed (Bulk 2.0: `UploadComplete`; Bulk 1.0: its job
+    /// `Closed`, no more batches to come).
+    pub async fn close(self, pipeline: &Pipeline, load: &Load) -> Result<(), CallError> {
+        let (credentials, jobs) = {
+            let progress = load.progress();
+            let ids: Vec<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
+            (progress.credentials.clone(), ids)
+        };
+        let closed = match self {
+            Side::Bulk2 => "UploadComplete",
+            Side::Bulk1 => "Closed",
+        };
+        for job in &jobs {
+            self.set_state(pipeline, &credentials, job, closed).await?;
+            load.update(|progress| {
+                if let Some(j) = progress.jobs.iter_mut().find(|j| &j.id == job) {
+                    j.state = closed.into();
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Aborts `job`.
+    pub async fn abort(
+        self,
+        pipeline: &Pipeline,
+        credentials: &Credentials,
+        job: &str,
+    ) -> Result<(), CallError> {
+        self.set_state(pipeline, credentials, job, "Aborted").await
+    }
+
+    async fn set_state(
+        self,
+        pipeline: &Pipeline,
+        credentials: &Credentials,
+        job: &str,
+        state: &str,
+    ) -> Result<(), CallError> {
+        match self {
+            Side::Bulk2 => calls::set_state(pipeline, credentials, job, state).await,
+            Side::Bulk1 => bulk1::set_state(pipeline, credentials, job, state).await,
+        }
+    }
+
+    /// Salesforce's state of `job` (and of its batches), written into it.
+    pub async fn refresh(
+        self,
+        pipeline: &Pipeline,
+        credentials: &Credentials,
+        job: &mut Job,
+    ) -> Result<(), CallError> {
+        match self {
+            Side::Bulk2 => calls::refresh(pipeline, credentials, job).await,
+            Side::Bulk1 => bulk1::refresh(pipeline, credentials, job).await,
+        }
+    }
+
+    /// The load's status as this API's callers read it: JSON (Bulk 2.0), `<loadInfo>` XML
+    /// (Bulk 1.0).
+    pub fn status_answer(self, status: StatusCode, load: &Load) -> Response {
+        let (content_type, body) = self.status_body(load);
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+
+    /// The status document and its content type.
+    pub fn status_body(self, load: &Load) -> (&'static str, String) {
+        let status: load::LoadStatus = load.status();
+        match self {
+            Side::Bulk2 => (
+                "application/json",
+                serde_json::to_string(&status).unwrap_or_default(),
+            ),
+            Side::Bulk1 => ("application/xml", status.to_xml()),
+        }
+    }
+}
+
+fn new_job(id: String, piece: &Piece, batches: Option<Vec<Batch>>) -> Job {
+    Job {
+        id,
+        state: "Open".into(),
+        first_row: piece.first_row,
+        last_row: piece.last_row,
+        processed: 0,
+        failed: 0,
+        error_message: None,
+        digests: None,
+        batches,
+    }
+}
