@@ -447,6 +447,21 @@ impl Rows {
         }
     }
 
+    /// A Bulk 1.0 result row's outcome, its label, record id and error.
+    fn outcome<'r>(
+        &self,
+        row: &'r [String],
+        operation: &str,
+    ) -> (Outcome, &'static str, &'r str, &'r str) {
+        let value = |name| self.value(row, name);
+        if value("Success").eq_ignore_ascii_case("true") {
+            let done = succeeded(operation, value("Created"));
+            (Outcome::Successful, done, value("Id"), "")
+        } else {
+            (Outcome::Failed, "failed", value("Id"), value("Error"))
+        }
+    }
+
     /// The value of column `name` in `row`, or empty.
     fn value<'r>(&self, row: &'r [String], name: &str) -> &'r str {
         self.header
@@ -499,15 +514,7 @@ async fn batches_results(
                 None => None,
             };
             let (outcome, label, id, error) = match (&results, &result) {
-                (Some(results), Some(result)) => {
-                    let value = |name| results.value(result, name);
-                    if value("Success").eq_ignore_ascii_case("true") {
-                        let done = succeeded(&load.spec.operation, value("Created"));
-                        (Outcome::Successful, done, value("Id"), "")
-                    } else {
-                        (Outcome::Failed, "failed", value("Id"), value("Error"))
-                    }
-                }
+                (Some(results), Some(result)) => results.outcome(result, &load.spec.operation),
                 _ if batch.state == "Failed" => (
                     Outcome::Failed,
                     "failed",
@@ -528,16 +535,36 @@ async fn batches_results(
                 return Ok(unmatched);
             }
         }
-        if let Some(results) = &mut results {
-            while results
-                .next()
-                .await
-                .map_err(|e| named("result", &e))?
-                .is_some()
-            {
-                unmatched += 1;
+        // Result rows past the request's: written with an empty sf__Row, never dropped.
+        let mut past = 0;
+        while let Some(results) = &mut results {
+            let Some(result) = results.next().await.map_err(|e| named("result", &e))? else {
+                break;
+            };
+            past += 1;
+            let (outcome, label, id, error) = results.outcome(&result, &load.spec.operation);
+            if outcome.asked(kind) {
+                let mut line = vec!["", label, id, error];
+                line.resize(4 + columns, "");
+                writer.line(&line);
+                writer.send_if_full().await;
+                if writer.gone {
+                    return Ok(unmatched + past);
+                }
             }
         }
+        if past > 0 {
+            tracing::event!(
+                target: "sfbulk_proxy::loads",
+                tracing::Level::WARN,
+                load.id = %load.id,
+                job.id = %job.id,
+                batch.id = %batch.id,
+                rows = past,
+                "a batch's results have rows past its request's; they are written with an empty sf__Row"
+            );
+        }
+        unmatched += past;
     }
     Ok(unmatched)
 }
