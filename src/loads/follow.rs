@@ -3,10 +3,11 @@
 //! at most `load.poll_max_secs` (then the job is `Unknown`: never counted as failed). A session
 //! that expired with no grant to renew it stops the load until its caller brings a new one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::loads::load::{Load, LoadState};
+use crate::loads::load::{Job, Load, LoadState};
 use crate::loads::settings::LoadSettings;
 use crate::pipeline::context::Pipeline;
 
@@ -21,7 +22,9 @@ pub async fn follow(
     ended: OnEnd,
 ) {
     let started = Instant::now();
-    let mut wait = settings.poll_min_ms;
+    let mut backoff = settings.poll_min_ms;
+    let mut wait = backoff;
+    let mut pace = Pace::default();
     loop {
         if load.state().is_done() {
             break;
@@ -52,13 +55,51 @@ pub async fn follow(
             let _ = tokio::time::timeout(left, load.nudged()).await;
             continue;
         }
-        wait = (wait * 2).min(settings.poll_max_ms);
-        let all_done = load.progress().jobs.iter().all(|j| j.is_done());
-        if all_done {
+        backoff = (backoff * 2).min(settings.poll_max_ms);
+        let progress = load.progress();
+        if progress.jobs.iter().all(|j| j.is_done()) {
             break;
         }
+        // Asked again when the jobs' counts foretell the first end, if that comes before the
+        // backoff's next ask (a doubling wait would otherwise see an end up to that long late).
+        wait = match pace.soonest_end(&progress.jobs, Instant::now()) {
+            Some(left) => left.max(settings.poll_min_ms).min(backoff),
+            None => backoff,
+        };
     }
     end(&load, &ended);
+}
+
+/// How fast each running job's records are counted processed, from the first count the follower
+/// saw of it.
+#[derive(Default)]
+struct Pace {
+    /// Per job: when its count was first seen, and that count.
+    first: HashMap<String, (Instant, u64)>,
+}
+
+impl Pace {
+    /// The time left until the soonest end the running jobs' counts foretell at their pace so
+    /// far; `None` when no job's count has moved since first seen.
+    fn soonest_end(&mut self, jobs: &[Job], now: Instant) -> Option<Duration> {
+        let mut soonest: Option<Duration> = None;
+        for job in jobs.iter().filter(|j| !j.is_done()) {
+            let &mut (since, from) = self
+                .first
+                .entry(job.id.clone())
+                .or_insert((now, job.processed));
+            let (done, total) = (job.processed, job.records());
+            if done <= from || done >= total {
+                continue;
+            }
+            let per_record = now.duration_since(since).as_secs_f64() / (done - from) as f64;
+            let Ok(left) = Duration::try_from_secs_f64(per_record * (total - done) as f64) else {
+                continue;
+            };
+            soonest = Some(soonest.map_or(left, |s| s.min(left)));
+        }
+        soonest
+    }
 }
 
 /// Asks Salesforce once for every job not done; `false` when the session expired and nothing
@@ -128,5 +169,45 @@ pub fn end(load: &Load, ended: &OnEnd) {
     });
     if now_ended {
         ended(load);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, rows: u64, processed: u64) -> Job {
+        Job {
+            id: id.into(),
+            state: "InProgress".into(),
+            first_row: 1,
+            last_row: rows,
+            processed,
+            failed: 0,
+            error_message: None,
+            digests: None,
+            batches: None,
+        }
+    }
+
+    #[test]
+    fn the_soonest_end_is_foretold_by_the_pace_of_the_counts_since_first_seen() {
+        let mut pace = Pace::default();
+        let start = Instant::now();
+        // First seen: nothing foretold yet.
+        let jobs = [job("a", 100_000, 0), job("b", 100_000, 10_000)];
+        assert_eq!(pace.soonest_end(&jobs, start), None);
+        // Two seconds on, a has done 20,000 (10,000 a second: 8 s left), b 30,000 (10,000
+        // a second from its 10,000: 7 s left).
+        let jobs = [job("a", 100_000, 20_000), job("b", 100_000, 30_000)];
+        let left = pace.soonest_end(&jobs, start + Duration::from_secs(2));
+        assert_eq!(left, Some(Duration::from_secs(7)));
+        // A job whose count has not moved, or that is done, foretells nothing.
+        let mut finished = job("c", 10, 10);
+        finished.state = "JobComplete".into();
+        let jobs = [job("a", 100_000, 0), finished];
+        let mut fresh = Pace::default();
+        fresh.soonest_end(&jobs, start);
+        assert_eq!(fresh.soonest_end(&jobs, start + Duration::from_secs(5)), None);
     }
 }

@@ -745,6 +745,43 @@ async fn a_running_job_is_asked_about_with_backoff_however_often_its_load_change
 }
 
 #[tokio::test]
+async fn get_load_shows_a_running_jobs_records_counted_as_salesforce_counts_them() {
+    // Salesforce counts a running job's records processed as each internal batch of 10,000 is
+    // done; the status shows them before the job ends.
+    let app = spawn_app_with(|s| {
+        s.load.poll_min_ms = Duration::from_millis(5);
+        s.load.poll_max_ms = Duration::from_millis(20);
+        s.emulator.ingest_us_per_record = 40;
+    })
+    .await;
+    let response = load(
+        &app,
+        "object=Contact&operation=insert&loadId=counted",
+        contacts(25_000),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let running = tokio::time::timeout(CEILING, async {
+        loop {
+            let status = status_of(&app, "counted").await;
+            let job = &status["jobs"][0];
+            let processed = job["numberRecordsProcessed"].as_u64().unwrap();
+            if job["state"] == "InProgress" && processed > 0 {
+                return status;
+            }
+            assert_ne!(job["state"], "JobComplete", "never seen running: {status}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a running job's count was shown");
+    let processed = running["numberRecordsProcessed"].as_u64().unwrap();
+    assert!(processed < 25_000 && processed % 10_000 == 0, "{running}");
+    let done = wait_for_state(&app, "counted", "Completed").await;
+    assert_eq!(done["numberRecordsProcessed"], 25_000);
+}
+
+#[tokio::test]
 async fn a_drain_answers_a_waiting_load_its_202_at_once() {
     let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_secs(600)).await;
     let mut proxy = crate::support::process::start_proxy(

@@ -43,6 +43,9 @@ pub struct IngestJobSeen {
     pub deleted: bool,
 }
 
+/// The records of one of Salesforce's internal batches of a Bulk 2.0 ingest job.
+const INTERNAL_BATCH_RECORDS: u64 = 10_000;
+
 /// An ingest job.
 #[derive(Debug)]
 pub(crate) struct IngestJob {
@@ -76,7 +79,7 @@ impl JobRules for IngestJob {
                 "services/data/v{:.1}/jobs/ingest/{}/batches",
                 self.basics.api_version, self.basics.id
             )),
-            processed: outcomes.map_or(0, Outcomes::processed),
+            processed: outcomes.map_or_else(|| self.processed_so_far(), Outcomes::processed),
             failed: Some(outcomes.map_or(0, Outcomes::failed)),
         });
         info["apiActiveProcessingTime"] = 0.into();
@@ -182,6 +185,24 @@ impl IngestJob {
             Duration::from_micros(records.saturating_mul(settings.ingest_us_per_record));
         self.basics.state = "UploadComplete";
         self.finishing = Some((now + waiting / 2, now + waiting + processing));
+    }
+
+    /// The records of a running job counted processed so far: Salesforce runs a job's data as
+    /// internal batches of 10,000 records and counts `numberRecordsProcessed` as each is done
+    /// (failures are counted here only once the job is done). The emulator's batches end evenly
+    /// over the job's run.
+    fn processed_so_far(&self) -> u64 {
+        let (Some((busy, done)), Some(upload)) = (self.finishing, &self.upload) else {
+            return 0;
+        };
+        let now = Instant::now();
+        if now <= busy || done <= busy {
+            return 0;
+        }
+        let rows = upload.rows.len() as u64;
+        let part = (now - busy).as_secs_f64() / (done - busy).as_secs_f64();
+        let counted = (rows as f64 * part.min(1.0)) as u64;
+        (counted - counted % INTERNAL_BATCH_RECORDS).min(rows)
     }
 
     /// Moves a closed job on as its time has come: once it runs, its rows are applied to
