@@ -60,10 +60,11 @@ pub async fn follow(
         if progress.jobs.iter().all(|j| j.is_done()) {
             break;
         }
-        // Asked again when the jobs' counts foretell the first end, if that comes before the
-        // backoff's next ask (a doubling wait would otherwise see an end up to that long late).
+        // Asked again when the jobs' counts foretell the first end (within load.poll_min_ms and
+        // load.poll_max_ms): sooner than a doubling wait, which sees an end up to that long
+        // late, and with fewer asks on the way. Until a count moves, the backoff.
         wait = match pace.soonest_end(&progress.jobs, Instant::now()) {
-            Some(left) => left.max(settings.poll_min_ms).min(backoff),
+            Some(left) => left.min(settings.poll_max_ms).max(settings.poll_min_ms),
             None => backoff,
         };
     }
@@ -80,7 +81,8 @@ struct Pace {
 
 impl Pace {
     /// The time left until the soonest end the running jobs' counts foretell at their pace so
-    /// far; `None` when no job's count has moved since first seen.
+    /// far (none for a job whose every record is counted); `None` when no job's count has moved
+    /// since first seen.
     fn soonest_end(&mut self, jobs: &[Job], now: Instant) -> Option<Duration> {
         let mut soonest: Option<Duration> = None;
         for job in jobs.iter().filter(|j| !j.is_done()) {
@@ -89,7 +91,11 @@ impl Pace {
                 .entry(job.id.clone())
                 .or_insert((now, job.processed));
             let (done, total) = (job.processed, job.records());
-            if done <= from || done >= total {
+            if done >= total {
+                // Every record counted: the job's end is due.
+                return Some(Duration::ZERO);
+            }
+            if done <= from {
                 continue;
             }
             let per_record = now.duration_since(since).as_secs_f64() / (done - from) as f64;
@@ -208,6 +214,12 @@ mod tests {
         let jobs = [job("a", 100_000, 0), finished];
         let mut fresh = Pace::default();
         fresh.soonest_end(&jobs, start);
-        assert_eq!(fresh.soonest_end(&jobs, start + Duration::from_secs(5)), None);
+        assert_eq!(
+            fresh.soonest_end(&jobs, start + Duration::from_secs(5)),
+            None
+        );
+        // One running with every record counted is due now.
+        let jobs = [job("a", 100_000, 0), job("d", 10, 10)];
+        assert_eq!(fresh.soonest_end(&jobs, start), Some(Duration::ZERO));
     }
 }
