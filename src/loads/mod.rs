@@ -17,6 +17,7 @@ pub mod follow;
 pub mod ingest;
 pub mod load;
 pub mod pieces;
+pub mod record;
 pub mod results;
 pub mod settings;
 pub mod side;
