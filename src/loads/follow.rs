@@ -208,6 +208,9 @@ mod tests {
         let jobs = [job("a", 100_000, 0), finished];
         let mut fresh = Pace::default();
         fresh.soonest_end(&jobs, start);
-        assert_eq!(fresh.soonest_end(&jobs, start + Duration::from_secs(5)), None);
+        assert_eq!(
+            fresh.soonest_end(&jobs, start + Duration::from_secs(5)),
+            None
+        );
     }
 }
