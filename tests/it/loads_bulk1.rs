@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{element, spawn_app_with, TestApp};
+use crate::support::{csv_rows, element, spawn_app_with, TestApp};
 
 /// Settings that follow a load's batches quickly.
 fn quick(s: &mut sfbulk_proxy::config::Settings) {
@@ -74,34 +74,6 @@ fn batches_sent(app: &TestApp) -> usize {
         .iter()
         .filter(|r| r.method == "POST" && r.uri.ends_with("/batch"))
         .count()
-}
-
-/// The rows of a CSV after its header, parsed (quoted fields may hold line breaks).
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    rows.remove(0);
-    rows
 }
 
 /// `n` contacts, quoted fields with delimiters, quotes and line breaks; 5 % of them (every row
