@@ -172,17 +172,16 @@ async fn serial_mode_is_passed_on_to_the_loads_job() {
     );
 }
 
-#[tokio::test]
-async fn a_problem_in_the_third_piece_leaves_exactly_the_first_two_sent_and_says_so() {
+/// Loads `csv` in pieces of ten rows as `load_id`: refused for `problem` (a row of the third
+/// piece), exactly the first two pieces sent, said so, and their rows answered.
+async fn first_two_pieces_stand(csv: String, load_id: &str, problem: &str) {
     let app = spawn_app_with(|s| {
         quick(s);
         s.load.batch_records = 10;
     })
     .await;
-    let mut csv = contacts(30).0;
-    // Row 25 (in the third piece of ten) has a field too many.
-    csv = csv.replacen("First25,", "First25,extra,", 1);
-    let response = load(&app, "object=Contact&operation=insert&loadId=broken", csv).await;
+    let query = format!("object=Contact&operation=insert&loadId={load_id}");
+    let response = load(&app, &query, csv).await;
     assert_eq!(response.status(), 400);
     assert_eq!(
         response.headers()["x-sfbulk-proxy-fault"],
@@ -191,17 +190,47 @@ async fn a_problem_in_the_third_piece_leaves_exactly_the_first_two_sent_and_says
     let text = response.text().await.unwrap();
     let message = element(&text, "exceptionMessage").unwrap();
     assert!(message.contains("rows 1 to 20"), "{message}");
-    assert!(message.contains("row 25"), "{message}");
+    assert!(message.contains(problem), "{message}");
     assert_eq!(batches(&text), [(1, 10), (11, 20)], "{text}");
     assert_eq!(batches_sent(&app), 2);
-    let info = wait_for_end(&app, "broken").await;
+    let info = wait_for_end(&app, load_id).await;
     assert_eq!(element(&info, "state").unwrap(), "Completed", "{info}");
-    let results = ask(&app, "getLoadResults", "broken", &[]).await;
-    let numbers: Vec<u64> = csv_rows(&results.text().await.unwrap())
+    assert_eq!(
+        rows_answered(&app, load_id).await,
+        (1..=20).collect::<Vec<u64>>()
+    );
+}
+
+/// The row numbers of `load_id`'s merged results, in order.
+async fn rows_answered(app: &TestApp, load_id: &str) -> Vec<u64> {
+    let results = ask(app, "getLoadResults", load_id, &[]).await;
+    assert_eq!(results.status(), 200);
+    csv_rows(&results.text().await.unwrap())
         .iter()
         .map(|r| r[0].parse().unwrap())
-        .collect();
-    assert_eq!(numbers, (1..=20).collect::<Vec<u64>>());
+        .collect()
+}
+
+#[tokio::test]
+async fn a_problem_in_the_third_piece_leaves_exactly_the_first_two_sent_and_says_so() {
+    let mut csv = contacts(30).0;
+    // Row 25 (in the third piece of ten) has a field too many.
+    csv = csv.replacen("First25,", "First25,extra,", 1);
+    first_two_pieces_stand(csv, "broken", "row 25").await;
+}
+
+#[tokio::test]
+async fn a_quote_never_closed_in_the_third_pieces_first_row_still_leaves_the_first_two_sent() {
+    // Row 21 opens a quote that the input never closes: the record never ends, and the second
+    // piece, whole at row 20, must not wait for it.
+    let mut csv = String::from("FirstName,LastName\n");
+    for n in 1..=30 {
+        match n {
+            21 => csv.push_str("\"First21,never closed\n"),
+            n => csv.push_str(&format!("First{n},Last{n}\n")),
+        }
+    }
+    first_two_pieces_stand(csv, "unclosed", "row 21").await;
 }
 
 #[tokio::test]
