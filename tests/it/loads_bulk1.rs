@@ -234,6 +234,91 @@ async fn a_quote_never_closed_in_the_third_pieces_first_row_still_leaves_the_fir
 }
 
 #[tokio::test]
+async fn a_load_needing_more_batches_than_max_jobs_keeps_those_sent_and_its_load_id() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.load.batch_records = 10;
+        s.load.max_jobs = 2;
+    })
+    .await;
+    let csv = contacts(30).0;
+    let query = "object=Contact&operation=insert&loadId=large";
+    let response = load(&app, query, csv.clone()).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_BODY_TOO_LARGE"
+    );
+    let text = response.text().await.unwrap();
+    let message = element(&text, "exceptionMessage").unwrap();
+    // Salesforce processes a batch as it arrives: the two sent were, whatever came after.
+    assert!(message.contains("rows 1 to 20"), "{message}");
+    assert!(!message.contains("nothing was processed"), "{message}");
+    assert_eq!(batches(&text), [(1, 10), (11, 20)], "{text}");
+    // Sent again under its loadId, it is the same load: its rows are never sent twice.
+    let again = load(&app, query, csv).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(batches_sent(&app), 2);
+    let info = wait_for_end(&app, "large").await;
+    assert_eq!(element(&info, "state").unwrap(), "Completed", "{info}");
+    assert_eq!(
+        rows_answered(&app, "large").await,
+        (1..=20).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
+async fn a_gzip_input_cut_short_after_two_pieces_keeps_them_and_its_load_id() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.load.batch_records = 10;
+    })
+    .await;
+    let gzip = |text: &str| {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    // A whole gzip member of 25 rows, then a second member cut in half: the input is found
+    // broken only at its end, after the first two pieces went.
+    let csv = contacts(30).0;
+    let at = csv.match_indices("First26,").next().unwrap().0;
+    let mut body = gzip(&csv[..at]);
+    let rest = gzip(&csv[at..]);
+    body.extend_from_slice(&rest[..rest.len() / 2]);
+    let send = || {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulk_load?{}&object=Contact&operation=insert&loadId=cut",
+                app.proxy,
+                app.upload_query(&[])
+            ))
+            .header("content-type", "text/csv")
+            .header("content-encoding", "gzip")
+            .body(body.clone())
+            .send()
+    };
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        element(&text, "exceptionMessage").unwrap().contains("gzip"),
+        "{text}"
+    );
+    assert_eq!(batches(&text), [(1, 10), (11, 20)], "{text}");
+    // Sent again under its loadId, it is the same load: its rows are never sent twice.
+    assert_eq!(send().await.unwrap().status(), 200);
+    assert_eq!(batches_sent(&app), 2);
+    let info = wait_for_end(&app, "cut").await;
+    assert_eq!(element(&info, "state").unwrap(), "Completed", "{info}");
+    assert_eq!(
+        rows_answered(&app, "cut").await,
+        (1..=20).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
 async fn another_callers_bulk1_load_is_404_and_left_alone() {
     let app = spawn_app_with(|s| {
         quick(s);
