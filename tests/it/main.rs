@@ -23,6 +23,7 @@ mod edge_limits;
 mod edge_safety;
 mod emulator_bulk2;
 mod emulator_fidelity;
+mod emulator_holds;
 mod emulator_ingest;
 mod fleet;
 mod forged_logs;
