@@ -37,6 +37,7 @@ mod operations;
 mod outbound_proxy;
 mod parsers_fuzzed;
 mod real_clients;
+mod record_store;
 mod registry_directory;
 mod relay_headers;
 mod routes;
