@@ -345,14 +345,20 @@ pub fn end_document(out: &mut String, root: &str) {
     out.push_str(&format!("</{root}>"));
 }
 
+/// Whether XML 1.0 allows `c` in a document.
+fn allowed(c: char) -> bool {
+    match c {
+        '\t' | '\n' | '\r' => true,
+        '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' => true,
+        _ => c >= '\u{10000}',
+    }
+}
+
 /// Escapes text for use inside an element: `&`, `<` and `>` only, as Salesforce writes text
 /// (quotes and apostrophes stay as they are). A character XML 1.0 does not allow in a document
 /// at all (most control characters), which no escape can carry, becomes U+FFFD: a caller's or
 /// Salesforce's text never makes an answer that does not parse.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    let allowed = |c: char| {
-        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-    };
     if text.chars().all(allowed) {
         return quick_xml::escape::partial_escape(text);
     }
