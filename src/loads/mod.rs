@@ -383,6 +383,7 @@ impl Loads {
         let (load, _) = self.lookup(operation, request, scope, |_| Ok(())).await?;
         if !load.state().is_done() {
             ingest::abort_jobs(&self.pipeline, &load, "aborted by abortLoad").await;
+            follow::settle(&self.pipeline, &load).await;
             self.ended.as_ref()(&load);
             load.nudge();
         }

@@ -384,3 +384,37 @@ async fn a_batch_salesforce_fails_marks_its_rows_failed_with_its_state_message()
         "{info}"
     );
 }
+
+#[tokio::test]
+async fn an_aborted_loads_batches_that_completed_before_the_abort_answer_their_outcomes() {
+    // The batches complete at once; the proxy would first ask about them only after a minute, so
+    // only the abort itself can learn they completed.
+    let app = spawn_app_with(|s| {
+        s.load.batch_records = 10;
+        s.load.poll_min_ms = Duration::from_secs(60);
+        s.load.poll_max_ms = Duration::from_secs(60);
+        s.emulator.batch_processing_ms = Duration::ZERO;
+    })
+    .await;
+    let (csv, _) = contacts(30);
+    let response = load(&app, "object=Contact&operation=insert&loadId=stopped", csv).await;
+    assert_eq!(response.status(), 202);
+    let aborted = ask(&app, "abortLoad", "stopped", &[]).await;
+    assert_eq!(aborted.status(), 200);
+    let results = ask(&app, "getLoadResults", "stopped", &[]).await;
+    assert_eq!(results.status(), 200);
+    let text = results.text().await.unwrap();
+    let outcomes: Vec<String> = csv_rows(&text).into_iter().map(|r| r[1].clone()).collect();
+    assert_eq!(outcomes.len(), 30, "{text}");
+    // Rows 7 and 27 carry the fail marker; the other 28 were inserted before the abort.
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "created").count(),
+        28,
+        "{text}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "failed").count(),
+        2,
+        "{text}"
+    );
+}
