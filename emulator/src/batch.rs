@@ -1,4 +1,5 @@
-//! A Bulk API 1.0 batch as data: what its processing came to, and the state its clock shows.
+//! A Bulk API 1.0 batch as data: what its processing came to, the state its clock shows, and
+//! [`BatchSeen`], what the org saw of it.
 //!
 //! Its clock runs `Queued` → `InProgress` → `Completed`/`Failed`; the routes over it are in
 //! `batches`.
@@ -29,6 +30,17 @@ pub(super) enum Outcome {
     /// The batch a PK-chunked query was sent in: its chunks' batches do the work.
     NotProcessed,
     Failed(String),
+}
+
+/// What the org saw of one Bulk API 1.0 batch (part of [`crate::Bulk1JobSeen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSeen {
+    pub id: String,
+    /// The records the batch brought (0 for one failed whole, or a query).
+    pub records: u64,
+    /// Those of them its run inserted or changed: the org applies a batch's records as it takes
+    /// it, so this is known at once, whatever state the batch's clock shows.
+    pub inserted: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +104,21 @@ impl Batch {
             ),
             Outcome::Query { .. } => (self.query_rows(), 0),
             Outcome::Failed(_) | Outcome::NotProcessed => (0, 0),
+        }
+    }
+
+    pub(super) fn seen(&self) -> BatchSeen {
+        let (records, inserted) = match &self.outcome {
+            Outcome::Ingest(results) => (
+                results.len() as u64,
+                results.iter().filter(|r| r.success).count() as u64,
+            ),
+            Outcome::Query { .. } | Outcome::NotProcessed | Outcome::Failed(_) => (0, 0),
+        };
+        BatchSeen {
+            id: self.id.clone(),
+            records,
+            inserted,
         }
     }
 

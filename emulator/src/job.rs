@@ -1,11 +1,12 @@
-//! A Bulk API 1.0 job as data: its fields, its state machine and its jobInfo.
+//! A Bulk API 1.0 job as data: its fields, its state machine, its jobInfo, and
+//! [`Bulk1JobSeen`], what the org saw of it.
 //!
 //! The routes over it are in `jobs`, and its batches' in `batches`.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::batch::{Batch, BatchState};
+use super::batch::{Batch, BatchSeen, BatchState};
 use super::wire::{format_date, now_secs, Document, Format, Value};
 
 /// Where a job is in its state machine.
@@ -24,6 +25,19 @@ impl JobState {
             JobState::Aborted => "Aborted",
         }
     }
+}
+
+/// What the org saw of one Bulk API 1.0 job, so tests can count what each batch did: see
+/// [`crate::Org::bulk1_jobs_seen`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bulk1JobSeen {
+    pub id: String,
+    pub object: String,
+    pub operation: String,
+    /// `Open`, `Closed` or `Aborted`.
+    pub state: String,
+    /// In the order added.
+    pub batches: Vec<BatchSeen>,
 }
 
 /// A job, with its batches.
@@ -104,6 +118,17 @@ impl Job {
         Document {
             root: "jobInfo",
             fields,
+        }
+    }
+
+    /// What the org saw of the job so far.
+    pub(super) fn seen(&self) -> Bulk1JobSeen {
+        Bulk1JobSeen {
+            id: self.id.clone(),
+            object: self.object.clone(),
+            operation: self.operation.clone(),
+            state: self.state.as_str().into(),
+            batches: self.batches.iter().map(Batch::seen).collect(),
         }
     }
 

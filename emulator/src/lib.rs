@@ -14,11 +14,14 @@
 //! - `org`: [`Org`], the whole fake org's state, and [`RecordedRequest`];
 //! - `router`: the [`router`] of every route, and the layer each request passes first (recording,
 //!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
+//! - `holds`: a call a test chose ([`Step`]) held before or after its effect ([`When`]) until
+//!   its [`Held`] lets it go, which the router applies to every request;
 //! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
 //! - `oauth`: the token endpoint (refresh, client credentials, JWT); `sessions` the sessions and
 //!   refresh tokens it issues (expiry, rotation) and [`TokenGate`];
-//! - `jobs` and `batches`: Bulk API 1.0's routes (`job` a job and `batch` a batch as data);
+//! - `jobs` and `batches`: Bulk API 1.0's routes (`job` a job and `batch` a batch as data, and
+//!   [`Bulk1JobSeen`] and [`BatchSeen`], what the org saw of them);
 //! - `v2/`: Bulk API 2.0's routes for ingest and query jobs (Bearer sessions, JSON job info,
 //!   uploads, result files, locator pages); `v2_jobs/` the jobs themselves, their uploads, result
 //!   files and JSON error arrays, and [`IngestJobSeen`], what the org saw of each ingest job;
@@ -29,11 +32,12 @@
 //!
 //! The dependencies run one way, routes → `org` → state: the routes (`oauth`, `jobs`, `batches`,
 //! `v2/`) take the [`Org`]; the state it holds (`sessions`, `job`, `batch`, `v2_jobs/`, `store`,
-//! `usage`...) never names it.
+//! `holds`, `usage`...) never names it.
 
 mod batch;
 mod batches;
 mod compression;
+mod holds;
 mod ids;
 mod job;
 mod jobs;
@@ -51,7 +55,10 @@ mod v2_jobs;
 mod wire;
 mod xml;
 
+pub use batch::BatchSeen;
+pub use holds::{Held, Step, When};
 pub use ids::with_checksum;
+pub use job::Bulk1JobSeen;
 pub use org::{Org, RecordedRequest};
 pub use records::{FAIL_MARKER, VALIDATION_ERROR};
 pub use router::router;

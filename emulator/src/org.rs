@@ -1,7 +1,7 @@
 //! The fake org's whole state: [`Org`], and [`RecordedRequest`], a request as it was received.
 //!
 //! The org holds sessions, 1.0 and 2.0 jobs, records, and what it was sent; tests inspect and
-//! steer it through its public methods.
+//! steer it through its public methods (holding a chosen call among them).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +11,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
 
 use super::compression;
+use super::holds::{Held, Holds, Step, When};
 use super::ids;
-use super::job::Job;
+use super::job::{Bulk1JobSeen, Job};
 use super::records;
 use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
@@ -22,6 +23,8 @@ use super::v2_jobs::{IngestJob, IngestJobSeen, QueryJob};
 
 /// How many requests the emulator remembers for inspection; older ones are dropped.
 const RECORDED_REQUESTS: usize = 1000;
+/// The jobs a 2.0 job list (`getAllJobInfo`) answers at most per page, as Salesforce's does.
+const JOB_LIST_PAGE: usize = 1000;
 
 /// The standard objects the fake org knows; create a job on anything else and it says so.
 const OBJECTS: &[&str] = &[
@@ -109,6 +112,10 @@ pub struct Org {
     deleted_ingest_jobs: Mutex<Vec<IngestJobSeen>>,
     /// Bulk API 2.0 query jobs by id.
     query_jobs: Mutex<HashMap<String, QueryJob>>,
+    /// The calls tests chose to hold, which the router catches.
+    pub(crate) holds: Holds,
+    /// The jobs a page of a 2.0 job list holds at most.
+    job_list_page: AtomicUsize,
 }
 
 impl Org {
@@ -139,6 +146,8 @@ impl Org {
             ingest_jobs: Mutex::new(HashMap::new()),
             deleted_ingest_jobs: Mutex::new(Vec::new()),
             query_jobs: Mutex::new(HashMap::new()),
+            holds: Holds::default(),
+            job_list_page: AtomicUsize::new(JOB_LIST_PAGE),
             settings,
         }
     }
@@ -293,6 +302,45 @@ impl Org {
         // The org's ids count up from one point, so their order is the order they were made.
         seen.sort_by(|a, b| a.id.cmp(&b.id));
         seen
+    }
+
+    /// What the org saw of every Bulk API 1.0 job, in the order created: each batch's records and
+    /// the records it inserted or changed.
+    pub fn bulk1_jobs_seen(&self) -> Vec<Bulk1JobSeen> {
+        let mut seen: Vec<Bulk1JobSeen> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Job::seen)
+            .collect();
+        // The org's ids count up from one point, so their order is the order they were made.
+        seen.sort_by(|a, b| a.id.cmp(&b.id));
+        seen
+    }
+
+    /// The records of `object` the org holds now, each `Id` first, in the order inserted (a 2.0
+    /// ingest job whose time has come has run first): what every job together left in the org.
+    pub fn records_of(&self, object: &str) -> Vec<Vec<(String, String)>> {
+        let object = self.known_object(object).unwrap_or_else(|| object.into());
+        self.stored_records(&object)
+    }
+
+    /// Holds the `nth` (from 1) call of `step` made from now on, before its effect or after it
+    /// with its answer withheld (`when`), until the [`Held`] is released or dropped. A caller
+    /// that goes away meanwhile wedges nothing: `Before` then has no effect, `After` keeps its.
+    pub fn hold(&self, step: Step, nth: usize, when: When) -> Held {
+        self.holds.arm(step, nth, when)
+    }
+
+    /// Answers 2.0 job lists (`GET .../jobs/ingest`, `.../jobs/query`) in pages of at most
+    /// `jobs` jobs (Salesforce's 1000 until set), so a test can page through a few.
+    pub fn set_job_list_page(&self, jobs: usize) {
+        self.job_list_page.store(jobs.max(1), Ordering::SeqCst);
+    }
+
+    pub(crate) fn job_list_page(&self) -> usize {
+        self.job_list_page.load(Ordering::SeqCst)
     }
 
     pub(crate) fn note_deleted_ingest_job(&self, seen: IngestJobSeen) {

@@ -2,8 +2,9 @@
 //!
 //! The routes are OAuth's, Bulk API 1.0's, and Bulk API 2.0's from `v2`. The layer records the
 //! request, waits out the latency, takes gzip bodies, counts calls towards a planned session
-//! expiry and the day's API usage, and compresses answers. A 2.0 upload's body is the one it does
-//! not read first: it streams on, so the upload counts it against its job's limit as it comes.
+//! expiry and the day's API usage, holds a call a test chose (`holds`), and compresses answers. A
+//! 2.0 upload's body is the one it does not read first: it streams on, so the upload counts it
+//! against its job's limit as it comes.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use futures_util::StreamExt;
 
 use super::batches;
 use super::compression;
+use super::holds::When;
 use super::jobs;
 use super::oauth;
 use super::v2;
@@ -118,9 +120,10 @@ fn copying(body: Body) -> (Body, Copied) {
 
 /// The layer before every route: keeps a copy of each request for tests to inspect, waits out
 /// `Settings::latency`, decodes a gzip body, counts Bulk API calls (towards a planned session
-/// expiry, and the day's API usage), puts `Sforce-Limit-Info` on Bulk API answers and compresses
-/// them for callers that ask. A 2.0 upload's body is not read here but streamed on, and the
-/// upload recorded once answered, with its body when that is small.
+/// expiry, and the day's API usage), holds the call a test chose before or after its effect,
+/// puts `Sforce-Limit-Info` on Bulk API answers and compresses them for callers that ask. A 2.0
+/// upload's body is not read here but streamed on, and the upload recorded once answered, with
+/// its body when that is small.
 async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let header = |name: &str| {
@@ -171,7 +174,7 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
     }
     // Salesforce takes gzip request bodies and compresses answers for callers that ask.
     let gzip_body = compression::is_gzip(&parts.headers);
-    let body = match incoming {
+    let incoming = match incoming {
         Incoming::Read(bytes) if gzip_body => {
             let Some(decoded) = compression::decode(&bytes, MAX_REQUEST_BYTES) else {
                 return wire::ApiError::new(
@@ -180,11 +183,12 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
                 )
                 .into_response();
             };
-            Body::from(decoded)
+            Incoming::Read(decoded)
         }
-        Incoming::Read(bytes) => Body::from(bytes),
-        Incoming::Streamed(body) if gzip_body => compression::decode_stream(body),
-        Incoming::Streamed(body) => body,
+        Incoming::Streamed(body) if gzip_body => {
+            Incoming::Streamed(compression::decode_stream(body))
+        }
+        unchanged => unchanged,
     };
     if gzip_body {
         parts.headers.remove(axum::http::header::CONTENT_ENCODING);
@@ -207,12 +211,42 @@ async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next
             org.expire_sessions();
         }
     }
+    let read = match &incoming {
+        Incoming::Read(bytes) => Some(&bytes[..]),
+        Incoming::Streamed(_) => None,
+    };
+    let caught = org.holds.catch(&parts.method, parts.uri.path(), read);
+    let mut body = match incoming {
+        Incoming::Read(bytes) => Body::from(bytes),
+        Incoming::Streamed(body) => body,
+    };
+    let after = match caught {
+        Some(caught) if caught.when() == When::Before => {
+            // A held upload's body is read first: with nothing left to read, a caller that goes
+            // away meanwhile closes the connection, this future goes with it, and the call has no
+            // effect, rather than taking data a dead caller sent.
+            if pending.is_some() {
+                let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+                    return wire::ApiError::new("ClientInputError", "The request body broke off")
+                        .into_response();
+                };
+                body = Body::from(bytes);
+            }
+            caught.hold().await;
+            None
+        }
+        after => after,
+    };
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if let Some((mut recorded, copied)) = pending {
         if let Some(bytes) = copied.lock().unwrap_or_else(|e| e.into_inner()).take() {
             recorded.body = Bytes::from(bytes);
         }
         org.record_request(recorded);
+    }
+    // Its effect applied, the answer waits: the caller cannot know how the call ended.
+    if let Some(caught) = after {
+        caught.hold().await;
     }
     let limit_info = org
         .limit_info

@@ -28,7 +28,8 @@ pub struct Components {
 impl Components {
     pub fn wire(settings: &Settings, prepared: &Prepared) -> anyhow::Result<Components> {
         let r = &settings.registry;
-        let registry = r.open(prepared.registry_keys.clone())?;
+        let backend = r.open(prepared.registry_keys.clone())?;
+        let registry = backend.tokens;
         let sf = &settings.salesforce;
         let limits = RegistryLimits {
             operation: r.timeout_ms,
@@ -65,6 +66,7 @@ impl Components {
                 console.clone(),
             ),
             salesforce,
+            records: backend.records,
             allow,
             connections: prepared.connections.clone(),
             default_token_endpoint: sf.token_endpoint_hostname.clone(),

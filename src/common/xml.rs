@@ -345,10 +345,28 @@ pub fn end_document(out: &mut String, root: &str) {
     out.push_str(&format!("</{root}>"));
 }
 
+/// Whether XML 1.0 allows `c` in a document.
+fn allowed(c: char) -> bool {
+    match c {
+        '\t' | '\n' | '\r' => true,
+        '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' => true,
+        _ => c >= '\u{10000}',
+    }
+}
+
 /// Escapes text for use inside an element: `&`, `<` and `>` only, as Salesforce writes text
-/// (quotes and apostrophes stay as they are).
+/// (quotes and apostrophes stay as they are). A character XML 1.0 does not allow in a document
+/// at all (most control characters), which no escape can carry, becomes U+FFFD: a caller's or
+/// Salesforce's text never makes an answer that does not parse.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    quick_xml::escape::partial_escape(text)
+    if text.chars().all(allowed) {
+        return quick_xml::escape::partial_escape(text);
+    }
+    let cleaned: String = text
+        .chars()
+        .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
+        .collect();
+    std::borrow::Cow::Owned(quick_xml::escape::partial_escape(&cleaned).into_owned())
 }
 
 #[cfg(test)]
@@ -360,6 +378,16 @@ mod tests {
             .iter()
             .map(|c| (c.name, c.text.as_ref()))
             .collect()
+    }
+
+    #[test]
+    fn text_with_characters_xml_cannot_carry_still_makes_a_document_that_parses() {
+        let mut out = start_document("loadInfo");
+        push_element(&mut out, 1, "object", "Con\u{1}tact<&>\u{FFFF}\tok");
+        end_document(&mut out, "loadInfo");
+        let doc = read_document(out.as_bytes(), false).unwrap();
+        assert_eq!(texts(&doc), [("object", "Con\u{FFFD}tact<&>\u{FFFD}\tok")]);
+        assert_eq!(escape("plain & <simple>"), "plain &amp; &lt;simple&gt;");
     }
 
     #[test]

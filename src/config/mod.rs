@@ -336,6 +336,19 @@ mod tests {
     }
 
     #[test]
+    fn load_max_jobs_is_held_to_what_a_load_can_follow() {
+        for (max_jobs, refused) in [("0", true), ("1", false), ("1000", false), ("1001", true)] {
+            let read = Settings::load_from(None, env(&[("SFBULK__LOAD__MAX_JOBS", max_jobs)]));
+            let refusal = read.err().map(|e| e.to_string()).unwrap_or_default();
+            assert_eq!(
+                refusal.contains("load.max_jobs"),
+                refused,
+                "{max_jobs}: {refusal}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_load_and_are_valid() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.server.listen.as_deref(), Some("0.0.0.0:8280"));

@@ -111,14 +111,20 @@ impl Pace {
 /// Asks Salesforce once for every job not done; `false` when the session expired and nothing
 /// can renew it (the load then waits for its caller).
 pub async fn ask(pipeline: &Pipeline, load: &Load) -> bool {
+    ask_about(pipeline, load, |job| !job.is_done()).await
+}
+
+/// Asks Salesforce once for every job, done or not: after an abort, what each job did before it
+/// was stopped (a Bulk 1.0 batch completed since the last ask is answered with its results, not
+/// `unprocessed`).
+pub async fn settle(pipeline: &Pipeline, load: &Load) {
+    ask_about(pipeline, load, |_| true).await;
+}
+
+async fn ask_about(pipeline: &Pipeline, load: &Load, asked: impl Fn(&Job) -> bool) -> bool {
     let (credentials, jobs) = {
         let progress = load.progress();
-        let jobs: Vec<_> = progress
-            .jobs
-            .iter()
-            .filter(|j| !j.is_done())
-            .cloned()
-            .collect();
+        let jobs: Vec<_> = progress.jobs.iter().filter(|j| asked(j)).cloned().collect();
         (progress.credentials.clone(), jobs)
     };
     for mut job in jobs {

@@ -3,7 +3,8 @@
 //! only once the whole input was read and found good, every job is closed. A problem anywhere in
 //! the input, or a caller who goes away before its end, aborts every job of the load: nothing is
 //! processed. Bulk 1.0 processes a batch as it is added: there, each piece goes only once it was
-//! read and checked whole, and on a problem the pieces before it stand (the job is closed).
+//! read and checked whole, and once one was sent the pieces before a problem (or whatever else
+//! stops the load) stand: the job is closed, never aborted.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -36,13 +37,11 @@ pub enum Input {
 #[derive(Debug)]
 pub enum IngestError {
     /// The input has problems: the first ones, and how many were found (in all, when the input
-    /// was `read_through`; reading stops once enough are listed). `sent`: the rows sent before
-    /// the first problem, which stand (Bulk 1.0; the load goes on with them).
+    /// was `read_through`; reading stops once enough are listed).
     Invalid {
         listed: Vec<String>,
         count: u64,
         read_through: bool,
-        sent: u64,
     },
     /// More jobs than `load.max_jobs` would be needed.
     TooManyJobs(usize),
@@ -50,6 +49,9 @@ pub enum IngestError {
     Body(Fault),
     /// A call to Salesforce failed.
     Call(CallError),
+    /// Bulk 1.0: `error` stopped the load after rows 1 to `sent` were sent; their batches stand,
+    /// their job closed, and the load goes on with them.
+    Stood { error: Box<IngestError>, sent: u64 },
 }
 
 impl From<CallError> for IngestError {
@@ -128,7 +130,8 @@ pub async fn abort_jobs(pipeline: &Pipeline, load: &Load, why: &str) {
 }
 
 /// Takes `input` in: every piece uploaded to a job of its own and, when the whole input was
-/// good, every job closed. On an error, every job made is aborted.
+/// good, every job closed. On an error, every job made is aborted (Bulk 1.0, once a batch was
+/// sent: closed, the error `Stood`).
 pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError> {
     let Intake {
         pipeline,
@@ -211,74 +214,71 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
             progress.columns = columns;
         }
     });
-    read?;
-    if reader.problem_count() > 0 {
-        drop(pieces);
-        let uploaded = uploader.await;
-        guard.why = "its input was refused: every job was aborted";
-        let sent = load.progress().rows_sent();
-        if keeps_before_problem && sent > 0 {
-            // The batches sent are being processed already: they stand, their job is closed.
-            match uploaded {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(e) => {
-                    return Err(IngestError::Body(Fault::Internal(format!(
-                        "the uploader ended: {e}"
-                    ))))
-                }
+    let spooling =
+        |e: std::io::Error| IngestError::Body(Fault::Internal(format!("spooling the input: {e}")));
+    // What stops the load, if anything, first: the caller's body, the input's problems, the
+    // spool; then whatever ended the uploader.
+    let mut stop = match read {
+        Err(e) => Some(e),
+        Ok(()) if reader.problem_count() > 0 => {
+            guard.why = "its input was refused: every job was aborted";
+            Some(IngestError::Invalid {
+                listed: reader.problems().iter().map(|p| p.to_string()).collect(),
+                count: reader.problem_count(),
+                read_through: ended,
+            })
+        }
+        Ok(()) => spool_error.map(spooling),
+    };
+    if stop.is_none() && ended {
+        match last {
+            Ok(Some(piece)) => {
+                let _ = pieces.send(piece).await;
             }
-            load.side.close(pipeline, load).await?;
-            guard.armed = false;
-            started(load);
-        }
-        return Err(IngestError::Invalid {
-            listed: reader.problems().iter().map(|p| p.to_string()).collect(),
-            count: reader.problem_count(),
-            read_through: ended,
-            sent: if keeps_before_problem { sent } else { 0 },
-        });
-    }
-    if let Some(e) = spool_error {
-        return Err(IngestError::Body(Fault::Internal(format!(
-            "spooling the input: {e}"
-        ))));
-    }
-    guard.why = "a call to Salesforce failed while its input was taken in: every job was aborted";
-    if !ended {
-        // Reading stopped because the uploader ended: its failure is the answer.
-        drop(pieces);
-        return Err(match uploader.await {
-            Ok(Err(e)) => e,
-            _ => IngestError::Body(Fault::Internal("the uploader ended early".into())),
-        });
-    }
-    match last {
-        Ok(Some(piece)) => {
-            let _ = pieces.send(piece).await;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            return Err(IngestError::Body(Fault::Internal(format!(
-                "spooling the input: {e}"
-            ))))
+            Ok(None) => {}
+            Err(e) => stop = Some(spooling(e)),
         }
     }
     drop(pieces);
-    match uploader.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(e) => {
-            return Err(IngestError::Body(Fault::Internal(format!(
-                "the uploader ended: {e}"
-            ))))
-        }
+    let uploaded = match uploader.await {
+        Ok(uploaded) => uploaded,
+        Err(e) => Err(IngestError::Body(Fault::Internal(format!(
+            "the uploader ended: {e}"
+        )))),
+    };
+    if stop.is_none() {
+        guard.why =
+            "a call to Salesforce failed while its input was taken in: every job was aborted";
     }
-    // The whole input was read and found good: now, and only now, the jobs may run.
-    load.side.close(pipeline, load).await?;
-    guard.armed = false;
-    started(load);
-    Ok(())
+    let error = match (stop, uploaded) {
+        (Some(stop), _) => Some(stop),
+        (None, Err(e)) => Some(e),
+        // Reading stopped only because the uploader ended; it gave no reason.
+        (None, Ok(())) if !ended => Some(IngestError::Body(Fault::Internal(
+            "the uploader ended early".into(),
+        ))),
+        (None, Ok(())) => None,
+    };
+    let Some(error) = error else {
+        // The whole input was read and found good: now, and only now, the jobs may run.
+        load.side.close(pipeline, load).await?;
+        guard.armed = false;
+        started(load);
+        return Ok(());
+    };
+    let sent = load.progress().rows_sent();
+    if keeps_before_problem && sent > 0 {
+        // The batches sent are being processed already, whatever stopped the load: they stand,
+        // their job is closed, and the load goes on with them under its loadId.
+        load.side.close(pipeline, load).await?;
+        guard.armed = false;
+        started(load);
+        return Err(IngestError::Stood {
+            error: Box::new(error),
+            sent,
+        });
+    }
+    Err(error)
 }
 
 /// Marks `load` under way: its jobs closed, Salesforce processing them.

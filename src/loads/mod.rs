@@ -272,10 +272,11 @@ impl Loads {
         )
         .await;
         if let Err(error) = taken {
-            if let IngestError::Invalid { sent: 1.., .. } = error {
-                // Bulk 1.0: the batches sent before the problem stand, and are followed.
+            if let IngestError::Stood { error, sent } = error {
+                // Bulk 1.0: the batches sent before the load stopped stand, and are followed;
+                // the load keeps its loadId, so sending it again never sends them twice.
                 self.follow(&load);
-                return Err(Answer::Given(invalid_with_status(error, &load).await));
+                return Err(self.stood_answer(*error, sent, &load).await);
             }
             // A load whose input was not taken in (refused, or a call or the caller failed on
             // the way) processed nothing, its jobs aborted: it gives its loadId back, so the
@@ -383,6 +384,7 @@ impl Loads {
         let (load, _) = self.lookup(operation, request, scope, |_| Ok(())).await?;
         if !load.state().is_done() {
             ingest::abort_jobs(&self.pipeline, &load, "aborted by abortLoad").await;
+            follow::settle(&self.pipeline, &load).await;
             self.ended.as_ref()(&load);
             load.nudge();
         }
@@ -509,12 +511,9 @@ impl Loads {
     /// The answer to a load whose input was not taken in.
     async fn ingest_answer(&self, error: IngestError) -> Answer {
         match error {
-            IngestError::Invalid { .. } => invalid_fault(error).into(),
-            IngestError::TooManyJobs(max) => Fault::LoadTooLarge(format!(
-                "the load's input needs more than load.max_jobs ({max}) jobs; every job was \
-                 aborted and nothing was processed"
-            ))
-            .into(),
+            IngestError::Invalid { .. } | IngestError::TooManyJobs(_) => {
+                stop_fault(error, 0).into()
+            }
             IngestError::Body(fault) => fault.into(),
             IngestError::Call(CallError::Fault(fault)) => fault.into(),
             IngestError::Call(CallError::Refused(answer)) => {
@@ -523,7 +522,21 @@ impl Loads {
                     Err(fault) => fault.into(),
                 }
             }
+            IngestError::Stood { error, .. } => Box::pin(self.ingest_answer(*error)).await,
         }
+    }
+
+    /// The answer to a Bulk 1.0 load stopped after rows 1 to `sent` were sent: its fault with
+    /// the load's status (Salesforce's own refusal is relayed as it came).
+    async fn stood_answer(&self, error: IngestError, sent: u64, load: &Load) -> Answer {
+        let fault = match error {
+            IngestError::Invalid { .. } | IngestError::TooManyJobs(_) => stop_fault(error, sent),
+            other => match self.ingest_answer(other).await {
+                Answer::Fault(fault) => fault,
+                answer => return answer,
+            },
+        };
+        Answer::Given(with_status(fault, load).await)
     }
 }
 
@@ -532,46 +545,60 @@ enum Answer {
     Fault(Fault),
     /// Salesforce's refusal, relayed.
     Relayed(Response),
-    /// A fault with more to it (the status of a Bulk 1.0 load refused part way).
+    /// A fault with more to it (the status of a Bulk 1.0 load stopped part way).
     Given(Response),
 }
 
-/// The `SFBULK_INVALID_CSV` fault of an input with problems: what was sent before them, if
-/// anything (Bulk 1.0), and the problems found.
-fn invalid_fault(error: IngestError) -> Fault {
-    let IngestError::Invalid {
-        listed,
-        count,
-        read_through,
-        sent,
-    } = error
-    else {
-        return Fault::Internal("not an input with problems".into());
-    };
-    let more = if read_through {
-        format!("{count} problem(s)")
-    } else {
-        format!("at least {count} problem(s) (reading stopped there)")
-    };
-    let done = if sent == 0 {
-        "no job was closed and nothing was processed".to_string()
-    } else {
+/// The fault of an input with problems (`SFBULK_INVALID_CSV`, the problems listed) or too large
+/// for `load.max_jobs`, saying what was sent before it stopped (Bulk 1.0: rows 1 to `sent`).
+fn stop_fault(error: IngestError, sent: u64) -> Fault {
+    let stood = |before: &str| {
         format!(
-            "rows 1 to {sent}, read and checked whole before the first problem, were sent and \
-             stand (their batches are processed; the status below and getLoad show them); no \
-             row after them was sent"
+            "rows 1 to {sent}, read and checked whole before {before}, were sent and stand \
+             (their batches are processed; the status below and getLoad show them); no row \
+             after them was sent"
         )
     };
-    Fault::InvalidCsv(format!(
-        "the load's input was refused, {more}; {done}:\n{}",
-        listed.join("\n")
-    ))
+    match error {
+        IngestError::Invalid {
+            listed,
+            count,
+            read_through,
+        } => {
+            let more = if read_through {
+                format!("{count} problem(s)")
+            } else {
+                format!("at least {count} problem(s) (reading stopped there)")
+            };
+            let done = match sent {
+                0 => "no job was closed and nothing was processed".to_string(),
+                _ => stood("the first problem"),
+            };
+            Fault::InvalidCsv(format!(
+                "the load's input was refused, {more}; {done}:\n{}",
+                listed.join("\n")
+            ))
+        }
+        IngestError::TooManyJobs(max) => {
+            let (pieces, done) = match sent {
+                0 => (
+                    "jobs",
+                    "every job was aborted and nothing was processed".to_string(),
+                ),
+                _ => ("batches", stood("the load stopped")),
+            };
+            Fault::LoadTooLarge(format!(
+                "the load's input needs more than load.max_jobs ({max}) {pieces}; {done}"
+            ))
+        }
+        _ => Fault::Internal("not an input refused".into()),
+    }
 }
 
-/// The 400 of a Bulk 1.0 load refused after some of its batches were sent: the fault's `<error>`
-/// document carries the load's `<loadInfo>`.
-async fn invalid_with_status(error: IngestError, load: &Load) -> Response {
-    let response = invalid_fault(error).response(Api::Bulk1);
+/// The answer of `fault` for a Bulk 1.0 load stopped after some of its batches were sent: the
+/// fault's `<error>` document carries the load's `<loadInfo>`.
+async fn with_status(fault: Fault, load: &Load) -> Response {
+    let response = fault.response(Api::Bulk1);
     let (parts, body) = response.into_parts();
     // The proxy's own fault document: small and in memory.
     let fault = axum::body::to_bytes(body, usize::MAX)

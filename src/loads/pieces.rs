@@ -115,7 +115,10 @@ impl Splitter {
     }
 
     /// Takes what the reader found; a record that does not fit the open piece completes it,
-    /// which is returned, and starts the next.
+    /// which is returned, and starts the next. A piece that reaches `limits.records` is complete
+    /// at once, not when a next record comes: a Bulk 1.0 load sends its pieces before a
+    /// problem, and a next record that never ends (a quote never closed) must not hold back the
+    /// whole piece before it.
     pub fn take(&mut self, found: Found<'_>) -> std::io::Result<Option<Piece>> {
         match found {
             Found::Header { raw, .. } => {
@@ -134,9 +137,12 @@ impl Splitter {
                     self.line_ending.bytes()
                 };
                 let size = (raw.len() + ending.len()) as u64;
-                let full = self.open.as_ref().is_some_and(|open| {
-                    open.bytes + size > self.limits.bytes || open.records >= self.limits.records
-                });
+                // An open piece holds fewer than `limits.records` (it is completed once it
+                // holds that many), so at most one piece completes a record.
+                let full = self
+                    .open
+                    .as_ref()
+                    .is_some_and(|open| open.bytes + size > self.limits.bytes);
                 let done = if full { self.complete()? } else { None };
                 if self.open.is_none() {
                     let (file, handle) = create(&self.dir, "csv")?;
@@ -161,6 +167,10 @@ impl Splitter {
                 open.last_row = row;
                 open.records += 1;
                 open.digests.write_all(&digest.to_le_bytes())?;
+                if open.records >= self.limits.records {
+                    debug_assert!(done.is_none(), "one record completes at most one piece");
+                    return self.complete();
+                }
                 Ok(done)
             }
         }

@@ -505,9 +505,18 @@ async fn batches_results(
             "Completed" => Some(Rows::new(open("result").await?, BULK1_RESULTS)),
             _ => None,
         };
+        // The batch's rows are its own, first_row to last_row: a request that Salesforce
+        // answers longer gives its extra rows no number (never the next batch's), one answered
+        // shorter leaves its last rows `unprocessed` below.
         let mut row = batch.first_row;
+        let mut past = 0;
         while let Some(values) = request.next().await.map_err(|e| named("request", &e))? {
-            let number = row.to_string();
+            let number = if row <= batch.last_row {
+                row.to_string()
+            } else {
+                past += 1;
+                String::new()
+            };
             row += 1;
             let result = match &mut results {
                 Some(results) => results.next().await.map_err(|e| named("result", &e))?,
@@ -535,8 +544,16 @@ async fn batches_results(
                 return Ok(unmatched);
             }
         }
+        if kind == ResultKind::All || kind == ResultKind::Unprocessed {
+            for missing in row..=batch.last_row {
+                let number = missing.to_string();
+                let mut line = vec![number.as_str(), "unprocessed"];
+                line.resize(4 + columns, "");
+                writer.line(&line);
+                writer.send_if_full().await;
+            }
+        }
         // Result rows past the request's: written with an empty sf__Row, never dropped.
-        let mut past = 0;
         while let Some(results) = &mut results {
             let Some(result) = results.next().await.map_err(|e| named("result", &e))? else {
                 break;
@@ -561,7 +578,7 @@ async fn batches_results(
                 job.id = %job.id,
                 batch.id = %batch.id,
                 rows = past,
-                "a batch's results have rows past its request's; they are written with an empty sf__Row"
+                "a batch's request or results have rows past the batch's own; they are written with an empty sf__Row"
             );
         }
         unmatched += past;

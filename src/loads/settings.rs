@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::setting::{millis, off_path, seconds};
 use crate::loads::csv::MAX_RECORD_CHARS;
 
+/// The most jobs (Bulk 1.0: batches) `load.max_jobs` may allow a load.
+pub const MAX_JOBS: usize = 1_000;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LoadSettings {
     /// The most bytes of input one job takes (Salesforce's 150 MB a job is counted after
@@ -88,7 +91,13 @@ impl LoadSettings {
         );
         out_of("poll_max_secs", !self.poll_max_secs.is_zero(), "above 0");
         out_of("max_concurrent", self.max_concurrent > 0, "above 0");
-        out_of("max_jobs", self.max_jobs > 0, "above 0");
+        // A Bulk 1.0 load's batch list is read whole (each batchInfo under a kilobyte, the list
+        // bounded at 4 MiB): past a few thousand batches it could not be followed.
+        out_of(
+            "max_jobs",
+            (1..=MAX_JOBS).contains(&self.max_jobs),
+            &format!("from 1 to {MAX_JOBS}"),
+        );
         out_of("retention_secs", !self.retention_secs.is_zero(), "above 0");
     }
 

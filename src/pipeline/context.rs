@@ -8,6 +8,7 @@ use crate::observe::console::Console;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::body::BufferBudget;
 use crate::pipeline::connection::Connections;
+use crate::registry::RecordStore;
 use crate::salesforce::origin::AllowList;
 use crate::salesforce::SalesforceClient;
 use crate::session::Sessions;
@@ -16,6 +17,9 @@ use crate::session::Sessions;
 pub struct Pipeline {
     pub sessions: Sessions,
     pub salesforce: SalesforceClient,
+    /// Where whole loads keep their state: the registry's backend, the very instance the
+    /// sessions keep tokens in.
+    pub records: Arc<dyn RecordStore>,
     /// `salesforce.allowed_origins`, for the envelopes' URLs.
     pub allow: AllowList,
     /// `[connections.NAME]`.

@@ -9,6 +9,9 @@
 //! Nothing in the directory is trusted: entries and locks are opened without following links
 //! and without waiting (a FIFO never hangs a read), must be regular files, and are read up to
 //! [`MAX_ENTRY_BYTES`]; the directory itself must not be a link and must be the process's own.
+//! Loads' records live in its `records/` subdirectory ([`records`]), under the same rules.
+
+mod records;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -28,6 +31,7 @@ pub struct FileRegistry {
     /// Entries set aside as unreadable and not written since: still reported unreadable, so a
     /// refresh can tell the caller that a stored grant was lost rather than never there.
     set_aside: std::sync::Mutex<std::collections::HashSet<String>>,
+    records: Arc<records::RecordDir>,
 }
 
 impl FileRegistry {
@@ -43,6 +47,7 @@ impl FileRegistry {
         let registry = FileRegistry {
             dir: dir.to_path_buf(),
             cache: MemoryRegistry::new(max_entries),
+            records: Arc::new(records::RecordDir::new(dir, keys.clone())),
             keys,
             set_aside: Default::default(),
         };
@@ -134,7 +139,7 @@ impl FileRegistry {
         Ok(loaded)
     }
 
-    async fn write(&self, key: &RegistryKey, entry: Entry) -> Result<(), RegistryError> {
+    async fn write_entry(&self, key: &RegistryKey, entry: Entry) -> Result<(), RegistryError> {
         let path = self.path_of(key.id(), "json");
         let bytes = seal::encode(key, &entry, self.keys.as_deref());
         let id = key.id().to_string();
@@ -206,8 +211,8 @@ enum Untrusted {
     Link,
     #[error("it is not a regular file (a FIFO, a device or a directory)")]
     NotRegular,
-    #[error("it is larger than {MAX_ENTRY_BYTES} bytes")]
-    TooLarge,
+    #[error("it is larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 /// Opens `path` without following a link and without waiting (a FIFO opens at once, and is then
@@ -238,14 +243,19 @@ fn open_untrusted(
 
 /// An entry file's bytes, read only if it is a regular file of at most [`MAX_ENTRY_BYTES`].
 fn read_untrusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
+    read_bounded(path, MAX_ENTRY_BYTES)
+}
+
+/// A file's bytes, read only if it is a regular file of at most `max` bytes.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, Untrusted> {
     use std::io::Read;
     let file = open_untrusted(path, std::fs::OpenOptions::new().read(true))?;
     let mut bytes = Vec::new();
-    file.take(MAX_ENTRY_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(Untrusted::Io)?;
-    if bytes.len() as u64 > MAX_ENTRY_BYTES {
-        return Err(Untrusted::TooLarge);
+    if bytes.len() as u64 > max {
+        return Err(Untrusted::TooLarge(max));
     }
     Ok(bytes)
 }
@@ -368,7 +378,7 @@ impl TokenRegistry for FileRegistry {
         key: &'a RegistryKey,
         entry: Entry,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        Box::pin(self.write(key, entry))
+        Box::pin(self.write_entry(key, entry))
     }
 
     fn lock<'a>(
@@ -457,7 +467,7 @@ impl Lease for FileLease<'_> {
         _seen_version: Option<u64>,
     ) -> BoxFuture<'_, Result<(), RegistryError>> {
         // Under the flock this process is the lineage's only writer; nothing to compare.
-        Box::pin(self.registry.write(self.key, entry))
+        Box::pin(self.registry.write_entry(self.key, entry))
     }
 
     fn release(&mut self) -> BoxFuture<'_, ()> {

@@ -1,6 +1,9 @@
 //! The in-memory registry: entries last as long as the process, at most `registry.max_entries`
 //! of them. Beyond that the least recently used entry is evicted, except entries holding a
 //! rotated refresh token: those are the only copy of a working grant, and are never evicted.
+//! Loads' records (the `records` module) are kept apart, never counted nor evicted.
+
+mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -12,6 +15,7 @@ use super::{Entry, Lease, RegistryError, RegistryKey, TokenRegistry};
 #[derive(Debug)]
 pub struct MemoryRegistry {
     inner: Mutex<Entries>,
+    records: records::Records,
 }
 
 #[derive(Debug)]
@@ -88,6 +92,7 @@ impl MemoryRegistry {
                 clock: 0,
                 warned: false,
             }),
+            records: Default::default(),
         }
     }
 

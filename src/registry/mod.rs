@@ -8,9 +8,13 @@
 //! holds the newest refresh token when Salesforce rotates them, the last refreshed session, and
 //! a version that every refresh raises. A refresh holds the lineage's lock ([`TokenRegistry::lock`]),
 //! so across every process sharing the store one refresh is under way per grant.
+//!
+//! Whole loads keep their state in the same backend instance, through the second trait,
+//! [`RecordStore`]: records, leases and sets apart from the entries, never evicted.
 
 mod file;
 mod memory;
+mod records;
 mod redis;
 mod seal;
 pub mod settings;
@@ -24,6 +28,7 @@ use sha2::{Digest, Sha256};
 pub use self::redis::RedisRegistry;
 pub use file::FileRegistry;
 pub use memory::MemoryRegistry;
+pub use records::{Record, RecordStore, MAX_NAME_BYTES, MAX_RECORD_BYTES};
 pub use seal::Keys;
 
 use crate::common::secret::Secret;

@@ -4,7 +4,10 @@
 //! `SET NX PX`, renewed and released only by its holder (compare-and-set in Lua), and the
 //! lineage written only while the lease still holds and nobody wrote it since. The connection
 //! manager reconnects by itself after Redis restarts; every operation's time is bounded by the
-//! caller (the session layer) and by the connection's own timeouts.
+//! caller (the session layer) and by the connection's own timeouts. Loads' records, leases and
+//! sets share the connection and the prefix ([`records`]).
+
+mod records;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -129,7 +132,7 @@ impl RedisRegistry {
         value
     }
 
-    fn read(&self, key: &RegistryKey, value: &[u8]) -> Result<Entry, RegistryError> {
+    fn open_entry(&self, key: &RegistryKey, value: &[u8]) -> Result<Entry, RegistryError> {
         let payload = value
             .iter()
             .position(|b| *b == b':')
@@ -186,7 +189,7 @@ impl TokenRegistry for RedisRegistry {
                 .query_async(&mut self.connection.clone())
                 .await
                 .map_err(failed)?;
-            value.map(|v| self.read(key, &v)).transpose()
+            value.map(|v| self.open_entry(key, &v)).transpose()
         })
     }
 

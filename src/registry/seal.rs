@@ -1,6 +1,7 @@
 //! How an entry is written down, for the file and Redis backends alike: JSON, sealed with
 //! AES-256-GCM when `registry.encryption_key` is set, so a copy of the store holds no usable
-//! token. The sealed text is bound to its entry's id, so it cannot be moved to another key.
+//! token. The sealed text is bound to its entry's id, so it cannot be moved to another key. A
+//! load's record value is sealed the same way, bound to its record key.
 
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -16,6 +17,9 @@ pub struct Keys {
     current: Key,
     previous: Vec<Key>,
 }
+
+/// The length of a key's id: 16 hex digits.
+const KEY_ID_LEN: usize = 16;
 
 struct Key {
     /// A short hash of the key, stored beside what it sealed so the right key is tried; it
@@ -47,7 +51,8 @@ impl Key {
                 bytes.len()
             ));
         }
-        let id = super::digest(&["sfbulk-seal-key-v1", &crate::common::hex::encode(&bytes)])[..16]
+        let id = super::digest(&["sfbulk-seal-key-v1", &crate::common::hex::encode(&bytes)])
+            [..KEY_ID_LEN]
             .to_string();
         let key =
             UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| format!("{setting} is unusable"))?;
@@ -203,6 +208,70 @@ pub fn decode(key: &RegistryKey, bytes: &[u8], keys: Option<&Keys>) -> Result<En
     })
 }
 
+/// A record's value as stored: `P` and the value when no key is set, or `S`, the current key's id,
+/// the nonce and the value sealed, bound to `aad`. Binary, not JSON: a value may be megabytes.
+pub fn seal_value(aad: &[u8], value: &[u8], keys: Option<&Keys>) -> Vec<u8> {
+    let Some(keys) = keys else {
+        let mut stored = Vec::with_capacity(1 + value.len());
+        stored.push(b'P');
+        stored.extend_from_slice(value);
+        return stored;
+    };
+    let mut nonce = [0u8; NONCE_LEN];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .expect("the system's random source works");
+    let id = keys.current.id.as_bytes();
+    let mut stored = Vec::with_capacity(1 + id.len() + NONCE_LEN + value.len() + 16);
+    stored.push(b'S');
+    stored.extend_from_slice(id);
+    stored.extend_from_slice(&nonce);
+    let start = stored.len();
+    stored.extend_from_slice(value);
+    let tag = keys
+        .current
+        .key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut stored[start..],
+        )
+        .expect("AES-GCM seals any record");
+    stored.extend_from_slice(tag.as_ref());
+    stored
+}
+
+/// The value [`seal_value`] stored, opened with whichever of `keys` sealed it.
+pub fn open_value(aad: &[u8], stored: &[u8], keys: Option<&Keys>) -> Result<Vec<u8>, Unreadable> {
+    match stored.split_first() {
+        Some((b'P', value)) => Ok(value.to_vec()),
+        Some((b'S', sealed)) => {
+            if sealed.len() < KEY_ID_LEN + NONCE_LEN {
+                return Err(Unreadable::Corrupt);
+            }
+            let (id, rest) = sealed.split_at(KEY_ID_LEN);
+            let key_id = String::from_utf8_lossy(id).into_owned();
+            let Some(with) = keys.and_then(|k| k.find(&key_id)) else {
+                return Err(Unreadable::UnknownKey(key_id));
+            };
+            let (nonce, data) = rest.split_at(NONCE_LEN);
+            let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Unreadable::Corrupt)?;
+            let mut data = data.to_vec();
+            let opened = with
+                .key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    &mut data,
+                )
+                .map_err(|_| Unreadable::DoesNotOpen(key_id.clone()))?
+                .len();
+            data.truncate(opened);
+            Ok(data)
+        }
+        _ => Err(Unreadable::Corrupt),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +358,37 @@ mod tests {
         assert!(Keys::from_settings(&Secret::new(""), &[])
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn record_values_are_sealed_bound_to_their_key_and_open_with_previous_keys() {
+        let value = b"row 1,ACME,secret-amount".to_vec();
+        let sealed = seal_value(b"k1", &value, Some(&keys(1, &[])));
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(
+            open_value(b"k1", &sealed, Some(&keys(2, &[1]))).unwrap(),
+            value
+        );
+        assert!(matches!(
+            open_value(b"k2", &sealed, Some(&keys(1, &[]))),
+            Err(Unreadable::DoesNotOpen(_))
+        ));
+        assert!(matches!(
+            open_value(b"k1", &sealed, Some(&keys(2, &[]))),
+            Err(Unreadable::UnknownKey(_))
+        ));
+        assert!(matches!(
+            open_value(b"k1", &sealed[..20], Some(&keys(1, &[]))),
+            Err(Unreadable::Corrupt)
+        ));
+        let plain = seal_value(b"k1", &value, None);
+        assert_eq!(
+            open_value(b"k1", &plain, Some(&keys(1, &[]))).unwrap(),
+            value
+        );
+        assert!(matches!(
+            open_value(b"k1", b"", None),
+            Err(Unreadable::Corrupt)
+        ));
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileRegistry, Keys, MemoryRegistry, RedisRegistry, RegistryError, TokenRegistry};
+use super::{
+    FileRegistry, Keys, MemoryRegistry, RecordStore, RedisRegistry, RegistryError, TokenRegistry,
+};
 use crate::common::secret::Secret;
 use crate::common::setting::{millis, off_path, seconds};
 
@@ -88,6 +90,23 @@ fn shown_redis_url<S: serde::Serializer>(url: &Secret, serializer: S) -> Result<
     serializer.serialize_str(parsed.as_str())
 }
 
+/// One backend, opened once: the token registry, and the same instance as the store of loads'
+/// records (same connection, same directory, same memory).
+pub struct Backend {
+    pub tokens: Arc<dyn TokenRegistry>,
+    pub records: Arc<dyn RecordStore>,
+}
+
+impl Backend {
+    fn of<B: TokenRegistry + RecordStore + 'static>(backend: B) -> Backend {
+        let backend = Arc::new(backend);
+        Backend {
+            tokens: backend.clone(),
+            records: backend,
+        }
+    }
+}
+
 /// The longest `registry.timeout_ms`, `request_budget_ms` or `lock_lease_ms`: an hour.
 const MAX_REGISTRY_WAIT: Duration = Duration::from_secs(3600);
 
@@ -135,17 +154,17 @@ impl RegistrySettings {
         Keys::from_settings(&self.encryption_key, &self.encryption_previous_keys)
     }
 
-    /// The backend these settings name, entries sealed with `keys`.
-    pub fn open(&self, keys: Option<Arc<Keys>>) -> Result<Arc<dyn TokenRegistry>, RegistryError> {
+    /// The backend these settings name, entries and records sealed with `keys`.
+    pub fn open(&self, keys: Option<Arc<Keys>>) -> Result<Backend, RegistryError> {
         Ok(match self.backend {
             RegistryBackend::File => {
                 let dir = self.dir.as_deref().ok_or_else(|| {
                     RegistryError::failure("registry.dir must be set for the file backend", None)
                 })?;
-                Arc::new(FileRegistry::open(dir, self.max_entries, keys)?)
+                Backend::of(FileRegistry::open(dir, self.max_entries, keys)?)
             }
-            RegistryBackend::Memory => Arc::new(MemoryRegistry::new(self.max_entries)),
-            RegistryBackend::Redis => Arc::new(RedisRegistry::connect(
+            RegistryBackend::Memory => Backend::of(MemoryRegistry::new(self.max_entries)),
+            RegistryBackend::Redis => Backend::of(RedisRegistry::connect(
                 &self.redis_url,
                 &self.key_prefix,
                 self.entry_ttl_secs,

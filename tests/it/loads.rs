@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{spawn_app_with, JsonValue, TestApp};
+use crate::support::{csv_rows, spawn_app_with, JsonValue, TestApp};
 
 /// Settings that make small jobs and follow them quickly.
 fn small_jobs(s: &mut sfbulk_proxy::config::Settings) {
@@ -391,34 +391,6 @@ async fn an_envelope_load_takes_its_csv_from_input_data() {
     let rows = csv_rows(&text);
     assert_eq!(rows.len(), 2, "{text}");
     assert!(rows.iter().all(|r| r[1] == "created"));
-}
-
-/// The rows of a CSV after its header, parsed (quoted fields may hold line breaks).
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    rows.remove(0);
-    rows
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{element, spawn_app_with, TestApp};
+use crate::support::{csv_rows, element, spawn_app_with, TestApp};
 
 /// Settings that follow a load's batches quickly.
 fn quick(s: &mut sfbulk_proxy::config::Settings) {
@@ -74,34 +74,6 @@ fn batches_sent(app: &TestApp) -> usize {
         .iter()
         .filter(|r| r.method == "POST" && r.uri.ends_with("/batch"))
         .count()
-}
-
-/// The rows of a CSV after its header, parsed (quoted fields may hold line breaks).
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    rows.remove(0);
-    rows
 }
 
 /// `n` contacts, quoted fields with delimiters, quotes and line breaks; 5 % of them (every row
@@ -200,17 +172,16 @@ async fn serial_mode_is_passed_on_to_the_loads_job() {
     );
 }
 
-#[tokio::test]
-async fn a_problem_in_the_third_piece_leaves_exactly_the_first_two_sent_and_says_so() {
+/// Loads `csv` in pieces of ten rows as `load_id`: refused for `problem` (a row of the third
+/// piece), exactly the first two pieces sent, said so, and their rows answered.
+async fn first_two_pieces_stand(csv: String, load_id: &str, problem: &str) {
     let app = spawn_app_with(|s| {
         quick(s);
         s.load.batch_records = 10;
     })
     .await;
-    let mut csv = contacts(30).0;
-    // Row 25 (in the third piece of ten) has a field too many.
-    csv = csv.replacen("First25,", "First25,extra,", 1);
-    let response = load(&app, "object=Contact&operation=insert&loadId=broken", csv).await;
+    let query = format!("object=Contact&operation=insert&loadId={load_id}");
+    let response = load(&app, &query, csv).await;
     assert_eq!(response.status(), 400);
     assert_eq!(
         response.headers()["x-sfbulk-proxy-fault"],
@@ -219,17 +190,132 @@ async fn a_problem_in_the_third_piece_leaves_exactly_the_first_two_sent_and_says
     let text = response.text().await.unwrap();
     let message = element(&text, "exceptionMessage").unwrap();
     assert!(message.contains("rows 1 to 20"), "{message}");
-    assert!(message.contains("row 25"), "{message}");
+    assert!(message.contains(problem), "{message}");
     assert_eq!(batches(&text), [(1, 10), (11, 20)], "{text}");
     assert_eq!(batches_sent(&app), 2);
-    let info = wait_for_end(&app, "broken").await;
+    let info = wait_for_end(&app, load_id).await;
     assert_eq!(element(&info, "state").unwrap(), "Completed", "{info}");
-    let results = ask(&app, "getLoadResults", "broken", &[]).await;
-    let numbers: Vec<u64> = csv_rows(&results.text().await.unwrap())
+    assert_eq!(
+        rows_answered(&app, load_id).await,
+        (1..=20).collect::<Vec<u64>>()
+    );
+}
+
+/// The row numbers of `load_id`'s merged results, in order.
+async fn rows_answered(app: &TestApp, load_id: &str) -> Vec<u64> {
+    let results = ask(app, "getLoadResults", load_id, &[]).await;
+    assert_eq!(results.status(), 200);
+    csv_rows(&results.text().await.unwrap())
         .iter()
         .map(|r| r[0].parse().unwrap())
-        .collect();
-    assert_eq!(numbers, (1..=20).collect::<Vec<u64>>());
+        .collect()
+}
+
+#[tokio::test]
+async fn a_problem_in_the_third_piece_leaves_exactly_the_first_two_sent_and_says_so() {
+    let mut csv = contacts(30).0;
+    // Row 25 (in the third piece of ten) has a field too many.
+    csv = csv.replacen("First25,", "First25,extra,", 1);
+    first_two_pieces_stand(csv, "broken", "row 25").await;
+}
+
+#[tokio::test]
+async fn a_quote_never_closed_in_the_third_pieces_first_row_still_leaves_the_first_two_sent() {
+    // Row 21 opens a quote that the input never closes: the record never ends, and the second
+    // piece, whole at row 20, must not wait for it.
+    let mut csv = String::from("FirstName,LastName\n");
+    for n in 1..=30 {
+        match n {
+            21 => csv.push_str("\"First21,never closed\n"),
+            n => csv.push_str(&format!("First{n},Last{n}\n")),
+        }
+    }
+    first_two_pieces_stand(csv, "unclosed", "row 21").await;
+}
+
+#[tokio::test]
+async fn a_load_needing_more_batches_than_max_jobs_keeps_those_sent_and_its_load_id() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.load.batch_records = 10;
+        s.load.max_jobs = 2;
+    })
+    .await;
+    let csv = contacts(30).0;
+    let query = "object=Contact&operation=insert&loadId=large";
+    let response = load(&app, query, csv.clone()).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_BODY_TOO_LARGE"
+    );
+    let text = response.text().await.unwrap();
+    let message = element(&text, "exceptionMessage").unwrap();
+    // Salesforce processes a batch as it arrives: the two sent were, whatever came after.
+    assert!(message.contains("rows 1 to 20"), "{message}");
+    assert!(!message.contains("nothing was processed"), "{message}");
+    assert_eq!(batches(&text), [(1, 10), (11, 20)], "{text}");
+    // Sent again under its loadId, it is the same load: its rows are never sent twice.
+    let again = load(&app, query, csv).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(batches_sent(&app), 2);
+    let info = wait_for_end(&app, "large").await;
+    assert_eq!(element(&info, "state").unwrap(), "Completed", "{info}");
+    assert_eq!(
+        rows_answered(&app, "large").await,
+        (1..=20).collect::<Vec<u64>>()
+    );
+}
+
+#[tokio::test]
+async fn a_gzip_input_cut_short_after_two_pieces_keeps_them_and_its_load_id() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.load.batch_records = 10;
+    })
+    .await;
+    let gzip = |text: &str| {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    // A whole gzip member of 25 rows, then a second member cut in half: the input is found
+    // broken only at its end, after the first two pieces went.
+    let csv = contacts(30).0;
+    let at = csv.match_indices("First26,").next().unwrap().0;
+    let mut body = gzip(&csv[..at]);
+    let rest = gzip(&csv[at..]);
+    body.extend_from_slice(&rest[..rest.len() / 2]);
+    let send = || {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulk_load?{}&object=Contact&operation=insert&loadId=cut",
+                app.proxy,
+                app.upload_query(&[])
+            ))
+            .header("content-type", "text/csv")
+            .header("content-encoding", "gzip")
+            .body(body.clone())
+            .send()
+    };
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        element(&text, "exceptionMessage").unwrap().contains("gzip"),
+        "{text}"
+    );
+    assert_eq!(batches(&text), [(1, 10), (11, 20)], "{text}");
+    // Sent again under its loadId, it is the same load: its rows are never sent twice.
+    assert_eq!(send().await.unwrap().status(), 200);
+    assert_eq!(batches_sent(&app), 2);
+    let info = wait_for_end(&app, "cut").await;
+    assert_eq!(element(&info, "state").unwrap(), "Completed", "{info}");
+    assert_eq!(
+        rows_answered(&app, "cut").await,
+        (1..=20).collect::<Vec<u64>>()
+    );
 }
 
 #[tokio::test]
@@ -296,5 +382,39 @@ async fn a_batch_salesforce_fails_marks_its_rows_failed_with_its_state_message()
         element(&info, "numberRecordsFailed").unwrap(),
         "2",
         "{info}"
+    );
+}
+
+#[tokio::test]
+async fn an_aborted_loads_batches_that_completed_before_the_abort_answer_their_outcomes() {
+    // The batches complete at once; the proxy would first ask about them only after a minute, so
+    // only the abort itself can learn they completed.
+    let app = spawn_app_with(|s| {
+        s.load.batch_records = 10;
+        s.load.poll_min_ms = Duration::from_secs(60);
+        s.load.poll_max_ms = Duration::from_secs(60);
+        s.emulator.batch_processing_ms = Duration::ZERO;
+    })
+    .await;
+    let (csv, _) = contacts(30);
+    let response = load(&app, "object=Contact&operation=insert&loadId=stopped", csv).await;
+    assert_eq!(response.status(), 202);
+    let aborted = ask(&app, "abortLoad", "stopped", &[]).await;
+    assert_eq!(aborted.status(), 200);
+    let results = ask(&app, "getLoadResults", "stopped", &[]).await;
+    assert_eq!(results.status(), 200);
+    let text = results.text().await.unwrap();
+    let outcomes: Vec<String> = csv_rows(&text).into_iter().map(|r| r[1].clone()).collect();
+    assert_eq!(outcomes.len(), 30, "{text}");
+    // Rows 7 and 27 carry the fail marker; the other 28 were inserted before the abort.
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "created").count(),
+        28,
+        "{text}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "failed").count(),
+        2,
+        "{text}"
     );
 }

@@ -1,13 +1,13 @@
 //! The routes both kinds of Bulk API 2.0 job answer alike, over [`JobKind`].
 //!
-//! Create (reading the JSON job request), info, list, state change and delete; what each kind of
-//! job answers from its own state is its `JobRules`, in `v2_jobs`.
+//! Create (reading the JSON job request), info, list (in pages), state change and delete; what
+//! each kind of job answers from its own state is its `JobRules`, in `v2_jobs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,9 @@ use crate::Org;
 const DELIMITERS: [&str; 6] = ["BACKQUOTE", "CARET", "COMMA", "PIPE", "SEMICOLON", "TAB"];
 /// The `lineEnding`s a job takes.
 const LINE_ENDINGS: [&str; 2] = ["LF", "CRLF"];
+/// The job list's query parameters that keep only the jobs whose info field of that name has
+/// the value given.
+const LIST_FILTERS: [&str; 2] = ["jobType", "concurrencyMode"];
 
 /// What sets one kind of job (ingest, query) apart for the calls here, which are the same for
 /// both: its collection, its lowest version, where the org keeps its jobs, and how one is made.
@@ -159,10 +162,15 @@ async fn info<J: JobKind>(
     })
 }
 
-/// `GET /services/data/vNN.N/jobs/{ingest|query}`: every job of the kind, in id order.
+/// `GET /services/data/vNN.N/jobs/{ingest|query}` (`getAllJobInfo`): the jobs of the kind, in id
+/// order, a page at a time (`Org::set_job_list_page`; Salesforce's 1000), each page but the last
+/// with `done` false and `nextRecordsUrl` naming the next by its `queryLocator`. `jobType` and
+/// `concurrencyMode` filter as Salesforce's do; `isPkChunkingEnabled=true` finds none (PK
+/// chunking is Bulk 1.0's).
 async fn list<J: JobKind>(
     State(org): State<Arc<Org>>,
     Path(raw_version): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let admitted = admitted(&org, &raw_version, &headers, J::MIN_VERSION);
@@ -171,11 +179,53 @@ async fn list<J: JobKind>(
     if let Err(refused) = admitted {
         return refused.into_response();
     }
-    let mut records: Vec<serde_json::Value> = jobs.values().map(J::info).collect();
+    // The emulator's locator is the last id of the page before: ids only grow, so a job created
+    // between pages comes on a later one and none is given twice. The refusal of a malformed one
+    // is in the emulator's own words: Salesforce's is not recorded.
+    let after = params.get("queryLocator");
+    if after.is_some_and(|l| {
+        l.is_empty() || l.len() > 18 || !l.bytes().all(|b| b.is_ascii_alphanumeric())
+    }) {
+        return Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALIDLOCATOR",
+            message: "The query locator is not valid".into(),
+        }
+        .into_response();
+    }
+    let filters: Vec<(&str, &String)> = LIST_FILTERS
+        .iter()
+        .filter_map(|name| params.get(*name).map(|value| (*name, value)))
+        .collect();
+    let pk_chunked = params
+        .get("isPkChunkingEnabled")
+        .is_some_and(|v| v == "true");
+    let mut records: Vec<serde_json::Value> = jobs
+        .values()
+        .map(J::info)
+        .filter(|info| !pk_chunked && filters.iter().all(|(name, value)| info[*name] == **value))
+        .filter(|info| after.is_none_or(|after| info["id"].as_str() > Some(after.as_str())))
+        .collect();
+    drop(jobs);
     records.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let page = org.job_list_page();
+    let done = records.len() <= page;
+    records.truncate(page);
+    let next = match records.last().and_then(|last| last["id"].as_str()) {
+        Some(last) if !done => {
+            // The filters' values matched a job's own, so they need no escaping.
+            let mut url = format!("/services/data/{raw_version}/jobs/{}?", J::COLLECTION);
+            for (name, value) in &filters {
+                url.push_str(&format!("{name}={value}&"));
+            }
+            url.push_str(&format!("queryLocator={last}"));
+            serde_json::Value::String(url)
+        }
+        _ => serde_json::Value::Null,
+    };
     json(
         StatusCode::OK,
-        serde_json::json!({ "done": true, "records": records, "nextRecordsUrl": null }),
+        serde_json::json!({ "done": done, "records": records, "nextRecordsUrl": next }),
     )
 }
 

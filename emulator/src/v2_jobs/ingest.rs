@@ -34,6 +34,9 @@ pub struct IngestJobSeen {
     pub bytes_accepted: u64,
     /// The records (rows after the header) of the accepted upload.
     pub records: u64,
+    /// Those of them the job's run created or changed (inserted, updated, upserted, deleted):
+    /// the rows that did not fail. 0 until it ran.
+    pub inserted: u64,
     /// `PATCH {"state":"UploadComplete"}` calls that reached the job, and whether one closed it.
     pub close_requests: u32,
     pub closed: bool,
@@ -147,6 +150,7 @@ impl IngestJob {
             uploads_accepted: 0,
             bytes_accepted: 0,
             records: 0,
+            inserted: 0,
             close_requests: 0,
             closed: false,
             abort_requests: 0,
@@ -255,6 +259,7 @@ impl IngestJob {
                 },
             ));
         }
+        self.seen.inserted = outcomes.processed() - outcomes.failed();
         self.outcomes = Some(Arc::new(outcomes.done()));
         self.basics.state = "JobComplete";
     }
