@@ -76,14 +76,7 @@ pub fn load_request(fields: &dyn Fields, side: Side) -> Result<LoadRequest, Enve
     };
     let load_id = match fields.optional("loadId") {
         None => Ok(None),
-        Some(id)
-            if id.len() <= MAX_LOAD_ID_CHARS
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
-        {
-            Ok(Some(id.to_string()))
-        }
+        Some(id) if is_load_id(id) => Ok(Some(id.to_string())),
         Some(_) => Err(EnvelopeError::invalid(
             "loadId",
             format!("1 to {MAX_LOAD_ID_CHARS} letters, digits, _ or -"),
@@ -137,6 +130,15 @@ pub fn load_request(fields: &dyn Fields, side: Side) -> Result<LoadRequest, Enve
         load_id,
         wait,
     })
+}
+
+/// Whether `id` is a load id a caller may choose: 1 to 64 letters, digits, `_` or `-`.
+pub fn is_load_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LOAD_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A `loadId` field, required (`getLoad`, `getLoadResults`, `abortLoad`).

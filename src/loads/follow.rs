@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::loads::book::{Book, Keeping, Place};
 use crate::loads::load::{Job, Load, LoadState};
 use crate::loads::settings::LoadSettings;
 use crate::pipeline::context::Pipeline;
@@ -14,10 +15,14 @@ use crate::pipeline::context::Pipeline;
 /// What the follower tells of a load's end.
 pub type OnEnd = Arc<dyn Fn(&Load) + Send + Sync>;
 
-/// Follows `load`'s jobs until each is done (or no longer followed); then ends the load.
+/// Follows `load`'s jobs until each is done (or no longer followed); then ends the load. While
+/// it follows, this process holds the load's lease in the fleet's book, renewed every third of
+/// `load.lease_ms`, and keeps its record there after each ask; once the lease is lost (another
+/// replica took the load on) it stops.
 pub async fn follow(
     pipeline: Arc<Pipeline>,
     settings: LoadSettings,
+    book: Book,
     load: Arc<Load>,
     ended: OnEnd,
 ) {
@@ -32,7 +37,9 @@ pub async fn follow(
         // A caller's nudge (it brought a new session, or aborted the load) asks again at once;
         // the load's own changes (this follower's asks among them) do not, or each ask would
         // start the next one at once.
-        let _ = tokio::time::timeout(wait, load.nudged()).await;
+        if !hold(&book, &settings, &load, wait).await {
+            return;
+        }
         if load.state().is_done() {
             break;
         }
@@ -52,8 +59,13 @@ pub async fn follow(
             // Stopped until a caller brings a session (or aborts), for at most what is left of
             // load.poll_max_secs.
             let left = settings.poll_max_secs.saturating_sub(started.elapsed());
-            let _ = tokio::time::timeout(left, load.nudged()).await;
+            if !hold(&book, &settings, &load, left).await {
+                return;
+            }
             continue;
+        }
+        if let Ok(Keeping::EndedElsewhere) = kept(&book, &load).await {
+            break;
         }
         backoff = (backoff * 2).min(settings.poll_max_ms);
         let progress = load.progress();
@@ -69,6 +81,55 @@ pub async fn follow(
         };
     }
     end(&load, &ended);
+    let _ = kept(&book, &load).await;
+    if let Some(place) = Place::of(&load.owner, &load.id) {
+        let _ = book.mark_active(&place, false).await;
+        let _ = book.leave(&place).await;
+    }
+}
+
+/// Writes `load`'s record; a registry that does not answer is logged, and the record is
+/// written at the next ask.
+async fn kept(book: &Book, load: &Load) -> Result<Keeping, ()> {
+    book.keep(load).await.map_err(|error| {
+        tracing::event!(
+            target: "sfbulk_proxy::loads",
+            tracing::Level::WARN,
+            load.id = %load.id,
+            %error,
+            "a load's record could not be kept in the registry; it is written again at the next ask"
+        );
+    })
+}
+
+/// Waits `wait` (less if a caller nudges the load), renewing this process's lease on the load
+/// every third of `load.lease_ms`; `false` once another replica holds it.
+async fn hold(book: &Book, settings: &LoadSettings, load: &Load, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    let Some(place) = Place::of(&load.owner, &load.id) else {
+        return true;
+    };
+    loop {
+        let step = until
+            .saturating_duration_since(Instant::now())
+            .min(settings.lease_ms / 3);
+        let nudged = tokio::time::timeout(step, load.nudged()).await.is_ok();
+        match book.follow_lease(&place, settings.lease_ms).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            // The registry away: followed on here, the lease taken again once it is back.
+            Err(error) => tracing::event!(
+                target: "sfbulk_proxy::loads",
+                tracing::Level::DEBUG,
+                load.id = %load.id,
+                %error,
+                "a load's lease could not be renewed"
+            ),
+        }
+        if nudged || Instant::now() >= until {
+            return true;
+        }
+    }
 }
 
 /// How fast each running job's records are counted processed, from the first count the follower

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::loads::csv::{Dialect, LineEnding};
 use crate::loads::pieces::Digests;
@@ -50,6 +50,18 @@ impl LoadState {
         LoadState::Failed,
         LoadState::Aborted,
     ];
+}
+
+/// How a load reaches Salesforce, as kept for the fleet: with nothing secret in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
+pub enum Reach {
+    /// A named connection: any replica resolves it by its name.
+    Connection { name: String },
+    /// A grant the caller sent: the fleet keeps its session under this registry key.
+    Grant { key: String },
+    /// The caller's own session: none is kept; its next call brings one.
+    Caller,
 }
 
 /// The API a load is made with; what differs between them is in `side`.
@@ -158,6 +170,9 @@ pub struct Progress {
     /// The credentials its calls are made with (a caller who sent only an access token brings
     /// a new one with its next `getLoad`).
     pub credentials: Credentials,
+    /// The version of its record in the fleet's book, as this process last wrote or read it
+    /// (`None`: not kept yet).
+    pub kept_version: Option<u64>,
 }
 
 impl Progress {
@@ -181,7 +196,9 @@ pub struct Load {
     pub id: String,
     /// The API it is made with.
     pub side: Side,
-    /// When it was taken.
+    /// How it reaches Salesforce, as kept for the fleet.
+    pub reach: Reach,
+    /// When it was taken (or, revived from the book, found).
     pub created: Instant,
     /// Whose load it is; only the same caller finds it.
     pub owner: String,
@@ -200,11 +217,13 @@ impl Load {
         side: Side,
         owner: String,
         spec: LoadSpec,
+        reach: Reach,
         credentials: Credentials,
     ) -> Load {
         Load {
             id,
             side,
+            reach,
             created: Instant::now(),
             owner,
             spec,
@@ -218,6 +237,7 @@ impl Load {
                 unmatched: 0,
                 ended: None,
                 credentials,
+                kept_version: None,
             }),
             changed: tokio::sync::watch::channel(0).0,
             nudged: tokio::sync::Notify::new(),

@@ -9,6 +9,7 @@
 //! grant, or, for a caller who sends only an access token, the org of a session Salesforce
 //! accepted; anyone else is told no such load exists. A load lives in the process that took it.
 
+pub mod book;
 pub mod bulk1;
 pub mod calls;
 pub mod csv;
@@ -22,7 +23,7 @@ pub mod results;
 pub mod settings;
 pub mod side;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,11 +32,12 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::loads::book::{Book, BookError, Place};
 use crate::loads::calls::CallError;
 use crate::loads::fields::{load_id, load_request, result_kind, ResultKind};
 use crate::loads::follow::OnEnd;
 use crate::loads::ingest::{IngestError, Input, Intake};
-use crate::loads::load::{Load, LoadState};
+use crate::loads::load::{Load, LoadState, Reach};
 use crate::loads::settings::LoadSettings;
 use crate::loads::side::Side;
 use crate::observe::access_log::Handled;
@@ -62,6 +64,10 @@ pub struct Loads {
     /// Raised when the process drains: waiting answers are given their 202 at once.
     draining: tokio::sync::watch::Sender<bool>,
     ended: OnEnd,
+    /// The loads of the fleet, as the registry keeps them.
+    book: Book,
+    /// The loads a follower of this process follows now.
+    following: Mutex<HashSet<Place>>,
 }
 
 impl Loads {
@@ -97,6 +103,7 @@ impl Loads {
                 "load ended"
             );
         });
+        let book = Book::new(pipeline.records.clone(), settings.retention_secs);
         let loads = Arc::new(Loads {
             pipeline,
             settings,
@@ -104,7 +111,10 @@ impl Loads {
             kept: Mutex::new(HashMap::new()),
             draining: tokio::sync::watch::channel(false).0,
             ended,
+            book,
+            following: Mutex::new(HashSet::new()),
         });
+        tokio::spawn(take_over_lapsed_loads(Arc::downgrade(&loads)));
         let listing = Arc::downgrade(&loads);
         loads.pipeline.console.watch_loads(Box::new(move || {
             listing
@@ -236,17 +246,23 @@ impl Loads {
         self.sweep();
         // A load sent again under its loadId is the same load: its status, never a second one.
         if let Some(id) = &asked.load_id {
-            if let Some(load) = self.find(&owner, id) {
+            let found = match self.find(&owner, id) {
+                Some(load) => Some(load),
+                None => self.revive(&owner, id, &credentials).await?,
+            };
+            if let Some(load) = found {
                 self.verify(&load, &credentials).await?;
                 return Ok(side.status_answer(StatusCode::OK, &load));
             }
         }
         let id = asked.load_id.clone().unwrap_or_else(new_load_id);
+        let reach = reach_of(&self.pipeline, &credentials);
         let load = Arc::new(Load::new(
             id.clone(),
             side,
             owner.clone(),
             asked.spec,
+            reach,
             credentials,
         ));
         {
@@ -275,7 +291,7 @@ impl Loads {
             if let IngestError::Stood { error, sent } = error {
                 // Bulk 1.0: the batches sent before the load stopped stand, and are followed;
                 // the load keeps its loadId, so sending it again never sends them twice.
-                self.follow(&load);
+                self.follow(&load).await;
                 return Err(self.stood_answer(*error, sent, &load).await);
             }
             // A load whose input was not taken in (refused, or a call or the caller failed on
@@ -287,7 +303,7 @@ impl Loads {
                 .remove(&(owner, id));
             return Err(self.ingest_answer(error).await);
         }
-        self.follow(&load);
+        self.follow(&load).await;
         if !asked.wait {
             return Ok(side.status_answer(StatusCode::ACCEPTED, &load));
         }
@@ -295,6 +311,7 @@ impl Loads {
             let credentials = load.progress().credentials.clone();
             Ok(results_answer(
                 &self.pipeline,
+                &self.book,
                 &load,
                 credentials,
                 ResultKind::All,
@@ -305,13 +322,62 @@ impl Loads {
     }
 
     /// Follows `load`'s jobs to their end, apart from the request that took it.
-    fn follow(&self, load: &Arc<Load>) {
-        tokio::spawn(follow::follow(
-            self.pipeline.clone(),
-            self.settings.clone(),
-            load.clone(),
-            self.ended.clone(),
-        ));
+    /// Follows `load`'s jobs to their end, apart from the request that took it, keeping it in
+    /// the fleet's book so that another replica takes it on should this process die.
+    async fn follow(self: &Arc<Self>, load: &Arc<Load>) {
+        let Some(place) = Place::of(&load.owner, &load.id) else {
+            return;
+        };
+        // What the fleet needs to answer for the load without this process: each job's row
+        // digests (written once), its record, its place among the loads still running, and
+        // this process's lease on it. A registry that does not answer now is tried again at
+        // the follower's asks.
+        let jobs = load.progress().jobs.clone();
+        let shared = self.book.outlives_process();
+        for (at, job) in jobs.iter().enumerate().filter(|_| shared) {
+            // One job's at a time is held: at most 8 bytes a row of load.job_records.
+            let Some(digests) = job.digests.as_ref().and_then(|d| d.bytes().ok()) else {
+                continue;
+            };
+            if let Err(error) = self.book.write_rows(&place, at, digests).await {
+                tracing::event!(
+                    target: "sfbulk_proxy::loads",
+                    tracing::Level::WARN,
+                    load.id = %load.id,
+                    job.id = %job.id,
+                    %error,
+                    "a job's row digests could not be kept in the registry: only this process can answer its results"
+                );
+            }
+        }
+        let _ = self.book.keep(load).await;
+        let _ = self.book.mark_active(&place, true).await;
+        let _ = self.book.follow_lease(&place, self.settings.lease_ms).await;
+        self.spawn_follower(place, load.clone());
+    }
+
+    /// Starts following `load` (at `place`) here.
+    fn spawn_follower(self: &Arc<Self>, place: Place, load: Arc<Load>) {
+        self.following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(place.clone());
+        let loads = self.clone();
+        tokio::spawn(async move {
+            follow::follow(
+                loads.pipeline.clone(),
+                loads.settings.clone(),
+                loads.book.clone(),
+                load,
+                loads.ended.clone(),
+            )
+            .await;
+            loads
+                .following
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&place);
+        });
     }
 
     /// Whether `load` ended within `load.wait_max_secs` (and before a drain began).
@@ -371,7 +437,13 @@ impl Loads {
             .into());
         }
         let credentials = load.progress().credentials.clone();
-        Ok(results_answer(&self.pipeline, &load, credentials, kind))
+        Ok(results_answer(
+            &self.pipeline,
+            &self.book,
+            &load,
+            credentials,
+            kind,
+        ))
     }
 
     /// `abortLoad`: every job not yet done is aborted.
@@ -387,6 +459,15 @@ impl Loads {
             follow::settle(&self.pipeline, &load).await;
             self.ended.as_ref()(&load);
             load.nudge();
+            // Kept for the fleet: a replica that follows the load sees its end at its next
+            // write, and stops.
+            self.book.keep(&load).await.map_err(book_fault)?;
+            if let Some(place) = Place::of(&load.owner, &load.id) {
+                self.book
+                    .mark_active(&place, false)
+                    .await
+                    .map_err(book_fault)?;
+            }
         }
         Ok(load.side.status_answer(StatusCode::OK, &load))
     }
@@ -409,9 +490,35 @@ impl Loads {
         let owner = owner(&credentials, scope)?;
         self.sweep();
         let unknown = || Fault::UnknownLoad(format!("no load {id:?} of this caller"));
-        let load = self.find(&owner, &id).ok_or_else(unknown)?;
+        let load = match self.find(&owner, &id) {
+            Some(load) => load,
+            None => self
+                .revive(&owner, &id, &credentials)
+                .await?
+                .ok_or_else(unknown)?,
+        };
         self.verify(&load, &credentials).await?;
         Ok((load, extra))
+    }
+
+    /// `owner`'s load `id` as the fleet's book keeps it (another replica took it), to answer
+    /// for here with the caller's `credentials`.
+    async fn revive(
+        &self,
+        owner: &str,
+        id: &str,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Load>>, Fault> {
+        let Some(place) = Place::of(owner, id) else {
+            return Ok(None);
+        };
+        match self.book.read(&place).await {
+            Ok(Some(kept)) if kept.load.owner == owner => Ok(Some(Arc::new(
+                kept.load.into_load(kept.version, credentials.clone()),
+            ))),
+            Ok(_) => Ok(None),
+            Err(error) => Err(book_fault(error)),
+        }
     }
 
     /// For a load of a caller known only by its org: the caller's session must be one
@@ -693,6 +800,127 @@ fn owner(credentials: &Credentials, scope: &Scope) -> Result<String, Fault> {
     Ok(format!("{ORG_OWNER}{}", &org[..15]))
 }
 
+/// How a load of `credentials` reaches Salesforce, as the fleet keeps it: a named connection by
+/// its name (only when the grant is that connection's own), a caller's grant by its registry
+/// key, a caller's own session not at all.
+fn reach_of(pipeline: &Pipeline, credentials: &Credentials) -> Reach {
+    let Some(grant) = &credentials.grant else {
+        return Reach::Caller;
+    };
+    let key = crate::registry::RegistryKey::for_grant(&crate::session::key_parts(grant));
+    let named = grant
+        .registry_path
+        .strip_prefix("connection:")
+        .filter(|name| {
+            pipeline.connections.grant_of(name).is_some_and(|own| {
+                crate::registry::RegistryKey::for_grant(&crate::session::key_parts(own)).id()
+                    == key.id()
+            })
+        });
+    match named {
+        Some(name) => Reach::Connection {
+            name: name.to_string(),
+        },
+        None => Reach::Grant {
+            key: key.id().to_string(),
+        },
+    }
+}
+
+/// The credentials a replica follows a load another one took with: its named connection's, or
+/// the session the fleet keeps under its grant's registry key (read as a caller's `apiUrl` and
+/// `accessToken` are, against `salesforce.allowed_origins`); `None` for a load of a caller's
+/// own session, which waits for its caller.
+async fn credentials_of(
+    pipeline: &Pipeline,
+    side: Side,
+    reach: &Reach,
+    api_version: &str,
+) -> Option<Credentials> {
+    let operation = crate::pipeline::operation::lookup(side.api(), "load")?;
+    let mut pairs = vec![("apiVersion", api_version.to_string())];
+    match reach {
+        Reach::Connection { name } => pairs.push(("connection", name.clone())),
+        Reach::Grant { key } => {
+            let (token, instance) = pipeline.sessions.kept_session(key).await.ok()??;
+            pairs.push(("apiUrl", instance));
+            pairs.push(("accessToken", token.expose().to_string()));
+        }
+        Reach::Caller => return None,
+    }
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let fields = QueryFields::parse(Some(&query)).ok()?;
+    credentials_for(pipeline, operation, &fields, &Scope::Every).ok()
+}
+
+/// Every third of `load.lease_ms`, looks for running loads whose follower's lease lapsed (its
+/// replica died) and follows them here: a dead replica's loads end without their callers.
+async fn take_over_lapsed_loads(loads: std::sync::Weak<Loads>) {
+    loop {
+        let pause = match loads.upgrade() {
+            Some(loads) => loads.settings.lease_ms / 3,
+            None => return,
+        };
+        tokio::time::sleep(pause).await;
+        let Some(loads) = loads.upgrade() else {
+            return;
+        };
+        let Ok(active) = loads.book.active().await else {
+            continue;
+        };
+        for place in active {
+            let here = loads
+                .following
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&place);
+            if here
+                || !matches!(
+                    loads
+                        .book
+                        .follow_lease(&place, loads.settings.lease_ms)
+                        .await,
+                    Ok(true)
+                )
+            {
+                continue;
+            }
+            let Ok(Some(kept)) = loads.book.read(&place).await else {
+                let _ = loads.book.leave(&place).await;
+                continue;
+            };
+            if kept.load.state.is_done() {
+                let _ = loads.book.mark_active(&place, false).await;
+                let _ = loads.book.leave(&place).await;
+                continue;
+            }
+            let version = kept.load.api_version.as_str().to_string();
+            let Some(credentials) =
+                credentials_of(&loads.pipeline, kept.load.side, &kept.load.reach, &version).await
+            else {
+                // Nothing to ask Salesforce with: the load waits for its caller's next call.
+                let _ = loads.book.leave(&place).await;
+                continue;
+            };
+            let load = Arc::new(kept.load.into_load(kept.version, credentials));
+            tracing::event!(
+                target: "sfbulk_proxy::loads",
+                tracing::Level::INFO,
+                load.id = %load.id,
+                "a load whose replica stopped following it is followed here"
+            );
+            loads
+                .kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((load.owner.clone(), load.id.clone()), load.clone());
+            loads.spawn_follower(place, load);
+        }
+    }
+}
+
 /// A load id of the proxy's: 128 random bits, in hex.
 fn new_load_id() -> String {
     use ring::rand::SecureRandom;
@@ -703,13 +931,28 @@ fn new_load_id() -> String {
     crate::common::hex::encode(&bytes)
 }
 
+/// What the caller is told of a book that could not be read or written.
+fn book_fault(error: BookError) -> Fault {
+    match error {
+        BookError::Registry(error) => error.into(),
+        other => Fault::Registry(other.to_string()),
+    }
+}
+
 fn results_answer(
     pipeline: &Arc<Pipeline>,
+    book: &Book,
     load: &Arc<Load>,
     credentials: Credentials,
     kind: ResultKind,
 ) -> Response {
-    let body = results::results(pipeline.clone(), load.clone(), credentials, kind);
+    let body = results::results(
+        pipeline.clone(),
+        book.clone(),
+        load.clone(),
+        credentials,
+        kind,
+    );
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

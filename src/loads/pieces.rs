@@ -39,6 +39,11 @@ pub struct Digests {
 }
 
 impl Digests {
+    /// Every digest, in row order, as kept: 8 bytes little-endian a row.
+    pub fn bytes(&self) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.file.path())
+    }
+
     /// Every digest, in row order.
     pub fn read(&self) -> std::io::Result<Vec<u64>> {
         let bytes = std::fs::read(self.file.path())?;

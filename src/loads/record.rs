@@ -7,10 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::values::ApiVersion;
 use crate::loads::csv::LineEnding;
 use crate::loads::fields::load_request;
-use crate::loads::load::{Batch, Job, LoadSpec, LoadState, Progress, Side};
+use crate::loads::load::{Batch, Job, Load, LoadSpec, LoadState, Progress, Reach, Side};
 use crate::pipeline::envelope::QueryFields;
+use crate::session::Credentials;
 
 /// The record's layout; a record of another is not read.
 const FORMAT: u32 = 1;
@@ -18,18 +20,6 @@ const FORMAT: u32 = 1;
 /// The longest text a record keeps of Salesforce's (a job's `errorMessage`, a batch's
 /// `stateMessage`), as the live load does.
 const MAX_MESSAGE_CHARS: usize = 1024;
-
-/// How a load reaches Salesforce, with nothing secret in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
-pub enum Reach {
-    /// A named connection: any replica resolves it by its name.
-    Connection { name: String },
-    /// A grant the caller sent: the fleet keeps its session under this registry key.
-    Grant { key: String },
-    /// The caller's own session: none is kept; its next call brings one.
-    Caller,
-}
 
 /// A load, as kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +32,8 @@ pub struct LoadRecord {
     pub api: String,
     /// What the load was asked, as the query of a streamed load gives it.
     pub fields: String,
+    /// The API version its calls are made with.
+    pub api_version: String,
     pub reach: Reach,
     pub state: String,
     pub total: u64,
@@ -84,6 +76,12 @@ pub struct BatchRecord {
 #[error("a kept load cannot be read: {0}")]
 pub struct Unreadable(String);
 
+impl Unreadable {
+    pub fn new(why: impl Into<String>) -> Unreadable {
+        Unreadable(why.into())
+    }
+}
+
 /// A load read back from its record: what the live load is made of.
 #[derive(Debug)]
 pub struct Revived {
@@ -91,6 +89,7 @@ pub struct Revived {
     pub owner: String,
     pub side: Side,
     pub spec: LoadSpec,
+    pub api_version: ApiVersion,
     pub reach: Reach,
     pub state: LoadState,
     pub total: u64,
@@ -116,6 +115,7 @@ impl LoadRecord {
             owner: owner.to_string(),
             api: side.api().label().to_string(),
             fields: spec_fields(spec),
+            api_version: progress.credentials.api_version.as_str().to_string(),
             reach,
             state: progress.state.label().to_string(),
             total: progress.total,
@@ -154,6 +154,8 @@ impl LoadRecord {
         let spec = load_request(&fields, side)
             .map_err(|e| Unreadable(format!("its fields: {e}")))?
             .spec;
+        let api_version = ApiVersion::parse(&record.api_version)
+            .map_err(|e| Unreadable(format!("its API version: {e}")))?;
         let mut next_row = 1;
         let mut jobs = Vec::with_capacity(record.jobs.len());
         for job in record.jobs {
@@ -167,6 +169,7 @@ impl LoadRecord {
             owner: record.owner,
             side,
             spec,
+            api_version,
             reach: record.reach,
             state,
             total: record.total,
@@ -175,6 +178,34 @@ impl LoadRecord {
             unmatched: record.unmatched,
             jobs,
         })
+    }
+}
+
+impl Revived {
+    /// The live load: one another process took, as the book kept it (at `version`), to be
+    /// answered for or followed here with `credentials`.
+    pub fn into_load(self, version: u64, credentials: Credentials) -> Load {
+        let load = Load::new(
+            self.id,
+            self.side,
+            self.owner,
+            self.spec,
+            self.reach,
+            credentials,
+        );
+        load.update(|progress| {
+            progress.state = self.state;
+            progress.jobs = self.jobs;
+            progress.total = self.total;
+            progress.bom_removed = self.bom_removed;
+            progress.columns = self.columns;
+            progress.unmatched = self.unmatched;
+            progress.kept_version = Some(version);
+            if self.state.is_done() {
+                progress.ended = Some(std::time::Instant::now());
+            }
+        });
+        load
     }
 }
 
@@ -330,6 +361,7 @@ mod tests {
             columns: vec!["FirstName".into(), "LastName".into()],
             unmatched: 0,
             ended: None,
+            kept_version: None,
             credentials: crate::session::Credentials {
                 api_version: crate::common::values::ApiVersion::parse("59.0").unwrap(),
                 own: None,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 
+use crate::loads::book::{Book, Place};
 use crate::loads::csv::{Dialect, Digest, Found, LineEnding, Reader};
 use crate::loads::fields::ResultKind;
 use crate::loads::load::{Job, Load};
@@ -63,6 +64,7 @@ impl Outcome {
 /// The load's results of `kind`, as a body that streams while the files are read.
 pub fn results(
     pipeline: Arc<Pipeline>,
+    book: Book,
     load: Arc<Load>,
     credentials: Credentials,
     kind: ResultKind,
@@ -73,10 +75,12 @@ pub fn results(
             let mut writer = Lines::new(&load, lines);
             let jobs = load.progress().jobs.clone();
             let mut unmatched = 0;
-            for job in &jobs {
+            for (at, job) in jobs.iter().enumerate() {
                 let written = match load.side {
                     Side::Bulk2 => {
-                        job_results(&pipeline, &load, &credentials, job, kind, &mut writer).await
+                        let rows = (&book, at);
+                        job_results(&pipeline, &load, &credentials, job, rows, kind, &mut writer)
+                            .await
                     }
                     Side::Bulk1 => {
                         batches_results(&pipeline, &load, &credentials, job, kind, &mut writer)
@@ -200,13 +204,20 @@ struct RowIndex {
 }
 
 impl RowIndex {
-    /// The index of `job`'s rows, read from its digests' file (one job's at a time is held).
-    fn new(job: &Job) -> Result<RowIndex, String> {
+    /// The index of `job` (the load's `at`th), its digests read from its file here or, for a
+    /// load another replica took, from the fleet's book (one job's at a time is held).
+    async fn new(load: &Load, job: &Job, (book, at): (&Book, usize)) -> Result<RowIndex, String> {
+        let unreadable = |e: &dyn std::fmt::Display| format!("the digests of job {}: {e}", job.id);
         let digests = match &job.digests {
-            Some(digests) => digests
-                .read()
-                .map_err(|e| format!("the digests of job {}: {e}", job.id))?,
-            None => Vec::new(),
+            Some(digests) => digests.read().map_err(|e| unreadable(&e))?,
+            None => match Place::of(&load.owner, &load.id) {
+                Some(place) => book
+                    .read_rows(&place, at)
+                    .await
+                    .map_err(|e| unreadable(&e))?
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            },
         };
         let mut by_digest: Vec<(u64, u32)> = digests
             .into_iter()
@@ -255,10 +266,11 @@ async fn job_results(
     load: &Load,
     credentials: &Credentials,
     job: &Job,
+    rows: (&Book, usize),
     kind: ResultKind,
     writer: &mut Lines,
 ) -> Result<u64, String> {
-    let mut index = RowIndex::new(job)?;
+    let mut index = RowIndex::new(load, job, rows).await?;
     let columns = load.progress().columns.clone();
     let mut unmatched = 0;
     for (file, outcome) in FILES {

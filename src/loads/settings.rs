@@ -42,6 +42,10 @@ pub struct LoadSettings {
     /// How long a finished load is kept.
     #[serde(with = "seconds")]
     pub retention_secs: Duration,
+    /// How long one replica's right to follow a load lasts unless renewed; every replica looks
+    /// for loads whose right lapsed every third of it.
+    #[serde(with = "millis")]
+    pub lease_ms: Duration,
     /// Where the pieces of input wait for their upload; empty: the system's temporary folder.
     #[serde(with = "off_path")]
     pub spool_dir: Option<PathBuf>,
@@ -99,6 +103,11 @@ impl LoadSettings {
             &format!("from 1 to {MAX_JOBS}"),
         );
         out_of("retention_secs", !self.retention_secs.is_zero(), "above 0");
+        out_of(
+            "lease_ms",
+            self.lease_ms >= Duration::from_millis(30),
+            "at least 30",
+        );
     }
 
     /// The folder pieces are spooled in.

@@ -120,6 +120,13 @@ impl Connections {
         self.0.is_empty()
     }
 
+    /// The grant of the connection `name` (any case), if there is one.
+    pub fn grant_of(&self, name: &str) -> Option<&RefreshGrant> {
+        self.0
+            .get(&name.to_ascii_lowercase())
+            .map(|connection| &connection.grant)
+    }
+
     /// Whether `name` (any case) is a configured connection.
     pub fn contains(&self, name: &str) -> bool {
         self.0.contains_key(&name.to_ascii_lowercase())

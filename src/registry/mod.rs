@@ -102,7 +102,7 @@ impl RegistryKey {
     }
 
     /// The key of an entry found in storage under `id`, whose registry path is not known yet.
-    fn stored(id: &str) -> RegistryKey {
+    pub fn stored(id: &str) -> RegistryKey {
         RegistryKey {
             registry_path: "".into(),
             id: id.into(),

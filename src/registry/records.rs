@@ -11,6 +11,11 @@ use super::RegistryError;
 /// Where whole loads keep their state: records beside the tokens, in the same backend, never
 /// counted in `registry.max_entries` nor evicted, each with its own time to live.
 pub trait RecordStore: Send + Sync {
+    /// Whether what is kept here outlives this process (and is shared by a fleet): `false` for
+    /// the process's own memory.
+    fn outlives_process(&self) -> bool {
+        true
+    }
     /// The record under `key` (absent once its time to live passed).
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>>;
     /// Writes `value` under `key` only if the record's version is still `expected` (`None`: no

@@ -210,6 +210,15 @@ impl Sessions {
         }
     }
 
+    /// The session the registry keeps under the key `id` (64 hex digits, as a load's record
+    /// names its grant), its token and instance, if there is one.
+    pub async fn kept_session(&self, id: &str) -> Result<Option<(Secret, String)>, SessionError> {
+        let key = RegistryKey::stored(id);
+        let mut budget = Budget::new(&self.shared.limits);
+        let found = absent_if_unreadable(budget.run(self.shared.registry.get(&key)).await)?;
+        Ok(found.map(|entry| (entry.access_token, entry.instance_url)))
+    }
+
     /// The session for a call: the registry's (refreshed first if older than `intervalTime`), or
     /// the caller's own token when the registry has none yet; that one is stored only once
     /// Salesforce has accepted it ([`Sessions::accepted`]).

@@ -19,6 +19,7 @@ mod demo;
 mod deploying;
 mod docs;
 mod drain;
+mod durable_loads;
 mod edge_limits;
 mod edge_safety;
 mod emulator_bulk2;

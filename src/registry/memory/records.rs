@@ -162,6 +162,10 @@ impl Records {
 
 /// Every operation is done at once, under one lock; the futures only carry the answer.
 impl RecordStore for MemoryRegistry {
+    fn outlives_process(&self) -> bool {
+        false
+    }
+
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
         let read = self.records.read(key);
         Box::pin(async move { read })

@@ -1,0 +1,250 @@
+//! Where loads are kept beyond the process that took them: each load's record and each job's row
+//! digests in the registry's record store (on `file` or `redis`, shared by the fleet), under keys
+//! made of a digest of the owner and the load's id, so a load is found only by its owner; and the
+//! leases that let one replica at a time follow a load. Kept `load.retention_secs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::loads::load::Load;
+use crate::loads::record::{LoadRecord, Revived, Unreadable};
+use crate::registry::{RecordStore, RegistryError};
+
+/// The set of loads not yet ended, for replicas to sweep.
+const ACTIVE: &str = "loads:active";
+
+/// Why the book could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+    /// Other replicas kept writing the record while this one tried.
+    #[error("the load's record kept changing while it was written")]
+    Busy,
+}
+
+/// A kept load and the version it was read at.
+pub struct Kept {
+    pub version: u64,
+    pub load: Revived,
+}
+
+/// The loads of the fleet, as the registry keeps them.
+#[derive(Clone)]
+pub struct Book {
+    store: Arc<dyn RecordStore>,
+    retention: Duration,
+    /// This process, as a lease holder: random, its own.
+    holder: Arc<str>,
+}
+
+/// A load's place in the book: its owner's digest and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Place(String);
+
+impl Place {
+    /// The place of `owner`'s load `id`; none for an id no load can have.
+    pub fn of(owner: &str, id: &str) -> Option<Place> {
+        use sha2::Digest;
+        if !crate::loads::fields::is_load_id(id) {
+            return None;
+        }
+        let digest = sha2::Sha256::digest(owner.as_bytes());
+        Some(Place(format!(
+            "{}:{id}",
+            crate::common::hex::encode(&digest[..16])
+        )))
+    }
+
+    /// A place read from the active set, checked as a key part.
+    fn parse(member: &str) -> Option<Place> {
+        let (owner, id) = member.split_once(':')?;
+        let ok = owner.len() == 32
+            && owner.bytes().all(|b| b.is_ascii_hexdigit())
+            && crate::loads::fields::is_load_id(id);
+        ok.then(|| Place(member.to_string()))
+    }
+}
+
+impl Book {
+    pub fn new(store: Arc<dyn RecordStore>, retention: Duration) -> Book {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the system's random source works");
+        Book {
+            store,
+            retention,
+            holder: crate::common::hex::encode(&bytes).into(),
+        }
+    }
+
+    /// The load kept at `place`, if any.
+    pub async fn read(&self, place: &Place) -> Result<Option<Kept>, BookError> {
+        let Some(record) = self.store.read(&format!("load:{}", place.0)).await? else {
+            return Ok(None);
+        };
+        let load = LoadRecord::from_bytes(&record.value)?;
+        Ok(Some(Kept {
+            version: record.version,
+            load,
+        }))
+    }
+
+    /// Writes `record` at `place` if it is still at `expected` (`None`: not kept yet); its new
+    /// version, or `None` when another replica wrote it first.
+    pub async fn write(
+        &self,
+        place: &Place,
+        record: &LoadRecord,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>, BookError> {
+        Ok(self
+            .store
+            .write(
+                &format!("load:{}", place.0),
+                record.to_bytes(),
+                expected,
+                self.retention,
+            )
+            .await?)
+    }
+
+    /// Whether the book outlives this process: on the `memory` backend a load lives and dies
+    /// with the process, and its row digests stay in their files here.
+    pub fn outlives_process(&self) -> bool {
+        self.store.outlives_process()
+    }
+
+    /// Keeps the row digests of the load's job `job` (its position in the load), once: 8 bytes
+    /// a row, little-endian, in row order.
+    pub async fn write_rows(
+        &self,
+        place: &Place,
+        job: usize,
+        digests: Vec<u8>,
+    ) -> Result<(), BookError> {
+        let key = format!("loadrows:{}:{job}", place.0);
+        self.store.write_once(&key, digests, self.retention).await?;
+        Ok(())
+    }
+
+    /// The row digests of the load's job `job`, in row order, if kept.
+    pub async fn read_rows(
+        &self,
+        place: &Place,
+        job: usize,
+    ) -> Result<Option<Vec<u64>>, BookError> {
+        let Some(record) = self
+            .store
+            .read(&format!("loadrows:{}:{job}", place.0))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if record.value.len() % 8 != 0 {
+            return Err(Unreadable::new("a job's row digests are not whole").into());
+        }
+        Ok(Some(
+            record
+                .value
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("chunks of 8")))
+                .collect(),
+        ))
+    }
+
+    /// Takes (or keeps) the right to follow the load at `place` for `lease`; whether this
+    /// process has it.
+    pub async fn follow_lease(&self, place: &Place, lease: Duration) -> Result<bool, BookError> {
+        Ok(self
+            .store
+            .take_lease(&format!("loadlease:poll:{}", place.0), &self.holder, lease)
+            .await?)
+    }
+
+    /// Gives the right to follow the load up.
+    pub async fn leave(&self, place: &Place) -> Result<(), BookError> {
+        Ok(self
+            .store
+            .release_lease(&format!("loadlease:poll:{}", place.0), &self.holder)
+            .await?)
+    }
+
+    /// Marks the load at `place` running (to be swept by the fleet) or not.
+    pub async fn mark_active(&self, place: &Place, active: bool) -> Result<(), BookError> {
+        if active {
+            self.store.set_add(ACTIVE, &place.0).await?;
+        } else {
+            self.store.set_remove(ACTIVE, &place.0).await?;
+        }
+        Ok(())
+    }
+
+    /// The places of the loads not yet ended (members that are not places are skipped).
+    pub async fn active(&self) -> Result<Vec<Place>, BookError> {
+        Ok(self
+            .store
+            .set_members(ACTIVE)
+            .await?
+            .iter()
+            .filter_map(|m| Place::parse(m))
+            .collect())
+    }
+}
+
+/// What writing a load's record came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keeping {
+    /// Written, at this version.
+    Kept,
+    /// Another replica ended it first (an abort): the load here took its state and jobs.
+    EndedElsewhere,
+}
+
+impl Book {
+    /// Writes `load`'s record as it stands. When another replica wrote it since this process
+    /// last did, the record is read again: if it ended there (aborted), `load` takes that end;
+    /// if not, this process's newer view of the jobs is written over it.
+    pub async fn keep(&self, load: &Load) -> Result<Keeping, BookError> {
+        let Some(place) = Place::of(&load.owner, &load.id) else {
+            return Ok(Keeping::Kept);
+        };
+        for _ in 0..3 {
+            let (record, expected) = {
+                let progress = load.progress();
+                let record = LoadRecord::of(
+                    &load.id,
+                    &load.owner,
+                    load.side,
+                    &load.spec,
+                    load.reach.clone(),
+                    &progress,
+                );
+                (record, progress.kept_version)
+            };
+            if let Some(version) = self.write(&place, &record, expected).await? {
+                load.update(|progress| progress.kept_version = Some(version));
+                return Ok(Keeping::Kept);
+            }
+            let Some(stored) = self.read(&place).await? else {
+                load.update(|progress| progress.kept_version = None);
+                continue;
+            };
+            if stored.load.state.is_done() && !load.state().is_done() {
+                load.update(|progress| {
+                    progress.state = stored.load.state;
+                    progress.jobs = stored.load.jobs;
+                    progress.kept_version = Some(stored.version);
+                    progress.ended = Some(std::time::Instant::now());
+                });
+                return Ok(Keeping::EndedElsewhere);
+            }
+            load.update(|progress| progress.kept_version = Some(stored.version));
+        }
+        Err(BookError::Busy)
+    }
+}
