@@ -166,6 +166,23 @@ impl Book {
             .await?)
     }
 
+    /// Takes (or keeps) the right to feed the load's input for `lease`: one request of the
+    /// fleet at a time; whether this process has it.
+    pub async fn feed_lease(&self, place: &Place, lease: Duration) -> Result<bool, BookError> {
+        Ok(self
+            .store
+            .take_lease(&format!("loadlease:feed:{}", place.0), &self.holder, lease)
+            .await?)
+    }
+
+    /// Gives the right to feed the load's input up.
+    pub async fn fed(&self, place: &Place) -> Result<(), BookError> {
+        Ok(self
+            .store
+            .release_lease(&format!("loadlease:feed:{}", place.0), &self.holder)
+            .await?)
+    }
+
     /// Gives the right to follow the load up.
     pub async fn leave(&self, place: &Place) -> Result<(), BookError> {
         Ok(self

@@ -273,10 +273,22 @@ impl Loads {
             }
             if kept.contains_key(&(owner.clone(), id.clone())) {
                 // The same loadId sent twice at once: the first one takes it.
-                return Err(Fault::Overloaded("a load of this loadId is starting").into());
+                return Err(busy(&id).into());
             }
             kept.insert((owner.clone(), id.clone()), load.clone());
         }
+        // One request of the fleet feeds a load at a time: its lease, renewed while the input
+        // streams, given up once the load is kept (or refused).
+        let feeding = match self.feed(&load).await {
+            Ok(feeding) => feeding,
+            Err(fault) => {
+                self.kept
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(owner, id));
+                return Err(fault.into());
+            }
+        };
         let taken = ingest::take_in(
             Intake {
                 pipeline: &self.pipeline,
@@ -292,6 +304,7 @@ impl Loads {
                 // Bulk 1.0: the batches sent before the load stopped stand, and are followed;
                 // the load keeps its loadId, so sending it again never sends them twice.
                 self.follow(&load).await;
+                drop(feeding);
                 return Err(self.stood_answer(*error, sent, &load).await);
             }
             // A load whose input was not taken in (refused, or a call or the caller failed on
@@ -304,6 +317,7 @@ impl Loads {
             return Err(self.ingest_answer(error).await);
         }
         self.follow(&load).await;
+        drop(feeding);
         if !asked.wait {
             return Ok(side.status_answer(StatusCode::ACCEPTED, &load));
         }
@@ -354,6 +368,41 @@ impl Loads {
         let _ = self.book.mark_active(&place, true).await;
         let _ = self.book.follow_lease(&place, self.settings.lease_ms).await;
         self.spawn_follower(place, load.clone());
+    }
+
+    /// This request's right to feed `load`, renewed every third of `load.lease_ms` until the
+    /// returned guard is dropped; 409 `SFBULK_LOAD_BUSY` while another request of the fleet
+    /// holds it, or the load is already kept (another request took it in since this one looked).
+    async fn feed(self: &Arc<Self>, load: &Arc<Load>) -> Result<Feeding, Fault> {
+        let place = Place::of(&load.owner, &load.id)
+            .ok_or_else(|| Fault::Internal(format!("load id {:?}", load.id)))?;
+        if !self
+            .book
+            .feed_lease(&place, self.settings.lease_ms)
+            .await
+            .map_err(book_fault)?
+        {
+            return Err(busy(&load.id));
+        }
+        let renewing = {
+            let (book, place, lease) = (self.book.clone(), place.clone(), self.settings.lease_ms);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let _ = book.feed_lease(&place, lease).await;
+                }
+            })
+        };
+        let feeding = Feeding {
+            book: self.book.clone(),
+            place: place.clone(),
+            renewing,
+        };
+        match self.book.read(&place).await {
+            Ok(None) => Ok(feeding),
+            Ok(Some(_)) => Err(busy(&load.id)),
+            Err(error) => Err(book_fault(error)),
+        }
     }
 
     /// Starts following `load` (at `place`) here.
@@ -929,6 +978,30 @@ fn new_load_id() -> String {
         .fill(&mut bytes)
         .expect("the system's random source works");
     crate::common::hex::encode(&bytes)
+}
+
+/// A request's right to feed a load: renewed while it lives, given up when dropped.
+struct Feeding {
+    book: Book,
+    place: Place,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        self.renewing.abort();
+        let (book, place) = (self.book.clone(), self.place.clone());
+        tokio::spawn(async move {
+            let _ = book.fed(&place).await;
+        });
+    }
+}
+
+/// Another request is feeding load `id`.
+fn busy(id: &str) -> Fault {
+    Fault::LoadBusy(format!(
+        "load {id:?} is being fed by another request; send it again once that one is answered"
+    ))
 }
 
 /// What the caller is told of a book that could not be read or written.

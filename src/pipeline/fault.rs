@@ -123,6 +123,10 @@ pub enum Fault {
     /// 409: the load's results are not there yet: its jobs are still running.
     #[error("{0}")]
     LoadNotDone(String),
+    /// 409: another request is feeding this load's input now; the answer carries
+    /// `Retry-After`. Nothing was sent to Salesforce.
+    #[error("{0}")]
+    LoadBusy(String),
     /// 500: something in the proxy itself failed (a task that panicked).
     #[error("internal error: {0}")]
     Internal(String),
@@ -287,7 +291,7 @@ impl Fault {
             | Fault::MixedCredentials(_)
             | Fault::InvalidCsv(_) => StatusCode::BAD_REQUEST,
             Fault::UnknownLoad(_) => StatusCode::NOT_FOUND,
-            Fault::LoadNotDone(_) => StatusCode::CONFLICT,
+            Fault::LoadNotDone(_) | Fault::LoadBusy(_) => StatusCode::CONFLICT,
             Fault::OriginRefused { .. } | Fault::ConnectionNotAllowed(_) => StatusCode::FORBIDDEN,
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -334,6 +338,7 @@ impl Fault {
             Fault::InvalidCsv(_) => "SFBULK_INVALID_CSV",
             Fault::UnknownLoad(_) => "SFBULK_UNKNOWN_LOAD",
             Fault::LoadNotDone(_) => "SFBULK_LOAD_NOT_DONE",
+            Fault::LoadBusy(_) => "SFBULK_LOAD_BUSY",
         }
     }
 }
@@ -379,7 +384,7 @@ impl Fault {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
         match self {
-            Fault::Overloaded(_) | Fault::RegistryUnavailable(_) => {
+            Fault::Overloaded(_) | Fault::RegistryUnavailable(_) | Fault::LoadBusy(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),

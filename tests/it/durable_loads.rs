@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use crate::support::process::{start_proxy, ProxyProcess};
 use crate::support::redis::RedisServer;
 use crate::support::{csv_rows, spawn_app_with, JsonValue, TestApp};
@@ -116,4 +118,87 @@ async fn a_load_whose_replica_is_killed_is_ended_by_another_and_answered_by_a_th
         "{jobs:?}"
     );
     assert_eq!(jobs.iter().map(|j| j.inserted).sum::<u64>(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_feed_of_one_load_id_on_another_replica_is_409_and_the_org_holds_each_record_once()
+{
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let first = replica(&app, &redis);
+    let second = replica(&app, &redis);
+    let url = |proxy: &ProxyProcess| {
+        format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=once",
+            proxy.url,
+            app.upload_query(&[("apiVersion", "")])
+        )
+    };
+    // The first feed's input comes in two parts; the second part waits for the test.
+    let (more, rest) = tokio::sync::oneshot::channel::<()>();
+    let csv = contacts(300);
+    let (head, tail) = csv.split_at(csv.len() / 2);
+    let (head, tail) = (head.as_bytes().to_vec(), tail.as_bytes().to_vec());
+    let parts = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+        futures_util::stream::once(async move {
+            let _ = rest.await;
+            Ok::<_, std::io::Error>(tail)
+        }),
+    );
+    let feeding = tokio::spawn(
+        app.http
+            .post(url(&first))
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(parts))
+            .send(),
+    );
+    // Once the first feed's first job exists, the first replica holds the load's lease.
+    tokio::time::timeout(CEILING, async {
+        while app.org.ingest_jobs_seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first feed made a job");
+    let again = app
+        .http
+        .post(url(&second))
+        .header("content-type", "text/csv")
+        .body(csv.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.headers()["x-sfbulk-proxy-fault"], "SFBULK_LOAD_BUSY");
+    assert!(again.headers().contains_key("retry-after"));
+    more.send(()).unwrap();
+    let answer = feeding.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 202);
+    // Sent again now, it is the same load: its status, no new job.
+    let jobs = app.org.ingest_jobs_seen().len();
+    let resent = app
+        .http
+        .post(url(&second))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resent.status(), 200);
+    assert_eq!(app.org.ingest_jobs_seen().len(), jobs);
+    tokio::time::timeout(CEILING, async {
+        while app
+            .org
+            .ingest_jobs_seen()
+            .iter()
+            .map(|j| j.inserted)
+            .sum::<u64>()
+            < 300
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the load's records were inserted");
+    assert_eq!(app.org.records_of("Contact").len(), 300);
 }
