@@ -85,6 +85,7 @@ impl Components {
             pipeline.clone(),
             settings.load.clone(),
             settings.server.body_read_timeout_secs,
+            settings.registry.timeout_ms,
         );
         Ok(Components {
             pipeline,

@@ -36,6 +36,8 @@ pub struct Kept {
 pub struct Book {
     store: Arc<dyn RecordStore>,
     retention: Duration,
+    /// `registry.timeout_ms`: the longest any one call to the store may take.
+    timeout: Duration,
     /// This process, as a lease holder: random, its own.
     holder: Arc<str>,
 }
@@ -69,7 +71,7 @@ impl Place {
 }
 
 impl Book {
-    pub fn new(store: Arc<dyn RecordStore>, retention: Duration) -> Book {
+    pub fn new(store: Arc<dyn RecordStore>, retention: Duration, timeout: Duration) -> Book {
         use ring::rand::SecureRandom;
         let mut bytes = [0u8; 16];
         ring::rand::SystemRandom::new()
@@ -78,13 +80,33 @@ impl Book {
         Book {
             store,
             retention,
+            timeout,
             holder: crate::common::hex::encode(&bytes).into(),
         }
     }
 
+    /// `call`, or the registry's unavailability once `registry.timeout_ms` passed without its
+    /// answer (a paused Redis must not hold a caller, nor a follower, forever).
+    async fn within<T>(
+        &self,
+        call: futures_util::future::BoxFuture<'_, Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RegistryError::unavailable(
+                    "the registry did not answer within registry.timeout_ms",
+                    None,
+                ))
+            })
+    }
+
     /// The load kept at `place`, if any.
     pub async fn read(&self, place: &Place) -> Result<Option<Kept>, BookError> {
-        let Some(record) = self.store.read(&format!("load:{}", place.0)).await? else {
+        let Some(record) = self
+            .within(self.store.read(&format!("load:{}", place.0)))
+            .await?
+        else {
             return Ok(None);
         };
         let load = LoadRecord::from_bytes(&record.value)?;
@@ -103,13 +125,12 @@ impl Book {
         expected: Option<u64>,
     ) -> Result<Option<u64>, BookError> {
         Ok(self
-            .store
-            .write(
+            .within(self.store.write(
                 &format!("load:{}", place.0),
                 record.to_bytes(),
                 expected,
                 self.retention,
-            )
+            ))
             .await?)
     }
 
@@ -128,7 +149,8 @@ impl Book {
         digests: Vec<u8>,
     ) -> Result<(), BookError> {
         let key = format!("loadrows:{}:{job}", place.0);
-        self.store.write_once(&key, digests, self.retention).await?;
+        self.within(self.store.write_once(&key, digests, self.retention))
+            .await?;
         Ok(())
     }
 
@@ -139,8 +161,7 @@ impl Book {
         job: usize,
     ) -> Result<Option<Vec<u64>>, BookError> {
         let Some(record) = self
-            .store
-            .read(&format!("loadrows:{}:{job}", place.0))
+            .within(self.store.read(&format!("loadrows:{}:{job}", place.0)))
             .await?
         else {
             return Ok(None);
@@ -161,8 +182,11 @@ impl Book {
     /// process has it.
     pub async fn follow_lease(&self, place: &Place, lease: Duration) -> Result<bool, BookError> {
         Ok(self
-            .store
-            .take_lease(&format!("loadlease:poll:{}", place.0), &self.holder, lease)
+            .within(self.store.take_lease(
+                &format!("loadlease:poll:{}", place.0),
+                &self.holder,
+                lease,
+            ))
             .await?)
     }
 
@@ -170,33 +194,40 @@ impl Book {
     /// fleet at a time; whether this process has it.
     pub async fn feed_lease(&self, place: &Place, lease: Duration) -> Result<bool, BookError> {
         Ok(self
-            .store
-            .take_lease(&format!("loadlease:feed:{}", place.0), &self.holder, lease)
+            .within(self.store.take_lease(
+                &format!("loadlease:feed:{}", place.0),
+                &self.holder,
+                lease,
+            ))
             .await?)
     }
 
     /// Gives the right to feed the load's input up.
     pub async fn fed(&self, place: &Place) -> Result<(), BookError> {
         Ok(self
-            .store
-            .release_lease(&format!("loadlease:feed:{}", place.0), &self.holder)
+            .within(
+                self.store
+                    .release_lease(&format!("loadlease:feed:{}", place.0), &self.holder),
+            )
             .await?)
     }
 
     /// Gives the right to follow the load up.
     pub async fn leave(&self, place: &Place) -> Result<(), BookError> {
         Ok(self
-            .store
-            .release_lease(&format!("loadlease:poll:{}", place.0), &self.holder)
+            .within(
+                self.store
+                    .release_lease(&format!("loadlease:poll:{}", place.0), &self.holder),
+            )
             .await?)
     }
 
     /// Marks the load at `place` running (to be swept by the fleet) or not.
     pub async fn mark_active(&self, place: &Place, active: bool) -> Result<(), BookError> {
         if active {
-            self.store.set_add(ACTIVE, &place.0).await?;
+            self.within(self.store.set_add(ACTIVE, &place.0)).await?;
         } else {
-            self.store.set_remove(ACTIVE, &place.0).await?;
+            self.within(self.store.set_remove(ACTIVE, &place.0)).await?;
         }
         Ok(())
     }
@@ -204,8 +235,7 @@ impl Book {
     /// The places of the loads not yet ended (members that are not places are skipped).
     pub async fn active(&self) -> Result<Vec<Place>, BookError> {
         Ok(self
-            .store
-            .set_members(ACTIVE)
+            .within(self.store.set_members(ACTIVE))
             .await?
             .iter()
             .filter_map(|m| Place::parse(m))

@@ -30,6 +30,7 @@ pub async fn follow(
     let mut backoff = settings.poll_min_ms;
     let mut wait = backoff;
     let mut pace = Pace::default();
+    let mut away = false;
     loop {
         if load.state().is_done() {
             break;
@@ -64,7 +65,7 @@ pub async fn follow(
             }
             continue;
         }
-        if let Ok(Keeping::EndedElsewhere) = kept(&book, &load).await {
+        if let Ok(Keeping::EndedElsewhere) = kept(&book, &load, &mut away).await {
             break;
         }
         backoff = (backoff * 2).min(settings.poll_max_ms);
@@ -81,25 +82,55 @@ pub async fn follow(
         };
     }
     end(&load, &ended);
-    let _ = kept(&book, &load).await;
-    if let Some(place) = Place::of(&load.owner, &load.id) {
-        let _ = book.mark_active(&place, false).await;
-        let _ = book.leave(&place).await;
+    let Some(place) = Place::of(&load.owner, &load.id) else {
+        return;
+    };
+    // The end is kept for the fleet however long the registry is away (for at most
+    // load.poll_max_secs): a load left running in the book would be followed again.
+    let ending = Instant::now();
+    let mut logged = false;
+    loop {
+        let written = match book.keep(&load).await {
+            Ok(_) => book.mark_active(&place, false).await,
+            Err(error) => Err(error),
+        };
+        match written {
+            Ok(()) => break,
+            Err(_) if ending.elapsed() >= settings.poll_max_secs => break,
+            Err(error) => {
+                if !logged {
+                    logged = true;
+                    tracing::event!(
+                        target: "sfbulk_proxy::loads",
+                        tracing::Level::WARN,
+                        load.id = %load.id,
+                        %error,
+                        "a load's end could not be kept in the registry; tried again until it is"
+                    );
+                }
+                tokio::time::sleep(settings.lease_ms / 3).await;
+            }
+        }
     }
+    let _ = book.leave(&place).await;
 }
 
-/// Writes `load`'s record; a registry that does not answer is logged, and the record is
-/// written at the next ask.
-async fn kept(book: &Book, load: &Load) -> Result<Keeping, ()> {
-    book.keep(load).await.map_err(|error| {
-        tracing::event!(
+/// Writes `load`'s record; a registry that does not answer is logged (once while it stays
+/// away: `away`), and the record is written at the next ask.
+async fn kept(book: &Book, load: &Load, away: &mut bool) -> Result<Keeping, ()> {
+    let kept = book.keep(load).await;
+    match &kept {
+        Err(error) if !*away => tracing::event!(
             target: "sfbulk_proxy::loads",
             tracing::Level::WARN,
             load.id = %load.id,
             %error,
-            "a load's record could not be kept in the registry; it is written again at the next ask"
-        );
-    })
+            "a load's record could not be kept in the registry; it is written again at each ask"
+        ),
+        _ => {}
+    }
+    *away = kept.is_err();
+    kept.map_err(drop)
 }
 
 /// Waits `wait` (less if a caller nudges the load), renewing this process's lease on the load

@@ -71,10 +71,13 @@ pub struct Loads {
 }
 
 impl Loads {
+    /// `read_timeout`: `server.body_read_timeout_secs`; `registry_timeout`:
+    /// `registry.timeout_ms`, the longest a call to the fleet's book may take.
     pub fn new(
         pipeline: Arc<Pipeline>,
         settings: LoadSettings,
         read_timeout: Duration,
+        registry_timeout: Duration,
     ) -> Arc<Loads> {
         let metrics = pipeline.metrics.clone();
         let ended: OnEnd = Arc::new(move |load: &Load| {
@@ -103,7 +106,11 @@ impl Loads {
                 "load ended"
             );
         });
-        let book = Book::new(pipeline.records.clone(), settings.retention_secs);
+        let book = Book::new(
+            pipeline.records.clone(),
+            settings.retention_secs,
+            registry_timeout,
+        );
         let loads = Arc::new(Loads {
             pipeline,
             settings,

@@ -202,3 +202,71 @@ async fn a_second_feed_of_one_load_id_on_another_replica_is_409_and_the_org_hold
     .expect("the load's records were inserted");
     assert_eq!(app.org.records_of("Contact").len(), 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_waits_out_a_paused_redis_and_ends_once_it_is_back() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_millis(500)).await;
+    let url = redis.url();
+    let follower = start_proxy(
+        &app,
+        &[
+            ("SFBULK__REGISTRY__BACKEND", "redis"),
+            ("SFBULK__REGISTRY__REDIS_URL", url.as_str()),
+            ("SFBULK__REGISTRY__TIMEOUT_MS", "100"),
+            ("SFBULK__LOAD__JOB_BYTES", "2000"),
+            ("SFBULK__LOAD__POLL_MIN_MS", "20"),
+            ("SFBULK__LOAD__POLL_MAX_MS", "50"),
+            ("SFBULK__LOAD__LEASE_MS", "300"),
+        ],
+    );
+    let answer = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=paused",
+            follower.url,
+            app.upload_query(&[("apiVersion", "")])
+        ))
+        .header("content-type", "text/csv")
+        .body(contacts(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    redis.pause();
+    // The follower feels the registry gone (its sessions are there too: it waits for it).
+    follower
+        .wait_for_lines(1, CEILING, |l| l.contains("record could not be kept"))
+        .await;
+    redis.resume();
+    // Once Redis is back the load goes on from where it was, to its end, and the end is kept: a
+    // replica that never saw the load answers it.
+    follower
+        .wait_for_lines(1, CEILING, |l| {
+            l.contains("load ended") && l.contains("paused") && l.contains("Completed")
+        })
+        .await;
+    let other = replica(&app, &redis);
+    let state = tokio::time::timeout(CEILING, async {
+        loop {
+            let status: serde_json::Value = app
+                .http
+                .post(format!("{}/services/salesforcebulkv2_getLoad", other.url))
+                .header("content-type", "text/xml")
+                .body(app.envelope_v2("getLoad", &[("loadId", "paused")]))
+                .send()
+                .await
+                .unwrap()
+                .json_value()
+                .await
+                .unwrap();
+            if status["state"] == "Completed" {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the load's end was kept once Redis was back");
+    assert_eq!(state["numberRecordsProcessed"], 300, "{state}");
+}

@@ -60,6 +60,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open and nothing is answered, as a
+    /// Redis stalled or cut off by the network.
+    pub fn pause(&self) {
+        self.send("STOP");
+    }
+
+    /// Lets a paused server go on (`SIGCONT`), its data as it was.
+    pub fn resume(&self) {
+        self.send("CONT");
+    }
+
+    fn send(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
     /// Starts the server again, on the same port or socket; returns once it accepts connections.
     pub fn restart(&mut self) {
         self.stop();
