@@ -109,6 +109,10 @@ impl Book {
         else {
             return Ok(None);
         };
+        if record.value.is_empty() {
+            // Forgotten, lapsing.
+            return Ok(None);
+        }
         let load = LoadRecord::from_bytes(&record.value)?;
         Ok(Some(Kept {
             version: record.version,
@@ -253,6 +257,49 @@ pub enum Keeping {
 }
 
 impl Book {
+    /// Writes the first record of a new `load`; `false` when one is kept already (another
+    /// request of the fleet took a load of that id first).
+    pub async fn create(&self, load: &Load) -> Result<bool, BookError> {
+        let Some(place) = Place::of(&load.owner, &load.id) else {
+            return Ok(true);
+        };
+        let record = {
+            let progress = load.progress();
+            LoadRecord::of(
+                &load.id,
+                &load.owner,
+                load.side,
+                &load.spec,
+                load.reach.clone(),
+                &progress,
+            )
+        };
+        let Some(version) = self.write(&place, &record, None).await? else {
+            return Ok(false);
+        };
+        load.update(|progress| progress.kept_version = Some(version));
+        Ok(true)
+    }
+
+    /// Forgets `load`, refused before anything of it was processed: its `loadId` is free again.
+    /// The store has no deletion; its record is written to lapse at once (every backend keeps
+    /// to a time to live), and only if nobody wrote it since this process did.
+    pub async fn forget(&self, load: &Load) -> Result<(), BookError> {
+        let (Some(place), Some(version)) = (
+            Place::of(&load.owner, &load.id),
+            load.progress().kept_version,
+        ) else {
+            return Ok(());
+        };
+        let key = format!("load:{}", place.0);
+        self.within(
+            self.store
+                .write(&key, Vec::new(), Some(version), Duration::from_millis(1)),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Writes `load`'s record as it stands. When another replica wrote it since this process
     /// last did, the record is read again: if it ended there (aborted), `load` takes that end;
     /// if not, this process's newer view of the jobs is written over it.

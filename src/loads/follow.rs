@@ -290,6 +290,8 @@ mod tests {
             failed: 0,
             error_message: None,
             digests: None,
+            uploaded: false,
+            piece_digest: None,
             batches: None,
         }
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 
+use crate::loads::book::Book;
 use crate::loads::calls::CallError;
 use crate::loads::csv::{Checks, Found, Reader, MAX_PROBLEMS_LISTED};
 use crate::loads::load::{Load, LoadState};
@@ -52,6 +53,41 @@ pub enum IngestError {
     /// Bulk 1.0: `error` stopped the load after rows 1 to `sent` were sent; their batches stand,
     /// their job closed, and the load goes on with them.
     Stood { error: Box<IngestError>, sent: u64 },
+    /// A load sent again whose input differs from what it recorded: at its `piece`th piece
+    /// (1 is the first), or in its length. Nothing was sent.
+    Mismatch { piece: usize },
+}
+
+/// A load sent again after the request that fed it went away (its replica died): what it
+/// recorded of its pieces, in order, and what becomes of each once the input sent again is
+/// found the same there.
+#[derive(Debug, Default)]
+pub struct Resume {
+    pub pieces: Vec<Recorded>,
+    /// Whether a job of the load was closed: its whole input had been read, so the input sent
+    /// again must have no piece beyond the recorded ones.
+    pub closing: bool,
+}
+
+/// A piece a load recorded: its last row, its digest when its upload was answered, and whether
+/// its job stands (closed, or holding its piece); if not, its job is aborted and the piece sent
+/// to a new one.
+#[derive(Debug)]
+pub struct Recorded {
+    pub last_row: u64,
+    pub digest: Option<u64>,
+    pub stands: bool,
+}
+
+/// Where a piece goes.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// A new job (or batch).
+    New,
+    /// The load's job `at` holds it already: it is not sent.
+    Stands(usize),
+    /// In place of the load's job `at`, which is aborted.
+    Replaces(usize),
 }
 
 impl From<CallError> for IngestError {
@@ -64,9 +100,12 @@ impl From<CallError> for IngestError {
 pub struct Intake<'a> {
     pub pipeline: &'a Arc<Pipeline>,
     pub settings: &'a LoadSettings,
+    pub book: &'a Book,
     pub load: &'a Arc<Load>,
     /// `server.body_read_timeout_secs`: the longest silence of a streamed body.
     pub read_timeout: Duration,
+    /// For a load sent again: what it recorded.
+    pub resume: Resume,
 }
 
 /// Aborts the jobs of a load whose input was not taken whole (refused, or the caller went
@@ -76,6 +115,8 @@ struct AbortUnlessClosed {
     load: Arc<Load>,
     armed: bool,
     why: &'static str,
+    /// The jobs a load sent again already had that stand: they are left to a later send.
+    sparing: Vec<String>,
 }
 
 impl Drop for AbortUnlessClosed {
@@ -84,7 +125,32 @@ impl Drop for AbortUnlessClosed {
             return;
         }
         let (pipeline, load, why) = (self.pipeline.clone(), self.load.clone(), self.why);
-        tokio::spawn(async move { abort_jobs(&pipeline, &load, why).await });
+        let sparing = std::mem::take(&mut self.sparing);
+        tokio::spawn(async move {
+            if sparing.is_empty() {
+                abort_jobs(&pipeline, &load, why).await;
+            } else {
+                abort_new_jobs(&pipeline, &load, &sparing).await;
+            }
+        });
+    }
+}
+
+/// Aborts the jobs of a load sent again that this send made, sparing the ones it had: the load
+/// stays as it was recorded, to be sent again.
+async fn abort_new_jobs(pipeline: &Pipeline, load: &Load, sparing: &[String]) {
+    let (credentials, jobs) = {
+        let progress = load.progress();
+        let jobs: Vec<String> = progress
+            .jobs
+            .iter()
+            .filter(|j| !j.is_done() && !sparing.contains(&j.id))
+            .map(|j| j.id.clone())
+            .collect();
+        (progress.credentials.clone(), jobs)
+    };
+    for job in jobs {
+        let _ = load.side.abort(pipeline, &credentials, &job).await;
     }
 }
 
@@ -136,27 +202,61 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     let Intake {
         pipeline,
         settings,
+        book,
         load,
         read_timeout,
+        resume,
     } = intake;
+    let sparing: Vec<String> = {
+        let progress = load.progress();
+        resume
+            .pieces
+            .iter()
+            .zip(&progress.jobs)
+            .filter(|(piece, _)| piece.stands)
+            .map(|(_, job)| job.id.clone())
+            .collect()
+    };
     let mut guard = AbortUnlessClosed {
         pipeline: pipeline.clone(),
         load: load.clone(),
         armed: true,
         why: "the caller went away before its input was whole: every job was aborted",
+        sparing,
     };
     // Pieces go up one at a time while the next is read; at most one waits.
-    let (pieces, mut queued) = tokio::sync::mpsc::channel::<Piece>(1);
+    let (pieces, mut queued) = tokio::sync::mpsc::channel::<(Piece, Slot)>(1);
     let uploader = {
-        let (pipeline, load) = (pipeline.clone(), load.clone());
+        let (pipeline, book, load) = (pipeline.clone(), book.clone(), load.clone());
         let max_jobs = settings.max_jobs;
         tokio::spawn(crate::common::request_id::with_current_request_id(
             async move {
-                while let Some(piece) = queued.recv().await {
-                    if load.progress().pieces() >= max_jobs {
-                        return Err(IngestError::TooManyJobs(max_jobs));
+                while let Some((piece, slot)) = queued.recv().await {
+                    match slot {
+                        Slot::Stands(at) => load.side.attach(&load, at, piece),
+                        Slot::Replaces(at) => {
+                            let (credentials, old) = {
+                                let progress = load.progress();
+                                let old = progress.jobs.get(at).map(|j| j.id.clone());
+                                (progress.credentials.clone(), old)
+                            };
+                            if let Some(old) = old {
+                                // Its upload's outcome is not known: it must never run.
+                                let _ = load.side.abort(&pipeline, &credentials, &old).await;
+                            }
+                            load.side
+                                .send_piece(&pipeline, &book, &load, piece, Some(at))
+                                .await?;
+                        }
+                        Slot::New => {
+                            if load.progress().pieces() >= max_jobs {
+                                return Err(IngestError::TooManyJobs(max_jobs));
+                            }
+                            load.side
+                                .send_piece(&pipeline, &book, &load, piece, None)
+                                .await?;
+                        }
                     }
-                    load.side.send_piece(&pipeline, &load, piece).await?;
                 }
                 Ok(())
             },
@@ -172,12 +272,17 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         settings.spool_dir(),
         load.side.piece_limits(settings),
         load.spec.line_ending,
-    );
+    )
+    .cut_after(resume.pieces.iter().map(|p| p.last_row));
     let mut feeding = Feeding {
         splitter: &mut splitter,
         ready: Vec::new(),
         spool_error: None,
         columns: None,
+        resume: &resume,
+        verified: 0,
+        held: Vec::new(),
+        mismatch: None,
     };
     let mut ended = false;
     let keeps_before_problem = load.side.sends_pieces_before_a_problem();
@@ -195,18 +300,36 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         if feeding.spool_error.is_some() {
             ready.clear();
         } else if let Some(row) = first_problem {
-            ready.retain(|piece| keeps_before_problem && piece.last_row < row);
+            ready.retain(|(piece, _)| keeps_before_problem && piece.last_row < row);
+        }
+        if feeding.mismatch.is_some() {
+            ready.clear();
         }
         Taken {
             enough: reader.problem_count() >= MAX_PROBLEMS_LISTED as u64
-                || feeding.spool_error.is_some(),
+                || feeding.spool_error.is_some()
+                || feeding.mismatch.is_some(),
             ready,
         }
     };
     let read = read_input(input, read_timeout, take, &pieces).await;
     let columns = feeding.columns.take();
     let spool_error = feeding.spool_error.take();
-    let last = splitter.complete();
+    // The last piece is placed as any other (checked against the record of a load sent
+    // again); then an input sent again must have reached every recorded piece.
+    let last = match feeding.splitter.complete() {
+        Ok(Some(piece)) if feeding.mismatch.is_none() && spool_error.is_none() => {
+            feeding.place(piece);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if ended && feeding.mismatch.is_none() && feeding.verified < resume.pieces.len() {
+        feeding.mismatch = Some(feeding.verified + 1);
+    }
+    let mismatch = feeding.mismatch;
+    let tail = std::mem::take(&mut feeding.ready);
     load.update(|progress| {
         progress.total = reader.records();
         progress.bom_removed = reader.bom_removed();
@@ -219,9 +342,17 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     // What stops the load, if anything, first: the caller's body, the input's problems, the
     // spool; then whatever ended the uploader.
     let mut stop = match read {
+        _ if mismatch.is_some() => {
+            guard.why = "its input differs from what it recorded: nothing was sent";
+            Some(IngestError::Mismatch {
+                piece: mismatch.unwrap_or_default(),
+            })
+        }
         Err(e) => Some(e),
         Ok(()) if reader.problem_count() > 0 => {
             guard.why = "its input was refused: every job was aborted";
+            // Refused, a load sent again gives its loadId back too: none of its jobs stands.
+            guard.sparing.clear();
             Some(IngestError::Invalid {
                 listed: reader.problems().iter().map(|p| p.to_string()).collect(),
                 count: reader.problem_count(),
@@ -232,10 +363,11 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     };
     if stop.is_none() && ended {
         match last {
-            Ok(Some(piece)) => {
-                let _ = pieces.send(piece).await;
+            Ok(()) => {
+                for piece in tail {
+                    let _ = pieces.send(piece).await;
+                }
             }
-            Ok(None) => {}
             Err(e) => stop = Some(spooling(e)),
         }
     }
@@ -259,6 +391,10 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         ))),
         (None, Ok(())) => None,
     };
+    if let Some(IngestError::TooManyJobs(_)) = &error {
+        // Refused for its size: a load sent again gives its loadId back, none of its jobs stands.
+        guard.sparing.clear();
+    }
     let Some(error) = error else {
         // The whole input was read and found good: now, and only now, the jobs may run.
         load.side.close(pipeline, load).await?;
@@ -291,12 +427,20 @@ fn started(load: &Load) {
 }
 
 /// Where the reader's findings go: records into pieces; complete pieces set aside for the
-/// uploader.
+/// uploader, each with its slot (for a load sent again, once found the same as recorded).
 struct Feeding<'s> {
     splitter: &'s mut Splitter,
-    ready: Vec<Piece>,
+    ready: Vec<(Piece, Slot)>,
     spool_error: Option<std::io::Error>,
     columns: Option<Vec<String>>,
+    resume: &'s Resume,
+    /// The recorded pieces found the same so far.
+    verified: usize,
+    /// Recorded pieces to send again, held until every recorded piece was found the same: a
+    /// load sent again with another input sends nothing.
+    held: Vec<(Piece, Slot)>,
+    /// The first piece (1-based) found to differ.
+    mismatch: Option<usize>,
 }
 
 impl Feeding<'_> {
@@ -304,13 +448,44 @@ impl Feeding<'_> {
         if let Found::Header { names, .. } = &found {
             self.columns = Some(names.to_vec());
         }
-        if self.spool_error.is_some() {
+        if self.spool_error.is_some() || self.mismatch.is_some() {
             return;
         }
         match self.splitter.take(found) {
-            Ok(Some(piece)) => self.ready.push(piece),
+            Ok(Some(piece)) => self.place(piece),
             Ok(None) => {}
             Err(e) => self.spool_error = Some(e),
+        }
+    }
+
+    /// Gives a complete piece its slot: a recorded one is checked against the record first.
+    fn place(&mut self, piece: Piece) {
+        let recorded = &self.resume.pieces;
+        let at = self.verified;
+        let Some(record) = recorded.get(at) else {
+            if self.resume.closing {
+                // The whole input had been read: there is nothing beyond it.
+                self.mismatch = Some(at + 1);
+            } else {
+                self.ready.push((piece, Slot::New));
+            }
+            return;
+        };
+        let same = piece.last_row == record.last_row
+            && record.digest.is_none_or(|digest| digest == piece.digest);
+        if !same {
+            self.mismatch = Some(at + 1);
+            return;
+        }
+        self.verified += 1;
+        let slot = if record.stands {
+            Slot::Stands(at)
+        } else {
+            Slot::Replaces(at)
+        };
+        self.held.push((piece, slot));
+        if self.verified == recorded.len() {
+            self.ready.append(&mut self.held);
         }
     }
 }
@@ -319,7 +494,7 @@ impl Feeding<'_> {
 /// the pieces complete so far that may be sent.
 struct Taken {
     enough: bool,
-    ready: Vec<Piece>,
+    ready: Vec<(Piece, Slot)>,
 }
 
 /// Reads `input` to its end, handing each piece of bytes to `take` (and, at the end, an empty
@@ -330,10 +505,10 @@ async fn read_input(
     input: Input,
     read_timeout: Duration,
     mut take: impl FnMut(&[u8], bool) -> Taken,
-    pieces: &tokio::sync::mpsc::Sender<Piece>,
+    pieces: &tokio::sync::mpsc::Sender<(Piece, Slot)>,
 ) -> Result<(), IngestError> {
     // Whether to read on.
-    async fn send(taken: Taken, pieces: &tokio::sync::mpsc::Sender<Piece>) -> bool {
+    async fn send(taken: Taken, pieces: &tokio::sync::mpsc::Sender<(Piece, Slot)>) -> bool {
         for piece in taken.ready {
             if pieces.send(piece).await.is_err() {
                 return false;

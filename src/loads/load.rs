@@ -98,8 +98,12 @@ pub struct Job {
     pub processed: u64,
     pub failed: u64,
     pub error_message: Option<String>,
-    /// Each row's digest, in its file (none until the job's piece is uploaded).
+    /// Each row's digest, in its file (none until the job's piece is uploaded here).
     pub digests: Option<Arc<Digests>>,
+    /// Whether its piece's upload was answered (here or by the replica that took the load).
+    pub uploaded: bool,
+    /// Its piece's digest ([`crate::loads::pieces::Piece::digest`]), once uploaded.
+    pub piece_digest: Option<u64>,
     /// A Bulk 1.0 job's batches, a piece each, in order (`None`: a Bulk 2.0 job, a piece
     /// itself). Its state is then Salesforce's `Open`, `Closed`, `Aborted` or `Failed`.
     pub batches: Option<Vec<Batch>>,

@@ -36,7 +36,7 @@ use crate::loads::book::{Book, BookError, Place};
 use crate::loads::calls::CallError;
 use crate::loads::fields::{load_id, load_request, result_kind, ResultKind};
 use crate::loads::follow::OnEnd;
-use crate::loads::ingest::{IngestError, Input, Intake};
+use crate::loads::ingest::{IngestError, Input, Intake, Recorded, Resume};
 use crate::loads::load::{Load, LoadState, Reach};
 use crate::loads::settings::LoadSettings;
 use crate::loads::side::Side;
@@ -251,27 +251,49 @@ impl Loads {
         let (credentials, (asked, input)) = gathered(fields.as_ref(), credentials, asked)?;
         let owner = owner(&credentials, scope)?;
         self.sweep();
-        // A load sent again under its loadId is the same load: its status, never a second one.
+        // A load sent again under its loadId is the same load, never a second one: its status
+        // (its results, with wait=true, once it ended); or, if the request that fed it went
+        // away before its input was in (its replica died), it goes on from what it recorded.
+        let mut resumed = None;
         if let Some(id) = &asked.load_id {
-            let found = match self.find(&owner, id) {
-                Some(load) => Some(load),
-                None => self.revive(&owner, id, &credentials).await?,
+            let (found, here) = match self.find(&owner, id) {
+                Some(load) => (Some(load), true),
+                None => (self.revive(&owner, id, &credentials).await?, false),
             };
             if let Some(load) = found {
                 self.verify(&load, &credentials).await?;
-                return Ok(side.status_answer(StatusCode::OK, &load));
+                let uploading = load.state() == LoadState::Uploading;
+                if uploading && here {
+                    return Err(busy(id).into());
+                }
+                if uploading && side == Side::Bulk2 {
+                    let resume = self.resume_plan(&load).await;
+                    resumed = Some((load, resume));
+                } else if asked.wait && load.state().is_done() {
+                    let credentials = load.progress().credentials.clone();
+                    return Ok(results_answer(
+                        &self.pipeline,
+                        &self.book,
+                        &load,
+                        credentials,
+                        ResultKind::All,
+                    ));
+                } else {
+                    return Ok(side.status_answer(StatusCode::OK, &load));
+                }
             }
         }
-        let id = asked.load_id.clone().unwrap_or_else(new_load_id);
-        let reach = reach_of(&self.pipeline, &credentials);
-        let load = Arc::new(Load::new(
-            id.clone(),
-            side,
-            owner.clone(),
-            asked.spec,
-            reach,
-            credentials,
-        ));
+        let fresh = resumed.is_none();
+        let (load, resume) = match resumed {
+            Some(resumed) => resumed,
+            None => {
+                let id = asked.load_id.clone().unwrap_or_else(new_load_id);
+                let reach = reach_of(&self.pipeline, &credentials);
+                let load = Load::new(id, side, owner.clone(), asked.spec, reach, credentials);
+                (Arc::new(load), Resume::default())
+            }
+        };
+        let id = load.id.clone();
         {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             let running = kept.values().filter(|l| !l.state().is_done()).count();
@@ -286,7 +308,7 @@ impl Loads {
         }
         // One request of the fleet feeds a load at a time: its lease, renewed while the input
         // streams, given up once the load is kept (or refused).
-        let feeding = match self.feed(&load).await {
+        let feeding = match self.feed(&load, fresh).await {
             Ok(feeding) => feeding,
             Err(fault) => {
                 self.kept
@@ -300,8 +322,10 @@ impl Loads {
             Intake {
                 pipeline: &self.pipeline,
                 settings: &self.settings,
+                book: &self.book,
                 load: &load,
                 read_timeout: self.read_timeout,
+                resume,
             },
             input,
         )
@@ -316,11 +340,27 @@ impl Loads {
             }
             // A load whose input was not taken in (refused, or a call or the caller failed on
             // the way) processed nothing, its jobs aborted: it gives its loadId back, so the
-            // same load may be sent again.
+            // same load may be sent again. A load sent again that stopped for anything but its
+            // input keeps its record, to be sent again once more.
             self.kept
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&(owner, id));
+            let refused = matches!(
+                error,
+                IngestError::Invalid { .. } | IngestError::TooManyJobs(_)
+            );
+            if fresh || refused {
+                if let Err(error) = self.book.forget(&load).await {
+                    tracing::event!(
+                        target: "sfbulk_proxy::loads",
+                        tracing::Level::WARN,
+                        load.id = %load.id,
+                        %error,
+                        "a refused load's record could not be forgotten: it lapses with load.retention_secs"
+                    );
+                }
+            }
             return Err(self.ingest_answer(error).await);
         }
         self.follow(&load).await;
@@ -377,10 +417,51 @@ impl Loads {
         self.spawn_follower(place, load.clone());
     }
 
+    /// What a load sent again recorded, and what becomes of each of its jobs: Salesforce is
+    /// asked for each job's state (a close may have been sent and never recorded). A job closed,
+    /// or open holding its piece, stands; any other is aborted and its piece sent to a new job.
+    async fn resume_plan(&self, load: &Load) -> Resume {
+        let (credentials, jobs) = {
+            let progress = load.progress();
+            (progress.credentials.clone(), progress.jobs.clone())
+        };
+        let mut resume = Resume::default();
+        for job in jobs {
+            let mut asked = job.clone();
+            let state = match load
+                .side
+                .refresh(&self.pipeline, &credentials, &mut asked)
+                .await
+            {
+                Ok(()) => asked.state.clone(),
+                Err(_) => "Unknown".to_string(),
+            };
+            let closed = matches!(
+                state.as_str(),
+                "UploadComplete" | "InProgress" | "JobComplete" | "Failed"
+            );
+            resume.closing |= closed;
+            resume.pieces.push(Recorded {
+                last_row: job.last_row,
+                digest: job.piece_digest,
+                stands: closed || (state == "Open" && job.uploaded),
+            });
+            // What Salesforce says of the job now (its counts too, for a job that ran).
+            asked.state = state;
+            load.update(|progress| {
+                if let Some(kept) = progress.jobs.iter_mut().find(|j| j.id == job.id) {
+                    *kept = asked;
+                }
+            });
+        }
+        resume
+    }
+
     /// This request's right to feed `load`, renewed every third of `load.lease_ms` until the
     /// returned guard is dropped; 409 `SFBULK_LOAD_BUSY` while another request of the fleet
-    /// holds it, or the load is already kept (another request took it in since this one looked).
-    async fn feed(self: &Arc<Self>, load: &Arc<Load>) -> Result<Feeding, Fault> {
+    /// holds it, or, for a `fresh` load, once another request has recorded it since this one
+    /// looked.
+    async fn feed(self: &Arc<Self>, load: &Arc<Load>, fresh: bool) -> Result<Feeding, Fault> {
         let place = Place::of(&load.owner, &load.id)
             .ok_or_else(|| Fault::Internal(format!("load id {:?}", load.id)))?;
         if !self
@@ -405,9 +486,13 @@ impl Loads {
             place: place.clone(),
             renewing,
         };
-        match self.book.read(&place).await {
-            Ok(None) => Ok(feeding),
-            Ok(Some(_)) => Err(busy(&load.id)),
+        if !fresh {
+            return Ok(feeding);
+        }
+        // Recorded from its first step, so a send of it after this process dies finds it.
+        match self.book.create(load).await {
+            Ok(true) => Ok(feeding),
+            Ok(false) => Err(busy(&load.id)),
             Err(error) => Err(book_fault(error)),
         }
     }
@@ -686,6 +771,10 @@ impl Loads {
                 }
             }
             IngestError::Stood { error, .. } => Box::pin(self.ingest_answer(*error)).await,
+            IngestError::Mismatch { piece } => Fault::LoadMismatch(format!(
+                "this loadId's load was sent another input: it differs from the recorded one at                  its piece {piece} (or in its length); nothing was sent. Send the input it was                  first sent, or use another loadId"
+            ))
+            .into(),
         }
     }
 

@@ -29,7 +29,14 @@ pub struct Piece {
     /// Each record's digest, in order, 8 bytes little-endian a row: row `first_row + i` is at
     /// `8 * i`.
     pub digests: Digests,
+    /// The piece's own digest, of its records' digests in order: a piece sent again is known
+    /// to be the same by it.
+    pub digest: u64,
 }
+
+/// FNV-1a's offset basis and prime, 64 bits.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// A job's row digests, in their file.
 #[derive(Debug)]
@@ -97,6 +104,7 @@ struct Open {
     records: u64,
     digest_file: Spooled,
     digests: BufWriter<File>,
+    digest: u64,
 }
 
 /// Cuts records into pieces as the reader finds them.
@@ -106,6 +114,9 @@ pub struct Splitter {
     line_ending: LineEnding,
     header: Vec<u8>,
     open: Option<Open>,
+    /// The last rows of the pieces a load already recorded, still to come: a load sent again
+    /// is cut where it was cut the first time, whatever the limits say now.
+    boundaries: std::collections::VecDeque<u64>,
 }
 
 impl Splitter {
@@ -116,7 +127,14 @@ impl Splitter {
             line_ending,
             header: Vec::new(),
             open: None,
+            boundaries: Default::default(),
         }
+    }
+
+    /// Cuts the first pieces after these rows (a recorded load's), then by the limits.
+    pub fn cut_after(mut self, last_rows: impl IntoIterator<Item = u64>) -> Splitter {
+        self.boundaries = last_rows.into_iter().collect();
+        self
     }
 
     /// Takes what the reader found; a record that does not fit the open piece completes it,
@@ -144,10 +162,11 @@ impl Splitter {
                 let size = (raw.len() + ending.len()) as u64;
                 // An open piece holds fewer than `limits.records` (it is completed once it
                 // holds that many), so at most one piece completes a record.
-                let full = self
-                    .open
-                    .as_ref()
-                    .is_some_and(|open| open.bytes + size > self.limits.bytes);
+                let full = self.boundaries.is_empty()
+                    && self
+                        .open
+                        .as_ref()
+                        .is_some_and(|open| open.bytes + size > self.limits.bytes);
                 let done = if full { self.complete()? } else { None };
                 if self.open.is_none() {
                     let (file, handle) = create(&self.dir, "csv")?;
@@ -163,6 +182,7 @@ impl Splitter {
                         records: 0,
                         digest_file,
                         digests: BufWriter::with_capacity(8 * 1024, digests),
+                        digest: FNV_BASIS,
                     });
                 }
                 let open = self.open.as_mut().expect("opened above");
@@ -172,8 +192,18 @@ impl Splitter {
                 open.last_row = row;
                 open.records += 1;
                 open.digests.write_all(&digest.to_le_bytes())?;
-                if open.records >= self.limits.records {
+                for byte in digest.to_le_bytes() {
+                    open.digest = (open.digest ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+                }
+                let cut = match self.boundaries.front() {
+                    Some(&last) => row >= last,
+                    None => open.records >= self.limits.records,
+                };
+                if cut {
                     debug_assert!(done.is_none(), "one record completes at most one piece");
+                    if self.boundaries.front().is_some_and(|&last| row >= last) {
+                        self.boundaries.pop_front();
+                    }
                     return self.complete();
                 }
                 Ok(done)
@@ -197,6 +227,7 @@ impl Splitter {
                 file: open.digest_file,
                 rows: open.records,
             },
+            digest: open.digest,
         }))
     }
 }

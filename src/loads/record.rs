@@ -54,6 +54,12 @@ pub struct JobRecord {
     pub processed: u64,
     pub failed: u64,
     pub error_message: Option<String>,
+    /// Whether its piece's upload was answered.
+    #[serde(default)]
+    pub uploaded: bool,
+    /// Its piece's digest, in hex, once uploaded.
+    #[serde(default)]
+    pub piece_digest: Option<String>,
     /// A Bulk 1.0 job's batches, in order.
     pub batches: Option<Vec<BatchRecord>>,
 }
@@ -161,7 +167,8 @@ impl LoadRecord {
         for job in record.jobs {
             jobs.push(job.revive(side, &mut next_row)?);
         }
-        if record.total + 1 < next_row {
+        // While its input is taken in, its count of rows read is not written yet.
+        if state != LoadState::Uploading && record.total + 1 < next_row {
             return Err(Unreadable("its jobs hold more rows than it read".into()));
         }
         Ok(Revived {
@@ -219,6 +226,8 @@ impl JobRecord {
             processed: job.processed,
             failed: job.failed,
             error_message: job.error_message.clone(),
+            uploaded: job.uploaded,
+            piece_digest: job.piece_digest.map(|d| format!("{d:016x}")),
             batches: job.batches.as_ref().map(|batches| {
                 batches
                     .iter()
@@ -274,8 +283,19 @@ impl JobRecord {
             }
             _ => return Err(Unreadable("a job of the other API".into())),
         };
+        let piece_digest = match self.piece_digest {
+            None => None,
+            Some(hex) => Some(
+                u64::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|_| hex.len() == 16)
+                    .ok_or_else(|| Unreadable("a piece digest that is not one".into()))?,
+            ),
+        };
         Ok(Job {
             id,
+            uploaded: self.uploaded,
+            piece_digest,
             state: short(self.state, 32),
             first_row: self.first_row,
             last_row: self.last_row,
@@ -347,6 +367,8 @@ mod tests {
             failed: 1,
             error_message: None,
             digests: None,
+            uploaded: true,
+            piece_digest: Some(first * 31 + last),
             batches,
         }
     }

@@ -6,6 +6,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::loads::book::Book;
 use crate::loads::calls::{self, CallError};
 use crate::loads::load::{Batch, Job, Load};
 use crate::loads::pieces::{Piece, PieceLimits};
@@ -53,13 +54,18 @@ impl Side {
         self == Side::Bulk1
     }
 
-    /// Sends `piece` to Salesforce as `load`'s next job (Bulk 2.0: created and uploaded) or batch
-    /// (Bulk 1.0: the load's job created with its first piece).
+    /// Sends `piece` to Salesforce as `load`'s next job (Bulk 2.0: created and uploaded; in
+    /// place of its job `at`, for a load sent again whose job there is not known to hold it) or
+    /// batch (Bulk 1.0: the load's job created with its first piece). Each step is kept in the
+    /// fleet's book as it is answered, so a load sent again after this process dies knows which
+    /// jobs exist and which hold their piece.
     pub async fn send_piece(
         self,
         pipeline: &Pipeline,
+        book: &Book,
         load: &Load,
         piece: Piece,
+        at: Option<usize>,
     ) -> Result<(), CallError> {
         let credentials = load.progress().credentials.clone();
         match self {
@@ -67,15 +73,27 @@ impl Side {
                 let id = calls::create_job(pipeline, &credentials, &load.spec).await?;
                 // Noted before its upload: a job that exists is aborted if the load does not
                 // go on.
-                load.update(|progress| progress.jobs.push(new_job(id.clone(), &piece, None)));
+                load.update(|progress| {
+                    let job = new_job(id.clone(), &piece, None);
+                    match at.and_then(|at| progress.jobs.get_mut(at)) {
+                        Some(slot) => *slot = job,
+                        None => progress.jobs.push(job),
+                    }
+                });
+                keep(book, load).await;
                 calls::upload(pipeline, &credentials, &id, &piece).await?;
-                let Piece { digests, .. } = piece;
+                let Piece {
+                    digests, digest, ..
+                } = piece;
                 let digests = Some(Arc::new(digests));
                 load.update(|progress| {
                     if let Some(job) = progress.jobs.iter_mut().find(|j| j.id == id) {
                         job.digests = digests;
+                        job.uploaded = true;
+                        job.piece_digest = Some(digest);
                     }
                 });
+                keep(book, load).await;
             }
             Side::Bulk1 => {
                 let existing = load.progress().jobs.first().map(|j| j.id.clone());
@@ -103,9 +121,21 @@ impl Side {
                         failed: 0,
                     });
                 });
+                keep(book, load).await;
             }
         }
         Ok(())
+    }
+
+    /// Takes `piece`, sent again and found the same as the one job `at` of a load sent again
+    /// holds, without sending it: its row digests are what the results need here.
+    pub fn attach(self, load: &Load, at: usize, piece: Piece) {
+        let Piece { digests, .. } = piece;
+        load.update(|progress| {
+            if let Some(job) = progress.jobs.get_mut(at) {
+                job.digests = Some(Arc::new(digests));
+            }
+        });
     }
 
     /// Lets `load`'s jobs run: every job closed (Bulk 2.0: `UploadComplete`; Bulk 1.0: its job
@@ -121,6 +151,15 @@ impl Side {
             Side::Bulk1 => "Closed",
         };
         for job in &jobs {
+            // A load sent again after its feeder died may hold jobs closed already.
+            let open = load
+                .progress()
+                .jobs
+                .iter()
+                .any(|j| &j.id == job && j.state == "Open");
+            if !open {
+                continue;
+            }
             self.set_state(pipeline, &credentials, job, closed).await?;
             load.update(|progress| {
                 if let Some(j) = progress.jobs.iter_mut().find(|j| &j.id == job) {
@@ -201,6 +240,22 @@ fn new_job(id: String, piece: &Piece, batches: Option<Vec<Batch>>) -> Job {
         failed: 0,
         error_message: None,
         digests: None,
+        uploaded: false,
+        piece_digest: None,
         batches,
+    }
+}
+
+/// Writes `load`'s record as its feeding goes; a registry that does not answer is logged, and the
+/// record is written at the next step.
+async fn keep(book: &Book, load: &Load) {
+    if let Err(error) = book.keep(load).await {
+        tracing::event!(
+            target: "sfbulk_proxy::loads",
+            tracing::Level::WARN,
+            load.id = %load.id,
+            %error,
+            "a step of a load's feeding could not be kept in the registry"
+        );
     }
 }

@@ -127,6 +127,10 @@ pub enum Fault {
     /// `Retry-After`. Nothing was sent to Salesforce.
     #[error("{0}")]
     LoadBusy(String),
+    /// 409: a load sent again under its `loadId` with an input other than the one it
+    /// recorded. Nothing was sent to Salesforce.
+    #[error("{0}")]
+    LoadMismatch(String),
     /// 500: something in the proxy itself failed (a task that panicked).
     #[error("internal error: {0}")]
     Internal(String),
@@ -291,7 +295,9 @@ impl Fault {
             | Fault::MixedCredentials(_)
             | Fault::InvalidCsv(_) => StatusCode::BAD_REQUEST,
             Fault::UnknownLoad(_) => StatusCode::NOT_FOUND,
-            Fault::LoadNotDone(_) | Fault::LoadBusy(_) => StatusCode::CONFLICT,
+            Fault::LoadNotDone(_) | Fault::LoadBusy(_) | Fault::LoadMismatch(_) => {
+                StatusCode::CONFLICT
+            }
             Fault::OriginRefused { .. } | Fault::ConnectionNotAllowed(_) => StatusCode::FORBIDDEN,
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
             Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -339,6 +345,7 @@ impl Fault {
             Fault::UnknownLoad(_) => "SFBULK_UNKNOWN_LOAD",
             Fault::LoadNotDone(_) => "SFBULK_LOAD_NOT_DONE",
             Fault::LoadBusy(_) => "SFBULK_LOAD_BUSY",
+            Fault::LoadMismatch(_) => "SFBULK_LOAD_MISMATCH",
         }
     }
 }

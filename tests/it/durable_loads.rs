@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use crate::support::process::{start_proxy, ProxyProcess};
 use crate::support::redis::RedisServer;
 use crate::support::{csv_rows, spawn_app_with, JsonValue, TestApp};
+use sfbulk_emulator::{Step, When};
 
 /// A bound for a hung test, not a timing assertion.
 const CEILING: Duration = Duration::from_secs(30);
@@ -168,9 +169,12 @@ async fn a_second_feed_of_one_load_id_on_another_replica_is_409_and_the_org_hold
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 409);
-    assert_eq!(again.headers()["x-sfbulk-proxy-fault"], "SFBULK_LOAD_BUSY");
-    assert!(again.headers().contains_key("retry-after"));
+    let status = again.status();
+    let headers = again.headers().clone();
+    let body = again.text().await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(headers["x-sfbulk-proxy-fault"], "SFBULK_LOAD_BUSY");
+    assert!(headers.contains_key("retry-after"));
     more.send(()).unwrap();
     let answer = feeding.await.unwrap().unwrap();
     assert_eq!(answer.status(), 202);
@@ -269,4 +273,208 @@ async fn a_load_waits_out_a_paused_redis_and_ends_once_it_is_back() {
     .await
     .expect("the load's end was kept once Redis was back");
     assert_eq!(state["numberRecordsProcessed"], 300, "{state}");
+}
+
+/// The replica feeding a 300-row load (at least three jobs) is killed (`SIGKILL`) while the org
+/// holds its `nth` call of `step`; the same input sent again under the same loadId to another
+/// replica ends the load with every record inserted once, every row answered once.
+async fn killed_at_and_sent_again(step: Step, nth: usize) {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let mut taker = replica(&app, &redis);
+    let heir = replica(&app, &redis);
+    let url = |proxy: &ProxyProcess| {
+        format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=again",
+            proxy.url,
+            app.upload_query(&[("apiVersion", "")])
+        )
+    };
+    let held = app.org.hold(step, nth, When::Before);
+    let doomed = tokio::spawn(
+        app.http
+            .post(url(&taker))
+            .header("content-type", "text/csv")
+            .body(contacts(300))
+            .send(),
+    );
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the held call came");
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    assert!(
+        doomed.await.unwrap().is_err(),
+        "the killed replica answered"
+    );
+    held.release();
+    // The feed lease of the dead replica lapses (300 ms); until then the send is 409.
+    let answer = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = app
+                .http
+                .post(url(&heir))
+                .header("content-type", "text/csv")
+                .body(contacts(300))
+                .send()
+                .await
+                .unwrap();
+            if answer.status() != 409 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed");
+    let status = answer.status();
+    let text = answer.text().await.unwrap();
+    assert_eq!(status, 202, "{text}");
+    let ended = tokio::time::timeout(CEILING, async {
+        loop {
+            let status: serde_json::Value = app
+                .http
+                .post(format!("{}/services/salesforcebulkv2_getLoad", heir.url))
+                .header("content-type", "text/xml")
+                .body(app.envelope_v2("getLoad", &[("loadId", "again")]))
+                .send()
+                .await
+                .unwrap()
+                .json_value()
+                .await
+                .unwrap();
+            if status["state"] != "InProgress" {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the load ended");
+    assert_eq!(ended["state"], "Completed", "{ended}");
+    assert_eq!(app.org.records_of("Contact").len(), 300, "{ended}");
+    let results = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_getLoadResults",
+            heir.url
+        ))
+        .header("content-type", "text/xml")
+        .body(app.envelope_v2("getLoadResults", &[("loadId", "again")]))
+        .send()
+        .await
+        .unwrap();
+    let text = results.text().await.unwrap();
+    let mut rows: Vec<u64> = csv_rows(&text)
+        .iter()
+        .inspect(|r| assert_eq!(r[1], "created", "{r:?}"))
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (1..=300).collect::<Vec<u64>>());
+    // No job of the load was closed twice, and whatever was left open by the dead replica
+    // was never closed.
+    let jobs = app.org.ingest_jobs_seen();
+    assert!(jobs.iter().all(|j| j.close_requests <= 1), "{jobs:?}");
+    assert_eq!(
+        jobs.iter().map(|j| j.inserted).sum::<u64>(),
+        300,
+        "{jobs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_between_a_jobs_creation_and_its_upload_is_sent_again_with_no_duplicate() {
+    killed_at_and_sent_again(Step::Bulk2Upload, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_between_its_uploads_and_its_closes_is_sent_again_with_no_duplicate() {
+    killed_at_and_sent_again(Step::Bulk2Close, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_after_its_first_job_closed_is_sent_again_with_no_duplicate() {
+    killed_at_and_sent_again(Step::Bulk2Close, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_sent_again_with_a_changed_piece_is_409_with_nothing_sent_and_with_its_own_input_goes_on_under_other_settings(
+) {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let mut taker = replica(&app, &redis);
+    let url = redis.url();
+    // The heir cuts jobs five times larger: a load sent again is cut where it was recorded.
+    let heir = start_proxy(
+        &app,
+        &[
+            ("SFBULK__REGISTRY__BACKEND", "redis"),
+            ("SFBULK__REGISTRY__REDIS_URL", url.as_str()),
+            ("SFBULK__LOAD__JOB_BYTES", "10000"),
+            ("SFBULK__LOAD__POLL_MIN_MS", "20"),
+            ("SFBULK__LOAD__POLL_MAX_MS", "50"),
+            ("SFBULK__LOAD__LEASE_MS", "300"),
+        ],
+    );
+    let send = |proxy: &ProxyProcess, csv: String| {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=changed",
+                proxy.url,
+                app.upload_query(&[("apiVersion", "")])
+            ))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+    };
+    let held = app.org.hold(Step::Bulk2Close, 1, When::Before);
+    let doomed = tokio::spawn(send(&taker, contacts(300)));
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the first close came");
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    let _ = doomed.await;
+    held.release();
+    let seen = app.org.ingest_jobs_seen();
+
+    let changed = contacts(300).replace("First150,", "Someone else,");
+    let refused = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = send(&heir, changed.clone()).await.unwrap();
+            if answer.status() != 409
+                || answer.headers()["x-sfbulk-proxy-fault"] != "SFBULK_LOAD_BUSY"
+            {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed");
+    assert_eq!(refused.status(), 409);
+    assert_eq!(
+        refused.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_LOAD_MISMATCH"
+    );
+    assert_eq!(app.org.ingest_jobs_seen(), seen, "nothing was sent");
+
+    let answer = send(&heir, contacts(300)).await.unwrap();
+    assert_eq!(answer.status(), 202);
+    let jobs = app.org.ingest_jobs_seen();
+    assert_eq!(jobs.len(), seen.len(), "no new job: {jobs:?}");
+    tokio::time::timeout(CEILING, async {
+        while app.org.records_of("Contact").len() < 300 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the load's records were inserted");
+    let jobs = app.org.ingest_jobs_seen();
+    assert!(
+        jobs.iter().all(|j| j.uploads == 1 && j.close_requests == 1),
+        "{jobs:?}"
+    );
+    assert_eq!(app.org.records_of("Contact").len(), 300);
 }
