@@ -114,7 +114,9 @@ impl Loads {
             book,
             following: Mutex::new(HashSet::new()),
         });
-        tokio::spawn(take_over_lapsed_loads(Arc::downgrade(&loads)));
+        if loads.book.outlives_process() {
+            tokio::spawn(take_over_lapsed_loads(Arc::downgrade(&loads)));
+        }
         let listing = Arc::downgrade(&loads);
         loads.pipeline.console.watch_loads(Box::new(move || {
             listing
