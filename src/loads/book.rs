@@ -1,7 +1,9 @@
 //! Where loads are kept beyond the process that took them: each load's record and each job's row
 //! digests in the registry's record store (on `file` or `redis`, shared by the fleet), under keys
 //! made of a digest of the owner and the load's id, so a load is found only by its owner; and the
-//! leases that let one replica at a time follow a load. Kept `load.retention_secs`.
+//! leases that let one replica at a time follow a load. Kept `load.retention_secs`. On the
+//! `memory` backend the book keeps nothing: a load lives in the process that took it, bounded
+//! as that process bounds its loads, and no one else could read it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,8 @@ pub struct Book {
     timeout: Duration,
     /// This process, as a lease holder: random, its own.
     holder: Arc<str>,
+    /// Whether the store outlives this process; when not, nothing is written to it.
+    shared: bool,
 }
 
 /// A load's place in the book: its owner's digest and its id.
@@ -78,6 +82,7 @@ impl Book {
             .fill(&mut bytes)
             .expect("the system's random source works");
         Book {
+            shared: store.outlives_process(),
             store,
             retention,
             timeout,
@@ -103,6 +108,9 @@ impl Book {
 
     /// The load kept at `place`, if any.
     pub async fn read(&self, place: &Place) -> Result<Option<Kept>, BookError> {
+        if !self.shared {
+            return Ok(None);
+        }
         let Some(record) = self
             .within(self.store.read(&format!("load:{}", place.0)))
             .await?
@@ -141,7 +149,7 @@ impl Book {
     /// Whether the book outlives this process: on the `memory` backend a load lives and dies
     /// with the process, and its row digests stay in their files here.
     pub fn outlives_process(&self) -> bool {
-        self.store.outlives_process()
+        self.shared
     }
 
     /// Keeps the row digests of the load's job `job` (its position in the load), once: 8 bytes
@@ -152,6 +160,9 @@ impl Book {
         job: usize,
         digests: Vec<u8>,
     ) -> Result<(), BookError> {
+        if !self.shared {
+            return Ok(());
+        }
         let key = format!("loadrows:{}:{job}", place.0);
         self.within(self.store.write_once(&key, digests, self.retention))
             .await?;
@@ -185,6 +196,9 @@ impl Book {
     /// Takes (or keeps) the right to follow the load at `place` for `lease`; whether this
     /// process has it.
     pub async fn follow_lease(&self, place: &Place, lease: Duration) -> Result<bool, BookError> {
+        if !self.shared {
+            return Ok(true);
+        }
         Ok(self
             .within(self.store.take_lease(
                 &format!("loadlease:poll:{}", place.0),
@@ -197,6 +211,9 @@ impl Book {
     /// Takes (or keeps) the right to feed the load's input for `lease`: one request of the
     /// fleet at a time; whether this process has it.
     pub async fn feed_lease(&self, place: &Place, lease: Duration) -> Result<bool, BookError> {
+        if !self.shared {
+            return Ok(true);
+        }
         Ok(self
             .within(self.store.take_lease(
                 &format!("loadlease:feed:{}", place.0),
@@ -208,6 +225,9 @@ impl Book {
 
     /// Gives the right to feed the load's input up.
     pub async fn fed(&self, place: &Place) -> Result<(), BookError> {
+        if !self.shared {
+            return Ok(());
+        }
         Ok(self
             .within(
                 self.store
@@ -218,6 +238,9 @@ impl Book {
 
     /// Gives the right to follow the load up.
     pub async fn leave(&self, place: &Place) -> Result<(), BookError> {
+        if !self.shared {
+            return Ok(());
+        }
         Ok(self
             .within(
                 self.store
@@ -228,6 +251,9 @@ impl Book {
 
     /// Marks the load at `place` running (to be swept by the fleet) or not.
     pub async fn mark_active(&self, place: &Place, active: bool) -> Result<(), BookError> {
+        if !self.shared {
+            return Ok(());
+        }
         if active {
             self.within(self.store.set_add(ACTIVE, &place.0)).await?;
         } else {
@@ -238,6 +264,9 @@ impl Book {
 
     /// The places of the loads not yet ended (members that are not places are skipped).
     pub async fn active(&self) -> Result<Vec<Place>, BookError> {
+        if !self.shared {
+            return Ok(Vec::new());
+        }
         Ok(self
             .within(self.store.set_members(ACTIVE))
             .await?
@@ -260,6 +289,9 @@ impl Book {
     /// Writes the first record of a new `load`; `false` when one is kept already (another
     /// request of the fleet took a load of that id first).
     pub async fn create(&self, load: &Load) -> Result<bool, BookError> {
+        if !self.shared {
+            return Ok(true);
+        }
         let Some(place) = Place::of(&load.owner, &load.id) else {
             return Ok(true);
         };
@@ -285,6 +317,9 @@ impl Book {
     /// The store has no deletion; its record is written to lapse at once (every backend keeps
     /// to a time to live), and only if nobody wrote it since this process did.
     pub async fn forget(&self, load: &Load) -> Result<(), BookError> {
+        if !self.shared {
+            return Ok(());
+        }
         let (Some(place), Some(version)) = (
             Place::of(&load.owner, &load.id),
             load.progress().kept_version,
@@ -304,7 +339,7 @@ impl Book {
     /// last did, the record is read again: if it ended there (aborted), `load` takes that end;
     /// if not, this process's newer view of the jobs is written over it.
     pub async fn keep(&self, load: &Load) -> Result<Keeping, BookError> {
-        let Some(place) = Place::of(&load.owner, &load.id) else {
+        let Some(place) = Place::of(&load.owner, &load.id).filter(|_| self.shared) else {
             return Ok(Keeping::Kept);
         };
         for _ in 0..3 {
@@ -340,5 +375,57 @@ impl Book {
             load.update(|progress| progress.kept_version = Some(stored.version));
         }
         Err(BookError::Busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loads::fields::load_request;
+    use crate::loads::load::{Reach, Side};
+    use crate::pipeline::envelope::QueryFields;
+    use crate::registry::MemoryRegistry;
+
+    #[tokio::test]
+    async fn on_the_memory_backend_a_load_leaves_nothing_in_the_record_store() {
+        let store = Arc::new(MemoryRegistry::new(10));
+        let book = Book::new(
+            store.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+        );
+        let fields = QueryFields::parse(Some("object=Contact&operation=insert")).unwrap();
+        let spec = load_request(&fields, Side::Bulk2).unwrap().spec;
+        let credentials = crate::session::Credentials {
+            api_version: crate::common::values::ApiVersion::parse("59.0").unwrap(),
+            own: None,
+            grant: None,
+            timeout: None,
+        };
+        let load = Load::new(
+            "kept-here".into(),
+            Side::Bulk2,
+            "org:00D000000000001".into(),
+            spec,
+            Reach::Caller,
+            credentials,
+        );
+        let place = Place::of(&load.owner, &load.id).unwrap();
+
+        assert_eq!(book.keep(&load).await.unwrap(), Keeping::Kept);
+        book.mark_active(&place, true).await.unwrap();
+        assert!(book
+            .follow_lease(&place, Duration::from_secs(1))
+            .await
+            .unwrap());
+
+        // The process keeps its loads itself (bounded there); the store holds none of it.
+        assert!(store
+            .read(&format!("load:{}", place.0))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.set_members(ACTIVE).await.unwrap().is_empty());
+        assert!(book.read(&place).await.unwrap().is_none());
     }
 }

@@ -18,14 +18,15 @@ pub type OnEnd = Arc<dyn Fn(&Load) + Send + Sync>;
 /// Follows `load`'s jobs until each is done (or no longer followed); then ends the load. While
 /// it follows, this process holds the load's lease in the fleet's book, renewed every third of
 /// `load.lease_ms`, and keeps its record there after each ask; once the lease is lost (another
-/// replica took the load on) it stops.
+/// replica took the load on) it stops, and answers `false`: this process's view of the load is
+/// then stale, and the record in the book is the one to answer from.
 pub async fn follow(
     pipeline: Arc<Pipeline>,
     settings: LoadSettings,
     book: Book,
     load: Arc<Load>,
     ended: OnEnd,
-) {
+) -> bool {
     let started = Instant::now();
     let mut backoff = settings.poll_min_ms;
     let mut wait = backoff;
@@ -39,7 +40,7 @@ pub async fn follow(
         // the load's own changes (this follower's asks among them) do not, or each ask would
         // start the next one at once.
         if !hold(&book, &settings, &load, wait).await {
-            return;
+            return false;
         }
         if load.state().is_done() {
             break;
@@ -54,14 +55,14 @@ pub async fn follow(
                     settings.poll_max_secs.as_secs()
                 ));
             });
-            return;
+            return true;
         }
         if !ask(&pipeline, &load).await {
             // Stopped until a caller brings a session (or aborts), for at most what is left of
             // load.poll_max_secs.
             let left = settings.poll_max_secs.saturating_sub(started.elapsed());
             if !hold(&book, &settings, &load, left).await {
-                return;
+                return false;
             }
             continue;
         }
@@ -83,7 +84,7 @@ pub async fn follow(
     }
     end(&load, &ended);
     let Some(place) = Place::of(&load.owner, &load.id) else {
-        return;
+        return true;
     };
     // The end is kept for the fleet however long the registry is away (for at most
     // load.poll_max_secs): a load left running in the book would be followed again.
@@ -113,6 +114,7 @@ pub async fn follow(
         }
     }
     let _ = book.leave(&place).await;
+    true
 }
 
 /// Writes `load`'s record; a registry that does not answer is logged (once while it stays

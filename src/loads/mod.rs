@@ -121,7 +121,9 @@ impl Loads {
             book,
             following: Mutex::new(HashSet::new()),
         });
-        tokio::spawn(take_over_lapsed_loads(Arc::downgrade(&loads)));
+        if loads.book.outlives_process() {
+            tokio::spawn(take_over_lapsed_loads(Arc::downgrade(&loads)));
+        }
         let listing = Arc::downgrade(&loads);
         loads.pipeline.console.watch_loads(Box::new(move || {
             listing
@@ -505,14 +507,24 @@ impl Loads {
             .insert(place.clone());
         let loads = self.clone();
         tokio::spawn(async move {
-            follow::follow(
+            let still_here = follow::follow(
                 loads.pipeline.clone(),
                 loads.settings.clone(),
                 loads.book.clone(),
-                load,
+                load.clone(),
                 loads.ended.clone(),
             )
             .await;
+            if !still_here {
+                // Another replica follows it now: answered from the book from here on, not
+                // from this process's view, which stopped where the lease was lost (and would
+                // count as a running load against load.max_concurrent for ever).
+                let mut kept = loads.kept.lock().unwrap_or_else(|e| e.into_inner());
+                let key = (load.owner.clone(), load.id.clone());
+                if kept.get(&key).is_some_and(|k| Arc::ptr_eq(k, &load)) {
+                    kept.remove(&key);
+                }
+            }
             loads
                 .following
                 .lock()

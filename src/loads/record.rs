@@ -167,8 +167,9 @@ impl LoadRecord {
         for job in record.jobs {
             jobs.push(job.revive(side, &mut next_row)?);
         }
-        // While its input is taken in, its count of rows read is not written yet.
-        if state != LoadState::Uploading && record.total + 1 < next_row {
+        // While its input is taken in, its count of rows read is not written yet; next_row
+        // is at least 1 (no overflow).
+        if state != LoadState::Uploading && next_row - 1 > record.total {
             return Err(Unreadable("its jobs hold more rows than it read".into()));
         }
         Ok(Revived {
@@ -249,13 +250,23 @@ impl JobRecord {
     /// load cut them.
     fn revive(self, side: Side, next_row: &mut u64) -> Result<Job, Unreadable> {
         let id = salesforce_id(self.id)?;
-        let rows = |first: u64, last: u64, next: &mut u64| {
-            if first != *next || last + 1 < first {
+        // Checked, not added: the numbers are the registry's, not this process's.
+        let rows = |first: u64, last: u64, next: &mut u64| match last.checked_add(1) {
+            Some(after) if first == *next && after >= first => {
+                *next = after;
+                Ok(())
+            }
+            _ => Err(Unreadable(format!(
+                "rows {first} to {last} where row {next} comes next"
+            ))),
+        };
+        let counts = |first: u64, last: u64, processed: u64, failed: u64| {
+            let records = last + 1 - first;
+            if processed > records || failed > records {
                 return Err(Unreadable(format!(
-                    "rows {first} to {last} where row {next} comes next"
+                    "{processed} processed and {failed} failed of {records} records"
                 )));
             }
-            *next = last + 1;
             Ok(())
         };
         let batches = match (side, self.batches) {
@@ -268,6 +279,7 @@ impl JobRecord {
                 let mut revived = Vec::with_capacity(batches.len());
                 for b in batches {
                     rows(b.first_row, b.last_row, &mut next)?;
+                    counts(b.first_row, b.last_row, b.processed, b.failed)?;
                     revived.push(Batch {
                         id: salesforce_id(b.id)?,
                         state: short(b.state, 32),
@@ -277,6 +289,12 @@ impl JobRecord {
                         processed: b.processed,
                         failed: b.failed,
                     });
+                }
+                // The job spans its batches' rows, as the load cut them.
+                let mut span = *next_row;
+                rows(self.first_row, self.last_row, &mut span)?;
+                if span != next {
+                    return Err(Unreadable("a job whose rows are not its batches'".into()));
                 }
                 *next_row = next;
                 Some(revived)
@@ -292,6 +310,7 @@ impl JobRecord {
                     .ok_or_else(|| Unreadable("a piece digest that is not one".into()))?,
             ),
         };
+        counts(self.first_row, self.last_row, self.processed, self.failed)?;
         Ok(Job {
             id,
             uploaded: self.uploaded,
@@ -487,6 +506,9 @@ mod tests {
             text.replace("\"format\":1", "\"format\":2"),
             text.replace("\"api\":\"bulk2\"", "\"api\":\"bulk9\""),
             text.replace("\"total\":25", "\"total\":20"),
+            text.replace("\"lastRow\":25", &format!("\"lastRow\":{}", u64::MAX)),
+            text.replace("\"processed\":15", "\"processed\":16"),
+            text.replace("\"failed\":1,", &format!("\"failed\":{},", u64::MAX)),
             text.replace("{\"format\"", "{\"extra\":1,\"format\""),
             text[..text.len() / 2].to_string(),
         ] {
@@ -496,5 +518,8 @@ mod tests {
                 "{tampered}"
             );
         }
+        // A number at the edge is compared, never added past its bound.
+        let huge = text.replace("\"total\":25", &format!("\"total\":{}", u64::MAX));
+        assert!(LoadRecord::from_bytes(huge.as_bytes()).is_ok());
     }
 }

@@ -478,3 +478,53 @@ async fn a_load_sent_again_with_a_changed_piece_is_409_with_nothing_sent_and_wit
     );
     assert_eq!(app.org.records_of("Contact").len(), 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_load_was_taken_on_while_it_stood_still_answers_from_the_registry() {
+    let redis = RedisServer::start();
+    // Jobs long enough that the load is still running when the stopped replica resumes.
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_secs(5)).await;
+    let taker = replica(&app, &redis);
+    let heir = replica(&app, &redis);
+
+    let answer = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=paused",
+            taker.url,
+            app.upload_query(&[("apiVersion", "")])
+        ))
+        .header("content-type", "text/csv")
+        .body(contacts(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    // The taker stands still (a long pause, a partition) past its lease: the heir takes the
+    // load on; then the taker goes on, finds its lease gone and stops following.
+    taker.signal("STOP");
+    heir.wait_for_lines(1, CEILING, |l| {
+        l.contains("is followed here") && l.contains("paused")
+    })
+    .await;
+    taker.signal("CONT");
+    heir.wait_for_lines(1, CEILING, |l| {
+        l.contains("load ended") && l.contains("paused") && l.contains("Completed")
+    })
+    .await;
+
+    // The taker answers the load as it ended, not as it stood when it stopped following it.
+    let status: serde_json::Value = app
+        .http
+        .post(format!("{}/services/salesforcebulkv2_getLoad", taker.url))
+        .header("content-type", "text/xml")
+        .body(app.envelope_v2("getLoad", &[("loadId", "paused")]))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "Completed", "{status}");
+    assert_eq!(status["numberRecordsProcessed"], 300, "{status}");
+}
