@@ -336,6 +336,19 @@ mod tests {
     }
 
     #[test]
+    fn load_job_records_is_held_to_what_the_registry_keeps_of_a_job() {
+        for (records, refused) in [("2000000", false), ("2000001", true)] {
+            let read = Settings::load_from(None, env(&[("SFBULK__LOAD__JOB_RECORDS", records)]));
+            let refusal = read.err().map(|e| e.to_string()).unwrap_or_default();
+            assert_eq!(
+                refusal.contains("load.job_records"),
+                refused,
+                "{records}: {refusal}"
+            );
+        }
+    }
+
+    #[test]
     fn load_max_jobs_is_held_to_what_a_load_can_follow() {
         for (max_jobs, refused) in [("0", true), ("1", false), ("1000", false), ("1001", true)] {
             let read = Settings::load_from(None, env(&[("SFBULK__LOAD__MAX_JOBS", max_jobs)]));

@@ -55,6 +55,13 @@ pub async fn follow(
                     settings.poll_max_secs.as_secs()
                 ));
             });
+            // Kept so, and out of the fleet's running loads: no replica takes it on again with
+            // a fresh clock.
+            let _ = kept(&book, &load, &mut away).await;
+            if let Some(place) = Place::of(&load.owner, &load.id) {
+                let _ = book.mark_active(&place, false).await;
+                let _ = book.leave(&place).await;
+            }
             return true;
         }
         if !ask(&pipeline, &load).await {

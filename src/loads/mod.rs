@@ -395,6 +395,11 @@ impl Loads {
         // digests (written once), its record, its place among the loads still running, and
         // this process's lease on it. A registry that does not answer now is tried again at
         // the follower's asks.
+        // Marked followed here first: this process's own sweep must not take it on too.
+        self.following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(place.clone());
         let jobs = load.progress().jobs.clone();
         let shared = self.book.outlives_process();
         for (at, job) in jobs.iter().enumerate().filter(|_| shared) {
@@ -613,13 +618,22 @@ impl Loads {
             self.ended.as_ref()(&load);
             load.nudge();
             // Kept for the fleet: a replica that follows the load sees its end at its next
-            // write, and stops.
-            self.book.keep(&load).await.map_err(book_fault)?;
-            if let Some(place) = Place::of(&load.owner, &load.id) {
-                self.book
-                    .mark_active(&place, false)
-                    .await
-                    .map_err(book_fault)?;
+            // write, and stops. The jobs are aborted whatever the registry says: the caller is
+            // answered the status, and a registry away is logged.
+            let place = Place::of(&load.owner, &load.id);
+            let kept = match (self.book.keep(&load).await, place) {
+                (Ok(_), Some(place)) => self.book.mark_active(&place, false).await,
+                (Ok(_), None) => Ok(()),
+                (Err(error), _) => Err(error),
+            };
+            if let Err(error) = kept {
+                tracing::event!(
+                    target: "sfbulk_proxy::loads",
+                    tracing::Level::WARN,
+                    load.id = %load.id,
+                    %error,
+                    "an aborted load's end could not be kept in the registry; its follower ends it at its next ask"
+                );
             }
         }
         Ok(load.side.status_answer(StatusCode::OK, &load))
@@ -628,7 +642,7 @@ impl Loads {
     /// The caller's load its envelope names, and what else `more` reads of its fields; a load
     /// of another caller, or none, is `SFBULK_UNKNOWN_LOAD`.
     async fn lookup<T>(
-        &self,
+        self: &Arc<Self>,
         operation: &'static Operation,
         request: Request,
         scope: &Scope,
@@ -645,13 +659,47 @@ impl Loads {
         let unknown = || Fault::UnknownLoad(format!("no load {id:?} of this caller"));
         let load = match self.find(&owner, &id) {
             Some(load) => load,
-            None => self
-                .revive(&owner, &id, &credentials)
-                .await?
-                .ok_or_else(unknown)?,
+            None => {
+                let load = self
+                    .revive(&owner, &id, &credentials)
+                    .await?
+                    .ok_or_else(unknown)?;
+                self.follow_if_unfollowed(&load).await;
+                load
+            }
         };
         self.verify(&load, &credentials).await?;
         Ok((load, extra))
+    }
+
+    /// A running load no replica follows (its replica died and none could ask Salesforce for
+    /// it: a caller's own session, or a grant whose session lapsed) is followed here with the
+    /// session its caller brought.
+    async fn follow_if_unfollowed(self: &Arc<Self>, load: &Arc<Load>) {
+        if load.state() != LoadState::InProgress {
+            return;
+        }
+        let Some(place) = Place::of(&load.owner, &load.id) else {
+            return;
+        };
+        let here = self
+            .following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&place);
+        if here
+            || !matches!(
+                self.book.follow_lease(&place, self.settings.lease_ms).await,
+                Ok(true)
+            )
+        {
+            return;
+        }
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((load.owner.clone(), load.id.clone()), load.clone());
+        self.spawn_follower(place, load.clone());
     }
 
     /// `owner`'s load `id` as the fleet's book keeps it (another replica took it), to answer
@@ -1044,9 +1092,18 @@ async fn take_over_lapsed_loads(loads: std::sync::Weak<Loads>) {
             {
                 continue;
             }
-            let Ok(Some(kept)) = loads.book.read(&place).await else {
-                let _ = loads.book.leave(&place).await;
-                continue;
+            let kept = match loads.book.read(&place).await {
+                Ok(Some(kept)) => kept,
+                Ok(None) => {
+                    // Its record lapsed (load.retention_secs) or was forgotten: nothing to follow.
+                    let _ = loads.book.mark_active(&place, false).await;
+                    let _ = loads.book.leave(&place).await;
+                    continue;
+                }
+                Err(_) => {
+                    let _ = loads.book.leave(&place).await;
+                    continue;
+                }
             };
             if kept.load.state.is_done() {
                 let _ = loads.book.mark_active(&place, false).await;

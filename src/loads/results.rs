@@ -211,11 +211,16 @@ impl RowIndex {
         let digests = match &job.digests {
             Some(digests) => digests.read().map_err(|e| unreadable(&e))?,
             None => match Place::of(&load.owner, &load.id) {
+                // Not kept (the registry was away when the job's piece went up): the rows
+                // cannot be matched here, and the answer is cut off rather than every row
+                // answered without its number.
                 Some(place) => book
                     .read_rows(&place, at)
                     .await
                     .map_err(|e| unreadable(&e))?
-                    .unwrap_or_default(),
+                    .ok_or_else(|| {
+                        unreadable(&"not kept in the registry: only the replica that took the load can match its rows")
+                    })?,
                 None => Vec::new(),
             },
         };

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::common::setting::{millis, off_path, seconds};
 use crate::loads::csv::MAX_RECORD_CHARS;
 
+/// The most records `load.job_records` may allow a job: its row digests, 8 bytes a row, are
+/// kept whole in the registry.
+pub const MAX_JOB_RECORDS: u64 = 2_000_000;
+
 /// The most jobs (Bulk 1.0: batches) `load.max_jobs` may allow a load.
 pub const MAX_JOBS: usize = 1_000;
 
@@ -72,7 +76,13 @@ impl LoadSettings {
             (1..=MAX_JOB_BYTES).contains(&self.job_bytes),
             &format!("from 1 to {MAX_JOB_BYTES} (Salesforce's 150 MB a job, after base64)"),
         );
-        out_of("job_records", self.job_records > 0, "above 0");
+        // A job's row digests (8 bytes a row) are kept whole in the registry, within its
+        // 16 MiB a value.
+        out_of(
+            "job_records",
+            (1..=MAX_JOB_RECORDS).contains(&self.job_records),
+            &format!("from 1 to {MAX_JOB_RECORDS}"),
+        );
         out_of(
             "batch_records",
             (1..=MAX_BATCH_RECORDS).contains(&self.batch_records),

@@ -528,3 +528,139 @@ async fn a_replica_whose_load_was_taken_on_while_it_stood_still_answers_from_the
     assert_eq!(status["state"], "Completed", "{status}");
     assert_eq!(status["numberRecordsProcessed"], 300, "{status}");
 }
+
+/// `operation` (`getLoad`, `abortLoad`) of `load_id` through `proxy`, by a caller who sends only
+/// its access token (no grant).
+async fn own_session_call(
+    app: &TestApp,
+    proxy: &ProxyProcess,
+    operation: &str,
+    load_id: &str,
+) -> serde_json::Value {
+    let envelope = crate::support::envelope(
+        operation,
+        &[
+            ("apiVersion", "59.0"),
+            ("accessToken", app.settings.emulator.access_token.expose()),
+            ("apiUrl", &app.emulator),
+            ("loadId", load_id),
+        ],
+    );
+    let answer = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_{operation}",
+            proxy.url
+        ))
+        .header("content-type", "text/xml")
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json_value().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_of_a_callers_own_session_whose_replica_died_is_followed_on_at_the_callers_next_call(
+) {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_millis(500)).await;
+    let mut taker = replica(&app, &redis);
+    let heir = replica(&app, &redis);
+    let query = format!(
+        "apiVersion=59.0&accessToken={}&apiUrl={}",
+        app.settings.emulator.access_token.expose(),
+        app.emulator
+    );
+    let answer = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{query}&object=Contact&operation=insert&loadId=own",
+            taker.url
+        ))
+        .header("content-type", "text/csv")
+        .body(contacts(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    // No replica can ask Salesforce for it until its caller brings a session: its next call.
+    let ended = tokio::time::timeout(CEILING, async {
+        loop {
+            let status = own_session_call(&app, &heir, "getLoad", "own").await;
+            if status["state"] == "Completed" {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the caller's call had the load followed on");
+    assert_eq!(ended["numberRecordsProcessed"], 300, "{ended}");
+    assert_eq!(app.org.records_of("Contact").len(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_on_another_replica_ends_the_load_for_the_fleet_and_its_follower_stops() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|s| s.emulator.batch_processing_ms = Duration::from_secs(600)).await;
+    let follower = replica(&app, &redis);
+    let other = replica(&app, &redis);
+    let answer = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=stopped",
+            follower.url,
+            app.upload_query(&[("apiVersion", "")])
+        ))
+        .header("content-type", "text/csv")
+        .body(contacts(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let aborted: serde_json::Value = app
+        .http
+        .post(format!("{}/services/salesforcebulkv2_abortLoad", other.url))
+        .header("content-type", "text/xml")
+        .body(app.envelope_v2("abortLoad", &[("loadId", "stopped")]))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await
+        .unwrap();
+    assert_eq!(aborted["state"], "Aborted", "{aborted}");
+    let jobs = app.org.ingest_jobs_seen();
+    assert!(jobs.iter().all(|j| j.aborted), "{jobs:?}");
+    // The follower sees the end at its next write, and answers it too.
+    let seen = tokio::time::timeout(CEILING, async {
+        loop {
+            let status: serde_json::Value = app
+                .http
+                .post(format!(
+                    "{}/services/salesforcebulkv2_getLoad",
+                    follower.url
+                ))
+                .header("content-type", "text/xml")
+                .body(app.envelope_v2("getLoad", &[("loadId", "stopped")]))
+                .send()
+                .await
+                .unwrap()
+                .json_value()
+                .await
+                .unwrap();
+            if status["state"] == "Aborted" {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the follower saw the abort");
+    assert_eq!(seen["state"], "Aborted");
+    assert_eq!(app.org.records_of("Contact").len(), 0);
+}
