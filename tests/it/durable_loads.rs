@@ -275,14 +275,44 @@ async fn a_load_waits_out_a_paused_redis_and_ends_once_it_is_back() {
     assert_eq!(state["numberRecordsProcessed"], 300, "{state}");
 }
 
-/// The replica feeding a 300-row load (at least three jobs) is killed (`SIGKILL`) while the org
-/// holds its `nth` call of `step`; the same input sent again under the same loadId to another
-/// replica ends the load with every record inserted once, every row answered once.
-async fn killed_at_and_sent_again(step: Step, nth: usize) {
-    let redis = RedisServer::start();
+/// Where replicas keep what they share: a real redis-server, or one directory.
+enum Shared {
+    Redis(RedisServer),
+    Directory(std::path::PathBuf),
+}
+
+/// A replica of the fleet on `shared` that cuts loads into jobs of 200,000 bytes.
+fn replica_on(app: &TestApp, shared: &Shared) -> ProxyProcess {
+    let mut env = vec![
+        ("SFBULK__LOAD__JOB_BYTES", "200000".to_string()),
+        ("SFBULK__LOAD__POLL_MIN_MS", "20".to_string()),
+        ("SFBULK__LOAD__POLL_MAX_MS", "50".to_string()),
+        ("SFBULK__LOAD__LEASE_MS", "300".to_string()),
+    ];
+    match shared {
+        Shared::Redis(redis) => {
+            env.push(("SFBULK__REGISTRY__BACKEND", "redis".into()));
+            env.push(("SFBULK__REGISTRY__REDIS_URL", redis.url()));
+        }
+        Shared::Directory(dir) => {
+            env.push(("SFBULK__REGISTRY__BACKEND", "file".into()));
+            env.push(("SFBULK__REGISTRY__DIR", dir.display().to_string()));
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    start_proxy(app, &env)
+}
+
+/// 30,000 contacts of about 25 bytes a row: four jobs of 200,000 bytes.
+const ROWS: usize = 30_000;
+
+/// The replica feeding a 30,000-row load (four jobs) is killed (`SIGKILL`) while the org holds
+/// its `nth` call of `step`; the same input sent again under the same loadId to another replica
+/// ends the load with every record inserted once, every row answered once.
+async fn killed_at_and_sent_again(step: Step, nth: usize, shared: Shared) {
     let app = spawn_app_with(|_| {}).await;
-    let mut taker = replica(&app, &redis);
-    let heir = replica(&app, &redis);
+    let mut taker = replica_on(&app, &shared);
+    let heir = replica_on(&app, &shared);
     let url = |proxy: &ProxyProcess| {
         format!(
             "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=again",
@@ -295,7 +325,7 @@ async fn killed_at_and_sent_again(step: Step, nth: usize) {
         app.http
             .post(url(&taker))
             .header("content-type", "text/csv")
-            .body(contacts(300))
+            .body(contacts(ROWS))
             .send(),
     );
     tokio::time::timeout(CEILING, held.reached())
@@ -315,7 +345,7 @@ async fn killed_at_and_sent_again(step: Step, nth: usize) {
                 .http
                 .post(url(&heir))
                 .header("content-type", "text/csv")
-                .body(contacts(300))
+                .body(contacts(ROWS))
                 .send()
                 .await
                 .unwrap();
@@ -352,7 +382,7 @@ async fn killed_at_and_sent_again(step: Step, nth: usize) {
     .await
     .expect("the load ended");
     assert_eq!(ended["state"], "Completed", "{ended}");
-    assert_eq!(app.org.records_of("Contact").len(), 300, "{ended}");
+    assert_eq!(app.org.records_of("Contact").len(), ROWS, "{ended}");
     let results = app
         .http
         .post(format!(
@@ -371,31 +401,38 @@ async fn killed_at_and_sent_again(step: Step, nth: usize) {
         .map(|r| r[0].parse().unwrap())
         .collect();
     rows.sort_unstable();
-    assert_eq!(rows, (1..=300).collect::<Vec<u64>>());
+    assert_eq!(rows, (1..=ROWS as u64).collect::<Vec<u64>>());
     // No job of the load was closed twice, and whatever was left open by the dead replica
     // was never closed.
     let jobs = app.org.ingest_jobs_seen();
     assert!(jobs.iter().all(|j| j.close_requests <= 1), "{jobs:?}");
+    assert!(jobs.len() >= 3, "{jobs:?}");
     assert_eq!(
         jobs.iter().map(|j| j.inserted).sum::<u64>(),
-        300,
+        ROWS as u64,
         "{jobs:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_killed_between_a_jobs_creation_and_its_upload_is_sent_again_with_no_duplicate() {
-    killed_at_and_sent_again(Step::Bulk2Upload, 2).await;
+    killed_at_and_sent_again(Step::Bulk2Upload, 2, Shared::Redis(RedisServer::start())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_killed_between_its_uploads_and_its_closes_is_sent_again_with_no_duplicate() {
-    killed_at_and_sent_again(Step::Bulk2Close, 1).await;
+    killed_at_and_sent_again(Step::Bulk2Close, 1, Shared::Redis(RedisServer::start())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_killed_after_its_first_job_closed_is_sent_again_with_no_duplicate() {
-    killed_at_and_sent_again(Step::Bulk2Close, 2).await;
+    killed_at_and_sent_again(Step::Bulk2Close, 2, Shared::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_registry_directory_pass_the_kill_and_send_again() {
+    let dir = crate::support::temp_dir("durable-loads");
+    killed_at_and_sent_again(Step::Bulk2Close, 2, Shared::Directory(dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
