@@ -217,3 +217,65 @@ pub async fn batch_file(
     )
     .await
 }
+
+/// `GET /job/{id}/batch`: the job's batches as Salesforce lists them, in the order they were
+/// added: each one's id and state.
+pub async fn batches_listed(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+) -> Result<Vec<(String, String)>, CallError> {
+    let answer = send(
+        pipeline,
+        Api::Bulk1,
+        credentials,
+        get(format!("/job/{job}/batch")),
+        StatusCode::OK,
+    )
+    .await?;
+    let text = text_of(answer, MAX_BATCH_LIST_BYTES).await?;
+    let list = read_str(&text, false).map_err(not_xml)?;
+    let mut listed = Vec::new();
+    for child in list.children.iter().filter(|c| c.name == "batchInfo") {
+        let inner = format!("<batchInfo>{}</batchInfo>", &text[child.inner.clone()]);
+        let info = read_str(&inner, false).map_err(not_xml)?;
+        let field = |name: &str| info.child(name).map(|c| c.text.trim().to_string());
+        let id = usable_id(field("id").as_deref(), "batch")?;
+        let state =
+            crate::common::redact::cut(&field("state").unwrap_or_default(), 32).into_owned();
+        listed.push((id, state));
+    }
+    Ok(listed)
+}
+
+/// `GET /job/{id}/batch/{batch}/request`: the rows the batch holds, and its piece's digest, as
+/// [`crate::loads::pieces::Piece::digest`] makes it of the same rows: which piece of a load
+/// sent again it is.
+pub async fn request_digest(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+    batch: &str,
+    dialect: crate::loads::csv::Dialect,
+) -> Result<(u64, u64), CallError> {
+    let answer = batch_file(pipeline, credentials, job, batch, "request").await?;
+    let mut reader = crate::loads::csv::Reader::parsing(dialect);
+    let mut rows = 0u64;
+    let mut digest = crate::loads::pieces::PieceDigest::new();
+    let mut body = answer.body;
+    let mut take = |found: crate::loads::csv::Found<'_>| {
+        if let crate::loads::csv::Found::Record { digest: row, .. } = found {
+            rows += 1;
+            digest.add(row);
+        }
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Fault::UpstreamUnavailable(format!("reading a batch's request: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            reader.feed(&data, &mut take);
+        }
+    }
+    reader.finish(&mut take);
+    Ok((rows, digest.value()))
+}

@@ -143,6 +143,8 @@ pub struct Batch {
     pub last_row: u64,
     pub processed: u64,
     pub failed: u64,
+    /// Its piece's digest ([`crate::loads::pieces::Piece::digest`]), once added.
+    pub piece_digest: Option<u64>,
 }
 
 impl Batch {

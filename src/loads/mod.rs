@@ -268,7 +268,7 @@ impl Loads {
                 if uploading && here {
                     return Err(busy(id).into());
                 }
-                if uploading && side == Side::Bulk2 {
+                if uploading {
                     let resume = self.resume_plan(&load).await;
                     resumed = Some((load, resume));
                 } else if asked.wait && load.state().is_done() {
@@ -428,6 +428,9 @@ impl Loads {
     /// asked for each job's state (a close may have been sent and never recorded). A job closed,
     /// or open holding its piece, stands; any other is aborted and its piece sent to a new job.
     async fn resume_plan(&self, load: &Load) -> Resume {
+        if load.side == Side::Bulk1 {
+            return self.resume_plan_bulk1(load).await;
+        }
         let (credentials, jobs) = {
             let progress = load.progress();
             (progress.credentials.clone(), progress.jobs.clone())
@@ -461,6 +464,79 @@ impl Loads {
                 }
             });
         }
+        resume
+    }
+
+    /// What a Bulk 1.0 load sent again recorded: its one job's batches, each processed as it
+    /// was added, so each stands. Salesforce's list of the job's batches tells of any added
+    /// whose answer never came back (the feeder died first): each is taken as the next piece,
+    /// its rows and digest read from its request, so the piece it holds is never added again.
+    async fn resume_plan_bulk1(&self, load: &Load) -> Resume {
+        let (credentials, job) = {
+            let progress = load.progress();
+            (progress.credentials.clone(), progress.jobs.first().cloned())
+        };
+        let Some(mut job) = job else {
+            return Resume::default();
+        };
+        let mut asked = job.clone();
+        if load
+            .side
+            .refresh(&self.pipeline, &credentials, &mut asked)
+            .await
+            .is_ok()
+        {
+            job = asked;
+        }
+        if let Ok(listed) = bulk1::batches_listed(&self.pipeline, &credentials, &job.id).await {
+            let batches = job.batches.get_or_insert_with(Vec::new);
+            for (id, state) in listed {
+                if batches.iter().any(|b| b.id == id) {
+                    continue;
+                }
+                let Ok((rows, digest)) = bulk1::request_digest(
+                    &self.pipeline,
+                    &credentials,
+                    &job.id,
+                    &id,
+                    load.spec.dialect,
+                )
+                .await
+                else {
+                    continue;
+                };
+                let first_row = batches.last().map_or(job.first_row, |b| b.last_row + 1);
+                batches.push(crate::loads::load::Batch {
+                    id,
+                    state,
+                    state_message: None,
+                    first_row,
+                    last_row: first_row + rows.max(1) - 1,
+                    processed: 0,
+                    failed: 0,
+                    piece_digest: Some(digest),
+                });
+            }
+            job.last_row = batches.last().map_or(job.last_row, |b| b.last_row);
+        }
+        let resume = Resume {
+            pieces: job
+                .batches
+                .iter()
+                .flatten()
+                .map(|b| Recorded {
+                    last_row: b.last_row,
+                    digest: b.piece_digest,
+                    stands: true,
+                })
+                .collect(),
+            closing: job.state != "Open",
+        };
+        load.update(|progress| {
+            if let Some(kept) = progress.jobs.first_mut() {
+                *kept = job;
+            }
+        });
         resume
     }
 

@@ -38,6 +38,33 @@ pub struct Piece {
 const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// A piece's digest, of its records' digests in order (FNV-1a of their bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct PieceDigest(u64);
+
+impl PieceDigest {
+    pub fn new() -> PieceDigest {
+        PieceDigest(FNV_BASIS)
+    }
+
+    /// Takes the next record's digest.
+    pub fn add(&mut self, row: u64) {
+        for byte in row.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for PieceDigest {
+    fn default() -> PieceDigest {
+        PieceDigest::new()
+    }
+}
+
 /// A job's row digests, in their file.
 #[derive(Debug)]
 pub struct Digests {
@@ -104,7 +131,7 @@ struct Open {
     records: u64,
     digest_file: Spooled,
     digests: BufWriter<File>,
-    digest: u64,
+    digest: PieceDigest,
 }
 
 /// Cuts records into pieces as the reader finds them.
@@ -182,7 +209,7 @@ impl Splitter {
                         records: 0,
                         digest_file,
                         digests: BufWriter::with_capacity(8 * 1024, digests),
-                        digest: FNV_BASIS,
+                        digest: PieceDigest::new(),
                     });
                 }
                 let open = self.open.as_mut().expect("opened above");
@@ -192,9 +219,7 @@ impl Splitter {
                 open.last_row = row;
                 open.records += 1;
                 open.digests.write_all(&digest.to_le_bytes())?;
-                for byte in digest.to_le_bytes() {
-                    open.digest = (open.digest ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
-                }
+                open.digest.add(digest);
                 let cut = match self.boundaries.front() {
                     Some(&last) => row >= last,
                     None => open.records >= self.limits.records,
@@ -227,7 +252,7 @@ impl Splitter {
                 file: open.digest_file,
                 rows: open.records,
             },
-            digest: open.digest,
+            digest: open.digest.value(),
         }))
     }
 }

@@ -75,6 +75,9 @@ pub struct BatchRecord {
     pub last_row: u64,
     pub processed: u64,
     pub failed: u64,
+    /// Its piece's digest, in hex.
+    #[serde(default)]
+    pub piece_digest: Option<String>,
 }
 
 /// Why a kept record cannot be read back.
@@ -240,6 +243,7 @@ impl JobRecord {
                         last_row: b.last_row,
                         processed: b.processed,
                         failed: b.failed,
+                        piece_digest: b.piece_digest.map(|d| format!("{d:016x}")),
                     })
                     .collect()
             }),
@@ -288,6 +292,7 @@ impl JobRecord {
                         last_row: b.last_row,
                         processed: b.processed,
                         failed: b.failed,
+                        piece_digest: piece_digest(b.piece_digest)?,
                     });
                 }
                 // The job spans its batches' rows, as the load cut them.
@@ -301,15 +306,7 @@ impl JobRecord {
             }
             _ => return Err(Unreadable("a job of the other API".into())),
         };
-        let piece_digest = match self.piece_digest {
-            None => None,
-            Some(hex) => Some(
-                u64::from_str_radix(&hex, 16)
-                    .ok()
-                    .filter(|_| hex.len() == 16)
-                    .ok_or_else(|| Unreadable("a piece digest that is not one".into()))?,
-            ),
-        };
+        let piece_digest = piece_digest(self.piece_digest)?;
         counts(self.first_row, self.last_row, self.processed, self.failed)?;
         Ok(Job {
             id,
@@ -325,6 +322,19 @@ impl JobRecord {
             batches,
         })
     }
+}
+
+/// A piece's digest as kept: 16 hex digits.
+fn piece_digest(hex: Option<String>) -> Result<Option<u64>, Unreadable> {
+    let Some(hex) = hex else {
+        return Ok(None);
+    };
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Unreadable("a piece digest that is not one".into()));
+    }
+    u64::from_str_radix(&hex, 16)
+        .map(Some)
+        .map_err(|_| Unreadable("a piece digest that is not one".into()))
 }
 
 /// A Salesforce id as the live load takes them: letters and digits.
@@ -461,6 +471,7 @@ mod tests {
             last_row: last,
             processed: last + 1 - first,
             failed: 0,
+            piece_digest: None,
         };
         let mut one = job(
             "7501",

@@ -119,6 +119,7 @@ impl Side {
                         last_row: piece.last_row,
                         processed: 0,
                         failed: 0,
+                        piece_digest: Some(piece.digest),
                     });
                 });
                 keep(book, load).await;
@@ -130,6 +131,10 @@ impl Side {
     /// Takes `piece`, sent again and found the same as the one job `at` of a load sent again
     /// holds, without sending it: its row digests are what the results need here.
     pub fn attach(self, load: &Load, at: usize, piece: Piece) {
+        if self == Side::Bulk1 {
+            // A batch's results come beside its request, in order: no digests are needed.
+            return;
+        }
         let Piece { digests, .. } = piece;
         load.update(|progress| {
             if let Some(job) = progress.jobs.get_mut(at) {

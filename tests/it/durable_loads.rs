@@ -701,3 +701,114 @@ async fn an_abort_on_another_replica_ends_the_load_for_the_fleet_and_its_followe
     assert_eq!(seen["state"], "Aborted");
     assert_eq!(app.org.records_of("Contact").len(), 0);
 }
+
+/// A Bulk 1.0 load of 15,000 rows (three batches of 5,000) whose feeder is killed while the
+/// org holds its third batch (`nth` 3, before it is added) or the answer to its second (after:
+/// added, never recorded); sent again to another replica, no batch is added twice.
+async fn bulk1_killed_at_and_sent_again(nth: usize, when: When) {
+    let redis = Shared::Redis(RedisServer::start());
+    let app = spawn_app_with(|_| {}).await;
+    let mut taker = replica_on(&app, &redis);
+    let heir = replica_on(&app, &redis);
+    let url = |proxy: &ProxyProcess| {
+        format!(
+            "{}/services/salesforcebulk_load?{}&object=Contact&operation=insert&loadId=batches",
+            proxy.url,
+            app.upload_query(&[])
+        )
+    };
+    let rows = 15_000;
+    let held = app.org.hold(Step::Bulk1AddBatch, nth, when);
+    let doomed = tokio::spawn(
+        app.http
+            .post(url(&taker))
+            .header("content-type", "text/csv")
+            .body(contacts(rows))
+            .send(),
+    );
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the held call came");
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    let _ = doomed.await;
+    held.release();
+    let answer = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = app
+                .http
+                .post(url(&heir))
+                .header("content-type", "text/csv")
+                .body(contacts(rows))
+                .send()
+                .await
+                .unwrap();
+            if answer.status() != 409 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed");
+    let status = answer.status();
+    let text = answer.text().await.unwrap();
+    assert_eq!(status, 202, "{text}");
+    tokio::time::timeout(CEILING, async {
+        loop {
+            let info = app
+                .http
+                .post(format!("{}/services/salesforcebulk_getLoad", heir.url))
+                .header("content-type", "text/xml")
+                .body(app.envelope("getLoad", &[("loadId", "batches")]))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if crate::support::element(&info, "state").as_deref() == Some("Completed") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the load ended");
+    let jobs = app.org.bulk1_jobs_seen();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let batches: Vec<u64> = jobs[0].batches.iter().map(|b| b.records).collect();
+    assert_eq!(batches, [5000, 5000, 5000], "no batch was added twice");
+    assert_eq!(app.org.records_of("Contact").len(), rows);
+    let results = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulk_getLoadResults",
+            heir.url
+        ))
+        .header("content-type", "text/xml")
+        .body(app.envelope("getLoadResults", &[("loadId", "batches")]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut numbers: Vec<u64> = csv_rows(&results)
+        .iter()
+        .inspect(|r| assert_eq!(r[1], "created", "{r:?}"))
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=rows as u64).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk1_load_killed_after_two_batches_were_added_is_sent_again_and_adds_none_twice() {
+    bulk1_killed_at_and_sent_again(3, When::Before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk1_batch_added_but_never_recorded_is_found_by_its_request_and_not_added_again() {
+    bulk1_killed_at_and_sent_again(2, When::After).await;
+}
