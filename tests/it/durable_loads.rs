@@ -812,3 +812,49 @@ async fn a_bulk1_load_killed_after_two_batches_were_added_is_sent_again_and_adds
 async fn a_bulk1_batch_added_but_never_recorded_is_found_by_its_request_and_not_added_again() {
     bulk1_killed_at_and_sent_again(2, When::After).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_new_load_and_a_status_of_another_replicas_load_are_503_with_retry_after()
+{
+    let mut redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let url = redis.url();
+    let replica = start_proxy(
+        &app,
+        &[
+            ("SFBULK__REGISTRY__BACKEND", "redis"),
+            ("SFBULK__REGISTRY__REDIS_URL", url.as_str()),
+            ("SFBULK__REGISTRY__TIMEOUT_MS", "200"),
+        ],
+    );
+    redis.stop();
+    let load = app
+        .http
+        .post(format!(
+            "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=down",
+            replica.url,
+            app.upload_query(&[("apiVersion", "")])
+        ))
+        .header("content-type", "text/csv")
+        .body(contacts(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(load.status(), 503);
+    assert_eq!(
+        load.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_REGISTRY_UNAVAILABLE"
+    );
+    assert!(load.headers().contains_key("retry-after"));
+    assert!(app.org.ingest_jobs_seen().is_empty(), "nothing was sent");
+    let status = app
+        .http
+        .post(format!("{}/services/salesforcebulkv2_getLoad", replica.url))
+        .header("content-type", "text/xml")
+        .body(app.envelope_v2("getLoad", &[("loadId", "elsewhere")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 503);
+    assert!(status.headers().contains_key("retry-after"));
+}
