@@ -104,6 +104,10 @@ impl Side {
                         let mut job = new_job(id.clone(), &piece, Some(Vec::new()));
                         job.last_row = piece.first_row - 1;
                         load.update(|progress| progress.jobs.push(job));
+                        // Recorded before its first batch, which runs the moment it is added:
+                        // a load sent again after a crash here finds that batch in this job's
+                        // list, never adds it to a second job.
+                        keep(book, load).await;
                         id
                     }
                 };

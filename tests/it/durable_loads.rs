@@ -703,8 +703,8 @@ async fn an_abort_on_another_replica_ends_the_load_for_the_fleet_and_its_followe
 }
 
 /// A Bulk 1.0 load of 15,000 rows (three batches of 5,000) whose feeder is killed while the
-/// org holds its third batch (`nth` 3, before it is added) or the answer to its second (after:
-/// added, never recorded); sent again to another replica, no batch is added twice.
+/// org holds its `nth` batch (before it is added) or the answer to it (after: added, never
+/// recorded); sent again to another replica, no batch is added twice.
 async fn bulk1_killed_at_and_sent_again(nth: usize, when: When) {
     let redis = Shared::Redis(RedisServer::start());
     let app = spawn_app_with(|_| {}).await;
@@ -811,6 +811,11 @@ async fn a_bulk1_load_killed_after_two_batches_were_added_is_sent_again_and_adds
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk1_batch_added_but_never_recorded_is_found_by_its_request_and_not_added_again() {
     bulk1_killed_at_and_sent_again(2, When::After).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk1_load_killed_once_its_first_batch_was_added_is_sent_again_into_the_same_job() {
+    bulk1_killed_at_and_sent_again(1, When::After).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
