@@ -69,9 +69,10 @@ pub struct Resume {
     pub closing: bool,
 }
 
-/// A piece a load recorded: its last row, its digest when its upload was answered, and whether
-/// its job stands (closed, or holding its piece); if not, its job is aborted and the piece sent
-/// to a new one.
+/// A piece a load recorded: its last row, its digest (none in a record written before digests
+/// were noted with the job's making, whose upload was never answered), and whether its job
+/// stands (closed, or holding its piece); if not, its job is aborted and the piece sent to a
+/// new one.
 #[derive(Debug)]
 pub struct Recorded {
     pub last_row: u64,

@@ -102,7 +102,7 @@ pub struct Job {
     pub digests: Option<Arc<Digests>>,
     /// Whether its piece's upload was answered (here or by the replica that took the load).
     pub uploaded: bool,
-    /// Its piece's digest ([`crate::loads::pieces::Piece::digest`]), once uploaded.
+    /// Its piece's digest ([`crate::loads::pieces::Piece::digest`]), from its job's making.
     pub piece_digest: Option<u64>,
     /// A Bulk 1.0 job's batches, a piece each, in order (`None`: a Bulk 2.0 job, a piece
     /// itself). Its state is then Salesforce's `Open`, `Closed`, `Aborted` or `Failed`.

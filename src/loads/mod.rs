@@ -908,7 +908,9 @@ impl Loads {
             }
             IngestError::Stood { error, .. } => Box::pin(self.ingest_answer(*error)).await,
             IngestError::Mismatch { piece } => Fault::LoadMismatch(format!(
-                "this loadId's load was sent another input: it differs from the recorded one at                  its piece {piece} (or in its length); nothing was sent. Send the input it was                  first sent, or use another loadId"
+                "this loadId's load was sent another input: it differs from the recorded one at \
+                 its piece {piece} (or in its length); nothing was sent. Send the input it was \
+                 first sent, or use another loadId"
             ))
             .into(),
         }

@@ -57,7 +57,7 @@ pub struct JobRecord {
     /// Whether its piece's upload was answered.
     #[serde(default)]
     pub uploaded: bool,
-    /// Its piece's digest, in hex, once uploaded.
+    /// Its piece's digest, in hex, once its job was made for it.
     #[serde(default)]
     pub piece_digest: Option<String>,
     /// A Bulk 1.0 job's batches, in order.

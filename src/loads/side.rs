@@ -72,9 +72,11 @@ impl Side {
             Side::Bulk2 => {
                 let id = calls::create_job(pipeline, &credentials, &load.spec).await?;
                 // Noted before its upload: a job that exists is aborted if the load does not
-                // go on.
+                // go on. Its piece's digest too: a load sent again after a crash during the
+                // upload is checked against it before the piece goes to a new job.
                 load.update(|progress| {
-                    let job = new_job(id.clone(), &piece, None);
+                    let mut job = new_job(id.clone(), &piece, None);
+                    job.piece_digest = Some(piece.digest);
                     match at.and_then(|at| progress.jobs.get_mut(at)) {
                         Some(slot) => *slot = job,
                         None => progress.jobs.push(job),
@@ -82,15 +84,11 @@ impl Side {
                 });
                 keep(book, load).await;
                 calls::upload(pipeline, &credentials, &id, &piece).await?;
-                let Piece {
-                    digests, digest, ..
-                } = piece;
-                let digests = Some(Arc::new(digests));
+                let digests = Some(Arc::new(piece.digests));
                 load.update(|progress| {
                     if let Some(job) = progress.jobs.iter_mut().find(|j| j.id == id) {
                         job.digests = digests;
                         job.uploaded = true;
-                        job.piece_digest = Some(digest);
                     }
                 });
                 keep(book, load).await;

@@ -516,6 +516,69 @@ async fn a_load_sent_again_with_a_changed_piece_is_409_with_nothing_sent_and_wit
     assert_eq!(app.org.records_of("Contact").len(), 300);
 }
 
+/// A load killed while its first piece's upload was unanswered (the org took it): sent again
+/// with that piece changed, it is 409 `SFBULK_LOAD_MISMATCH` with nothing sent, never the changed
+/// piece uploaded to a new job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_sent_again_with_a_changed_piece_whose_upload_was_unanswered_is_409_with_nothing_sent(
+) {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let mut taker = replica(&app, &redis);
+    let heir = replica(&app, &redis);
+    let send = |proxy: &ProxyProcess, csv: String| {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=unanswered",
+                proxy.url,
+                app.upload_query(&[("apiVersion", "")])
+            ))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+    };
+    let held = app.org.hold(Step::Bulk2Upload, 1, When::After);
+    let doomed = tokio::spawn(send(&taker, contacts(300)));
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the first upload came");
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    let _ = doomed.await;
+    held.release();
+    let seen = app.org.ingest_jobs_seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+
+    let changed = contacts(300).replace("First10,", "Someone else,");
+    let refused = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = send(&heir, changed.clone()).await.unwrap();
+            if answer.status() != 409
+                || answer.headers()["x-sfbulk-proxy-fault"] != "SFBULK_LOAD_BUSY"
+            {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed");
+    assert_eq!(refused.status(), 409);
+    assert_eq!(
+        refused.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_LOAD_MISMATCH"
+    );
+    let said = refused.text().await.unwrap();
+    assert!(said.contains("at its piece 1 "), "{said}");
+    // The job whose upload was unanswered may be aborted; nothing is made or uploaded.
+    let after = app.org.ingest_jobs_seen();
+    assert_eq!(after.len(), seen.len(), "{after:?}");
+    assert!(
+        after.iter().zip(&seen).all(|(a, s)| a.uploads == s.uploads),
+        "{after:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_load_was_taken_on_while_it_stood_still_answers_from_the_registry() {
     let redis = RedisServer::start();
