@@ -269,8 +269,7 @@ impl Loads {
                     return Err(busy(id).into());
                 }
                 if uploading {
-                    let resume = self.resume_plan(&load).await;
-                    resumed = Some((load, resume));
+                    resumed = Some(load);
                 } else if asked.wait && load.state().is_done() {
                     let credentials = load.progress().credentials.clone();
                     return Ok(results_answer(
@@ -286,13 +285,19 @@ impl Loads {
             }
         }
         let fresh = resumed.is_none();
-        let (load, resume) = match resumed {
+        let load = match resumed {
             Some(resumed) => resumed,
             None => {
                 let id = asked.load_id.clone().unwrap_or_else(new_load_id);
                 let reach = reach_of(&self.pipeline, &credentials);
-                let load = Load::new(id, side, owner.clone(), asked.spec, reach, credentials);
-                (Arc::new(load), Resume::default())
+                Arc::new(Load::new(
+                    id,
+                    side,
+                    owner.clone(),
+                    asked.spec,
+                    reach,
+                    credentials,
+                ))
             }
         };
         let id = load.id.clone();
@@ -318,6 +323,23 @@ impl Loads {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&(owner, id));
                 return Err(fault.into());
+            }
+        };
+        // What a load sent again recorded is read under the lease: a send that fed it since it
+        // was read must not be undone by this one.
+        let resume = if fresh {
+            Resume::default()
+        } else {
+            match self.resume_plan(&load).await {
+                Ok(resume) => resume,
+                Err(answer) => {
+                    self.kept
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(owner, id));
+                    drop(feeding);
+                    return Err(answer);
+                }
             }
         };
         let taken = ingest::take_in(
@@ -424,13 +446,30 @@ impl Loads {
         self.spawn_follower(place, load.clone());
     }
 
-    /// What a load sent again recorded, and what becomes of each of its jobs: Salesforce is
-    /// asked for each job's state (a close may have been sent and never recorded). A job closed,
-    /// or open holding its piece, stands; any other is aborted and its piece sent to a new job.
-    async fn resume_plan(&self, load: &Load) -> Resume {
-        if load.side == Side::Bulk1 {
-            return self.resume_plan_bulk1(load).await;
+    /// What a load sent again (its feed lease held) recorded, and what becomes of each of its
+    /// jobs; 409 `SFBULK_LOAD_BUSY` if another send fed it since it was read here.
+    async fn resume_plan(&self, load: &Load) -> Result<Resume, Answer> {
+        let place = Place::of(&load.owner, &load.id)
+            .ok_or_else(|| Fault::Internal(format!("load id {:?}", load.id)))?;
+        let kept = self.book.read(&place).await.map_err(book_fault)?;
+        if kept.map(|k| k.version) != load.progress().kept_version {
+            return Err(busy(&load.id).into());
         }
+        let planned = match load.side {
+            Side::Bulk1 => self.resume_plan_bulk1(load).await,
+            Side::Bulk2 => self.resume_plan_bulk2(load).await,
+        };
+        match planned {
+            Ok(resume) => Ok(resume),
+            Err(error) => Err(self.ingest_answer(IngestError::Call(error)).await),
+        }
+    }
+
+    /// What a Bulk 2.0 load sent again recorded: Salesforce is asked for each job's state (a
+    /// close may have been sent and never recorded). A job closed, or open holding its piece,
+    /// stands; any other is aborted and its piece sent to a new job. A job whose state cannot
+    /// be learnt may have run: the send fails, and nothing is sent.
+    async fn resume_plan_bulk2(&self, load: &Load) -> Result<Resume, CallError> {
         let (credentials, jobs) = {
             let progress = load.progress();
             (progress.credentials.clone(), progress.jobs.clone())
@@ -438,14 +477,10 @@ impl Loads {
         let mut resume = Resume::default();
         for job in jobs {
             let mut asked = job.clone();
-            let state = match load
-                .side
+            load.side
                 .refresh(&self.pipeline, &credentials, &mut asked)
-                .await
-            {
-                Ok(()) => asked.state.clone(),
-                Err(_) => "Unknown".to_string(),
-            };
+                .await?;
+            let state = asked.state.clone();
             let closed = matches!(
                 state.as_str(),
                 "UploadComplete" | "InProgress" | "JobComplete" | "Failed"
@@ -457,54 +492,46 @@ impl Loads {
                 stands: closed || (state == "Open" && job.uploaded),
             });
             // What Salesforce says of the job now (its counts too, for a job that ran).
-            asked.state = state;
             load.update(|progress| {
                 if let Some(kept) = progress.jobs.iter_mut().find(|j| j.id == job.id) {
                     *kept = asked;
                 }
             });
         }
-        resume
+        Ok(resume)
     }
 
     /// What a Bulk 1.0 load sent again recorded: its one job's batches, each processed as it
     /// was added, so each stands. Salesforce's list of the job's batches tells of any added
     /// whose answer never came back (the feeder died first): each is taken as the next piece,
     /// its rows and digest read from its request, so the piece it holds is never added again.
-    async fn resume_plan_bulk1(&self, load: &Load) -> Resume {
+    /// A job or batch that cannot be read fails the send, with nothing sent.
+    async fn resume_plan_bulk1(&self, load: &Load) -> Result<Resume, CallError> {
         let (credentials, job) = {
             let progress = load.progress();
             (progress.credentials.clone(), progress.jobs.first().cloned())
         };
         let Some(mut job) = job else {
-            return Resume::default();
+            return Ok(Resume::default());
         };
-        let mut asked = job.clone();
-        if load
-            .side
-            .refresh(&self.pipeline, &credentials, &mut asked)
-            .await
-            .is_ok()
+        load.side
+            .refresh(&self.pipeline, &credentials, &mut job)
+            .await?;
         {
-            job = asked;
-        }
-        if let Ok(listed) = bulk1::batches_listed(&self.pipeline, &credentials, &job.id).await {
+            let listed = bulk1::batches_listed(&self.pipeline, &credentials, &job.id).await?;
             let batches = job.batches.get_or_insert_with(Vec::new);
             for (id, state) in listed {
                 if batches.iter().any(|b| b.id == id) {
                     continue;
                 }
-                let Ok((rows, digest)) = bulk1::request_digest(
+                let (rows, digest) = bulk1::request_digest(
                     &self.pipeline,
                     &credentials,
                     &job.id,
                     &id,
                     load.spec.dialect,
                 )
-                .await
-                else {
-                    continue;
-                };
+                .await?;
                 let first_row = batches.last().map_or(job.first_row, |b| b.last_row + 1);
                 batches.push(crate::loads::load::Batch {
                     id,
@@ -537,7 +564,7 @@ impl Loads {
                 *kept = job;
             }
         });
-        resume
+        Ok(resume)
     }
 
     /// This request's right to feed `load`, renewed every third of `load.lease_ms` until the

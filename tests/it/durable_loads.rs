@@ -579,6 +579,65 @@ async fn a_load_sent_again_with_a_changed_piece_whose_upload_was_unanswered_is_4
     );
 }
 
+/// A load killed after its first job closed, that job then deleted (Salesforce deletes jobs after
+/// seven days): sent again, the job's state cannot be learnt, so the send fails with nothing
+/// sent; its piece is never uploaded again to a new job (its records were inserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_sent_again_whose_closed_job_cannot_be_read_fails_with_nothing_sent() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let mut taker = replica(&app, &redis);
+    let heir = replica(&app, &redis);
+    let send = |proxy: &ProxyProcess| {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=unreadable",
+                proxy.url,
+                app.upload_query(&[("apiVersion", "")])
+            ))
+            .header("content-type", "text/csv")
+            .body(contacts(300))
+            .send()
+    };
+    let held = app.org.hold(Step::Bulk2Close, 2, When::Before);
+    let doomed = tokio::spawn(send(&taker));
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the second close came");
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    let _ = doomed.await;
+    held.release();
+    let first = app.org.ingest_jobs_seen()[0].clone();
+    tokio::time::timeout(CEILING, async {
+        while app.org.ingest_jobs_seen()[0].state != "JobComplete" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the first job ran");
+    let deleted = app.call_v2("deleteJob", &[("jobId", &first.id)]).await;
+    assert_eq!(deleted.status(), 204);
+    let inserted = app.org.records_of("Contact").len();
+    assert_eq!(inserted as u64, first.records);
+    let jobs = app.org.ingest_jobs_seen().len();
+
+    let answer = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = send(&heir).await.unwrap();
+            if answer.status() != 409 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed");
+    assert_ne!(answer.status(), 202);
+    assert_eq!(app.org.ingest_jobs_seen().len(), jobs, "no job was made");
+    assert_eq!(app.org.records_of("Contact").len(), inserted);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_load_was_taken_on_while_it_stood_still_answers_from_the_registry() {
     let redis = RedisServer::start();
