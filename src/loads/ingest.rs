@@ -65,7 +65,8 @@ pub enum IngestError {
 pub struct Resume {
     pub pieces: Vec<Recorded>,
     /// Whether a job of the load was closed: its whole input had been read, so the input sent
-    /// again must have no piece beyond the recorded ones.
+    /// again must have no piece beyond the recorded ones; and, as a job ran, a refusal of the
+    /// input sent again aborts none of its standing jobs nor gives its loadId back.
     pub closing: bool,
 }
 
@@ -352,8 +353,11 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         Err(e) => Some(e),
         Ok(()) if reader.problem_count() > 0 => {
             guard.why = "its input was refused: every job was aborted";
-            // Refused, a load sent again gives its loadId back too: none of its jobs stands.
-            guard.sparing.clear();
+            // Refused, a load sent again gives its loadId back too (none of its jobs stands),
+            // unless a job of it ran: what ran must never run again under a new load.
+            if !resume.closing {
+                guard.sparing.clear();
+            }
             Some(IngestError::Invalid {
                 listed: reader.problems().iter().map(|p| p.to_string()).collect(),
                 count: reader.problem_count(),
@@ -393,8 +397,11 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         (None, Ok(())) => None,
     };
     if let Some(IngestError::TooManyJobs(_)) = &error {
-        // Refused for its size: a load sent again gives its loadId back, none of its jobs stands.
-        guard.sparing.clear();
+        // Refused for its size: a load sent again gives its loadId back, none of its jobs
+        // stands, unless a job of it ran.
+        if !resume.closing {
+            guard.sparing.clear();
+        }
     }
     let Some(error) = error else {
         // The whole input was read and found good: now, and only now, the jobs may run.

@@ -342,6 +342,7 @@ impl Loads {
                 }
             }
         };
+        let ran = resume.closing;
         let taken = ingest::take_in(
             Intake {
                 pipeline: &self.pipeline,
@@ -365,7 +366,8 @@ impl Loads {
             // A load whose input was not taken in (refused, or a call or the caller failed on
             // the way) processed nothing, its jobs aborted: it gives its loadId back, so the
             // same load may be sent again. A load sent again that stopped for anything but its
-            // input keeps its record, to be sent again once more.
+            // input keeps its record, to be sent again once more; so does one refused once a
+            // job of it ran (a new load of that id would run those records again).
             self.kept
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -374,7 +376,7 @@ impl Loads {
                 error,
                 IngestError::Invalid { .. } | IngestError::TooManyJobs(_)
             );
-            if fresh || refused {
+            if fresh || (refused && !ran) {
                 if let Err(error) = self.book.forget(&load).await {
                     tracing::event!(
                         target: "sfbulk_proxy::loads",

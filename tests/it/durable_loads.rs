@@ -638,6 +638,91 @@ async fn a_load_sent_again_whose_closed_job_cannot_be_read_fails_with_nothing_se
     assert_eq!(app.org.records_of("Contact").len(), inserted);
 }
 
+/// A load killed after its first job closed, sent again (the same input) to a replica whose
+/// `load.max_field_chars` refuses it: the refusal neither aborts the load's jobs nor
+/// gives its loadId back (a job of it ran), so the input sent once more goes on with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_sent_again_and_refused_after_a_job_of_it_ran_keeps_its_load_id_and_its_jobs() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let mut taker = replica(&app, &redis);
+    let heir = replica(&app, &redis);
+    let url = redis.url();
+    let strict = start_proxy(
+        &app,
+        &[
+            ("SFBULK__REGISTRY__BACKEND", "redis"),
+            ("SFBULK__REGISTRY__REDIS_URL", url.as_str()),
+            ("SFBULK__LOAD__JOB_BYTES", "2000"),
+            ("SFBULK__LOAD__MAX_FIELD_CHARS", "12"),
+            ("SFBULK__LOAD__LEASE_MS", "300"),
+        ],
+    );
+    let send = |proxy: &ProxyProcess| {
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_load?{}&object=Contact&operation=insert&loadId=strict",
+                proxy.url,
+                app.upload_query(&[("apiVersion", "")])
+            ))
+            .header("content-type", "text/csv")
+            // One field of 18 characters: too long where load.max_field_chars is 12.
+            .body(contacts(300).replace("\"Last, 5\"", "\"Last, five or more\""))
+            .send()
+    };
+    let held = app.org.hold(Step::Bulk2Close, 2, When::Before);
+    let doomed = tokio::spawn(send(&taker));
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the second close came");
+    taker.child.kill().unwrap();
+    taker.child.wait().unwrap();
+    let _ = doomed.await;
+    held.release();
+    let jobs = app.org.ingest_jobs_seen().len();
+
+    let refused = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = send(&strict).await.unwrap();
+            if answer.status() != 409 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed");
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        refused.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_INVALID_CSV"
+    );
+
+    let answer = tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = send(&heir).await.unwrap();
+            if answer.status() != 409 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease was given up");
+    assert_eq!(answer.status(), 202);
+    let seen = app.org.ingest_jobs_seen();
+    assert_eq!(seen.len(), jobs, "no new job: {seen:?}");
+    assert!(seen.iter().all(|j| j.state != "Aborted"), "{seen:?}");
+    tokio::time::timeout(CEILING, async {
+        while app.org.records_of("Contact").len() < 300 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the load's records were inserted");
+    assert_eq!(app.org.records_of("Contact").len(), 300);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_load_was_taken_on_while_it_stood_still_answers_from_the_registry() {
     let redis = RedisServer::start();
