@@ -27,6 +27,17 @@ pub enum BookError {
     Busy,
 }
 
+impl From<BookError> for crate::pipeline::fault::Fault {
+    /// A registry away is its unavailability (503 with `Retry-After`); anything else, its
+    /// failure.
+    fn from(error: BookError) -> Self {
+        match error {
+            BookError::Registry(error) => error.into(),
+            other => crate::pipeline::fault::Fault::Registry(other.to_string()),
+        }
+    }
+}
+
 /// A kept load and the version it was read at.
 pub struct Kept {
     pub version: u64,

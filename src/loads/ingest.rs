@@ -405,7 +405,7 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     }
     let Some(error) = error else {
         // The whole input was read and found good: now, and only now, the jobs may run.
-        load.side.close(pipeline, load).await?;
+        load.side.close(pipeline, book, load).await?;
         guard.armed = false;
         started(load);
         return Ok(());
@@ -414,7 +414,7 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
     if keeps_before_problem && sent > 0 {
         // The batches sent are being processed already, whatever stopped the load: they stand,
         // their job is closed, and the load goes on with them under its loadId.
-        load.side.close(pipeline, load).await?;
+        load.side.close(pipeline, book, load).await?;
         guard.armed = false;
         started(load);
         return Err(IngestError::Stood {

@@ -1278,10 +1278,7 @@ fn busy(id: &str) -> Fault {
 
 /// What the caller is told of a book that could not be read or written.
 fn book_fault(error: BookError) -> Fault {
-    match error {
-        BookError::Registry(error) => error.into(),
-        other => Fault::Registry(other.to_string()),
-    }
+    error.into()
 }
 
 fn results_answer(

@@ -105,7 +105,7 @@ impl Side {
                         // Recorded before its first batch, which runs the moment it is added:
                         // a load sent again after a crash here finds that batch in this job's
                         // list, never adds it to a second job.
-                        keep(book, load).await;
+                        keep_before(book, load).await?;
                         id
                     }
                 };
@@ -147,7 +147,16 @@ impl Side {
 
     /// Lets `load`'s jobs run: every job closed (Bulk 2.0: `UploadComplete`; Bulk 1.0: its job
     /// `Closed`, no more batches to come).
-    pub async fn close(self, pipeline: &Pipeline, load: &Load) -> Result<(), CallError> {
+    pub async fn close(
+        self,
+        pipeline: &Pipeline,
+        book: &Book,
+        load: &Load,
+    ) -> Result<(), CallError> {
+        if self == Side::Bulk2 {
+            // Every job and what it holds, known to the fleet before any of them may run.
+            keep_before(book, load).await?;
+        }
         let (credentials, jobs) = {
             let progress = load.progress();
             let ids: Vec<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
@@ -265,4 +274,15 @@ async fn keep(book: &Book, load: &Load) {
             "a step of a load's feeding could not be kept in the registry"
         );
     }
+}
+
+/// Writes `load`'s record before a step that cannot be undone (a Bulk 1.0 job's first batch,
+/// which runs as it is added; a Bulk 2.0 load's closes, which let its jobs run): a load sent
+/// again after this process dies must know of everything that may run. A registry that does
+/// not take it stops the load there.
+async fn keep_before(book: &Book, load: &Load) -> Result<(), CallError> {
+    book.keep(load)
+        .await
+        .map(drop)
+        .map_err(|error| CallError::Fault(error.into()))
 }

@@ -1070,3 +1070,58 @@ async fn with_redis_down_a_new_load_and_a_status_of_another_replicas_load_are_50
     assert_eq!(status.status(), 503);
     assert!(status.headers().contains_key("retry-after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_jobs_cannot_be_recorded_before_they_close_closes_none() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|_| {}).await;
+    let url = redis.url();
+    let feeder = start_proxy(
+        &app,
+        &[
+            ("SFBULK__REGISTRY__BACKEND", "redis"),
+            ("SFBULK__REGISTRY__REDIS_URL", url.as_str()),
+            ("SFBULK__REGISTRY__TIMEOUT_MS", "100"),
+            ("SFBULK__LOAD__JOB_BYTES", "2000"),
+        ],
+    );
+    // The registry goes away while the second job's data is on its way. The caller sends its
+    // own session, so its calls to Salesforce never need the registry: only the load's record.
+    let held = app.org.hold(Step::Bulk2Upload, 2, When::Before);
+    let own = format!(
+        "apiVersion=59.0&accessToken={}&apiUrl={}",
+        app.settings.emulator.access_token.expose(),
+        app.emulator
+    );
+    let load = tokio::spawn(
+        app.http
+            .post(format!(
+                "{}/services/salesforcebulkv2_load?{own}&object=Contact&operation=insert&loadId=unkept",
+                feeder.url,
+            ))
+            .header("content-type", "text/csv")
+            .body(contacts(300))
+            .send(),
+    );
+    tokio::time::timeout(CEILING, held.reached())
+        .await
+        .expect("the second upload came");
+    redis.pause();
+    held.release();
+    let answer = tokio::time::timeout(CEILING, load)
+        .await
+        .expect("answered")
+        .unwrap()
+        .unwrap();
+    redis.resume();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(
+        answer.headers()["x-sfbulk-proxy-fault"],
+        "SFBULK_REGISTRY_UNAVAILABLE"
+    );
+    // No job ran: none was closed without the fleet knowing of every one.
+    let jobs = app.org.ingest_jobs_seen();
+    assert!(jobs.len() >= 3, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j.close_requests == 0), "{jobs:?}");
+    assert!(app.org.records_of("Contact").is_empty());
+}
