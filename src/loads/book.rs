@@ -25,14 +25,18 @@ pub enum BookError {
     /// Other replicas kept writing the record while this one tried.
     #[error("the load's record kept changing while it was written")]
     Busy,
+    /// Another request feeds the load now: this one's view is not the record's.
+    #[error("another request took this load's feeding over")]
+    TakenOver,
 }
 
 impl From<BookError> for crate::pipeline::fault::Fault {
-    /// A registry away is its unavailability (503 with `Retry-After`); anything else, its
-    /// failure.
+    /// A registry away is its unavailability (503 with `Retry-After`); a load another request
+    /// feeds now, 409 `SFBULK_LOAD_BUSY`; anything else, the registry's failure.
     fn from(error: BookError) -> Self {
         match error {
             BookError::Registry(error) => error.into(),
+            BookError::TakenOver => crate::pipeline::fault::Fault::LoadBusy(error.to_string()),
             other => crate::pipeline::fault::Fault::Registry(other.to_string()),
         }
     }
@@ -346,6 +350,41 @@ impl Book {
         Ok(())
     }
 
+    /// Writes `load`'s record as its feeding goes: only over the version this request last
+    /// wrote. Another version means another request took the feeding over (this process stood
+    /// still past its lease): nothing is written over it.
+    pub async fn keep_fed(&self, load: &Load) -> Result<(), BookError> {
+        use std::sync::atomic::Ordering;
+        if load.taken_over.load(Ordering::SeqCst) {
+            return Err(BookError::TakenOver);
+        }
+        let Some(place) = Place::of(&load.owner, &load.id).filter(|_| self.shared) else {
+            return Ok(());
+        };
+        let (record, expected) = {
+            let progress = load.progress();
+            let record = LoadRecord::of(
+                &load.id,
+                &load.owner,
+                load.side,
+                &load.spec,
+                load.reach.clone(),
+                &progress,
+            );
+            (record, progress.kept_version)
+        };
+        match self.write(&place, &record, expected).await? {
+            Some(version) => {
+                load.update(|progress| progress.kept_version = Some(version));
+                Ok(())
+            }
+            None => {
+                load.taken_over.store(true, Ordering::SeqCst);
+                Err(BookError::TakenOver)
+            }
+        }
+    }
+
     /// Writes `load`'s record as it stands. When another replica wrote it since this process
     /// last did, the record is read again: if it ended there (aborted), `load` takes that end;
     /// if not, this process's newer view of the jobs is written over it.
@@ -438,5 +477,47 @@ mod tests {
             .is_none());
         assert!(store.set_members(ACTIVE).await.unwrap().is_empty());
         assert!(book.read(&place).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_feeder_whose_load_another_request_took_over_writes_nothing_over_it() {
+        let dir = std::env::temp_dir().join(format!("sfbulk-book-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(crate::registry::FileRegistry::open(&dir, 10, None).unwrap());
+        let book = Book::new(store, Duration::from_secs(3600), Duration::from_secs(5));
+        let fields = QueryFields::parse(Some("object=Contact&operation=insert")).unwrap();
+        let load = |owner: &str| {
+            let credentials = crate::session::Credentials {
+                api_version: crate::common::values::ApiVersion::parse("59.0").unwrap(),
+                own: None,
+                grant: None,
+                timeout: None,
+            };
+            Load::new(
+                "taken".into(),
+                Side::Bulk2,
+                owner.into(),
+                load_request(&fields, Side::Bulk2).unwrap().spec,
+                Reach::Caller,
+                credentials,
+            )
+        };
+        let (first, second) = (load("org:00D000000000001"), load("org:00D000000000001"));
+        assert!(book.create(&first).await.unwrap());
+        // The second request takes the load on from its record, and writes it.
+        let place = Place::of(&first.owner, &first.id).unwrap();
+        let kept = book.read(&place).await.unwrap().unwrap();
+        second.update(|p| p.kept_version = Some(kept.version));
+        second.update(|p| p.total = 7);
+        book.keep_fed(&second).await.unwrap();
+        // The first one, back, may not write its view over the second's, and knows it.
+        first.update(|p| p.total = 3);
+        assert!(matches!(
+            book.keep_fed(&first).await,
+            Err(BookError::TakenOver)
+        ));
+        assert!(first.taken_over.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(book.read(&place).await.unwrap().unwrap().load.total, 7);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -234,6 +234,11 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         tokio::spawn(crate::common::request_id::with_current_request_id(
             async move {
                 while let Some((piece, slot)) = queued.recv().await {
+                    if load.taken_over.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(IngestError::Call(CallError::Fault(Fault::LoadBusy(
+                            "another request took this load's feeding over".into(),
+                        ))));
+                    }
                     match slot {
                         Slot::Stands(at) => load.side.attach(&load, at, piece),
                         Slot::Replaces(at) => {
@@ -396,6 +401,10 @@ pub async fn take_in(intake: Intake<'_>, input: Input) -> Result<(), IngestError
         ))),
         (None, Ok(())) => None,
     };
+    if load.taken_over.load(std::sync::atomic::Ordering::SeqCst) {
+        // Another request feeds the load now, from its record: nothing of it is aborted here.
+        guard.armed = false;
+    }
     if let Some(IngestError::TooManyJobs(_)) = &error {
         // Refused for its size: a load sent again gives its loadId back, none of its jobs
         // stands, unless a job of it ran.

@@ -215,6 +215,9 @@ pub struct Load {
     /// Wakes the load's follower for what callers bring (a new session, an abort); apart from
     /// `changed`, which the follower's own asks bump.
     nudged: tokio::sync::Notify,
+    /// Raised when the request feeding the load here lost its lease to another (this process
+    /// stood still past `load.lease_ms`): this one must send nothing more.
+    pub taken_over: std::sync::atomic::AtomicBool,
 }
 
 impl Load {
@@ -247,6 +250,7 @@ impl Load {
             }),
             changed: tokio::sync::watch::channel(0).0,
             nudged: tokio::sync::Notify::new(),
+            taken_over: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -586,10 +586,16 @@ impl Loads {
         }
         let renewing = {
             let (book, place, lease) = (self.book.clone(), place.clone(), self.settings.lease_ms);
+            let load = load.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
-                    let _ = book.feed_lease(&place, lease).await;
+                    if let Ok(false) = book.feed_lease(&place, lease).await {
+                        // Another request took the feeding over: this one sends nothing more.
+                        load.taken_over
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
                 }
             })
         };

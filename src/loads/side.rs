@@ -265,7 +265,7 @@ fn new_job(id: String, piece: &Piece, batches: Option<Vec<Batch>>) -> Job {
 /// Writes `load`'s record as its feeding goes; a registry that does not answer is logged, and the
 /// record is written at the next step.
 async fn keep(book: &Book, load: &Load) {
-    if let Err(error) = book.keep(load).await {
+    if let Err(error) = book.keep_fed(load).await {
         tracing::event!(
             target: "sfbulk_proxy::loads",
             tracing::Level::WARN,
@@ -281,8 +281,7 @@ async fn keep(book: &Book, load: &Load) {
 /// again after this process dies must know of everything that may run. A registry that does
 /// not take it stops the load there.
 async fn keep_before(book: &Book, load: &Load) -> Result<(), CallError> {
-    book.keep(load)
+    book.keep_fed(load)
         .await
-        .map(drop)
         .map_err(|error| CallError::Fault(error.into()))
 }
