@@ -204,6 +204,119 @@ pub async fn refresh(
     Ok(())
 }
 
+/// The most bytes of one page of `getAllJobInfo`: a job's info is under a kilobyte, and
+/// Salesforce lists at most 1,000 a page.
+const MAX_JOB_LIST_BYTES: usize = 2 * 1024 * 1024;
+
+/// The most pages of `getAllJobInfo` read in a search: 100,000 jobs.
+const MAX_JOB_LIST_PAGES: usize = 100;
+
+/// An ingest job as `getAllJobInfo` lists it.
+#[derive(Debug)]
+pub struct Listed {
+    pub id: String,
+    pub object: String,
+    pub operation: String,
+    pub state: String,
+    /// `createdDate`, in milliseconds since the Unix epoch (`None`: not one this proxy reads).
+    pub created_ms: Option<u64>,
+}
+
+/// `GET /jobs/ingest?jobType=V2Ingest` (`getAllJobInfo`), page after page (a `nextRecordsUrl`
+/// followed only when it is a path of this API's job list), at most [`MAX_JOB_LIST_PAGES`].
+pub async fn ingest_jobs(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+) -> Result<Vec<Listed>, CallError> {
+    let mut listed = Vec::new();
+    let mut path = "/jobs/ingest?jobType=V2Ingest".to_string();
+    for _ in 0..MAX_JOB_LIST_PAGES {
+        let answer = send(pipeline, Api::Bulk2, credentials, get(path), StatusCode::OK).await?;
+        let limited = http_body_util::Limited::new(answer.body, MAX_JOB_LIST_BYTES);
+        let bytes = limited
+            .collect()
+            .await
+            .map_err(|e| Fault::UpstreamUnavailable(format!("reading the job list: {e}")))?
+            .to_bytes();
+        let page: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            CallError::Fault(Fault::UpstreamUnavailable(format!(
+                "the job list is not JSON: {e}"
+            )))
+        })?;
+        for job in page["records"].as_array().into_iter().flatten() {
+            let text = |name: &str| {
+                crate::common::redact::cut(job[name].as_str().unwrap_or_default(), 64).into_owned()
+            };
+            listed.push(Listed {
+                id: text("id"),
+                object: text("object"),
+                operation: text("operation"),
+                state: text("state"),
+                created_ms: job["createdDate"].as_str().and_then(salesforce_time_ms),
+            });
+        }
+        let next = page["nextRecordsUrl"].as_str().unwrap_or_default();
+        // `/services/data/vNN.N/jobs/ingest?...`: the rest of the same list, nowhere else.
+        let Some(rest) = next
+            .strip_prefix("/services/data/v")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(version, rest)| {
+                version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                    && rest.starts_with("jobs/ingest?")
+                    && !rest.contains("..")
+            })
+            .map(|(_, rest)| rest)
+        else {
+            return Ok(listed);
+        };
+        path = format!("/{rest}");
+    }
+    Ok(listed)
+}
+
+/// Salesforce's `2026-12-07T01:20:00.000+0000` (or `...Z`), in milliseconds since the Unix
+/// epoch; `None` for anything else.
+pub fn salesforce_time_ms(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let zone = &text[19..];
+    let zone = zone
+        .strip_prefix('.')
+        .map_or(zone, |z| z.trim_start_matches(|c: char| c.is_ascii_digit()));
+    if !matches!(zone, "Z" | "+0000" | "+00:00") {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), as Howard Hinnant's algorithm counts them.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    u64::try_from(secs).ok().map(|s| s * 1000)
+}
+
 /// One of the job's result files (`successfulResults/`, `failedResults/`,
 /// `unprocessedrecords/`), its body to be read as it streams.
 pub async fn result_file(
@@ -220,4 +333,31 @@ pub async fn result_file(
         StatusCode::OK,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salesforces_times_are_read_and_anything_else_is_not() {
+        assert_eq!(salesforce_time_ms("1970-01-01T00:00:00.000+0000"), Some(0));
+        assert_eq!(
+            salesforce_time_ms("2026-12-07T01:20:30.000+0000"),
+            Some(1_796_606_430_000)
+        );
+        assert_eq!(
+            salesforce_time_ms("2024-02-29T12:00:00Z"),
+            Some(1_709_208_000_000)
+        );
+        for other in [
+            "",
+            "2026-12-07",
+            "2026-12-07T01:20:30.000+0100",
+            "2026-13-07T01:20:30Z",
+            "x026-12-07T01:20:30Z",
+        ] {
+            assert_eq!(salesforce_time_ms(other), None, "{other}");
+        }
+    }
 }

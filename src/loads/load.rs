@@ -179,6 +179,10 @@ pub struct Progress {
     /// The version of its record in the fleet's book, as this process last wrote or read it
     /// (`None`: not kept yet).
     pub kept_version: Option<u64>,
+    /// When a job's creation was sent whose answer (its id) is not recorded yet, in
+    /// milliseconds since the Unix epoch: a load sent again looks for that job among the open
+    /// ones and aborts it.
+    pub intent_ms: Option<u64>,
 }
 
 impl Progress {
@@ -247,6 +251,7 @@ impl Load {
                 ended: None,
                 credentials,
                 kept_version: None,
+                intent_ms: None,
             }),
             changed: tokio::sync::watch::channel(0).0,
             nudged: tokio::sync::Notify::new(),

@@ -500,7 +500,45 @@ impl Loads {
                 }
             });
         }
+        self.abort_unrecorded_job(load).await?;
         Ok(resume)
+    }
+
+    /// A job whose creation was sent and whose id never reached the record (the feeder died
+    /// first) is open and empty, and would stay so: it is looked for among the open ingest jobs
+    /// on the load's object and operation that Salesforce made from a little before the sending
+    /// to a minute after (`getAllJobInfo`), none of them the load's, and aborted. (An open job
+    /// of another flow on the same object and operation made in that minute is aborted too:
+    /// that flow's close then fails, and it sends its load again; nothing runs twice.)
+    async fn abort_unrecorded_job(&self, load: &Load) -> Result<(), CallError> {
+        let (sent, credentials, recorded) = {
+            let progress = load.progress();
+            let recorded: Vec<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
+            (progress.intent_ms, progress.credentials.clone(), recorded)
+        };
+        let Some(sent) = sent else {
+            return Ok(());
+        };
+        let window = sent.saturating_sub(5_000)..=sent.saturating_add(60_000);
+        let listed = calls::ingest_jobs(&self.pipeline, &credentials).await?;
+        for job in listed.iter().filter(|job| {
+            job.state == "Open"
+                && job.object.eq_ignore_ascii_case(&load.spec.object)
+                && job.operation == load.spec.operation
+                && job.created_ms.is_some_and(|at| window.contains(&at))
+                && !recorded.contains(&job.id)
+        }) {
+            tracing::event!(
+                target: "sfbulk_proxy::loads",
+                tracing::Level::INFO,
+                load.id = %load.id,
+                job.id = %job.id,
+                "a job made for a load whose feeder died before it learnt its id is aborted"
+            );
+            let _ = load.side.abort(&self.pipeline, &credentials, &job.id).await;
+        }
+        load.update(|progress| progress.intent_ms = None);
+        Ok(())
     }
 
     /// What a Bulk 1.0 load sent again recorded: its one job's batches, each processed as it

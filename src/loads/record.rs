@@ -41,6 +41,9 @@ pub struct LoadRecord {
     pub columns: Vec<String>,
     pub unmatched: u64,
     pub jobs: Vec<JobRecord>,
+    /// When a job's creation was sent whose id is not recorded yet.
+    #[serde(default)]
+    pub intent_ms: Option<u64>,
 }
 
 /// A job of a load, as kept.
@@ -106,6 +109,7 @@ pub struct Revived {
     pub columns: Vec<String>,
     pub unmatched: u64,
     pub jobs: Vec<Job>,
+    pub intent_ms: Option<u64>,
 }
 
 impl LoadRecord {
@@ -132,6 +136,7 @@ impl LoadRecord {
             columns: progress.columns.clone(),
             unmatched: progress.unmatched,
             jobs: progress.jobs.iter().map(JobRecord::of).collect(),
+            intent_ms: progress.intent_ms,
         }
     }
 
@@ -188,6 +193,7 @@ impl LoadRecord {
             columns: record.columns,
             unmatched: record.unmatched,
             jobs,
+            intent_ms: record.intent_ms,
         })
     }
 }
@@ -212,6 +218,7 @@ impl Revived {
             progress.columns = self.columns;
             progress.unmatched = self.unmatched;
             progress.kept_version = Some(version);
+            progress.intent_ms = self.intent_ms;
             if self.state.is_done() {
                 progress.ended = Some(std::time::Instant::now());
             }
@@ -413,6 +420,7 @@ mod tests {
             unmatched: 0,
             ended: None,
             kept_version: None,
+            intent_ms: None,
             credentials: crate::session::Credentials {
                 api_version: crate::common::values::ApiVersion::parse("59.0").unwrap(),
                 own: None,

@@ -70,11 +70,16 @@ impl Side {
         let credentials = load.progress().credentials.clone();
         match self {
             Side::Bulk2 => {
+                // Recorded before it is sent: should its answer be lost with this process, a load
+                // sent again finds the job it made among the open ones, and aborts it.
+                load.update(|progress| progress.intent_ms = Some(crate::registry::now_ms()));
+                keep_before(book, load).await?;
                 let id = calls::create_job(pipeline, &credentials, &load.spec).await?;
                 // Noted before its upload: a job that exists is aborted if the load does not
                 // go on. Its piece's digest too: a load sent again after a crash during the
                 // upload is checked against it before the piece goes to a new job.
                 load.update(|progress| {
+                    progress.intent_ms = None;
                     let mut job = new_job(id.clone(), &piece, None);
                     job.piece_digest = Some(piece.digest);
                     match at.and_then(|at| progress.jobs.get_mut(at)) {
