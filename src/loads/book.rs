@@ -310,17 +310,7 @@ impl Book {
         let Some(place) = Place::of(&load.owner, &load.id) else {
             return Ok(true);
         };
-        let record = {
-            let progress = load.progress();
-            LoadRecord::of(
-                &load.id,
-                &load.owner,
-                load.side,
-                &load.spec,
-                load.reach.clone(),
-                &progress,
-            )
-        };
+        let (record, _) = LoadRecord::now(load);
         let Some(version) = self.write(&place, &record, None).await? else {
             return Ok(false);
         };
@@ -361,18 +351,7 @@ impl Book {
         let Some(place) = Place::of(&load.owner, &load.id).filter(|_| self.shared) else {
             return Ok(());
         };
-        let (record, expected) = {
-            let progress = load.progress();
-            let record = LoadRecord::of(
-                &load.id,
-                &load.owner,
-                load.side,
-                &load.spec,
-                load.reach.clone(),
-                &progress,
-            );
-            (record, progress.kept_version)
-        };
+        let (record, expected) = LoadRecord::now(load);
         match self.write(&place, &record, expected).await? {
             Some(version) => {
                 load.update(|progress| progress.kept_version = Some(version));
@@ -393,18 +372,7 @@ impl Book {
             return Ok(Keeping::Kept);
         };
         for _ in 0..3 {
-            let (record, expected) = {
-                let progress = load.progress();
-                let record = LoadRecord::of(
-                    &load.id,
-                    &load.owner,
-                    load.side,
-                    &load.spec,
-                    load.reach.clone(),
-                    &progress,
-                );
-                (record, progress.kept_version)
-            };
+            let (record, expected) = LoadRecord::now(load);
             if let Some(version) = self.write(&place, &record, expected).await? {
                 load.update(|progress| progress.kept_version = Some(version));
                 return Ok(Keeping::Kept);

@@ -145,13 +145,13 @@ pub async fn set_state(
 }
 
 /// `GET /job/{id}` and `GET /job/{id}/batch`: the job's state and its batches' (their states,
-/// messages and counts) written into `job`. A failed batch's rows count as processed and failed:
+/// messages and counts) written into `job`; the listed batches `job` does not know, in order. A failed batch's rows count as processed and failed:
 /// the results give each of them `failed`.
 pub async fn refresh(
     pipeline: &Pipeline,
     credentials: &Credentials,
     job: &mut Job,
-) -> Result<(), CallError> {
+) -> Result<Vec<ListedBatch>, CallError> {
     let answer = send(
         pipeline,
         Api::Bulk1,
@@ -165,38 +165,23 @@ pub async fn refresh(
     if let Some(state) = info.child("state") {
         job.state = crate::common::redact::cut(state.text.trim(), 32).into_owned();
     }
-    let answer = send(
-        pipeline,
-        Api::Bulk1,
-        credentials,
-        get(format!("/job/{}/batch", job.id)),
-        StatusCode::OK,
-    )
-    .await?;
-    let text = text_of(answer, MAX_BATCH_LIST_BYTES).await?;
-    let list = read_str(&text, false).map_err(not_xml)?;
+    let listed = batches_listed(pipeline, credentials, &job.id).await?;
     let batches = job.batches.get_or_insert_with(Vec::new);
-    for child in list.children.iter().filter(|c| c.name == "batchInfo") {
-        let inner = format!("<batchInfo>{}</batchInfo>", &text[child.inner.clone()]);
-        let info = read_str(&inner, false).map_err(not_xml)?;
-        let field = |name: &str| info.child(name).map(|c| c.text.trim().to_string());
-        let Some(batch) = field("id").and_then(|id| batches.iter_mut().find(|b| b.id == id)) else {
+    let mut unknown = Vec::new();
+    for info in listed {
+        let Some(batch) = batches.iter_mut().find(|b| b.id == info.id) else {
+            unknown.push(info);
             continue;
         };
-        if let Some(state) = field("state") {
-            batch.state = crate::common::redact::cut(&state, 32).into_owned();
-        }
-        batch.state_message = field("stateMessage")
-            .filter(|m| !m.is_empty())
-            .map(|m| crate::common::redact::cut(&m, 1024).into_owned());
-        let count = |name: &str| field(name).and_then(|n| n.parse::<u64>().ok());
-        batch.processed = count("numberRecordsProcessed").unwrap_or(batch.processed);
-        batch.failed = count("numberRecordsFailed").unwrap_or(batch.failed);
+        batch.state = info.state;
+        batch.state_message = info.state_message;
+        batch.processed = info.processed.unwrap_or(batch.processed);
+        batch.failed = info.failed.unwrap_or(batch.failed);
     }
     let failed_rows = |b: &Batch| if b.state == "Failed" { b.records() } else { 0 };
     job.processed = batches.iter().map(|b| b.processed + failed_rows(b)).sum();
     job.failed = batches.iter().map(|b| b.failed + failed_rows(b)).sum();
-    Ok(())
+    Ok(unknown)
 }
 
 /// A batch's `result` (`Id,Success,Created,Error` in its records' order) or `request` (the piece
@@ -218,13 +203,22 @@ pub async fn batch_file(
     .await
 }
 
+/// A batch as the job's batch list gives it.
+pub struct ListedBatch {
+    pub id: String,
+    pub state: String,
+    pub state_message: Option<String>,
+    pub processed: Option<u64>,
+    pub failed: Option<u64>,
+}
+
 /// `GET /job/{id}/batch`: the job's batches as Salesforce lists them, in the order they were
-/// added: each one's id and state.
+/// added: each one's id, state, message and counts.
 pub async fn batches_listed(
     pipeline: &Pipeline,
     credentials: &Credentials,
     job: &str,
-) -> Result<Vec<(String, String)>, CallError> {
+) -> Result<Vec<ListedBatch>, CallError> {
     let answer = send(
         pipeline,
         Api::Bulk1,
@@ -240,10 +234,16 @@ pub async fn batches_listed(
         let inner = format!("<batchInfo>{}</batchInfo>", &text[child.inner.clone()]);
         let info = read_str(&inner, false).map_err(not_xml)?;
         let field = |name: &str| info.child(name).map(|c| c.text.trim().to_string());
-        let id = usable_id(field("id").as_deref(), "batch")?;
-        let state =
-            crate::common::redact::cut(&field("state").unwrap_or_default(), 32).into_owned();
-        listed.push((id, state));
+        let count = |name: &str| field(name).and_then(|n| n.parse::<u64>().ok());
+        listed.push(ListedBatch {
+            id: usable_id(field("id").as_deref(), "batch")?,
+            state: crate::common::redact::cut(&field("state").unwrap_or_default(), 32).into_owned(),
+            state_message: field("stateMessage")
+                .filter(|m| !m.is_empty())
+                .map(|m| crate::common::redact::cut(&m, 1024).into_owned()),
+            processed: count("numberRecordsProcessed"),
+            failed: count("numberRecordsFailed"),
+        });
     }
     Ok(listed)
 }

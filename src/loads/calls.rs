@@ -67,7 +67,15 @@ pub(super) async fn send(
 
 /// A JSON answer's body, read within its bound.
 async fn json_of(answer: UpstreamResponse) -> Result<serde_json::Value, CallError> {
-    let limited = http_body_util::Limited::new(answer.body, MAX_JSON_ANSWER_BYTES);
+    json_within(answer, MAX_JSON_ANSWER_BYTES).await
+}
+
+/// An answer's JSON, read within `limit` bytes.
+async fn json_within(
+    answer: UpstreamResponse,
+    limit: usize,
+) -> Result<serde_json::Value, CallError> {
+    let limited = http_body_util::Limited::new(answer.body, limit);
     let bytes = limited
         .collect()
         .await
@@ -232,17 +240,7 @@ pub async fn ingest_jobs(
     let mut path = "/jobs/ingest?jobType=V2Ingest".to_string();
     for _ in 0..MAX_JOB_LIST_PAGES {
         let answer = send(pipeline, Api::Bulk2, credentials, get(path), StatusCode::OK).await?;
-        let limited = http_body_util::Limited::new(answer.body, MAX_JOB_LIST_BYTES);
-        let bytes = limited
-            .collect()
-            .await
-            .map_err(|e| Fault::UpstreamUnavailable(format!("reading the job list: {e}")))?
-            .to_bytes();
-        let page: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CallError::Fault(Fault::UpstreamUnavailable(format!(
-                "the job list is not JSON: {e}"
-            )))
-        })?;
+        let page = json_within(answer, MAX_JOB_LIST_BYTES).await?;
         for job in page["records"].as_array().into_iter().flatten() {
             let text = |name: &str| {
                 crate::common::redact::cut(job[name].as_str().unwrap_or_default(), 64).into_owned()

@@ -554,16 +554,10 @@ impl Loads {
         let Some(mut job) = job else {
             return Ok(Resume::default());
         };
-        load.side
-            .refresh(&self.pipeline, &credentials, &mut job)
-            .await?;
+        let unknown = bulk1::refresh(&self.pipeline, &credentials, &mut job).await?;
         {
-            let listed = bulk1::batches_listed(&self.pipeline, &credentials, &job.id).await?;
             let batches = job.batches.get_or_insert_with(Vec::new);
-            for (id, state) in listed {
-                if batches.iter().any(|b| b.id == id) {
-                    continue;
-                }
+            for bulk1::ListedBatch { id, state, .. } in unknown {
                 let (rows, digest) = bulk1::request_digest(
                     &self.pipeline,
                     &credentials,

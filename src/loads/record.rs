@@ -140,6 +140,21 @@ impl LoadRecord {
         }
     }
 
+    /// The record of `load` as it stands, and the version of it this process last wrote or
+    /// read.
+    pub fn now(load: &Load) -> (LoadRecord, Option<u64>) {
+        let progress = load.progress();
+        let record = LoadRecord::of(
+            &load.id,
+            &load.owner,
+            load.side,
+            &load.spec,
+            load.reach.clone(),
+            &progress,
+        );
+        (record, progress.kept_version)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a record is plain data")
     }

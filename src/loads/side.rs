@@ -223,7 +223,7 @@ impl Side {
     ) -> Result<(), CallError> {
         match self {
             Side::Bulk2 => calls::refresh(pipeline, credentials, job).await,
-            Side::Bulk1 => bulk1::refresh(pipeline, credentials, job).await,
+            Side::Bulk1 => bulk1::refresh(pipeline, credentials, job).await.map(drop),
         }
     }
 

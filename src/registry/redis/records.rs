@@ -83,6 +83,26 @@ impl RedisRegistry {
     }
 }
 
+impl RedisRegistry {
+    /// `SADD` or `SREM` of `member` in the set `set`.
+    async fn change_set(
+        &self,
+        command: &str,
+        set: &str,
+        member: &str,
+    ) -> Result<(), RegistryError> {
+        check_name("set name", set)?;
+        check_name("set member", member)?;
+        redis::cmd(command)
+            .arg(self.set_key(set))
+            .arg(member)
+            .query_async::<i64>(&mut self.connection.clone())
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+}
+
 impl RecordStore for RedisRegistry {
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
         Box::pin(async move {
@@ -184,17 +204,7 @@ impl RecordStore for RedisRegistry {
         set: &'a str,
         member: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        Box::pin(async move {
-            check_name("set name", set)?;
-            check_name("set member", member)?;
-            redis::cmd("SADD")
-                .arg(self.set_key(set))
-                .arg(member)
-                .query_async::<i64>(&mut self.connection.clone())
-                .await
-                .map(drop)
-                .map_err(failed)
-        })
+        Box::pin(self.change_set("SADD", set, member))
     }
 
     fn set_remove<'a>(
@@ -202,17 +212,7 @@ impl RecordStore for RedisRegistry {
         set: &'a str,
         member: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        Box::pin(async move {
-            check_name("set name", set)?;
-            check_name("set member", member)?;
-            redis::cmd("SREM")
-                .arg(self.set_key(set))
-                .arg(member)
-                .query_async::<i64>(&mut self.connection.clone())
-                .await
-                .map(drop)
-                .map_err(failed)
-        })
+        Box::pin(self.change_set("SREM", set, member))
     }
 
     fn set_members<'a>(
