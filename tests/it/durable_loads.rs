@@ -39,6 +39,69 @@ fn contacts(rows: usize) -> String {
     csv
 }
 
+/// `operation` (`getLoad`, `getLoadResults`, `abortLoad`) of Bulk 2.0 load `load_id` through
+/// `proxy`, with the app's grant.
+async fn ask(
+    app: &TestApp,
+    proxy: &ProxyProcess,
+    operation: &str,
+    load_id: &str,
+) -> reqwest::Response {
+    app.http
+        .post(format!(
+            "{}/services/salesforcebulkv2_{operation}",
+            proxy.url
+        ))
+        .header("content-type", "text/xml")
+        .body(app.envelope_v2(operation, &[("loadId", load_id)]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of load `load_id`, as `proxy` answers it.
+async fn status_of(app: &TestApp, proxy: &ProxyProcess, load_id: &str) -> serde_json::Value {
+    ask(app, proxy, "getLoad", load_id)
+        .await
+        .json_value()
+        .await
+        .unwrap()
+}
+
+/// The row numbers of load `load_id`'s results through `proxy`, sorted, each row `created`.
+async fn created_rows(app: &TestApp, proxy: &ProxyProcess, load_id: &str) -> Vec<u64> {
+    let results = ask(app, proxy, "getLoadResults", load_id).await;
+    assert_eq!(results.status(), 200);
+    let text = results.text().await.unwrap();
+    let mut rows: Vec<u64> = csv_rows(&text)
+        .iter()
+        .inspect(|r| assert_eq!(r[1], "created", "{r:?}"))
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// The answer to the request `request` makes, once it is not 409 `SFBULK_LOAD_BUSY`: a dead
+/// feeder's lease lapses (300 ms) first.
+async fn once_free(request: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
+    tokio::time::timeout(CEILING, async {
+        loop {
+            let answer = request().send().await.unwrap();
+            let busy = answer
+                .headers()
+                .get("x-sfbulk-proxy-fault")
+                .is_some_and(|fault| fault == "SFBULK_LOAD_BUSY");
+            if !busy {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the feed lease lapsed")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_whose_replica_is_killed_is_ended_by_another_and_answered_by_a_third() {
     let redis = RedisServer::start();
@@ -79,38 +142,10 @@ async fn a_load_whose_replica_is_killed_is_ended_by_another_and_answered_by_a_th
     // A third replica, which never saw the load, answers its status and results from the
     // registry.
     let third = replica(&app, &redis);
-    let status: serde_json::Value = app
-        .http
-        .post(format!("{}/services/salesforcebulkv2_getLoad", third.url))
-        .header("content-type", "text/xml")
-        .body(app.envelope_v2("getLoad", &[("loadId", "moved")]))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await
-        .unwrap();
+    let status = status_of(&app, &third, "moved").await;
     assert_eq!(status["state"], "Completed", "{status}");
     assert_eq!(status["numberRecordsProcessed"], 300, "{status}");
-    let results = app
-        .http
-        .post(format!(
-            "{}/services/salesforcebulkv2_getLoadResults",
-            third.url
-        ))
-        .header("content-type", "text/xml")
-        .body(app.envelope_v2("getLoadResults", &[("loadId", "moved")]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(results.status(), 200);
-    let text = results.text().await.unwrap();
-    let mut rows: Vec<u64> = csv_rows(&text)
-        .iter()
-        .inspect(|r| assert_eq!(r[1], "created", "{r:?}"))
-        .map(|r| r[0].parse().unwrap())
-        .collect();
-    rows.sort_unstable();
+    let rows = created_rows(&app, &third, "moved").await;
     assert_eq!(rows, (1..=300).collect::<Vec<u64>>());
     // Every job was uploaded and closed once: the heir only followed.
     let jobs = app.org.ingest_jobs_seen();
@@ -253,17 +288,7 @@ async fn a_load_waits_out_a_paused_redis_and_ends_once_it_is_back() {
     let other = replica(&app, &redis);
     let state = tokio::time::timeout(CEILING, async {
         loop {
-            let status: serde_json::Value = app
-                .http
-                .post(format!("{}/services/salesforcebulkv2_getLoad", other.url))
-                .header("content-type", "text/xml")
-                .body(app.envelope_v2("getLoad", &[("loadId", "paused")]))
-                .send()
-                .await
-                .unwrap()
-                .json_value()
-                .await
-                .unwrap();
+            let status = status_of(&app, &other, "paused").await;
             if status["state"] == "Completed" {
                 return status;
             }
@@ -344,40 +369,19 @@ async fn killed_at_and_sent_again_when(step: Step, nth: usize, when: When, share
     );
     held.release();
     // The feed lease of the dead replica lapses (300 ms); until then the send is 409.
-    let answer = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = app
-                .http
-                .post(url(&heir))
-                .header("content-type", "text/csv")
-                .body(contacts(ROWS))
-                .send()
-                .await
-                .unwrap();
-            if answer.status() != 409 {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let answer = once_free(|| {
+        app.http
+            .post(url(&heir))
+            .header("content-type", "text/csv")
+            .body(contacts(ROWS))
     })
-    .await
-    .expect("the feed lease lapsed");
+    .await;
     let status = answer.status();
     let text = answer.text().await.unwrap();
     assert_eq!(status, 202, "{text}");
     let ended = tokio::time::timeout(CEILING, async {
         loop {
-            let status: serde_json::Value = app
-                .http
-                .post(format!("{}/services/salesforcebulkv2_getLoad", heir.url))
-                .header("content-type", "text/xml")
-                .body(app.envelope_v2("getLoad", &[("loadId", "again")]))
-                .send()
-                .await
-                .unwrap()
-                .json_value()
-                .await
-                .unwrap();
+            let status = status_of(&app, &heir, "again").await;
             if status["state"] != "InProgress" {
                 return status;
             }
@@ -388,24 +392,7 @@ async fn killed_at_and_sent_again_when(step: Step, nth: usize, when: When, share
     .expect("the load ended");
     assert_eq!(ended["state"], "Completed", "{ended}");
     assert_eq!(app.org.records_of("Contact").len(), ROWS, "{ended}");
-    let results = app
-        .http
-        .post(format!(
-            "{}/services/salesforcebulkv2_getLoadResults",
-            heir.url
-        ))
-        .header("content-type", "text/xml")
-        .body(app.envelope_v2("getLoadResults", &[("loadId", "again")]))
-        .send()
-        .await
-        .unwrap();
-    let text = results.text().await.unwrap();
-    let mut rows: Vec<u64> = csv_rows(&text)
-        .iter()
-        .inspect(|r| assert_eq!(r[1], "created", "{r:?}"))
-        .map(|r| r[0].parse().unwrap())
-        .collect();
-    rows.sort_unstable();
+    let rows = created_rows(&app, &heir, "again").await;
     assert_eq!(rows, (1..=ROWS as u64).collect::<Vec<u64>>());
     // No job of the load was closed twice, and whatever was left open by the dead replica
     // was never closed.
@@ -481,10 +468,9 @@ async fn a_load_sent_again_with_a_changed_piece_is_409_with_nothing_sent_and_wit
             ))
             .header("content-type", "text/csv")
             .body(csv)
-            .send()
     };
     let held = app.org.hold(Step::Bulk2Close, 1, When::Before);
-    let doomed = tokio::spawn(send(&taker, contacts(300)));
+    let doomed = tokio::spawn(send(&taker, contacts(300)).send());
     tokio::time::timeout(CEILING, held.reached())
         .await
         .expect("the first close came");
@@ -495,19 +481,7 @@ async fn a_load_sent_again_with_a_changed_piece_is_409_with_nothing_sent_and_wit
     let seen = app.org.ingest_jobs_seen();
 
     let changed = contacts(300).replace("First150,", "Someone else,");
-    let refused = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = send(&heir, changed.clone()).await.unwrap();
-            if answer.status() != 409
-                || answer.headers()["x-sfbulk-proxy-fault"] != "SFBULK_LOAD_BUSY"
-            {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the feed lease lapsed");
+    let refused = once_free(|| send(&heir, changed.clone())).await;
     assert_eq!(refused.status(), 409);
     assert_eq!(
         refused.headers()["x-sfbulk-proxy-fault"],
@@ -515,7 +489,7 @@ async fn a_load_sent_again_with_a_changed_piece_is_409_with_nothing_sent_and_wit
     );
     assert_eq!(app.org.ingest_jobs_seen(), seen, "nothing was sent");
 
-    let answer = send(&heir, contacts(300)).await.unwrap();
+    let answer = send(&heir, contacts(300)).send().await.unwrap();
     assert_eq!(answer.status(), 202);
     let jobs = app.org.ingest_jobs_seen();
     assert_eq!(jobs.len(), seen.len(), "no new job: {jobs:?}");
@@ -553,10 +527,9 @@ async fn a_load_sent_again_with_a_changed_piece_whose_upload_was_unanswered_is_4
             ))
             .header("content-type", "text/csv")
             .body(csv)
-            .send()
     };
     let held = app.org.hold(Step::Bulk2Upload, 1, When::After);
-    let doomed = tokio::spawn(send(&taker, contacts(300)));
+    let doomed = tokio::spawn(send(&taker, contacts(300)).send());
     tokio::time::timeout(CEILING, held.reached())
         .await
         .expect("the first upload came");
@@ -568,19 +541,7 @@ async fn a_load_sent_again_with_a_changed_piece_whose_upload_was_unanswered_is_4
     assert_eq!(seen.len(), 1, "{seen:?}");
 
     let changed = contacts(300).replace("First10,", "Someone else,");
-    let refused = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = send(&heir, changed.clone()).await.unwrap();
-            if answer.status() != 409
-                || answer.headers()["x-sfbulk-proxy-fault"] != "SFBULK_LOAD_BUSY"
-            {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the feed lease lapsed");
+    let refused = once_free(|| send(&heir, changed.clone())).await;
     assert_eq!(refused.status(), 409);
     assert_eq!(
         refused.headers()["x-sfbulk-proxy-fault"],
@@ -615,10 +576,9 @@ async fn a_load_sent_again_whose_closed_job_cannot_be_read_fails_with_nothing_se
             ))
             .header("content-type", "text/csv")
             .body(contacts(300))
-            .send()
     };
     let held = app.org.hold(Step::Bulk2Close, 2, When::Before);
-    let doomed = tokio::spawn(send(&taker));
+    let doomed = tokio::spawn(send(&taker).send());
     tokio::time::timeout(CEILING, held.reached())
         .await
         .expect("the second close came");
@@ -640,17 +600,7 @@ async fn a_load_sent_again_whose_closed_job_cannot_be_read_fails_with_nothing_se
     assert_eq!(inserted as u64, first.records);
     let jobs = app.org.ingest_jobs_seen().len();
 
-    let answer = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = send(&heir).await.unwrap();
-            if answer.status() != 409 {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the feed lease lapsed");
+    let answer = once_free(|| send(&heir)).await;
     assert_ne!(answer.status(), 202);
     assert_eq!(app.org.ingest_jobs_seen().len(), jobs, "no job was made");
     assert_eq!(app.org.records_of("Contact").len(), inserted);
@@ -686,10 +636,9 @@ async fn a_load_sent_again_and_refused_after_a_job_of_it_ran_keeps_its_load_id_a
             .header("content-type", "text/csv")
             // One field of 18 characters: too long where load.max_field_chars is 12.
             .body(contacts(300).replace("\"Last, 5\"", "\"Last, five or more\""))
-            .send()
     };
     let held = app.org.hold(Step::Bulk2Close, 2, When::Before);
-    let doomed = tokio::spawn(send(&taker));
+    let doomed = tokio::spawn(send(&taker).send());
     tokio::time::timeout(CEILING, held.reached())
         .await
         .expect("the second close came");
@@ -699,34 +648,14 @@ async fn a_load_sent_again_and_refused_after_a_job_of_it_ran_keeps_its_load_id_a
     held.release();
     let jobs = app.org.ingest_jobs_seen().len();
 
-    let refused = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = send(&strict).await.unwrap();
-            if answer.status() != 409 {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the feed lease lapsed");
+    let refused = once_free(|| send(&strict)).await;
     assert_eq!(refused.status(), 400);
     assert_eq!(
         refused.headers()["x-sfbulk-proxy-fault"],
         "SFBULK_INVALID_CSV"
     );
 
-    let answer = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = send(&heir).await.unwrap();
-            if answer.status() != 409 {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the feed lease was given up");
+    let answer = once_free(|| send(&heir)).await;
     assert_eq!(answer.status(), 202);
     let seen = app.org.ingest_jobs_seen();
     assert_eq!(seen.len(), jobs, "no new job: {seen:?}");
@@ -776,17 +705,7 @@ async fn a_replica_whose_load_was_taken_on_while_it_stood_still_answers_from_the
     .await;
 
     // The taker answers the load as it ended, not as it stood when it stopped following it.
-    let status: serde_json::Value = app
-        .http
-        .post(format!("{}/services/salesforcebulkv2_getLoad", taker.url))
-        .header("content-type", "text/xml")
-        .body(app.envelope_v2("getLoad", &[("loadId", "paused")]))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await
-        .unwrap();
+    let status = status_of(&app, &taker, "paused").await;
     assert_eq!(status["state"], "Completed", "{status}");
     assert_eq!(status["numberRecordsProcessed"], 300, "{status}");
 }
@@ -958,24 +877,13 @@ async fn bulk1_killed_at_and_sent_again(nth: usize, when: When) {
     taker.child.wait().unwrap();
     let _ = doomed.await;
     held.release();
-    let answer = tokio::time::timeout(CEILING, async {
-        loop {
-            let answer = app
-                .http
-                .post(url(&heir))
-                .header("content-type", "text/csv")
-                .body(contacts(rows))
-                .send()
-                .await
-                .unwrap();
-            if answer.status() != 409 {
-                return answer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let answer = once_free(|| {
+        app.http
+            .post(url(&heir))
+            .header("content-type", "text/csv")
+            .body(contacts(rows))
     })
-    .await
-    .expect("the feed lease lapsed");
+    .await;
     let status = answer.status();
     let text = answer.text().await.unwrap();
     assert_eq!(status, 202, "{text}");
