@@ -167,9 +167,15 @@ pub async fn refresh(
     }
     let listed = batches_listed(pipeline, credentials, &job.id).await?;
     let batches = job.batches.get_or_insert_with(Vec::new);
+    // By id, so a list of many batches costs one look-up each.
+    let at: std::collections::HashMap<String, usize> = batches
+        .iter()
+        .enumerate()
+        .map(|(at, b)| (b.id.clone(), at))
+        .collect();
     let mut unknown = Vec::new();
     for info in listed {
-        let Some(batch) = batches.iter_mut().find(|b| b.id == info.id) else {
+        let Some(batch) = at.get(&info.id).map(|&at| &mut batches[at]) else {
             unknown.push(info);
             continue;
         };

@@ -513,7 +513,7 @@ impl Loads {
     async fn abort_unrecorded_job(&self, load: &Load) -> Result<(), CallError> {
         let (sent, credentials, recorded) = {
             let progress = load.progress();
-            let recorded: Vec<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
+            let recorded: HashSet<String> = progress.jobs.iter().map(|j| j.id.clone()).collect();
             (progress.intent_ms, progress.credentials.clone(), recorded)
         };
         let Some(sent) = sent else {
