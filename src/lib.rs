@@ -14,6 +14,7 @@ pub mod app;
 pub mod common;
 pub mod config;
 pub mod edge;
+pub mod exports;
 pub mod loads;
 pub mod observe;
 pub mod pipeline;

@@ -124,6 +124,7 @@ impl Application {
             proxy: ProxyService::new(
                 components.pipeline.clone(),
                 components.loads.clone(),
+                components.exports.clone(),
                 tokens.clone(),
                 settings.server.max_in_flight,
                 draining.clone(),
@@ -177,11 +178,13 @@ impl Application {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (draining, drain) = (self.draining.clone(), self.drain);
         let loads = self.components.loads.clone();
+        let exports = self.components.exports.clone();
         tokio::spawn(async move {
             shutdown.await;
             draining.start();
-            // Answers waiting for a load to end get their 202 now.
+            // Answers waiting for a load or a query job to end get their 202 now.
             loads.drain();
+            exports.drain();
             tracing::info!(
                 target: "sfbulk_proxy::server",
                 drain_secs = drain.as_secs_f64(),

@@ -2,6 +2,7 @@
 //! metrics and the console, the Salesforce client, the sessions, and the pipeline they make,
 //! each given only what it uses.
 
+use crate::exports::Exports;
 use crate::loads::Loads;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::observe::console::Console;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::body::BufferBudget;
 use crate::pipeline::context::{Limits, Pipeline};
+use crate::pipeline::page_slots::PageSlots;
 use crate::registry::TokenRegistry;
 use crate::salesforce::SalesforceClient;
 use crate::session::{RegistryLimits, Sessions};
@@ -19,6 +21,8 @@ pub struct Components {
     pub pipeline: Arc<Pipeline>,
     /// Whole loads, carried out over the pipeline.
     pub loads: Arc<Loads>,
+    /// Whole exports, likewise.
+    pub exports: Arc<Exports>,
     /// Also asked by `/readyz` whether it answers.
     pub registry: Arc<dyn TokenRegistry>,
     pub metrics: Arc<Metrics>,
@@ -75,10 +79,13 @@ impl Components {
                 replay_buffer_bytes: settings.server.replay_buffer_bytes,
                 body_read_timeout: settings.server.body_read_timeout_secs,
                 max_pages: sf.max_pages,
+                parallel_pages: sf.parallel_pages,
+                read_retries: sf.read_retries,
             },
             buffers: BufferBudget::new(settings.server.max_buffered_bytes),
             metrics: metrics.clone(),
             console: console.clone(),
+            page_slots: PageSlots::new(sf.max_parallel_pages_per_org),
         };
         let pipeline = Arc::new(pipeline);
         let loads = Loads::new(
@@ -87,9 +94,11 @@ impl Components {
             settings.server.body_read_timeout_secs,
             settings.registry.timeout_ms,
         );
+        let exports = Exports::new(pipeline.clone(), settings.load.clone());
         Ok(Components {
             pipeline,
             loads,
+            exports,
             registry,
             metrics,
             console,

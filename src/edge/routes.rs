@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::edge::admission::{GuardTokens, Limit};
 use crate::edge::serve::Draining;
+use crate::exports::Exports;
 use crate::loads::Loads;
 use crate::observe::access_log::{self, Abandoning, RequestIds};
 use crate::pipeline::context::Pipeline;
@@ -53,6 +54,8 @@ pub struct ProxyService {
     pipeline: Arc<Pipeline>,
     /// Whole loads, which the pipeline's operations table names and the edge hands here.
     loads: Arc<Loads>,
+    /// Whole exports, likewise.
+    exports: Arc<Exports>,
     ids: RequestIds,
     /// `server.auth_tokens` and the token files, checked before anything else of a
     /// `/services/` request.
@@ -71,6 +74,7 @@ impl ProxyService {
     pub fn new(
         pipeline: Arc<Pipeline>,
         loads: Arc<Loads>,
+        exports: Arc<Exports>,
         bearer: Arc<GuardTokens>,
         max_in_flight: usize,
         draining: Draining,
@@ -79,6 +83,7 @@ impl ProxyService {
         Arc::new(ProxyService {
             pipeline,
             loads,
+            exports,
             ids: RequestIds::default(),
             bearer,
             in_flight: Limit::new("server.max_in_flight", max_in_flight),
@@ -174,6 +179,7 @@ impl ProxyService {
         match operation {
             Ok(operation) => match operation.input {
                 Input::Load(kind) => self.loads.call(operation, kind, request, &scope).await,
+                Input::Export(kind) => self.exports.call(operation, kind, request, &scope).await,
                 _ => request::call(&self.pipeline, operation, request, &scope).await,
             },
             Err(fault) => fault.response(api),

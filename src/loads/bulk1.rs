@@ -22,7 +22,7 @@ const MAX_JOB_ANSWER_BYTES: usize = 64 * 1024;
 /// at most `load.max_jobs` batches.
 const MAX_BATCH_LIST_BYTES: usize = 4 * 1024 * 1024;
 
-fn job_info(fields: &[(&str, &str)]) -> Call {
+pub(crate) fn job_info(fields: &[(&str, &str)]) -> Call {
     let mut body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo xmlns=\"{ASYNC_API_NAMESPACE}\">"
     );
@@ -40,7 +40,7 @@ fn job_info(fields: &[(&str, &str)]) -> Call {
 }
 
 /// An XML answer's text, read within `limit`.
-async fn text_of(answer: UpstreamResponse, limit: usize) -> Result<String, CallError> {
+pub(crate) async fn text_of(answer: UpstreamResponse, limit: usize) -> Result<String, CallError> {
     let bytes = http_body_util::Limited::new(answer.body, limit)
         .collect()
         .await
@@ -53,14 +53,14 @@ async fn text_of(answer: UpstreamResponse, limit: usize) -> Result<String, CallE
     })
 }
 
-fn not_xml(e: impl std::fmt::Display) -> CallError {
+pub(crate) fn not_xml(e: impl std::fmt::Display) -> CallError {
     CallError::Fault(Fault::UpstreamUnavailable(format!(
         "a job's answer is not XML: {e}"
     )))
 }
 
 /// A usable id Salesforce gave (letters and digits), or the fault of its absence.
-fn usable_id(id: Option<&str>, what: &str) -> Result<String, CallError> {
+pub(crate) fn usable_id(id: Option<&str>, what: &str) -> Result<String, CallError> {
     id.map(str::trim)
         .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
         .map(str::to_string)

@@ -50,7 +50,7 @@ impl From<Fault> for CallError {
 }
 
 /// `call` to `api` as `credentials`; an answer other than `wanted` is Salesforce's refusal.
-pub(super) async fn send(
+pub(crate) async fn send(
     pipeline: &Pipeline,
     api: Api,
     credentials: &Credentials,
@@ -71,7 +71,7 @@ async fn json_of(answer: UpstreamResponse) -> Result<serde_json::Value, CallErro
 }
 
 /// An answer's JSON, read within `limit` bytes.
-async fn json_within(
+pub(crate) async fn json_within(
     answer: UpstreamResponse,
     limit: usize,
 ) -> Result<serde_json::Value, CallError> {
@@ -88,7 +88,7 @@ async fn json_within(
     })
 }
 
-fn json_call(method: Method, path: String, body: serde_json::Value) -> Call {
+pub(crate) fn json_call(method: Method, path: String, body: serde_json::Value) -> Call {
     Call {
         method,
         path,
@@ -98,7 +98,7 @@ fn json_call(method: Method, path: String, body: serde_json::Value) -> Call {
     }
 }
 
-pub(super) fn get(path: String) -> Call {
+pub(crate) fn get(path: String) -> Call {
     Call {
         method: Method::GET,
         path,

@@ -74,6 +74,17 @@ struct LoadStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabel {
+    api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PageLabels {
+    api: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Org {
     org: String,
 }
@@ -160,6 +171,11 @@ pub struct Metrics {
     loads: Family<LoadStateLabels, Gauge>,
     /// Counts the loads kept in each state at each scrape.
     loads_probe: Mutex<Option<LoadsProbe>>,
+    exports: Family<LoadStateLabels, Gauge>,
+    /// Counts the exports kept in each state at each scrape.
+    exports_probe: Mutex<Option<LoadsProbe>>,
+    export_rows: Family<ApiLabel, Counter>,
+    export_pages: Family<PageLabels, Counter>,
     /// The orgs seen so far (at most [`MAX_ORGS`]).
     orgs: Mutex<Vec<String>>,
     /// Reads the connection pool's idle and open counts at each scrape.
@@ -196,6 +212,20 @@ pub type LoadsProbe = Box<dyn Fn() -> Vec<(&'static str, &'static str, i64)> + S
 /// The outcomes `sfbulk_load_records_total` counts.
 pub const LOAD_RESULTS: [&str; 3] = ["succeeded", "failed", "unprocessed"];
 
+/// The states `sfbulk_exports` counts.
+pub const EXPORT_STATES: [&str; 7] = [
+    "InProgress",
+    "Streaming",
+    "Completed",
+    "Failed",
+    "Aborted",
+    "CutOff",
+    "Accepted",
+];
+
+/// How `sfbulk_export_pages_total` says a result's pages were read.
+pub const PAGE_MODES: [&str; 2] = ["sequential", "parallel"];
+
 /// The states `sfbulk_loads` counts.
 pub const LOAD_STATES: [&str; 5] = ["Uploading", "InProgress", "Completed", "Failed", "Aborted"];
 
@@ -224,6 +254,9 @@ impl Metrics {
         registry_reachable.set(1);
         let load_records = Family::default();
         let loads = Family::default();
+        let exports = Family::default();
+        let export_rows = Family::default();
+        let export_pages = Family::default();
         registry.register(
             "sfbulk_requests",
             "Requests answered, by API, operation, HTTP status and who made the answer",
@@ -305,6 +338,23 @@ impl Metrics {
             loads.clone(),
         );
         registry.register(
+            "sfbulk_exports",
+            "Exports this process keeps (the last ones ended, and those under way), by API and \
+             state",
+            exports.clone(),
+        );
+        registry.register(
+            "sfbulk_export_rows",
+            "Rows of query results passed to callers in one answer (exports and allPages), by API",
+            export_rows.clone(),
+        );
+        registry.register(
+            "sfbulk_export_pages",
+            "Query result pages read for exports and allPages answers, by API and how they were \
+             read",
+            export_pages.clone(),
+        );
+        registry.register(
             "sfbulk_build",
             "The running build",
             Info::new(vec![
@@ -338,6 +388,13 @@ impl Metrics {
             }
             for state in LOAD_STATES {
                 drop(loads.get_or_create(&LoadStateLabels { api, state }));
+            }
+            for state in EXPORT_STATES {
+                drop(exports.get_or_create(&LoadStateLabels { api, state }));
+            }
+            drop(export_rows.get_or_create(&ApiLabel { api }));
+            for mode in PAGE_MODES {
+                drop(export_pages.get_or_create(&PageLabels { api, mode }));
             }
         }
         let operations = operations
@@ -373,6 +430,10 @@ impl Metrics {
             load_records,
             loads,
             loads_probe: Mutex::new(None),
+            exports,
+            exports_probe: Mutex::new(None),
+            export_rows,
+            export_pages,
             orgs: Mutex::new(Vec::new()),
             pool: Mutex::new(None),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -433,16 +494,16 @@ impl Metrics {
                 .get_or_create(&state("active"))
                 .set((open - idle).max(0));
         }
-        if let Some(probe) = self
-            .loads_probe
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            for (api, state, count) in probe() {
-                self.loads
-                    .get_or_create(&LoadStateLabels { api, state })
-                    .set(count);
+        for (probe, family) in [
+            (&self.loads_probe, &self.loads),
+            (&self.exports_probe, &self.exports),
+        ] {
+            if let Some(probe) = probe.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                for (api, state, count) in probe() {
+                    family
+                        .get_or_create(&LoadStateLabels { api, state })
+                        .set(count);
+                }
             }
         }
         let mut text = String::with_capacity(8 * 1024);
@@ -462,6 +523,26 @@ impl Metrics {
     /// Counts the loads in each state at each scrape.
     pub fn watch_loads(&self, probe: LoadsProbe) {
         *self.loads_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// Counts the exports in each state at each scrape.
+    pub fn watch_exports(&self, probe: LoadsProbe) {
+        *self.exports_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// A page of a query result of `api`, read `mode` (`sequential` or `parallel`), was passed
+    /// to its caller.
+    pub fn export_page(&self, api: &'static str, mode: &'static str) {
+        self.export_pages
+            .get_or_create(&PageLabels { api, mode })
+            .inc();
+    }
+
+    /// `rows` rows of a query result of `api` were passed to its caller.
+    pub fn export_rows(&self, api: &'static str, rows: u64) {
+        self.export_rows
+            .get_or_create(&ApiLabel { api })
+            .inc_by(rows);
     }
 
     /// A load of `api` ended: its rows by outcome.

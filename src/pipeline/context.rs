@@ -8,6 +8,7 @@ use crate::observe::console::Console;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::body::BufferBudget;
 use crate::pipeline::connection::Connections;
+use crate::pipeline::page_slots::PageSlots;
 use crate::registry::RecordStore;
 use crate::salesforce::origin::AllowList;
 use crate::salesforce::SalesforceClient;
@@ -32,6 +33,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// What the admin port's console shows, handed over by the requests.
     pub console: Arc<Console>,
+    /// `salesforce.max_parallel_pages_per_org`: the page reads each org may have at once.
+    pub page_slots: PageSlots,
 }
 
 /// What one request may take.
@@ -46,4 +49,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// `salesforce.max_pages`: the most pages one `allPages` answer reads.
     pub max_pages: u64,
+    /// `salesforce.parallel_pages`: the pages of one listed result read at once.
+    pub parallel_pages: usize,
+    /// `salesforce.read_retries`: how often a page whose read broke is read again.
+    pub read_retries: u32,
 }

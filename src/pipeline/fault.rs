@@ -131,6 +131,13 @@ pub enum Fault {
     /// recorded. Nothing was sent to Salesforce.
     #[error("{0}")]
     LoadMismatch(String),
+    /// 502: an export's query job (or a Bulk 1.0 query batch of it) ended `Failed`: Salesforce's
+    /// message.
+    #[error("{0}")]
+    QueryFailed(String),
+    /// 409: an export's query job was aborted before its result was read.
+    #[error("{0}")]
+    QueryAborted(String),
     /// 500: something in the proxy itself failed (a task that panicked).
     #[error("internal error: {0}")]
     Internal(String),
@@ -295,12 +302,15 @@ impl Fault {
             | Fault::MixedCredentials(_)
             | Fault::InvalidCsv(_) => StatusCode::BAD_REQUEST,
             Fault::UnknownLoad(_) => StatusCode::NOT_FOUND,
-            Fault::LoadNotDone(_) | Fault::LoadBusy(_) | Fault::LoadMismatch(_) => {
-                StatusCode::CONFLICT
-            }
+            Fault::LoadNotDone(_)
+            | Fault::LoadBusy(_)
+            | Fault::LoadMismatch(_)
+            | Fault::QueryAborted(_) => StatusCode::CONFLICT,
             Fault::OriginRefused { .. } | Fault::ConnectionNotAllowed(_) => StatusCode::FORBIDDEN,
             Fault::RefreshRejected { .. } | Fault::Unauthorized => StatusCode::UNAUTHORIZED,
-            Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Fault::RefreshFailed(_) | Fault::UpstreamUnavailable(_) | Fault::QueryFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Fault::UploadNotReplayable { .. } | Fault::RegistryUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -346,6 +356,8 @@ impl Fault {
             Fault::LoadNotDone(_) => "SFBULK_LOAD_NOT_DONE",
             Fault::LoadBusy(_) => "SFBULK_LOAD_BUSY",
             Fault::LoadMismatch(_) => "SFBULK_LOAD_MISMATCH",
+            Fault::QueryFailed(_) => "SFBULK_QUERY_FAILED",
+            Fault::QueryAborted(_) => "SFBULK_QUERY_ABORTED",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod envelope;
 pub(crate) mod exchange;
 pub(crate) mod fault;
 pub mod operation;
+pub mod page_slots;
 pub(crate) mod pages;
 pub(crate) mod relay;
 pub(crate) mod request;

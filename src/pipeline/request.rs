@@ -91,10 +91,11 @@ async fn handle(
             let credentials = credentials_for(pipeline, operation, &envelope, scope);
             gathered(&envelope, credentials, call)?
         }
-        // The edge hands whole loads to `loads`: nothing of them is a single call.
-        Input::Load(_) => {
+        // The edge hands whole loads to `loads` and exports to `exports`: nothing of them is a
+        // single call.
+        Input::Load(_) | Input::Export(_) => {
             return Err(Fault::Internal(format!(
-                "{} is a load operation, not a call",
+                "{} is carried out whole, not one call",
                 operation.name
             )))
         }
@@ -122,6 +123,18 @@ async fn handle(
     };
     let started = Instant::now();
     let traceparent = trace.map(|t| t.child());
+    // Every page of a result Salesforce lists starts with its first list of pages.
+    let (call, listed) = match call.pages {
+        Some(pages) => {
+            let (first, listed) = pages.start(&credentials.api_version);
+            let call = UpstreamCall {
+                call: first.call,
+                pages: Some(pages),
+            };
+            (call, listed)
+        }
+        None => (call, false),
+    };
     let answer = exchange::call_salesforce(
         pipeline,
         operation.api,
@@ -159,14 +172,16 @@ async fn handle(
                     pipeline: pipeline.clone(),
                     api: operation.api,
                     credentials,
-                    pages,
                     traceparent,
                     trailers: te_trailers(headers),
                     gzip_ok: crate::common::gzip::accepts_gzip(headers),
                     max_pages: pipeline.limits.max_pages,
+                    on_end: None,
                 },
                 session,
                 answer,
+                pages,
+                listed,
             )
             .await?
         }
@@ -199,7 +214,7 @@ fn upload_headers(
 }
 
 /// Whether the caller takes trailers (`TE: trailers`).
-fn te_trailers(headers: &HeaderMap) -> bool {
+pub fn te_trailers(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TE)
         .iter()

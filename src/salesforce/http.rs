@@ -236,6 +236,7 @@ impl Http {
             }),
             read_timeout: self.read_timeout,
             silence: None,
+            waiting: false,
             deadline: crate::common::request_id::current_deadline(),
         };
         if hyper::body::Body::is_end_stream(&body.inner) {
@@ -501,8 +502,12 @@ pub struct UpstreamBody {
     inner: Incoming,
     keep: Option<Checkin>,
     read_timeout: Duration,
-    /// Started when a read has to wait; restarted after every frame.
+    /// Started when a read has to wait; set again at the first wait after a frame, so the time
+    /// the reader took between frames (a caller reading slowly, a page held back for its turn)
+    /// is never counted as Salesforce's silence.
     silence: Option<Pin<Box<Sleep>>>,
+    /// `silence` runs from the current wait (not from a wait before the last frame).
+    waiting: bool,
     /// When the caller's answer must have ended (`salesforce.max_answer_secs`): the body fails
     /// then, however its bytes trickle.
     deadline: Option<tokio::time::Instant>,
@@ -558,10 +563,7 @@ impl http_body::Body for UpstreamBody {
                     this.keep = None;
                     return Poll::Ready(Some(Err(HttpError::AnswerTooLong)));
                 }
-                let wake = this.next_wake(now);
-                if let Some(silence) = &mut this.silence {
-                    silence.as_mut().reset(wake);
-                }
+                this.waiting = false;
                 if hyper::body::Body::is_end_stream(&this.inner) {
                     this.check_in();
                 }
@@ -580,6 +582,10 @@ impl http_body::Body for UpstreamBody {
                 let silence = this
                     .silence
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+                if !this.waiting {
+                    this.waiting = true;
+                    silence.as_mut().reset(wake);
+                }
                 ready!(silence.as_mut().poll(cx));
                 this.keep = None;
                 let too_long = this

@@ -30,6 +30,10 @@ pub struct SalesforceSettings {
     pub read_retries: u32,
     /// The most pages an `allPages` answer reads.
     pub max_pages: u64,
+    /// Pages of one result read at once when Salesforce lists them (`resultPages`, API 58.0+).
+    pub parallel_pages: usize,
+    /// Page reads at once to one org from this process, whatever the answers they are for.
+    pub max_parallel_pages_per_org: usize,
     /// The longest any relayed answer may run, from the request's arrival to its last byte.
     #[serde(with = "seconds")]
     pub max_answer_secs: Duration,
@@ -71,6 +75,9 @@ pub struct ConnectTo {
     pub address: SocketAddr,
 }
 
+/// The most pages of one result read at once: Salesforce lists five at a time.
+pub const MAX_PARALLEL_PAGES: usize = 5;
+
 /// More repeats of a failed read than this only hold a caller longer (each waits up to 5 s).
 pub const MAX_READ_RETRIES: u32 = 10;
 
@@ -95,6 +102,13 @@ impl SalesforceSettings {
                 self.read_retries
             ));
         }
+        if !(1..=MAX_PARALLEL_PAGES).contains(&self.parallel_pages) {
+            problems.push(format!(
+                "salesforce.parallel_pages must be from 1 to {MAX_PARALLEL_PAGES} (Salesforce \
+                 lists five pages at a time), not {}",
+                self.parallel_pages
+            ));
+        }
         for (key, zero) in [
             (
                 "salesforce.connect_timeout_ms",
@@ -110,6 +124,10 @@ impl SalesforceSettings {
             ),
             ("salesforce.max_answer_secs", self.max_answer_secs.is_zero()),
             ("salesforce.max_pages", self.max_pages == 0),
+            (
+                "salesforce.max_parallel_pages_per_org",
+                self.max_parallel_pages_per_org == 0,
+            ),
             (
                 "salesforce.max_connections_per_origin",
                 self.max_connections_per_origin == 0,

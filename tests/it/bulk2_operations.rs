@@ -610,6 +610,8 @@ async fn all_pages_from_canned(csv: &str) -> (String, bool, Vec<String>) {
             ("apiUrl", &salesforce),
             ("jobId", "750x"),
             ("allPages", "true"),
+            // Read by Sforce-Locator, as before 58.0 (no resultPages).
+            ("apiVersion", "57.0"),
         ],
     );
     let answer = reqwest::Client::new()

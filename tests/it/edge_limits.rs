@@ -85,6 +85,8 @@ async fn all_pages(proxy: &str, upstream: &str, request_id: &str) -> Read {
             ("apiUrl", upstream),
             ("jobId", "750x"),
             ("allPages", "true"),
+            // Read by Sforce-Locator, as before 58.0 (no resultPages).
+            ("apiVersion", "57.0"),
         ],
     );
     let response = reqwest::Client::new()
@@ -582,6 +584,8 @@ async fn an_answer_that_never_yields_a_frame_is_bounded_by_max_answer_secs_too()
             ("apiUrl", &upstream),
             ("jobId", "750x"),
             ("allPages", "true"),
+            // Read by Sforce-Locator, as before 58.0 (no resultPages).
+            ("apiVersion", "57.0"),
         ],
     );
     let response = reqwest::Client::new()

@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["app"],
     &["config"],
     &["edge"],
+    &["exports"],
     &["loads"],
     &["pipeline"],
     &["session"],

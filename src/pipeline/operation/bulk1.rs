@@ -41,7 +41,7 @@ const PK_CHUNK_MAX: u32 = 250_000;
 /// → `Sforce-Disable-Batch-Retry: true`, and `lineEnding` (`LF`, `CRLF`; CSV jobs only, so
 /// refused beside another `content_type`) → `Sforce-Line-Ending`. Each value is checked here
 /// and the header written from what was checked; every value that is not of its form is named.
-pub(super) fn job_headers(
+pub fn job_headers(
     fields: &dyn Fields,
     content_type: Option<&str>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, EnvelopeError> {

@@ -274,7 +274,7 @@ mod tests {
         let envelope = Envelope::parse(content_type, Bytes::from(body.to_string()), op).unwrap();
         match lookup(Api::Bulk2, op).unwrap().input {
             Input::Envelope(build) => build(&envelope),
-            Input::Upload(_) | Input::Load(_) => unreachable!(),
+            Input::Upload(_) | Input::Load(_) | Input::Export(_) => unreachable!(),
         }
     }
 
@@ -340,11 +340,16 @@ mod tests {
             "/jobs/query/750q/results?locator=MTA%2B%2Fw%3D&maxRecords=5"
         );
         let pages = c.pages.unwrap();
-        let next = pages.page(&Locator::parse("MjA").unwrap());
         assert_eq!(
-            next.path,
+            pages.page_path(Some(&Locator::parse("MjA").unwrap())),
             "/jobs/query/750q/results?locator=MjA&maxRecords=5"
         );
+        let version = crate::common::values::ApiVersion::parse("59.0").unwrap();
+        assert!(!pages.listable(&version), "a caller's maxRecords is kept");
+        let whole = Pages::for_query_job("750q", None);
+        assert_eq!(whole.start(&version).0.path, "/jobs/query/750q/resultPages");
+        let older = crate::common::values::ApiVersion::parse("57.0").unwrap();
+        assert_eq!(whole.start(&older).0.path, "/jobs/query/750q/results");
         for (field, bad) in [
             ("locator", "a&b=c"),
             ("maxRecords", "0"),

@@ -11,7 +11,7 @@ use crate::common::values::{ApiVersion, SalesforceId};
 use crate::pipeline::envelope::{Envelope, EnvelopeError, Fields, Gather};
 use crate::salesforce::{Api, Call, Payload};
 
-pub use bulk1::JOB_CREATE_FIELDS;
+pub use bulk1::{job_headers, JOB_CREATE_FIELDS};
 
 /// Bodies are labelled with their charset, as Salesforce's own clients do.
 const XML_CONTENT_TYPE: &str = "application/xml; charset=UTF-8";
@@ -58,15 +58,49 @@ pub struct Pages {
     pub first: Option<Locator>,
 }
 
+/// The first API version whose query results Salesforce lists for reading in parallel
+/// (`resultPages`).
+const LISTED_SINCE: u16 = 58;
+
 impl Pages {
-    /// The call for the page `locator` (Salesforce's `Sforce-Locator`, checked by the caller of
-    /// this to be a [`Locator`]).
-    pub fn page(&self, locator: &Locator) -> UpstreamCall {
-        large(get(bulk2::results_path(
-            &self.path,
-            Some(locator),
-            self.max_records,
-        )))
+    /// Every page of query job `job`'s result, of `max_records` rows each if given.
+    pub fn for_query_job(job: &str, max_records: Option<u32>) -> Pages {
+        Pages {
+            path: format!("/jobs/query/{job}/results"),
+            max_records,
+            first: None,
+        }
+    }
+
+    /// `/jobs/query/{id}`: the job's path below the API's base.
+    pub fn job_path(&self) -> &str {
+        self.path.strip_suffix("/results").unwrap_or(&self.path)
+    }
+
+    /// The path of the page at `locator` (the first without one).
+    pub fn page_path(&self, locator: Option<&Locator>) -> String {
+        bulk2::results_path(&self.path, locator, self.max_records)
+    }
+
+    /// The path of the list of pages at `locator` (the first without one).
+    pub fn listing_path(&self, locator: Option<&Locator>) -> String {
+        bulk2::results_path(&format!("{}/resultPages", self.job_path()), locator, None)
+    }
+
+    /// Whether Salesforce lists these pages to be read in parallel: a job of API 58.0 or later,
+    /// read whole, in the pages Salesforce sizes.
+    pub fn listable(&self, version: &ApiVersion) -> bool {
+        self.max_records.is_none() && self.first.is_none() && version.major() >= LISTED_SINCE
+    }
+
+    /// The first call at `version`, and whether it is the first list of pages (else the first
+    /// page).
+    pub fn start(&self, version: &ApiVersion) -> (UpstreamCall, bool) {
+        if self.listable(version) {
+            (get(self.listing_path(None)), true)
+        } else {
+            (large(get(self.page_path(self.first.as_ref()))), false)
+        }
     }
 }
 
@@ -106,6 +140,17 @@ pub enum Input {
     Upload(fn(&dyn Fields) -> Result<UploadTarget, EnvelopeError>),
     /// Not one call but a whole load the proxy carries out (`src/loads/`).
     Load(LoadOperation),
+    /// Not one call but a whole export the proxy carries out (`src/exports/`).
+    Export(ExportOperation),
+}
+
+/// The operations of whole exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportOperation {
+    /// The query job made, waited for, and every row of its result answered in one CSV.
+    Query,
+    /// Every row of a Bulk 1.0 query job's result (every batch, every result file) in one CSV.
+    QueryResults,
 }
 
 /// The operations of whole loads.
@@ -217,6 +262,11 @@ pub const OPERATIONS: &[Operation] = &[
     bulk1("getLoad", Input::Load(LoadOperation::GetLoad)),
     bulk1("getLoadResults", Input::Load(LoadOperation::GetLoadResults)),
     bulk1("abortLoad", Input::Load(LoadOperation::AbortLoad)),
+    bulk1("query", Input::Export(ExportOperation::Query)),
+    bulk1(
+        "getQueryResults",
+        Input::Export(ExportOperation::QueryResults),
+    ),
     ingest("createJob", Input::Envelope(bulk2::create_job)),
     ingest("uploadJobData", Input::Envelope(bulk2::upload_job_data)),
     ingest("uploadJobFile", Input::Upload(bulk2::upload_job_file)),
@@ -266,6 +316,7 @@ pub const OPERATIONS: &[Operation] = &[
     ingest("getLoadResults", Input::Load(LoadOperation::GetLoadResults)),
     ingest("abortLoad", Input::Load(LoadOperation::AbortLoad)),
     query("createQueryJob", Input::Envelope(bulk2::create_query_job)),
+    query("query", Input::Export(ExportOperation::Query)),
     query(
         "getQueryJobInfo",
         Input::Envelope(|e| Ok(get(bulk2::job_path(e, "query", "")?))),
@@ -416,7 +467,7 @@ mod tests {
         let envelope = Envelope::parse(content_type, Bytes::from(body.to_string()), op).unwrap();
         match lookup(Api::Bulk1, op).unwrap().input {
             Input::Envelope(build) => build(&envelope),
-            Input::Upload(_) | Input::Load(_) => unreachable!(),
+            Input::Upload(_) | Input::Load(_) | Input::Export(_) => unreachable!(),
         }
     }
 
