@@ -18,7 +18,10 @@ use super::wire::{format_date, Document, Format, Value};
 pub(super) enum Outcome {
     Ingest(Vec<RecordResult>),
     Query {
-        result_id: String,
+        /// One a result file, in order.
+        result_ids: Vec<String>,
+        /// The most rows of one result file; 0: one file holds them all.
+        file_rows: u64,
         query: Query,
         /// Stored records matching the query when the batch ran.
         stored: Arc<Vec<Record>>,
@@ -138,6 +141,25 @@ impl Batch {
                 }
             },
             _ => 0,
+        }
+    }
+
+    /// The rows of the whole result (`first..last`) that the query's result file `index` holds:
+    /// a PK chunk's batch holds its rows of the result, any other all of them, and each file at
+    /// most its `file_rows` of those in order.
+    pub(super) fn result_file_rows(&self, index: usize) -> (u64, u64) {
+        let (first, last) = match &self.outcome {
+            Outcome::Query {
+                rows: Some(rows), ..
+            } => *rows,
+            _ => (0, self.query_rows()),
+        };
+        match &self.outcome {
+            Outcome::Query { file_rows, .. } if *file_rows > 0 => {
+                let start = first.saturating_add(index as u64 * file_rows).min(last);
+                (start, start.saturating_add(*file_rows).min(last))
+            }
+            _ => (first, last),
         }
     }
 

@@ -105,7 +105,8 @@ pub async fn add(
         request_content_type: raw_type.to_string(),
         outcome,
     };
-    // PK chunking: the batch sent is not processed; a batch per chunk of rows is made instead.
+    // PK chunking: the batch sent is not processed; a batch per chunk of rows is made instead
+    // (but the chunks a test chose to fail, `Org::fail_query_chunk`).
     let chunks = match (&outcome, job.pk_chunk_size) {
         (Outcome::Query { .. }, Some(size)) => {
             let whole = new_batch(outcome.clone());
@@ -114,6 +115,7 @@ pub async fn add(
                 query,
                 stored,
                 generated,
+                file_rows,
                 ..
             } = outcome.clone()
             else {
@@ -122,13 +124,19 @@ pub async fn add(
             let starts: Vec<u64> = (0..rows.max(1)).step_by(size as usize).collect();
             starts
                 .into_iter()
-                .map(|start| {
-                    new_batch(Outcome::Query {
-                        result_id: org.ids.next(ids::QUERY_RESULT),
-                        query: query.clone(),
-                        stored: stored.clone(),
-                        generated,
-                        rows: Some((start, (start + size).min(rows))),
+                .enumerate()
+                .map(|(index, start)| {
+                    let end = (start + size).min(rows);
+                    new_batch(match org.query_chunk_failure(index) {
+                        Some(message) => Outcome::Failed(message),
+                        None => Outcome::Query {
+                            result_ids: result_ids(&org, end - start),
+                            file_rows,
+                            query: query.clone(),
+                            stored: stored.clone(),
+                            generated,
+                            rows: Some((start, end)),
+                        },
                     })
                 })
                 .collect()
@@ -167,8 +175,15 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
         };
         let stored = org.stored_records(&job.object);
         let generated = org.generated_rows(&job.object);
+        let all = stored.len() as u64 + generated;
+        // A PK-chunked batch's result ids are its chunks'.
+        let result_ids = match job.pk_chunk_size {
+            Some(_) => Vec::new(),
+            None => result_ids(org, query.limit.map_or(all, |limit| all.min(limit))),
+        };
         return Outcome::Query {
-            result_id: org.ids.next(ids::QUERY_RESULT),
+            result_ids,
+            file_rows: org.settings.query_result_file_rows,
             query,
             stored: Arc::new(stored),
             generated,
@@ -221,6 +236,18 @@ fn process(org: &Org, job: &Job, essence: &str, body: &[u8]) -> Outcome {
             ))
         }
     }
+}
+
+/// The result ids of a query batch of `rows` rows: one a result file of at most
+/// `Settings::query_result_file_rows` rows (0: one file), as Salesforce splits a result at 1 GB.
+fn result_ids(org: &Org, rows: u64) -> Vec<String> {
+    let files = match org.settings.query_result_file_rows {
+        0 => 1,
+        per_file => rows.div_ceil(per_file).max(1),
+    };
+    (0..files)
+        .map(|_| org.ids.next(ids::QUERY_RESULT))
+        .collect()
 }
 
 /// What answering about a batch needs to know of its job.
@@ -317,18 +344,29 @@ pub async fn result(
     if batch.state() != BatchState::Completed {
         return Err(not_processed(job.format));
     }
+    // Result ids are listed by their first 15 characters, as Salesforce lists them.
     Ok(match (&batch.outcome, job.format) {
-        (Outcome::Query { result_id, .. }, Format::Json) => {
-            respond(StatusCode::OK, Format::Json, format!("[\"{}\"]", &result_id[..15]))
+        (Outcome::Query { result_ids, .. }, Format::Json) => {
+            let ids: Vec<&str> = result_ids.iter().map(|id| &id[..15]).collect();
+            respond(
+                StatusCode::OK,
+                Format::Json,
+                serde_json::json!(ids).to_string(),
+            )
         }
-        (Outcome::Query { result_id, .. }, _) => respond(
-            StatusCode::OK,
-            Format::Xml,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><result-list xmlns=\"{ASYNC_API_NAMESPACE}\"><result>{}</result></result-list>",
-                &result_id[..15]
-            ),
-        ),
+        (Outcome::Query { result_ids, .. }, _) => {
+            let results: String = result_ids
+                .iter()
+                .map(|id| format!("<result>{}</result>", &id[..15]))
+                .collect();
+            respond(
+                StatusCode::OK,
+                Format::Xml,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><result-list xmlns=\"{ASYNC_API_NAMESPACE}\">{results}</result-list>",
+                ),
+            )
+        }
         (Outcome::Ingest(results), _) => ingest_results(&job, results),
         (Outcome::Failed(_) | Outcome::NotProcessed, _) => return Err(not_processed(job.format)),
     })
@@ -443,34 +481,36 @@ pub async fn query_result(
         return Err(not_processed(job.format));
     }
     let Outcome::Query {
-        result_id: own_id,
+        result_ids,
         query,
         stored,
         generated,
-        rows,
+        ..
     } = batch.outcome.clone()
     else {
         return Err(
             ApiError::new("InvalidBatch", "Batch is not a query batch").in_format(job.format)
         );
     };
-    if !own_id.starts_with(&result_id) || result_id.len() < 15 {
+    let Some(file) = result_ids
+        .iter()
+        .position(|own| result_id.len() >= 15 && own.starts_with(&result_id))
+    else {
         return Err(
             ApiError::new("InvalidBatch", format!("Invalid result id: {result_id}"))
                 .in_format(job.format),
         );
-    }
-    let total = batch.query_rows();
+    };
     let stored_len = stored.len() as u64;
-    debug_assert!(rows.map_or(total, |(_, end)| end) <= stored_len + generated);
     let shape = ResultShape {
         format: shape_format(&job),
         generated_columns: generated_columns(&query.fields),
         fields: query.fields.clone(),
         object: job.object.clone(),
     };
-    // A PK chunk's batch holds its rows of the whole result; any other, all of them.
-    let (first, last) = rows.unwrap_or((0, total));
+    // Each result file is whole in the job's format: its own header line, or document.
+    let (first, last) = batch.result_file_rows(file);
+    debug_assert!(last <= stored_len + generated);
     let chunks = stream::unfold(first, move |start| {
         let shape = shape.clone();
         let stored = stored.clone();

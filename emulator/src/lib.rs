@@ -16,6 +16,7 @@
 //!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
 //! - `holds`: a call a test chose ([`Step`]) held before or after its effect ([`When`]) until
 //!   its [`Held`] lets it go, which the router applies to every request;
+//! - `page_reads`: the count of 2.0 result page reads served at once, which the router keeps;
 //! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
 //! - `oauth`: the token endpoint (refresh, client credentials, JWT); `sessions` the sessions and
@@ -43,6 +44,7 @@ mod job;
 mod jobs;
 mod oauth;
 mod org;
+mod page_reads;
 mod records;
 mod router;
 mod server;

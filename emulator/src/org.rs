@@ -14,6 +14,7 @@ use super::compression;
 use super::holds::{Held, Holds, Step, When};
 use super::ids;
 use super::job::{Bulk1JobSeen, Job};
+use super::page_reads::PageReads;
 use super::records;
 use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
@@ -116,6 +117,13 @@ pub struct Org {
     pub(crate) holds: Holds,
     /// The jobs a page of a 2.0 job list holds at most.
     job_list_page: AtomicUsize,
+    /// 2.0 result page reads served at once, counted by the router.
+    pub(crate) page_reads: Arc<PageReads>,
+    /// Set: every 2.0 query job created from then on fails with this `errorMessage`.
+    failing_query_jobs: Mutex<Option<String>>,
+    /// 1.0 PK-chunked query jobs created from then on fail their chunk batch at each index
+    /// (from 0) with its `stateMessage`.
+    failing_query_chunks: Mutex<HashMap<usize, String>>,
 }
 
 impl Org {
@@ -148,6 +156,9 @@ impl Org {
             query_jobs: Mutex::new(HashMap::new()),
             holds: Holds::default(),
             job_list_page: AtomicUsize::new(JOB_LIST_PAGE),
+            page_reads: Arc::default(),
+            failing_query_jobs: Mutex::new(None),
+            failing_query_chunks: Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -350,8 +361,71 @@ impl Org {
             .push(seen);
     }
 
+    /// The 2.0 query jobs, each moved on as its time has come (`Settings::query_processing_ms`).
     pub(crate) fn query_jobs(&self) -> MutexGuard<'_, HashMap<String, QueryJob>> {
-        self.query_jobs.lock().unwrap_or_else(|e| e.into_inner())
+        let mut jobs = self.query_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for job in jobs.values_mut() {
+            job.advance();
+        }
+        jobs
+    }
+
+    /// Makes every Bulk API 2.0 query job created from now on end `Failed`, with `errorMessage`
+    /// `message` in its job info (once `Settings::query_processing_ms` has passed), its results
+    /// refused as those of a job not complete: a query Salesforce could not run.
+    pub fn fail_query_jobs(&self, message: &str) {
+        *self
+            .failing_query_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
+    }
+
+    /// The `errorMessage` a 2.0 query job created now is to fail with, if any.
+    pub(crate) fn query_job_failure(&self) -> Option<String> {
+        self.failing_query_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// In every Bulk API 1.0 PK-chunked query job whose query batch is added from now on, the
+    /// chunk batch at `index` (from 0, in the order the chunks' batches are listed, the original
+    /// batch not counted) ends `Failed` with `stateMessage` `message`; the other chunks complete.
+    /// Called again, with another index, more chunks fail.
+    pub fn fail_query_chunk(&self, index: usize, message: &str) {
+        self.failing_query_chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, message.to_string());
+    }
+
+    /// The `stateMessage` the PK chunk batch at `index` is to fail with, if any.
+    pub(crate) fn query_chunk_failure(&self, index: usize) -> Option<String> {
+        self.failing_query_chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&index)
+            .cloned()
+    }
+
+    /// The most Bulk API 2.0 result page reads (`GET .../jobs/query/{id}/results`, answered with
+    /// data or refused) served at once since the org started or [`Org::reset_query_page_reads`]:
+    /// each counted from its arrival (before `Settings::latency` is waited out) until its answer's
+    /// body has been sent whole or dropped with its connection.
+    pub fn query_page_reads_at_once_max(&self) -> usize {
+        self.page_reads.most_at_once()
+    }
+
+    /// The Bulk API 2.0 result page reads received since the org started or
+    /// [`Org::reset_query_page_reads`].
+    pub fn query_page_reads(&self) -> usize {
+        self.page_reads.total()
+    }
+
+    /// Starts [`Org::query_page_reads`] from 0 and [`Org::query_page_reads_at_once_max`] from
+    /// the reads in flight now.
+    pub fn reset_query_page_reads(&self) {
+        self.page_reads.reset();
     }
 
     pub(crate) fn bearer_is_live(&self, token: &str) -> bool {

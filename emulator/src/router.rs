@@ -2,9 +2,10 @@
 //!
 //! The routes are OAuth's, Bulk API 1.0's, and Bulk API 2.0's from `v2`. The layer records the
 //! request, waits out the latency, takes gzip bodies, counts calls towards a planned session
-//! expiry and the day's API usage, holds a call a test chose (`holds`), and compresses answers. A
-//! 2.0 upload's body is the one it does not read first: it streams on, so the upload counts it
-//! against its job's limit as it comes.
+//! expiry and the day's API usage, holds a call a test chose (`holds`), compresses answers, and
+//! counts the 2.0 result page reads in flight (`page_reads`). A 2.0 upload's body is the one it
+//! does not read first: it streams on, so the upload counts it against its job's limit as it
+//! comes.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use super::compression;
 use super::holds::When;
 use super::jobs;
 use super::oauth;
+use super::page_reads::PageReads;
 use super::v2;
 use super::wire;
 use super::{Org, RecordedRequest};
@@ -124,7 +126,23 @@ fn copying(body: Body) -> (Body, Copied) {
 /// puts `Sforce-Limit-Info` on Bulk API answers and compresses them for callers that ask. A 2.0
 /// upload's body is not read here but streamed on, and the upload recorded once answered, with
 /// its body when that is small.
+/// A 2.0 result page read is counted in flight (`Org::query_page_reads_at_once_max`) from here,
+/// its latency included, until its answer's body has been sent or dropped.
 async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next) -> Response {
+    let reading = PageReads::is_page_read(request.method(), request.uri().path())
+        .then(|| org.page_reads.begin());
+    let response = answer(org, request, next).await;
+    match reading {
+        Some(reading) => {
+            let (parts, body) = response.into_parts();
+            Response::from_parts(parts, reading.holding(body))
+        }
+        None => response,
+    }
+}
+
+/// [`every_request`]'s work, but the count of page reads.
+async fn answer(org: Arc<Org>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let header = |name: &str| {
         parts

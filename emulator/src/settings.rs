@@ -47,6 +47,16 @@ pub struct Settings {
     /// A closed Bulk API 2.0 ingest job takes this many microseconds a record, after
     /// `batch_processing_ms`, before it completes; each job on its own clock, side by side.
     pub ingest_us_per_record: u64,
+    /// The rows of a Bulk API 2.0 query result page read without `maxRecords`, and of every page
+    /// `resultPages` lists: Salesforce sizes those pages itself.
+    pub query_page_rows: u64,
+    /// A Bulk API 2.0 query job is `InProgress` this long after it is created, then
+    /// `JobComplete` (or `Failed`, see [`crate::Org::fail_query_jobs`]). 0: done at once.
+    pub query_processing_ms: u64,
+    /// A Bulk API 1.0 query batch's result is split into result files of at most this many rows,
+    /// each with its own result id and its own header line, as Salesforce splits one at 1 GB.
+    /// 0: one result file a batch.
+    pub query_result_file_rows: u64,
 }
 
 /// A PEM certificate chain (leaf first) and its PEM private key.
@@ -75,6 +85,9 @@ impl std::fmt::Debug for Settings {
             .field("api_limit", &self.api_limit)
             .field("shuffle_results", &self.shuffle_results)
             .field("ingest_us_per_record", &self.ingest_us_per_record)
+            .field("query_page_rows", &self.query_page_rows)
+            .field("query_processing_ms", &self.query_processing_ms)
+            .field("query_result_file_rows", &self.query_result_file_rows)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +114,9 @@ impl Default for Settings {
             api_limit: 0,
             shuffle_results: false,
             ingest_us_per_record: 0,
+            query_page_rows: 10_000,
+            query_processing_ms: 0,
+            query_result_file_rows: 0,
         }
     }
 }

@@ -44,6 +44,14 @@ pub struct EmulatorSettings {
     pub shuffle_results: bool,
     /// Microseconds a closed Bulk API 2.0 ingest job takes per record before it completes.
     pub ingest_us_per_record: u64,
+    /// Rows of a 2.0 query result page read without `maxRecords`, and of each page `resultPages`
+    /// lists.
+    pub query_page_rows: u64,
+    /// How long a 2.0 query job is `InProgress` before it is `JobComplete` (or `Failed`).
+    #[serde(with = "millis")]
+    pub query_processing_ms: Duration,
+    /// The most rows of one 1.0 query result file; 0: one result file a batch.
+    pub query_result_file_rows: u64,
 }
 
 impl EmulatorSettings {
@@ -60,6 +68,9 @@ impl EmulatorSettings {
         };
         if self.session_ttl_secs.is_zero() {
             problems.push("emulator.session_ttl_secs must be above 0".into());
+        }
+        if self.query_page_rows == 0 {
+            problems.push("emulator.query_page_rows must be above 0".into());
         }
         if let Some(url) = &self.instance_url {
             if let Err(e) = AllowList::parse(std::slice::from_ref(url)) {
@@ -120,6 +131,9 @@ impl EmulatorSettings {
             api_limit: self.api_limit,
             shuffle_results: self.shuffle_results,
             ingest_us_per_record: self.ingest_us_per_record,
+            query_page_rows: self.query_page_rows,
+            query_processing_ms: self.query_processing_ms.as_millis() as u64,
+            query_result_file_rows: self.query_result_file_rows,
         })
     }
 }

@@ -4,14 +4,14 @@
 //! expired session). Ingest jobs take CSV uploads, applied to the org's records on close, and give
 //! the three result files; query jobs answer in pages of at most `maxRecords` rows, each with its
 //! header line, `Sforce-Locator` naming the next page (`null` on the last) and
-//! `Sforce-NumberOfRecords`.
+//! `Sforce-NumberOfRecords`, and list those pages' URLs five at a time (`resultPages`).
 //!
 //! Here are the routes, which take the org; the jobs they serve, kept by the org, are in
 //! `v2_jobs`, which knows nothing of the routes:
 //! - `lifecycle`: what both kinds of job answer alike (create, info, list, state change, delete),
 //!   over the `JobKind` each kind implements, and the JSON job request;
 //! - `ingest`: ingest jobs' create, upload and result files;
-//! - `query`: query jobs' create and result pages by locator;
+//! - `query`: query jobs' create, result pages by locator, and `resultPages`;
 //! - `admission`: the version and session checks every call makes first.
 
 mod admission;

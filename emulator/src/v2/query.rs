@@ -1,26 +1,30 @@
-//! Bulk API 2.0 query jobs' routes: create (over the org's records) and the result pages by
-//! locator.
+//! Bulk API 2.0 query jobs' routes: create (over the org's records), the result pages by
+//! locator, and `resultPages`, the list of those pages' URLs for reading them side by side.
 //!
 //! The job itself, its result fixed when created, is `v2_jobs::query`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use super::admission::admitted;
 use super::lifecycle::{self, with_job, JobKind, JobRequest};
 use crate::records::Query;
-use crate::v2_jobs::answers::{csv, error, Refusal};
+use crate::v2_jobs::answers::{csv, error, json, Refusal};
 use crate::v2_jobs::job::{JobBasics, JobRules};
 use crate::v2_jobs::QueryJob;
 use crate::Org;
 
-/// Rows in a result page when the caller sets no `maxRecords`: Salesforce picks a large number.
-const DEFAULT_PAGE_ROWS: u64 = 10_000;
+/// The lowest API version with `resultPages`: below it the path is unknown (404).
+const RESULT_PAGES_SINCE: f64 = 58.0;
+/// The most result URLs one `resultPages` answer lists, as Salesforce's.
+const RESULT_PAGES_PER_ANSWER: usize = 5;
 
 impl JobKind for QueryJob {
     const COLLECTION: &'static str = "query";
@@ -63,8 +67,9 @@ impl JobKind for QueryJob {
         Ok(QueryJob::new(
             basics,
             Query { object, ..query },
-            stored,
-            generated,
+            (stored, generated),
+            Duration::from_millis(org.settings.query_processing_ms),
+            org.query_job_failure(),
         ))
     }
 }
@@ -83,16 +88,61 @@ fn row_of(locator: &str) -> Option<u64> {
     std::str::from_utf8(&bytes).ok()?.parse().ok()
 }
 
-/// The query jobs' routes: the shared ones and the result pages.
+/// The query jobs' routes: the shared ones, the result pages and their list.
 pub(super) fn routes() -> Router<Arc<Org>> {
-    lifecycle::routes::<QueryJob>().route(
-        "/services/data/{version}/jobs/query/{job_id}/results",
-        get(results),
-    )
+    lifecycle::routes::<QueryJob>()
+        .route(
+            "/services/data/{version}/jobs/query/{job_id}/results",
+            get(results),
+        )
+        .route(
+            "/services/data/{version}/jobs/query/{job_id}/resultPages",
+            get(result_pages),
+        )
+}
+
+/// Whether the job's results may be read at `raw_version` now: with the version that created it
+/// (409 otherwise, as the reference has it; the code and message are the emulator's own), once
+/// `JobComplete` (412 `JOB_NOT_COMPLETE` otherwise: running, failed or aborted).
+fn readable(job: &QueryJob, raw_version: &str) -> Result<(), Refusal> {
+    let own = format!("v{:.1}", job.basics().api_version);
+    if raw_version != own {
+        return Err(Refusal {
+            status: StatusCode::CONFLICT,
+            code: "INVALIDVERSION",
+            message: format!(
+                "The job was created with API version {own}: read its results with it"
+            )
+            .into(),
+        });
+    }
+    if job.basics().state != "JobComplete" {
+        return Err(Refusal {
+            status: StatusCode::PRECONDITION_FAILED,
+            code: "JOB_NOT_COMPLETE",
+            message: "The job is not complete".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The row a `locator` names (none: the first), when `fits` takes it; 400 `INVALIDLOCATOR`
+/// otherwise.
+fn start_of(locator: Option<&str>, fits: impl Fn(u64) -> bool) -> Result<u64, Refusal> {
+    match locator.map(row_of) {
+        None => Ok(0),
+        Some(Some(row)) if fits(row) => Ok(row),
+        Some(_) => Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALIDLOCATOR",
+            message: "The locator is not one of this job's".into(),
+        }),
+    }
 }
 
 /// `GET /services/data/vNN.N/jobs/query/{id}/results?locator=&maxRecords=`: one page, its header
 /// line first, with `Sforce-Locator` (the next page's, or `null`) and `Sforce-NumberOfRecords`.
+/// Without `maxRecords`, a page is `Settings::query_page_rows` rows.
 async fn results(
     State(org): State<Arc<Org>>,
     Path((raw_version, id)): Path<(String, String)>,
@@ -101,27 +151,16 @@ async fn results(
 ) -> Response {
     let locator = query.remove("locator").filter(|l| !l.is_empty());
     let max_records = query.remove("maxRecords");
+    let page_rows = org.settings.query_page_rows.max(1);
     with_job(&org, &raw_version, &headers, &id, |job: &mut QueryJob| {
-        if job.basics().state != "JobComplete" {
-            return error(
-                StatusCode::PRECONDITION_FAILED,
-                "JOB_NOT_COMPLETE",
-                "The job is not complete",
-            );
-        }
-        let start = match locator.as_deref().map(row_of) {
-            None => 0,
-            Some(Some(row)) if row <= job.rows() => row,
-            Some(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALIDLOCATOR",
-                    "The locator is not one of this job's",
-                )
-            }
+        let start = match readable(job, &raw_version)
+            .and_then(|()| start_of(locator.as_deref(), |row| row <= job.rows()))
+        {
+            Ok(start) => start,
+            Err(refused) => return refused.into_response(),
         };
         let page = match max_records.as_deref().map(str::parse::<u64>) {
-            None => DEFAULT_PAGE_ROWS,
+            None => page_rows,
             Some(Ok(n)) if n > 0 => n,
             Some(_) => {
                 return error(
@@ -144,6 +183,56 @@ async fn results(
         }
         headers.insert("sforce-numberofrecords", HeaderValue::from(end - start));
         response
+    })
+}
+
+/// `GET /services/data/vNN.N/jobs/query/{id}/resultPages[?locator=]` (API 58.0 and later): the
+/// URLs of the next pages of `Settings::query_page_rows` rows, at most five, each
+/// `/services/data/vNN.N/jobs/query/{id}/results?locator=L` (the first page's too, `L` naming its
+/// first row), and while more remain `nextRecordsUrl`
+/// `/services/data/vNN.N/jobs/query/{id}/resultPages?locator=L` naming the next list, `done`
+/// false; the last list has `nextRecordsUrl` null and `done` true. A result of no rows lists one
+/// page (its header line). Salesforce sizes these pages: a `maxRecords` given is ignored. The
+/// version and state are checked as `/results` checks them.
+async fn result_pages(
+    State(org): State<Arc<Org>>,
+    Path((raw_version, id)): Path<(String, String)>,
+    UrlQuery(query): UrlQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = admitted(&org, &raw_version, &headers, RESULT_PAGES_SINCE) {
+        return refused.into_response();
+    }
+    let locator = query.get("locator").filter(|l| !l.is_empty());
+    let page_rows = org.settings.query_page_rows.max(1);
+    with_job(&org, &raw_version, &headers, &id, |job: &mut QueryJob| {
+        let rows = job.rows();
+        // A list starts at a page: the first, or one a list before named (never past the end).
+        let first = match readable(job, &raw_version)
+            .and_then(|()| start_of(locator.map(String::as_str), |row| row == 0 || row < rows))
+        {
+            Ok(first) => first,
+            Err(refused) => return refused.into_response(),
+        };
+        let base = format!("/services/data/{raw_version}/jobs/query/{id}");
+        let mut pages = Vec::new();
+        let mut next = first;
+        while pages.len() < RESULT_PAGES_PER_ANSWER && (next < rows || pages.is_empty()) {
+            pages.push(serde_json::json!({
+                "resultUrl": format!("{base}/results?locator={}", locator_of(next)),
+            }));
+            next += page_rows;
+        }
+        let more = next < rows;
+        let next_url = more.then(|| format!("{base}/resultPages?locator={}", locator_of(next)));
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "resultPages": pages,
+                "nextRecordsUrl": next_url,
+                "done": !more,
+            }),
+        )
     })
 }
 

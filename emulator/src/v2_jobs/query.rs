@@ -1,9 +1,11 @@
-//! A Bulk API 2.0 query job as data ([`QueryJob`]): its result, fixed when it is created, and
-//! its pages as CSV.
+//! A Bulk API 2.0 query job as data ([`QueryJob`]): its result, fixed when it is created, its
+//! run (`InProgress` for `Settings::query_processing_ms`, then `JobComplete` or, when the org was
+//! told to, `Failed`), and its pages as CSV.
 //!
 //! Its routes, and the locators that name its pages, are in `v2::query`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::answers::Refusal;
 use super::job::{JobBasics, JobRules, KindInfo};
@@ -17,6 +19,12 @@ pub(crate) struct QueryJob {
     query: Query,
     stored: Arc<Vec<Record>>,
     generated: u64,
+    /// When its run ends, while it runs.
+    done_at: Instant,
+    /// Set: the run ends `Failed` with this `errorMessage`.
+    failure: Option<String>,
+    /// Why the job failed, once `Failed`.
+    error_message: Option<String>,
 }
 
 impl JobRules for QueryJob {
@@ -24,22 +32,28 @@ impl JobRules for QueryJob {
         &self.basics
     }
 
+    /// Its rows are counted processed once it is complete.
     fn info(&self) -> serde_json::Value {
-        self.basics.info(KindInfo {
+        let complete = self.basics.state == "JobComplete";
+        let mut info = self.basics.info(KindInfo {
             object: &self.query.object,
             job_type: "V2Query",
             content_url: None,
-            processed: self.rows(),
+            processed: if complete { self.rows() } else { 0 },
             failed: None,
-        })
+        });
+        if let Some(message) = &self.error_message {
+            info["errorMessage"] = message.clone().into();
+        }
+        info
     }
 
-    /// `{"state":"Aborted"}`
+    /// `{"state":"Aborted"}`, while it has not ended.
     fn change_state(&mut self, _settings: &Settings, wanted: Option<&str>) -> Result<(), Refusal> {
         if wanted != Some("Aborted") {
             return Err(Refusal::invalid_job("state must be Aborted"));
         }
-        if self.basics.state == "JobComplete" || self.basics.state == "Aborted" {
+        if !self.running() {
             return Err(Refusal::invalid_job_state("The job has already finished"));
         }
         self.basics.state = "Aborted";
@@ -54,22 +68,50 @@ impl JobRules for QueryJob {
 
 impl QueryJob {
     /// A new job over its result, fixed now: the `stored` records, then `generated` Contacts. It
-    /// runs at once; the info answered for it shows it as Salesforce does, just accepted.
+    /// runs for `processing` (none: it is done at once), then completes, or fails with `failure`;
+    /// the info answered for it shows it as Salesforce does, just accepted.
     pub(crate) fn new(
         basics: JobBasics,
         query: Query,
-        stored: Vec<Record>,
-        generated: u64,
+        (stored, generated): (Vec<Record>, u64),
+        processing: Duration,
+        failure: Option<String>,
     ) -> (QueryJob, serde_json::Value) {
         let mut job = QueryJob {
             basics,
             query,
             stored: Arc::new(stored),
             generated,
+            done_at: Instant::now() + processing,
+            failure,
+            error_message: None,
         };
         let info = job.info();
-        job.basics.state = "JobComplete";
+        job.advance();
         (job, info)
+    }
+
+    /// Whether its run has not ended (nor been aborted).
+    fn running(&self) -> bool {
+        matches!(self.basics.state, "UploadComplete" | "InProgress")
+    }
+
+    /// Moves a running job on as its time has come: `InProgress`, then `JobComplete` or `Failed`.
+    pub(crate) fn advance(&mut self) {
+        if !self.running() {
+            return;
+        }
+        if Instant::now() < self.done_at {
+            self.basics.state = "InProgress";
+            return;
+        }
+        match self.failure.take() {
+            Some(message) => {
+                self.basics.state = "Failed";
+                self.error_message = Some(message);
+            }
+            None => self.basics.state = "JobComplete",
+        }
     }
 
     /// The rows of the result.
