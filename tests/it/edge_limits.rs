@@ -124,6 +124,72 @@ async fn a_locator_cycle_is_cut_at_the_third_page_request() {
     assert_eq!(asked, [None, Some("P1".into()), Some("P2".into())]);
 }
 
+/// A `resultPages` answer listing `urls`, the last list.
+fn listed(urls: &[&str]) -> Script {
+    let pages: Vec<_> = urls
+        .iter()
+        .map(|url| serde_json::json!({ "resultUrl": url }))
+        .collect();
+    let json = serde_json::json!({ "resultPages": pages, "nextRecordsUrl": null, "done": true })
+        .to_string();
+    Script::Whole(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{json}",
+            json.len()
+        )
+        .into_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_listed_page_url_pointing_elsewhere_cuts_the_answer_and_is_never_followed() {
+    let own = "/services/data/v59.0/jobs/query/750x/results?locator=MA";
+    for elsewhere in [
+        "https://elsewhere.example/services/data/v59.0/jobs/query/750x/results?locator=MQ",
+        "/services/data/v59.0/jobs/query/750y/results?locator=MQ",
+        "/services/data/v59.0/jobs/ingest/750x/successfulResults?locator=MQ",
+    ] {
+        let (upstream, seen) = scripted_server(move |line| {
+            if line.contains("/resultPages") {
+                listed(&[own, elsewhere])
+            } else {
+                page("null")
+            }
+        })
+        .await;
+        let upstream = format!("http://{upstream}");
+        let proxy = proxy_for(&upstream, |_| {}).await;
+        let envelope = envelope(
+            "getQueryJobResults",
+            &[
+                ("accessToken", "00D000000000001!token"),
+                ("apiUrl", &upstream),
+                ("apiVersion", "59.0"),
+                ("jobId", "750x"),
+                ("allPages", "true"),
+            ],
+        );
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{proxy}/services/salesforcebulkv2_getQueryJobResults"
+            ))
+            .timeout(CEILING)
+            .body(envelope)
+            .send()
+            .await;
+        // The cut may come before the head is flushed: a broken transfer either way.
+        if let Ok(response) = response {
+            let read = read_whole(response).await;
+            assert_eq!(read.status, 200, "{elsewhere}");
+            assert!(read.broke, "{elsewhere}: the answer ended as if whole");
+        }
+        let asked: Vec<String> = seen.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "{elsewhere}: the list and the own page only: {asked:?}");
+        assert!(asked[1].contains("locator=MA"), "{asked:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_endless_run_of_locators_is_cut_after_exactly_max_pages() {
     let (upstream, seen) = scripted_server(|line| {

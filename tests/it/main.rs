@@ -27,6 +27,7 @@ mod emulator_fidelity;
 mod emulator_holds;
 mod emulator_ingest;
 mod emulator_query_pages;
+mod exports;
 mod fleet;
 mod forged_logs;
 mod hostile_callers;

@@ -390,9 +390,12 @@ impl Delivery {
             pages += 1;
             let metrics = &self.ctx.pipeline.metrics;
             metrics.export_page(self.ctx.api.label(), self.ctx.mode);
+            let named = read.answer.headers.get(LOCATOR).cloned();
+            // Its turn and its slot go back before the next page is waited for: a walk of one
+            // page at a time reads the next in them.
+            drop(read);
             let coming = match &mut next {
                 Next::Locators(walk) => {
-                    let named = read.answer.headers.get(LOCATOR).cloned();
                     self.next_by_locator(walk, named, pages, &mut seen, &digests)
                         .await
                 }
@@ -417,7 +420,6 @@ impl Delivery {
                 }
             }
         };
-        drop(read);
         self.ctx
             .pipeline
             .metrics
