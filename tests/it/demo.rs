@@ -590,10 +590,11 @@ async fn an_emulator_without_an_api_limit_sends_no_limit_info() {
     assert!(!app.metrics().await.contains("sfbulk_salesforce_api_usage{"));
 }
 
-#[tokio::test]
-async fn the_loads_pages_walk_runs_verbatim_against_the_demo() {
+/// The shell walk under "Try it against the demo" of `docs/{page}`, run verbatim against a demo
+/// of its own (curl failing on an error answer); what it printed, then `echo_after` echoed.
+async fn demo_walk(page: &str, echo_after: &str) -> String {
     let port = free_demo_port();
-    let dir = temp_dir("demo-loads-walk");
+    let dir = temp_dir("demo-walk");
     let port_text = port.to_string();
     let mut demo = spawn_watched(
         demo_command(&dir, &[("SFBULK_DEMO_PORT", &port_text)]),
@@ -611,26 +612,48 @@ async fn the_loads_pages_walk_runs_verbatim_against_the_demo() {
     );
     demo.wait_for_lines(1, CEILING, |l| l.contains("A first call"))
         .await;
-    let page = std::fs::read_to_string(format!("{REPOSITORY}/docs/loads.md")).unwrap();
-    let walk = page
+    let text = std::fs::read_to_string(format!("{REPOSITORY}/docs/{page}")).unwrap();
+    let walk = text
         .split("## Try it against the demo")
         .nth(1)
         .and_then(|rest| rest.split("```sh\n").nth(1))
         .and_then(|block| block.split("```").next())
-        .expect("docs/loads.md's walk");
-    let curl_home = temp_dir("demo-loads-walk-curl");
+        .unwrap_or_else(|| panic!("docs/{page}'s walk"));
+    let curl_home = temp_dir("demo-walk-curl");
     std::fs::write(curl_home.join(".curlrc"), "fail-with-body\n").unwrap();
     let script = format!(
-        "set -eo pipefail\ntrap 'echo \"failed: $BASH_COMMAND\" >&2' ERR\n{walk}\necho; echo \"LOAD=$LOAD\""
+        "set -eo pipefail\ntrap 'echo \"failed: $BASH_COMMAND\" >&2' ERR\n{walk}\necho; echo {echo_after}"
     );
     let ran = shell_with(
         &script,
         Some(&port_text),
         &[("CURL_HOME", curl_home.to_str().unwrap())],
     );
-    let out = String::from_utf8_lossy(&ran.stdout);
+    let out = String::from_utf8_lossy(&ran.stdout).into_owned();
     let err = String::from_utf8_lossy(&ran.stderr);
     assert!(ran.status.success(), "{err}\n{out}");
+    let (status, _) = interrupt(&mut demo).await;
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&curl_home).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn the_exports_pages_walk_runs_verbatim_against_the_demo() {
+    let out = demo_walk("exports.md", "\"JOB=$JOB\"").await;
+    let job = value_of(out.lines().last().unwrap_or_default(), "JOB");
+    assert!(job.starts_with("750"), "a 1.0 job's id: {out}");
+    // The Contacts made, read back twice: by 2.0, and by 1.0's getQueryResults (the 1.0 export's
+    // own CSV goes to /dev/null: the walk keeps only its job's id).
+    let header = "\"Id\",\"FirstName\",\"LastName\",\"Email\"";
+    assert_eq!(out.matches(header).count(), 2, "{out}");
+    assert_eq!(out.matches("\"Katherine\",\"Johnson\"").count(), 2, "{out}");
+}
+
+#[tokio::test]
+async fn the_loads_pages_walk_runs_verbatim_against_the_demo() {
+    let out = demo_walk("loads.md", "\"LOAD=$LOAD\"").await;
     let load = value_of(out.lines().last().unwrap_or_default(), "LOAD");
     assert_eq!(load.len(), 32, "a load id of the proxy's: {out}");
     assert!(out.contains("\"state\":\"Completed\""), "{out}");
@@ -644,8 +667,4 @@ async fn the_loads_pages_walk_runs_verbatim_against_the_demo() {
         2,
         "{out}"
     );
-    let (status, _) = interrupt(&mut demo).await;
-    assert!(status.success(), "{status}");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::remove_dir_all(&curl_home).unwrap();
 }

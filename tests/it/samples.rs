@@ -174,6 +174,30 @@ async fn job_id(response: reqwest::Response) -> String {
 }
 
 #[tokio::test]
+async fn the_export_samples_run_end_to_end() {
+    let app = crate::support::spawn_app_with(|s| s.emulator.generated_contacts = 30).await;
+    let header = "\"Id\",\"FirstName\",\"LastName\",\"Email\"";
+    let v2 = app.run_sample_v2("query", &[]).await;
+    assert_eq!(v2.status(), 200);
+    let v2 = v2.text().await.unwrap();
+    assert!(v2.starts_with(header), "{v2}");
+    assert_eq!(v2.lines().count(), 31, "{v2}");
+    let v1 = app.call("query", app.sample("query.xml", &[])).await;
+    assert_eq!(v1.status(), 200);
+    let job = v1.headers()["x-sfbulk-proxy-job-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v1 = v1.text().await.unwrap();
+    assert_eq!(v1, v2, "the same rows by either API");
+    let (status, later) = app
+        .run_sample("getQueryResults", "getQueryResults.xml", &[("JOB_ID", &job)])
+        .await;
+    assert_eq!(status, 200, "{later}");
+    assert_eq!(later, v1);
+}
+
+#[tokio::test]
 async fn the_bulk2_demo_samples_run_end_to_end() {
     let app = spawn_app().await;
     let job = job_id(app.run_sample_v2("createJob", &[]).await).await;
@@ -293,9 +317,9 @@ fn every_bulk2_demo_sample_has_a_salesforce_twin_with_the_same_fields() {
     assert_eq!(demo, names("samples/salesforce/v2"));
     assert_eq!(
         demo.len(),
-        21,
-        "an envelope per operation but uploadJobFile and load, their CSVs, and the loads' \
-         getLoad, getLoadResults and abortLoad"
+        22,
+        "an envelope per operation but uploadJobFile and load, their CSVs, the loads' \
+         getLoad, getLoadResults and abortLoad, and the export (query)"
     );
     let elements = |text: &str| -> Vec<String> {
         text.lines()
