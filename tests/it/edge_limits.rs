@@ -185,7 +185,11 @@ async fn a_listed_page_url_pointing_elsewhere_cuts_the_answer_and_is_never_follo
             assert!(read.broke, "{elsewhere}: the answer ended as if whole");
         }
         let asked: Vec<String> = seen.lock().unwrap().clone();
-        assert_eq!(asked.len(), 2, "{elsewhere}: the list and the own page only: {asked:?}");
+        assert_eq!(
+            asked.len(),
+            2,
+            "{elsewhere}: the list and the own page only: {asked:?}"
+        );
         assert!(asked[1].contains("locator=MA"), "{asked:?}");
     }
 }

@@ -49,7 +49,10 @@ async fn read(response: reqwest::Response, per_second: Option<usize>) -> Read {
     }
 }
 
-async fn app_with_rows(rows: u64, tweak: impl FnOnce(&mut sfbulk_proxy::config::Settings)) -> TestApp {
+async fn app_with_rows(
+    rows: u64,
+    tweak: impl FnOnce(&mut sfbulk_proxy::config::Settings),
+) -> TestApp {
     spawn_app_with(|s| {
         s.emulator.generated_contacts = rows;
         s.emulator.query_page_rows = 1000;
@@ -81,8 +84,12 @@ fn rows_after_one_header(body: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn a_query_of_25000_rows_is_answered_in_one_call_its_listed_pages_read_three_or_four_at_once() {
-    let app = app_with_rows(25_000, |s| s.emulator.latency_ms = Duration::from_millis(40)).await;
+async fn a_query_of_25000_rows_is_answered_in_one_call_its_listed_pages_read_three_or_four_at_once()
+{
+    let app = app_with_rows(25_000, |s| {
+        s.emulator.latency_ms = Duration::from_millis(40)
+    })
+    .await;
     app.org.reset_query_page_reads();
     let parallel = read(export_v2(&app, "59.0", &[]).await, None).await;
     assert_eq!(parallel.status, 200, "{}", parallel.body);
@@ -92,7 +99,11 @@ async fn a_query_of_25000_rows_is_answered_in_one_call_its_listed_pages_read_thr
         (3..=4).contains(&at_once),
         "{at_once} page reads at once (salesforce.parallel_pages = 4)"
     );
-    assert_eq!(app.org.query_page_reads(), 25, "each of the 25 pages read once");
+    assert_eq!(
+        app.org.query_page_reads(),
+        25,
+        "each of the 25 pages read once"
+    );
     let rows = rows_after_one_header(&parallel.body);
     assert_eq!(rows.len(), 25_000);
     let unique: std::collections::HashSet<_> = rows.iter().collect();
@@ -103,7 +114,11 @@ async fn a_query_of_25000_rows_is_answered_in_one_call_its_listed_pages_read_thr
     app.org.reset_query_page_reads();
     let sequential = read(export_v2(&app, "57.0", &[]).await, None).await;
     assert_eq!(sequential.status, 200);
-    assert_eq!(app.org.query_page_reads_at_once_max(), 1, "before 58.0: one at a time");
+    assert_eq!(
+        app.org.query_page_reads_at_once_max(),
+        1,
+        "before 58.0: one at a time"
+    );
     assert_eq!(sequential.body, parallel.body, "rows in Salesforce's order");
 
     let metrics = app.metrics().await;
@@ -121,7 +136,11 @@ async fn a_query_of_25000_rows_is_answered_in_one_call_its_listed_pages_read_thr
 async fn with_max_records_the_pages_are_read_one_at_a_time() {
     let app = app_with_rows(5_000, |s| s.emulator.latency_ms = Duration::from_millis(20)).await;
     app.org.reset_query_page_reads();
-    let answer = read(export_v2(&app, "59.0", &[("maxRecords", "700")]).await, None).await;
+    let answer = read(
+        export_v2(&app, "59.0", &[("maxRecords", "700")]).await,
+        None,
+    )
+    .await;
     assert_eq!(answer.status, 200);
     assert_eq!(rows_after_one_header(&answer.body).len(), 5_000);
     assert_eq!(app.org.query_page_reads(), 8, "pages of 700 rows");
@@ -131,10 +150,14 @@ async fn with_max_records_the_pages_are_read_one_at_a_time() {
 #[tokio::test]
 async fn a_failed_query_job_is_answered_502_with_its_message() {
     let app = app_with_rows(10, |_| {}).await;
-    app.org.fail_query_jobs("QUERY_TIMEOUT: Your query request was running for too long.");
+    app.org
+        .fail_query_jobs("QUERY_TIMEOUT: Your query request was running for too long.");
     let answer = read(export_v2(&app, "59.0", &[]).await, None).await;
     assert_eq!(answer.status, 502);
-    assert_eq!(answer.headers["x-sfbulk-proxy-fault"], "SFBULK_QUERY_FAILED");
+    assert_eq!(
+        answer.headers["x-sfbulk-proxy-fault"],
+        "SFBULK_QUERY_FAILED"
+    );
     let errors: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(errors[0]["errorCode"], "SFBULK_QUERY_FAILED");
     let message = errors[0]["message"].as_str().unwrap();
@@ -143,7 +166,10 @@ async fn a_failed_query_job_is_answered_502_with_its_message() {
         "{message}"
     );
     assert!(answer.headers.contains_key("x-sfbulk-proxy-job-id"));
-    assert!(app.metrics().await.contains("sfbulk_exports{api=\"bulk2\",state=\"Failed\"} 1"));
+    assert!(app
+        .metrics()
+        .await
+        .contains("sfbulk_exports{api=\"bulk2\",state=\"Failed\"} 1"));
 }
 
 #[tokio::test]
@@ -162,7 +188,10 @@ async fn without_waiting_the_job_is_answered_202_and_its_result_is_read_later() 
     let mut state = String::new();
     for _ in 0..200 {
         let info = app
-            .call_v2("getQueryJobInfo", &[("apiVersion", "59.0"), ("jobId", &job)])
+            .call_v2(
+                "getQueryJobInfo",
+                &[("apiVersion", "59.0"), ("jobId", &job)],
+            )
             .await;
         let info: serde_json::Value = serde_json::from_str(&info.text().await.unwrap()).unwrap();
         state = info["state"].as_str().unwrap_or_default().to_string();
@@ -175,7 +204,11 @@ async fn without_waiting_the_job_is_answered_202_and_its_result_is_read_later() 
     let later = app
         .call_v2(
             "getQueryJobResults",
-            &[("apiVersion", "59.0"), ("jobId", &job), ("allPages", "true")],
+            &[
+                ("apiVersion", "59.0"),
+                ("jobId", &job),
+                ("allPages", "true"),
+            ],
         )
         .await;
     let later = read(later, None).await;
@@ -218,7 +251,10 @@ async fn a_query_job_aborted_while_the_caller_waits_is_answered_409() {
     .await
     .expect("answered once aborted");
     assert_eq!(answer.status, 409, "{}", answer.body);
-    assert_eq!(answer.headers["x-sfbulk-proxy-fault"], "SFBULK_QUERY_ABORTED");
+    assert_eq!(
+        answer.headers["x-sfbulk-proxy-fault"],
+        "SFBULK_QUERY_ABORTED"
+    );
     assert_eq!(answer.headers["x-sfbulk-proxy-job-id"], job.as_str());
 }
 
@@ -236,7 +272,10 @@ async fn a_caller_reading_at_1_mb_a_second_gets_every_row_of_pages_read_ahead() 
     assert!(!answer.broke, "the slow caller's answer broke off");
     let rows = rows_after_one_header(&answer.body);
     assert_eq!(rows.len(), 25_000);
-    assert!(answer.body.len() > 1_500_000, "long enough to be read slowly");
+    assert!(
+        answer.body.len() > 1_500_000,
+        "long enough to be read slowly"
+    );
     assert_eq!(app.org.query_page_reads(), 25, "no page was read twice");
 }
 
@@ -287,7 +326,10 @@ async fn a_pk_chunked_bulk1_query_of_25000_rows_in_5_chunks_is_one_csv_now_and_l
     let later = read(later, None).await;
     assert_eq!(later.status, 200);
     assert_eq!(later.body, answer.body, "the same merged CSV later");
-    assert!(app.metrics().await.contains("sfbulk_exports{api=\"bulk1\",state=\"Completed\"} 2"));
+    assert!(app
+        .metrics()
+        .await
+        .contains("sfbulk_exports{api=\"bulk1\",state=\"Completed\"} 2"));
 }
 
 #[tokio::test]
@@ -301,7 +343,8 @@ async fn a_bulk1_batch_split_into_several_result_files_is_one_csv() {
 #[tokio::test]
 async fn a_chunk_batch_that_fails_after_rows_went_out_cuts_the_answer_off() {
     let app = app_with_rows(25_000, |_| {}).await;
-    app.org.fail_query_chunk(2, "InvalidBatch : Failed to process query");
+    app.org
+        .fail_query_chunk(2, "InvalidBatch : Failed to process query");
     let answer = read(
         export_v1(&app, &[("pkChunking", "chunkSize=5000")]).await,
         None,
@@ -310,23 +353,38 @@ async fn a_chunk_batch_that_fails_after_rows_went_out_cuts_the_answer_off() {
     assert_eq!(answer.status, 200);
     assert!(answer.broke, "the answer ended as if whole");
     let rows = answer.body.lines().count().saturating_sub(1);
-    assert!(rows <= 10_000, "{rows} rows: none of the failed chunk's or after it");
-    assert!(app.metrics().await.contains("sfbulk_exports{api=\"bulk1\",state=\"CutOff\"} 1"));
+    assert!(
+        rows <= 10_000,
+        "{rows} rows: none of the failed chunk's or after it"
+    );
+    assert!(app
+        .metrics()
+        .await
+        .contains("sfbulk_exports{api=\"bulk1\",state=\"CutOff\"} 1"));
 }
 
 #[tokio::test]
 async fn a_chunk_batch_that_fails_before_any_row_went_out_is_answered_502() {
     let app = app_with_rows(10_000, |_| {}).await;
-    app.org.fail_query_chunk(0, "InvalidBatch : Failed to process query");
+    app.org
+        .fail_query_chunk(0, "InvalidBatch : Failed to process query");
     let answer = read(
         export_v1(&app, &[("pkChunking", "chunkSize=5000")]).await,
         None,
     )
     .await;
     assert_eq!(answer.status, 502, "{}", answer.body);
-    assert_eq!(answer.headers["x-sfbulk-proxy-fault"], "SFBULK_QUERY_FAILED");
-    assert!(answer.body.contains("InvalidBatch : Failed to process query"));
-    assert_eq!(element(&answer.body, "exceptionCode").as_deref(), Some("SFBULK_QUERY_FAILED"));
+    assert_eq!(
+        answer.headers["x-sfbulk-proxy-fault"],
+        "SFBULK_QUERY_FAILED"
+    );
+    assert!(answer
+        .body
+        .contains("InvalidBatch : Failed to process query"));
+    assert_eq!(
+        element(&answer.body, "exceptionCode").as_deref(),
+        Some("SFBULK_QUERY_FAILED")
+    );
 }
 
 #[tokio::test]
@@ -356,5 +414,9 @@ async fn get_query_results_of_a_job_that_is_not_a_csv_query_is_refused() {
         )
         .await;
     assert_eq!(answer.status(), 400);
-    assert!(answer.text().await.unwrap().contains("not a query job of CSV results"));
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("not a query job of CSV results"));
 }

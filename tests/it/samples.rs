@@ -191,7 +191,11 @@ async fn the_export_samples_run_end_to_end() {
     let v1 = v1.text().await.unwrap();
     assert_eq!(v1, v2, "the same rows by either API");
     let (status, later) = app
-        .run_sample("getQueryResults", "getQueryResults.xml", &[("JOB_ID", &job)])
+        .run_sample(
+            "getQueryResults",
+            "getQueryResults.xml",
+            &[("JOB_ID", &job)],
+        )
         .await;
     assert_eq!(status, 200, "{later}");
     assert_eq!(later, v1);
