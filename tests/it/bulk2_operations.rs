@@ -654,8 +654,8 @@ async fn a_result_whose_pages_name_themselves_is_cut_off_not_read_for_ever() {
     assert_eq!(
         requests,
         [
-            "GET /services/data/v59.0/jobs/query/750x/results HTTP/1.1",
-            "GET /services/data/v59.0/jobs/query/750x/results?locator=QUJD HTTP/1.1"
+            "GET /services/data/v57.0/jobs/query/750x/results HTTP/1.1",
+            "GET /services/data/v57.0/jobs/query/750x/results?locator=QUJD HTTP/1.1"
         ]
     );
 }
