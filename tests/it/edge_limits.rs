@@ -195,6 +195,74 @@ async fn a_listed_page_url_pointing_elsewhere_cuts_the_answer_and_is_never_follo
 }
 
 #[tokio::test]
+async fn a_listed_page_whose_connection_breaks_is_read_again_and_the_answer_is_whole() {
+    let own =
+        |locator: &str| format!("/services/data/v59.0/jobs/query/750x/results?locator={locator}");
+    let (first, second) = (own("MA"), own("MQ"));
+    let reads_of_second = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads_of_second.clone();
+    let (upstream, seen) = scripted_server(move |line| {
+        if line.contains("/resultPages") {
+            return listed(&[&first, &second]);
+        }
+        if !line.contains("locator=MQ") {
+            return page("null");
+        }
+        let csv = "\"Id\"\n\"003B\"\n\"003C\"\n";
+        // The first read of the second page breaks off half way.
+        let sent = if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            &csv[..10]
+        } else {
+            csv
+        };
+        Script::Whole(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nSforce-Locator: null\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{sent}",
+                csv.len()
+            )
+            .into_bytes(),
+        )
+    })
+    .await;
+    let upstream = format!("http://{upstream}");
+    let proxy = proxy_for(&upstream, |_| {}).await;
+    let envelope = envelope(
+        "getQueryJobResults",
+        &[
+            ("accessToken", "00D000000000001!token"),
+            ("apiUrl", &upstream),
+            ("apiVersion", "59.0"),
+            ("jobId", "750x"),
+            ("allPages", "true"),
+        ],
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{proxy}/services/salesforcebulkv2_getQueryJobResults"
+        ))
+        .timeout(CEILING)
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    let read = read_whole(response).await;
+    assert_eq!(read.status, 200);
+    assert!(!read.broke, "the page read again made the answer whole");
+    assert_eq!(
+        String::from_utf8(read.body).unwrap(),
+        "\"Id\"\n\"003A\"\n\"003B\"\n\"003C\"\n",
+        "every row once: the bytes passed before the break are not passed again"
+    );
+    assert_eq!(reads_of_second.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        4,
+        "the list, the first page, the second twice"
+    );
+}
+
+#[tokio::test]
 async fn an_endless_run_of_locators_is_cut_after_exactly_max_pages() {
     let (upstream, seen) = scripted_server(|line| {
         let n: u64 = asked_locator(line)

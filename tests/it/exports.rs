@@ -420,3 +420,26 @@ async fn get_query_results_of_a_job_that_is_not_a_csv_query_is_refused() {
         .unwrap()
         .contains("not a query job of CSV results"));
 }
+
+#[tokio::test]
+async fn page_reads_to_one_org_stay_within_its_slots_across_answers() {
+    let app = app_with_rows(10_000, |s| {
+        s.emulator.latency_ms = Duration::from_millis(40);
+        s.salesforce.max_parallel_pages_per_org = 5;
+    })
+    .await;
+    app.org.reset_query_page_reads();
+    let (one, two) = tokio::join!(
+        async { read(export_v2(&app, "59.0", &[]).await, None).await },
+        async { read(export_v2(&app, "59.0", &[]).await, None).await }
+    );
+    for answer in [&one, &two] {
+        assert_eq!(answer.status, 200);
+        assert_eq!(rows_after_one_header(&answer.body).len(), 10_000);
+    }
+    let at_once = app.org.query_page_reads_at_once_max();
+    assert!(
+        (4..=5).contains(&at_once),
+        "{at_once} page reads at once for two answers of 4 under a cap of 5"
+    );
+}
