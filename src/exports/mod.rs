@@ -27,6 +27,7 @@ use crate::exports::export::{Export, ExportState};
 use crate::loads::calls::CallError;
 use crate::loads::settings::LoadSettings;
 use crate::observe::access_log::Handled;
+use crate::observe::console::ExportRow;
 use crate::observe::trace::TraceContext;
 use crate::pipeline::body;
 use crate::pipeline::connection::Scope;
@@ -72,6 +73,13 @@ impl Exports {
             kept: Mutex::new(VecDeque::new()),
             draining: tokio::sync::watch::channel(false).0,
         });
+        let listing = Arc::downgrade(&exports);
+        exports.pipeline.console.watch_exports(Box::new(move || {
+            listing
+                .upgrade()
+                .map(|exports| exports.rows())
+                .unwrap_or_default()
+        }));
         let counting = Arc::downgrade(&exports);
         exports.pipeline.metrics.watch_exports(Box::new(move || {
             counting
@@ -85,6 +93,27 @@ impl Exports {
     /// The process drains: answers waiting for a query job are given their 202 now.
     pub fn drain(&self) {
         self.draining.send_replace(true);
+    }
+
+    /// The exports kept, as the console lists them, newest first (as they are kept).
+    fn rows(&self) -> Vec<ExportRow> {
+        let now_ms = crate::registry::now_ms();
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter()
+            .map(|export| {
+                let (rows, pages) = export.passed();
+                let age_ms =
+                    u64::try_from(export.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+                ExportRow {
+                    job_id: export.job_id.clone(),
+                    api: export.api.label(),
+                    state: export.state().label(),
+                    rows,
+                    pages,
+                    created_ms: now_ms.saturating_sub(age_ms),
+                }
+            })
+            .collect()
     }
 
     /// How many exports of each API are kept in each state.

@@ -1,8 +1,8 @@
 // Opens the console page in Debian's headless Chromium (driven by playwright-core) and checks
-// what it shows: the job and its failed batch, a token entry's age, the org's API usage, and that
-// markup from callers or Salesforce is text (no element made of it, no script run). Leaves a
-// screenshot at $SCREENSHOT. Run by tests/it/console.rs, which sets CONSOLE_URL, EXPECTED and
-// NODE_PATH (where playwright-core is installed).
+// what it shows: the job and its failed batch, an export with its state and rows, a token entry's
+// age, the org's API usage, and that markup from callers or Salesforce is text (no element made of
+// it, no script run). Leaves a screenshot at $SCREENSHOT. Run by tests/it/console.rs, which sets
+// CONSOLE_URL, EXPECTED and NODE_PATH (where playwright-core is installed).
 "use strict";
 
 const { chromium } = require("playwright-core");
@@ -53,6 +53,15 @@ function check(condition, message) {
     check(jobText.includes(expected.failedBatch), "the job row shows its failed batch: " + jobText);
     check(jobText.includes("InvalidBatch"), "the failed batch's message shows: " + jobText);
     check((await jobRow.getAttribute("class")).includes("failed"), "the failed job stands out");
+
+    const exportRow = page.locator("#exports tbody tr", { hasText: expected.exportJob });
+    await exportRow.waitFor({ timeout: 60000 });
+    const exportCells = await exportRow.locator("td").allInnerTexts();
+    check(exportCells[1] === "bulk2", "the export row names its API: " + exportCells.join(" | "));
+    check(exportCells[2] === "Completed", "the export row shows its state: " + exportCells.join(" | "));
+    check(exportCells[3] === expected.exportRows, "the export row shows its rows: " + exportCells.join(" | "));
+    check(/^\d+ s ago$/.test(exportCells[5]), "the export row shows when it started: " + exportCells.join(" | "));
+    check(await page.locator("#exports .empty").isHidden(), "the exports' empty note is hidden");
 
     const tokenRow = page.locator("#tokens tbody tr", { hasText: expected.tokenPath });
     await tokenRow.waitFor({ timeout: 60000 });

@@ -169,6 +169,78 @@ async fn the_status_shows_a_job_with_its_failed_batch_the_token_entry_and_the_or
     assert!(status["traffic"]["p50_ms"].as_f64().is_some());
 }
 
+/// An export's query, of the emulator's generated contacts.
+const QUERY: &str = "SELECT Id, FirstName, LastName FROM Contact";
+
+/// An app whose org has `contacts` generated contacts, queried 10 rows a page (a 1.0 result file
+/// of 10 rows), its query jobs asked about often.
+async fn app_with_contacts(contacts: u64) -> TestApp {
+    spawn_app_with(move |s| {
+        s.emulator.generated_contacts = contacts;
+        s.emulator.query_page_rows = 10;
+        s.emulator.query_result_file_rows = 10;
+        s.load.poll_min_ms = Duration::from_millis(5);
+        s.load.poll_max_ms = Duration::from_millis(20);
+    })
+    .await
+}
+
+/// Runs a `salesforcebulkv2_query` export (or with `bulk1`, `salesforcebulk_query`) of `QUERY`
+/// through the proxy to its end; returns its job's id and the rows it answered.
+async fn export(app: &TestApp, bulk1: bool) -> (String, usize) {
+    let answer = if bulk1 {
+        app.call_with("query", &[("object", "Contact"), ("query", QUERY)])
+            .await
+    } else {
+        app.call_v2("query", &[("apiVersion", "59.0"), ("query", QUERY)])
+            .await
+    };
+    assert_eq!(answer.status(), 200);
+    let job = answer.headers()["x-sfbulk-proxy-job-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = answer.text().await.unwrap();
+    (job, text.lines().count() - 1)
+}
+
+fn export_of<'a>(status: &'a Value, job: &str) -> Option<&'a Value> {
+    status["exports"]
+        .as_array()?
+        .iter()
+        .find(|e| e["job_id"] == job)
+}
+
+#[tokio::test]
+async fn the_status_lists_exports_newest_first_with_their_api_state_rows_and_pages() {
+    let app = app_with_contacts(25).await;
+    let (bulk1_job, bulk1_rows) = export(&app, true).await;
+    let (bulk2_job, bulk2_rows) = export(&app, false).await;
+    assert_eq!((bulk1_rows, bulk2_rows), (25, 25));
+    // An export ends when its answer's last page has gone out, which the caller may see first.
+    let status = status_when(&app, |s| {
+        [&bulk1_job, &bulk2_job]
+            .iter()
+            .all(|job| export_of(s, job).is_some_and(|e| e["state"] == "Completed"))
+    })
+    .await;
+    let exports = status["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 2, "{status:#}");
+    let (newest, oldest) = (&exports[0], &exports[1]);
+    assert_eq!(newest["job_id"], bulk2_job.as_str());
+    assert_eq!(newest["api"], "bulk2");
+    assert_eq!((&newest["rows"], &newest["pages"]), (&25.into(), &3.into()));
+    assert_eq!(oldest["job_id"], bulk1_job.as_str());
+    assert_eq!(oldest["api"], "bulk1");
+    assert_eq!((&oldest["rows"], &oldest["pages"]), (&25.into(), &3.into()));
+    let started = status["replica"]["started_ms"].as_u64().unwrap();
+    let now = status["replica"]["now_ms"].as_u64().unwrap();
+    for export in exports {
+        let created = export["created_ms"].as_u64().unwrap();
+        assert!(started <= created && created <= now, "{export}");
+    }
+}
+
 #[tokio::test]
 async fn the_same_answer_read_again_only_marks_the_job_seen_and_a_new_state_is_read() {
     let app = spawn_app().await;
@@ -324,7 +396,7 @@ fn screenshot_path() -> PathBuf {
 }
 
 #[tokio::test]
-async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usage_and_markup_as_text(
+async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_token_and_usage_and_markup_as_text(
 ) {
     // A canned Salesforce whose jobInfo names an object with markup (the emulator refuses
     // unknown objects).
@@ -339,9 +411,15 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usa
     let (canned_address, _) = canned_server(answer, Duration::ZERO).await;
     let canned_origin = format!("http://{canned_address}");
     let allowed = canned_origin.clone();
-    let app = spawn_app_with(move |s| s.salesforce.allowed_origins.push(allowed)).await;
+    let app = spawn_app_with(move |s| {
+        s.salesforce.allowed_origins.push(allowed);
+        s.emulator.generated_contacts = 25;
+        s.emulator.query_page_rows = 10;
+    })
+    .await;
 
     let (job, failed) = job_with_a_failed_batch(&app).await;
+    let (export_job, export_rows) = export(&app, false).await;
     // A registry path holding markup.
     let marked = app
         .call_with(
@@ -375,6 +453,7 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usa
             && s["traffic"]["operations"]
                 .as_array()
                 .is_some_and(|o| o.iter().any(|o| o["operation"] == "getJob"))
+            && export_of(s, &export_job).is_some_and(|e| e["state"] == "Completed")
     })
     .await;
 
@@ -384,6 +463,8 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_a_token_and_usa
     let expected = serde_json::json!({
         "job": job,
         "failedBatch": failed,
+        "exportJob": export_job,
+        "exportRows": export_rows.to_string(),
         "tokenPath": "connectors/SalesforceBulk",
         "markupPath": MARKUP_PATH,
         "markupObject": MARKUP_OBJECT,

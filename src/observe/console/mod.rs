@@ -1,7 +1,8 @@
 //! The admin port's console: `GET /ui`, one page, and `GET /api/v1/status`, the JSON it reads.
 //! It shows what this replica has seen: its traffic over the last minutes ([`traffic`]), the
-//! Bulk jobs whose answers it relayed ([`jobs`]), the registry entries its requests used, and
-//! each org's API usage.
+//! Bulk jobs whose answers it relayed ([`jobs`]), the whole loads and exports it carries out (as
+//! their owners list them: [`Console::watch_loads`], [`Console::watch_exports`]), the registry
+//! entries its requests used, and each org's API usage.
 //!
 //! Requests only hand over what they saw ([`Console::watch`]): a job or batch answer gets a
 //! [`Tap`], which the access log's body feeds the answer's frames as they go out (shared, not
@@ -71,7 +72,9 @@ pub struct Console {
     /// `admin.console_sample_ms`.
     sample_every: Duration,
     /// The loads this replica carries out, as their owner shows them.
-    loads: Mutex<Option<LoadsView>>,
+    loads: Watched<LoadRow>,
+    /// The exports this replica carries out, as their owner shows them.
+    exports: Watched<ExportRow>,
 }
 
 /// A load as the console lists it.
@@ -90,8 +93,44 @@ pub struct LoadRow {
     pub waiting: Option<String>,
 }
 
-/// Lists the loads kept, newest first.
-pub type LoadsView = Box<dyn Fn() -> Vec<LoadRow> + Send + Sync>;
+/// An export as the console lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportRow {
+    /// Its query job's id.
+    pub job_id: String,
+    pub api: &'static str,
+    pub state: &'static str,
+    /// Rows and pages passed to the caller (known once its answer ended).
+    pub rows: u64,
+    pub pages: u64,
+    pub created_ms: u64,
+}
+
+/// Lists what its owner keeps, newest first.
+pub type View<T> = Box<dyn Fn() -> Vec<T> + Send + Sync>;
+
+/// A list the console shows as another layer keeps it: that layer's view, once it registered one.
+/// The console asks only when the status is asked for; it keeps nothing of its own.
+struct Watched<T>(Mutex<Option<View<T>>>);
+
+impl<T> Watched<T> {
+    fn new() -> Watched<T> {
+        Watched(Mutex::new(None))
+    }
+
+    fn watch(&self, view: View<T>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+
+    fn rows(&self) -> Vec<T> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|view| view())
+            .unwrap_or_default()
+    }
+}
 
 impl Console {
     /// A console keeping up to `jobs_kept` jobs (`admin.console_jobs`), sampling the traffic
@@ -110,22 +149,19 @@ impl Console {
             }),
             started_ms: now_ms(),
             sample_every,
-            loads: Mutex::new(None),
+            loads: Watched::new(),
+            exports: Watched::new(),
         })
     }
 
     /// Lists the loads with `view` whenever the status is asked for.
-    pub fn watch_loads(&self, view: LoadsView) {
-        *self.loads.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    pub fn watch_loads(&self, view: View<LoadRow>) {
+        self.loads.watch(view);
     }
 
-    fn load_rows(&self) -> Vec<LoadRow> {
-        self.loads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|view| view())
-            .unwrap_or_default()
+    /// Lists the exports with `view` whenever the status is asked for.
+    pub fn watch_exports(&self, view: View<ExportRow>) {
+        self.exports.watch(view);
     }
 
     /// Whether requests hand over what they saw (the worker runs).

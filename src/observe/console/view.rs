@@ -1,5 +1,5 @@
-//! The console's JSON (`GET /api/v1/status`): the replica, its traffic, the jobs seen, the
-//! registry entries used and each org's API usage.
+//! The console's JSON (`GET /api/v1/status`): the replica, its traffic, the jobs seen, the whole
+//! loads and exports, the registry entries used and each org's API usage.
 
 use serde::Serialize;
 
@@ -37,7 +37,8 @@ impl Console {
                 operations: tables.traffic.operations(),
             },
             jobs: tables.jobs.newest_first(),
-            loads: self.load_rows(),
+            loads: self.loads.rows(),
+            exports: self.exports.rows(),
             tokens,
             limits: metrics
                 .api_usage_now()
@@ -56,6 +57,8 @@ pub struct Status {
     pub jobs: Vec<Job>,
     /// The whole loads this replica carries out.
     pub loads: Vec<super::LoadRow>,
+    /// The whole exports this replica carries out (under way, and the last ended).
+    pub exports: Vec<super::ExportRow>,
     pub tokens: Vec<TokenEntry>,
     pub limits: Vec<ApiUsage>,
     /// Answers requests could not hand over because the worker was behind ([`super::PENDING`],

@@ -154,6 +154,26 @@ function drawLoads(loads) {
   );
 }
 
+// An export's rows and pages are counted when its answer ends.
+function drawExports(exports, now) {
+  fill(
+    document.querySelector("#exports tbody"),
+    exports.map((e) =>
+      row(
+        [
+          el("td", e.job_id, "id"),
+          e.api,
+          el("td", e.state, "state"),
+          number(e.rows, 0),
+          number(e.pages, 0),
+          ago(e.created_ms, now),
+        ],
+        ["Failed", "Aborted", "CutOff"].includes(e.state) ? "export failed" : "export"
+      )
+    )
+  );
+}
+
 function drawTokens(tokens, now) {
   fill(
     document.querySelector("#tokens tbody"),
@@ -206,6 +226,7 @@ async function refresh() {
     drawTraffic(status.traffic);
     drawJobs(status.jobs, now);
     drawLoads(status.loads);
+    drawExports(status.exports, now);
     drawTokens(status.tokens, now);
     drawLimits(status.limits);
     updated.textContent = "updated " + new Date(now).toISOString();
