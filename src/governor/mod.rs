@@ -1,0 +1,531 @@
+//! The org-budget guard: every call to Salesforce passes here first, so one org's daily API
+//! requests and long-running requests are kept for every flow of it across the fleet, and a call
+//! that would spend past the ceiling is refused before Salesforce has to.
+//!
+//! A session's org (the id before `!` in its token) counts only once Salesforce has accepted that
+//! very session in this process: before that, its calls are `unverified`, capped at
+//! `governor.unverified_max_concurrent` in flight and drawn from no org's budget, so a stranger
+//! naming another org's id spends nothing of it. Token calls are not API requests and never pass
+//! here. The budget is [`budget`]'s (blocks drawn from the registry); the long-running requests'
+//! cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
+//! a warning logged) and the cap to each replica's own.
+
+pub mod budget;
+pub mod settings;
+pub mod slots;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::common::secret::Secret;
+use crate::common::values::ApiVersion;
+use crate::governor::budget::{Drawn, OrgBudget, Report};
+use crate::governor::settings::GovernorSettings;
+use crate::governor::slots::{NoSlot, Slot, Slots};
+use crate::observe::metrics::Metrics;
+use crate::registry::{now_ms, RecordStore, RegistryError};
+use crate::salesforce::origin::Origin;
+use crate::salesforce::{limit_info, Api, Call, Payload, SalesforceClient};
+
+/// The label of calls whose session Salesforce has not accepted yet.
+pub const UNVERIFIED: &str = "unverified";
+
+/// Sessions remembered as accepted; past it the memory starts again (a session then proves
+/// itself once more).
+const MAX_VERIFIED: usize = 10_000;
+
+/// Orgs whose budgets are held here; past it the oldest are let go.
+const MAX_ORGS: usize = 1_000;
+
+/// Why the guard refused a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The call would take the org to its ceiling of daily API requests.
+    #[error(
+        "org {org} is at its API budget: {used} of its {limit} daily API requests used, and the \
+         proxy refuses calls from governor.api_ceiling_percent ({percent} %, {ceiling} requests) \
+         on, so every flow of the org keeps working; try again later"
+    )]
+    Budget {
+        org: String,
+        used: u64,
+        limit: u64,
+        percent: u64,
+        ceiling: u64,
+        retry_after: Duration,
+    },
+    /// Every long-running slot of the org stayed taken for `governor.queue_timeout_ms`.
+    #[error(
+        "org {org} has {cap} long-running requests in flight (governor.max_concurrent_per_org, \
+         under Salesforce's 25) and none ended within governor.queue_timeout_ms; try again shortly"
+    )]
+    Busy { org: String, cap: usize },
+}
+
+/// What a call holds while it runs: its long-running slot, or its unverified turn.
+#[derive(Default)]
+pub struct Pass {
+    _slot: Option<Slot>,
+    _unverified: Option<OwnedSemaphorePermit>,
+    /// The org the call counted against.
+    org: Option<Arc<str>>,
+}
+
+impl Pass {
+    /// Whether the call counted against an org (its answer is to be read for the org's usage).
+    pub fn counts(&self) -> bool {
+        self.org.is_some()
+    }
+
+    /// `body`, holding the call's long-running slot until its last byte (or until it is
+    /// dropped); an unverified turn ends with the answer's head.
+    pub fn hold(self, body: axum::body::Body) -> axum::body::Body {
+        match self._slot {
+            Some(slot) => axum::body::Body::new(Held {
+                body,
+                slot: Some(slot),
+            }),
+            None => body,
+        }
+    }
+}
+
+/// A body holding a slot until its end.
+struct Held {
+    body: axum::body::Body,
+    slot: Option<Slot>,
+}
+
+impl http_body::Body for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = &polled {
+            self.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The guard.
+pub struct Governor {
+    settings: GovernorSettings,
+    store: Arc<dyn RecordStore>,
+    slots: Arc<Slots>,
+    salesforce: SalesforceClient,
+    metrics: Arc<Metrics>,
+    registry_timeout: Duration,
+    /// A digest of each session Salesforce accepted → its org.
+    verified: Mutex<HashMap<u64, Arc<str>>>,
+    digests: std::collections::hash_map::RandomState,
+    orgs: Mutex<HashMap<Arc<str>, Arc<OrgBudget>>>,
+    unverified: Arc<Semaphore>,
+    /// A registry failure was logged (once until it answers again).
+    warned: AtomicBool,
+}
+
+impl Governor {
+    pub fn new(
+        settings: GovernorSettings,
+        store: Arc<dyn RecordStore>,
+        salesforce: SalesforceClient,
+        metrics: Arc<Metrics>,
+        registry_timeout: Duration,
+    ) -> Governor {
+        let slots = Slots::new(
+            store.clone(),
+            settings.slot_lease_ms,
+            settings.max_concurrent_per_org_local,
+        );
+        Governor {
+            unverified: Arc::new(Semaphore::new(settings.unverified_max_concurrent)),
+            settings,
+            store,
+            slots,
+            salesforce,
+            metrics,
+            registry_timeout,
+            verified: Mutex::new(HashMap::new()),
+            digests: std::collections::hash_map::RandomState::new(),
+            orgs: Mutex::new(HashMap::new()),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Salesforce accepted the session `token`: its org counts from now on.
+    pub fn accepted(&self, token: &Secret) {
+        if !self.settings.enabled {
+            return;
+        }
+        let Some(org) = limit_info::org_of_session(token.expose()) else {
+            return;
+        };
+        let digest = self.digests.hash_one(token.expose());
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.contains_key(&digest) {
+            return;
+        }
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(digest, Arc::from(org));
+    }
+
+    /// The org `token` was accepted for, if it was.
+    fn org_of(&self, token: &Secret) -> Option<Arc<str>> {
+        let digest = self.digests.hash_one(token.expose());
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.get(&digest).cloned()
+    }
+
+    fn budget_of(&self, org: &Arc<str>) -> Arc<OrgBudget> {
+        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(budget) = orgs.get(org) {
+            return budget.clone();
+        }
+        if orgs.len() >= MAX_ORGS {
+            orgs.retain(|_, budget| Arc::strong_count(budget) > 1);
+        }
+        orgs.entry(org.clone()).or_default().clone()
+    }
+
+    /// Admits `call` of `api` as the session `token` (on `instance`, at `version`), or refuses
+    /// it; the pass is held until the call's answer has been read to its end.
+    pub async fn admit(
+        &self,
+        api: Api,
+        token: &Secret,
+        instance: &Origin,
+        version: &ApiVersion,
+        call: &Call,
+    ) -> Result<Pass, Refusal> {
+        if !self.settings.enabled {
+            return Ok(Pass::default());
+        }
+        let queue_end = Instant::now() + self.settings.queue_timeout_ms;
+        let Some(org) = self.org_of(token) else {
+            let turn = tokio::time::timeout_at(queue_end, self.unverified.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            return match turn {
+                Some(turn) => Ok(Pass {
+                    _unverified: Some(turn),
+                    ..Pass::default()
+                }),
+                None => {
+                    self.metrics.governor_refused(UNVERIFIED, "org_busy");
+                    Err(Refusal::Busy {
+                        org: UNVERIFIED.into(),
+                        cap: self.settings.unverified_max_concurrent,
+                    })
+                }
+            };
+        };
+        let budget = self.budget_of(&org);
+        if budget.wants_limits(self.settings.limits_refresh_secs) {
+            self.read_limits(&org, &budget, token, instance, version)
+                .await;
+        }
+        self.spend(&org, &budget).await?;
+        let slot = if is_long(api, call) {
+            Some(self.long_slot(&org, queue_end).await?)
+        } else {
+            None
+        };
+        Ok(Pass {
+            _slot: slot,
+            _unverified: None,
+            org: Some(org),
+        })
+    }
+
+    /// One call from `org`'s budget: from this replica's allowance, or drawn from the fleet's.
+    async fn spend(&self, org: &Arc<str>, budget: &OrgBudget) -> Result<(), Refusal> {
+        if budget.spend() {
+            return Ok(());
+        }
+        let _turn = budget.drawing.lock().await;
+        if budget.spend() {
+            return Ok(());
+        }
+        let key = format!("governor:api:{org}");
+        let drawn = tokio::time::timeout(
+            self.registry_timeout,
+            budget.draw(&*self.store, &key, self.settings.api_block, |limit| {
+                self.settings.api_ceiling(limit)
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| Err(timed_out()));
+        match drawn {
+            Ok(Drawn::Granted(_, usage)) => {
+                self.reachable();
+                let ceiling = (usage.limit > 0).then(|| self.settings.api_ceiling(usage.limit));
+                self.metrics
+                    .governor_api(org, "", usage.spent(), ceiling);
+                Ok(())
+            }
+            Ok(Drawn::Refused(usage)) => {
+                self.reachable();
+                self.metrics.governor_refused(org, "api_ceiling");
+                Err(Refusal::Budget {
+                    org: org.to_string(),
+                    used: usage.spent(),
+                    limit: usage.limit,
+                    percent: self.settings.api_ceiling_percent,
+                    ceiling: self.settings.api_ceiling(usage.limit),
+                    retry_after: self.settings.retry_after_secs,
+                })
+            }
+            Err(error) => {
+                // Fails open: the calls go on, counted here alone.
+                self.unreachable(&error);
+                budget.grant_locally(self.settings.api_block);
+                Ok(())
+            }
+        }
+    }
+
+    /// A long-running slot of `org`, from the fleet's cap or, while the registry does not
+    /// answer, this replica's.
+    async fn long_slot(&self, org: &Arc<str>, queue_end: Instant) -> Result<Slot, Refusal> {
+        let cap = self.settings.cap_of(org);
+        let taken = match self
+            .slots
+            .take(org, cap, queue_end, self.registry_timeout)
+            .await
+        {
+            Ok(taken) => {
+                self.reachable();
+                taken
+            }
+            Err(error) => {
+                self.unreachable(&error);
+                self.slots.take_local(org, queue_end).await
+            }
+        };
+        self.metrics
+            .governor_in_flight(org, self.slots.in_flight(org));
+        taken.map_err(|NoSlot::Busy| {
+            self.metrics.governor_refused(org, "org_busy");
+            Refusal::Busy {
+                org: org.to_string(),
+                cap,
+            }
+        })
+    }
+
+    /// What Salesforce answered a call that `pass` admitted: its report of the org's usage, and
+    /// a refusal for the org's daily limit (`refusal`: the start of an error answer's body).
+    pub fn answered(&self, pass: &Pass, status: StatusCode, headers: &HeaderMap, refusal: &[u8]) {
+        let Some(org) = &pass.org else {
+            return;
+        };
+        let budget = self.budget_of(org);
+        let reported = headers
+            .get("sforce-limit-info")
+            .and_then(|v| v.to_str().ok())
+            .and_then(limit_info::api_usage_of);
+        if let Some((used, limit)) = reported {
+            let (used, limit) = (used.max(0) as u64, limit.max(0) as u64);
+            let report = Report {
+                used,
+                limit,
+                at_ms: now_ms(),
+            };
+            budget.note(report, self.settings.api_ceiling(limit));
+            self.metrics
+                .governor_api(org, "", used, Some(self.settings.api_ceiling(limit)));
+        }
+        if status.is_client_error() && is_daily_limit(refusal) {
+            // The org is spent until a later report says otherwise.
+            let limit = reported.map(|(_, l)| l.max(0) as u64).unwrap_or(budget.last().limit);
+            if limit > 0 {
+                let report = Report {
+                    used: limit,
+                    limit,
+                    at_ms: now_ms(),
+                };
+                budget.note(report, self.settings.api_ceiling(limit));
+                let (store, key) = (self.store.clone(), format!("governor:api:{org}"));
+                tokio::spawn(async move {
+                    let _ = budget.report(&*store, &key, report).await;
+                });
+            }
+        }
+    }
+
+    /// Reads the org's usage from `/limits` (its `DailyApiRequests`), counted as a call.
+    async fn read_limits(
+        &self,
+        org: &Arc<str>,
+        budget: &OrgBudget,
+        token: &Secret,
+        instance: &Origin,
+        version: &ApiVersion,
+    ) {
+        if self.spend(org, budget).await.is_err() {
+            return;
+        }
+        let call = Call {
+            method: Method::GET,
+            path: "/limits".into(),
+            content_type: None,
+            payload: Payload::Empty,
+            headers: Vec::new(),
+        };
+        let answer = self
+            .salesforce
+            .send(Api::Bulk2, instance, version, &call, token, None, None)
+            .await;
+        let Ok(Some(answer)) = answer else {
+            return;
+        };
+        if answer.status != StatusCode::OK {
+            return;
+        }
+        let body = http_body_util::Limited::new(answer.body, 256 * 1024);
+        let Ok(bytes) = http_body_util::BodyExt::collect(body).await else {
+            return;
+        };
+        let Ok(limits) = serde_json::from_slice::<serde_json::Value>(&bytes.to_bytes()) else {
+            return;
+        };
+        let daily = &limits["DailyApiRequests"];
+        if let (Some(max), Some(remaining)) = (daily["Max"].as_u64(), daily["Remaining"].as_u64())
+        {
+            let used = max.saturating_sub(remaining);
+            let report = Report {
+                used,
+                limit: max,
+                at_ms: now_ms(),
+            };
+            budget.note(report, self.settings.api_ceiling(max));
+            self.metrics
+                .governor_api(org, "", used, Some(self.settings.api_ceiling(max)));
+        }
+    }
+
+    fn reachable(&self) {
+        if self.warned.swap(false, Ordering::Relaxed) {
+            self.metrics.registry_reachable(true);
+        }
+    }
+
+    fn unreachable(&self, error: &RegistryError) {
+        self.metrics.registry_reachable(false);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "sfbulk_proxy::governor",
+                error = %error.detail(),
+                "the registry does not answer: the org budgets are counted by each replica alone \
+                 and the long-running cap is governor.max_concurrent_per_org_local a replica"
+            );
+        }
+    }
+}
+
+fn timed_out() -> RegistryError {
+    RegistryError::unavailable(
+        "the registry did not answer within registry.timeout_ms",
+        None,
+    )
+}
+
+/// Whether `call` can run long (20 seconds or more): an upload, or a download of results, a
+/// batch's request or a query page. Short calls (job and batch info, creates, closes) are never
+/// capped.
+pub fn is_long(api: Api, call: &Call) -> bool {
+    let path = call.path.split('?').next().unwrap_or_default();
+    match (api, &call.method) {
+        (_, m) if *m == Method::PUT => path.ends_with("/batches"),
+        (Api::Bulk1, m) if *m == Method::POST => path.ends_with("/batch"),
+        (_, m) if *m == Method::GET => {
+            let last = path.rsplit('/').next().unwrap_or_default();
+            matches!(
+                last,
+                "results" | "result" | "request" | "successfulResults" | "failedResults"
+                    | "unprocessedrecords"
+            ) || path.contains("/result/")
+        }
+        _ => false,
+    }
+}
+
+/// Whether an error answer is Salesforce's refusal for the org's daily limit (2.0's
+/// `REQUEST_LIMIT_EXCEEDED` with `TotalRequests`, 1.0's `ExceededQuota`); its `ConcurrentRequests`
+/// variant is not.
+fn is_daily_limit(body: &[u8]) -> bool {
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    if has(b"ConcurrentRequests") {
+        return false;
+    }
+    (has(b"REQUEST_LIMIT_EXCEEDED") && has(b"TotalRequests")) || has(b"ExceededQuota")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: Method, path: &str) -> Call {
+        Call {
+            method,
+            path: path.into(),
+            content_type: None,
+            payload: Payload::Empty,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn uploads_and_downloads_run_long_and_job_calls_do_not() {
+        for (api, method, path, long) in [
+            (Api::Bulk2, Method::PUT, "/jobs/ingest/750x/batches", true),
+            (Api::Bulk2, Method::GET, "/jobs/query/750x/results?locator=MA", true),
+            (Api::Bulk2, Method::GET, "/jobs/ingest/750x/successfulResults/", true),
+            (Api::Bulk1, Method::POST, "/job/750x/batch", true),
+            (Api::Bulk1, Method::GET, "/job/750x/batch/751x/result/752x", true),
+            (Api::Bulk1, Method::GET, "/job/750x/batch/751x/request", true),
+            (Api::Bulk1, Method::GET, "/job/750x", false),
+            (Api::Bulk1, Method::POST, "/job", false),
+            (Api::Bulk2, Method::GET, "/jobs/query/750x", false),
+            (Api::Bulk2, Method::GET, "/jobs/query/750x/resultPages", false),
+            (Api::Bulk2, Method::PATCH, "/jobs/ingest/750x", false),
+        ] {
+            assert_eq!(is_long(api, &call(method.clone(), path)), long, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_daily_limit_is_told_from_the_concurrent_one() {
+        assert!(is_daily_limit(
+            br#"[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"TotalRequests Limit exceeded."}]"#
+        ));
+        assert!(is_daily_limit(b"<exceptionCode>ExceededQuota</exceptionCode>"));
+        assert!(!is_daily_limit(
+            b"REQUEST_LIMIT_EXCEEDED: ConcurrentRequests (Concurrent API Requests) Limit exceeded."
+        ));
+        assert!(!is_daily_limit(b"INVALID_SESSION_ID"));
+    }
+}
