@@ -15,6 +15,7 @@ pub mod common;
 pub mod config;
 pub mod edge;
 pub mod exports;
+pub mod governor;
 pub mod loads;
 pub mod observe;
 pub mod pipeline;

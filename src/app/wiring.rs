@@ -7,6 +7,7 @@ use crate::loads::Loads;
 use std::sync::Arc;
 
 use crate::config::{Prepared, Settings};
+use crate::governor::Governor;
 use crate::observe::console::Console;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::body::BufferBudget;
@@ -60,6 +61,13 @@ impl Components {
         let pool = salesforce.clone();
         metrics.watch_pool(Box::new(move || pool.connections()));
         let allow = prepared.outbound.allow.clone();
+        let governor = Governor::new(
+            settings.governor.clone(),
+            backend.records.clone(),
+            salesforce.clone(),
+            metrics.clone(),
+            r.timeout_ms,
+        );
         let pipeline = Pipeline {
             sessions: Sessions::new(
                 registry.clone(),
@@ -86,6 +94,7 @@ impl Components {
             metrics: metrics.clone(),
             console: console.clone(),
             page_slots: PageSlots::new(sf.max_parallel_pages_per_org),
+            governor,
         };
         let pipeline = Arc::new(pipeline);
         let loads = Loads::new(

@@ -23,7 +23,7 @@ pub(super) struct Defaults {
 
 /// Sections of which there may be any number, each under a name the operator picks
 /// (`[connections.sales]`): the prefix, and the keys each may hold.
-fn named_sections() -> [(&'static str, Vec<String>); 2] {
+fn named_sections() -> [(&'static str, Vec<String>); 3] {
     let keys_of = |value: toml::Value| match value {
         toml::Value::Table(table) => table.keys().cloned().collect(),
         _ => Vec::new(),
@@ -42,6 +42,11 @@ fn named_sections() -> [(&'static str, Vec<String>); 2] {
                 toml::Value::try_from(TokenScopeSettings::default())
                     .unwrap_or(toml::Value::Boolean(false)),
             ),
+        ),
+        // Every key of an org's section, whether its default is set or not.
+        (
+            "governor.orgs",
+            vec!["max_concurrent_per_org".to_string()],
         ),
     ]
 }
@@ -105,7 +110,7 @@ impl config::Source for FoldedNames {
 /// What the loader knows of the settings' names.
 pub(super) struct Known {
     keys: Vec<String>,
-    named: [(&'static str, Vec<String>); 2],
+    named: [(&'static str, Vec<String>); 3],
 }
 
 impl Known {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::secret::Secret;
 use crate::edge::settings::{AdminSettings, Edge, ServerSettings};
+use crate::governor::settings::GovernorSettings;
 use crate::loads::settings::LoadSettings;
 use crate::observe::settings::LogSettings;
 use crate::pipeline::connection::{ConnectionSettings, Connections};
@@ -41,6 +42,7 @@ pub struct Settings {
     pub salesforce: SalesforceSettings,
     pub registry: RegistrySettings,
     pub load: LoadSettings,
+    pub governor: GovernorSettings,
     pub log: LogSettings,
     pub emulator: EmulatorSettings,
     /// `[connections.NAME]`: none by default.
@@ -269,6 +271,7 @@ impl Settings {
         let edge = self.server.prepare(&self.admin, &configured, &mut problems);
         let registry_keys = self.registry.prepare(&mut problems);
         self.load.check(&mut problems);
+        self.governor.check(&mut problems);
         self.log.check(&mut problems);
         let emulator_listen = self.emulator.prepare(&mut problems);
         match (outbound, emulator_listen) {

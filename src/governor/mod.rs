@@ -458,6 +458,7 @@ fn timed_out() -> RegistryError {
 /// capped.
 pub fn is_long(api: Api, call: &Call) -> bool {
     let path = call.path.split('?').next().unwrap_or_default();
+    let path = path.strip_suffix('/').unwrap_or(path);
     match (api, &call.method) {
         (_, m) if *m == Method::PUT => path.ends_with("/batches"),
         (Api::Bulk1, m) if *m == Method::POST => path.ends_with("/batch"),

@@ -85,6 +85,18 @@ struct PageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgReason {
+    org: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgTeam {
+    org: String,
+    team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Org {
     org: String,
 }
@@ -171,6 +183,11 @@ pub struct Metrics {
     loads: Family<LoadStateLabels, Gauge>,
     /// Counts the loads kept in each state at each scrape.
     loads_probe: Mutex<Option<LoadsProbe>>,
+    governor_refusals: Family<OrgReason, Counter>,
+    governor_api_used: Family<OrgTeam, Gauge>,
+    governor_api_ceiling: Family<Org, Gauge>,
+    governor_batches_used: Family<Org, Gauge>,
+    governor_in_flight: Family<Org, Gauge>,
     exports: Family<LoadStateLabels, Gauge>,
     /// Counts the exports kept in each state at each scrape.
     exports_probe: Mutex<Option<LoadsProbe>>,
@@ -255,6 +272,11 @@ impl Metrics {
         let load_records = Family::default();
         let loads = Family::default();
         let exports = Family::default();
+        let governor_refusals = Family::default();
+        let governor_api_used = Family::default();
+        let governor_api_ceiling = Family::default();
+        let governor_batches_used = Family::default();
+        let governor_in_flight = Family::default();
         let export_rows = Family::default();
         let export_pages = Family::default();
         registry.register(
@@ -336,6 +358,31 @@ impl Metrics {
             "sfbulk_loads",
             "Loads this process keeps, by API and state",
             loads.clone(),
+        );
+        registry.register(
+            "sfbulk_governor_refusals",
+            "Calls the org-budget guard refused before Salesforce had to, by org and reason",
+            governor_refusals.clone(),
+        );
+        registry.register(
+            "sfbulk_governor_api_used",
+            "An org's daily API requests as the guard counts them (team \"\" for the org's total)",
+            governor_api_used.clone(),
+        );
+        registry.register(
+            "sfbulk_governor_api_ceiling",
+            "The daily API requests past which the guard refuses an org's calls",
+            governor_api_ceiling.clone(),
+        );
+        registry.register(
+            "sfbulk_governor_batches_used",
+            "Bulk batches the guard counts for an org in the last 24 hours",
+            governor_batches_used.clone(),
+        );
+        registry.register(
+            "sfbulk_governor_in_flight",
+            "Long-running requests this replica has in flight to an org",
+            governor_in_flight.clone(),
         );
         registry.register(
             "sfbulk_exports",
@@ -430,6 +477,11 @@ impl Metrics {
             load_records,
             loads,
             loads_probe: Mutex::new(None),
+            governor_refusals,
+            governor_api_used,
+            governor_api_ceiling,
+            governor_batches_used,
+            governor_in_flight,
             exports,
             exports_probe: Mutex::new(None),
             export_rows,
@@ -671,20 +723,80 @@ impl Metrics {
 
     /// `Sforce-Limit-Info`'s `api-usage=N/M`, for the org of a session Salesforce accepted.
     pub fn api_usage(&self, org: &str, used: i64, limit: i64) {
-        {
-            let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
-            if !orgs.iter().any(|o| o == org) {
-                if orgs.len() >= MAX_ORGS {
-                    return;
-                }
-                orgs.push(org.to_string());
-            }
+        if !self.labelled(org) {
+            return;
         }
         let org = Org {
             org: org.to_string(),
         };
         self.api_usage.get_or_create(&org).set(used);
         self.api_limit.get_or_create(&org).set(limit);
+    }
+}
+
+impl Metrics {
+    /// Whether `org` has series: one of the first [`MAX_ORGS`] seen.
+    fn labelled(&self, org: &str) -> bool {
+        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        if orgs.iter().any(|o| o == org) {
+            return true;
+        }
+        if orgs.len() >= MAX_ORGS {
+            return false;
+        }
+        orgs.push(org.to_string());
+        true
+    }
+
+    /// The guard refused a call of `org` for `reason` (`api_ceiling`, `batch_ceiling`, `org_busy`,
+    /// `team_share`).
+    pub fn governor_refused(&self, org: &str, reason: &'static str) {
+        if self.labelled(org) {
+            let org = org.to_string();
+            self.governor_refusals
+                .get_or_create(&OrgReason { org, reason })
+                .inc();
+        }
+    }
+
+    /// `org`'s API requests as the guard counts them (`team` empty: the org's total), and its
+    /// ceiling.
+    pub fn governor_api(&self, org: &str, team: &str, used: u64, ceiling: Option<u64>) {
+        if !self.labelled(org) {
+            return;
+        }
+        let labels = OrgTeam {
+            org: org.to_string(),
+            team: team.to_string(),
+        };
+        self.governor_api_used
+            .get_or_create(&labels)
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
+        if let Some(ceiling) = ceiling {
+            self.governor_api_ceiling
+                .get_or_create(&Org { org: labels.org })
+                .set(i64::try_from(ceiling).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Bulk batches the guard counts for `org` in the last 24 hours.
+    pub fn governor_batches(&self, org: &str, used: u64) {
+        if self.labelled(org) {
+            let org = org.to_string();
+            self.governor_batches_used
+                .get_or_create(&Org { org })
+                .set(i64::try_from(used).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Long-running requests this replica has in flight to `org`.
+    pub fn governor_in_flight(&self, org: &str, in_flight: usize) {
+        if self.labelled(org) {
+            let org = org.to_string();
+            self.governor_in_flight
+                .get_or_create(&Org { org })
+                .set(in_flight as i64);
+        }
     }
 }
 

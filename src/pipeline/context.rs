@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::governor::Governor;
 use crate::observe::console::Console;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::body::BufferBudget;
@@ -35,6 +36,8 @@ pub struct Pipeline {
     pub console: Arc<Console>,
     /// `salesforce.max_parallel_pages_per_org`: the page reads each org may have at once.
     pub page_slots: PageSlots,
+    /// The org-budget guard every call to Salesforce passes first.
+    pub governor: Governor,
 }
 
 /// What one request may take.

@@ -2,6 +2,7 @@
 //! caller's own token), and after an expired-session answer renewed once and the call made once
 //! more. What Salesforce says of the org's API usage is noted on the way.
 
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::common::request_id::current_request_id;
@@ -38,6 +39,7 @@ pub async fn call_as(
 ) -> Result<(UpstreamResponse, Session), Fault> {
     let answer = send(pipeline, api, credentials, call, &session, traceparent).await?;
     if !answer.session_expired {
+        pipeline.governor.accepted(&session.token);
         pipeline.sessions.accepted(&mut session).await;
         note_api_usage(pipeline, &session.token, &answer.headers);
         return Ok((answer, session));
@@ -81,6 +83,7 @@ async fn call_again(
         };
         let retried = send(pipeline, api, credentials, call, &renewed, traceparent).await?;
         if !retried.session_expired {
+            pipeline.governor.accepted(&renewed.token);
             note_api_usage(pipeline, &renewed.token, &retried.headers);
             return Ok((retried, renewed));
         }
@@ -96,8 +99,81 @@ async fn call_again(
     }
 }
 
-/// `call` sent as `session`; an upload that streamed through cannot be sent again.
+/// `call` sent as `session`, once the org-budget guard admits it; an upload that streamed through
+/// cannot be sent again. A long-running call's slot is held by its answer's body.
 async fn send(
+    pipeline: &Pipeline,
+    api: Api,
+    credentials: &Credentials,
+    call: &Call,
+    session: &Session,
+    traceparent: Option<&HeaderValue>,
+) -> Result<UpstreamResponse, Fault> {
+    let pass = pipeline
+        .governor
+        .admit(
+            api,
+            &session.token,
+            &session.instance,
+            &credentials.api_version,
+            call,
+        )
+        .await?;
+    let mut answer = send_admitted(pipeline, api, credentials, call, session, traceparent).await?;
+    if pass.counts() {
+        let refusal = if answer.status.is_client_error() {
+            let (body, start) = peeked(std::mem::take(&mut answer.body)).await;
+            answer.body = body;
+            start
+        } else {
+            Bytes::new()
+        };
+        pipeline
+            .governor
+            .answered(&pass, answer.status, &answer.headers, &refusal);
+    }
+    answer.body = pass.hold(answer.body);
+    Ok(answer)
+}
+
+/// The first bytes of an error answer's `body` (up to 64 KiB, read within a few seconds), and the
+/// body whole again.
+async fn peeked(body: Body) -> (Body, Bytes) {
+    use http_body_util::BodyExt;
+    const PEEK: usize = 64 * 1024;
+    let mut body = body;
+    let mut seen = Vec::new();
+    let ended = loop {
+        if seen.len() >= PEEK {
+            break false;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    seen.extend_from_slice(data);
+                }
+            }
+            Ok(None) => break true,
+            // A broken or silent error answer: what came is all there is to read.
+            Ok(Some(Err(_))) | Err(_) => break true,
+        }
+    };
+    let start = Bytes::from(seen);
+    if ended {
+        return (Body::from(start.clone()), start);
+    }
+    let prefix = futures_util::stream::once(futures_util::future::ready(Ok::<_, axum::Error>(
+        start.clone(),
+    )));
+    let rest = body.into_data_stream();
+    (
+        Body::from_stream(futures_util::StreamExt::chain(prefix, rest)),
+        start,
+    )
+}
+
+/// `call` sent as `session`.
+async fn send_admitted(
     pipeline: &Pipeline,
     api: Api,
     credentials: &Credentials,

@@ -138,6 +138,14 @@ pub enum Fault {
     /// 409: an export's query job was aborted before its result was read.
     #[error("{0}")]
     QueryAborted(String),
+    /// 429: the call would take its org to `governor.api_ceiling_percent` of its daily API
+    /// requests; the answer carries `Retry-After` (`governor.retry_after_secs`). Nothing was sent.
+    #[error("{message}")]
+    OrgBudgetExhausted { message: String, retry_after: u64 },
+    /// 503: every long-running slot of the org stayed taken for `governor.queue_timeout_ms`; the
+    /// answer carries `Retry-After: 1`. Nothing was sent.
+    #[error("{0}")]
+    OrgBusy(String),
     /// 500: something in the proxy itself failed (a task that panicked).
     #[error("internal error: {0}")]
     Internal(String),
@@ -312,9 +320,10 @@ impl Fault {
                 StatusCode::BAD_GATEWAY
             }
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Fault::UploadNotReplayable { .. } | Fault::RegistryUnavailable(_) => {
+            Fault::UploadNotReplayable { .. } | Fault::RegistryUnavailable(_) | Fault::OrgBusy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Fault::OrgBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -358,6 +367,8 @@ impl Fault {
             Fault::LoadMismatch(_) => "SFBULK_LOAD_MISMATCH",
             Fault::QueryFailed(_) => "SFBULK_QUERY_FAILED",
             Fault::QueryAborted(_) => "SFBULK_QUERY_ABORTED",
+            Fault::OrgBudgetExhausted { .. } => "SFBULK_ORG_BUDGET_EXHAUSTED",
+            Fault::OrgBusy(_) => "SFBULK_ORG_BUSY",
         }
     }
 }
@@ -403,11 +414,17 @@ impl Fault {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(FAULT_HEADER, HeaderValue::from_static(self.code()));
         match self {
-            Fault::Overloaded(_) | Fault::RegistryUnavailable(_) | Fault::LoadBusy(_) => {
+            Fault::Overloaded(_)
+            | Fault::RegistryUnavailable(_)
+            | Fault::LoadBusy(_)
+            | Fault::OrgBusy(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
                 );
+            }
+            Fault::OrgBudgetExhausted { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Fault::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -548,5 +565,18 @@ mod tests {
             std::str::from_utf8(&body).unwrap(),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <exceptionCode>SFBULK_MISSING_FIELD</exceptionCode>\n <exceptionMessage>missing field &lt;jobId&gt;</exceptionMessage>\n</error>"
         );
+    }
+}
+
+/// The guard's refusals: before anything was sent.
+impl From<crate::governor::Refusal> for Fault {
+    fn from(refusal: crate::governor::Refusal) -> Fault {
+        match refusal {
+            crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::Busy { .. } => Fault::OrgBusy(refusal.to_string()),
+        }
     }
 }

@@ -32,6 +32,7 @@ const LAYERS: &[&[&str]] = &[
     &["exports"],
     &["loads"],
     &["pipeline"],
+    &["governor"],
     &["session"],
     &["observe"],
     &["registry", "salesforce"],
