@@ -44,10 +44,7 @@ fn named_sections() -> [(&'static str, Vec<String>); 3] {
             ),
         ),
         // Every key of an org's section, whether its default is set or not.
-        (
-            "governor.orgs",
-            vec!["max_concurrent_per_org".to_string()],
-        ),
+        ("governor.orgs", vec!["max_concurrent_per_org".to_string()]),
     ]
 }
 

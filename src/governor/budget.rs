@@ -68,7 +68,6 @@ pub enum Drawn {
 }
 
 /// One org's budget as this replica holds it.
-#[derive(Default)]
 pub struct OrgBudget {
     local: Mutex<Local>,
     /// One draw at a time per org in a replica: the others wait and spend what it drew.
@@ -87,6 +86,20 @@ struct Local {
     pub(super) limits_read: Option<Instant>,
     /// The fleet's usage as last seen.
     last: Usage,
+}
+
+impl Default for OrgBudget {
+    /// An org just seen: its `/limits` is read only if no report comes for
+    /// `governor.limits_refresh_secs` from now (most answers carry one).
+    fn default() -> OrgBudget {
+        OrgBudget {
+            local: Mutex::new(Local {
+                limits_read: Some(Instant::now()),
+                ..Local::default()
+            }),
+            drawing: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 impl OrgBudget {
@@ -170,7 +183,11 @@ impl OrgBudget {
             }
             usage.drawn = usage.drawn.saturating_add(grant);
             let value = serde_json::to_vec(&usage).unwrap_or_default();
-            if store.write(key, value, version, RECORD_TTL).await?.is_some() {
+            if store
+                .write(key, value, version, RECORD_TTL)
+                .await?
+                .is_some()
+            {
                 let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
                 local.allowance = local.allowance.saturating_add(grant - 1);
                 local.last = usage;
@@ -204,7 +221,11 @@ impl OrgBudget {
             };
             let usage = usage.with(Some(report));
             let value = serde_json::to_vec(&usage).unwrap_or_default();
-            if store.write(key, value, version, RECORD_TTL).await?.is_some() {
+            if store
+                .write(key, value, version, RECORD_TTL)
+                .await?
+                .is_some()
+            {
                 self.local.lock().unwrap_or_else(|e| e.into_inner()).last = usage;
                 return Ok(());
             }
@@ -226,8 +247,18 @@ mod tests {
         let store = MemoryRegistry::new(100);
         let (a, b) = (OrgBudget::default(), OrgBudget::default());
         let ceiling = |limit: u64| limit * 80 / 100;
-        a.note(Report { used: 700, limit: 1000, at_ms: 1 }, 800);
-        assert!(matches!(a.draw(&store, "k", 20, ceiling).await.unwrap(), Drawn::Granted(20, _)));
+        a.note(
+            Report {
+                used: 700,
+                limit: 1000,
+                at_ms: 1,
+            },
+            800,
+        );
+        assert!(matches!(
+            a.draw(&store, "k", 20, ceiling).await.unwrap(),
+            Drawn::Granted(20, _)
+        ));
         for _ in 0..19 {
             assert!(a.spend());
         }
@@ -245,7 +276,16 @@ mod tests {
         }
         assert_eq!(granted, 79);
         // A newer report lowers the usage (the window rolled), and the draws start again.
-        b.note(Report { used: 100, limit: 1000, at_ms: 2 }, 800);
-        assert!(matches!(b.draw(&store, "k", 20, ceiling).await.unwrap(), Drawn::Granted(20, u) if u.spent() == 120));
+        b.note(
+            Report {
+                used: 100,
+                limit: 1000,
+                at_ms: 2,
+            },
+            800,
+        );
+        assert!(
+            matches!(b.draw(&store, "k", 20, ceiling).await.unwrap(), Drawn::Granted(20, u) if u.spent() == 120)
+        );
     }
 }

@@ -282,8 +282,7 @@ impl Governor {
             Ok(Drawn::Granted(_, usage)) => {
                 self.reachable();
                 let ceiling = (usage.limit > 0).then(|| self.settings.api_ceiling(usage.limit));
-                self.metrics
-                    .governor_api(org, "", usage.spent(), ceiling);
+                self.metrics.governor_api(org, "", usage.spent(), ceiling);
                 Ok(())
             }
             Ok(Drawn::Refused(usage)) => {
@@ -360,7 +359,9 @@ impl Governor {
         }
         if status.is_client_error() && is_daily_limit(refusal) {
             // The org is spent until a later report says otherwise.
-            let limit = reported.map(|(_, l)| l.max(0) as u64).unwrap_or(budget.last().limit);
+            let limit = reported
+                .map(|(_, l)| l.max(0) as u64)
+                .unwrap_or(budget.last().limit);
             if limit > 0 {
                 let report = Report {
                     used: limit,
@@ -413,8 +414,7 @@ impl Governor {
             return;
         };
         let daily = &limits["DailyApiRequests"];
-        if let (Some(max), Some(remaining)) = (daily["Max"].as_u64(), daily["Remaining"].as_u64())
-        {
+        if let (Some(max), Some(remaining)) = (daily["Max"].as_u64(), daily["Remaining"].as_u64()) {
             let used = max.saturating_sub(remaining);
             let report = Report {
                 used,
@@ -466,7 +466,11 @@ pub fn is_long(api: Api, call: &Call) -> bool {
             let last = path.rsplit('/').next().unwrap_or_default();
             matches!(
                 last,
-                "results" | "result" | "request" | "successfulResults" | "failedResults"
+                "results"
+                    | "result"
+                    | "request"
+                    | "successfulResults"
+                    | "failedResults"
                     | "unprocessedrecords"
             ) || path.contains("/result/")
         }
@@ -503,18 +507,47 @@ mod tests {
     fn uploads_and_downloads_run_long_and_job_calls_do_not() {
         for (api, method, path, long) in [
             (Api::Bulk2, Method::PUT, "/jobs/ingest/750x/batches", true),
-            (Api::Bulk2, Method::GET, "/jobs/query/750x/results?locator=MA", true),
-            (Api::Bulk2, Method::GET, "/jobs/ingest/750x/successfulResults/", true),
+            (
+                Api::Bulk2,
+                Method::GET,
+                "/jobs/query/750x/results?locator=MA",
+                true,
+            ),
+            (
+                Api::Bulk2,
+                Method::GET,
+                "/jobs/ingest/750x/successfulResults/",
+                true,
+            ),
             (Api::Bulk1, Method::POST, "/job/750x/batch", true),
-            (Api::Bulk1, Method::GET, "/job/750x/batch/751x/result/752x", true),
-            (Api::Bulk1, Method::GET, "/job/750x/batch/751x/request", true),
+            (
+                Api::Bulk1,
+                Method::GET,
+                "/job/750x/batch/751x/result/752x",
+                true,
+            ),
+            (
+                Api::Bulk1,
+                Method::GET,
+                "/job/750x/batch/751x/request",
+                true,
+            ),
             (Api::Bulk1, Method::GET, "/job/750x", false),
             (Api::Bulk1, Method::POST, "/job", false),
             (Api::Bulk2, Method::GET, "/jobs/query/750x", false),
-            (Api::Bulk2, Method::GET, "/jobs/query/750x/resultPages", false),
+            (
+                Api::Bulk2,
+                Method::GET,
+                "/jobs/query/750x/resultPages",
+                false,
+            ),
             (Api::Bulk2, Method::PATCH, "/jobs/ingest/750x", false),
         ] {
-            assert_eq!(is_long(api, &call(method.clone(), path)), long, "{method} {path}");
+            assert_eq!(
+                is_long(api, &call(method.clone(), path)),
+                long,
+                "{method} {path}"
+            );
         }
     }
 
@@ -523,7 +556,9 @@ mod tests {
         assert!(is_daily_limit(
             br#"[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"TotalRequests Limit exceeded."}]"#
         ));
-        assert!(is_daily_limit(b"<exceptionCode>ExceededQuota</exceptionCode>"));
+        assert!(is_daily_limit(
+            b"<exceptionCode>ExceededQuota</exceptionCode>"
+        ));
         assert!(!is_daily_limit(
             b"REQUEST_LIMIT_EXCEEDED: ConcurrentRequests (Concurrent API Requests) Limit exceeded."
         ));

@@ -65,7 +65,11 @@ impl GovernorSettings {
             (1..=100).contains(&self.api_ceiling_percent),
             "from 1 to 100",
         );
-        out_of("api_block", (1..=10_000).contains(&self.api_block), "from 1 to 10000");
+        out_of(
+            "api_block",
+            (1..=10_000).contains(&self.api_block),
+            "from 1 to 10000",
+        );
         out_of("batch_ceiling", self.batch_ceiling > 0, "above 0");
         out_of(
             "limits_refresh_secs",

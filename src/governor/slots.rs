@@ -137,7 +137,11 @@ impl Slots {
     }
 
     /// A slot of `org` from this replica's own cap, waited for until `deadline`.
-    pub async fn take_local(self: &Arc<Self>, org: &str, deadline: Instant) -> Result<Slot, NoSlot> {
+    pub async fn take_local(
+        self: &Arc<Self>,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<Slot, NoSlot> {
         let semaphore = {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             held.entry(org.to_string())

@@ -320,9 +320,9 @@ impl Fault {
                 StatusCode::BAD_GATEWAY
             }
             Fault::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Fault::UploadNotReplayable { .. } | Fault::RegistryUnavailable(_) | Fault::OrgBusy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Fault::UploadNotReplayable { .. }
+            | Fault::RegistryUnavailable(_)
+            | Fault::OrgBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Fault::OrgBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

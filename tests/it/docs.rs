@@ -83,6 +83,11 @@ fn settings() -> BTreeMap<String, toml::Value> {
             TOKEN_SCOPE,
             toml::to_string(&TokenScopeSettings::default()).unwrap(),
         ),
+        // Its one key is unset unless given.
+        (
+            "governor.orgs.ORGID",
+            "max_concurrent_per_org = \"(not set)\"".to_string(),
+        ),
     ];
     for (section, text) in templated {
         let table: toml::Table = text.parse().unwrap();
