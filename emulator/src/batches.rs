@@ -94,6 +94,15 @@ pub async fn add(
         )
         .in_format(format));
     }
+    // Past the org's daily batches, refused before it runs. `ExceededQuota` is the code
+    // Salesforce documents for a batch over the 24-hour allocation; its words here are the
+    // emulator's reading, not recorded.
+    if org.batches.now() >= org.settings.batch_limit {
+        org.note_batch_limit_refusal();
+        return Err(
+            ApiError::new("ExceededQuota", "ApiBatchItems Limit exceeded.").in_format(format),
+        );
+    }
     let outcome = process(&org, job, &essence, &body);
     let new_batch = |outcome| Batch {
         id: org.ids.next(ids::BATCH),
@@ -152,6 +161,8 @@ pub async fn add(
     let response = batch
         .document(format, Some(BatchState::Queued))
         .respond(StatusCode::CREATED, format);
+    // A PK-chunked query's original batch counts, and each chunk's.
+    org.batches.count(1 + chunks.len() as u64);
     job.batches.push(batch);
     job.batches.extend(chunks);
     Ok(response)

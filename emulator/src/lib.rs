@@ -13,11 +13,15 @@
 //! - `settings`: [`Settings`], how the org behaves, and [`TlsPair`];
 //! - `org`: [`Org`], the whole fake org's state, and [`RecordedRequest`];
 //! - `router`: the [`router`] of every route, and the layer each request passes first (recording,
-//!   latency, gzip, planned session expiry, `Sforce-Limit-Info`);
+//!   the API allocation, latency, gzip, planned session expiry, `Sforce-Limit-Info`);
 //! - `holds`: a call a test chose ([`Step`]) held before or after its effect ([`When`]) until
 //!   its [`Held`] lets it go, which the router applies to every request;
-//! - `page_reads`: the count of 2.0 result page reads served at once, which the router keeps;
-//! - `usage`: the org's API usage over a rolling 24 hours, which `Sforce-Limit-Info` reports;
+//! - `in_flight`: the count of API requests served at once, by kind (all, long-running, result
+//!   downloads, uploads, 2.0 query pages), which the router keeps;
+//! - `usage`: counts over a rolling 24 hours, the org's API requests (which `Sforce-Limit-Info`
+//!   reports) and its Bulk batches;
+//! - `limits`: the REST `/limits` resource, and the refusal of a request past the org's daily
+//!   API allocation, which the router gives;
 //! - `server`: [`Emulator`], which binds and serves the router over HTTP or HTTPS;
 //! - `oauth`: the token endpoint (refresh, client credentials, JWT); `sessions` the sessions and
 //!   refresh tokens it issues (expiry, rotation) and [`TokenGate`];
@@ -32,19 +36,20 @@
 //!   `compression` gzip both ways; `ids` Salesforce's 18-character ids ([`with_checksum`]).
 //!
 //! The dependencies run one way, routes → `org` → state: the routes (`oauth`, `jobs`, `batches`,
-//! `v2/`) take the [`Org`]; the state it holds (`sessions`, `job`, `batch`, `v2_jobs/`, `store`,
-//! `holds`, `usage`...) never names it.
+//! `v2/`, `limits`) take the [`Org`]; the state it holds (`sessions`, `job`, `batch`, `v2_jobs/`,
+//! `store`, `holds`, `usage`, `in_flight`...) never names it.
 
 mod batch;
 mod batches;
 mod compression;
 mod holds;
 mod ids;
+mod in_flight;
 mod job;
 mod jobs;
+mod limits;
 mod oauth;
 mod org;
-mod page_reads;
 mod records;
 mod router;
 mod server;

@@ -13,13 +13,13 @@ use axum::http::{HeaderMap, HeaderValue};
 use super::compression;
 use super::holds::{Held, Holds, Step, When};
 use super::ids;
+use super::in_flight::{InFlight, Kind};
 use super::job::{Bulk1JobSeen, Job};
-use super::page_reads::PageReads;
 use super::records;
 use super::sessions::{Auth, TokenGate};
 use super::settings::Settings;
 use super::store;
-use super::usage::ApiUsage;
+use super::usage::DailyCount;
 use super::v2_jobs::{IngestJob, IngestJobSeen, QueryJob};
 
 /// How many requests the emulator remembers for inspection; older ones are dropped.
@@ -105,8 +105,15 @@ pub struct Org {
     schema_deviations: Mutex<VecDeque<String>>,
     /// `Sforce-Limit-Info` put on Bulk API answers, when set: it wins over the count's.
     pub(crate) limit_info: Mutex<Option<HeaderValue>>,
-    /// Bulk API requests over the last 24 hours, counted while `Settings::api_limit` is above 0.
-    pub(crate) api_usage: ApiUsage,
+    /// API requests over the last 24 hours, counted while `Settings::api_limit` is above 0.
+    pub(crate) api_usage: DailyCount,
+    /// Requests refused past `Settings::api_limit`.
+    limit_refusals: AtomicUsize,
+    /// Bulk batches over the last 24 hours: 1.0 batches added (PK chunks' too), and 2.0 ingest
+    /// jobs' internal batches, counted when the job is closed.
+    pub(crate) batches: DailyCount,
+    /// 1.0 batches refused past `Settings::batch_limit`.
+    batch_limit_refusals: AtomicUsize,
     /// Bulk API 2.0 ingest jobs by id.
     ingest_jobs: Mutex<HashMap<String, IngestJob>>,
     /// What was seen of the Bulk API 2.0 ingest jobs deleted since, in the order deleted.
@@ -117,8 +124,8 @@ pub struct Org {
     pub(crate) holds: Holds,
     /// The jobs a page of a 2.0 job list holds at most.
     job_list_page: AtomicUsize,
-    /// 2.0 result page reads served at once, counted by the router.
-    pub(crate) page_reads: Arc<PageReads>,
+    /// API requests served at once, by kind, counted by the router.
+    pub(crate) in_flight: Arc<InFlight>,
     /// Set: every 2.0 query job created from then on fails with this `errorMessage`.
     failing_query_jobs: Mutex<Option<String>>,
     /// 1.0 PK-chunked query jobs created from then on fail their chunk batch at each index
@@ -150,23 +157,27 @@ impl Org {
             token_gate: TokenGate::default(),
             schema_deviations: Mutex::new(VecDeque::new()),
             limit_info: Mutex::new(None),
-            api_usage: ApiUsage::new(),
+            api_usage: DailyCount::new(),
+            limit_refusals: AtomicUsize::new(0),
+            batches: DailyCount::new(),
+            batch_limit_refusals: AtomicUsize::new(0),
             ingest_jobs: Mutex::new(HashMap::new()),
             deleted_ingest_jobs: Mutex::new(Vec::new()),
             query_jobs: Mutex::new(HashMap::new()),
             holds: Holds::default(),
             job_list_page: AtomicUsize::new(JOB_LIST_PAGE),
-            page_reads: Arc::default(),
+            in_flight: Arc::default(),
             failing_query_jobs: Mutex::new(None),
             failing_query_chunks: Mutex::new(HashMap::new()),
             settings,
         }
     }
 
-    /// Puts `Sforce-Limit-Info: value` (such as `api-usage=25/15000`) on every Bulk API answer
-    /// (1.0 and 2.0) from now on, or none with `None`. The reference leaves open whether Bulk 1.0
-    /// sends it; a test asks for it. A value set here wins over the one `Settings::api_limit`
-    /// makes (the requests are still counted); `None` gives that one back.
+    /// Puts `Sforce-Limit-Info: value` (such as `api-usage=25/15000`) on every API answer (1.0,
+    /// unless `Settings::bulk1_limit_info` is off, and 2.0) from now on, or none with `None`. The
+    /// reference leaves open whether Bulk 1.0 sends it; a test asks for it. A value set here wins
+    /// over the one `Settings::api_limit` makes (the requests are still counted, and refused past
+    /// the limit); `None` gives that one back.
     pub fn send_limit_info(&self, value: Option<&str>) {
         *self.limit_info.lock().unwrap_or_else(|e| e.into_inner()) =
             value.and_then(|v| HeaderValue::from_str(v).ok());
@@ -413,19 +424,85 @@ impl Org {
     /// each counted from its arrival (before `Settings::latency` is waited out) until its answer's
     /// body has been sent whole or dropped with its connection.
     pub fn query_page_reads_at_once_max(&self) -> usize {
-        self.page_reads.most_at_once()
+        self.in_flight.most_at_once(Kind::QueryPage)
     }
 
     /// The Bulk API 2.0 result page reads received since the org started or
     /// [`Org::reset_query_page_reads`].
     pub fn query_page_reads(&self) -> usize {
-        self.page_reads.total()
+        self.in_flight.total(Kind::QueryPage)
     }
 
     /// Starts [`Org::query_page_reads`] from 0 and [`Org::query_page_reads_at_once_max`] from
     /// the reads in flight now.
     pub fn reset_query_page_reads(&self) {
-        self.page_reads.reset();
+        self.in_flight.reset(Kind::QueryPage);
+    }
+
+    /// The most API requests (Bulk 1.0 and 2.0, REST; not token requests) served at once since
+    /// the org started or [`Org::reset_requests_at_once`], each counted as
+    /// [`Org::query_page_reads_at_once_max`] counts a page read: from its arrival until its
+    /// answer's body has been sent whole or dropped, whatever the answer.
+    pub fn requests_at_once_max(&self) -> usize {
+        self.in_flight.most_at_once(Kind::Request)
+    }
+
+    /// The most long-running requests served at once: result downloads and uploads together
+    /// (see [`Org::result_downloads_at_once_max`] and [`Org::uploads_at_once_max`]), the
+    /// requests Salesforce caps at 25 at once an org.
+    pub fn long_requests_at_once_max(&self) -> usize {
+        self.in_flight.most_at_once(Kind::Long)
+    }
+
+    /// The most result downloads served at once: `GET`s of 1.0 batch results, batch requests and
+    /// query result files, and of 2.0 ingest result files (`successfulResults`, `failedResults`,
+    /// `unprocessedrecords`) and query result pages.
+    pub fn result_downloads_at_once_max(&self) -> usize {
+        self.in_flight.most_at_once(Kind::Download)
+    }
+
+    /// The most uploads served at once: 1.0 batch `POST`s and 2.0 data `PUT`s, each counted
+    /// until its body has been received and its answer sent.
+    pub fn uploads_at_once_max(&self) -> usize {
+        self.in_flight.most_at_once(Kind::Upload)
+    }
+
+    /// Starts every most-at-once count again (the query page reads' too) from the requests in
+    /// flight now.
+    pub fn reset_requests_at_once(&self) {
+        self.in_flight.reset_all();
+    }
+
+    /// The org's API requests of the last 24 hours (0 while `Settings::api_limit` is 0, when
+    /// none are counted): refused ones are not among them.
+    pub fn api_usage(&self) -> u64 {
+        self.api_usage.now()
+    }
+
+    /// The requests refused past `Settings::api_limit` (`REQUEST_LIMIT_EXCEEDED`, or 1.0's
+    /// `Settings::bulk1_limit_exception_code`) since the org started.
+    pub fn limit_refusals(&self) -> usize {
+        self.limit_refusals.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn note_limit_refusal(&self) {
+        self.limit_refusals.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The org's Bulk batches of the last 24 hours, as `/limits` counts them against
+    /// `Settings::batch_limit`: 1.0 batches added (a PK-chunked query's original batch and each
+    /// chunk's), and for each closed 2.0 ingest job one batch per 10,000 records started.
+    pub fn batches_used(&self) -> u64 {
+        self.batches.now()
+    }
+
+    /// The 1.0 batches refused past `Settings::batch_limit` since the org started.
+    pub fn batch_limit_refusals(&self) -> usize {
+        self.batch_limit_refusals.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn note_batch_limit_refusal(&self) {
+        self.batch_limit_refusals.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn bearer_is_live(&self, token: &str) -> bool {

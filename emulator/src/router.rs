@@ -1,11 +1,11 @@
 //! The emulator's routes ([`router`]) and the layer every request passes first.
 //!
-//! The routes are OAuth's, Bulk API 1.0's, and Bulk API 2.0's from `v2`. The layer records the
-//! request, waits out the latency, takes gzip bodies, counts calls towards a planned session
-//! expiry and the day's API usage, holds a call a test chose (`holds`), compresses answers, and
-//! counts the 2.0 result page reads in flight (`page_reads`). A 2.0 upload's body is the one it
-//! does not read first: it streams on, so the upload counts it against its job's limit as it
-//! comes.
+//! The routes are OAuth's, Bulk API 1.0's, Bulk API 2.0's from `v2`, and the REST `/limits`
+//! from `limits`. The layer records the request, counts it in the day's API usage or refuses it
+//! past the org's allocation (`limits`), waits out the latency, takes gzip bodies, counts calls
+//! towards a planned session expiry, holds a call a test chose (`holds`), compresses answers, and
+//! counts the requests in flight by kind (`in_flight`). A 2.0 upload's body is the one it does
+//! not read first: it streams on, so the upload counts it against its job's limit as it comes.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -22,9 +22,10 @@ use futures_util::StreamExt;
 use super::batches;
 use super::compression;
 use super::holds::When;
+use super::in_flight::Kind;
 use super::jobs;
+use super::limits;
 use super::oauth;
-use super::page_reads::PageReads;
 use super::v2;
 use super::wire;
 use super::{Org, RecordedRequest};
@@ -72,6 +73,7 @@ pub fn router(org: Arc<Org>) -> Router {
             get(batches::query_result),
         )
         .merge(v2::routes())
+        .route("/services/data/{version}/limits", get(limits::get))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .route("/healthz", any(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(
@@ -120,28 +122,66 @@ fn copying(body: Body) -> (Body, Copied) {
     (body, copied)
 }
 
-/// The layer before every route: keeps a copy of each request for tests to inspect, waits out
-/// `Settings::latency`, decodes a gzip body, counts Bulk API calls (towards a planned session
-/// expiry, and the day's API usage), holds the call a test chose before or after its effect,
-/// puts `Sforce-Limit-Info` on Bulk API answers and compresses them for callers that ask. A 2.0
-/// upload's body is not read here but streamed on, and the upload recorded once answered, with
-/// its body when that is small.
-/// A 2.0 result page read is counted in flight (`Org::query_page_reads_at_once_max`) from here,
+/// The layer before every route: keeps a copy of each request for tests to inspect, counts API
+/// calls in the day's usage (refusing them past `Settings::api_limit`, before any effect), waits
+/// out `Settings::latency`, decodes a gzip body, counts Bulk API calls towards a planned session
+/// expiry, holds the call a test chose before or after its effect, puts `Sforce-Limit-Info` on
+/// API answers and compresses them for callers that ask. A 2.0 upload's body is not read here but
+/// streamed on, and the upload recorded once answered, with its body when that is small.
+/// An API request is counted in flight (`Org::requests_at_once_max` and the others) from here,
 /// its latency included, until its answer's body has been sent or dropped.
 async fn every_request(State(org): State<Arc<Org>>, request: Request, next: Next) -> Response {
-    let reading = PageReads::is_page_read(request.method(), request.uri().path())
-        .then(|| org.page_reads.begin());
+    let kinds = Kind::of(request.method(), request.uri().path());
+    let serving = (!kinds.is_empty()).then(|| org.in_flight.begin(kinds));
     let response = answer(org, request, next).await;
-    match reading {
-        Some(reading) => {
+    match serving {
+        Some(serving) => {
             let (parts, body) = response.into_parts();
-            Response::from_parts(parts, reading.holding(body))
+            Response::from_parts(parts, serving.holding(body))
         }
         None => response,
     }
 }
 
-/// [`every_request`]'s work, but the count of page reads.
+/// Whether a request is an API call: Bulk 1.0's, or Bulk 2.0's and REST's.
+fn is_api(path: &str) -> bool {
+    path.starts_with("/services/async/") || path.starts_with("/services/data/")
+}
+
+/// `response` with `Sforce-Limit-Info` where the org puts it, on API answers (1.0's only with
+/// `Settings::bulk1_limit_info`): the value a test set (`Org::send_limit_info`), or else the
+/// org's usage `used` against `Settings::api_limit`, when counted.
+fn with_limit_info(org: &Org, path: &str, used: Option<u64>, mut response: Response) -> Response {
+    let carried =
+        is_api(path) && (org.settings.bulk1_limit_info || !path.starts_with("/services/async/"));
+    if !carried {
+        return response;
+    }
+    let value = org
+        .limit_info
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .or_else(|| {
+            HeaderValue::from_str(&format!("api-usage={}/{}", used?, org.settings.api_limit)).ok()
+        });
+    if let Some(value) = value {
+        response.headers_mut().insert("sforce-limit-info", value);
+    }
+    response
+}
+
+/// Records a streamed upload, once its body has passed, with that body when it is small.
+fn record_upload(org: &Org, pending: Option<(RecordedRequest, Copied)>) {
+    if let Some((mut recorded, copied)) = pending {
+        if let Some(bytes) = copied.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            recorded.body = Bytes::from(bytes);
+        }
+        org.record_request(recorded);
+    }
+}
+
+/// [`every_request`]'s work, but the count of requests in flight.
 async fn answer(org: Arc<Org>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let header = |name: &str| {
@@ -183,13 +223,30 @@ async fn answer(org: Arc<Org>, request: Request, next: Next) -> Response {
         org.record_request(recorded);
         (Incoming::Read(bytes), None)
     };
-    let bulk = parts.uri.path().starts_with("/services/async/")
-        || parts.uri.path().starts_with("/services/data/");
-    // Counted as it arrives, whatever its answer, as Salesforce counts calls.
-    let api_usage = (bulk && org.settings.api_limit > 0).then(|| org.api_usage.count());
+    let bulk = is_api(parts.uri.path());
+    // Counted as it arrives, whatever its answer, as Salesforce counts calls; past the limit
+    // refused instead, uncounted.
+    let api_usage = match org.settings.api_limit {
+        limit if bulk && limit > 0 => org.api_usage.admit(limit).map(Some),
+        _ => Ok(None),
+    };
     if !org.settings.latency.is_zero() && parts.uri.path() != "/healthz" {
         tokio::time::sleep(org.settings.latency).await;
     }
+    let api_usage = match api_usage {
+        Ok(counted) => counted,
+        Err(used) => {
+            // An upload's body is read to its end first, and thrown away, so the caller gets
+            // the refusal rather than a connection closed under what it still sends.
+            if let Incoming::Streamed(body) = incoming {
+                let mut chunks = body.into_data_stream();
+                while let Some(Ok(_)) = chunks.next().await {}
+            }
+            record_upload(&org, pending);
+            let refused = limits::refusal(&org, parts.uri.path(), &parts.headers);
+            return with_limit_info(&org, parts.uri.path(), Some(used), refused);
+        }
+    };
     // Salesforce takes gzip request bodies and compresses answers for callers that ask.
     let gzip_body = compression::is_gzip(&parts.headers);
     let incoming = match incoming {
@@ -255,29 +312,14 @@ async fn answer(org: Arc<Org>, request: Request, next: Next) -> Response {
         }
         after => after,
     };
-    let mut response = next.run(Request::from_parts(parts, body)).await;
-    if let Some((mut recorded, copied)) = pending {
-        if let Some(bytes) = copied.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            recorded.body = Bytes::from(bytes);
-        }
-        org.record_request(recorded);
-    }
+    let path = parts.uri.path().to_string();
+    let response = next.run(Request::from_parts(parts, body)).await;
+    record_upload(&org, pending);
     // Its effect applied, the answer waits: the caller cannot know how the call ended.
     if let Some(caught) = after {
         caught.hold().await;
     }
-    let limit_info = org
-        .limit_info
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .or_else(|| {
-            let used = api_usage?;
-            HeaderValue::from_str(&format!("api-usage={used}/{}", org.settings.api_limit)).ok()
-        });
-    if let (true, Some(value)) = (bulk, limit_info) {
-        response.headers_mut().insert("sforce-limit-info", value);
-    }
+    let response = with_limit_info(&org, &path, api_usage, response);
     if gzip {
         let keep = reuse
             .filter(|_| response.status().is_success())

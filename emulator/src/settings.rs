@@ -37,10 +37,22 @@ pub struct Settings {
     /// gzip at the same path and query, whatever its session (benchmarks only: the emulator's own
     /// gzip work then does not set the figure).
     pub reuse_compressed_answers: bool,
-    /// The org's daily API allocation: above 0, every Bulk API request (1.0 and 2.0, not
-    /// OAuth's) is counted over a rolling 24 hours, and each Bulk answer says
-    /// `Sforce-Limit-Info: api-usage=N/M`. 0: no count, no header.
+    /// The org's daily API allocation: above 0, every API request (Bulk 1.0 and 2.0 and the REST
+    /// `/limits`, not OAuth's) is counted over a rolling 24 hours, each answer says
+    /// `Sforce-Limit-Info: api-usage=N/M`, and once N is at M a request is refused before it has
+    /// any effect (2.0 and REST: 403 `REQUEST_LIMIT_EXCEEDED`; 1.0: 403 with
+    /// [`Settings::bulk1_limit_exception_code`]), uncounted. 0: no count, no header, no refusal.
     pub api_limit: u64,
+    /// The `exceptionCode` of a Bulk API 1.0 request refused past `api_limit` (its message
+    /// `TotalRequests Limit exceeded.`): which code Salesforce's 1.0 uses is not recorded.
+    pub bulk1_limit_exception_code: String,
+    /// Whether Bulk API 1.0 answers carry `Sforce-Limit-Info` (whatever `api_limit` or
+    /// [`crate::Org::send_limit_info`] says): real 1.0 answers may carry none.
+    pub bulk1_limit_info: bool,
+    /// The org's Bulk batches a rolling 24 hours (Salesforce's 15,000): `/limits` reports it as
+    /// `DailyBulkApiBatches`, and a 1.0 batch added once the org's batches are at it is refused
+    /// (400 `ExceededQuota`, `ApiBatchItems Limit exceeded.`). Above 0.
+    pub batch_limit: u64,
     /// Every Bulk API 2.0 ingest result file lists its rows in an order other than the input's
     /// (a permutation seeded by the job, the same on every read), as Salesforce promises no order.
     pub shuffle_results: bool,
@@ -83,6 +95,12 @@ impl std::fmt::Debug for Settings {
             .field("latency", &self.latency)
             .field("reuse_compressed_answers", &self.reuse_compressed_answers)
             .field("api_limit", &self.api_limit)
+            .field(
+                "bulk1_limit_exception_code",
+                &self.bulk1_limit_exception_code,
+            )
+            .field("bulk1_limit_info", &self.bulk1_limit_info)
+            .field("batch_limit", &self.batch_limit)
             .field("shuffle_results", &self.shuffle_results)
             .field("ingest_us_per_record", &self.ingest_us_per_record)
             .field("query_page_rows", &self.query_page_rows)
@@ -112,6 +130,9 @@ impl Default for Settings {
             latency: Duration::ZERO,
             reuse_compressed_answers: false,
             api_limit: 0,
+            bulk1_limit_exception_code: "ExceededQuota".into(),
+            bulk1_limit_info: true,
+            batch_limit: 15_000,
             shuffle_results: false,
             ingest_us_per_record: 0,
             query_page_rows: 10_000,

@@ -38,8 +38,16 @@ pub struct EmulatorSettings {
     #[serde(with = "millis")]
     pub latency_ms: Duration,
     pub reuse_compressed_answers: bool,
-    /// The org's daily API allocation, reported with the usage in `Sforce-Limit-Info`; 0: none.
+    /// The org's daily API allocation, reported with the usage in `Sforce-Limit-Info` and
+    /// `/limits`, and enforced (`REQUEST_LIMIT_EXCEEDED` past it); 0: none.
     pub api_limit: u64,
+    /// The `exceptionCode` of a Bulk API 1.0 request refused past `api_limit`.
+    pub bulk1_limit_exception_code: String,
+    /// Whether Bulk API 1.0 answers carry `Sforce-Limit-Info`.
+    pub bulk1_limit_info: bool,
+    /// The org's Bulk batches a rolling 24 hours (`DailyBulkApiBatches`); a 1.0 batch past it is
+    /// refused.
+    pub batch_limit: u64,
     /// Bulk API 2.0 ingest result files list their rows out of the input's order.
     pub shuffle_results: bool,
     /// Microseconds a closed Bulk API 2.0 ingest job takes per record before it completes.
@@ -71,6 +79,17 @@ impl EmulatorSettings {
         }
         if self.query_page_rows == 0 {
             problems.push("emulator.query_page_rows must be above 0".into());
+        }
+        if self.batch_limit == 0 {
+            problems.push("emulator.batch_limit must be above 0".into());
+        }
+        let code = &self.bulk1_limit_exception_code;
+        if code.is_empty() || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            problems.push(
+                "emulator.bulk1_limit_exception_code must be letters, digits and _ (an \
+                 exceptionCode such as ExceededQuota)"
+                    .into(),
+            );
         }
         if let Some(url) = &self.instance_url {
             if let Err(e) = AllowList::parse(std::slice::from_ref(url)) {
@@ -129,11 +148,35 @@ impl EmulatorSettings {
             latency: self.latency_ms,
             reuse_compressed_answers: self.reuse_compressed_answers,
             api_limit: self.api_limit,
+            bulk1_limit_exception_code: self.bulk1_limit_exception_code.clone(),
+            bulk1_limit_info: self.bulk1_limit_info,
+            batch_limit: self.batch_limit,
             shuffle_results: self.shuffle_results,
             ingest_us_per_record: self.ingest_us_per_record,
             query_page_rows: self.query_page_rows,
             query_processing_ms: self.query_processing_ms.as_millis() as u64,
             query_result_file_rows: self.query_result_file_rows,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    #[test]
+    fn a_batch_limit_of_0_and_an_exception_code_that_is_no_code_are_refused() {
+        let mut emulator = Settings::load_from(None, Vec::new())
+            .expect("defaults load")
+            .emulator;
+        let mut problems = Vec::new();
+        emulator.prepare(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        emulator.batch_limit = 0;
+        emulator.bulk1_limit_exception_code = "Exceeded Quota</x>".into();
+        emulator.prepare(&mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("emulator.batch_limit"));
+        assert!(problems[1].starts_with("emulator.bulk1_limit_exception_code"));
     }
 }

@@ -26,6 +26,7 @@ mod emulator_bulk2;
 mod emulator_fidelity;
 mod emulator_holds;
 mod emulator_ingest;
+mod emulator_limits;
 mod emulator_query_pages;
 mod exports;
 mod fleet;

@@ -1,4 +1,4 @@
-//! Which Bulk API 2.0 calls are let in: the `vNN.N` of the path, then the `Bearer` session.
+//! Which Bulk API 2.0 and REST calls are let in: the `vNN.N` of the path, then the session.
 
 use axum::http::{header, HeaderMap, StatusCode};
 
@@ -43,13 +43,25 @@ pub(super) fn admitted(
     headers: &HeaderMap,
     min_version: f64,
 ) -> Result<f64, Refusal> {
-    let Some(version) = version(raw_version).filter(|v| *v >= MIN_BULK2_VERSION) else {
-        return Err(Refusal::NOT_FOUND);
-    };
-    authorised(org, headers)?;
+    let version = rest_admitted(org, raw_version, headers, MIN_BULK2_VERSION)?;
     if version < min_version {
         return Err(Refusal::NOT_FOUND);
     }
+    Ok(version)
+}
+
+/// The checks of any REST resource under `/services/data/vNN.N/`: a version from `since` (404
+/// before), then a live session (401). The version, once let in.
+pub(crate) fn rest_admitted(
+    org: &Org,
+    raw_version: &str,
+    headers: &HeaderMap,
+    since: f64,
+) -> Result<f64, Refusal> {
+    let Some(version) = version(raw_version).filter(|v| *v >= since) else {
+        return Err(Refusal::NOT_FOUND);
+    };
+    authorised(org, headers)?;
     Ok(version)
 }
 

@@ -241,8 +241,13 @@ async fn update<J: JobKind>(
         .ok()
         .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string));
     with_job(&org, &raw_version, &headers, &id, |job: &mut J| {
+        let started = job.batches_started();
         match job.change_state(&org.settings, wanted.as_deref()) {
-            Ok(()) => json(StatusCode::OK, job.info()),
+            Ok(()) => {
+                // A close starts the job's internal batches: the org's daily batches count them.
+                org.batches.count(job.batches_started() - started);
+                json(StatusCode::OK, job.info())
+            }
             Err(refused) => refused.into_response(),
         }
     })

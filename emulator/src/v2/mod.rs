@@ -12,9 +12,10 @@
 //!   over the `JobKind` each kind implements, and the JSON job request;
 //! - `ingest`: ingest jobs' create, upload and result files;
 //! - `query`: query jobs' create, result pages by locator, and `resultPages`;
-//! - `admission`: the version and session checks every call makes first.
+//! - `admission`: the version and session checks every call makes first (the REST `/limits`
+//!   resource's too).
 
-mod admission;
+pub(crate) mod admission;
 mod ingest;
 mod lifecycle;
 mod query;

@@ -127,6 +127,16 @@ impl JobRules for IngestJob {
         }
     }
 
+    /// One per 10,000 records started, once closed (aborted after, or failed, they were
+    /// started all the same).
+    fn batches_started(&self) -> u64 {
+        if self.seen.closed {
+            self.seen.records.div_ceil(INTERNAL_BATCH_RECORDS)
+        } else {
+            0
+        }
+    }
+
     /// Once closed; not while it is open for uploads.
     fn deletable(&self) -> Result<(), Refusal> {
         match self.basics.state {

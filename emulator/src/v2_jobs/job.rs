@@ -23,6 +23,12 @@ pub(crate) trait JobRules {
 
     /// Whether `DELETE` may remove the job now, or the refusal.
     fn deletable(&self) -> Result<(), Refusal>;
+
+    /// Salesforce's internal batches started for the job so far, which count against the org's
+    /// daily batches: none, but for a closed ingest job.
+    fn batches_started(&self) -> u64 {
+        0
+    }
 }
 
 /// The members every job has, whatever its kind.
