@@ -31,6 +31,7 @@ mod emulator_query_pages;
 mod exports;
 mod fleet;
 mod forged_logs;
+mod governor;
 mod hostile_callers;
 mod loads;
 mod loads_bulk1;
