@@ -80,8 +80,6 @@ struct Local {
     allowance: u64,
     /// Salesforce's newest report seen here, to be taken to the fleet at the next draw.
     report: Option<Report>,
-    /// When a report (or `/limits`) was last seen here.
-    reported: Option<Instant>,
     /// When `/limits` was last read for this org here.
     pub(super) limits_read: Option<Instant>,
     /// The fleet's usage as last seen.
@@ -121,18 +119,17 @@ impl OrgBudget {
         if local.report.is_none_or(|held| report.at_ms >= held.at_ms) {
             local.report = Some(report);
         }
-        local.reported = Some(Instant::now());
         local.last = local.last.with(Some(report));
         if report.used.saturating_add(1) >= ceiling {
             local.allowance = 0;
         }
     }
 
-    /// Whether no report came for `stale` and `/limits` was not read for as long: it is to be.
+    /// Whether `/limits` was not read for `stale` (nor since the org was first seen): it is to be,
+    /// for the org-wide batch figure, and for the usage when no answer reports it.
     pub fn wants_limits(&self, stale: Duration) -> bool {
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let old = |at: Option<Instant>| at.is_none_or(|at| at.elapsed() >= stale);
-        if old(local.reported) && old(local.limits_read) {
+        if local.limits_read.is_none_or(|at| at.elapsed() >= stale) {
             local.limits_read = Some(Instant::now());
             return true;
         }

@@ -10,6 +10,7 @@
 //! cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
 //! a warning logged) and the cap to each replica's own.
 
+pub mod batches;
 pub mod budget;
 pub mod settings;
 pub mod slots;
@@ -61,6 +62,21 @@ pub enum Refusal {
         ceiling: u64,
         retry_after: Duration,
     },
+    /// The batch (or a 2.0 job's batches, at its close) would take the org past
+    /// `governor.batch_ceiling` in 24 hours.
+    #[error(
+        "org {org} has been given {used} Bulk batches in the last 24 hours, and {asked} more would \
+         pass governor.batch_ceiling ({ceiling}, under Salesforce's 15,000): nothing was sent{kept}"
+    )]
+    Batches {
+        org: String,
+        used: u64,
+        asked: u64,
+        ceiling: u64,
+        /// What became of the job (a 2.0 job refused its close stays open).
+        kept: &'static str,
+        retry_after: Duration,
+    },
     /// Every long-running slot of the org stayed taken for `governor.queue_timeout_ms`.
     #[error(
         "org {org} has {cap} long-running requests in flight (governor.max_concurrent_per_org, \
@@ -76,6 +92,8 @@ pub struct Pass {
     _unverified: Option<OwnedSemaphorePermit>,
     /// The org the call counted against.
     org: Option<Arc<str>>,
+    /// A 2.0 ingest job's upload: the job, and its records once counted.
+    upload: Option<(String, Arc<Mutex<Option<u64>>>)>,
 }
 
 impl Pass {
@@ -248,6 +266,7 @@ impl Governor {
                 .await;
         }
         self.spend(&org, &budget).await?;
+        let upload = self.count_batches(api, &org, call).await?;
         let slot = if is_long(api, call) {
             Some(self.long_slot(&org, queue_end).await?)
         } else {
@@ -257,6 +276,7 @@ impl Governor {
             _slot: slot,
             _unverified: None,
             org: Some(org),
+            upload,
         })
     }
 
@@ -304,6 +324,115 @@ impl Governor {
                 Ok(())
             }
         }
+    }
+
+    /// Counts the batches `call` makes for `org` (a 1.0 batch; a 2.0 job's, at its close), or
+    /// refuses them past the ceiling; a 2.0 job's upload has its records counted as it streams.
+    async fn count_batches(
+        &self,
+        api: Api,
+        org: &Arc<str>,
+        call: &Call,
+    ) -> Result<Option<(String, Arc<Mutex<Option<u64>>>)>, Refusal> {
+        let (batches, kept) = match batch_call(api, call) {
+            BatchCall::None => return Ok(None),
+            BatchCall::Upload(job) => {
+                let records = self.count_upload(&call.payload).await;
+                return Ok(Some((job.to_string(), records)));
+            }
+            BatchCall::Bulk1 => (1, ""),
+            BatchCall::Close(job) => {
+                let kept = tokio::time::timeout(
+                    self.registry_timeout,
+                    batches::job_batches(&*self.store, job),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+                match kept {
+                    Ok(0) => return Ok(None),
+                    Ok(n) => (n, "; the job stays Open, nothing of it processed"),
+                    Err(error) => {
+                        self.unreachable(&error);
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let ceiling = self.settings.batch_ceiling;
+        let taken = tokio::time::timeout(
+            self.registry_timeout,
+            batches::take(&*self.store, org, batches, ceiling),
+        )
+        .await
+        .unwrap_or_else(|_| Err(timed_out()));
+        match taken {
+            Ok(batches::Taken::Counted(total)) => {
+                self.metrics.governor_batches(org, total);
+                Ok(None)
+            }
+            Ok(batches::Taken::Refused(total)) => {
+                self.metrics.governor_refused(org, "batch_ceiling");
+                Err(Refusal::Batches {
+                    org: org.to_string(),
+                    used: total,
+                    asked: batches,
+                    ceiling,
+                    kept,
+                    retry_after: self.settings.retry_after_secs,
+                })
+            }
+            Err(error) => {
+                self.unreachable(&error);
+                Ok(None)
+            }
+        }
+    }
+
+    /// After a 2.0 ingest job's upload was answered: its batches kept for its close.
+    pub async fn uploaded(&self, pass: &Pass) {
+        let Some((job, records)) = &pass.upload else {
+            return;
+        };
+        let records = *records.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(records) = records else {
+            return;
+        };
+        let kept = batches::keep_job(&*self.store, job, batches::of_records(records));
+        if let Ok(Err(error)) = tokio::time::timeout(self.registry_timeout, kept).await {
+            self.unreachable(&error);
+        }
+    }
+
+    /// Counts the records of a 2.0 ingest job's upload: at once for a body kept whole or a file,
+    /// as it streams for a streamed one (the count is there once the body was sent).
+    async fn count_upload(&self, payload: &Payload) -> Arc<Mutex<Option<u64>>> {
+        let records = Arc::new(Mutex::new(None));
+        match payload {
+            Payload::Whole(bytes) => {
+                *records.lock().unwrap_or_else(|e| e.into_inner()) = Some(records_in(bytes));
+            }
+            Payload::Streamed(body) => {
+                let mut body = body.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(taken) = body.take() {
+                    *body = Some(axum::body::Body::new(Counted {
+                        body: taken,
+                        lines: 0,
+                        last: b'\n',
+                        records: records.clone(),
+                    }));
+                }
+            }
+            Payload::File { path, len } => {
+                let (path, len) = (path.clone(), *len);
+                let counted = tokio::task::spawn_blocking(move || records_in_file(&path, len))
+                    .await
+                    .ok()
+                    .flatten();
+                *records.lock().unwrap_or_else(|e| e.into_inner()) = counted;
+            }
+            Payload::Empty => {}
+        }
+        records
     }
 
     /// A long-running slot of `org`, from the fleet's cap or, while the registry does not
@@ -413,6 +542,15 @@ impl Governor {
         let Ok(limits) = serde_json::from_slice::<serde_json::Value>(&bytes.to_bytes()) else {
             return;
         };
+        let batches = &limits["DailyBulkApiBatches"];
+        if let (Some(max), Some(remaining)) =
+            (batches["Max"].as_u64(), batches["Remaining"].as_u64())
+        {
+            let figure = batches::note_figure(&*self.store, org, max.saturating_sub(remaining));
+            if let Ok(Ok(total)) = tokio::time::timeout(self.registry_timeout, figure).await {
+                self.metrics.governor_batches(org, total);
+            }
+        }
         let daily = &limits["DailyApiRequests"];
         if let (Some(max), Some(remaining)) = (daily["Max"].as_u64(), daily["Remaining"].as_u64()) {
             let used = max.saturating_sub(remaining);
@@ -443,6 +581,112 @@ impl Governor {
                  and the long-running cap is governor.max_concurrent_per_org_local a replica"
             );
         }
+    }
+}
+
+/// What a call does to an org's batches.
+enum BatchCall<'a> {
+    None,
+    /// A 1.0 batch added.
+    Bulk1,
+    /// A 2.0 ingest job's data uploaded.
+    Upload(&'a str),
+    /// A 2.0 ingest job closed.
+    Close(&'a str),
+}
+
+fn batch_call(api: Api, call: &Call) -> BatchCall<'_> {
+    let path = call.path.split('?').next().unwrap_or_default();
+    let path = path.strip_suffix('/').unwrap_or(path);
+    match api {
+        Api::Bulk1 if call.method == Method::POST && path.ends_with("/batch") => BatchCall::Bulk1,
+        Api::Bulk2 => {
+            let Some(rest) = path.strip_prefix("/jobs/ingest/") else {
+                return BatchCall::None;
+            };
+            match rest.split_once('/') {
+                Some((job, "batches")) if call.method == Method::PUT => BatchCall::Upload(job),
+                None if call.method == Method::PATCH => match &call.payload {
+                    Payload::Whole(body) if body.windows(14).any(|w| w == b"UploadComplete") => {
+                        BatchCall::Close(rest)
+                    }
+                    _ => BatchCall::None,
+                },
+                _ => BatchCall::None,
+            }
+        }
+        Api::Bulk1 => BatchCall::None,
+    }
+}
+
+/// The records of a CSV (its line breaks, less the header's; a quoted line break counts too, so
+/// never fewer than there are).
+fn records_in(csv: &[u8]) -> u64 {
+    let breaks = csv.iter().filter(|b| **b == b'\n').count() as u64;
+    let unended = u64::from(csv.last().is_some_and(|b| *b != b'\n'));
+    (breaks + unended).saturating_sub(1)
+}
+
+/// [`records_in`] of the first `len` bytes of the file at `path`.
+fn records_in_file(path: &std::path::Path, len: u64) -> Option<u64> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file.take(len));
+    let (mut breaks, mut last) = (0u64, b'\n');
+    let mut buffer = vec![0; 256 * 1024];
+    loop {
+        let read = reader.read(&mut buffer).ok()?;
+        if read == 0 {
+            break;
+        }
+        breaks += buffer[..read].iter().filter(|b| **b == b'\n').count() as u64;
+        last = buffer[read - 1];
+    }
+    Some((breaks + u64::from(last != b'\n')).saturating_sub(1))
+}
+
+/// An upload's body whose records are counted as it streams, written at its end.
+struct Counted {
+    body: axum::body::Body,
+    lines: u64,
+    last: u8,
+    records: Arc<Mutex<Option<u64>>>,
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let breaks = data.iter().filter(|b| **b == b'\n').count() as u64;
+                    self.lines += breaks;
+                    if let Some(&last) = data.last() {
+                        self.last = last;
+                    }
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                let records = (self.lines + u64::from(self.last != b'\n')).saturating_sub(1);
+                *self.records.lock().unwrap_or_else(|e| e.into_inner()) = Some(records);
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

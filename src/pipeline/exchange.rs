@@ -132,6 +132,7 @@ async fn send(
             .governor
             .answered(&pass, answer.status, &answer.headers, &refusal);
     }
+    pipeline.governor.uploaded(&pass).await;
     answer.body = pass.hold(answer.body);
     Ok(answer)
 }

@@ -142,6 +142,10 @@ pub enum Fault {
     /// requests; the answer carries `Retry-After` (`governor.retry_after_secs`). Nothing was sent.
     #[error("{message}")]
     OrgBudgetExhausted { message: String, retry_after: u64 },
+    /// 429: the batch (or a 2.0 job's batches at its close) would take the org past
+    /// `governor.batch_ceiling`; `Retry-After` as for the budget. Nothing was sent.
+    #[error("{message}")]
+    OrgBatchesExhausted { message: String, retry_after: u64 },
     /// 503: every long-running slot of the org stayed taken for `governor.queue_timeout_ms`; the
     /// answer carries `Retry-After: 1`. Nothing was sent.
     #[error("{0}")]
@@ -323,7 +327,9 @@ impl Fault {
             Fault::UploadNotReplayable { .. }
             | Fault::RegistryUnavailable(_)
             | Fault::OrgBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Fault::OrgBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Fault::OrgBudgetExhausted { .. } | Fault::OrgBatchesExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -369,6 +375,7 @@ impl Fault {
             Fault::QueryAborted(_) => "SFBULK_QUERY_ABORTED",
             Fault::OrgBudgetExhausted { .. } => "SFBULK_ORG_BUDGET_EXHAUSTED",
             Fault::OrgBusy(_) => "SFBULK_ORG_BUSY",
+            Fault::OrgBatchesExhausted { .. } => "SFBULK_ORG_BATCHES_EXHAUSTED",
         }
     }
 }
@@ -423,7 +430,8 @@ impl Fault {
                     HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
                 );
             }
-            Fault::OrgBudgetExhausted { retry_after, .. } => {
+            Fault::OrgBudgetExhausted { retry_after, .. }
+            | Fault::OrgBatchesExhausted { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Fault::Unauthorized => {
@@ -573,6 +581,10 @@ impl From<crate::governor::Refusal> for Fault {
     fn from(refusal: crate::governor::Refusal) -> Fault {
         match refusal {
             crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::Batches { retry_after, .. } => Fault::OrgBatchesExhausted {
                 message: refusal.to_string(),
                 retry_after: retry_after.as_secs().max(1),
             },
