@@ -263,6 +263,54 @@ async fn a_listed_page_whose_connection_breaks_is_read_again_and_the_answer_is_w
 }
 
 #[tokio::test]
+async fn a_first_page_read_by_locator_whose_connection_breaks_is_read_again_at_its_own_url() {
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads.clone();
+    let (upstream, seen) = scripted_server(move |line| {
+        if !line.contains("/jobs/query/750x/results") {
+            // Anything else Salesforce answers is not the page: here its list of resources.
+            let json = r#"{"jobs":"/services/data/v57.0/jobs"}"#;
+            return Script::Whole(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                    json.len()
+                )
+                .into_bytes(),
+            );
+        }
+        let csv = "\"Id\"\n\"003A\"\n\"003B\"\n";
+        // The first read of the first page breaks off half way.
+        let sent = if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            &csv[..10]
+        } else {
+            csv
+        };
+        Script::Whole(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nSforce-Locator: null\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{sent}",
+                csv.len()
+            )
+            .into_bytes(),
+        )
+    })
+    .await;
+    let upstream = format!("http://{upstream}");
+    let proxy = proxy_for(&upstream, |_| {}).await;
+    let read = all_pages(&proxy, &upstream, "first-page-again").await;
+    let asked: Vec<String> = seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "the page, then the page again: {asked:?}");
+    assert_eq!(asked[1], asked[0], "read again at its own URL");
+    assert_eq!(read.status, 200);
+    assert!(!read.broke, "the page read again made the answer whole");
+    assert_eq!(
+        String::from_utf8(read.body).unwrap(),
+        "\"Id\"\n\"003A\"\n\"003B\"\n"
+    );
+}
+
+#[tokio::test]
 async fn an_endless_run_of_locators_is_cut_after_exactly_max_pages() {
     let (upstream, seen) = scripted_server(|line| {
         let n: u64 = asked_locator(line)
