@@ -241,7 +241,8 @@ pub async fn follow(
 ) -> Result<Response<Body>, Fault> {
     if !listed {
         let ctx = Arc::new(Ctx::new(&reading, session, "sequential"));
-        let label = PageCall::page(String::new(), 1);
+        // Its own URL: a first page whose read breaks is read again from it.
+        let label = PageCall::page(pages.page_path(pages.first.as_ref()), 1);
         let slot = ctx.slot(&label).await.map_err(PageError::into_fault)?;
         let first = decoded(first).map_err(|reason| {
             Fault::UpstreamUnavailable(format!("the first page of the result: {reason}"))
