@@ -443,3 +443,45 @@ async fn page_reads_to_one_org_stay_within_its_slots_across_answers() {
         "{at_once} page reads at once for two answers of 4 under a cap of 5"
     );
 }
+
+/// Waits, within a generous ceiling, until `/metrics` shows every one of `series`.
+async fn metrics_show(app: &TestApp, series: &[&str]) {
+    let mut metrics = String::new();
+    for _ in 0..1000 {
+        metrics = app.metrics().await;
+        if series.iter().all(|s| metrics.contains(s)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{series:?} never in\n{metrics}");
+}
+
+#[tokio::test]
+async fn an_export_whose_caller_goes_away_while_its_job_runs_is_not_kept_in_progress() {
+    let app = app_with_rows(10, |s| {
+        s.emulator.query_processing_ms = Duration::from_secs(600);
+    })
+    .await;
+    let envelope = app.envelope_v2("query", &[("apiVersion", "59.0"), ("query", QUERY)]);
+    let url = format!("{}/services/salesforcebulkv2_query", app.proxy);
+    let caller = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "text/xml")
+            .body(envelope)
+            .send()
+            .await
+    });
+    metrics_show(&app, &["sfbulk_exports{api=\"bulk2\",state=\"InProgress\"} 1"]).await;
+    // The caller gives up while the job runs: its connection closes.
+    caller.abort();
+    metrics_show(
+        &app,
+        &[
+            "sfbulk_exports{api=\"bulk2\",state=\"InProgress\"} 0",
+            "sfbulk_exports{api=\"bulk2\",state=\"CutOff\"} 1",
+        ],
+    )
+    .await;
+}
