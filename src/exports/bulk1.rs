@@ -179,7 +179,7 @@ async fn carry_out(
     credentials: Credentials,
     asked: AskedResults,
     caller: Caller,
-    export: &std::sync::Arc<super::export::Export>,
+    export: &std::sync::Arc<super::Underway>,
 ) -> Result<Response, Fault> {
     let pipeline = &exports.pipeline;
     let job = asked.job.as_str();

@@ -473,7 +473,11 @@ async fn an_export_whose_caller_goes_away_while_its_job_runs_is_not_kept_in_prog
             .send()
             .await
     });
-    metrics_show(&app, &["sfbulk_exports{api=\"bulk2\",state=\"InProgress\"} 1"]).await;
+    metrics_show(
+        &app,
+        &["sfbulk_exports{api=\"bulk2\",state=\"InProgress\"} 1"],
+    )
+    .await;
     // The caller gives up while the job runs: its connection closes.
     caller.abort();
     metrics_show(
