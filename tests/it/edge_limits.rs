@@ -834,7 +834,11 @@ async fn a_bulk1_walk_whose_caller_goes_away_while_a_batch_runs_stops_asking_abo
     const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
     const JOB: &str = "750000000000001AAA";
     let (upstream, seen) = scripted_server(|line| {
-        let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         if path.ends_with("/result/752000000000001") {
             let csv = "\"Id\"\n\"003A\"\n\"003B\"\n";
             return Script::Whole(
@@ -893,7 +897,13 @@ async fn a_bulk1_walk_whose_caller_goes_away_while_a_batch_runs_stops_asking_abo
     let mut stream = response.bytes_stream();
     let mut body = Vec::new();
     while !body.ends_with(b"\"003B\"\n") {
-        body.extend_from_slice(&stream.next().await.expect("the first batch's rows").unwrap());
+        body.extend_from_slice(
+            &stream
+                .next()
+                .await
+                .expect("the first batch's rows")
+                .unwrap(),
+        );
     }
     drop(stream);
     let cut = "sfbulk_exports{api=\"bulk1\",state=\"CutOff\"} 1";
