@@ -489,3 +489,38 @@ async fn an_export_whose_caller_goes_away_while_its_job_runs_is_not_kept_in_prog
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_batches_of_a_finished_pk_chunked_query_are_listed_once_for_its_walk() {
+    let app = app_with_rows(25_000, |_| {}).await;
+    let first = read(
+        export_v1(&app, &[("pkChunking", "chunkSize=5000")]).await,
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let job = first.headers["x-sfbulk-proxy-job-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let lists = || {
+        let list = format!("/job/{job}/batch");
+        app.bulk_requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.uri.ends_with(&list))
+            .count()
+    };
+    let before = lists();
+    let later = app
+        .call(
+            "getQueryResults",
+            app.envelope("getQueryResults", &[("jobId", &job)]),
+        )
+        .await;
+    let later = read(later, None).await;
+    assert_eq!(later.status, 200);
+    assert_eq!(rows_after_one_header(&later.body).len(), 25_000);
+    // Once to find the first batch done, once for the walk: not once a chunk (each list is an
+    // API call, and holds every batch of the job).
+    assert_eq!(lists() - before, 2);
+}
