@@ -179,7 +179,7 @@ async fn carry_out(
     credentials: Credentials,
     asked: AskedResults,
     caller: Caller,
-    export: &std::sync::Arc<super::export::Export>,
+    export: &std::sync::Arc<super::Underway>,
 ) -> Result<Response, Fault> {
     let pipeline = &exports.pipeline;
     let job = asked.job.as_str();
@@ -315,6 +315,8 @@ fn batch_failed(job: &str, batch: &ListedBatch) -> Fault {
 
 /// Names each result file of the job's batches to `to`, batch by batch, waiting for each batch
 /// in turn; a batch that failed (or a call that did) is named in its place, and ends the walk.
+/// The job is asked about again only when its next batch is not done: every batch done in one
+/// list is walked from it (a list is an API call, and holds every batch of the job).
 async fn feed(
     pipeline: std::sync::Arc<Pipeline>,
     credentials: Credentials,
@@ -331,41 +333,42 @@ async fn feed(
                 return;
             }
         };
-        match step(&listed, from) {
-            Step::End => return,
-            Step::Failed(at) => {
-                let _ = to
-                    .send(Err(PageError::Given(batch_failed(&job, &listed[at]))))
-                    .await;
-                return;
-            }
-            Step::Pending => {
-                tokio::select! {
-                    _ = backoff.pause() => {}
-                    _ = to.closed() => return,
+        loop {
+            match step(&listed, from) {
+                Step::End => return,
+                Step::Failed(at) => {
+                    let _ = to
+                        .send(Err(PageError::Given(batch_failed(&job, &listed[at]))))
+                        .await;
+                    return;
                 }
-            }
-            Step::Ready(at) => {
-                let batch = &listed[at].id;
-                let files = match result_files(&pipeline, &credentials, &job, batch).await {
-                    Ok(files) => files,
-                    Err(fault) => {
-                        let _ = to.send(Err(PageError::Given(fault))).await;
-                        return;
-                    }
-                };
-                for file in files {
-                    let page = PageCall {
-                        path: format!("/job/{job}/batch/{batch}/result/{file}"),
-                        label: format!("batch {batch} result {file}"),
-                        compressed: true,
+                Step::Pending => break,
+                Step::Ready(at) => {
+                    let batch = &listed[at].id;
+                    let files = match result_files(&pipeline, &credentials, &job, batch).await {
+                        Ok(files) => files,
+                        Err(fault) => {
+                            let _ = to.send(Err(PageError::Given(fault))).await;
+                            return;
+                        }
                     };
-                    if to.send(Ok(page)).await.is_err() {
-                        return;
+                    for file in files {
+                        let page = PageCall {
+                            path: format!("/job/{job}/batch/{batch}/result/{file}"),
+                            label: format!("batch {batch} result {file}"),
+                            compressed: true,
+                        };
+                        if to.send(Ok(page)).await.is_err() {
+                            return;
+                        }
                     }
+                    from = at + 1;
                 }
-                from = at + 1;
             }
+        }
+        tokio::select! {
+            _ = backoff.pause() => {}
+            _ = to.closed() => return,
         }
     }
 }
