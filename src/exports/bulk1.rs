@@ -166,12 +166,29 @@ pub(super) async fn results(
     caller: Caller,
 ) -> Result<Response, Fault> {
     let job = asked.job.as_str().to_string();
+    // A job that is not a CSV query is refused before it is taken as an export.
+    let info = match read_job(&exports.pipeline, &credentials, &job).await {
+        Ok(info) => info,
+        Err(error) => return refused(error, caller.gzip_ok).await,
+    };
+    check_job(&info)?;
     let export = exports.begin(Api::Bulk1, &job);
-    let answer = carry_out(exports, credentials, asked, caller, &export).await;
+    let answer = carry_out(exports, credentials, asked, caller, &export, info).await;
     Ok(naming_job(
         super::settled(&export, answer, Api::Bulk1),
         &job,
     ))
+}
+
+/// `GET /job/{id}`: the job's `jobInfo`, as text.
+async fn read_job(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+) -> Result<String, CallError> {
+    let ask = get(format!("/job/{job}"));
+    let answer = send(pipeline, Api::Bulk1, credentials, ask, StatusCode::OK).await?;
+    text_of(answer, MAX_JOB_INFO_BYTES).await
 }
 
 async fn carry_out(
@@ -180,24 +197,10 @@ async fn carry_out(
     asked: AskedResults,
     caller: Caller,
     export: &std::sync::Arc<super::Underway>,
+    info: String,
 ) -> Result<Response, Fault> {
     let pipeline = &exports.pipeline;
     let job = asked.job.as_str();
-    let info = match send(
-        pipeline,
-        Api::Bulk1,
-        &credentials,
-        get(format!("/job/{job}")),
-        StatusCode::OK,
-    )
-    .await
-    {
-        Ok(answer) => text_of(answer, MAX_JOB_INFO_BYTES)
-            .await
-            .map_err(fault_of)?,
-        Err(error) => return refused(error, caller.gzip_ok).await,
-    };
-    check_job(&info)?;
     let mut backoff = exports.backoff(asked.wait);
     loop {
         let listed = batches_listed(pipeline, &credentials, job).await;
@@ -217,20 +220,8 @@ async fn carry_out(
         }
         if !backoff.pause().await {
             super::ended_as(export, ExportState::Accepted);
-            let info = match send(
-                pipeline,
-                Api::Bulk1,
-                &credentials,
-                get(format!("/job/{job}")),
-                StatusCode::OK,
-            )
-            .await
-            {
-                Ok(answer) => text_of(answer, MAX_JOB_INFO_BYTES)
-                    .await
-                    .map_err(fault_of)?,
-                Err(_) => info,
-            };
+            // The job as it stands now; as first read if it cannot be had.
+            let info = read_job(pipeline, &credentials, job).await.unwrap_or(info);
             let mut response = (StatusCode::ACCEPTED, info).into_response();
             response.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,
