@@ -166,12 +166,29 @@ pub(super) async fn results(
     caller: Caller,
 ) -> Result<Response, Fault> {
     let job = asked.job.as_str().to_string();
+    // A job that is not a CSV query is refused before it is taken as an export.
+    let info = match read_job(&exports.pipeline, &credentials, &job).await {
+        Ok(info) => info,
+        Err(error) => return refused(error, caller.gzip_ok).await,
+    };
+    check_job(&info)?;
     let export = exports.begin(Api::Bulk1, &job);
-    let answer = carry_out(exports, credentials, asked, caller, &export).await;
+    let answer = carry_out(exports, credentials, asked, caller, &export, info).await;
     Ok(naming_job(
         super::settled(&export, answer, Api::Bulk1),
         &job,
     ))
+}
+
+/// `GET /job/{id}`: the job's `jobInfo`, as text.
+async fn read_job(
+    pipeline: &Pipeline,
+    credentials: &Credentials,
+    job: &str,
+) -> Result<String, CallError> {
+    let ask = get(format!("/job/{job}"));
+    let answer = send(pipeline, Api::Bulk1, credentials, ask, StatusCode::OK).await?;
+    text_of(answer, MAX_JOB_INFO_BYTES).await
 }
 
 async fn carry_out(
@@ -179,25 +196,11 @@ async fn carry_out(
     credentials: Credentials,
     asked: AskedResults,
     caller: Caller,
-    export: &std::sync::Arc<super::export::Export>,
+    export: &std::sync::Arc<super::Underway>,
+    info: String,
 ) -> Result<Response, Fault> {
     let pipeline = &exports.pipeline;
     let job = asked.job.as_str();
-    let info = match send(
-        pipeline,
-        Api::Bulk1,
-        &credentials,
-        get(format!("/job/{job}")),
-        StatusCode::OK,
-    )
-    .await
-    {
-        Ok(answer) => text_of(answer, MAX_JOB_INFO_BYTES)
-            .await
-            .map_err(fault_of)?,
-        Err(error) => return refused(error, caller.gzip_ok).await,
-    };
-    check_job(&info)?;
     let mut backoff = exports.backoff(asked.wait);
     loop {
         let listed = batches_listed(pipeline, &credentials, job).await;
@@ -217,20 +220,8 @@ async fn carry_out(
         }
         if !backoff.pause().await {
             super::ended_as(export, ExportState::Accepted);
-            let info = match send(
-                pipeline,
-                Api::Bulk1,
-                &credentials,
-                get(format!("/job/{job}")),
-                StatusCode::OK,
-            )
-            .await
-            {
-                Ok(answer) => text_of(answer, MAX_JOB_INFO_BYTES)
-                    .await
-                    .map_err(fault_of)?,
-                Err(_) => info,
-            };
+            // The job as it stands now; as first read if it cannot be had.
+            let info = read_job(pipeline, &credentials, job).await.unwrap_or(info);
             let mut response = (StatusCode::ACCEPTED, info).into_response();
             response.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,
@@ -315,6 +306,8 @@ fn batch_failed(job: &str, batch: &ListedBatch) -> Fault {
 
 /// Names each result file of the job's batches to `to`, batch by batch, waiting for each batch
 /// in turn; a batch that failed (or a call that did) is named in its place, and ends the walk.
+/// The job is asked about again only when its next batch is not done: every batch done in one
+/// list is walked from it (a list is an API call, and holds every batch of the job).
 async fn feed(
     pipeline: std::sync::Arc<Pipeline>,
     credentials: Credentials,
@@ -331,41 +324,42 @@ async fn feed(
                 return;
             }
         };
-        match step(&listed, from) {
-            Step::End => return,
-            Step::Failed(at) => {
-                let _ = to
-                    .send(Err(PageError::Given(batch_failed(&job, &listed[at]))))
-                    .await;
-                return;
-            }
-            Step::Pending => {
-                tokio::select! {
-                    _ = backoff.pause() => {}
-                    _ = to.closed() => return,
+        loop {
+            match step(&listed, from) {
+                Step::End => return,
+                Step::Failed(at) => {
+                    let _ = to
+                        .send(Err(PageError::Given(batch_failed(&job, &listed[at]))))
+                        .await;
+                    return;
                 }
-            }
-            Step::Ready(at) => {
-                let batch = &listed[at].id;
-                let files = match result_files(&pipeline, &credentials, &job, batch).await {
-                    Ok(files) => files,
-                    Err(fault) => {
-                        let _ = to.send(Err(PageError::Given(fault))).await;
-                        return;
-                    }
-                };
-                for file in files {
-                    let page = PageCall {
-                        path: format!("/job/{job}/batch/{batch}/result/{file}"),
-                        label: format!("batch {batch} result {file}"),
-                        compressed: true,
+                Step::Pending => break,
+                Step::Ready(at) => {
+                    let batch = &listed[at].id;
+                    let files = match result_files(&pipeline, &credentials, &job, batch).await {
+                        Ok(files) => files,
+                        Err(fault) => {
+                            let _ = to.send(Err(PageError::Given(fault))).await;
+                            return;
+                        }
                     };
-                    if to.send(Ok(page)).await.is_err() {
-                        return;
+                    for file in files {
+                        let page = PageCall {
+                            path: format!("/job/{job}/batch/{batch}/result/{file}"),
+                            label: format!("batch {batch} result {file}"),
+                            compressed: true,
+                        };
+                        if to.send(Ok(page)).await.is_err() {
+                            return;
+                        }
                     }
+                    from = at + 1;
                 }
-                from = at + 1;
             }
+        }
+        tokio::select! {
+            _ = backoff.pause() => {}
+            _ = to.closed() => return,
         }
     }
 }

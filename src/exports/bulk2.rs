@@ -100,7 +100,7 @@ async fn carry_out(
     caller: Caller,
     id: &str,
     mut info: serde_json::Value,
-    export: &std::sync::Arc<super::export::Export>,
+    export: &std::sync::Arc<super::Underway>,
 ) -> Result<Response, Fault> {
     let pipeline = &exports.pipeline;
     let mut backoff = exports.backoff(asked.wait);

@@ -87,6 +87,16 @@ impl Export {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
+    /// Ends the export `state`, unless it ended already: whether this ended it.
+    pub fn end(&self, state: ExportState) -> bool {
+        let mut now = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_done() {
+            return false;
+        }
+        *now = state;
+        true
+    }
+
     /// Rows and pages passed to the caller.
     pub fn passed(&self) -> (u64, u64) {
         (

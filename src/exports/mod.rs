@@ -133,7 +133,7 @@ impl Exports {
     }
 
     /// A new export of `api`'s job `job_id`, kept.
-    fn begin(&self, api: Api, job_id: &str) -> Arc<Export> {
+    fn begin(&self, api: Api, job_id: &str) -> Arc<Underway> {
         let export = Arc::new(Export::new(api, job_id.to_string()));
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.push_front(export.clone());
@@ -143,7 +143,7 @@ impl Exports {
                 kept.remove(oldest);
             }
         }
-        export
+        Arc::new(Underway(export))
     }
 
     /// Carries out an export operation for the caller; the answer is marked with the operation
@@ -235,7 +235,7 @@ impl Exports {
 
     /// How the pages of `export`'s result are read for `caller`: the export is told how its
     /// answer ended.
-    fn reading(&self, credentials: Credentials, caller: Caller, export: &Arc<Export>) -> Reading {
+    fn reading(&self, credentials: Credentials, caller: Caller, export: &Arc<Underway>) -> Reading {
         let export = export.clone();
         export.set_state(ExportState::Streaming);
         Reading {
@@ -276,9 +276,30 @@ impl Exports {
     }
 }
 
-/// `export` ended `state`: kept so, and logged.
+/// An export under way, as its answer holds it: one dropped before it ended (its caller went
+/// away while its job ran, or before its pages began) ends `CutOff`, so none is kept under way
+/// for ever. Its pages' end holds it too, until they have ended it.
+struct Underway(Arc<Export>);
+
+impl std::ops::Deref for Underway {
+    type Target = Export;
+
+    fn deref(&self) -> &Export {
+        &self.0
+    }
+}
+
+impl Drop for Underway {
+    fn drop(&mut self) {
+        ended_as(&self.0, ExportState::CutOff);
+    }
+}
+
+/// `export` ended `state`, unless it had already: kept so, and logged once.
 fn ended_as(export: &Export, state: ExportState) {
-    export.set_state(state);
+    if !export.end(state) {
+        return;
+    }
     let (rows, pages) = export.passed();
     tracing::info!(
         target: "sfbulk_proxy::exports",
@@ -302,7 +323,7 @@ fn settled(export: &Export, answer: Result<Response, Fault>, api: Api) -> Respon
         Err(Fault::QueryFailed(_)) => Some(ExportState::Failed),
         Err(_) => Some(ExportState::CutOff),
     };
-    if let Some(state) = state.filter(|_| !export.state().is_done()) {
+    if let Some(state) = state {
         ended_as(export, state);
     }
     answer.unwrap_or_else(|fault| fault.response(api))

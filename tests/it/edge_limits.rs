@@ -263,6 +263,54 @@ async fn a_listed_page_whose_connection_breaks_is_read_again_and_the_answer_is_w
 }
 
 #[tokio::test]
+async fn a_first_page_read_by_locator_whose_connection_breaks_is_read_again_at_its_own_url() {
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads.clone();
+    let (upstream, seen) = scripted_server(move |line| {
+        if !line.contains("/jobs/query/750x/results") {
+            // Anything else Salesforce answers is not the page: here its list of resources.
+            let json = r#"{"jobs":"/services/data/v57.0/jobs"}"#;
+            return Script::Whole(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                    json.len()
+                )
+                .into_bytes(),
+            );
+        }
+        let csv = "\"Id\"\n\"003A\"\n\"003B\"\n";
+        // The first read of the first page breaks off half way.
+        let sent = if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            &csv[..10]
+        } else {
+            csv
+        };
+        Script::Whole(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nSforce-Locator: null\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{sent}",
+                csv.len()
+            )
+            .into_bytes(),
+        )
+    })
+    .await;
+    let upstream = format!("http://{upstream}");
+    let proxy = proxy_for(&upstream, |_| {}).await;
+    let read = all_pages(&proxy, &upstream, "first-page-again").await;
+    let asked: Vec<String> = seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "the page, then the page again: {asked:?}");
+    assert_eq!(asked[1], asked[0], "read again at its own URL");
+    assert_eq!(read.status, 200);
+    assert!(!read.broke, "the page read again made the answer whole");
+    assert_eq!(
+        String::from_utf8(read.body).unwrap(),
+        "\"Id\"\n\"003A\"\n\"003B\"\n"
+    );
+}
+
+#[tokio::test]
 async fn an_endless_run_of_locators_is_cut_after_exactly_max_pages() {
     let (upstream, seen) = scripted_server(|line| {
         let n: u64 = asked_locator(line)
@@ -767,4 +815,122 @@ async fn a_streamed_upload_with_broken_chunking_is_the_callers_fault() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("SFBULK_INVALID_REQUEST"), "{answer}");
+}
+
+/// A Bulk API 1.0 answer of `xml`.
+fn xml_answer(xml: &str) -> Script {
+    Script::Whole(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{xml}",
+            xml.len()
+        )
+        .into_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_bulk1_walk_whose_caller_goes_away_while_a_batch_runs_stops_asking_about_it() {
+    const NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
+    const JOB: &str = "750000000000001AAA";
+    let (upstream, seen) = scripted_server(|line| {
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        if path.ends_with("/result/752000000000001") {
+            let csv = "\"Id\"\n\"003A\"\n\"003B\"\n";
+            return Script::Whole(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{csv}",
+                    csv.len()
+                )
+                .into_bytes(),
+            );
+        }
+        if path.ends_with("/result") {
+            return xml_answer(&format!(
+                "<result-list xmlns=\"{NS}\"><result>752000000000001</result></result-list>"
+            ));
+        }
+        if path.ends_with("/batch") {
+            // The first batch is done; the second runs for ever.
+            return xml_answer(&format!(
+                "<batchInfoList xmlns=\"{NS}\">\
+                 <batchInfo><id>751000000000001AAA</id><state>Completed</state></batchInfo>\
+                 <batchInfo><id>751000000000002AAA</id><state>InProgress</state></batchInfo>\
+                 </batchInfoList>"
+            ));
+        }
+        xml_answer(&format!(
+            "<jobInfo xmlns=\"{NS}\"><id>{JOB}</id><operation>query</operation>\
+             <object>Contact</object><state>Closed</state><contentType>CSV</contentType></jobInfo>"
+        ))
+    })
+    .await;
+    let upstream = format!("http://{upstream}");
+    let mut settings = test_settings();
+    settings.salesforce.allowed_origins.push(upstream.clone());
+    settings.load.poll_min_ms = Duration::from_millis(5);
+    settings.load.poll_max_ms = Duration::from_millis(10);
+    let (proxy, admin) = crate::support::app::spawn_proxy_and_admin(&settings).await;
+    let envelope = envelope(
+        "getQueryResults",
+        &[
+            ("accessToken", "00D000000000001!token"),
+            ("apiUrl", &upstream),
+            ("apiVersion", "34.0"),
+            ("jobId", JOB),
+        ],
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{proxy}/services/salesforcebulk_getQueryResults"))
+        .timeout(CEILING)
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The caller takes the first batch's rows, then goes away while the second runs.
+    let mut stream = response.bytes_stream();
+    let mut body = Vec::new();
+    while !body.ends_with(b"\"003B\"\n") {
+        body.extend_from_slice(
+            &stream
+                .next()
+                .await
+                .expect("the first batch's rows")
+                .unwrap(),
+        );
+    }
+    drop(stream);
+    let cut = "sfbulk_exports{api=\"bulk1\",state=\"CutOff\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..500 {
+        metrics = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(cut) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.contains(cut), "the export never ended:\n{metrics}");
+    let polls = || {
+        let seen = seen.lock().unwrap();
+        seen.iter().filter(|l| l.contains("/batch HTTP")).count()
+    };
+    let then = polls();
+    // Thirty polls' worth of time: the walk, ended, asks no more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        polls() <= then + 1,
+        "the batches were still asked about: {then}, then {}",
+        polls()
+    );
 }

@@ -443,3 +443,84 @@ async fn page_reads_to_one_org_stay_within_its_slots_across_answers() {
         "{at_once} page reads at once for two answers of 4 under a cap of 5"
     );
 }
+
+/// Waits, within a generous ceiling, until `/metrics` shows every one of `series`.
+async fn metrics_show(app: &TestApp, series: &[&str]) {
+    let mut metrics = String::new();
+    for _ in 0..1000 {
+        metrics = app.metrics().await;
+        if series.iter().all(|s| metrics.contains(s)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{series:?} never in\n{metrics}");
+}
+
+#[tokio::test]
+async fn an_export_whose_caller_goes_away_while_its_job_runs_is_not_kept_in_progress() {
+    let app = app_with_rows(10, |s| {
+        s.emulator.query_processing_ms = Duration::from_secs(600);
+    })
+    .await;
+    let envelope = app.envelope_v2("query", &[("apiVersion", "59.0"), ("query", QUERY)]);
+    let url = format!("{}/services/salesforcebulkv2_query", app.proxy);
+    let caller = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "text/xml")
+            .body(envelope)
+            .send()
+            .await
+    });
+    metrics_show(
+        &app,
+        &["sfbulk_exports{api=\"bulk2\",state=\"InProgress\"} 1"],
+    )
+    .await;
+    // The caller gives up while the job runs: its connection closes.
+    caller.abort();
+    metrics_show(
+        &app,
+        &[
+            "sfbulk_exports{api=\"bulk2\",state=\"InProgress\"} 0",
+            "sfbulk_exports{api=\"bulk2\",state=\"CutOff\"} 1",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_batches_of_a_finished_pk_chunked_query_are_listed_once_for_its_walk() {
+    let app = app_with_rows(25_000, |_| {}).await;
+    let first = read(
+        export_v1(&app, &[("pkChunking", "chunkSize=5000")]).await,
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let job = first.headers["x-sfbulk-proxy-job-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let lists = || {
+        let list = format!("/job/{job}/batch");
+        app.bulk_requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.uri.ends_with(&list))
+            .count()
+    };
+    let before = lists();
+    let later = app
+        .call(
+            "getQueryResults",
+            app.envelope("getQueryResults", &[("jobId", &job)]),
+        )
+        .await;
+    let later = read(later, None).await;
+    assert_eq!(later.status, 200);
+    assert_eq!(rows_after_one_header(&later.body).len(), 25_000);
+    // Once to find the first batch done, once for the walk: not once a chunk (each list is an
+    // API call, and holds every batch of the job).
+    assert_eq!(lists() - before, 2);
+}

@@ -60,13 +60,23 @@ pub(super) fn read(
             let Ok(turn) = turns.clone().acquire_owned().await else {
                 return;
             };
-            let pending = match calls.recv().await {
+            // The delivery gone (its caller went away), nothing more is waited for or read: the
+            // pages' source sees its receiver go.
+            let called = tokio::select! {
+                called = calls.recv() => called,
+                () = to.closed() => return,
+            };
+            let pending = match called {
                 None => return,
                 Some(Err(error)) => Pending(None, Some(error)),
                 Some(Ok(page)) => {
                     // The slot is taken here, in page order, so the pages an answer holds slots
                     // for are always the next ones it passes: it never waits on its own.
-                    let slot = match ctx.slot(&page).await {
+                    let slot = tokio::select! {
+                        slot = ctx.slot(&page) => slot,
+                        () = to.closed() => return,
+                    };
+                    let slot = match slot {
                         Ok(slot) => slot,
                         Err(error) => {
                             let _ = to.send(Pending(None, Some(error))).await;

@@ -241,7 +241,8 @@ pub async fn follow(
 ) -> Result<Response<Body>, Fault> {
     if !listed {
         let ctx = Arc::new(Ctx::new(&reading, session, "sequential"));
-        let label = PageCall::page(String::new(), 1);
+        // Its own URL: a first page whose read breaks is read again from it.
+        let label = PageCall::page(pages.page_path(pages.first.as_ref()), 1);
         let slot = ctx.slot(&label).await.map_err(PageError::into_fault)?;
         let first = decoded(first).map_err(|reason| {
             Fault::UpstreamUnavailable(format!("the first page of the result: {reason}"))
@@ -394,22 +395,30 @@ impl Delivery {
             // Its turn and its slot go back before the next page is waited for: a walk of one
             // page at a time reads the next in them.
             drop(read);
-            let coming = match &mut next {
-                Next::Locators(walk) => {
-                    self.next_by_locator(walk, named, pages, &mut seen, &digests)
-                        .await
+            let coming = async {
+                match &mut next {
+                    Next::Locators(walk) => {
+                        self.next_by_locator(walk, named, pages, &mut seen, &digests)
+                            .await
+                    }
+                    Next::Ahead(reads) => match reads.recv().await {
+                        None => Ok(None),
+                        Some(_) if pages >= self.ctx.max_pages => Err(PageError::unexpected(
+                            format!("page {pages}"),
+                            format!(
+                                "the result has more pages than salesforce.max_pages ({})",
+                                self.ctx.max_pages
+                            ),
+                        )),
+                        Some(pending) => pending.outcome().await.map(Some),
+                    },
                 }
-                Next::Ahead(reads) => match reads.recv().await {
-                    None => Ok(None),
-                    Some(_) if pages >= self.ctx.max_pages => Err(PageError::unexpected(
-                        format!("page {pages}"),
-                        format!(
-                            "the result has more pages than salesforce.max_pages ({})",
-                            self.ctx.max_pages
-                        ),
-                    )),
-                    Some(pending) => pending.outcome().await.map(Some),
-                },
+            };
+            // A caller gone while the next page is awaited (a Bulk 1.0 batch may run for hours)
+            // ends the walk now, not once that page comes.
+            let coming = tokio::select! {
+                coming = coming => coming,
+                () = self.out.0.closed() => break false,
             };
             match coming {
                 Ok(Some(coming)) => read = coming,

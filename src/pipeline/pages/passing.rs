@@ -186,7 +186,8 @@ pub async fn pass_page(
 }
 
 /// A page's header line, once read: the result's if it has none yet (and then passed on), else
-/// checked to be it (with or without its line break) and dropped.
+/// checked to be it, whatever line break either ends with (LF, CRLF, none on a page of no rows),
+/// and dropped.
 async fn settle_line(
     page: &str,
     line: Option<Vec<u8>>,
@@ -206,7 +207,7 @@ async fn settle_line(
                 .await
                 .map_err(|Gone| Stop::Gone)?;
         }
-        Some(known) if line == *known || line == without_break(known) => {}
+        Some(known) if without_break(&line) == without_break(known) => {}
         Some(_) => {
             return Err(
                 PageError::unexpected(page, "its header line is not the first page's").into(),
