@@ -13,7 +13,7 @@ const ROWS: u64 = 35;
 
 impl TestApp {
     /// Creates a 2.0 insert job on Contact through the proxy; returns its id.
-    async fn create_ingest_job(&self) -> String {
+    pub(crate) async fn create_ingest_job(&self) -> String {
         let created = self
             .call_v2(
                 "createJob",

@@ -292,3 +292,81 @@ async fn a_token_naming_an_org_salesforce_has_not_accepted_spends_nothing_of_its
         "the accepted session's org is counted"
     );
 }
+
+/// `rows` Contacts as CSV.
+fn contacts(rows: usize) -> String {
+    let mut csv = String::from("FirstName,LastName\n");
+    for n in 0..rows {
+        csv.push_str(&format!("First{n},Last{n}\n"));
+    }
+    csv
+}
+
+#[tokio::test]
+async fn past_the_batch_ceiling_a_bulk1_batch_is_refused_before_it_is_added() {
+    let app = spawn_app_with(|s| s.governor.batch_ceiling = 3).await;
+    let job = app.create_job().await;
+    for n in 0..3 {
+        let added = app.upload_csv_batch(&job, contacts(2)).await;
+        assert_eq!(added.status(), 201, "batch {n}");
+    }
+    let refused = app.upload_csv_batch(&job, contacts(2)).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "300");
+    let body = refused.text().await.unwrap();
+    assert_eq!(
+        element(&body, "exceptionCode").as_deref(),
+        Some("SFBULK_ORG_BATCHES_EXHAUSTED"),
+        "{body}"
+    );
+    assert_eq!(app.org.batches_used(), 3, "the fourth batch never reached the org");
+    assert!(app
+        .metrics()
+        .await
+        .contains("sfbulk_governor_refusals_total{org=\"00DSFBULKDEMO01\",reason=\"batch_ceiling\"} 1"));
+}
+
+#[tokio::test]
+async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_and_stays_open() {
+    let app = spawn_app_with(|s| s.governor.batch_ceiling = 2).await;
+    let upload = |job: String, rows: usize| {
+        let app = &app;
+        async move {
+            let query = app.upload_query(&[("apiVersion", ""), ("jobId", &job)]);
+            let uploaded = app
+                .http
+                .post(format!(
+                    "{}/services/salesforcebulkv2_uploadJobFile?{query}",
+                    app.proxy
+                ))
+                .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    contacts(rows)
+                        .into_bytes()
+                        .chunks(64 * 1024)
+                        .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                        .collect::<Vec<_>>(),
+                )))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(uploaded.status(), 201);
+        }
+    };
+    // 25,000 records: three internal batches of 10,000 started.
+    let big = app.create_ingest_job().await;
+    upload(big.clone(), 25_000).await;
+    let close = app.call_v2("closeJob", &[("jobId", &big)]).await;
+    assert_eq!(close.status(), 429);
+    let body = close.text().await.unwrap();
+    assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
+    assert!(body.contains("stays Open"), "{body}");
+    let info = app.call_v2("getJobInfo", &[("jobId", &big)]).await;
+    let info: serde_json::Value = serde_json::from_str(&info.text().await.unwrap()).unwrap();
+    assert_eq!(info["state"], "Open", "nothing of it processed");
+    // 15,000 records: two batches, within the ceiling.
+    let small = app.create_ingest_job().await;
+    upload(small.clone(), 15_000).await;
+    let close = app.call_v2("closeJob", &[("jobId", &small)]).await;
+    assert_eq!(close.status(), 200);
+    assert_eq!(app.org.batches_used(), 2);
+}
