@@ -204,11 +204,16 @@ async fn carry_out(
     let mut backoff = exports.backoff(asked.wait);
     loop {
         let listed = batches_listed(pipeline, &credentials, job).await;
-        let listed = match listed {
-            Ok(listed) => listed,
+        let (listed, step) = match listed {
+            Ok(listed) => {
+                let step = step(&listed, 0);
+                (listed, step)
+            }
+            // The org is at its budget: the export waits, as for a batch still running.
+            Err(error) if error.org_budget().is_some() => (Vec::new(), Step::Pending),
             Err(error) => return refused(error, caller.gzip_ok).await,
         };
-        match step(&listed, 0) {
+        match step {
             Step::Ready(_) => break,
             Step::Failed(at) => return Err(batch_failed(job, &listed[at])),
             Step::End => {

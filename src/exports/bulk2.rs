@@ -133,6 +133,8 @@ async fn carry_out(
         let ask = get(format!("/jobs/query/{id}"));
         info = match send(pipeline, Api::Bulk2, &credentials, ask, StatusCode::OK).await {
             Ok(answer) => info_of(answer).await?,
+            // The org is at its budget: the export waits, as for a job still running.
+            Err(error) if error.org_budget().is_some() => info,
             Err(error) => return refused(error, caller.gzip_ok).await,
         };
     }

@@ -92,7 +92,11 @@ pub async fn take(
         }
         held.add(batches, now);
         let value = serde_json::to_vec(&held).unwrap_or_default();
-        if store.write(&key(org), value, version, RECORD_TTL).await?.is_some() {
+        if store
+            .write(&key(org), value, version, RECORD_TTL)
+            .await?
+            .is_some()
+        {
             return Ok(Taken::Counted(held.total(now)));
         }
     }
@@ -115,7 +119,11 @@ pub async fn note_figure(
         held.at_ms = now;
         held.since = 0;
         let value = serde_json::to_vec(&held).unwrap_or_default();
-        if store.write(&key(org), value, version, RECORD_TTL).await?.is_some() {
+        if store
+            .write(&key(org), value, version, RECORD_TTL)
+            .await?
+            .is_some()
+        {
             return Ok(held.total(now));
         }
     }
@@ -136,11 +144,18 @@ pub fn job_key(job: &str) -> String {
 }
 
 /// Keeps the batches of ingest job `job`'s upload until it is closed (a day at most).
-pub async fn keep_job(store: &dyn RecordStore, job: &str, batches: u64) -> Result<(), RegistryError> {
+pub async fn keep_job(
+    store: &dyn RecordStore,
+    job: &str,
+    batches: u64,
+) -> Result<(), RegistryError> {
     let value = batches.to_string().into_bytes();
     let key = job_key(job);
     let version = store.read(&key).await?.map(|r| r.version);
-    store.write(&key, value, version, RECORD_TTL).await.map(drop)
+    store
+        .write(&key, value, version, RECORD_TTL)
+        .await
+        .map(drop)
 }
 
 /// The batches kept for ingest job `job`'s upload (0: none kept).

@@ -26,6 +26,14 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The org-budget guard's refusal (nothing was sent), if it is one: what it said.
+    pub fn org_budget(&self) -> Option<String> {
+        match self {
+            CallError::Fault(fault) if fault.org_wait().is_some() => Some(fault.to_string()),
+            _ => None,
+        }
+    }
+
     /// Whether Salesforce said the session is no longer good (and no refresh could renew it).
     pub fn session_expired(&self) -> bool {
         matches!(self, CallError::Refused(answer) if answer.session_expired)

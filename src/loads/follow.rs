@@ -246,6 +246,11 @@ async fn ask_about(pipeline: &Pipeline, load: &Load, asked: impl Fn(&Job) -> boo
                 });
                 return false;
             }
+            Err(e) if e.org_budget().is_some() => {
+                // The org is at its budget: asked again next time, the status saying why.
+                let said = e.org_budget().unwrap_or_default();
+                load.update(|progress| progress.waiting = Some(format!("org budget: {said}")));
+            }
             Err(e) => {
                 // A passing failure: asked again next time.
                 tracing::event!(

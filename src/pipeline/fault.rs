@@ -576,6 +576,21 @@ mod tests {
     }
 }
 
+impl Fault {
+    /// For the org-budget guard's refusals (nothing was sent): how long to wait before the call
+    /// may be made again. Loads and exports wait instead of failing.
+    pub fn org_wait(&self) -> Option<std::time::Duration> {
+        match self {
+            Fault::OrgBudgetExhausted { retry_after, .. }
+            | Fault::OrgBatchesExhausted { retry_after, .. } => {
+                Some(std::time::Duration::from_secs(*retry_after))
+            }
+            Fault::OrgBusy(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
 /// The guard's refusals: before anything was sent.
 impl From<crate::governor::Refusal> for Fault {
     fn from(refusal: crate::governor::Refusal) -> Fault {

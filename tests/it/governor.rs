@@ -319,11 +319,14 @@ async fn past_the_batch_ceiling_a_bulk1_batch_is_refused_before_it_is_added() {
         Some("SFBULK_ORG_BATCHES_EXHAUSTED"),
         "{body}"
     );
-    assert_eq!(app.org.batches_used(), 3, "the fourth batch never reached the org");
-    assert!(app
-        .metrics()
-        .await
-        .contains("sfbulk_governor_refusals_total{org=\"00DSFBULKDEMO01\",reason=\"batch_ceiling\"} 1"));
+    assert_eq!(
+        app.org.batches_used(),
+        3,
+        "the fourth batch never reached the org"
+    );
+    assert!(app.metrics().await.contains(
+        "sfbulk_governor_refusals_total{org=\"00DSFBULKDEMO01\",reason=\"batch_ceiling\"} 1"
+    ));
 }
 
 #[tokio::test]

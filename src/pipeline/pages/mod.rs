@@ -55,6 +55,15 @@ const NUMBER_OF_RECORDS: HeaderName = HeaderName::from_static("sforce-numberofre
 /// Chunks read ahead of the caller.
 const CHUNKS_AHEAD: usize = 4;
 
+/// The longest a page waits at once for its org's budget before it asks again.
+const ORG_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether the answer's deadline (`salesforce.max_answer_secs`) has passed.
+fn past_deadline() -> bool {
+    crate::common::request_id::current_deadline()
+        .is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
+}
+
 /// What reading the pages needs.
 pub struct Reading {
     pub pipeline: Arc<Pipeline>,
@@ -158,19 +167,32 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let (answer, session) = exchange::call_as(
-            &self.pipeline,
-            self.api,
-            &self.credentials,
-            session,
-            &page.call(),
-            self.traceparent.as_ref(),
-        )
-        .await
-        .map_err(|fault| PageError::Call {
-            page: page.label.clone(),
-            fault,
-        })?;
+        let (answer, session) = loop {
+            let read = exchange::call_as(
+                &self.pipeline,
+                self.api,
+                &self.credentials,
+                session.clone(),
+                &page.call(),
+                self.traceparent.as_ref(),
+            )
+            .await;
+            match read {
+                Ok(read) => break read,
+                // The org is at its budget (nothing was sent): the page waits for it, within
+                // the answer's deadline.
+                Err(fault) if fault.org_wait().is_some() && !past_deadline() => {
+                    let wait = fault.org_wait().unwrap_or_default().min(ORG_WAIT_MAX);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(fault) => {
+                    return Err(PageError::Call {
+                        page: page.label.clone(),
+                        fault,
+                    })
+                }
+            }
+        };
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
         let answer =
             decoded(answer).map_err(|reason| PageError::unexpected(&page.label, reason))?;
