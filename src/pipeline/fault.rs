@@ -501,6 +501,38 @@ fn advise(fault: Fault, source: RefreshTokenSource, registry_path: &str) -> Faul
     }
 }
 
+impl Fault {
+    /// For the org-budget guard's refusals (nothing was sent): how long to wait before the call
+    /// may be made again. Loads and exports wait instead of failing.
+    pub fn org_wait(&self) -> Option<std::time::Duration> {
+        match self {
+            Fault::OrgBudgetExhausted { retry_after, .. }
+            | Fault::OrgBatchesExhausted { retry_after, .. } => {
+                Some(std::time::Duration::from_secs(*retry_after))
+            }
+            Fault::OrgBusy(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// The guard's refusals: before anything was sent.
+impl From<crate::governor::Refusal> for Fault {
+    fn from(refusal: crate::governor::Refusal) -> Fault {
+        match refusal {
+            crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::Batches { retry_after, .. } => Fault::OrgBatchesExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::Busy { .. } => Fault::OrgBusy(refusal.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,37 +605,5 @@ mod tests {
             std::str::from_utf8(&body).unwrap(),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <exceptionCode>SFBULK_MISSING_FIELD</exceptionCode>\n <exceptionMessage>missing field &lt;jobId&gt;</exceptionMessage>\n</error>"
         );
-    }
-}
-
-impl Fault {
-    /// For the org-budget guard's refusals (nothing was sent): how long to wait before the call
-    /// may be made again. Loads and exports wait instead of failing.
-    pub fn org_wait(&self) -> Option<std::time::Duration> {
-        match self {
-            Fault::OrgBudgetExhausted { retry_after, .. }
-            | Fault::OrgBatchesExhausted { retry_after, .. } => {
-                Some(std::time::Duration::from_secs(*retry_after))
-            }
-            Fault::OrgBusy(_) => Some(std::time::Duration::from_secs(1)),
-            _ => None,
-        }
-    }
-}
-
-/// The guard's refusals: before anything was sent.
-impl From<crate::governor::Refusal> for Fault {
-    fn from(refusal: crate::governor::Refusal) -> Fault {
-        match refusal {
-            crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
-                message: refusal.to_string(),
-                retry_after: retry_after.as_secs().max(1),
-            },
-            crate::governor::Refusal::Batches { retry_after, .. } => Fault::OrgBatchesExhausted {
-                message: refusal.to_string(),
-                retry_after: retry_after.as_secs().max(1),
-            },
-            crate::governor::Refusal::Busy { .. } => Fault::OrgBusy(refusal.to_string()),
-        }
     }
 }
