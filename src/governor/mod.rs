@@ -6,13 +6,14 @@
 //! very session in this process: before that, its calls are `unverified`, capped at
 //! `governor.unverified_max_concurrent` in flight and drawn from no org's budget, so a stranger
 //! naming another org's id spends nothing of it. Token calls are not API requests and never pass
-//! here. The budget is [`budget`]'s (blocks drawn from the registry); the long-running requests'
-//! cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
+//! here. The budget is [`budget`]'s (blocks drawn from the registry); a team's share of it is
+//! [`teams`]'; the long-running requests' cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
 //! a warning logged) and the cap to each replica's own.
 
 pub mod budget;
 pub mod settings;
 pub mod slots;
+pub mod teams;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -59,6 +60,20 @@ pub enum Refusal {
         limit: u64,
         percent: u64,
         ceiling: u64,
+        retry_after: Duration,
+    },
+    /// The call would take its team past its share of the org's ceiling.
+    #[error(
+        "team {team} is at its share of org {org}'s API budget: {used} of its {most} daily API \
+         requests used (server.token_scopes.{team}.api_share_percent: {percent} % of the org's \
+         ceiling); the org's other teams go on; try again later"
+    )]
+    TeamShare {
+        team: String,
+        org: String,
+        used: u64,
+        most: u64,
+        percent: u64,
         retry_after: Duration,
     },
     /// Every long-running slot of the org stayed taken for `governor.queue_timeout_ms`.
@@ -139,6 +154,7 @@ pub struct Governor {
     verified: Mutex<HashMap<u64, Arc<str>>>,
     digests: std::collections::hash_map::RandomState,
     orgs: Mutex<HashMap<Arc<str>, Arc<OrgBudget>>>,
+    shares: teams::Shares,
     unverified: Arc<Semaphore>,
     /// A registry failure was logged (once until it answers again).
     warned: AtomicBool,
@@ -168,6 +184,7 @@ impl Governor {
             verified: Mutex::new(HashMap::new()),
             digests: std::collections::hash_map::RandomState::new(),
             orgs: Mutex::new(HashMap::new()),
+            shares: teams::Shares::default(),
             warned: AtomicBool::new(false),
         }
     }
@@ -247,12 +264,14 @@ impl Governor {
             self.read_limits(&org, &budget, token, instance, version)
                 .await;
         }
+        let charge = self.charge_team(&org, &budget).await?;
         self.spend(&org, &budget).await?;
         let slot = if is_long(api, call) {
             Some(self.long_slot(&org, queue_end).await?)
         } else {
             None
         };
+        charge.keep();
         Ok(Pass {
             _slot: slot,
             _unverified: None,

@@ -142,6 +142,10 @@ pub enum Fault {
     /// requests; the answer carries `Retry-After` (`governor.retry_after_secs`). Nothing was sent.
     #[error("{message}")]
     OrgBudgetExhausted { message: String, retry_after: u64 },
+    /// 429: the call would take its bearer token's team past its `api_share_percent` of the org's
+    /// ceiling; the answer carries `Retry-After` (`governor.retry_after_secs`). Nothing was sent.
+    #[error("{message}")]
+    TeamBudgetExhausted { message: String, retry_after: u64 },
     /// 503: every long-running slot of the org stayed taken for `governor.queue_timeout_ms`; the
     /// answer carries `Retry-After: 1`. Nothing was sent.
     #[error("{0}")]
@@ -323,7 +327,9 @@ impl Fault {
             Fault::UploadNotReplayable { .. }
             | Fault::RegistryUnavailable(_)
             | Fault::OrgBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Fault::OrgBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Fault::OrgBudgetExhausted { .. } | Fault::TeamBudgetExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -368,6 +374,7 @@ impl Fault {
             Fault::QueryFailed(_) => "SFBULK_QUERY_FAILED",
             Fault::QueryAborted(_) => "SFBULK_QUERY_ABORTED",
             Fault::OrgBudgetExhausted { .. } => "SFBULK_ORG_BUDGET_EXHAUSTED",
+            Fault::TeamBudgetExhausted { .. } => "SFBULK_TEAM_BUDGET_EXHAUSTED",
             Fault::OrgBusy(_) => "SFBULK_ORG_BUSY",
         }
     }
@@ -423,7 +430,8 @@ impl Fault {
                     HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
                 );
             }
-            Fault::OrgBudgetExhausted { retry_after, .. } => {
+            Fault::OrgBudgetExhausted { retry_after, .. }
+            | Fault::TeamBudgetExhausted { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Fault::Unauthorized => {
@@ -573,6 +581,10 @@ impl From<crate::governor::Refusal> for Fault {
     fn from(refusal: crate::governor::Refusal) -> Fault {
         match refusal {
             crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::TeamShare { retry_after, .. } => Fault::TeamBudgetExhausted {
                 message: refusal.to_string(),
                 retry_after: retry_after.as_secs().max(1),
             },
