@@ -673,7 +673,12 @@ mod tests {
         };
         let teams = |settings: &Settings| -> Vec<Option<Team>> {
             let built = settings.prepare().unwrap();
-            built.edge.token_files.iter().map(|f| f.team.clone()).collect()
+            built
+                .edge
+                .token_files
+                .iter()
+                .map(|f| f.team.clone())
+                .collect()
         };
         let team = |name: &str, share: Option<u64>| {
             Some(Team {

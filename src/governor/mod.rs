@@ -6,9 +6,10 @@
 //! very session in this process: before that, its calls are `unverified`, capped at
 //! `governor.unverified_max_concurrent` in flight and drawn from no org's budget, so a stranger
 //! naming another org's id spends nothing of it. Token calls are not API requests and never pass
-//! here. The budget is [`budget`]'s (blocks drawn from the registry); a team's share of it is
-//! [`teams`]'; the long-running requests' cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
-//! a warning logged) and the cap to each replica's own.
+//! here. The budget is [`budget`]'s (blocks drawn from the registry); the long-running requests'
+//! cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
+//! a warning logged) and the cap to each replica's own. A team's share of an org's budget is
+//! [`teams`]'.
 
 pub mod budget;
 pub mod settings;

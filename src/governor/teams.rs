@@ -1,10 +1,10 @@
 //! A team's share of an org's daily API requests (`server.token_scopes.TEAM.api_share_percent`):
 //! the calls a team's tokens make to one org in a rolling 24 hours, counted by the fleet in one
 //! registry record per (team, org) of hourly buckets, and drawn `governor.api_block` at a time by
-//! each replica as the org's own budget is ([`super::budget`]). A call that would take the team past
-//! its share of the org's ceiling is refused while other teams go on; the org's ceiling still
-//! applies to every call. Shares may sum past 100 %. While the org's limit is not known, no call
-//! is refused for a share (its calls are counted all the same).
+//! each replica as the org's own budget is ([`super::budget`]). A call that would take the team
+//! past its share of the org's ceiling is refused while other teams go on; the org's ceiling
+//! still applies to every call. Shares may sum past 100 %. While the org's limit is not known, no
+//! call is refused for a share (its calls are counted all the same).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -135,9 +135,12 @@ impl TeamShare {
     }
 }
 
+/// A share's team and org.
+type TeamOrg = (Arc<str>, Arc<str>);
+
 /// The shares this replica holds, by (team, org).
 #[derive(Default)]
-pub struct Shares(Mutex<HashMap<(Arc<str>, Arc<str>), Arc<TeamShare>>>);
+pub struct Shares(Mutex<HashMap<TeamOrg, Arc<TeamShare>>>);
 
 impl Shares {
     fn of(&self, team: &Arc<str>, org: &Arc<str>) -> Arc<TeamShare> {
@@ -269,7 +272,11 @@ mod tests {
         record.add(123, 2);
         assert_eq!(record.used(), 15);
         let record = record.within(124);
-        assert_eq!(record.hours, [(110, 8), (123, 2)], "hour 100 is 24 hours old");
+        assert_eq!(
+            record.hours,
+            [(110, 8), (123, 2)],
+            "hour 100 is 24 hours old"
+        );
         assert_eq!(record.within(134).used(), 2);
     }
 

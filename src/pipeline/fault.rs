@@ -501,6 +501,23 @@ fn advise(fault: Fault, source: RefreshTokenSource, registry_path: &str) -> Faul
     }
 }
 
+/// The guard's refusals: before anything was sent.
+impl From<crate::governor::Refusal> for Fault {
+    fn from(refusal: crate::governor::Refusal) -> Fault {
+        match refusal {
+            crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::TeamShare { retry_after, .. } => Fault::TeamBudgetExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::Busy { .. } => Fault::OrgBusy(refusal.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,22 +590,5 @@ mod tests {
             std::str::from_utf8(&body).unwrap(),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <exceptionCode>SFBULK_MISSING_FIELD</exceptionCode>\n <exceptionMessage>missing field &lt;jobId&gt;</exceptionMessage>\n</error>"
         );
-    }
-}
-
-/// The guard's refusals: before anything was sent.
-impl From<crate::governor::Refusal> for Fault {
-    fn from(refusal: crate::governor::Refusal) -> Fault {
-        match refusal {
-            crate::governor::Refusal::Budget { retry_after, .. } => Fault::OrgBudgetExhausted {
-                message: refusal.to_string(),
-                retry_after: retry_after.as_secs().max(1),
-            },
-            crate::governor::Refusal::TeamShare { retry_after, .. } => Fault::TeamBudgetExhausted {
-                message: refusal.to_string(),
-                retry_after: retry_after.as_secs().max(1),
-            },
-            crate::governor::Refusal::Busy { .. } => Fault::OrgBusy(refusal.to_string()),
-        }
     }
 }

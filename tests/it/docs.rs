@@ -89,10 +89,7 @@ fn settings() -> BTreeMap<String, toml::Value> {
             "max_concurrent_per_org = \"(not set)\"".to_string(),
         ),
         // A team's share is unset unless given, so the default's table leaves it out.
-        (
-            TOKEN_SCOPE,
-            "api_share_percent = \"(not set)\"".to_string(),
-        ),
+        (TOKEN_SCOPE, "api_share_percent = \"(not set)\"".to_string()),
     ];
     for (section, text) in templated {
         let table: toml::Table = text.parse().unwrap();

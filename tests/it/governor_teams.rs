@@ -56,13 +56,22 @@ fn replica(
             "SFBULK__CONNECTIONS__ORG__GRANT".into(),
             "client_credentials".into(),
         ),
-        ("SFBULK__CONNECTIONS__ORG__LOGIN_URL".into(), app.emulator.clone()),
-        ("SFBULK__CONNECTIONS__ORG__CLIENT_ID".into(), e.client_id.clone()),
+        (
+            "SFBULK__CONNECTIONS__ORG__LOGIN_URL".into(),
+            app.emulator.clone(),
+        ),
+        (
+            "SFBULK__CONNECTIONS__ORG__CLIENT_ID".into(),
+            e.client_id.clone(),
+        ),
         (
             "SFBULK__CONNECTIONS__ORG__CLIENT_SECRET".into(),
             e.client_secret.expose().to_string(),
         ),
-        ("SFBULK__CONNECTIONS__ORG__API_VERSION".into(), "34.0".into()),
+        (
+            "SFBULK__CONNECTIONS__ORG__API_VERSION".into(),
+            "34.0".into(),
+        ),
         (
             "SFBULK__GOVERNOR__API_CEILING_PERCENT".into(),
             CEILING_PERCENT.into(),
@@ -71,7 +80,12 @@ fn replica(
     for team in teams {
         let file: PathBuf = dir.join(format!("{}.tokens", team.name));
         std::fs::write(&file, format!("# team {}\n{}\n", team.name, team.token)).unwrap();
-        let key = |k: &str| format!("SFBULK__SERVER__TOKEN_SCOPES__{}__{k}", team.name.to_uppercase());
+        let key = |k: &str| {
+            format!(
+                "SFBULK__SERVER__TOKEN_SCOPES__{}__{k}",
+                team.name.to_uppercase()
+            )
+        };
         env.push((key("TOKEN_FILE"), file.display().to_string()));
         env.push((key("CONNECTIONS"), "org".into()));
         env.push((key("API_SHARE_PERCENT"), team.share.into()));
@@ -199,7 +213,10 @@ async fn a_team_at_its_share_is_refused_while_another_team_of_the_org_is_still_s
         0,
         "Salesforce never had to refuse"
     );
-    assert!(app.org.api_usage() < 800, "the org stayed under its ceiling");
+    assert!(
+        app.org.api_usage() < 800,
+        "the org stayed under its ceiling"
+    );
 
     // Each replica shows alpha's count as the fleet keeps it, and its refusals.
     for replica in &replicas {
@@ -250,7 +267,10 @@ async fn every_call_of_a_request_is_charged_to_its_team_the_pages_read_ahead_in_
             &[
                 ("connection", "org"),
                 ("apiVersion", "59.0"),
-                ("query", "SELECT Id, FirstName, LastName, Email FROM Contact"),
+                (
+                    "query",
+                    "SELECT Id, FirstName, LastName, Email FROM Contact",
+                ),
             ],
         ))
         .send()
@@ -262,7 +282,13 @@ async fn every_call_of_a_request_is_charged_to_its_team_the_pages_read_ahead_in_
     assert_eq!(app.org.query_page_reads(), 5, "five pages, read ahead");
     let sent = app.org.api_usage() - sent;
     let charged = sample(&app, &replica.admin, &used).await.unwrap() - charged;
-    assert!(sent >= 7, "the job made, read, its pages listed and read: {sent}");
-    assert_eq!(charged, sent, "every call the export made was charged to beta");
+    assert!(
+        sent >= 7,
+        "the job made, read, its pages listed and read: {sent}"
+    );
+    assert_eq!(
+        charged, sent,
+        "every call the export made was charged to beta"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
