@@ -38,10 +38,14 @@ fn named_sections() -> [(&'static str, Vec<String>); 3] {
         ),
         (
             "server.token_scopes",
+            // An unset share is left out of the default's table: named here.
             keys_of(
                 toml::Value::try_from(TokenScopeSettings::default())
                     .unwrap_or(toml::Value::Boolean(false)),
-            ),
+            )
+            .into_iter()
+            .chain(["api_share_percent".to_string()])
+            .collect(),
         ),
         // Every key of an org's section, whether its default is set or not.
         ("governor.orgs", vec!["max_concurrent_per_org".to_string()]),

@@ -655,6 +655,68 @@ mod tests {
     }
 
     #[test]
+    fn a_teams_api_share_comes_from_the_file_or_the_environment_and_only_from_1_to_100() {
+        use crate::common::request_id::Team;
+        let dir = std::env::temp_dir().join(format!("sfbulk-config-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, tokens) = (dir.join("settings.toml"), dir.join("team.tokens"));
+        std::fs::write(&tokens, "sales-team-token\n").unwrap();
+        let write = |share: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    "[server.token_scopes.Sales]\ntoken_file = {tokens:?}\n{share}\n\
+                     [server.token_scopes.ops]\ntoken_file = {tokens:?}\n"
+                ),
+            )
+            .unwrap()
+        };
+        let teams = |settings: &Settings| -> Vec<Option<Team>> {
+            let built = settings.prepare().unwrap();
+            built
+                .edge
+                .token_files
+                .iter()
+                .map(|f| f.team.clone())
+                .collect()
+        };
+        let team = |name: &str, share: Option<u64>| {
+            Some(Team {
+                name: name.into(),
+                api_share_percent: share,
+            })
+        };
+        write("api_share_percent = 25");
+        let from_file = Settings::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(
+            teams(&from_file),
+            [team("ops", None), team("sales", Some(25))]
+        );
+        write("");
+        let from_env = Settings::load_from(
+            Some(&file),
+            env(&[("SFBULK__SERVER__TOKEN_SCOPES__OPS__API_SHARE_PERCENT", "40")]),
+        )
+        .unwrap();
+        assert_eq!(
+            teams(&from_env),
+            [team("ops", Some(40)), team("sales", None)]
+        );
+        for share in ["0", "101"] {
+            write(&format!("api_share_percent = {share}"));
+            let refused = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+            assert!(
+                refused.to_string().contains(&format!(
+                    "server.token_scopes.sales.api_share_percent must be from 1 to 100 \
+                     (leave it out for no share), not {share}"
+                )),
+                "{refused}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn connections_are_refused_on_an_open_listener_beyond_loopback() {
         let base = [
             ("SFBULK__CONNECTIONS__SALES__CLIENT_ID", "cid"),

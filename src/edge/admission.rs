@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 
+use crate::common::request_id::Team;
 use crate::common::secret::Secret;
 use crate::pipeline::connection::Scope;
 
@@ -110,13 +111,21 @@ impl BurstLog {
     }
 }
 
+/// Who a bearer token lets in: the connections it may use, and the team of `server.token_scopes`
+/// its calls are charged to (`None`: a token of no team, or no token required).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub scope: Scope,
+    pub team: Option<Team>,
+}
+
 /// The bearer tokens callers must show, each with the connections it may use; none means
 /// every caller may call.
 #[derive(Default)]
 pub struct BearerTokens {
     /// SHA-256 of each token: comparing digests of equal length leaks neither a token's bytes nor
     /// its length through timing.
-    digests: Vec<([u8; 32], Scope)>,
+    digests: Vec<([u8; 32], Caller)>,
 }
 
 impl std::fmt::Debug for BearerTokens {
@@ -127,19 +136,34 @@ impl std::fmt::Debug for BearerTokens {
 
 impl BearerTokens {
     /// `every`: tokens that may use every connection; `scoped`: tokens each limited to some
-    /// connections. A token given more than once gets the union of its scopes.
-    pub fn new(every: &[Secret], scoped: &[(Secret, Vec<String>)]) -> BearerTokens {
-        let mut digests: Vec<([u8; 32], Scope)> = Vec::new();
-        let given = every.iter().map(|t| (t, Scope::Every)).chain(
-            scoped
-                .iter()
-                .map(|(t, names)| (t, Scope::Only(names.clone().into()))),
-        );
-        for (token, scope) in given {
+    /// connections, with their team, in the settings' order. A token given more than once gets
+    /// the union of its scopes, and is charged to the first team it is given in.
+    pub fn new(every: &[Secret], scoped: &[(Secret, Vec<String>, Team)]) -> BearerTokens {
+        let mut digests: Vec<([u8; 32], Caller)> = Vec::new();
+        let given = every
+            .iter()
+            .map(|t| {
+                let caller = Caller {
+                    scope: Scope::Every,
+                    team: None,
+                };
+                (t, caller)
+            })
+            .chain(scoped.iter().map(|(t, names, team)| {
+                let caller = Caller {
+                    scope: Scope::Only(names.clone().into()),
+                    team: Some(team.clone()),
+                };
+                (t, caller)
+            }));
+        for (token, caller) in given {
             let digest: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
             match digests.iter_mut().find(|(d, _)| *d == digest) {
-                None => digests.push((digest, scope)),
-                Some((_, known)) => *known = union(known, &scope),
+                None => digests.push((digest, caller)),
+                Some((_, known)) => {
+                    known.scope = union(&known.scope, &caller.scope);
+                    known.team = known.team.take().or(caller.team);
+                }
             }
         }
         BearerTokens { digests }
@@ -149,14 +173,17 @@ impl BearerTokens {
         !self.digests.is_empty()
     }
 
-    /// The scope of the `Authorization: Bearer <token>` that `headers` carry, `None` when it is
-    /// none of the tokens (every caller is admitted to every connection when no token is
-    /// configured). Every token is compared, in constant time.
-    pub fn admit(&self, headers: &HeaderMap) -> Option<Scope> {
+    /// The caller the `Authorization: Bearer <token>` that `headers` carry lets in, `None` when
+    /// it is none of the tokens (every caller is admitted to every connection, charged to no
+    /// team, when no token is configured). Every token is compared, in constant time.
+    pub fn admit(&self, headers: &HeaderMap) -> Option<Caller> {
         if !self.is_required() {
-            return Some(Scope::Every);
+            return Some(Caller {
+                scope: Scope::Every,
+                team: None,
+            });
         }
-        self.scope_of(authorization(headers, "bearer")?)
+        self.caller_of(authorization(headers, "bearer")?)
     }
 
     /// Whether `headers` carry one of the tokens as `Authorization: Bearer`, or as HTTP Basic's
@@ -173,22 +200,22 @@ impl BearerTokens {
                     .ok()
             })
             .and_then(|decoded| String::from_utf8(decoded).ok())
-            .and_then(|pair| Some(self.scope_of(pair.split_once(':')?.1).is_some()))
+            .and_then(|pair| Some(self.caller_of(pair.split_once(':')?.1).is_some()))
             .unwrap_or(false)
     }
 
-    /// The scope of the token `presented`, `None` when it is none of them. Every token is
+    /// The caller the token `presented` lets in, `None` when it is none of them. Every token is
     /// compared, in constant time.
-    fn scope_of(&self, presented: &str) -> Option<Scope> {
+    fn caller_of(&self, presented: &str) -> Option<Caller> {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
-        for (digest, scope) in &self.digests {
+        for (digest, caller) in &self.digests {
             let differing = digest
                 .iter()
                 .zip(presented.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if differing == 0 {
-                found = Some(scope);
+                found = Some(caller);
             }
         }
         found.cloned()
@@ -231,6 +258,8 @@ pub struct TokenFile {
     pub path: PathBuf,
     /// `None`: its tokens may use every connection; else only these (lower case).
     pub connections: Option<Vec<String>>,
+    /// The team of `server.token_scopes` its tokens are charged to (a team's file alone).
+    pub team: Option<Team>,
     /// Whether a file without a token is refused (a team's file must hold one).
     pub must_hold_a_token: bool,
     /// The tokens as last read well.
@@ -351,10 +380,14 @@ fn compose(inline: &[Secret], files: &[TokenFile]) -> BearerTokens {
         )
         .cloned()
         .collect();
-    let scoped: Vec<(Secret, Vec<String>)> = files
+    let scoped: Vec<(Secret, Vec<String>, Team)> = files
         .iter()
-        .filter_map(|f| Some((f, f.connections.as_ref()?)))
-        .flat_map(|(f, names)| f.tokens.iter().map(|t| (t.clone(), names.clone())))
+        .filter_map(|f| Some((f, f.connections.as_ref()?, f.team.as_ref()?)))
+        .flat_map(|(f, names, team)| {
+            f.tokens
+                .iter()
+                .map(|t| (t.clone(), names.clone(), team.clone()))
+        })
         .collect();
     BearerTokens::new(&every, &scoped)
 }
@@ -412,28 +445,36 @@ mod tests {
         assert!(tokens.admit(&HeaderMap::new()).is_none());
         assert_eq!(
             BearerTokens::default().admit(&HeaderMap::new()),
-            Some(Scope::Every)
+            Some(Caller {
+                scope: Scope::Every,
+                team: None
+            })
         );
     }
 
     #[test]
     fn a_scoped_token_covers_its_connections_and_a_token_given_twice_gets_both_scopes() {
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let team = |name: &str| Team {
+            name: name.into(),
+            api_share_percent: Some(10),
+        };
         let tokens = BearerTokens::new(
             &[Secret::new("ops")],
             &[
-                (Secret::new("sales-team"), names(&["sales"])),
-                (Secret::new("both"), names(&["sales"])),
-                (Secret::new("both"), names(&["finance"])),
-                (Secret::new("ops"), names(&["sales"])),
+                (Secret::new("sales-team"), names(&["sales"]), team("sales")),
+                (Secret::new("both"), names(&["sales"]), team("sales")),
+                (Secret::new("both"), names(&["finance"]), team("finance")),
+                (Secret::new("ops"), names(&["sales"]), team("sales")),
             ],
         );
-        let scope = |token: &str| {
+        let caller = |token: &str| {
             let mut headers = HeaderMap::new();
             let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
             headers.insert(header::AUTHORIZATION, value);
             tokens.admit(&headers).unwrap()
         };
+        let scope = |token: &str| caller(token).scope;
         assert!(scope("sales-team").allows("sales"));
         assert!(!scope("sales-team").allows("finance"));
         assert!(scope("both").allows("sales") && scope("both").allows("finance"));
@@ -442,5 +483,11 @@ mod tests {
             Scope::Every,
             "auth_tokens may use every connection"
         );
+        assert_eq!(
+            caller("both").team,
+            Some(team("sales")),
+            "charged to its first team"
+        );
+        assert_eq!(caller("sales-team").team, Some(team("sales")));
     }
 }

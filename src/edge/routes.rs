@@ -32,7 +32,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 
-use crate::edge::admission::{GuardTokens, Limit};
+use crate::edge::admission::{Caller, GuardTokens, Limit};
 use crate::edge::serve::Draining;
 use crate::exports::Exports;
 use crate::loads::Loads;
@@ -163,9 +163,13 @@ impl ProxyService {
             return not_allowed(method, "POST", api);
         }
         // Before the body is read and before anything goes upstream.
-        let Some(scope) = self.bearer.current().admit(request.headers()) else {
+        let Some(Caller { scope, team }) = self.bearer.current().admit(request.headers()) else {
             return Fault::Unauthorized.response(api);
         };
+        if let Some(team) = team {
+            // Carried to every call the request makes, in the tasks it spawns too.
+            crate::common::request_id::note_team(team);
+        }
         let Some(_in_flight) = self.in_flight.try_enter() else {
             return Fault::Overloaded(self.in_flight.setting()).response(api);
         };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::common::redact::quotable;
+use crate::common::request_id::Team;
 use crate::common::secret::Secret;
 use crate::common::setting::{listen_address, off, off_path, seconds};
 use crate::edge::admission::{read_token_file, TokenFile};
@@ -52,13 +53,17 @@ pub struct ServerSettings {
     pub token_scopes: BTreeMap<String, TokenScopeSettings>,
 }
 
-/// Bearer tokens (one per line of `token_file`) that may use only `connections`.
+/// Bearer tokens (one per line of `token_file`) that may use only `connections`, and whose
+/// calls may spend at most `api_share_percent` of an org's ceiling.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct TokenScopeSettings {
     #[serde(with = "off_path")]
     pub token_file: Option<PathBuf>,
     pub connections: Vec<String>,
+    /// The share (1 to 100) of each org's `governor.api_ceiling_percent` of daily API requests
+    /// the team's calls may use in a rolling 24 hours; `None`: not limited by a share.
+    pub api_share_percent: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -317,6 +322,7 @@ impl ServerSettings {
             setting: "server.auth_tokens_file".into(),
             path: path.clone(),
             connections: None,
+            team: None,
             must_hold_a_token: false,
             tokens,
         }))
@@ -344,6 +350,12 @@ impl ServerSettings {
                     quotable(name)
                 ));
             }
+            if let Some(share) = scope.api_share_percent.filter(|s| !(1..=100).contains(s)) {
+                problems.push(format!(
+                    "{key}.api_share_percent must be from 1 to 100 (leave it out for no share), \
+                     not {share}"
+                ));
+            }
             let Some(path) = &scope.token_file else {
                 problems.push(format!("{key}.token_file must be set"));
                 continue;
@@ -359,6 +371,10 @@ impl ServerSettings {
                     setting: format!("{key}.token_file"),
                     path: path.clone(),
                     connections: Some(names),
+                    team: Some(Team {
+                        name: Arc::from(team.as_str()),
+                        api_share_percent: scope.api_share_percent,
+                    }),
                     must_hold_a_token: true,
                     tokens,
                 }),
@@ -380,6 +396,7 @@ impl AdminSettings {
             setting: "admin.auth_tokens_file".into(),
             path: path.clone(),
             connections: None,
+            team: None,
             must_hold_a_token: false,
             tokens,
         }))

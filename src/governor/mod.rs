@@ -8,12 +8,14 @@
 //! naming another org's id spends nothing of it. Token calls are not API requests and never pass
 //! here. The budget is [`budget`]'s (blocks drawn from the registry); the long-running requests'
 //! cap is [`slots`]'s. A registry that does not answer leaves the ceilings open (counted locally,
-//! a warning logged) and the cap to each replica's own.
+//! a warning logged) and the cap to each replica's own. A team's share of an org's budget is
+//! [`teams`]'.
 
 pub mod batches;
 pub mod budget;
 pub mod settings;
 pub mod slots;
+pub mod teams;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -75,6 +77,20 @@ pub enum Refusal {
         ceiling: u64,
         /// What became of the job (a 2.0 job refused its close stays open).
         kept: &'static str,
+        retry_after: Duration,
+    },
+    /// The call would take its team past its share of the org's ceiling.
+    #[error(
+        "team {team} is at its share of org {org}'s API budget: {used} of its {most} daily API \
+         requests used (server.token_scopes.{team}.api_share_percent: {percent} % of the org's \
+         ceiling); the org's other teams go on; try again later"
+    )]
+    TeamShare {
+        team: String,
+        org: String,
+        used: u64,
+        most: u64,
+        percent: u64,
         retry_after: Duration,
     },
     /// Every long-running slot of the org stayed taken for `governor.queue_timeout_ms`.
@@ -157,6 +173,7 @@ pub struct Governor {
     verified: Mutex<HashMap<u64, Arc<str>>>,
     digests: std::collections::hash_map::RandomState,
     orgs: Mutex<HashMap<Arc<str>, Arc<OrgBudget>>>,
+    shares: teams::Shares,
     unverified: Arc<Semaphore>,
     /// A registry failure was logged (once until it answers again).
     warned: AtomicBool,
@@ -186,6 +203,7 @@ impl Governor {
             verified: Mutex::new(HashMap::new()),
             digests: std::collections::hash_map::RandomState::new(),
             orgs: Mutex::new(HashMap::new()),
+            shares: teams::Shares::default(),
             warned: AtomicBool::new(false),
         }
     }
@@ -265,6 +283,7 @@ impl Governor {
             self.read_limits(&org, &budget, token, instance, version)
                 .await;
         }
+        let charge = self.charge_team(&org, &budget).await?;
         self.spend(&org, &budget).await?;
         let upload = self.count_batches(api, &org, call).await?;
         let slot = if is_long(api, call) {
@@ -272,6 +291,7 @@ impl Governor {
         } else {
             None
         };
+        charge.keep();
         Ok(Pass {
             _slot: slot,
             _unverified: None,

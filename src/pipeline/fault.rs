@@ -146,6 +146,10 @@ pub enum Fault {
     /// `governor.batch_ceiling`; `Retry-After` as for the budget. Nothing was sent.
     #[error("{message}")]
     OrgBatchesExhausted { message: String, retry_after: u64 },
+    /// 429: the call would take its bearer token's team past its `api_share_percent` of the org's
+    /// ceiling; the answer carries `Retry-After` (`governor.retry_after_secs`). Nothing was sent.
+    #[error("{message}")]
+    TeamBudgetExhausted { message: String, retry_after: u64 },
     /// 503: every long-running slot of the org stayed taken for `governor.queue_timeout_ms`; the
     /// answer carries `Retry-After: 1`. Nothing was sent.
     #[error("{0}")]
@@ -327,9 +331,9 @@ impl Fault {
             Fault::UploadNotReplayable { .. }
             | Fault::RegistryUnavailable(_)
             | Fault::OrgBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Fault::OrgBudgetExhausted { .. } | Fault::OrgBatchesExhausted { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Fault::OrgBudgetExhausted { .. }
+            | Fault::OrgBatchesExhausted { .. }
+            | Fault::TeamBudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Fault::Registry(_) | Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -374,6 +378,7 @@ impl Fault {
             Fault::QueryFailed(_) => "SFBULK_QUERY_FAILED",
             Fault::QueryAborted(_) => "SFBULK_QUERY_ABORTED",
             Fault::OrgBudgetExhausted { .. } => "SFBULK_ORG_BUDGET_EXHAUSTED",
+            Fault::TeamBudgetExhausted { .. } => "SFBULK_TEAM_BUDGET_EXHAUSTED",
             Fault::OrgBusy(_) => "SFBULK_ORG_BUSY",
             Fault::OrgBatchesExhausted { .. } => "SFBULK_ORG_BATCHES_EXHAUSTED",
         }
@@ -431,7 +436,8 @@ impl Fault {
                 );
             }
             Fault::OrgBudgetExhausted { retry_after, .. }
-            | Fault::OrgBatchesExhausted { retry_after, .. } => {
+            | Fault::OrgBatchesExhausted { retry_after, .. }
+            | Fault::TeamBudgetExhausted { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Fault::Unauthorized => {
@@ -507,7 +513,8 @@ impl Fault {
     pub fn org_wait(&self) -> Option<std::time::Duration> {
         match self {
             Fault::OrgBudgetExhausted { retry_after, .. }
-            | Fault::OrgBatchesExhausted { retry_after, .. } => {
+            | Fault::OrgBatchesExhausted { retry_after, .. }
+            | Fault::TeamBudgetExhausted { retry_after, .. } => {
                 Some(std::time::Duration::from_secs(*retry_after))
             }
             Fault::OrgBusy(_) => Some(std::time::Duration::from_secs(1)),
@@ -525,6 +532,10 @@ impl From<crate::governor::Refusal> for Fault {
                 retry_after: retry_after.as_secs().max(1),
             },
             crate::governor::Refusal::Batches { retry_after, .. } => Fault::OrgBatchesExhausted {
+                message: refusal.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
+            crate::governor::Refusal::TeamShare { retry_after, .. } => Fault::TeamBudgetExhausted {
                 message: refusal.to_string(),
                 retry_after: retry_after.as_secs().max(1),
             },

@@ -378,6 +378,7 @@ async fn a_bearer_token_scoped_to_one_teams_connections_cannot_use_another_teams
                 sfbulk_proxy::edge::settings::TokenScopeSettings {
                     token_file: Some(team_tokens.clone()),
                     connections: vec!["sales".into()],
+                    api_share_percent: None,
                 },
             );
             for name in ["sales", "finance"] {

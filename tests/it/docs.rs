@@ -88,6 +88,8 @@ fn settings() -> BTreeMap<String, toml::Value> {
             "governor.orgs.ORGID",
             "max_concurrent_per_org = \"(not set)\"".to_string(),
         ),
+        // A team's share is unset unless given, so the default's table leaves it out.
+        (TOKEN_SCOPE, "api_share_percent = \"(not set)\"".to_string()),
     ];
     for (section, text) in templated {
         let table: toml::Table = text.parse().unwrap();
