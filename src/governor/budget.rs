@@ -82,6 +82,10 @@ struct Local {
     report: Option<Report>,
     /// When `/limits` was last read for this org here.
     pub(super) limits_read: Option<Instant>,
+    /// A block was drawn while the org's limit was unknown (its answers carry no report).
+    drawn_blind: bool,
+    /// `/limits` was read early for that.
+    read_early: bool,
     /// The fleet's usage as last seen.
     last: Usage,
 }
@@ -127,8 +131,16 @@ impl OrgBudget {
 
     /// Whether `/limits` was not read for `stale` (nor since the org was first seen): it is to be,
     /// for the org-wide batch figure, and for the usage when no answer reports it.
+    /// Also once early, when a whole block went by with no report of the org's limit: without it
+    /// the ceiling cannot hold.
     pub fn wants_limits(&self, stale: Duration) -> bool {
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let blind = local.drawn_blind && local.last.limit == 0 && local.report.is_none();
+        if blind && !local.read_early {
+            local.read_early = true;
+            local.limits_read = Some(Instant::now());
+            return true;
+        }
         if local.limits_read.is_none_or(|at| at.elapsed() >= stale) {
             local.limits_read = Some(Instant::now());
             return true;
@@ -187,6 +199,7 @@ impl OrgBudget {
             {
                 let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
                 local.allowance = local.allowance.saturating_add(grant - 1);
+                local.drawn_blind |= usage.limit == 0;
                 local.last = usage;
                 if local.report == report {
                     local.report = None;
