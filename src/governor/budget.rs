@@ -135,7 +135,11 @@ impl OrgBudget {
     /// the ceiling cannot hold.
     pub fn wants_limits(&self, stale: Duration) -> bool {
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let blind = local.drawn_blind && local.last.limit == 0 && local.report.is_none();
+        // A block drawn blind, and spent: the next call draws again.
+        let blind = local.drawn_blind
+            && local.allowance == 0
+            && local.last.limit == 0
+            && local.report.is_none();
         if blind && !local.read_early {
             local.read_early = true;
             local.limits_read = Some(Instant::now());

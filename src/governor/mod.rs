@@ -247,6 +247,8 @@ impl Governor {
 
     /// Admits `call` of `api` as the session `token` (on `instance`, at `version`), or refuses
     /// it; the pass is held until the call's answer has been read to its end.
+    ///
+    /// `reserved`: a long-running slot taken for the call beforehand ([`Governor::reserve`]).
     pub async fn admit(
         &self,
         api: Api,
@@ -254,6 +256,7 @@ impl Governor {
         instance: &Origin,
         version: &ApiVersion,
         call: &Call,
+        reserved: Option<Slot>,
     ) -> Result<Pass, Refusal> {
         if !self.settings.enabled {
             return Ok(Pass::default());
@@ -287,7 +290,10 @@ impl Governor {
         self.spend(&org, &budget).await?;
         let upload = self.count_batches(api, &org, call).await?;
         let slot = if is_long(api, call) {
-            Some(self.long_slot(&org, queue_end).await?)
+            match reserved {
+                Some(slot) => Some(slot),
+                None => Some(self.long_slot(&org, queue_end).await?),
+            }
         } else {
             None
         };
@@ -298,6 +304,21 @@ impl Governor {
             org: Some(org),
             upload,
         })
+    }
+
+    /// A long-running slot of the org of `token`, taken ahead of its call: the pages of one answer
+    /// read ahead take theirs in page order, so the pages an answer holds slots for are always
+    /// the next it passes (it never waits on its own). `None` when nothing is capped (the guard
+    /// off, or a session not accepted yet).
+    pub async fn reserve(&self, token: &Secret) -> Result<Option<Slot>, Refusal> {
+        if !self.settings.enabled {
+            return Ok(None);
+        }
+        let Some(org) = self.org_of(token) else {
+            return Ok(None);
+        };
+        let queue_end = Instant::now() + self.settings.queue_timeout_ms;
+        self.long_slot(&org, queue_end).await.map(Some)
     }
 
     /// One call from `org`'s budget: from this replica's allowance, or drawn from the fleet's.

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::common::request_id::current_request_id;
 use crate::common::secret::Secret;
+use crate::governor::slots::Slot;
 use crate::pipeline::context::Pipeline;
 use crate::pipeline::fault::Fault;
 use crate::salesforce::limit_info;
@@ -33,11 +34,33 @@ pub async fn call_as(
     pipeline: &Pipeline,
     api: Api,
     credentials: &Credentials,
-    mut session: Session,
+    session: Session,
     call: &Call,
     traceparent: Option<&HeaderValue>,
 ) -> Result<(UpstreamResponse, Session), Fault> {
-    let answer = send(pipeline, api, credentials, call, &session, traceparent).await?;
+    call_as_reserved(pipeline, api, credentials, session, call, traceparent, None).await
+}
+
+/// [`call_as`] in a long-running slot taken for it beforehand (`reserved`).
+pub async fn call_as_reserved(
+    pipeline: &Pipeline,
+    api: Api,
+    credentials: &Credentials,
+    mut session: Session,
+    call: &Call,
+    traceparent: Option<&HeaderValue>,
+    reserved: Option<Slot>,
+) -> Result<(UpstreamResponse, Session), Fault> {
+    let answer = send(
+        pipeline,
+        api,
+        credentials,
+        call,
+        &session,
+        traceparent,
+        reserved,
+    )
+    .await?;
     if !answer.session_expired {
         pipeline.governor.accepted(&session.token);
         pipeline.sessions.accepted(&mut session).await;
@@ -81,7 +104,16 @@ async fn call_again(
         let Some(renewed) = pipeline.sessions.renew(credentials, &session).await? else {
             return Ok((answer, session));
         };
-        let retried = send(pipeline, api, credentials, call, &renewed, traceparent).await?;
+        let retried = send(
+            pipeline,
+            api,
+            credentials,
+            call,
+            &renewed,
+            traceparent,
+            None,
+        )
+        .await?;
         if !retried.session_expired {
             pipeline.governor.accepted(&renewed.token);
             note_api_usage(pipeline, &renewed.token, &retried.headers);
@@ -108,6 +140,7 @@ async fn send(
     call: &Call,
     session: &Session,
     traceparent: Option<&HeaderValue>,
+    reserved: Option<Slot>,
 ) -> Result<UpstreamResponse, Fault> {
     let pass = pipeline
         .governor
@@ -117,6 +150,7 @@ async fn send(
             &session.instance,
             &credentials.api_version,
             call,
+            reserved,
         )
         .await?;
     let mut answer = send_admitted(pipeline, api, credentials, call, session, traceparent).await?;

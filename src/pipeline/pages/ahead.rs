@@ -72,12 +72,18 @@ pub(super) fn read(
                 Some(Ok(page)) => {
                     // The slot is taken here, in page order, so the pages an answer holds slots
                     // for are always the next ones it passes: it never waits on its own.
-                    let slot = tokio::select! {
-                        slot = ctx.slot(&page) => slot,
+                    // So is the org's long-running slot of the fleet.
+                    let taken = async {
+                        let slot = ctx.slot(&page).await?;
+                        let reserved = ctx.reserve(&page).await?;
+                        Ok::<_, PageError>((slot, reserved))
+                    };
+                    let taken = tokio::select! {
+                        taken = taken => taken,
                         () = to.closed() => return,
                     };
-                    let slot = match slot {
-                        Ok(slot) => slot,
+                    let (slot, reserved) = match taken {
+                        Ok(taken) => taken,
                         Err(error) => {
                             let _ = to.send(Pending(None, Some(error))).await;
                             return;
@@ -85,7 +91,7 @@ pub(super) fn read(
                     };
                     let ctx = ctx.clone();
                     let reading = with_current_request(async move {
-                        let answer = ctx.read(&page).await?;
+                        let answer = ctx.read(&page, reserved).await?;
                         Ok(Read {
                             page,
                             answer,

@@ -174,7 +174,7 @@ async fn walk(
             label: format!("result page list {lists}"),
             compressed: false,
         };
-        answer = ctx.read(&call).await?;
+        answer = ctx.read(&call, None).await?;
     }
     // A result Salesforce lists no page of is still a header line: its first page.
     if listed == 0 {

@@ -46,6 +46,7 @@ use crate::session::{Credentials, Session};
 
 pub use passing::PageError;
 
+use crate::governor::slots::Slot as GovernorSlot;
 use crate::pipeline::page_slots::Slot;
 use passing::{pass_page, Chunk, PageState, Sender, Stop};
 
@@ -161,20 +162,26 @@ impl Ctx {
 
     /// `page` read as the current session (renewed once if it expired), decoded; an answer other
     /// than 200 is a refusal.
-    async fn read(&self, page: &PageCall) -> Result<UpstreamResponse, PageError> {
+    /// `reserved`: the org's long-running slot taken for it in its turn, if it was.
+    async fn read(
+        &self,
+        page: &PageCall,
+        mut reserved: Option<GovernorSlot>,
+    ) -> Result<UpstreamResponse, PageError> {
         let session = self
             .session
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let (answer, session) = loop {
-            let read = exchange::call_as(
+            let read = exchange::call_as_reserved(
                 &self.pipeline,
                 self.api,
                 &self.credentials,
                 session.clone(),
                 &page.call(),
                 self.traceparent.as_ref(),
+                reserved.take(),
             )
             .await;
             match read {
@@ -221,10 +228,41 @@ impl Ctx {
             })
     }
 
+    /// The org's long-running slot for `page`, taken now (in its turn), waited for within the
+    /// answer's deadline; `None` when nothing is capped.
+    async fn reserve(&self, page: &PageCall) -> Result<Option<GovernorSlot>, PageError> {
+        let token = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .token
+            .clone();
+        loop {
+            match self.pipeline.governor.reserve(&token).await {
+                Ok(slot) => return Ok(slot),
+                Err(refusal) if !past_deadline() => {
+                    tracing::debug!(
+                        target: "sfbulk_proxy::pages",
+                        request_id = current_request_id().as_deref(),
+                        page = %page.label,
+                        %refusal,
+                        "a page waits for a long-running slot of its org"
+                    );
+                }
+                Err(refusal) => {
+                    return Err(PageError::Call {
+                        page: page.label.clone(),
+                        fault: Fault::from(refusal),
+                    })
+                }
+            }
+        }
+    }
+
     /// `page` read in one of the org's slots.
     async fn read_in_slot(&self, page: PageCall, held: Held) -> Result<Read, PageError> {
         let slot = self.slot(&page).await?;
-        let answer = self.read(&page).await?;
+        let answer = self.read(&page, None).await?;
         Ok(Read {
             page,
             answer,
@@ -494,7 +532,7 @@ impl Delivery {
                         "a page's read broke off; it is read again from its URL"
                     );
                     state.again();
-                    read.answer = self.ctx.read(&read.page).await?;
+                    read.answer = self.ctx.read(&read.page, None).await?;
                 }
                 Err(stop) => return Err(stop),
             }
