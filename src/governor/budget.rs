@@ -37,14 +37,16 @@ impl Usage {
         self.used.saturating_add(self.drawn)
     }
 
-    /// `report` taken in if it is newer than the one held (the draws since the old one are
-    /// counted in it).
+    /// `report` taken in if it is newer than the one held. The calls it counts since the old one
+    /// are taken off the draws (they were drawn before they were made); draws it cannot have seen
+    /// yet stay counted, so a report that arrives late never erases another replica's draws.
     fn with(mut self, report: Option<Report>) -> Usage {
         if let Some(report) = report.filter(|r| r.at_ms >= self.at_ms) {
+            let made_since = report.used.saturating_sub(self.used);
+            self.drawn = self.drawn.saturating_sub(made_since);
             self.used = report.used;
             self.limit = report.limit;
             self.at_ms = report.at_ms;
-            self.drawn = 0;
         }
         self
     }
@@ -289,17 +291,24 @@ mod tests {
             }
         }
         assert_eq!(granted, 79);
-        // A newer report lowers the usage (the window rolled), and the draws start again.
-        b.note(
-            Report {
-                used: 100,
-                limit: 1000,
-                at_ms: 2,
-            },
-            800,
-        );
+        // A newer report of the calls made takes them off the draws; one lower (the window
+        // rolled) keeps the draws it cannot have seen.
+        let report = |used, at_ms| Report {
+            used,
+            limit: 1000,
+            at_ms,
+        };
+        b.note(report(760, 2), 800);
+        let drawn = b.draw(&store, "k", 20, ceiling).await.unwrap();
         assert!(
-            matches!(b.draw(&store, "k", 20, ceiling).await.unwrap(), Drawn::Granted(20, u) if u.spent() == 120)
+            matches!(drawn, Drawn::Refused(u) if u.spent() == 799),
+            "{drawn:?}"
+        );
+        b.note(report(100, 3), 800);
+        let drawn = b.draw(&store, "k", 20, ceiling).await.unwrap();
+        assert!(
+            matches!(drawn, Drawn::Granted(20, u) if u.spent() == 100 + 99 + 20),
+            "{drawn:?}"
         );
     }
 }
