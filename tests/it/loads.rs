@@ -886,3 +886,47 @@ async fn a_gzip_input_is_read_decoded() {
     assert_eq!(response.status(), 200);
     assert_eq!(csv_rows(&response.text().await.unwrap()).len(), 120);
 }
+
+#[tokio::test]
+async fn a_load_whose_org_reaches_its_budget_waits_saying_so_instead_of_failing() {
+    // A job that runs long enough for the follower to spend the org's budget asking.
+    let app = spawn_app_with(|s| {
+        s.emulator.api_limit = 60;
+        s.emulator.ingest_us_per_record = 20_000;
+        s.governor.api_ceiling_percent = 50;
+        s.governor.api_block = 1;
+        s.load.poll_min_ms = Duration::from_millis(5);
+        s.load.poll_max_ms = Duration::from_millis(5);
+    })
+    .await;
+    let response = load(&app, "object=Contact&operation=insert", contacts(50)).await;
+    assert_eq!(response.status(), 202);
+    let load_id = response.json_value().await.unwrap()["loadId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The proxy's own view, not a call to the org (getLoad is answered from what it keeps).
+    let waiting = tokio::time::timeout(CEILING, async {
+        loop {
+            let status = status_of(&app, &load_id).await;
+            if let Some(waiting) = status["waiting"].as_str() {
+                return waiting.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the load said it waits for the org's budget");
+    assert!(waiting.starts_with("org budget: "), "{waiting}");
+    assert!(
+        waiting.contains("SFBULK") || waiting.contains("API budget"),
+        "{waiting}"
+    );
+    let status = status_of(&app, &load_id).await;
+    assert_ne!(status["state"], "Failed", "waiting, not failing: {status}");
+    assert_eq!(
+        app.org.limit_refusals(),
+        0,
+        "Salesforce never had to refuse"
+    );
+}
