@@ -220,6 +220,31 @@ pub struct OperationSnapshot {
     pub answers: Vec<(u16, Source, u64)>,
 }
 
+/// An org as the console shows it ([`Metrics::orgs_now`]).
+pub struct OrgNow {
+    pub org: String,
+    /// Used and limit, as `Sforce-Limit-Info` last gave them; `None` before Salesforce reported.
+    pub api_usage: Option<(i64, i64)>,
+    /// `None` while the guard has counted nothing of the org (or is off).
+    pub guard: Option<GuardNow>,
+}
+
+/// The org-budget guard's figures of one org, as its `sfbulk_governor_*` series stand.
+pub struct GuardNow {
+    /// The org's daily API requests as the guard counts them (the org's total, every team).
+    pub api_used: Option<i64>,
+    /// Known once the org's limit is.
+    pub api_ceiling: Option<i64>,
+    pub batches_used: Option<i64>,
+    /// On this replica.
+    pub in_flight: i64,
+    /// Since start, by reason, every reason of [`GOVERNOR_REASONS`] in its order.
+    pub refusals: [(&'static str, u64); GOVERNOR_REASONS.len()],
+}
+
+/// The reasons `sfbulk_governor_refusals_total` counts refusals by.
+pub const GOVERNOR_REASONS: [&str; 4] = ["api_ceiling", "batch_ceiling", "org_busy", "team_share"];
+
 /// `(idle, open)` connections to Salesforce right now.
 pub type PoolProbe = Box<dyn Fn() -> (i64, i64) + Send + Sync>;
 
@@ -521,15 +546,49 @@ impl Metrics {
         }
     }
 
-    /// Each org's API usage and limit, as `Sforce-Limit-Info` last gave them.
-    pub fn api_usage_now(&self) -> Vec<(String, i64, i64)> {
+    /// Each org's API usage as `Sforce-Limit-Info` last gave it, and the guard's figures, for
+    /// the orgs that have either. Reads only: an org with no series of a family gets none (the
+    /// exposition shows no `0 of 0` the console made up).
+    pub fn orgs_now(&self) -> Vec<OrgNow> {
         let orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         orgs.into_iter()
-            .map(|org| {
+            .filter_map(|org| {
                 let labels = Org { org };
-                let used = self.api_usage.get_or_create(&labels).get();
-                let limit = self.api_limit.get_or_create(&labels).get();
-                (labels.org, used, limit)
+                let gauge = |family: &Family<Org, Gauge>| family.get(&labels).map(|g| g.get());
+                let api_usage = gauge(&self.api_usage).zip(gauge(&self.api_limit));
+                let total = OrgTeam {
+                    org: labels.org.clone(),
+                    team: String::new(),
+                };
+                let refusals = GOVERNOR_REASONS.map(|reason| {
+                    let labels = OrgReason {
+                        org: labels.org.clone(),
+                        reason,
+                    };
+                    let refused = self.governor_refusals.get(&labels).map(|c| c.get());
+                    (reason, refused)
+                });
+                let api_used = self.governor_api_used.get(&total).map(|g| g.get());
+                let api_ceiling = gauge(&self.governor_api_ceiling);
+                let batches_used = gauge(&self.governor_batches_used);
+                let in_flight = gauge(&self.governor_in_flight);
+                let counted = api_used.is_some()
+                    || api_ceiling.is_some()
+                    || batches_used.is_some()
+                    || in_flight.is_some()
+                    || refusals.iter().any(|(_, n)| n.is_some());
+                let guard = counted.then(|| GuardNow {
+                    api_used,
+                    api_ceiling,
+                    batches_used,
+                    in_flight: in_flight.unwrap_or(0),
+                    refusals: refusals.map(|(reason, n)| (reason, n.unwrap_or(0))),
+                });
+                (api_usage.is_some() || guard.is_some()).then_some(OrgNow {
+                    org: labels.org,
+                    api_usage,
+                    guard,
+                })
             })
             .collect()
     }
@@ -821,6 +880,48 @@ mod tests {
         assert!(metrics
             .encode()
             .contains("sfbulk_salesforce_api_usage{org=\"00D000000000000\"} 7"));
+    }
+
+    #[test]
+    fn orgs_now_reads_the_guards_figures_beside_the_usage_and_makes_no_series() {
+        let metrics = Metrics::new(&[]);
+        metrics.api_usage("00DREPORTED", 25, 15000);
+        metrics.governor_api("00DGUARDED", "", 812, Some(800));
+        metrics.governor_api("00DGUARDED", "alpha", 300, None);
+        metrics.governor_batches("00DGUARDED", 3);
+        metrics.governor_refused("00DGUARDED", "api_ceiling");
+        metrics.governor_refused("00DGUARDED", "api_ceiling");
+        let series = |text: String| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains("org=\""))
+                .map(str::to_string)
+                .collect()
+        };
+        let before = series(metrics.encode());
+        let orgs = metrics.orgs_now();
+        assert_eq!(series(metrics.encode()), before, "reading made series");
+
+        assert_eq!(orgs.len(), 2);
+        let (reported, guarded) = (&orgs[0], &orgs[1]);
+        assert_eq!(reported.org, "00DREPORTED");
+        assert_eq!(reported.api_usage, Some((25, 15000)));
+        assert!(reported.guard.is_none());
+        assert_eq!(guarded.org, "00DGUARDED");
+        assert_eq!(guarded.api_usage, None);
+        let guard = guarded.guard.as_ref().unwrap();
+        assert_eq!(guard.api_used, Some(812), "the org's total, not a team's");
+        assert_eq!(guard.api_ceiling, Some(800));
+        assert_eq!(guard.batches_used, Some(3));
+        assert_eq!(guard.in_flight, 0);
+        assert_eq!(
+            guard.refusals,
+            [
+                ("api_ceiling", 2),
+                ("batch_ceiling", 0),
+                ("org_busy", 0),
+                ("team_share", 0)
+            ]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 // Opens the console page in Debian's headless Chromium (driven by playwright-core) and checks
 // what it shows: the job and its failed batch, an export with its state and rows, a token entry's
-// age, the org's API usage, and that markup from callers or Salesforce is text (no element made of
-// it, no script run). Leaves a screenshot at $SCREENSHOT. Run by tests/it/console.rs, which sets
-// CONSOLE_URL, EXPECTED and NODE_PATH (where playwright-core is installed).
+// age, the org's API usage with the org-budget guard's figures beside it, and that markup from
+// callers or Salesforce is text (no element made of it, no script run). Leaves a screenshot at
+// $SCREENSHOT. Run by tests/it/console.rs, which sets CONSOLE_URL, EXPECTED and NODE_PATH (where
+// playwright-core is installed).
 "use strict";
 
 const { chromium } = require("playwright-core");
@@ -72,6 +73,13 @@ function check(condition, message) {
     await gauge.waitFor({ timeout: 60000 });
     const gaugeText = await gauge.innerText();
     check(gaugeText.includes(expected.usage), "the org's API usage shows: " + gaugeText);
+    // Beside it, the org-budget guard's figures.
+    const guardFigure = async (name) => (await gauge.locator(".guard-" + name + " .figure").innerText()).trim();
+    check((await guardFigure("api")) === expected.guardApi, "the guard's count and ceiling show: " + gaugeText);
+    check((await guardFigure("batches")) === expected.guardBatches, "the guard's batches show: " + gaugeText);
+    check((await guardFigure("in-flight")) === expected.guardInFlight, "the requests in flight show: " + gaugeText);
+    check((await guardFigure("refusals")) === expected.guardRefusals, "the refusals by reason show: " + gaugeText);
+    check((await gauge.locator(".guard-refusals").getAttribute("class")).includes("alert"), "refusals stand out");
 
     // Markup from Salesforce (an object name) and from a caller (a registry path) is text.
     const objectCell = page.locator("#jobs tbody td", { hasText: expected.markupObject });

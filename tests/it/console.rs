@@ -1,6 +1,6 @@
 //! The admin port's console: `/api/v1/status` and the `/ui` page show the jobs and batches whose
 //! answers went through the proxy, the registry entries used, the traffic and each org's API
-//! usage; `admin.auth_tokens` guards them (and `/metrics`) as a bearer token or as HTTP Basic's
+//! usage with the org-budget guard's figures beside it; `admin.auth_tokens` guards them (and `/metrics`) as a bearer token or as HTTP Basic's
 //! password; markup from callers or Salesforce shows as text in a real browser.
 
 use std::path::PathBuf;
@@ -167,6 +167,111 @@ async fn the_status_shows_a_job_with_its_failed_batch_the_token_entry_and_the_or
         .unwrap();
     assert_eq!(get_job["requests"], 1);
     assert!(status["traffic"]["p50_ms"].as_f64().is_some());
+}
+
+/// The entry of `org` in the status' `limits`.
+fn limits_of<'a>(status: &'a Value, org: &str) -> Option<&'a Value> {
+    status["limits"]
+        .as_array()?
+        .iter()
+        .find(|l| l["org"] == org)
+}
+
+/// Calls `getJob` of `job` until the guard refuses one, which must be the org budget's refusal.
+async fn get_job_until_refused(app: &TestApp, job: &str) {
+    for _ in 0..500 {
+        let answer = app.call_with("getJob", &[("jobId", job)]).await;
+        match answer.status().as_u16() {
+            200 => continue,
+            429 => {
+                assert!(answer.headers().contains_key("retry-after"));
+                let body = answer.text().await.unwrap();
+                assert_eq!(
+                    element(&body, "exceptionCode").as_deref(),
+                    Some("SFBULK_ORG_BUDGET_EXHAUSTED"),
+                    "{body}"
+                );
+                return;
+            }
+            status => panic!("getJob answered {status}: {}", answer.text().await.unwrap()),
+        }
+    }
+    panic!("the guard never refused");
+}
+
+/// The value of the series `name{labels}` in the exposition `text`.
+fn series_value(text: &str, name: &str, labels: &str) -> i64 {
+    let head = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .unwrap_or_else(|| panic!("no {head} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn beside_an_orgs_api_usage_the_status_shows_the_guards_count_ceiling_batches_in_flight_and_refusals(
+) {
+    // A ceiling of 20 calls, far under the org's limit: the guard refuses before Salesforce.
+    let app = spawn_app_with(|s| {
+        s.emulator.api_limit = 200;
+        s.governor.api_ceiling_percent = 10;
+    })
+    .await;
+    let job = app.create_job().await;
+    let added = app
+        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+        .await;
+    assert_eq!(added.status(), 201);
+    get_job_until_refused(&app, &job).await;
+    assert_eq!(app.org.limit_refusals(), 0, "Salesforce had to refuse");
+
+    let org = app.org_id();
+    let status = status_when(&app, |s| {
+        limits_of(s, &org).is_some_and(|l| l["guard"]["refusals"]["api_ceiling"] == 1)
+    })
+    .await;
+    let limits = limits_of(&status, &org).unwrap();
+    // Salesforce's report, as before, beside the guard's figures.
+    assert_eq!(limits["limit"], 200, "{limits}");
+    let reported = limits["used"].as_i64().unwrap();
+    assert!((1..=20).contains(&reported), "{limits}");
+    let guard = &limits["guard"];
+    assert_eq!(guard["api_ceiling"], 20, "{limits}");
+    let counted = guard["api_used"].as_i64().unwrap();
+    assert!(
+        (reported..=20).contains(&counted),
+        "the guard counts {counted}, Salesforce reported {reported}: {limits}"
+    );
+    assert_eq!(guard["batches_used"], 1, "{limits}");
+    assert_eq!(
+        guard["refusals"],
+        serde_json::json!({"api_ceiling": 1, "batch_ceiling": 0, "org_busy": 0, "team_share": 0}),
+        "{limits}"
+    );
+    // The same figures as /metrics has them.
+    let metrics = app.metrics().await;
+    let of_org = format!("org=\"{org}\"");
+    for (field, name, labels) in [
+        (
+            "api_used",
+            "sfbulk_governor_api_used",
+            format!("{of_org},team=\"\""),
+        ),
+        ("api_ceiling", "sfbulk_governor_api_ceiling", of_org.clone()),
+        (
+            "batches_used",
+            "sfbulk_governor_batches_used",
+            of_org.clone(),
+        ),
+        ("in_flight", "sfbulk_governor_in_flight", of_org.clone()),
+    ] {
+        assert_eq!(
+            guard[field].as_i64(),
+            Some(series_value(&metrics, name, &labels)),
+            "{field}: {limits}"
+        );
+    }
 }
 
 /// An export's query, of the emulator's generated contacts.
@@ -396,7 +501,7 @@ fn screenshot_path() -> PathBuf {
 }
 
 #[tokio::test]
-async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_token_and_usage_and_markup_as_text(
+async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_token_usage_with_the_guards_figures_and_markup_as_text(
 ) {
     // A canned Salesforce whose jobInfo names an object with markup (the emulator refuses
     // unknown objects).
@@ -415,6 +520,9 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_tok
         s.salesforce.allowed_origins.push(allowed);
         s.emulator.generated_contacts = 25;
         s.emulator.query_page_rows = 10;
+        // Once the org reports its own usage, a ceiling of 10 calls, long passed.
+        s.emulator.api_limit = 1000;
+        s.governor.api_ceiling_percent = 1;
     })
     .await;
 
@@ -456,10 +564,20 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_tok
             && export_of(s, &export_job).is_some_and(|e| e["state"] == "Completed")
     })
     .await;
+    // The org reports its own usage from here: the guard refuses the next calls.
+    app.org.send_limit_info(None);
+    get_job_until_refused(&app, &job).await;
+    let org = app.org_id();
+    let status = status_when(&app, |s| {
+        limits_of(s, &org).is_some_and(|l| l["guard"]["refusals"]["api_ceiling"] == 1)
+    })
+    .await;
+    let limits = limits_of(&status, &org).unwrap();
+    let guard = &limits["guard"];
+    assert_eq!(guard["api_ceiling"], 10, "{limits}");
 
     let modules = node_modules_with("playwright", PLAYWRIGHT, "playwright-core");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.cjs");
-    let org = app.org_id();
     let expected = serde_json::json!({
         "job": job,
         "failedBatch": failed,
@@ -469,7 +587,11 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_tok
         "markupPath": MARKUP_PATH,
         "markupObject": MARKUP_OBJECT,
         "org": org,
-        "usage": "25 / 15000",
+        "usage": format!("{} / 1000", limits["used"]),
+        "guardApi": format!("{} / 10", guard["api_used"]),
+        "guardBatches": guard["batches_used"].to_string(),
+        "guardInFlight": guard["in_flight"].to_string(),
+        "guardRefusals": "api_ceiling 1",
     });
     let mut command = Command::new("node");
     command

@@ -1,5 +1,8 @@
 //! The console's JSON (`GET /api/v1/status`): the replica, its traffic, the jobs seen, the whole
-//! loads and exports, the registry entries used and each org's API usage.
+//! loads and exports, the registry entries used and each org's API usage, with the org-budget
+//! guard's figures beside it.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -7,7 +10,7 @@ use super::jobs::Job;
 use super::tokens::TokenEntry;
 use super::traffic::{OperationTraffic, Sample};
 use super::Console;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Metrics, OrgNow};
 use crate::registry::now_ms;
 use std::sync::atomic::Ordering;
 
@@ -40,11 +43,7 @@ impl Console {
             loads: self.loads.rows(),
             exports: self.exports.rows(),
             tokens,
-            limits: metrics
-                .api_usage_now()
-                .into_iter()
-                .map(|(org, used, limit)| ApiUsage { org, used, limit })
-                .collect(),
+            limits: metrics.orgs_now().into_iter().map(ApiUsage::from).collect(),
             observations_dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
@@ -88,9 +87,48 @@ pub struct TrafficStatus {
     pub operations: Vec<OperationTraffic>,
 }
 
+/// An org's API usage as Salesforce reported it, and beside it the org-budget guard's figures.
 #[derive(Serialize)]
 pub struct ApiUsage {
     pub org: String,
-    pub used: i64,
-    pub limit: i64,
+    /// `Sforce-Limit-Info`'s; `null` while Salesforce has reported none (the guard may read the
+    /// org's usage from `/limits` instead).
+    pub used: Option<i64>,
+    pub limit: Option<i64>,
+    /// `null` while the guard has counted nothing of the org (or is off).
+    pub guard: Option<Guard>,
+}
+
+/// The guard's figures of one org, as its `sfbulk_governor_*` series stand.
+#[derive(Serialize)]
+pub struct Guard {
+    /// The org's daily API requests as the guard counts them: Salesforce's last report plus the
+    /// calls drawn since, fleet-wide.
+    pub api_used: Option<i64>,
+    /// The daily API requests from which the guard refuses the org's calls (once its limit is
+    /// known).
+    pub api_ceiling: Option<i64>,
+    /// Bulk batches of the last 24 hours.
+    pub batches_used: Option<i64>,
+    /// Long-running requests this replica has in flight to the org.
+    pub in_flight: i64,
+    /// Calls refused since this replica started, by reason (every reason, 0 included).
+    pub refusals: BTreeMap<&'static str, u64>,
+}
+
+impl From<OrgNow> for ApiUsage {
+    fn from(now: OrgNow) -> ApiUsage {
+        ApiUsage {
+            org: now.org,
+            used: now.api_usage.map(|(used, _)| used),
+            limit: now.api_usage.map(|(_, limit)| limit),
+            guard: now.guard.map(|g| Guard {
+                api_used: g.api_used,
+                api_ceiling: g.api_ceiling,
+                batches_used: g.batches_used,
+                in_flight: g.in_flight,
+                refusals: g.refusals.into_iter().collect(),
+            }),
+        }
+    }
 }

@@ -194,11 +194,14 @@ function drawTokens(tokens, now) {
   );
 }
 
+// Each org's API usage as Salesforce reported it, and beside it the org-budget guard's figures
+// (an org the guard counts may have no report yet: 1.0 answers may carry none).
 function drawLimits(limits) {
   const gauges = document.getElementById("gauges");
   gauges.replaceChildren(
     ...limits.map((l) => {
-      const share = l.limit > 0 ? Math.min(1, l.used / l.limit) : 0;
+      const reported = l.used !== null && l.limit !== null;
+      const share = reported && l.limit > 0 ? Math.min(1, l.used / l.limit) : 0;
       const gauge = el("div", undefined, "gauge" + (share >= 0.9 ? " high" : ""));
       gauge.append(el("span", l.org, "org"));
       const bar = el("div", undefined, "bar");
@@ -206,11 +209,39 @@ function drawLimits(limits) {
       used.style.width = (share * 100).toFixed(1) + "%";
       bar.append(used);
       gauge.append(bar);
-      gauge.append(el("span", l.used + " / " + l.limit + " (" + (share * 100).toFixed(1) + " %)", "usage"));
+      const usage = reported ? l.used + " / " + l.limit + " (" + (share * 100).toFixed(1) + " %)" : "not reported";
+      gauge.append(el("span", usage, "usage"));
+      if (l.guard) gauge.append(drawGuard(l.guard));
       return gauge;
     })
   );
   document.querySelector("#limits .empty").hidden = limits.length > 0;
+}
+
+function drawGuard(g) {
+  const figure = (label, value, className, alert) => {
+    const item = el("div", undefined, className + (alert ? " alert" : ""));
+    item.append(el("span", label, "label"), el("span", value, "figure"));
+    return item;
+  };
+  // At api_ceiling_percent 100 the ceiling is the largest integer: there is none.
+  const ceiling =
+    g.api_ceiling === null ? "–" : g.api_ceiling >= Number.MAX_SAFE_INTEGER ? "none" : number(g.api_ceiling, 0);
+  const atCeiling = g.api_ceiling !== null && g.api_used !== null && g.api_used >= g.api_ceiling;
+  const refused = Object.entries(g.refusals).filter(([, n]) => n > 0);
+  const guard = el("div", undefined, "guard");
+  guard.append(
+    figure("guard: API requests / ceiling", number(g.api_used, 0) + " / " + ceiling, "guard-api", atCeiling),
+    figure("batches (24 h)", number(g.batches_used, 0), "guard-batches"),
+    figure("long-running in flight", g.in_flight, "guard-in-flight"),
+    figure(
+      "refused",
+      refused.length > 0 ? refused.map(([reason, n]) => reason + " " + n).join(", ") : "none",
+      "guard-refusals",
+      refused.length > 0
+    )
+  );
+  return guard;
 }
 
 async function refresh() {
