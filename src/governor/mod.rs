@@ -191,6 +191,7 @@ impl Governor {
             store.clone(),
             settings.slot_lease_ms,
             settings.max_concurrent_per_org_local,
+            metrics.clone(),
         );
         Governor {
             unverified: Arc::new(Semaphore::new(settings.unverified_max_concurrent)),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::observe::metrics::Metrics;
 use crate::registry::{now_ms, RecordStore, RegistryError};
 
 /// Compare-and-set tries before a take counts as the registry's failure.
@@ -35,12 +36,24 @@ pub struct Slots {
     next: AtomicU64,
     /// Org → the holders of its slots this replica holds now (renewed), and its local cap.
     held: Mutex<HashMap<String, Held>>,
+    /// `sfbulk_governor_in_flight`, set as slots are taken and given back.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
 struct Held {
     holders: HashSet<String>,
     local: Option<Arc<Semaphore>>,
+}
+
+impl Held {
+    fn in_flight(&self, local_cap: usize) -> usize {
+        self.holders.len()
+            + self
+                .local
+                .as_ref()
+                .map_or(0, |s| local_cap - s.available_permits())
+    }
 }
 
 /// A slot held, given back when dropped.
@@ -63,11 +76,17 @@ pub enum NoSlot {
 }
 
 impl Slots {
-    pub fn new(store: Arc<dyn RecordStore>, lease: Duration, local_cap: usize) -> Arc<Slots> {
+    pub fn new(
+        store: Arc<dyn RecordStore>,
+        lease: Duration,
+        local_cap: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Slots> {
         let slots = Arc::new(Slots {
             store,
             lease,
             local_cap,
+            metrics,
             replica: format!("{:016x}", fastrand::u64(..)),
             next: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
@@ -83,12 +102,7 @@ impl Slots {
     /// Long-running requests of `org` this replica has in flight.
     pub fn in_flight(&self, org: &str) -> usize {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.get(org).map_or(0, |h| {
-            h.holders.len()
-                + h.local
-                    .as_ref()
-                    .map_or(0, |s| self.local_cap - s.available_permits())
-        })
+        held.get(org).map_or(0, |h| h.in_flight(self.local_cap))
     }
 
     /// A slot of `org` (at most `cap` across the fleet), waited for until `deadline`. `Err`
@@ -252,23 +266,34 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Kind::Fleet(holder) = &self.kind else {
+        let holder = match &self.kind {
+            Kind::Fleet(holder) => Some(holder.clone()),
+            Kind::Local(_) => None,
+        };
+        // A local permit goes back as this slot's fields drop, after this: counted as gone.
+        let local_leaving = usize::from(holder.is_none());
+        let in_flight = {
+            let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
+            let in_flight = match held.get_mut(&self.org) {
+                Some(h) => {
+                    if let Some(holder) = &holder {
+                        h.holders.remove(holder);
+                    }
+                    h.in_flight(self.slots.local_cap)
+                        .saturating_sub(local_leaving)
+                }
+                None => 0,
+            };
+            if in_flight == 0 && holder.is_some() {
+                held.remove(&self.org);
+            }
+            in_flight
+        };
+        self.slots.metrics.governor_in_flight(&self.org, in_flight);
+        let Some(holder) = holder else {
             return;
         };
-        {
-            let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(h) = held.get_mut(&self.org) {
-                h.holders.remove(holder);
-                if h.holders.is_empty()
-                    && h.local
-                        .as_ref()
-                        .is_none_or(|s| s.available_permits() == self.slots.local_cap)
-                {
-                    held.remove(&self.org);
-                }
-            }
-        }
-        let (slots, org, holder) = (self.slots.clone(), self.org.clone(), holder.clone());
+        let (slots, org) = (self.slots.clone(), self.org.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { slots.give_back(&org, &holder).await });
         }

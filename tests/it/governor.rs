@@ -172,6 +172,22 @@ async fn long_running_requests_stay_within_the_orgs_cap_across_replicas_while_sh
         (2..=5).contains(&at_once),
         "{at_once} result downloads at once under a cap of 5"
     );
+    // Every answer read whole: no replica says it still has one in flight.
+    for replica in &replicas {
+        let metrics = app
+            .http
+            .get(format!("{}/metrics", replica.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("sfbulk_governor_in_flight{org=\"00DSFBULKDEMO01\"} 0"),
+            "{metrics}"
+        );
+    }
     // 24 downloads 5 at a time take at least five rounds of the org's 150 ms; a short call
     // queued behind them would wait as long.
     let slowest = short.iter().map(|(_, took)| *took).max().unwrap();
