@@ -215,8 +215,17 @@ impl Slots {
                     break;
                 };
                 let lapses = now_ms() + self.lease.as_millis() as u64;
+                // Only the leases the record still holds: a slot given back since the holders
+                // were listed (or taken by another once its lease lapsed) is not taken back.
+                let mut renewed = false;
                 for holder in &ours {
-                    holders.insert(holder.clone(), lapses);
+                    if let Some(lease) = holders.get_mut(holder) {
+                        *lease = lapses;
+                        renewed = true;
+                    }
+                }
+                if !renewed {
+                    break;
                 }
                 match self.write(&key, &holders, version).await {
                     Ok(true) | Err(_) => break,
@@ -287,5 +296,137 @@ async fn renew(slots: std::sync::Weak<Slots>) {
             return;
         };
         slots.renew_held().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{MemoryRegistry, Record};
+    use futures_util::future::BoxFuture;
+    use tokio::sync::Notify;
+
+    /// A store whose next write, once armed, waits until let go: a renewal caught between its
+    /// read and its write.
+    struct Paused {
+        inner: MemoryRegistry,
+        armed: std::sync::atomic::AtomicBool,
+        paused: Notify,
+        go: Notify,
+    }
+
+    impl RecordStore for Paused {
+        fn read<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
+            self.inner.read(key)
+        }
+
+        fn write<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            expected: Option<u64>,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<Option<u64>, RegistryError>> {
+            Box::pin(async move {
+                if self.armed.swap(false, Ordering::SeqCst) {
+                    self.paused.notify_one();
+                    self.go.notified().await;
+                }
+                self.inner.write(key, value, expected, ttl).await
+            })
+        }
+
+        fn write_once<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<bool, RegistryError>> {
+            self.inner.write_once(key, value, ttl)
+        }
+
+        fn take_lease<'a>(
+            &'a self,
+            name: &'a str,
+            holder: &'a str,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<bool, RegistryError>> {
+            self.inner.take_lease(name, holder, ttl)
+        }
+
+        fn release_lease<'a>(
+            &'a self,
+            name: &'a str,
+            holder: &'a str,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.release_lease(name, holder)
+        }
+
+        fn set_add<'a>(
+            &'a self,
+            set: &'a str,
+            member: &'a str,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.set_add(set, member)
+        }
+
+        fn set_remove<'a>(
+            &'a self,
+            set: &'a str,
+            member: &'a str,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.set_remove(set, member)
+        }
+
+        fn set_members<'a>(
+            &'a self,
+            set: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<String>, RegistryError>> {
+            self.inner.set_members(set)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_under_way_never_takes_back_a_slot_given_back_meanwhile() {
+        let store = Arc::new(Paused {
+            inner: MemoryRegistry::new(100),
+            armed: false.into(),
+            paused: Notify::new(),
+            go: Notify::new(),
+        });
+        let slots = Slots::new(store.clone(), Duration::from_secs(30), 5);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let slot = slots
+            .take("00Da", 2, deadline, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        let key = Slots::key("00Da");
+        // A renewal reads the slot's holder, and is held before it writes the lease anew.
+        store.armed.store(true, Ordering::SeqCst);
+        let renewal = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.renew_held().await }
+        });
+        store.paused.notified().await;
+        // Meanwhile the request ends: its slot is given back in the registry.
+        drop(slot);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !slots.read(&key).await.unwrap().0.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the slot is given back");
+        store.go.notify_one();
+        renewal.await.unwrap();
+        let (holders, _) = slots.read(&key).await.unwrap();
+        assert!(
+            holders.is_empty(),
+            "the renewal took back the slot given back, for a whole lease: {holders:?}"
+        );
     }
 }
