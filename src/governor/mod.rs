@@ -287,7 +287,9 @@ impl Governor {
                 .await;
         }
         let charge = self.charge_team(&org, &budget).await?;
-        self.spend(&org, &budget).await?;
+        self.spend(&org, &budget)
+            .await
+            .inspect_err(|_| self.metrics.governor_refused(&org, "api_ceiling"))?;
         let upload = self.count_batches(api, &org, call).await?;
         let slot = if is_long(api, call) {
             match reserved {
@@ -348,7 +350,6 @@ impl Governor {
             }
             Ok(Drawn::Refused(usage)) => {
                 self.reachable();
-                self.metrics.governor_refused(org, "api_ceiling");
                 Err(Refusal::Budget {
                     org: org.to_string(),
                     used: usage.spent(),
@@ -547,7 +548,9 @@ impl Governor {
         }
     }
 
-    /// Reads the org's usage from `/limits` (its `DailyApiRequests`), counted as a call.
+    /// Reads the org's usage from `/limits` (its `DailyApiRequests`), counted as a call. An org at
+    /// its ceiling has it read all the same: no call of it goes, so no answer could bring the
+    /// report that its window rolled, and its calls would stay refused.
     async fn read_limits(
         &self,
         org: &Arc<str>,
@@ -556,9 +559,8 @@ impl Governor {
         instance: &Origin,
         version: &ApiVersion,
     ) {
-        if self.spend(org, budget).await.is_err() {
-            return;
-        }
+        // Past the ceiling the read goes uncounted: one a replica every limits_refresh_secs.
+        let _ = self.spend(org, budget).await;
         let call = Call {
             method: Method::GET,
             path: "/limits".into(),

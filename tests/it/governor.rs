@@ -373,3 +373,32 @@ async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_a
     assert_eq!(close.status(), 200);
     assert_eq!(app.org.batches_used(), 2);
 }
+
+#[tokio::test]
+async fn an_org_refused_at_its_ceiling_is_served_again_once_limits_says_its_usage_fell() {
+    let app = spawn_app_with(|s| {
+        s.emulator.api_limit = API_LIMIT;
+        s.governor.limits_refresh_secs = Duration::from_secs(1);
+    })
+    .await;
+    let job = app.create_job().await;
+    // The org's answers say it is past its ceiling (900 of 1000)...
+    app.org.send_limit_info(Some("api-usage=950/1000"));
+    assert_eq!(get_job(&app, &app.proxy, &job).await.0, 200);
+    let (status, _, body) = get_job(&app, &app.proxy, &job).await;
+    assert_eq!(status, 429, "{body}");
+    // ...then its window rolls: only a read of `/limits` can tell the guard, as no call is let
+    // through to bring a report.
+    app.org.send_limit_info(None);
+    let served_again = async {
+        loop {
+            if get_job(&app, &app.proxy, &job).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), served_again)
+        .await
+        .expect("the org stayed refused although /limits says it used a few calls of 1000");
+}
