@@ -191,6 +191,7 @@ impl Governor {
             store.clone(),
             settings.slot_lease_ms,
             settings.max_concurrent_per_org_local,
+            metrics.clone(),
         );
         Governor {
             unverified: Arc::new(Semaphore::new(settings.unverified_max_concurrent)),
@@ -495,8 +496,6 @@ impl Governor {
                 self.slots.take_local(org, queue_end).await
             }
         };
-        self.metrics
-            .governor_in_flight(org, self.slots.in_flight(org));
         taken.map_err(|NoSlot::Busy| {
             self.metrics.governor_refused(org, "org_busy");
             Refusal::Busy {

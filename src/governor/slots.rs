@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::observe::metrics::Metrics;
 use crate::registry::{now_ms, RecordStore, RegistryError};
 
 /// Compare-and-set tries before a take counts as the registry's failure.
@@ -35,6 +36,8 @@ pub struct Slots {
     next: AtomicU64,
     /// Org → the holders of its slots this replica holds now (renewed), and its local cap.
     held: Mutex<HashMap<String, Held>>,
+    /// `sfbulk_governor_in_flight`, set as slots are taken and given back.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -52,7 +55,8 @@ pub struct Slot {
 
 enum Kind {
     Fleet(String),
-    Local(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// The permit, until the slot is dropped.
+    Local(Option<OwnedSemaphorePermit>),
 }
 
 /// Why no slot was had.
@@ -63,7 +67,12 @@ pub enum NoSlot {
 }
 
 impl Slots {
-    pub fn new(store: Arc<dyn RecordStore>, lease: Duration, local_cap: usize) -> Arc<Slots> {
+    pub fn new(
+        store: Arc<dyn RecordStore>,
+        lease: Duration,
+        local_cap: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Slots> {
         let slots = Arc::new(Slots {
             store,
             lease,
@@ -71,6 +80,7 @@ impl Slots {
             replica: format!("{:016x}", fastrand::u64(..)),
             next: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
+            metrics,
         });
         tokio::spawn(renew(Arc::downgrade(&slots)));
         slots
@@ -80,15 +90,23 @@ impl Slots {
         format!("governor:slots:{org}")
     }
 
-    /// Long-running requests of `org` this replica has in flight.
-    pub fn in_flight(&self, org: &str) -> usize {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+    /// Long-running requests of `org` this replica has in flight, by `held`.
+    fn in_flight(&self, held: &HashMap<String, Held>, org: &str) -> usize {
         held.get(org).map_or(0, |h| {
             h.holders.len()
                 + h.local
                     .as_ref()
                     .map_or(0, |s| self.local_cap - s.available_permits())
         })
+    }
+
+    /// `sfbulk_governor_in_flight` of `org`, as it stands now.
+    fn show_in_flight(&self, org: &str) {
+        let in_flight = {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            self.in_flight(&held, org)
+        };
+        self.metrics.governor_in_flight(org, in_flight);
     }
 
     /// A slot of `org` (at most `cap` across the fleet), waited for until `deadline`. `Err`
@@ -116,11 +134,14 @@ impl Slots {
                     ))
                 })?;
             if taken {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                held.entry(org.to_string())
-                    .or_default()
-                    .holders
-                    .insert(holder.clone());
+                {
+                    let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    held.entry(org.to_string())
+                        .or_default()
+                        .holders
+                        .insert(holder.clone());
+                }
+                self.show_in_flight(org);
                 return Ok(Ok(Slot {
                     slots: self.clone(),
                     org: org.to_string(),
@@ -151,11 +172,14 @@ impl Slots {
                 .clone()
         };
         match tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Slot {
-                slots: self.clone(),
-                org: org.to_string(),
-                kind: Kind::Local(permit),
-            }),
+            Ok(Ok(permit)) => {
+                self.show_in_flight(org);
+                Ok(Slot {
+                    slots: self.clone(),
+                    org: org.to_string(),
+                    kind: Kind::Local(Some(permit)),
+                })
+            }
             _ => Err(NoSlot::Busy),
         }
     }
@@ -261,13 +285,19 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Kind::Fleet(holder) = &self.kind else {
-            return;
+        let holder = match &mut self.kind {
+            Kind::Fleet(holder) => holder,
+            Kind::Local(permit) => {
+                // Given back before the gauge is set, so it is not counted.
+                drop(permit.take());
+                self.slots.show_in_flight(&self.org);
+                return;
+            }
         };
-        {
+        let in_flight = {
             let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(h) = held.get_mut(&self.org) {
-                h.holders.remove(holder);
+                h.holders.remove(holder.as_str());
                 if h.holders.is_empty()
                     && h.local
                         .as_ref()
@@ -276,7 +306,9 @@ impl Drop for Slot {
                     held.remove(&self.org);
                 }
             }
-        }
+            self.slots.in_flight(&held, &self.org)
+        };
+        self.slots.metrics.governor_in_flight(&self.org, in_flight);
         let (slots, org, holder) = (self.slots.clone(), self.org.clone(), holder.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { slots.give_back(&org, &holder).await });
@@ -397,7 +429,8 @@ mod tests {
             paused: Notify::new(),
             go: Notify::new(),
         });
-        let slots = Slots::new(store.clone(), Duration::from_secs(30), 5);
+        let metrics = Arc::new(Metrics::new(&[]));
+        let slots = Slots::new(store.clone(), Duration::from_secs(30), 5, metrics);
         let deadline = Instant::now() + Duration::from_secs(5);
         let slot = slots
             .take("00Da", 2, deadline, Duration::from_secs(5))

@@ -402,3 +402,42 @@ async fn an_org_refused_at_its_ceiling_is_served_again_once_limits_says_its_usag
         .await
         .expect("the org stayed refused although /limits says it used a few calls of 1000");
 }
+
+#[tokio::test]
+async fn the_in_flight_gauge_falls_back_to_zero_once_the_long_running_requests_end() {
+    let app = spawn_app_with(|s| s.emulator.latency_ms = Duration::from_millis(100)).await;
+    let job = app.create_job().await;
+    let batch = app
+        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let batch = element(&batch, "id").unwrap();
+    let downloads = (0..3).map(|_| async {
+        let answer = app
+            .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
+            .await;
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    });
+    join_all(downloads).await;
+    let gauge = "sfbulk_governor_in_flight{org=\"00DSFBULKDEMO01\"}";
+    let at_zero = async {
+        loop {
+            let metrics = app.metrics().await;
+            if metrics.contains(&format!("{gauge} 0")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), at_zero)
+        .await
+        .is_err()
+    {
+        let metrics = app.metrics().await;
+        let held: Vec<_> = metrics.lines().filter(|l| l.starts_with(gauge)).collect();
+        panic!("no request is in flight, yet the gauge says {held:?}");
+    }
+}
