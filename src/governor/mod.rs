@@ -431,11 +431,15 @@ impl Governor {
         }
     }
 
-    /// After a 2.0 ingest job's upload was answered: its batches kept for its close.
-    pub async fn uploaded(&self, pass: &Pass) {
+    /// After a 2.0 ingest job's upload was answered `status`: its batches kept for its close, once
+    /// Salesforce took the upload (a job takes one: a second, refused, must not stand in for it).
+    pub async fn uploaded(&self, pass: &Pass, status: StatusCode) {
         let Some((job, records)) = &pass.upload else {
             return;
         };
+        if !status.is_success() {
+            return;
+        }
         let records = *records.lock().unwrap_or_else(|e| e.into_inner());
         let Some(records) = records else {
             return;

@@ -166,7 +166,7 @@ async fn send(
             .governor
             .answered(&pass, answer.status, &answer.headers, &refusal);
     }
-    pipeline.governor.uploaded(&pass).await;
+    pipeline.governor.uploaded(&pass, answer.status).await;
     answer.body = pass.hold(answer.body);
     Ok(answer)
 }

@@ -441,3 +441,37 @@ async fn the_in_flight_gauge_falls_back_to_zero_once_the_long_running_requests_e
         panic!("no request is in flight, yet the gauge says {held:?}");
     }
 }
+
+#[tokio::test]
+async fn a_second_upload_salesforce_refuses_leaves_the_jobs_batches_as_the_first_made_them() {
+    let app = spawn_app_with(|s| s.governor.batch_ceiling = 2).await;
+    let upload = |job: String, rows: usize| {
+        let app = &app;
+        async move {
+            let query = app.upload_query(&[("apiVersion", ""), ("jobId", &job)]);
+            app.http
+                .post(format!(
+                    "{}/services/salesforcebulkv2_uploadJobFile?{query}",
+                    app.proxy
+                ))
+                .body(contacts(rows))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 25,000 records: three internal batches of 10,000 started, past the ceiling of two.
+    let job = app.create_ingest_job().await;
+    assert_eq!(upload(job.clone(), 25_000).await, 201);
+    // Salesforce takes one upload a job: a second, of one record, is refused.
+    let again = upload(job.clone(), 1).await;
+    assert!((400..500).contains(&again), "a second upload answered {again}");
+    let close = app.call_v2("closeJob", &[("jobId", &job)]).await;
+    let status = close.status();
+    let body = close.text().await.unwrap();
+    assert_eq!(status, 429, "the job's three batches were let through: {body}");
+    assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
+    assert_eq!(app.org.batches_used(), 0, "nothing of the job processed");
+}
