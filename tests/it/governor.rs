@@ -475,3 +475,34 @@ async fn a_second_upload_salesforce_refuses_leaves_the_jobs_batches_as_the_first
     assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
     assert_eq!(app.org.batches_used(), 0, "nothing of the job processed");
 }
+
+#[tokio::test]
+async fn a_long_running_call_renewing_its_session_does_not_wait_on_the_slot_its_refusal_holds() {
+    let app = spawn_app_with(|s| {
+        s.governor.max_concurrent_per_org = 1;
+        s.governor.queue_timeout_ms = Duration::from_secs(3);
+    })
+    .await;
+    let job = app.create_job().await;
+    let batch = app
+        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let batch = element(&batch, "id").unwrap();
+    let other = [("jobId", job.as_str()), ("registryPath", "connectors/other")];
+    assert_eq!(app.call_with("getJob", &other).await.status(), 200);
+    // The sessions end; the other path's next call renews the grant's session, which Salesforce
+    // then accepts, while this path still holds the old one.
+    app.org.expire_sessions();
+    assert_eq!(app.call_with("getJob", &other).await.status(), 200);
+    assert_eq!(app.call_with("getJob", &other).await.status(), 200);
+    // A download as the old session, in the org's one slot: refused, renewed, and made again.
+    let download = app
+        .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
+        .await;
+    let status = download.status();
+    let body = download.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+}
