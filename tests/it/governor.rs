@@ -467,11 +467,17 @@ async fn a_second_upload_salesforce_refuses_leaves_the_jobs_batches_as_the_first
     assert_eq!(upload(job.clone(), 25_000).await, 201);
     // Salesforce takes one upload a job: a second, of one record, is refused.
     let again = upload(job.clone(), 1).await;
-    assert!((400..500).contains(&again), "a second upload answered {again}");
+    assert!(
+        (400..500).contains(&again),
+        "a second upload answered {again}"
+    );
     let close = app.call_v2("closeJob", &[("jobId", &job)]).await;
     let status = close.status();
     let body = close.text().await.unwrap();
-    assert_eq!(status, 429, "the job's three batches were let through: {body}");
+    assert_eq!(
+        status, 429,
+        "the job's three batches were let through: {body}"
+    );
     assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
     assert_eq!(app.org.batches_used(), 0, "nothing of the job processed");
 }
@@ -491,7 +497,10 @@ async fn a_long_running_call_renewing_its_session_does_not_wait_on_the_slot_its_
         .await
         .unwrap();
     let batch = element(&batch, "id").unwrap();
-    let other = [("jobId", job.as_str()), ("registryPath", "connectors/other")];
+    let other = [
+        ("jobId", job.as_str()),
+        ("registryPath", "connectors/other"),
+    ];
     assert_eq!(app.call_with("getJob", &other).await.status(), 200);
     // The sessions end; the other path's next call renews the grant's session, which Salesforce
     // then accepts, while this path still holds the old one.
