@@ -288,7 +288,9 @@ impl Governor {
                 .await;
         }
         let charge = self.charge_team(&org, &budget).await?;
-        self.spend(&org, &budget).await?;
+        self.spend(&org, &budget)
+            .await
+            .inspect_err(|_| self.metrics.governor_refused(&org, "api_ceiling"))?;
         let upload = self.count_batches(api, &org, call).await?;
         let slot = if is_long(api, call) {
             match reserved {
@@ -349,7 +351,6 @@ impl Governor {
             }
             Ok(Drawn::Refused(usage)) => {
                 self.reachable();
-                self.metrics.governor_refused(org, "api_ceiling");
                 Err(Refusal::Budget {
                     org: org.to_string(),
                     used: usage.spent(),
@@ -430,11 +431,15 @@ impl Governor {
         }
     }
 
-    /// After a 2.0 ingest job's upload was answered: its batches kept for its close.
-    pub async fn uploaded(&self, pass: &Pass) {
+    /// After a 2.0 ingest job's upload was answered `status`: its batches kept for its close, once
+    /// Salesforce took the upload (a job takes one: a second, refused, must not stand in for it).
+    pub async fn uploaded(&self, pass: &Pass, status: StatusCode) {
         let Some((job, records)) = &pass.upload else {
             return;
         };
+        if !status.is_success() {
+            return;
+        }
         let records = *records.lock().unwrap_or_else(|e| e.into_inner());
         let Some(records) = records else {
             return;
@@ -495,8 +500,6 @@ impl Governor {
                 self.slots.take_local(org, queue_end).await
             }
         };
-        self.metrics
-            .governor_in_flight(org, self.slots.in_flight(org));
         taken.map_err(|NoSlot::Busy| {
             self.metrics.governor_refused(org, "org_busy");
             Refusal::Busy {
@@ -548,7 +551,9 @@ impl Governor {
         }
     }
 
-    /// Reads the org's usage from `/limits` (its `DailyApiRequests`), counted as a call.
+    /// Reads the org's usage from `/limits` (its `DailyApiRequests`), counted as a call. An org at
+    /// its ceiling has it read all the same: no call of it goes, so no answer could bring the
+    /// report that its window rolled, and its calls would stay refused.
     async fn read_limits(
         &self,
         org: &Arc<str>,
@@ -557,9 +562,8 @@ impl Governor {
         instance: &Origin,
         version: &ApiVersion,
     ) {
-        if self.spend(org, budget).await.is_err() {
-            return;
-        }
+        // Past the ceiling the read goes uncounted: one a replica every limits_refresh_secs.
+        let _ = self.spend(org, budget).await;
         let call = Call {
             method: Method::GET,
             path: "/limits".into(),

@@ -46,16 +46,6 @@ struct Held {
     local: Option<Arc<Semaphore>>,
 }
 
-impl Held {
-    fn in_flight(&self, local_cap: usize) -> usize {
-        self.holders.len()
-            + self
-                .local
-                .as_ref()
-                .map_or(0, |s| local_cap - s.available_permits())
-    }
-}
-
 /// A slot held, given back when dropped.
 pub struct Slot {
     slots: Arc<Slots>,
@@ -65,7 +55,8 @@ pub struct Slot {
 
 enum Kind {
     Fleet(String),
-    Local(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// The permit, until the slot is dropped.
+    Local(Option<OwnedSemaphorePermit>),
 }
 
 /// Why no slot was had.
@@ -86,10 +77,10 @@ impl Slots {
             store,
             lease,
             local_cap,
-            metrics,
             replica: format!("{:016x}", fastrand::u64(..)),
             next: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
+            metrics,
         });
         tokio::spawn(renew(Arc::downgrade(&slots)));
         slots
@@ -99,10 +90,23 @@ impl Slots {
         format!("governor:slots:{org}")
     }
 
-    /// Long-running requests of `org` this replica has in flight.
-    pub fn in_flight(&self, org: &str) -> usize {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.get(org).map_or(0, |h| h.in_flight(self.local_cap))
+    /// Long-running requests of `org` this replica has in flight, by `held`.
+    fn in_flight(&self, held: &HashMap<String, Held>, org: &str) -> usize {
+        held.get(org).map_or(0, |h| {
+            h.holders.len()
+                + h.local
+                    .as_ref()
+                    .map_or(0, |s| self.local_cap - s.available_permits())
+        })
+    }
+
+    /// `sfbulk_governor_in_flight` of `org`, as it stands now.
+    fn show_in_flight(&self, org: &str) {
+        let in_flight = {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            self.in_flight(&held, org)
+        };
+        self.metrics.governor_in_flight(org, in_flight);
     }
 
     /// A slot of `org` (at most `cap` across the fleet), waited for until `deadline`. `Err`
@@ -130,11 +134,14 @@ impl Slots {
                     ))
                 })?;
             if taken {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                held.entry(org.to_string())
-                    .or_default()
-                    .holders
-                    .insert(holder.clone());
+                {
+                    let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    held.entry(org.to_string())
+                        .or_default()
+                        .holders
+                        .insert(holder.clone());
+                }
+                self.show_in_flight(org);
                 return Ok(Ok(Slot {
                     slots: self.clone(),
                     org: org.to_string(),
@@ -165,11 +172,14 @@ impl Slots {
                 .clone()
         };
         match tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Slot {
-                slots: self.clone(),
-                org: org.to_string(),
-                kind: Kind::Local(permit),
-            }),
+            Ok(Ok(permit)) => {
+                self.show_in_flight(org);
+                Ok(Slot {
+                    slots: self.clone(),
+                    org: org.to_string(),
+                    kind: Kind::Local(Some(permit)),
+                })
+            }
             _ => Err(NoSlot::Busy),
         }
     }
@@ -229,8 +239,17 @@ impl Slots {
                     break;
                 };
                 let lapses = now_ms() + self.lease.as_millis() as u64;
+                // Only the leases the record still holds: a slot given back since the holders
+                // were listed (or taken by another once its lease lapsed) is not taken back.
+                let mut renewed = false;
                 for holder in &ours {
-                    holders.insert(holder.clone(), lapses);
+                    if let Some(lease) = holders.get_mut(holder) {
+                        *lease = lapses;
+                        renewed = true;
+                    }
+                }
+                if !renewed {
+                    break;
                 }
                 match self.write(&key, &holders, version).await {
                     Ok(true) | Err(_) => break,
@@ -266,34 +285,31 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let holder = match &self.kind {
-            Kind::Fleet(holder) => Some(holder.clone()),
-            Kind::Local(_) => None,
+        let holder = match &mut self.kind {
+            Kind::Fleet(holder) => holder,
+            Kind::Local(permit) => {
+                // Given back before the gauge is set, so it is not counted.
+                drop(permit.take());
+                self.slots.show_in_flight(&self.org);
+                return;
+            }
         };
-        // A local permit goes back as this slot's fields drop, after this: counted as gone.
-        let local_leaving = usize::from(holder.is_none());
         let in_flight = {
             let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
-            let in_flight = match held.get_mut(&self.org) {
-                Some(h) => {
-                    if let Some(holder) = &holder {
-                        h.holders.remove(holder);
-                    }
-                    h.in_flight(self.slots.local_cap)
-                        .saturating_sub(local_leaving)
+            if let Some(h) = held.get_mut(&self.org) {
+                h.holders.remove(holder.as_str());
+                if h.holders.is_empty()
+                    && h.local
+                        .as_ref()
+                        .is_none_or(|s| s.available_permits() == self.slots.local_cap)
+                {
+                    held.remove(&self.org);
                 }
-                None => 0,
-            };
-            if in_flight == 0 && holder.is_some() {
-                held.remove(&self.org);
             }
-            in_flight
+            self.slots.in_flight(&held, &self.org)
         };
         self.slots.metrics.governor_in_flight(&self.org, in_flight);
-        let Some(holder) = holder else {
-            return;
-        };
-        let (slots, org) = (self.slots.clone(), self.org.clone());
+        let (slots, org, holder) = (self.slots.clone(), self.org.clone(), holder.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { slots.give_back(&org, &holder).await });
         }
@@ -312,5 +328,138 @@ async fn renew(slots: std::sync::Weak<Slots>) {
             return;
         };
         slots.renew_held().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{MemoryRegistry, Record};
+    use futures_util::future::BoxFuture;
+    use tokio::sync::Notify;
+
+    /// A store whose next write, once armed, waits until let go: a renewal caught between its
+    /// read and its write.
+    struct Paused {
+        inner: MemoryRegistry,
+        armed: std::sync::atomic::AtomicBool,
+        paused: Notify,
+        go: Notify,
+    }
+
+    impl RecordStore for Paused {
+        fn read<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Record>, RegistryError>> {
+            self.inner.read(key)
+        }
+
+        fn write<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            expected: Option<u64>,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<Option<u64>, RegistryError>> {
+            Box::pin(async move {
+                if self.armed.swap(false, Ordering::SeqCst) {
+                    self.paused.notify_one();
+                    self.go.notified().await;
+                }
+                self.inner.write(key, value, expected, ttl).await
+            })
+        }
+
+        fn write_once<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<bool, RegistryError>> {
+            self.inner.write_once(key, value, ttl)
+        }
+
+        fn take_lease<'a>(
+            &'a self,
+            name: &'a str,
+            holder: &'a str,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<bool, RegistryError>> {
+            self.inner.take_lease(name, holder, ttl)
+        }
+
+        fn release_lease<'a>(
+            &'a self,
+            name: &'a str,
+            holder: &'a str,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.release_lease(name, holder)
+        }
+
+        fn set_add<'a>(
+            &'a self,
+            set: &'a str,
+            member: &'a str,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.set_add(set, member)
+        }
+
+        fn set_remove<'a>(
+            &'a self,
+            set: &'a str,
+            member: &'a str,
+        ) -> BoxFuture<'a, Result<(), RegistryError>> {
+            self.inner.set_remove(set, member)
+        }
+
+        fn set_members<'a>(
+            &'a self,
+            set: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<String>, RegistryError>> {
+            self.inner.set_members(set)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_under_way_never_takes_back_a_slot_given_back_meanwhile() {
+        let store = Arc::new(Paused {
+            inner: MemoryRegistry::new(100),
+            armed: false.into(),
+            paused: Notify::new(),
+            go: Notify::new(),
+        });
+        let metrics = Arc::new(Metrics::new(&[]));
+        let slots = Slots::new(store.clone(), Duration::from_secs(30), 5, metrics);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let slot = slots
+            .take("00Da", 2, deadline, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        let key = Slots::key("00Da");
+        // A renewal reads the slot's holder, and is held before it writes the lease anew.
+        store.armed.store(true, Ordering::SeqCst);
+        let renewal = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.renew_held().await }
+        });
+        store.paused.notified().await;
+        // Meanwhile the request ends: its slot is given back in the registry.
+        drop(slot);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !slots.read(&key).await.unwrap().0.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the slot is given back");
+        store.go.notify_one();
+        renewal.await.unwrap();
+        let (holders, _) = slots.read(&key).await.unwrap();
+        assert!(
+            holders.is_empty(),
+            "the renewal took back the slot given back, for a whole lease: {holders:?}"
+        );
     }
 }

@@ -166,8 +166,12 @@ async fn send(
             .governor
             .answered(&pass, answer.status, &answer.headers, &refusal);
     }
-    pipeline.governor.uploaded(&pass).await;
-    answer.body = pass.hold(answer.body);
+    pipeline.governor.uploaded(&pass, answer.status).await;
+    // An expired session's refusal is made again once renewed: its slot goes now, or the call
+    // made again would wait on its own slot (and at the org's cap, for nothing).
+    if !answer.session_expired {
+        answer.body = pass.hold(answer.body);
+    }
     Ok(answer)
 }
 

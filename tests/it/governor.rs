@@ -389,3 +389,145 @@ async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_a
     assert_eq!(close.status(), 200);
     assert_eq!(app.org.batches_used(), 2);
 }
+
+#[tokio::test]
+async fn an_org_refused_at_its_ceiling_is_served_again_once_limits_says_its_usage_fell() {
+    let app = spawn_app_with(|s| {
+        s.emulator.api_limit = API_LIMIT;
+        s.governor.limits_refresh_secs = Duration::from_secs(1);
+    })
+    .await;
+    let job = app.create_job().await;
+    // The org's answers say it is past its ceiling (900 of 1000)...
+    app.org.send_limit_info(Some("api-usage=950/1000"));
+    assert_eq!(get_job(&app, &app.proxy, &job).await.0, 200);
+    let (status, _, body) = get_job(&app, &app.proxy, &job).await;
+    assert_eq!(status, 429, "{body}");
+    // ...then its window rolls: only a read of `/limits` can tell the guard, as no call is let
+    // through to bring a report.
+    app.org.send_limit_info(None);
+    let served_again = async {
+        loop {
+            if get_job(&app, &app.proxy, &job).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), served_again)
+        .await
+        .expect("the org stayed refused although /limits says it used a few calls of 1000");
+}
+
+#[tokio::test]
+async fn the_in_flight_gauge_falls_back_to_zero_once_the_long_running_requests_end() {
+    let app = spawn_app_with(|s| s.emulator.latency_ms = Duration::from_millis(100)).await;
+    let job = app.create_job().await;
+    let batch = app
+        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let batch = element(&batch, "id").unwrap();
+    let downloads = (0..3).map(|_| async {
+        let answer = app
+            .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
+            .await;
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    });
+    join_all(downloads).await;
+    let gauge = "sfbulk_governor_in_flight{org=\"00DSFBULKDEMO01\"}";
+    let at_zero = async {
+        loop {
+            let metrics = app.metrics().await;
+            if metrics.contains(&format!("{gauge} 0")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), at_zero)
+        .await
+        .is_err()
+    {
+        let metrics = app.metrics().await;
+        let held: Vec<_> = metrics.lines().filter(|l| l.starts_with(gauge)).collect();
+        panic!("no request is in flight, yet the gauge says {held:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_upload_salesforce_refuses_leaves_the_jobs_batches_as_the_first_made_them() {
+    let app = spawn_app_with(|s| s.governor.batch_ceiling = 2).await;
+    let upload = |job: String, rows: usize| {
+        let app = &app;
+        async move {
+            let query = app.upload_query(&[("apiVersion", ""), ("jobId", &job)]);
+            app.http
+                .post(format!(
+                    "{}/services/salesforcebulkv2_uploadJobFile?{query}",
+                    app.proxy
+                ))
+                .body(contacts(rows))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 25,000 records: three internal batches of 10,000 started, past the ceiling of two.
+    let job = app.create_ingest_job().await;
+    assert_eq!(upload(job.clone(), 25_000).await, 201);
+    // Salesforce takes one upload a job: a second, of one record, is refused.
+    let again = upload(job.clone(), 1).await;
+    assert!(
+        (400..500).contains(&again),
+        "a second upload answered {again}"
+    );
+    let close = app.call_v2("closeJob", &[("jobId", &job)]).await;
+    let status = close.status();
+    let body = close.text().await.unwrap();
+    assert_eq!(
+        status, 429,
+        "the job's three batches were let through: {body}"
+    );
+    assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
+    assert_eq!(app.org.batches_used(), 0, "nothing of the job processed");
+}
+
+#[tokio::test]
+async fn a_long_running_call_renewing_its_session_does_not_wait_on_the_slot_its_refusal_holds() {
+    let app = spawn_app_with(|s| {
+        s.governor.max_concurrent_per_org = 1;
+        s.governor.queue_timeout_ms = Duration::from_secs(3);
+    })
+    .await;
+    let job = app.create_job().await;
+    let batch = app
+        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let batch = element(&batch, "id").unwrap();
+    let other = [
+        ("jobId", job.as_str()),
+        ("registryPath", "connectors/other"),
+    ];
+    assert_eq!(app.call_with("getJob", &other).await.status(), 200);
+    // The sessions end; the other path's next call renews the grant's session, which Salesforce
+    // then accepts, while this path still holds the old one.
+    app.org.expire_sessions();
+    assert_eq!(app.call_with("getJob", &other).await.status(), 200);
+    assert_eq!(app.call_with("getJob", &other).await.status(), 200);
+    // A download as the old session, in the org's one slot: refused, renewed, and made again.
+    let download = app
+        .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
+        .await;
+    let status = download.status();
+    let body = download.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+}
