@@ -223,7 +223,13 @@ impl Governor {
             return;
         }
         if verified.len() >= MAX_VERIFIED {
-            verified.clear();
+            // Half are let go (whichever come first), not all: the flows under way keep theirs
+            // mostly, and prove the rest once more.
+            let mut left = MAX_VERIFIED / 2;
+            verified.retain(|_, _| {
+                left = left.saturating_sub(1);
+                left > 0
+            });
         }
         verified.insert(digest, Arc::from(org));
     }
@@ -411,6 +417,11 @@ impl Governor {
         match taken {
             Ok(batches::Taken::Counted(total)) => {
                 self.metrics.governor_batches(org, total);
+                if let BatchCall::Close(job) = batch_call(api, call) {
+                    // Counted once: a close sent again counts nothing more.
+                    let forgotten = batches::keep_job(&*self.store, job, 0);
+                    let _ = tokio::time::timeout(self.registry_timeout, forgotten).await;
+                }
                 Ok(None)
             }
             Ok(batches::Taken::Refused(total)) => {

@@ -388,6 +388,13 @@ async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_a
     let close = app.call_v2("closeJob", &[("jobId", &small)]).await;
     assert_eq!(close.status(), 200);
     assert_eq!(app.org.batches_used(), 2);
+    // A close sent again counts its batches no second time.
+    app.call_v2("closeJob", &[("jobId", &small)]).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("sfbulk_governor_batches_used{org=\"00DSFBULKDEMO01\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
