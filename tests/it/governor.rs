@@ -347,7 +347,7 @@ async fn past_the_batch_ceiling_a_bulk1_batch_is_refused_before_it_is_added() {
 
 #[tokio::test]
 async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_and_stays_open() {
-    let app = spawn_app_with(|s| s.governor.batch_ceiling = 2).await;
+    let app = spawn_app_with(|s| s.governor.batch_ceiling = 4).await;
     let upload = |job: String, rows: usize| {
         let app = &app;
         async move {
@@ -371,18 +371,7 @@ async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_a
             assert_eq!(uploaded.status(), 201);
         }
     };
-    // 25,000 records: three internal batches of 10,000 started.
-    let big = app.create_ingest_job().await;
-    upload(big.clone(), 25_000).await;
-    let close = app.call_v2("closeJob", &[("jobId", &big)]).await;
-    assert_eq!(close.status(), 429);
-    let body = close.text().await.unwrap();
-    assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
-    assert!(body.contains("stays Open"), "{body}");
-    let info = app.call_v2("getJobInfo", &[("jobId", &big)]).await;
-    let info: serde_json::Value = serde_json::from_str(&info.text().await.unwrap()).unwrap();
-    assert_eq!(info["state"], "Open", "nothing of it processed");
-    // 15,000 records: two batches, within the ceiling.
+    // 15,000 records: two internal batches of 10,000 started, within the ceiling of 4.
     let small = app.create_ingest_job().await;
     upload(small.clone(), 15_000).await;
     let close = app.call_v2("closeJob", &[("jobId", &small)]).await;
@@ -395,6 +384,18 @@ async fn a_bulk2_job_whose_batches_would_pass_the_ceiling_is_refused_its_close_a
         metrics.contains("sfbulk_governor_batches_used{org=\"00DSFBULKDEMO01\"} 2"),
         "{metrics}"
     );
+    // 25,000 records: three more, past the ceiling.
+    let big = app.create_ingest_job().await;
+    upload(big.clone(), 25_000).await;
+    let close = app.call_v2("closeJob", &[("jobId", &big)]).await;
+    assert_eq!(close.status(), 429);
+    let body = close.text().await.unwrap();
+    assert!(body.contains("SFBULK_ORG_BATCHES_EXHAUSTED"), "{body}");
+    assert!(body.contains("stays Open"), "{body}");
+    let info = app.call_v2("getJobInfo", &[("jobId", &big)]).await;
+    let info: serde_json::Value = serde_json::from_str(&info.text().await.unwrap()).unwrap();
+    assert_eq!(info["state"], "Open", "nothing of it processed");
+    assert_eq!(app.org.batches_used(), 2);
 }
 
 #[tokio::test]
