@@ -209,19 +209,32 @@ impl Slots {
                 .collect()
         };
         for (org, ours) in held {
-            let key = Self::key(&org);
-            for _ in 0..TRIES {
-                let Ok((mut holders, version)) = self.read(&key).await else {
-                    break;
+            self.renew_org(&org, &ours).await;
+        }
+    }
+
+    /// Renews the leases of `ours`, the slots of `org` this replica held when the renewal began.
+    async fn renew_org(&self, org: &str, ours: &[String]) {
+        let key = Self::key(org);
+        for _ in 0..TRIES {
+            let Ok((mut holders, version)) = self.read(&key).await else {
+                return;
+            };
+            let lapses = now_ms() + self.lease.as_millis() as u64;
+            {
+                // Only those still held after the read: a slot dropped since the renewal began
+                // may have been given back already, and must not be taken again for a lease.
+                let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(held) = held.get(org) else {
+                    return;
                 };
-                let lapses = now_ms() + self.lease.as_millis() as u64;
-                for holder in &ours {
+                for holder in ours.iter().filter(|h| held.holders.contains(*h)) {
                     holders.insert(holder.clone(), lapses);
                 }
-                match self.write(&key, &holders, version).await {
-                    Ok(true) | Err(_) => break,
-                    Ok(false) => {}
-                }
+            }
+            match self.write(&key, &holders, version).await {
+                Ok(true) | Err(_) => return,
+                Ok(false) => {}
             }
         }
     }
@@ -287,5 +300,36 @@ async fn renew(slots: std::sync::Weak<Slots>) {
             return;
         };
         slots.renew_held().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::MemoryRegistry;
+
+    #[tokio::test]
+    async fn a_slot_given_back_while_a_renewal_runs_is_not_taken_again() {
+        let store: Arc<dyn RecordStore> = Arc::new(MemoryRegistry::new(100));
+        let slots = Slots::new(store, Duration::from_secs(30), 5);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let slot = slots
+            .take("00DORG", 5, deadline, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        let Kind::Fleet(holder) = &slot.kind else {
+            panic!("a fleet slot");
+        };
+        // The renewal took its list of slots held; the slot then ended and was given back.
+        let ours = vec![holder.clone()];
+        drop(slot);
+        let key = Slots::key("00DORG");
+        while slots.read(&key).await.unwrap().0.contains_key(&ours[0]) {
+            tokio::task::yield_now().await;
+        }
+        slots.renew_org("00DORG", &ours).await;
+        let (holders, _) = slots.read(&key).await.unwrap();
+        assert!(holders.is_empty(), "{holders:?}");
     }
 }
