@@ -1,9 +1,10 @@
 //! An org's daily API requests as the fleet counts them: the usage Salesforce last reported
 //! (`Sforce-Limit-Info`, or `/limits`) plus the calls the replicas drew from the budget since, kept
 //! in one record of the registry. A replica draws `governor.api_block` calls at a time and spends
-//! them without asking again, so a steady flow makes one draw (a read and a compare-and-set) per
-//! block, and the fleet overshoots the ceiling by at most a block a replica. A draw that would take
-//! the org to its ceiling is refused.
+//! them without asking again, so a steady flow makes one draw (a compare-and-set on the record as
+//! the replica last wrote it; a read first only when another wrote since) per block, and the fleet
+//! overshoots the ceiling by at most a block a replica. A draw that would take the org to its
+//! ceiling is refused.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -90,6 +91,9 @@ struct Local {
     read_early: bool,
     /// The fleet's usage as last seen.
     last: Usage,
+    /// The record as this replica last wrote it, and its version: the next draw writes on it
+    /// without reading first, and reads only if another writer changed it since.
+    written: Option<(Usage, u64)>,
 }
 
 impl Default for OrgBudget {
@@ -174,15 +178,21 @@ impl OrgBudget {
         block: u64,
         ceiling: impl Fn(u64) -> u64,
     ) -> Result<Drawn, RegistryError> {
-        let report = self.local.lock().unwrap_or_else(|e| e.into_inner()).report;
+        let (report, mut written) = {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            (local.report, local.written.take())
+        };
         for _ in 0..TRIES {
-            let held = store.read(key).await?;
-            let (usage, version) = match &held {
-                Some(record) => (
-                    serde_json::from_slice::<Usage>(&record.value).unwrap_or_default(),
-                    Some(record.version),
-                ),
-                None => (Usage::default(), None),
+            let unread = written.take();
+            let (usage, version) = match unread {
+                Some((usage, version)) => (usage, Some(version)),
+                None => match store.read(key).await? {
+                    Some(record) => (
+                        serde_json::from_slice::<Usage>(&record.value).unwrap_or_default(),
+                        Some(record.version),
+                    ),
+                    None => (Usage::default(), None),
+                },
             };
             let mut usage = usage.with(report);
             let grant = if usage.limit == 0 {
@@ -193,20 +203,22 @@ impl OrgBudget {
                 room.min(block)
             };
             if grant == 0 {
+                if unread.is_some() {
+                    // Refused only by the fleet's record as it is now (another replica's
+                    // report may have lowered the usage since this one wrote).
+                    continue;
+                }
                 self.local.lock().unwrap_or_else(|e| e.into_inner()).last = usage;
                 return Ok(Drawn::Refused(usage));
             }
             usage.drawn = usage.drawn.saturating_add(grant);
             let value = serde_json::to_vec(&usage).unwrap_or_default();
-            if store
-                .write(key, value, version, RECORD_TTL)
-                .await?
-                .is_some()
-            {
+            if let Some(version) = store.write(key, value, version, RECORD_TTL).await? {
                 let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
                 local.allowance = local.allowance.saturating_add(grant - 1);
                 local.drawn_blind |= usage.limit == 0;
                 local.last = usage;
+                local.written = Some((usage, version));
                 if local.report == report {
                     local.report = None;
                 }
@@ -242,7 +254,9 @@ impl OrgBudget {
                 .await?
                 .is_some()
             {
-                self.local.lock().unwrap_or_else(|e| e.into_inner()).last = usage;
+                let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+                local.last = usage;
+                local.written = None;
                 return Ok(());
             }
         }
@@ -310,5 +324,34 @@ mod tests {
             matches!(drawn, Drawn::Granted(20, u) if u.spent() == 100 + 99 + 20),
             "{drawn:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_replica_refused_by_the_record_it_last_wrote_reads_it_again_first() {
+        let store = MemoryRegistry::new(100);
+        let (a, b) = (OrgBudget::default(), OrgBudget::default());
+        let ceiling = |limit: u64| limit * 80 / 100;
+        let report = |used, at_ms| Report {
+            used,
+            limit: 1000,
+            at_ms,
+        };
+        b.note(report(780, 1), 800);
+        assert!(matches!(
+            b.draw(&store, "k", 20, ceiling).await.unwrap(),
+            Drawn::Granted(19, _)
+        ));
+        // Another replica takes a newer, lower report to the record.
+        a.note(report(100, 2), 800);
+        assert!(matches!(
+            a.draw(&store, "k", 20, ceiling).await.unwrap(),
+            Drawn::Granted(20, _)
+        ));
+        // What `b` wrote says the org is at its ceiling; the record says otherwise (the lower
+        // report keeps the draws it cannot have seen: 100 + 19 + 20, and this draw's 20).
+        assert!(matches!(
+            b.draw(&store, "k", 20, ceiling).await.unwrap(),
+            Drawn::Granted(20, u) if u.spent() == 159
+        ));
     }
 }

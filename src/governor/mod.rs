@@ -17,13 +17,12 @@ pub mod settings;
 pub mod slots;
 pub mod teams;
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -32,10 +31,14 @@ use crate::common::values::ApiVersion;
 use crate::governor::budget::{Drawn, OrgBudget, Report};
 use crate::governor::settings::GovernorSettings;
 use crate::governor::slots::{NoSlot, Slot, Slots};
+use crate::observe::console::fingerprint::QuickMap;
 use crate::observe::metrics::Metrics;
 use crate::registry::{now_ms, RecordStore, RegistryError};
 use crate::salesforce::origin::Origin;
 use crate::salesforce::{limit_info, Api, Call, Payload, SalesforceClient};
+
+/// Salesforce's report of the org's API usage.
+const LIMIT_INFO: HeaderName = HeaderName::from_static("sforce-limit-info");
 
 /// The label of calls whose session Salesforce has not accepted yet.
 pub const UNVERIFIED: &str = "unverified";
@@ -106,8 +109,8 @@ pub enum Refusal {
 pub struct Pass {
     _slot: Option<Slot>,
     _unverified: Option<OwnedSemaphorePermit>,
-    /// The org the call counted against.
-    org: Option<Arc<str>>,
+    /// The org the call counted against, and its budget (so the answer needs no lookup).
+    org: Option<(Arc<str>, Arc<OrgBudget>)>,
     /// A 2.0 ingest job's upload: the job, and its records once counted.
     upload: Option<(String, Arc<Mutex<Option<u64>>>)>,
 }
@@ -169,10 +172,12 @@ pub struct Governor {
     salesforce: SalesforceClient,
     metrics: Arc<Metrics>,
     registry_timeout: Duration,
-    /// A digest of each session Salesforce accepted → its org.
-    verified: Mutex<HashMap<u64, Arc<str>>>,
+    /// A digest of each session Salesforce accepted → its org. Both tables are looked up on
+    /// every call, so they hash quickly: the digests are keyed already, and only orgs Salesforce
+    /// accepted a session of are kept.
+    verified: Mutex<QuickMap<u64, Arc<str>>>,
     digests: std::collections::hash_map::RandomState,
-    orgs: Mutex<HashMap<Arc<str>, Arc<OrgBudget>>>,
+    orgs: Mutex<QuickMap<Arc<str>, Arc<OrgBudget>>>,
     shares: teams::Shares,
     unverified: Arc<Semaphore>,
     /// A registry failure was logged (once until it answers again).
@@ -201,9 +206,9 @@ impl Governor {
             salesforce,
             metrics,
             registry_timeout,
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(QuickMap::default()),
             digests: std::collections::hash_map::RandomState::new(),
-            orgs: Mutex::new(HashMap::new()),
+            orgs: Mutex::new(QuickMap::default()),
             shares: teams::Shares::default(),
             warned: AtomicBool::new(false),
         }
@@ -310,7 +315,7 @@ impl Governor {
         Ok(Pass {
             _slot: slot,
             _unverified: None,
-            org: Some(org),
+            org: Some((org, budget)),
             upload,
         })
     }
@@ -523,12 +528,11 @@ impl Governor {
     /// What Salesforce answered a call that `pass` admitted: its report of the org's usage, and
     /// a refusal for the org's daily limit (`refusal`: the start of an error answer's body).
     pub fn answered(&self, pass: &Pass, status: StatusCode, headers: &HeaderMap, refusal: &[u8]) {
-        let Some(org) = &pass.org else {
+        let Some((org, budget)) = &pass.org else {
             return;
         };
-        let budget = self.budget_of(org);
         let reported = headers
-            .get("sforce-limit-info")
+            .get(&LIMIT_INFO)
             .and_then(|v| v.to_str().ok())
             .and_then(limit_info::api_usage_of);
         if let Some((used, limit)) = reported {
@@ -555,6 +559,7 @@ impl Governor {
                 };
                 budget.note(report, self.settings.api_ceiling(limit));
                 let (store, key) = (self.store.clone(), format!("governor:api:{org}"));
+                let budget = budget.clone();
                 tokio::spawn(async move {
                     let _ = budget.report(&*store, &key, report).await;
                 });
@@ -758,22 +763,25 @@ fn timed_out() -> RegistryError {
 /// batch's request or a query page. Short calls (job and batch info, creates, closes) are never
 /// capped.
 pub fn is_long(api: Api, call: &Call) -> bool {
-    let path = call.path.split('?').next().unwrap_or_default();
-    let path = path.strip_suffix('/').unwrap_or(path);
+    // On bytes, with plain loops: this runs for every call, short ones most.
+    let path = call.path.as_bytes();
+    let path = path.split(|b| *b == b'?').next().unwrap_or_default();
+    let path = path.strip_suffix(b"/").unwrap_or(path);
     match (api, &call.method) {
-        (_, m) if *m == Method::PUT => path.ends_with("/batches"),
-        (Api::Bulk1, m) if *m == Method::POST => path.ends_with("/batch"),
+        (_, m) if *m == Method::PUT => path.ends_with(b"/batches"),
+        (Api::Bulk1, m) if *m == Method::POST => path.ends_with(b"/batch"),
         (_, m) if *m == Method::GET => {
-            let last = path.rsplit('/').next().unwrap_or_default();
+            let cut = path.iter().rposition(|b| *b == b'/');
+            let (head, last) = cut.map_or((&path[..0], path), |i| (&path[..i], &path[i + 1..]));
             matches!(
                 last,
-                "results"
-                    | "result"
-                    | "request"
-                    | "successfulResults"
-                    | "failedResults"
-                    | "unprocessedrecords"
-            ) || path.contains("/result/")
+                b"results"
+                    | b"result"
+                    | b"request"
+                    | b"successfulResults"
+                    | b"failedResults"
+                    | b"unprocessedrecords"
+            ) || head.ends_with(b"/result")
         }
         _ => false,
     }

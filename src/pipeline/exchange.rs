@@ -62,7 +62,6 @@ pub async fn call_as_reserved(
     )
     .await?;
     if !answer.session_expired {
-        pipeline.governor.accepted(&session.token);
         pipeline.sessions.accepted(&mut session).await;
         note_api_usage(pipeline, &session.token, &answer.headers);
         return Ok((answer, session));
@@ -115,7 +114,6 @@ async fn call_again(
         )
         .await?;
         if !retried.session_expired {
-            pipeline.governor.accepted(&renewed.token);
             note_api_usage(pipeline, &renewed.token, &retried.headers);
             return Ok((retried, renewed));
         }
@@ -154,6 +152,10 @@ async fn send(
         )
         .await?;
     let mut answer = send_admitted(pipeline, api, credentials, call, session, traceparent).await?;
+    if !pass.counts() && !answer.session_expired {
+        // A pass that counted was for a session accepted already: nothing to note.
+        pipeline.governor.accepted(&session.token);
+    }
     if pass.counts() {
         let refusal = if answer.status.is_client_error() {
             let (body, start) = peeked(std::mem::take(&mut answer.body)).await;

@@ -32,6 +32,7 @@ mod exports;
 mod fleet;
 mod forged_logs;
 mod governor;
+mod governor_slots;
 mod governor_teams;
 mod hostile_callers;
 mod loads;

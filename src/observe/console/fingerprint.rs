@@ -1,6 +1,7 @@
-//! A quick 64-bit fingerprint of bytes, eight a step, and the hasher the console's tables use
-//! with it. SipHash (std's) cost more than the rest of a request's hand-over; the tables are
-//! small and bounded, so a key made to collide costs at most a scan of one of them.
+//! A quick 64-bit fingerprint of bytes, eight a step, and the hasher the console's tables (and
+//! the org-budget guard's) use with it. SipHash (std's) cost more than the rest of a request's
+//! hand-over; the tables are small and bounded, so a key made to collide costs at most a scan of
+//! one of them.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

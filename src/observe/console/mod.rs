@@ -12,7 +12,7 @@
 //! console's worker ([`Console::run`]) reads the list, each answer only when its bytes differ
 //! from one read before, and samples the metrics' counters for the traffic.
 
-mod fingerprint;
+pub(crate) mod fingerprint;
 mod handover;
 pub mod jobs;
 pub mod page;
