@@ -2,17 +2,21 @@
 # The proxy's work per getJob request (registry hit; OPERATION=createJob for createJob), in two
 # counts that do not move with the load of this shared machine, for comparing two builds:
 #   - instructions, counted by callgrind (the proxy's own CPU work; kernel work is not counted).
-#     Each binary serves wrk (8 connections) twice under callgrind, for 2 s and for 8 s; the
-#     difference between the two runs, divided by the difference in requests, cancels start-up
-#     and shutdown. Valgrind hides the CPU's SHA extensions, so the registry key's SHA-256 counts
+#     Each binary serves wrk (8 connections, or CONNECTIONS) twice under callgrind, for 2 s and
+#     for 8 s; the difference between the two runs, divided by the difference in requests,
+#     cancels start-up and shutdown. Valgrind hides the CPU's SHA extensions, so the registry key's SHA-256 counts
 #     about 14k instructions here that natively are a few hundred cycles.
 #   - system calls, by name, counted by `perf stat` (kernel tracepoints) while the binary runs
 #     natively under wrk at 32 connections, pinned as in benches/e2e.sh: proxy and emulator on
 #     core 0 (so the proxy runs its one-core runtime), wrk on core 1. strace would slow the proxy
 #     enough to change which system calls it makes.
 #
-#   [OPERATION=createJob] bash benches/per_request.sh [BINARY ...]
-#                                   (default binary: target/release/sfbulk-proxy, built)
+#   [OPERATION=createJob] [CONNECTIONS="8 32 256"] [GOVERNOR=both] \
+#     bash benches/per_request.sh [BINARY ...]  (default binary: target/release/sfbulk-proxy, built)
+#
+# CONNECTIONS: wrk's connections for the callgrind runs (default 8; several are measured in turn).
+# GOVERNOR=both: each count is made with the org-budget guard on (its default) and off
+# (SFBULK__GOVERNOR__ENABLED=false), on then off for each count in turn, with their ratio.
 #
 # The emulator runs natively as the upstream.
 set -euo pipefail
@@ -63,13 +67,26 @@ load() {
     sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'
 }
 
+CONNECTIONS=${CONNECTIONS:-8}
+case ${GOVERNOR:-on} in
+  on) guards=(on) ;;
+  both) guards=(on off) ;;
+  *) echo "GOVERNOR is on or both" >&2; exit 2 ;;
+esac
+
+# The command that runs the proxy with the guard as given (on: as configured, its default).
+guarded() {
+  if [ "$1" = off ]; then echo "env SFBULK__GOVERNOR__ENABLED=false"; fi
+}
+
 # One callgrind run: prints "requests instructions".
 instructions() {
-  local binary=$1 seconds=$2 out="$work/callgrind.out"
+  local binary=$1 seconds=$2 connections=$3 guard=$4 out="$work/callgrind.out"
   rm -f "$out"
-  start_proxy valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" serve
+  # shellcheck disable=SC2046
+  start_proxy $(guarded "$guard") valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" serve
   local requests
-  requests=$(load "$seconds" 8)
+  requests=$(load "$seconds" "$connections")
   kill -INT $proxy_pid; wait $proxy_pid 2>/dev/null || true
   echo "$requests $(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out")"
 }
@@ -77,7 +94,8 @@ instructions() {
 # System calls per request, in all and by name, from a native run at 32 connections.
 SYSCALLS="recvfrom read writev write sendto epoll_wait epoll_ctl futex accept4"
 system_calls() {
-  start_proxy taskset -c 0 "$1" serve
+  # shellcheck disable=SC2046
+  start_proxy $(guarded "$2") taskset -c 0 "$1" serve
   LOAD="taskset -c 1" load 1 32 >/dev/null
   local events="-e raw_syscalls:sys_enter" name
   for name in $SYSCALLS; do events="$events -e syscalls:sys_enter_$name"; done
@@ -110,10 +128,23 @@ for binary in "$@"; do
     body="<createJob>$body<operation>insert</operation><object>Contact</object><contentType>CSV</contentType></createJob>"
   fi
   printf 'wrk.method = "POST"\nwrk.body = "%s"\nwrk.headers["Content-Type"] = "text/xml"\n' "$body" >"$work/request.lua"
-  read -r short_requests short_instructions < <(instructions "$binary" 2)
-  read -r long_requests long_instructions < <(instructions "$binary" 8)
-  per_request=$(( (long_instructions - short_instructions) / (long_requests - short_requests) ))
-  echo "$binary: $per_request instructions per $OPERATION request ($short_requests and $long_requests requests)"
-  echo "$binary: $(system_calls "$binary")"
+  for connections in $CONNECTIONS; do
+    counts=()
+    for guard in "${guards[@]}"; do
+      read -r short_requests short_instructions < <(instructions "$binary" 2 "$connections" "$guard")
+      read -r long_requests long_instructions < <(instructions "$binary" 8 "$connections" "$guard")
+      per_request=$(( (long_instructions - short_instructions) / (long_requests - short_requests) ))
+      counts+=("$per_request")
+      echo "$binary: $per_request instructions per $OPERATION request at $connections connections," \
+        "guard $guard ($short_requests and $long_requests requests)"
+    done
+    if [ ${#counts[@]} -eq 2 ]; then
+      echo "$binary: guard on / off at $connections connections:" \
+        "$(awk -v on="${counts[0]}" -v off="${counts[1]}" 'BEGIN { printf "%.3f", on / off }')"
+    fi
+  done
+  for guard in "${guards[@]}"; do
+    echo "$binary: guard $guard: $(system_calls "$binary" "$guard")"
+  done
   kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 done
