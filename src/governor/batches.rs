@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::record::{update, Change};
 use crate::registry::{now_ms, RecordStore, RegistryError};
 
 /// A record outlives a day of batches.
 const RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
-
-const TRIES: usize = 8;
 
 const HOUR_MS: u64 = 3600 * 1000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -66,16 +65,6 @@ fn key(org: &str) -> String {
     format!("governor:batches:{org}")
 }
 
-async fn read(store: &dyn RecordStore, org: &str) -> Result<(Batches, Option<u64>), RegistryError> {
-    Ok(match store.read(&key(org)).await? {
-        Some(record) => (
-            serde_json::from_slice(&record.value).unwrap_or_default(),
-            Some(record.version),
-        ),
-        None => (Batches::default(), None),
-    })
-}
-
 /// Counts `batches` for `org` unless they would take it past `ceiling`.
 pub async fn take(
     store: &dyn RecordStore,
@@ -83,27 +72,22 @@ pub async fn take(
     batches: u64,
     ceiling: u64,
 ) -> Result<Taken, RegistryError> {
-    for _ in 0..TRIES {
-        let (mut held, version) = read(store, org).await?;
-        let now = now_ms();
-        let total = held.total(now);
-        if total.saturating_add(batches) > ceiling {
-            return Ok(Taken::Refused(total));
-        }
-        held.add(batches, now);
-        let value = serde_json::to_vec(&held).unwrap_or_default();
-        if store
-            .write(&key(org), value, version, RECORD_TTL)
-            .await?
-            .is_some()
-        {
-            return Ok(Taken::Counted(held.total(now)));
-        }
-    }
-    Err(RegistryError::failure(
-        format!("an org's batches changed under {TRIES} tries in a row"),
-        None,
-    ))
+    update(
+        store,
+        &key(org),
+        RECORD_TTL,
+        "an org's batches",
+        |held: &mut Batches| {
+            let now = now_ms();
+            let total = held.total(now);
+            if total.saturating_add(batches) > ceiling {
+                return Change::Keep(Taken::Refused(total));
+            }
+            held.add(batches, now);
+            Change::Write(Taken::Counted(held.total(now)))
+        },
+    )
+    .await
 }
 
 /// Takes in `/limits`' figure: the org's batches of its last 24 hours, now.
@@ -112,25 +96,20 @@ pub async fn note_figure(
     org: &str,
     used: u64,
 ) -> Result<u64, RegistryError> {
-    for _ in 0..TRIES {
-        let (mut held, version) = read(store, org).await?;
-        let now = now_ms();
-        held.used = used;
-        held.at_ms = now;
-        held.since = 0;
-        let value = serde_json::to_vec(&held).unwrap_or_default();
-        if store
-            .write(&key(org), value, version, RECORD_TTL)
-            .await?
-            .is_some()
-        {
-            return Ok(held.total(now));
-        }
-    }
-    Err(RegistryError::failure(
-        format!("an org's batches changed under {TRIES} tries in a row"),
-        None,
-    ))
+    update(
+        store,
+        &key(org),
+        RECORD_TTL,
+        "an org's batches",
+        |held: &mut Batches| {
+            let now = now_ms();
+            held.used = used;
+            held.at_ms = now;
+            held.since = 0;
+            Change::Write(held.total(now))
+        },
+    )
+    .await
 }
 
 /// The batches a 2.0 ingest job of `records` records makes: one per 10,000 started.

@@ -11,13 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::record::{update, Change, TRIES};
 use crate::registry::{RecordStore, RegistryError};
 
 /// A record outlives a day of the org's usage.
 const RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
-
-/// Compare-and-set tries before a draw counts as the registry's failure.
-const TRIES: usize = 8;
 
 /// What the fleet knows of one org's usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,32 +236,21 @@ impl OrgBudget {
         key: &str,
         report: Report,
     ) -> Result<(), RegistryError> {
-        for _ in 0..TRIES {
-            let held = store.read(key).await?;
-            let (usage, version) = match &held {
-                Some(record) => (
-                    serde_json::from_slice::<Usage>(&record.value).unwrap_or_default(),
-                    Some(record.version),
-                ),
-                None => (Usage::default(), None),
-            };
-            let usage = usage.with(Some(report));
-            let value = serde_json::to_vec(&usage).unwrap_or_default();
-            if store
-                .write(key, value, version, RECORD_TTL)
-                .await?
-                .is_some()
-            {
-                let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                local.last = usage;
-                local.written = None;
-                return Ok(());
-            }
-        }
-        Err(RegistryError::failure(
-            format!("an org's budget changed under {TRIES} tries in a row"),
-            None,
-        ))
+        let usage = update(
+            store,
+            key,
+            RECORD_TTL,
+            "an org's budget",
+            |usage: &mut Usage| {
+                *usage = usage.with(Some(report));
+                Change::Write(*usage)
+            },
+        )
+        .await?;
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local.last = usage;
+        local.written = None;
+        Ok(())
     }
 }
 

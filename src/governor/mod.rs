@@ -13,6 +13,7 @@
 
 pub mod batches;
 pub mod budget;
+pub mod record;
 pub mod settings;
 pub mod slots;
 pub mod teams;

@@ -14,11 +14,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::record::{update, Change, TRIES};
 use crate::observe::metrics::Metrics;
 use crate::registry::{now_ms, RecordStore, RegistryError};
-
-/// Compare-and-set tries before a take counts as the registry's failure.
-const TRIES: usize = 8;
 
 /// The longest pause between looks for a free slot.
 const MAX_PAUSE: Duration = Duration::from_millis(100);
@@ -186,41 +184,39 @@ impl Slots {
 
     /// Takes a slot for `holder` if fewer than `cap` live ones are held.
     async fn try_take(&self, org: &str, holder: &str, cap: usize) -> Result<bool, RegistryError> {
-        let key = Self::key(org);
-        for _ in 0..TRIES {
-            let (mut holders, version) = self.read(&key).await?;
-            let now = now_ms();
-            holders.retain(|_, lapses| *lapses > now);
-            if holders.len() >= cap {
-                return Ok(false);
-            }
-            holders.insert(holder.to_string(), now + self.lease.as_millis() as u64);
-            if self.write(&key, &holders, version).await? {
-                return Ok(true);
-            }
-        }
-        Err(RegistryError::failure(
-            format!("an org's slots changed under {TRIES} tries in a row"),
-            None,
-        ))
+        let lease = self.lease.as_millis() as u64;
+        update(
+            &*self.store,
+            &Self::key(org),
+            self.lease * 2,
+            "an org's slots",
+            |holders: &mut Holders| {
+                let now = now_ms();
+                holders.retain(|_, lapses| *lapses > now);
+                if holders.len() >= cap {
+                    return Change::Keep(false);
+                }
+                holders.insert(holder.to_string(), now + lease);
+                Change::Write(true)
+            },
+        )
+        .await
     }
 
     /// Gives `holder`'s slot of `org` back (once the registry answers; its lease frees it
     /// otherwise).
     async fn give_back(&self, org: &str, holder: &str) {
-        let key = Self::key(org);
-        for _ in 0..TRIES {
-            let Ok((mut holders, version)) = self.read(&key).await else {
-                return;
-            };
-            if holders.remove(holder).is_none() {
-                return;
-            }
-            match self.write(&key, &holders, version).await {
-                Ok(true) | Err(_) => return,
-                Ok(false) => {}
-            }
-        }
+        let _ = update(
+            &*self.store,
+            &Self::key(org),
+            self.lease * 2,
+            "an org's slots",
+            |holders: &mut Holders| match holders.remove(holder) {
+                Some(_) => Change::Write(()),
+                None => Change::Keep(()),
+            },
+        )
+        .await;
     }
 
     /// Renews the leases of every slot this replica holds.

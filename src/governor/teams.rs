@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::record::{update, Change};
 use crate::common::request_id::current_team;
 use crate::governor::budget::OrgBudget;
 use crate::governor::{timed_out, Governor, Refusal};
@@ -25,9 +26,6 @@ const HOURS: u64 = 24;
 
 /// A record outlives its window.
 const RECORD_TTL: Duration = Duration::from_secs((HOURS + 1) * 3600);
-
-/// Compare-and-set tries before a draw counts as the registry's failure.
-const TRIES: usize = 8;
 
 /// (team, org) shares held here; past it those no call holds are let go.
 const MAX_SHARES: usize = 10_000;
@@ -101,37 +99,29 @@ impl TeamShare {
         block: u64,
         most: Option<u64>,
     ) -> Result<Drawn, RegistryError> {
-        for _ in 0..TRIES {
-            let hour = now_ms() / HOUR_MS;
-            let held = store.read(key).await?;
-            let (record, version) = match &held {
-                Some(record) => (
-                    serde_json::from_slice::<Record>(&record.value).unwrap_or_default(),
-                    Some(record.version),
-                ),
-                None => (Record::default(), None),
-            };
-            let mut record = record.within(hour);
-            let used = record.used();
-            let grant = most.map_or(block, |most| most.saturating_sub(used).min(block));
-            if grant == 0 {
-                return Ok(Drawn::Refused(used));
-            }
-            record.add(hour, grant);
-            let value = serde_json::to_vec(&record).unwrap_or_default();
-            if store
-                .write(key, value, version, RECORD_TTL)
-                .await?
-                .is_some()
-            {
-                self.grant(grant - 1);
-                return Ok(Drawn::Granted(used.saturating_add(grant)));
-            }
+        let drawn = update(
+            store,
+            key,
+            RECORD_TTL,
+            "a team's share",
+            |record: &mut Record| {
+                let hour = now_ms() / HOUR_MS;
+                *record = std::mem::take(record).within(hour);
+                let used = record.used();
+                let grant = most.map_or(block, |most| most.saturating_sub(used).min(block));
+                if grant == 0 {
+                    return Change::Keep((Drawn::Refused(used), 0));
+                }
+                record.add(hour, grant);
+                Change::Write((Drawn::Granted(used.saturating_add(grant)), grant))
+            },
+        )
+        .await?;
+        let (drawn, grant) = drawn;
+        if grant > 0 {
+            self.grant(grant - 1);
         }
-        Err(RegistryError::failure(
-            format!("a team's share changed under {TRIES} tries in a row"),
-            None,
-        ))
+        Ok(drawn)
     }
 }
 
