@@ -12,4 +12,5 @@ pub(crate) mod request_id;
 pub mod secret;
 pub mod setting;
 pub mod values;
+pub mod weak;
 pub mod xml;

@@ -23,6 +23,7 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::Response;
 use tokio::time::Instant;
 
+use crate::common::weak::view;
 use crate::exports::export::{Export, ExportState};
 use crate::loads::calls::CallError;
 use crate::loads::settings::LoadSettings;
@@ -73,20 +74,9 @@ impl Exports {
             kept: Mutex::new(VecDeque::new()),
             draining: tokio::sync::watch::channel(false).0,
         });
-        let listing = Arc::downgrade(&exports);
-        exports.pipeline.console.watch_exports(Box::new(move || {
-            listing
-                .upgrade()
-                .map(|exports| exports.rows())
-                .unwrap_or_default()
-        }));
-        let counting = Arc::downgrade(&exports);
-        exports.pipeline.metrics.watch_exports(Box::new(move || {
-            counting
-                .upgrade()
-                .map(|exports| exports.count_by_state())
-                .unwrap_or_default()
-        }));
+        let (console, metrics) = (&exports.pipeline.console, &exports.pipeline.metrics);
+        console.watch_exports(view(&exports, Exports::rows));
+        metrics.watch_exports(view(&exports, Exports::count_by_state));
         exports
     }
 

@@ -32,6 +32,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::common::weak::view;
 use crate::loads::book::{Book, BookError, Place};
 use crate::loads::calls::CallError;
 use crate::loads::fields::{load_id, load_request, result_kind, ResultKind};
@@ -124,20 +125,9 @@ impl Loads {
         if loads.book.outlives_process() {
             tokio::spawn(take_over_lapsed_loads(Arc::downgrade(&loads)));
         }
-        let listing = Arc::downgrade(&loads);
-        loads.pipeline.console.watch_loads(Box::new(move || {
-            listing
-                .upgrade()
-                .map(|loads| loads.rows())
-                .unwrap_or_default()
-        }));
-        let counting = Arc::downgrade(&loads);
-        loads.pipeline.metrics.watch_loads(Box::new(move || {
-            counting
-                .upgrade()
-                .map(|loads| loads.count_by_state())
-                .unwrap_or_default()
-        }));
+        let (console, metrics) = (&loads.pipeline.console, &loads.pipeline.metrics);
+        console.watch_loads(view(&loads, Loads::rows));
+        metrics.watch_loads(view(&loads, Loads::count_by_state));
         loads
     }
 
