@@ -2,31 +2,42 @@
 # The proxy's work per getJob request (registry hit; OPERATION=createJob for createJob), in two
 # counts that do not move with the load of this shared machine, for comparing two builds:
 #   - instructions, counted by callgrind (the proxy's own CPU work; kernel work is not counted).
-#     Each binary serves wrk (8 connections, or CONNECTIONS) twice under callgrind, for 2 s and
-#     for 8 s; the difference between the two runs, divided by the difference in requests,
-#     cancels start-up and shutdown. Valgrind hides the CPU's SHA extensions, so the registry key's SHA-256 counts
+#     Each binary serves wrk (8 connections, or CONNECTIONS) under callgrind: a warm-up (every
+#     connection opened, every TLS handshake made), then callgrind's counts are zeroed and 6 s more
+#     of the same wrk run are counted, over the requests the proxy answered in them. Valgrind hides the CPU's SHA extensions, so the registry key's SHA-256 counts
 #     about 14k instructions here that natively are a few hundred cycles.
 #   - system calls, by name, counted by `perf stat` (kernel tracepoints) while the binary runs
-#     natively under wrk at 32 connections, pinned as in benches/e2e.sh: proxy and emulator on
-#     core 0 (so the proxy runs its one-core runtime), wrk on core 1. strace would slow the proxy
-#     enough to change which system calls it makes.
+#     natively under wrk at 32 connections (or at each of CONNECTIONS), pinned as in
+#     benches/e2e.sh: proxy and emulator on core 0 (so the proxy runs its one-core runtime), wrk on
+#     core 1. strace would slow the proxy enough to change which system calls it makes. A second
+#     native run, without the tracepoints (which slow every system call), gives the proxy's CPU
+#     time per request (perf's task-clock, in µs) and its cycles where the machine's perf counts
+#     them (virtual machines often do not): time, unlike instructions, shows what waiting,
+#     contention and cache misses cost, but moves with the machine's load.
 #
-#   [OPERATION=createJob] [CONNECTIONS="8 32 256"] [GOVERNOR=both] \
+#   [OPERATION=createJob] [CONNECTIONS="8 32 256"] [GOVERNOR=both] [UPSTREAM=tls] [REPEAT=3] \
 #     bash benches/per_request.sh [BINARY ...]  (default binary: target/release/sfbulk-proxy, built)
 #
-# CONNECTIONS: wrk's connections for the callgrind runs (default 8; several are measured in turn).
+# CONNECTIONS: wrk's connections for the callgrind runs (default 8; several are measured in turn)
+# and for the native runs (default 32).
+# REPEAT: how many times each instruction count is made (default 1), the binaries taking turns;
+# the summary gives each binary's median and range, and its ratio to the first binary's.
 # GOVERNOR=both: each count is made with the org-budget guard on (its default) and off
 # (SFBULK__GOVERNOR__ENABLED=false), on then off for each count in turn, with their ratio.
+# PROFILE_DIR=dir: each callgrind run's profile (the counted part) is kept there, for callgrind_annotate
+# (build with symbols: CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only).
+# UPSTREAM=tls: the emulator serves HTTPS (a certificate of a CA made for the run by openssl) and
+# the proxy trusts that CA (salesforce.ca_file): the TLS-upstream case of benches/e2e.sh.
 #
 # The emulator runs natively as the upstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need valgrind || ! need perf || ! need taskset || ! need wrk || ! need curl; then
+if ! need valgrind || ! need perf || ! need taskset || ! need wrk || ! need curl || ! need openssl; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq &&
-    $sudo_cmd apt-get install -y -qq valgrind linux-perf util-linux wrk curl >/dev/null
+    $sudo_cmd apt-get install -y -qq valgrind linux-perf util-linux wrk curl openssl >/dev/null
 fi
 if [ $# -eq 0 ]; then
   cargo build --release --quiet
@@ -41,15 +52,31 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 wait_ready() {
-  for _ in $(seq 200); do curl -sf -o /dev/null "http://$1/healthz" && return 0; sleep 0.05; done
+  for _ in $(seq 200); do curl -sf -o /dev/null ${2:+--cacert "$2"} "${3:-http}://$1/healthz" && return 0; sleep 0.05; done
   echo "$1 did not start" >&2; exit 1
 }
+
+UPSTREAM=${UPSTREAM:-plain}
+case $UPSTREAM in
+  plain) scheme=http; emulator_tls=(); proxy_tls=(); ca="" ;;
+  tls)
+    scheme=https ca="$work/ca.pem"
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$work/cert.ext"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/ca.key" -out "$ca" -subj "/CN=bench CA" -days 2 \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.csr" -subj /CN=127.0.0.1 2>/dev/null
+    openssl x509 -req -in "$work/cert.csr" -CA "$ca" -CAkey "$work/ca.key" -CAcreateserial -out "$work/cert.pem" \
+      -days 2 -extfile "$work/cert.ext" 2>/dev/null
+    emulator_tls=(SFBULK__EMULATOR__TLS_CERT_FILE="$work/cert.pem" SFBULK__EMULATOR__TLS_KEY_FILE="$work/key.pem")
+    proxy_tls=(SFBULK__SALESFORCE__CA_FILE="$ca") ;;
+  *) echo "UPSTREAM is plain or tls" >&2; exit 2 ;;
+esac
 
 # Starts the proxy, run by the command given (a binary and `serve`, behind valgrind or not).
 start_proxy() {
   rm -rf "$work/registry"
-  SFBULK__SERVER__LISTEN=$proxy SFBULK__SALESFORCE__ALLOWED_ORIGINS=http://$emulator \
-    SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME=http://$emulator SFBULK__REGISTRY__DIR="$work/registry" \
+  env "${proxy_tls[@]}" SFBULK__SERVER__LISTEN=$proxy SFBULK__SALESFORCE__ALLOWED_ORIGINS=$scheme://$emulator \
+    SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME=$scheme://$emulator SFBULK__REGISTRY__DIR="$work/registry" \
     "$@" >"$work/proxy.log" 2>"$work/tool.log" &
   proxy_pid=$!
   wait_ready $proxy
@@ -67,6 +94,8 @@ load() {
     sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'
 }
 
+# The native runs (system calls, CPU time) at each of CONNECTIONS when it is given, else at 32.
+NATIVE_CONNECTIONS=${CONNECTIONS:-32}
 CONNECTIONS=${CONNECTIONS:-8}
 case ${GOVERNOR:-on} in
   on) guards=(on) ;;
@@ -79,72 +108,159 @@ guarded() {
   if [ "$1" = off ]; then echo "env SFBULK__GOVERNOR__ENABLED=false"; fi
 }
 
-# One callgrind run: prints "requests instructions".
+# One callgrind run: prints "requests instructions" for the requests served in `seconds` of one
+# wrk run, after a warm-up in that same run long enough for every connection, to the caller and to
+# the emulator, to be open and its TLS handshake made (under valgrind a handshake takes a good part
+# of a second): callgrind's counts are zeroed when it ends, and dumped `seconds` later, wrk still
+# running. A second wrk run would not do: when wrk stops, the requests it had in flight are cut
+# off, and so are their connections to the emulator, which the next run would open again inside
+# the count. The requests are the proxy's access lines written meanwhile.
 instructions() {
   local binary=$1 seconds=$2 connections=$3 guard=$4 out="$work/callgrind.out"
-  rm -f "$out"
+  local warm=$((2 + connections / 16))
+  rm -f "$out" "$out".*
   # shellcheck disable=SC2046
-  start_proxy $(guarded "$guard") valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" serve
-  local requests
-  requests=$(load "$seconds" "$connections")
+  start_proxy $(guarded "$guard") taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" serve
+  LOAD="taskset -c 1" load $((warm + seconds + 2)) "$connections" >/dev/null &
+  local wrk_pid=$! before after
+  sleep "$warm"
+  callgrind_control -z "$proxy_pid" >/dev/null 2>&1
+  before=$(answered)
+  sleep "$seconds"
+  callgrind_control -d "$proxy_pid" >/dev/null 2>&1
+  after=$(answered)
+  wait $wrk_pid
   kill -INT $proxy_pid; wait $proxy_pid 2>/dev/null || true
-  echo "$requests $(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out")"
+  if [ -n "${PROFILE_DIR:-}" ]; then
+    mkdir -p "$PROFILE_DIR"
+    cp "$out.1" "$PROFILE_DIR/callgrind.$(basename "$binary").$connections.$guard.out"
+  fi
+  echo "$((after - before)) $(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out.1")"
 }
 
-# System calls per request, in all and by name, from a native run at 32 connections.
+# The connector requests the proxy has answered so far (its access lines).
+answered() {
+  grep -c 'access_log: .*path="/services/' "$work/proxy.log" || true
+}
+
+# System calls per request, in all and by name, and CPU time (and cycles, where counted) per
+# request, from a native run at the given connections.
 SYSCALLS="recvfrom read writev write sendto epoll_wait epoll_ctl futex accept4"
 system_calls() {
+  local connections=$3
   # shellcheck disable=SC2046
   start_proxy $(guarded "$2") taskset -c 0 "$1" serve
-  LOAD="taskset -c 1" load 1 32 >/dev/null
+  LOAD="taskset -c 1" load 1 "$connections" >/dev/null
   local events="-e raw_syscalls:sys_enter" name
   for name in $SYSCALLS; do events="$events -e syscalls:sys_enter_$name"; done
   # shellcheck disable=SC2086
   perf stat -x, $events -p $proxy_pid -o "$work/perf.txt" 2>"$work/perf.log" &
   local perf_pid=$! requests
   sleep 0.5
-  requests=$(LOAD="taskset -c 1" load 4 32)
+  requests=$(LOAD="taskset -c 1" load 4 "$connections")
+  kill -INT $perf_pid; wait $perf_pid 2>/dev/null || true
+  perf stat -x, -e task-clock -e cycles -p $proxy_pid -o "$work/clock.txt" 2>"$work/perf.log" &
+  perf_pid=$!
+  sleep 0.5
+  local clocked
+  clocked=$(LOAD="taskset -c 1" load 4 "$connections")
   kill -INT $perf_pid; wait $perf_pid 2>/dev/null || true
   kill -INT $proxy_pid; wait $proxy_pid 2>/dev/null || true
   # perf stat -x, rows: count,unit,event,...
+  awk -F, -v n="$clocked" '$3 ~ /^task-clock/ && $1 ~ /^[0-9.]+$/ { printf "task-clock %.1f us  ", $1 * 1000 / n }
+    $3 ~ /^cycles/ { if ($1 ~ /^[0-9]+$/) printf "cycles %d  ", $1 / n; else printf "cycles not counted here  " }
+    END { printf "per request;  " }' "$work/clock.txt"
   awk -F, -v n="$requests" '$3 ~ /sys_enter/ && $1 ~ /^[0-9]+$/ {
       name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"
       if ($1 / n >= 0.01) printf "%s %.2f  ", name, $1 / n }
     END { print "(system calls per request)" }' "$work/perf.txt"
 }
 
-for binary in "$@"; do
-  SFBULK__EMULATOR__LISTEN=$emulator SFBULK__EMULATOR__ACCESS_TOKEN=$token SFBULK__LOG__LEVEL=warn \
-    taskset -c 0 "$binary" emulator >"$work/emulator.log" 2>&1 &
-  pids+=($!)
-  wait_ready $emulator
-  job=$(curl -s -X POST -H "X-SFDC-Session: $token" -H 'Content-Type: application/xml' \
-    -d '<jobInfo xmlns="http://www.force.com/2009/06/asyncapi/dataload"><operation>insert</operation><object>Contact</object></jobInfo>' \
-    "http://$emulator/services/async/34.0/job" | sed -n 's|.*<id>\(.*\)</id>.*|\1|p')
-  body="<apiVersion>34.0</apiVersion><accessToken>$token</accessToken><apiUrl>http://$emulator</apiUrl><refreshToken>sfbulk-demo-refresh-token</refreshToken><clientId>sfbulk-demo-client-id</clientId><clientSecret>sfbulk-demo-client-secret</clientSecret><intervalTime>86400000</intervalTime><registryPath>connectors/SalesforceBulk</registryPath>"
-  if [ "$OPERATION" = getJob ]; then
-    body="<getJob>$body<jobId>$job</jobId></getJob>"
-  else
-    body="<createJob>$body<operation>insert</operation><object>Contact</object><contentType>CSV</contentType></createJob>"
-  fi
-  printf 'wrk.method = "POST"\nwrk.body = "%s"\nwrk.headers["Content-Type"] = "text/xml"\n' "$body" >"$work/request.lua"
+# One emulator, started from the first binary, serves every binary's runs.
+env "${emulator_tls[@]}" SFBULK__EMULATOR__LISTEN=$emulator SFBULK__EMULATOR__ACCESS_TOKEN=$token \
+  SFBULK__LOG__LEVEL=warn taskset -c 0 "$1" emulator >"$work/emulator.log" 2>&1 &
+pids+=($!)
+wait_ready $emulator "$ca" $scheme
+job=$(curl -s ${ca:+--cacert "$ca"} -X POST -H "X-SFDC-Session: $token" -H 'Content-Type: application/xml' \
+  -d '<jobInfo xmlns="http://www.force.com/2009/06/asyncapi/dataload"><operation>insert</operation><object>Contact</object></jobInfo>' \
+  "$scheme://$emulator/services/async/34.0/job" | sed -n 's|.*<id>\(.*\)</id>.*|\1|p')
+body="<apiVersion>34.0</apiVersion><accessToken>$token</accessToken><apiUrl>$scheme://$emulator</apiUrl><refreshToken>sfbulk-demo-refresh-token</refreshToken><clientId>sfbulk-demo-client-id</clientId><clientSecret>sfbulk-demo-client-secret</clientSecret><intervalTime>86400000</intervalTime><registryPath>connectors/SalesforceBulk</registryPath>"
+if [ "$OPERATION" = getJob ]; then
+  body="<getJob>$body<jobId>$job</jobId></getJob>"
+else
+  body="<createJob>$body<operation>insert</operation><object>Contact</object><contentType>CSV</contentType></createJob>"
+fi
+printf 'wrk.method = "POST"\nwrk.body = "%s"\nwrk.headers["Content-Type"] = "text/xml"\n' "$body" >"$work/request.lua"
+
+# "median (least–most)" of the numbers given.
+spread() {
+  printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1; if ($1 ~ /\./) f = "%.1f"; else if (!f) f = "%d" } END {
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf f " (" f "–" f ")", m, v[1], v[NR] }'
+}
+
+# The counts move by a few per cent from run to run (how many requests each turn of the event
+# loop finds ready changes what is spent per request), so each is made REPEAT times, the
+# binaries taking turns, and reported as the median with its range.
+declare -A counted
+for round in $(seq "${REPEAT:-1}"); do
   for connections in $CONNECTIONS; do
-    counts=()
-    for guard in "${guards[@]}"; do
-      read -r short_requests short_instructions < <(instructions "$binary" 2 "$connections" "$guard")
-      read -r long_requests long_instructions < <(instructions "$binary" 8 "$connections" "$guard")
-      per_request=$(( (long_instructions - short_instructions) / (long_requests - short_requests) ))
-      counts+=("$per_request")
-      echo "$binary: $per_request instructions per $OPERATION request at $connections connections," \
-        "guard $guard ($short_requests and $long_requests requests)"
+    for binary in "$@"; do
+      for guard in "${guards[@]}"; do
+        read -r requests total < <(instructions "$binary" 6 "$connections" "$guard")
+        per_request=$((total / requests))
+        counted[$binary|$connections|$guard]+=" $per_request"
+        echo "$binary: $per_request instructions per $OPERATION request at $connections connections," \
+          "guard $guard ($requests requests, round $round)"
+      done
     done
-    if [ ${#counts[@]} -eq 2 ]; then
+  done
+done
+for connections in $CONNECTIONS; do
+  for binary in "$@"; do
+    for guard in "${guards[@]}"; do
+      # shellcheck disable=SC2086
+      line="$binary: $OPERATION at $connections connections, guard $guard: $(spread ${counted[$binary|$connections|$guard]}) instructions per request"
+      if [ "$binary" != "$1" ]; then
+        # shellcheck disable=SC2086
+        line="$line, $(awk -v this="$(spread ${counted[$binary|$connections|$guard]})" \
+          -v first="$(spread ${counted[$1|$connections|$guard]})" \
+          'BEGIN { printf "%.3f", this / first }') of the first binary's median"
+      fi
+      echo "$line"
+    done
+    if [ ${#guards[@]} -eq 2 ]; then
+      # shellcheck disable=SC2086
       echo "$binary: guard on / off at $connections connections:" \
-        "$(awk -v on="${counts[0]}" -v off="${counts[1]}" 'BEGIN { printf "%.3f", on / off }')"
+        "$(awk -v on="$(spread ${counted[$binary|$connections|on]})" \
+          -v off="$(spread ${counted[$binary|$connections|off]})" 'BEGIN { printf "%.3f", on / off }')"
     fi
   done
-  for guard in "${guards[@]}"; do
-    echo "$binary: guard $guard: $(system_calls "$binary" "$guard")"
+done
+declare -A clocked
+for round in $(seq "${REPEAT:-1}"); do
+  for connections in $NATIVE_CONNECTIONS; do
+    for binary in "$@"; do
+      for guard in "${guards[@]}"; do
+        line=$(system_calls "$binary" "$guard" "$connections")
+        clocked[$binary|$connections|$guard]+=" $(echo "$line" | sed -n 's/.*task-clock \([0-9.]*\) us.*/\1/p')"
+        echo "$binary: $connections connections, guard $guard: $line (round $round)"
+      done
+    done
   done
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+done
+for connections in $NATIVE_CONNECTIONS; do
+  for binary in "$@"; do
+    for guard in "${guards[@]}"; do
+      # shellcheck disable=SC2086
+      line="$binary: native at $connections connections, guard $guard: task-clock $(spread ${clocked[$binary|$connections|$guard]}) us per request"
+      if [ "$binary" != "$1" ]; then
+        # shellcheck disable=SC2086
+        line="$line, $(awk -v this="$(spread ${clocked[$binary|$connections|$guard]})" \
+          -v first="$(spread ${clocked[$1|$connections|$guard]})" \
+          'BEGIN { printf "%.2f", this / first }') of the first binary's median"
+      fi
+      echo "$line"
+    done
+  done
 done
