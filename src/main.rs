@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: a proxied request makes many small, short-lived
-/// allocations, and glibc's malloc and free were about a tenth of the profile. Built without
-/// transparent huge pages, which otherwise added about 12 MB of resident memory at 256 connections.
+/// mimalloc instead of the system allocator (`common::allocator` says why and how it is asked).
+/// Built without transparent huge pages, which otherwise added about 12 MB of resident memory at
+/// 256 connections.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sfbulk_proxy::common::allocator::Allocator =
+    sfbulk_proxy::common::allocator::Allocator;
 use sfbulk_proxy::app::command;
 use sfbulk_proxy::config::Settings;
 use sfbulk_proxy::observe::log_format;

@@ -1,7 +1,8 @@
 //! The small values and helpers every layer shares: secrets, validated values, the request being
-//! served, hex, redaction, the nearest of known names, gzip, the flat XML both sides speak, and the
-//! build's version.
+//! served, hex, redaction, the nearest of known names, gzip, the flat XML both sides speak, the
+//! build's version, and the process's allocator.
 
+pub mod allocator;
 pub mod build;
 pub mod gzip;
 pub(crate) mod hex;
