@@ -93,6 +93,163 @@ pub fn read_document(bytes: &[u8], unwrap_soap: bool) -> Result<Document<'_>, Xm
 
 /// [`read_document`] for a source already known to be UTF-8.
 pub fn read_str(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlError> {
+    match read_plain(source, unwrap_soap) {
+        Some(document) => Ok(document),
+        None => read_any(source, unwrap_soap),
+    }
+}
+
+/// The document most callers send and Salesforce answers, read without the general reader: an
+/// optional declaration, a root (its attributes passed over) whose children are `<name>text</name>`
+/// or `<name/>`, unprefixed, the texts free of entities and markup, and nothing but white space
+/// around. `None` for anything else (a prefix, a comment, an entity, CDATA, a nested element, a
+/// SOAP envelope, an attribute on a child, more than [`MAX_FIELDS`] children, a malformed tag):
+/// [`read_any`] reads that, and reports what is wrong. What this returns is what [`read_any`]
+/// returns for the same source (the tests below hold the two to that); it reads each byte once or
+/// twice, where the general reader took some 260 instructions an event (a getJob envelope's
+/// parse was about 12,600 instructions of the proxy's 109,000 a request).
+fn read_plain(source: &str, unwrap_soap: bool) -> Option<Document<'_>> {
+    let bytes = source.as_bytes();
+    let mut at = 0;
+    let mut events = 0;
+    // A declaration only at the very start, as XML has it.
+    if bytes.starts_with(b"<?xml ") {
+        let end = bytes.windows(2).position(|w| w == b"?>")?;
+        if bytes[1..end].iter().any(|&b| b == b'<' || b == b'>') {
+            return None;
+        }
+        events += 1;
+        at = end + 2;
+    }
+    at = skip_white(bytes, at);
+    if bytes.get(at) != Some(&b'<') {
+        return None;
+    }
+    let (root, after_name) = name_at(source, at + 1)?;
+    if unwrap_soap && root == SOAP_ENVELOPE {
+        return None;
+    }
+    // The root's attributes, if any, up to the first `>` outside quotes; never read.
+    let mut close = after_name;
+    let mut quote = None;
+    loop {
+        let b = *bytes.get(close)?;
+        match (quote, b) {
+            (_, b'<') => return None,
+            (None, b'>') => break,
+            (None, b'"' | b'\'') => quote = Some(b),
+            (Some(q), _) if q == b => quote = None,
+            _ => {}
+        }
+        close += 1;
+    }
+    if close > after_name && !is_white(bytes[after_name]) || bytes[close - 1] == b'/' {
+        return None;
+    }
+    events += 1;
+    let inner_start = close + 1;
+    let mut at = inner_start;
+    let mut text = Cow::Borrowed("");
+    let mut children: Vec<Child> = Vec::with_capacity(16);
+    let inner_end = loop {
+        let lt = at + bytes[at..].iter().position(|&b| b == b'<')?;
+        if lt > at {
+            let loose = plain_text(source, at..lt)?;
+            events += 1;
+            if text.is_empty() {
+                text = Cow::Borrowed(loose);
+            } else {
+                text.to_mut().push_str(loose);
+            }
+        }
+        if bytes.get(lt + 1) == Some(&b'/') {
+            at = end_tag(source, lt, root)?;
+            events += 1;
+            break lt;
+        }
+        let (name, after) = name_at(source, lt + 1)?;
+        if children.len() == MAX_FIELDS {
+            return None;
+        }
+        match bytes.get(after..after + 2)? {
+            [b'/', b'>'] => {
+                events += 1;
+                at = after + 2;
+                children.push(Child {
+                    name,
+                    text: Cow::Borrowed(""),
+                    has_elements: false,
+                    inner: at..at,
+                });
+            }
+            [b'>', _] => {
+                let start = after + 1;
+                let end = start + bytes[start..].iter().position(|&b| b == b'<')?;
+                let own = plain_text(source, start..end)?;
+                at = end_tag(source, end, name)?;
+                events += 2 + usize::from(end > start);
+                children.push(Child {
+                    name,
+                    text: Cow::Borrowed(own),
+                    has_elements: false,
+                    inner: start..end,
+                });
+            }
+            _ => return None,
+        }
+    };
+    if !bytes[at..].iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(Document {
+        root,
+        text,
+        inner: inner_start..inner_end,
+        children,
+        events: events + 1,
+    })
+}
+
+fn is_white(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn skip_white(bytes: &[u8], from: usize) -> usize {
+    from + bytes[from..].iter().take_while(|&&b| is_white(b)).count()
+}
+
+/// An unprefixed ASCII element name starting at `start`, and where it ends.
+fn name_at(source: &str, start: usize) -> Option<(&str, usize)> {
+    let bytes = source.as_bytes();
+    let first = *bytes.get(start)?;
+    if !(first.is_ascii_alphabetic() || first == b'_') {
+        return None;
+    }
+    let len = bytes[start..]
+        .iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        .count();
+    Some((&source[start..start + len], start + len))
+}
+
+/// Text with no entity in it, as it stands in the source.
+fn plain_text(source: &str, span: Range<usize>) -> Option<&str> {
+    let text = &source[span];
+    (!text.as_bytes().contains(&b'&')).then_some(text)
+}
+
+/// `</name>` at `at`, and where it ends.
+fn end_tag(source: &str, at: usize, name: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    if bytes.get(at..at + 2)? != b"</" {
+        return None;
+    }
+    let (end_name, after) = name_at(source, at + 2)?;
+    (end_name == name && bytes.get(after) == Some(&b'>')).then_some(after + 1)
+}
+
+/// [`read_str`] by the general reader: any well-formed document.
+fn read_any(source: &str, unwrap_soap: bool) -> Result<Document<'_>, XmlError> {
     let mut reader = Reader::from_str(source);
     reader.config_mut().check_end_names = true;
 
@@ -513,5 +670,171 @@ mod tests {
             read_document(b"\xff<x/>", false).unwrap_err(),
             XmlError::NotUtf8
         );
+    }
+
+    /// What a document reads as, for comparing the two readers (events aside).
+    fn shape(doc: &Document<'_>) -> String {
+        format!(
+            "{} {:?} {:?} {:?}",
+            doc.root,
+            doc.text,
+            doc.inner,
+            doc.children
+                .iter()
+                .map(|c| (c.name, c.text.as_ref(), c.has_elements, c.inner.clone()))
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// The plain reader reads a document exactly as the general one does, or leaves it to it.
+    fn same_as_the_general_reader(source: &str, unwrap_soap: bool) -> bool {
+        let Some(plain) = read_plain(source, unwrap_soap) else {
+            return false;
+        };
+        let any = read_any(source, unwrap_soap)
+            .unwrap_or_else(|e| panic!("the plain reader took {source:?}, the general one: {e}"));
+        assert_eq!(shape(&plain), shape(&any), "{source:?}");
+        assert!(plain.events <= source.len() + 2);
+        true
+    }
+
+    #[test]
+    fn the_plain_reader_takes_envelopes_and_job_infos_as_the_general_one_reads_them() {
+        let taken = [
+            "<getJob><apiVersion>34.0</apiVersion><jobId>750x</jobId><e/><f></f></getJob>",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><jobInfo\n   xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\n <id>750</id>\n <state>Open</state>\n</jobInfo>",
+            "\n  <createJob a='>' b=\"'\">\n\t<object>Con > tact</object>  </createJob>\r\n",
+            "<x/>",
+        ];
+        for source in taken {
+            let plain = source != "<x/>";
+            assert_eq!(
+                same_as_the_general_reader(source, true),
+                plain,
+                "{source:?}"
+            );
+        }
+        let left = [
+            "<a:getJob xmlns:a=\"urn:x\"><a:jobId>750</a:jobId></a:getJob>",
+            "<x><y>&lt;</y></x>",
+            "<x><!-- c --><y>1</y></x>",
+            "<x><y><![CDATA[1]]></y></x>",
+            "<x><y><z>1</z></y></x>",
+            "<x><y a=\"1\">1</y></x>",
+            "<x><y>1</y ></x>",
+            "<x><y>1</z></x>",
+            "<x><y>1</y></x><z/>",
+            "<x><y>1</y></x>tail",
+            " <?xml version=\"1.0\"?><x/>",
+            "<Envelope><Body><getJob/></Body></Envelope>",
+            "<x a=\"<\"><y>1</y></x>",
+            "<x a=\"1\"/>",
+            "<x><y>1</y>",
+            "\u{feff}<x></x>",
+        ];
+        for source in left {
+            assert!(read_plain(source, true).is_none(), "{source:?}");
+        }
+        let many: String = std::iter::once("<x>".to_string())
+            .chain((0..=MAX_FIELDS).map(|i| format!("<f{i}>v</f{i}>")))
+            .chain(std::iter::once("</x>".to_string()))
+            .collect();
+        assert!(read_plain(&many, false).is_none());
+        assert_eq!(read_str(&many, false).unwrap_err(), XmlError::TooManyFields);
+    }
+
+    mod fuzzed {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of envelopes, well and badly formed, put together at random.
+        fn piece() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "<",
+                ">",
+                "</",
+                "/>",
+                "<x>",
+                "</x>",
+                "<y>",
+                "</y>",
+                "<y/>",
+                "x",
+                "y",
+                "getJob",
+                "jobId",
+                "750",
+                " ",
+                "\n",
+                "\t",
+                "\r\n",
+                "&amp;",
+                "&",
+                ";",
+                "<?xml version=\"1.0\"?>",
+                "<?xml ",
+                "?>",
+                "<!-- c -->",
+                "<![CDATA[d]]>",
+                "]]>",
+                "\"",
+                "'",
+                "=",
+                ":",
+                "a:",
+                "Envelope",
+                "Body",
+                "<Envelope>",
+                "<Body>",
+                " a=\"1\"",
+                "é",
+                "\u{0}",
+                "\u{feff}",
+            ])
+        }
+
+        /// A well-formed flat document with odd texts, names and spacing.
+        fn document() -> impl Strategy<Value = String> {
+            let text = "[ a-z0-9<>&;'\"\\]\t\n\u{e9}]{0,12}";
+            let name =
+                prop::sample::select(vec!["a", "jobId", "x.y", "_z-1", "getJob", "Envelope"]);
+            (
+                prop::bool::ANY,
+                name.clone(),
+                "[ a-z=\"'/<>]{0,10}",
+                prop::collection::vec((name, text, prop::bool::ANY, "[ \n]{0,2}"), 0..6),
+                "[ \n]{0,2}",
+            )
+                .prop_map(|(decl, root, attributes, children, tail)| {
+                    let mut out = String::new();
+                    if decl {
+                        out.push_str("<?xml version=\"1.0\"?>\n");
+                    }
+                    out.push_str(&format!("<{root}{attributes}>"));
+                    for (name, text, empty, space) in children {
+                        if empty {
+                            out.push_str(&format!("{space}<{name}/>"));
+                        } else {
+                            out.push_str(&format!("{space}<{name}>{text}</{name}>"));
+                        }
+                    }
+                    out.push_str(&format!("</{root}>{tail}"));
+                    out
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn random_pieces_read_alike(pieces in prop::collection::vec(piece(), 0..24), soap in prop::bool::ANY) {
+                same_as_the_general_reader(&pieces.concat(), soap);
+            }
+
+            #[test]
+            fn flat_documents_read_alike(source in document(), soap in prop::bool::ANY) {
+                same_as_the_general_reader(&source, soap);
+            }
+        }
     }
 }
