@@ -5,7 +5,7 @@
 //! every Rust allocation to `mi_malloc_aligned`, whose fast path covers blocks of at most 1 KiB
 //! only: a larger one with Rust's usual alignment of 8 (hyper's and rustls's buffers, an answer's
 //! body, a log line) went through mimalloc's over-allocating aligned path, about ten times a
-//! getJob request, each some 400 instructions more than a plain `mi_malloc` and leaving a
+//! getJob request, each some 300 instructions more than a plain `mi_malloc` and leaving a
 //! block mimalloc must look up again when it is freed. Every mimalloc block is aligned to at
 //! least a word (8 bytes), so an allocation asking no more than that is a plain `mi_malloc`;
 //! only a larger alignment goes through the aligned calls. BENCHMARKS.md has the measurement.
