@@ -9,11 +9,11 @@
 #   - system calls, by name, counted by `perf stat` (kernel tracepoints) while the binary runs
 #     natively under wrk at 32 connections (or at each of CONNECTIONS), pinned as in
 #     benches/e2e.sh: proxy and emulator on core 0 (so the proxy runs its one-core runtime), wrk on
-#     core 1. strace would slow the proxy enough to change which system calls it makes. A second
-#     native run, without the tracepoints (which slow every system call), gives the proxy's CPU
-#     time per request (perf's task-clock, in µs) and its cycles where the machine's perf counts
-#     them (virtual machines often do not): time, unlike instructions, shows what waiting,
-#     contention and cache misses cost, but moves with the machine's load.
+#     core 1. strace would slow the proxy enough to change which system calls it makes. A native
+#     run without the tracepoints (which slow every system call) gives the proxy's CPU time per
+#     request (user and system, from /proc, in µs): time, unlike instructions, shows what waiting,
+#     contention and cache misses cost, but moves with the machine's load. (This machine's perf
+#     counts no cycles; where it does, `perf stat -e cycles -p PID` over the same window adds them.)
 #
 #   [OPERATION=createJob] [CONNECTIONS="8 32 256"] [GOVERNOR=both] [UPSTREAM=tls] [REPEAT=3] \
 #     bash benches/per_request.sh [BINARY ...]  (default binary: target/release/sfbulk-proxy, built)
@@ -49,7 +49,8 @@ token='00DBENCHMARK001!benchmark-session'
 emulator=127.0.0.1:18291
 proxy=127.0.0.1:18290
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+proxy_pid=""
+trap 'kill "${pids[@]}" $proxy_pid 2>/dev/null || true' EXIT
 
 wait_ready() {
   for _ in $(seq 200); do curl -sf -o /dev/null ${2:+--cacert "$2"} "${3:-http}://$1/healthz" && return 0; sleep 0.05; done
@@ -75,11 +76,29 @@ esac
 # Starts the proxy, run by the command given (a binary and `serve`, behind valgrind or not).
 start_proxy() {
   rm -rf "$work/registry"
-  env "${proxy_tls[@]}" SFBULK__SERVER__LISTEN=$proxy SFBULK__SALESFORCE__ALLOWED_ORIGINS=$scheme://$emulator \
+  # The requests are counted from the access lines, so the log is text at info whatever the shell says.
+  env -u RUST_LOG "${proxy_tls[@]}" SFBULK__LOG__FORMAT=text SFBULK__LOG__LEVEL=info \
+    SFBULK__SERVER__LISTEN=$proxy SFBULK__SALESFORCE__ALLOWED_ORIGINS=$scheme://$emulator \
     SFBULK__SALESFORCE__TOKEN_ENDPOINT_HOSTNAME=$scheme://$emulator SFBULK__REGISTRY__DIR="$work/registry" \
     "$@" >"$work/proxy.log" 2>"$work/tool.log" &
   proxy_pid=$!
   wait_ready $proxy
+}
+
+# Stops the proxy started last.
+stop_proxy() {
+  kill -INT "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
+  proxy_pid=""
+}
+
+# The connector requests answered between two counts of the access lines; a run that answered
+# none (a proxy that did not serve, a log that changed its form) stops the script.
+served() {
+  if [ "$2" -le "$1" ]; then
+    echo "no requests were answered (see $work/proxy.log and $work/tool.log)" >&2
+    exit 1
+  fi
+  echo $(($2 - $1))
 }
 
 OPERATION=${OPERATION:-getJob}
@@ -130,12 +149,18 @@ instructions() {
   callgrind_control -d "$proxy_pid" >/dev/null 2>&1
   after=$(answered)
   wait $wrk_pid
-  kill -INT $proxy_pid; wait $proxy_pid 2>/dev/null || true
+  stop_proxy
+  if [ ! -s "$out.1" ]; then
+    echo "callgrind wrote no counts for $binary (see $work/tool.log)" >&2
+    exit 1
+  fi
   if [ -n "${PROFILE_DIR:-}" ]; then
     mkdir -p "$PROFILE_DIR"
-    cp "$out.1" "$PROFILE_DIR/callgrind.$(basename "$binary").$connections.$guard.out"
+    cp "$out.1" "$PROFILE_DIR/callgrind.$5-$(basename "$binary").$connections.$guard.round$6.out"
   fi
-  echo "$((after - before)) $(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out.1")"
+  local requests
+  requests=$(served "$before" "$after")
+  echo "$requests $(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out.1")"
 }
 
 # The connector requests the proxy has answered so far (its access lines).
@@ -143,37 +168,59 @@ answered() {
   grep -c 'access_log: .*path="/services/' "$work/proxy.log" || true
 }
 
-# System calls per request, in all and by name, and CPU time (and cycles, where counted) per
-# request, from a native run at the given connections.
+# Which of the binaries given (1, 2, ...) the first argument is: profiles of two builds of the
+# same name are kept apart.
+position() {
+  local binary=$1 i=0 each
+  shift
+  for each in "$@"; do
+    i=$((i + 1))
+    if [ "$each" = "$binary" ]; then echo $i; return; fi
+  done
+}
+
+# CPU time per request (user and system, from /proc) and system calls per request, in all and by
+# name, from native runs at the given connections. The CPU time is read within one wrk run after a
+# warm-up, over the requests answered meanwhile (its access lines), both read at the same moments:
+# a second wrk run would open again the connections the first one's end cut off. The system calls
+# are counted by perf, attached first, over a wrk run of their own and wrk's count of it, as before
+# issue 36 (perf's start cannot be lined up with the access lines).
 SYSCALLS="recvfrom read writev write sendto epoll_wait epoll_ctl futex accept4"
 system_calls() {
-  local connections=$3
+  local connections=$3 tick
+  tick=$(getconf CLK_TCK)
   # shellcheck disable=SC2046
   start_proxy $(guarded "$2") taskset -c 0 "$1" serve
-  LOAD="taskset -c 1" load 1 "$connections" >/dev/null
-  local events="-e raw_syscalls:sys_enter" name
+  LOAD="taskset -c 1" load 7 "$connections" >/dev/null &
+  local wrk_pid=$! before after cpu_before cpu_after requests events="-e raw_syscalls:sys_enter" name
+  sleep 2
+  cpu_before=$(cpu_ticks) before=$(answered)
+  sleep 4
+  cpu_after=$(cpu_ticks) after=$(answered)
+  wait $wrk_pid
+  requests=$(served "$before" "$after")
+  # shellcheck disable=SC2086
+  set -- $cpu_before $cpu_after
+  awk -v n="$requests" -v t="$tick" -v u0="$1" -v s0="$2" -v u1="$3" -v s1="$4" 'BEGIN {
+    printf "CPU %.1f us (user %.1f) per request;  ", (u1 + s1 - u0 - s0) * 1e6 / t / n, (u1 - u0) * 1e6 / t / n }'
   for name in $SYSCALLS; do events="$events -e syscalls:sys_enter_$name"; done
   # shellcheck disable=SC2086
   perf stat -x, $events -p $proxy_pid -o "$work/perf.txt" 2>"$work/perf.log" &
-  local perf_pid=$! requests
+  local perf_pid=$!
   sleep 0.5
   requests=$(LOAD="taskset -c 1" load 4 "$connections")
   kill -INT $perf_pid; wait $perf_pid 2>/dev/null || true
-  perf stat -x, -e task-clock -e cycles -p $proxy_pid -o "$work/clock.txt" 2>"$work/perf.log" &
-  perf_pid=$!
-  sleep 0.5
-  local clocked
-  clocked=$(LOAD="taskset -c 1" load 4 "$connections")
-  kill -INT $perf_pid; wait $perf_pid 2>/dev/null || true
-  kill -INT $proxy_pid; wait $proxy_pid 2>/dev/null || true
+  stop_proxy
   # perf stat -x, rows: count,unit,event,...
-  awk -F, -v n="$clocked" '$3 ~ /^task-clock/ && $1 ~ /^[0-9.]+$/ { printf "task-clock %.1f us  ", $1 * 1000 / n }
-    $3 ~ /^cycles/ { if ($1 ~ /^[0-9]+$/) printf "cycles %d  ", $1 / n; else printf "cycles not counted here  " }
-    END { printf "per request;  " }' "$work/clock.txt"
   awk -F, -v n="$requests" '$3 ~ /sys_enter/ && $1 ~ /^[0-9]+$/ {
       name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"
       if ($1 / n >= 0.01) printf "%s %.2f  ", name, $1 / n }
     END { print "(system calls per request)" }' "$work/perf.txt"
+}
+
+# The proxy's user and system CPU time so far, in clock ticks.
+cpu_ticks() {
+  awk '{ print $14, $15 }' "/proc/$proxy_pid/stat"
 }
 
 # One emulator, started from the first binary, serves every binary's runs.
@@ -207,7 +254,8 @@ for round in $(seq "${REPEAT:-1}"); do
   for connections in $CONNECTIONS; do
     for binary in "$@"; do
       for guard in "${guards[@]}"; do
-        read -r requests total < <(instructions "$binary" 6 "$connections" "$guard")
+        instructions "$binary" 6 "$connections" "$guard" "$(position "$binary" "$@")" "$round" >"$work/counted"
+        read -r requests total <"$work/counted"
         per_request=$((total / requests))
         counted[$binary|$connections|$guard]+=" $per_request"
         echo "$binary: $per_request instructions per $OPERATION request at $connections connections," \
@@ -243,7 +291,7 @@ for round in $(seq "${REPEAT:-1}"); do
     for binary in "$@"; do
       for guard in "${guards[@]}"; do
         line=$(system_calls "$binary" "$guard" "$connections")
-        clocked[$binary|$connections|$guard]+=" $(echo "$line" | sed -n 's/.*task-clock \([0-9.]*\) us.*/\1/p')"
+        clocked[$binary|$connections|$guard]+=" $(echo "$line" | sed -n 's/^CPU \([0-9.]*\) us.*/\1/p')"
         echo "$binary: $connections connections, guard $guard: $line (round $round)"
       done
     done
@@ -253,7 +301,7 @@ for connections in $NATIVE_CONNECTIONS; do
   for binary in "$@"; do
     for guard in "${guards[@]}"; do
       # shellcheck disable=SC2086
-      line="$binary: native at $connections connections, guard $guard: task-clock $(spread ${clocked[$binary|$connections|$guard]}) us per request"
+      line="$binary: native at $connections connections, guard $guard: CPU $(spread ${clocked[$binary|$connections|$guard]}) us per request"
       if [ "$binary" != "$1" ]; then
         # shellcheck disable=SC2086
         line="$line, $(awk -v this="$(spread ${clocked[$binary|$connections|$guard]})" \
