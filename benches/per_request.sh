@@ -239,6 +239,38 @@ else
 fi
 printf 'wrk.method = "POST"\nwrk.body = "%s"\nwrk.headers["Content-Type"] = "text/xml"\n' "$body" >"$work/request.lua"
 
+# The ratio of the medians of two lists of counts.
+ratio() {
+  # shellcheck disable=SC2086
+  awk -v this="$(spread $1)" -v that="$(spread $2)" 'BEGIN { printf "%.3f", this / that }'
+}
+
+# Prints each binary's median and range of the counts in the associative array named first (keyed
+# binary|connections|guard) at each of the connections given second, as "<third> ... <median>
+# <fourth>", with its ratio to the first binary's median and, when the guard was measured on and
+# off, the ratio of the two; the binaries follow.
+summarize() {
+  local -n counts=$1
+  local at=$2 what=$3 unit=$4 connections binary guard line
+  shift 4
+  for connections in $at; do
+    for binary in "$@"; do
+      for guard in "${guards[@]}"; do
+        # shellcheck disable=SC2086
+        line="$binary: $what at $connections connections, guard $guard: $(spread ${counts[$binary|$connections|$guard]})$unit"
+        if [ "$binary" != "$1" ]; then
+          line="$line, $(ratio "${counts[$binary|$connections|$guard]}" "${counts[$1|$connections|$guard]}") of the first binary's median"
+        fi
+        echo "$line"
+      done
+      if [ ${#guards[@]} -eq 2 ]; then
+        echo "$binary: $what, guard on / off at $connections connections:" \
+          "$(ratio "${counts[$binary|$connections|on]}" "${counts[$binary|$connections|off]}")"
+      fi
+    done
+  done
+}
+
 # "median (least–most)" of the numbers given.
 spread() {
   printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1; if ($1 ~ /\./) f = "%.1f"; else if (!f) f = "%d" } END {
@@ -264,27 +296,7 @@ for round in $(seq "${REPEAT:-1}"); do
     done
   done
 done
-for connections in $CONNECTIONS; do
-  for binary in "$@"; do
-    for guard in "${guards[@]}"; do
-      # shellcheck disable=SC2086
-      line="$binary: $OPERATION at $connections connections, guard $guard: $(spread ${counted[$binary|$connections|$guard]}) instructions per request"
-      if [ "$binary" != "$1" ]; then
-        # shellcheck disable=SC2086
-        line="$line, $(awk -v this="$(spread ${counted[$binary|$connections|$guard]})" \
-          -v first="$(spread ${counted[$1|$connections|$guard]})" \
-          'BEGIN { printf "%.3f", this / first }') of the first binary's median"
-      fi
-      echo "$line"
-    done
-    if [ ${#guards[@]} -eq 2 ]; then
-      # shellcheck disable=SC2086
-      echo "$binary: guard on / off at $connections connections:" \
-        "$(awk -v on="$(spread ${counted[$binary|$connections|on]})" \
-          -v off="$(spread ${counted[$binary|$connections|off]})" 'BEGIN { printf "%.3f", on / off }')"
-    fi
-  done
-done
+summarize counted "$CONNECTIONS" "$OPERATION" " instructions per request" "$@"
 declare -A clocked
 for round in $(seq "${REPEAT:-1}"); do
   for connections in $NATIVE_CONNECTIONS; do
@@ -297,18 +309,4 @@ for round in $(seq "${REPEAT:-1}"); do
     done
   done
 done
-for connections in $NATIVE_CONNECTIONS; do
-  for binary in "$@"; do
-    for guard in "${guards[@]}"; do
-      # shellcheck disable=SC2086
-      line="$binary: native at $connections connections, guard $guard: CPU $(spread ${clocked[$binary|$connections|$guard]}) us per request"
-      if [ "$binary" != "$1" ]; then
-        # shellcheck disable=SC2086
-        line="$line, $(awk -v this="$(spread ${clocked[$binary|$connections|$guard]})" \
-          -v first="$(spread ${clocked[$1|$connections|$guard]})" \
-          'BEGIN { printf "%.2f", this / first }') of the first binary's median"
-      fi
-      echo "$line"
-    done
-  done
-done
+summarize clocked "$NATIVE_CONNECTIONS" "native CPU" " µs per request" "$@"
