@@ -61,7 +61,7 @@ function check(condition, message) {
     check(exportCells[1] === "bulk2", "the export row names its API: " + exportCells.join(" | "));
     check(exportCells[2] === "Completed", "the export row shows its state: " + exportCells.join(" | "));
     check(exportCells[3] === expected.exportRows, "the export row shows its rows: " + exportCells.join(" | "));
-    check(/^\d+ s ago$/.test(exportCells[5]), "the export row shows when it started: " + exportCells.join(" | "));
+    check(/^\d+(\.\d)? (s|min|h|d) ago$/.test(exportCells[5]), "the export row shows when it started: " + exportCells.join(" | "));
     check(await page.locator("#exports .empty").isHidden(), "the exports' empty note is hidden");
 
     const tokenRow = page.locator("#tokens tbody tr", { hasText: expected.tokenPath });

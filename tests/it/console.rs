@@ -503,6 +503,9 @@ fn screenshot_path() -> PathBuf {
 #[tokio::test]
 async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_token_usage_with_the_guards_figures_and_markup_as_text(
 ) {
+    // The browser's driver first: on a fresh machine npm fetches it, which may take minutes, and
+    // the page is to be read moments after the scenario below, not minutes after.
+    let modules = node_modules_with("playwright", PLAYWRIGHT, "playwright-core");
     // A canned Salesforce whose jobInfo names an object with markup (the emulator refuses
     // unknown objects).
     let canned = format!(
@@ -576,7 +579,6 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_tok
     let guard = &limits["guard"];
     assert_eq!(guard["api_ceiling"], 10, "{limits}");
 
-    let modules = node_modules_with("playwright", PLAYWRIGHT, "playwright-core");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.cjs");
     let expected = serde_json::json!({
         "job": job,
