@@ -526,6 +526,9 @@ async fn in_a_browser_the_console_shows_the_job_its_failed_batch_an_export_a_tok
         // Once the org reports its own usage, a ceiling of 10 calls, long passed.
         s.emulator.api_limit = 1000;
         s.governor.api_ceiling_percent = 1;
+        // The traffic table shows the samples kept (150): at the tests' 20 ms that is 3 s, which a
+        // browser starting on a busy machine can outlast; at 500 ms, over a minute.
+        s.admin.console_sample_ms = Duration::from_millis(500);
     })
     .await;
 
