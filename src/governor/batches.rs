@@ -65,6 +65,15 @@ fn key(org: &str) -> String {
     format!("governor:batches:{org}")
 }
 
+/// Changes `org`'s count of batches as `change` decides (one compare-and-set loop).
+async fn change<R>(
+    store: &dyn RecordStore,
+    org: &str,
+    change: impl FnMut(&mut Batches) -> Change<R>,
+) -> Result<R, RegistryError> {
+    update(store, &key(org), RECORD_TTL, "an org's batches", change).await
+}
+
 /// Counts `batches` for `org` unless they would take it past `ceiling`.
 pub async fn take(
     store: &dyn RecordStore,
@@ -72,21 +81,15 @@ pub async fn take(
     batches: u64,
     ceiling: u64,
 ) -> Result<Taken, RegistryError> {
-    update(
-        store,
-        &key(org),
-        RECORD_TTL,
-        "an org's batches",
-        |held: &mut Batches| {
-            let now = now_ms();
-            let total = held.total(now);
-            if total.saturating_add(batches) > ceiling {
-                return Change::Keep(Taken::Refused(total));
-            }
-            held.add(batches, now);
-            Change::Write(Taken::Counted(held.total(now)))
-        },
-    )
+    change(store, org, |held| {
+        let now = now_ms();
+        let total = held.total(now);
+        if total.saturating_add(batches) > ceiling {
+            return Change::Keep(Taken::Refused(total));
+        }
+        held.add(batches, now);
+        Change::Write(Taken::Counted(held.total(now)))
+    })
     .await
 }
 
@@ -96,19 +99,13 @@ pub async fn note_figure(
     org: &str,
     used: u64,
 ) -> Result<u64, RegistryError> {
-    update(
-        store,
-        &key(org),
-        RECORD_TTL,
-        "an org's batches",
-        |held: &mut Batches| {
-            let now = now_ms();
-            held.used = used;
-            held.at_ms = now;
-            held.since = 0;
-            Change::Write(held.total(now))
-        },
-    )
+    change(store, org, |held| {
+        let now = now_ms();
+        held.used = used;
+        held.at_ms = now;
+        held.since = 0;
+        Change::Write(held.total(now))
+    })
     .await
 }
 
