@@ -123,14 +123,7 @@ async fn without_limit_info_on_bulk1_answers_the_org_is_read_from_limits_and_sti
 async fn long_running_requests_stay_within_the_orgs_cap_across_replicas_while_short_calls_go_on() {
     let redis = RedisServer::start();
     let app = spawn_app_with(|s| s.emulator.latency_ms = Duration::from_millis(150)).await;
-    let job = app.create_job().await;
-    let batch = app
-        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let batch = element(&batch, "id").unwrap();
+    let (job, batch) = app.job_with_a_batch().await;
     let env = [
         ("SFBULK__GOVERNOR__MAX_CONCURRENT_PER_ORG", "5"),
         ("SFBULK__GOVERNOR__QUEUE_TIMEOUT_MS", "20000"),
@@ -174,15 +167,7 @@ async fn long_running_requests_stay_within_the_orgs_cap_across_replicas_while_sh
     );
     // Every answer read whole: no replica says it still has one in flight.
     for replica in &replicas {
-        let metrics = app
-            .http
-            .get(format!("{}/metrics", replica.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_at(&replica.admin).await;
         assert!(
             metrics.contains("sfbulk_governor_in_flight{org=\"00DSFBULKDEMO01\"} 0"),
             "{metrics}"
@@ -202,14 +187,7 @@ async fn long_running_requests_stay_within_the_orgs_cap_across_replicas_while_sh
 async fn with_redis_stopped_each_replica_keeps_its_own_cap_and_calls_go_on() {
     let mut redis = RedisServer::start();
     let app = spawn_app_with(|s| s.emulator.latency_ms = Duration::from_millis(150)).await;
-    let job = app.create_job().await;
-    let batch = app
-        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let batch = element(&batch, "id").unwrap();
+    let (job, batch) = app.job_with_a_batch().await;
     let replica = replica(
         &app,
         &redis,
@@ -430,14 +408,7 @@ async fn an_org_refused_at_its_ceiling_is_served_again_once_limits_says_its_usag
 #[tokio::test]
 async fn the_in_flight_gauge_falls_back_to_zero_once_the_long_running_requests_end() {
     let app = spawn_app_with(|s| s.emulator.latency_ms = Duration::from_millis(100)).await;
-    let job = app.create_job().await;
-    let batch = app
-        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let batch = element(&batch, "id").unwrap();
+    let (job, batch) = app.job_with_a_batch().await;
     let downloads = (0..3).map(|_| async {
         let answer = app
             .call_with("getBatchResults", &[("jobId", &job), ("batchId", &batch)])
@@ -513,14 +484,7 @@ async fn a_long_running_call_renewing_its_session_does_not_wait_on_the_slot_its_
         s.governor.queue_timeout_ms = Duration::from_secs(3);
     })
     .await;
-    let job = app.create_job().await;
-    let batch = app
-        .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let batch = element(&batch, "id").unwrap();
+    let (job, batch) = app.job_with_a_batch().await;
     let other = [
         ("jobId", job.as_str()),
         ("registryPath", "connectors/other"),

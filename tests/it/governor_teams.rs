@@ -122,16 +122,9 @@ async fn get_job_as(
 
 /// The value of the sample `series` (its name and labels) on the admin port `admin`, if shown.
 async fn sample(app: &TestApp, admin: &str, series: &str) -> Option<u64> {
-    let text = app
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
+    app.metrics_at(admin)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 

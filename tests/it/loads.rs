@@ -421,15 +421,7 @@ async fn operators_see_a_load_in_the_console_the_metrics_and_its_last_log_line()
         (&listed["rows_done"], &listed["rows_total"]),
         (&30.into(), &30.into())
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for series in [
         "sfbulk_load_records_total{api=\"bulk2\",result=\"succeeded\"} 30",
         "sfbulk_loads{api=\"bulk2\",state=\"Completed\"} 1",

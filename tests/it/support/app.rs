@@ -213,6 +213,17 @@ impl TestApp {
         self.create_job_with(CSV_INSERT_JOB).await
     }
 
+    /// A CSV insert job on Contact with a batch of one row, through the proxy: their ids.
+    pub async fn job_with_a_batch(&self) -> (String, String) {
+        let job = self.create_job().await;
+        let added = self
+            .upload_csv_batch(&job, "FirstName,LastName\nAda,Lovelace\n")
+            .await;
+        assert_eq!(added.status(), 201);
+        let batch = element(&added.text().await.unwrap(), "id").expect("batchInfo has an id");
+        (job, batch)
+    }
+
     /// Creates a job with these fields through the proxy; returns its id.
     pub async fn create_job_with(&self, fields: &[(&str, &str)]) -> String {
         let response = self.call_with("createJob", fields).await;
@@ -311,9 +322,14 @@ impl TestApp {
 
     /// The admin port's `/metrics` now.
     pub async fn metrics(&self) -> String {
+        self.metrics_at(&self.admin).await
+    }
+
+    /// `/metrics` now on the admin port `admin` (this app's, or a replica's).
+    pub async fn metrics_at(&self, admin: &str) -> String {
         let response = self
             .http
-            .get(format!("{}/metrics", self.admin))
+            .get(format!("{admin}/metrics"))
             .send()
             .await
             .expect("the admin port answers");
