@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::record::{update, Change, TRIES};
+use super::record::{update, Change};
 use crate::observe::metrics::Metrics;
 use crate::registry::{now_ms, RecordStore, RegistryError};
 
@@ -185,38 +185,27 @@ impl Slots {
     /// Takes a slot for `holder` if fewer than `cap` live ones are held.
     async fn try_take(&self, org: &str, holder: &str, cap: usize) -> Result<bool, RegistryError> {
         let lease = self.lease.as_millis() as u64;
-        update(
-            &*self.store,
-            &Self::key(org),
-            self.lease * 2,
-            "an org's slots",
-            |holders: &mut Holders| {
-                let now = now_ms();
-                holders.retain(|_, lapses| *lapses > now);
-                if holders.len() >= cap {
-                    return Change::Keep(false);
-                }
-                holders.insert(holder.to_string(), now + lease);
-                Change::Write(true)
-            },
-        )
+        self.change(org, |holders| {
+            let now = now_ms();
+            holders.retain(|_, lapses| *lapses > now);
+            if holders.len() >= cap {
+                return Change::Keep(false);
+            }
+            holders.insert(holder.to_string(), now + lease);
+            Change::Write(true)
+        })
         .await
     }
 
     /// Gives `holder`'s slot of `org` back (once the registry answers; its lease frees it
     /// otherwise).
     async fn give_back(&self, org: &str, holder: &str) {
-        let _ = update(
-            &*self.store,
-            &Self::key(org),
-            self.lease * 2,
-            "an org's slots",
-            |holders: &mut Holders| match holders.remove(holder) {
+        let _ = self
+            .change(org, |holders| match holders.remove(holder) {
                 Some(_) => Change::Write(()),
                 None => Change::Keep(()),
-            },
-        )
-        .await;
+            })
+            .await;
     }
 
     /// Renews the leases of every slot this replica holds.
@@ -228,54 +217,46 @@ impl Slots {
                 .map(|(org, h)| (org.clone(), h.holders.iter().cloned().collect()))
                 .collect()
         };
+        let lease = self.lease.as_millis() as u64;
         for (org, ours) in held {
-            let key = Self::key(&org);
-            for _ in 0..TRIES {
-                let Ok((mut holders, version)) = self.read(&key).await else {
-                    break;
-                };
-                let lapses = now_ms() + self.lease.as_millis() as u64;
-                // Only the leases the record still holds: a slot given back since the holders
-                // were listed (or taken by another once its lease lapsed) is not taken back.
-                let mut renewed = false;
-                for holder in &ours {
-                    if let Some(lease) = holders.get_mut(holder) {
-                        *lease = lapses;
-                        renewed = true;
+            // Only the leases the record still holds: a slot given back since the holders were
+            // listed (or taken by another once its lease lapsed) is not taken back.
+            let _ = self
+                .change(&org, |holders| {
+                    let lapses = now_ms() + lease;
+                    let mut renewed = false;
+                    for holder in &ours {
+                        if let Some(lease) = holders.get_mut(holder) {
+                            *lease = lapses;
+                            renewed = true;
+                        }
                     }
-                }
-                if !renewed {
-                    break;
-                }
-                match self.write(&key, &holders, version).await {
-                    Ok(true) | Err(_) => break,
-                    Ok(false) => {}
-                }
-            }
+                    if renewed {
+                        Change::Write(())
+                    } else {
+                        Change::Keep(())
+                    }
+                })
+                .await;
         }
     }
 
-    async fn read(&self, key: &str) -> Result<(Holders, Option<u64>), RegistryError> {
-        Ok(match self.store.read(key).await? {
-            Some(record) => (
-                serde_json::from_slice(&record.value).unwrap_or_default(),
-                Some(record.version),
-            ),
-            None => (Holders::new(), None),
-        })
-    }
-
-    async fn write(
+    /// Changes `org`'s record of slots as `change` decides (one compare-and-set loop). The record
+    /// lives as long as a slot's lease could: an org whose requests ended leaves nothing behind
+    /// for long.
+    async fn change<R>(
         &self,
-        key: &str,
-        holders: &Holders,
-        version: Option<u64>,
-    ) -> Result<bool, RegistryError> {
-        let value = serde_json::to_vec(holders).unwrap_or_default();
-        // The record lives as long as a slot's lease could: an org whose requests ended leaves
-        // nothing behind for long.
-        let ttl = self.lease * 2;
-        Ok(self.store.write(key, value, version, ttl).await?.is_some())
+        org: &str,
+        change: impl FnMut(&mut Holders) -> Change<R>,
+    ) -> Result<R, RegistryError> {
+        update(
+            &*self.store,
+            &Self::key(org),
+            self.lease * 2,
+            "an org's slots",
+            change,
+        )
+        .await
     }
 }
 
@@ -417,6 +398,17 @@ mod tests {
         }
     }
 
+    /// The holders in the record `key` of `store`, none when absent.
+    async fn holders_of(store: &Paused, key: &str) -> Holders {
+        store
+            .read(key)
+            .await
+            .unwrap()
+            .map_or_else(Holders::new, |record| {
+                serde_json::from_slice(&record.value).unwrap()
+            })
+    }
+
     #[tokio::test]
     async fn a_renewal_under_way_never_takes_back_a_slot_given_back_meanwhile() {
         let store = Arc::new(Paused {
@@ -444,7 +436,7 @@ mod tests {
         // Meanwhile the request ends: its slot is given back in the registry.
         drop(slot);
         tokio::time::timeout(Duration::from_secs(5), async {
-            while !slots.read(&key).await.unwrap().0.is_empty() {
+            while !holders_of(&store, &key).await.is_empty() {
                 tokio::task::yield_now().await;
             }
         })
@@ -452,7 +444,7 @@ mod tests {
         .expect("the slot is given back");
         store.go.notify_one();
         renewal.await.unwrap();
-        let (holders, _) = slots.read(&key).await.unwrap();
+        let holders = holders_of(&store, &key).await;
         assert!(
             holders.is_empty(),
             "the renewal took back the slot given back, for a whole lease: {holders:?}"
