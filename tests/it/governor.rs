@@ -30,12 +30,7 @@ fn replica(app: &TestApp, redis: &RedisServer, extra: &[(&str, &str)]) -> ProxyP
 /// `getJob` of `job` through `proxy`, with the app's grant: its status, `Retry-After` and body.
 async fn get_job(app: &TestApp, proxy: &str, job: &str) -> (u16, Option<String>, String) {
     let answer = app.call_at(proxy, "getJob", &[("jobId", job)]).await;
-    let status = answer.status().as_u16();
-    let retry_after = answer
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, retry_after, answer.text().await.unwrap())
+    crate::support::status_retry_after_body(answer).await
 }
 
 /// Ten callers, each calling `getJob` through the replicas in turn until refused three times in a

@@ -51,12 +51,7 @@ async fn batch_results(
             &[("jobId", job), ("batchId", batch)],
         )
         .await;
-    let status = answer.status().as_u16();
-    let retry_after = answer
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, retry_after, answer.text().await.unwrap())
+    crate::support::status_retry_after_body(answer).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,12 +112,7 @@ async fn get_job_as(
         .send()
         .await
         .expect("proxy answers");
-    let status = answer.status().as_u16();
-    let retry_after = answer
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, retry_after, answer.text().await.unwrap())
+    crate::support::status_retry_after_body(answer).await
 }
 
 /// The value of the sample `series` (its name and labels) on the admin port `admin`, if shown.

@@ -30,6 +30,16 @@ impl JsonValue for reqwest::Response {
     }
 }
 
+/// An answer's status, `Retry-After` (when sent) and body: what a refusal is judged by.
+pub async fn status_retry_after_body(answer: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = answer.status().as_u16();
+    let retry_after = answer
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry_after, answer.text().await.unwrap())
+}
+
 /// Each document of the YAML file at `path` (below the crate's root), as a JSON value: the
 /// deployment examples and rule files the tests hold against the proxy.
 pub fn yaml_documents(path: &str) -> Vec<serde_json::Value> {
